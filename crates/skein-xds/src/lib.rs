@@ -1,0 +1,1 @@
+//! Placeholder; filled in by the crate's first real change.
