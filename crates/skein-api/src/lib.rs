@@ -1,1 +1,38 @@
-//! Placeholder; filled in by the crate's first real change.
+//! skein's resource model: the Kubernetes and Istio objects users already have, loaded from
+//! YAML unchanged, with `file:line` and the field path in every error, and validated with
+//! Istio's and Kubernetes' own messages.
+//!
+//! ```
+//! let m = skein_api::load_str("-", "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system}\n").unwrap();
+//! assert_eq!(m.namespaces().next().unwrap().metadata.name, "blog-system");
+//! assert!(skein_api::validate(&m).is_empty());
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod k8s;
+mod lines;
+mod load;
+pub mod networking;
+mod resource;
+pub mod security;
+pub mod telemetry;
+mod types;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use lines::LineIndex;
+pub use load::{
+    LoadError, LoadErrors, Source, load_path, load_path_partial, load_str, load_str_partial,
+};
+pub use resource::{Document, KINDS, Manifests, Resource, ResourceKind};
+pub use types::{
+    Duration, DurationError, IntOrString, LabelSelector, LabelSelectorRequirement, Labels, Object,
+    ObjectMeta, Opaque, Percent, PolicyTargetReference, WorkloadSelector,
+};
+pub use validate::{Diagnostic, Severity, validate};
+
+/// The namespace of an object without `metadata.namespace`.
+pub const DEFAULT_NAMESPACE: &str = "default";

@@ -1,0 +1,727 @@
+//! Loading multi-document YAML files and directories into [`Manifests`], with `file:line`
+//! and the field path in every error.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::lines::LineIndex;
+use crate::resource::{Document, KINDS, Manifests, deserialize_kind, object_label};
+
+/// A place in the manifests: a file and a 1-based line in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// Why a file or a document could not be loaded. Every variant says where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot read: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{}: no *.yaml or *.yml files found", path.display())]
+    NoManifests { path: PathBuf },
+    #[error("{at}: YAML syntax error: {message}")]
+    Syntax { at: Source, message: String },
+    /// A document that is not a mapping, or whose `kind`/`apiVersion` is missing or not a
+    /// string.
+    #[error("{at}: {message}")]
+    NotAnObject { at: Source, message: String },
+    #[error(
+        "{at}: unknown kind \"{kind}\" (apiVersion {api_version}); skein reads {}",
+        known_kinds()
+    )]
+    UnknownKind {
+        at: Source,
+        kind: String,
+        api_version: String,
+    },
+    #[error(
+        "{at}: {object}: apiVersion \"{api_version}\" is not supported for kind {kind}; use {}",
+        supported_versions(kind)
+    )]
+    UnsupportedApiVersion {
+        at: Source,
+        object: String,
+        kind: String,
+        api_version: String,
+    },
+    /// A field with an unknown name, a wrong type, a bad enum value, a malformed duration...
+    #[error("{at}: {object}: {path}: {message}")]
+    Field {
+        at: Source,
+        object: String,
+        path: String,
+        message: String,
+    },
+}
+
+fn known_kinds() -> String {
+    KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+}
+
+fn supported_versions(kind: &str) -> String {
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v.join(" or "))
+        .unwrap_or_default()
+}
+
+impl LoadError {
+    /// Where the error is (`None` for a file that could not be read).
+    pub fn at(&self) -> Option<&Source> {
+        match self {
+            LoadError::Io { .. } | LoadError::NoManifests { .. } => None,
+            LoadError::Syntax { at, .. }
+            | LoadError::NotAnObject { at, .. }
+            | LoadError::UnknownKind { at, .. }
+            | LoadError::UnsupportedApiVersion { at, .. }
+            | LoadError::Field { at, .. } => Some(at),
+        }
+    }
+}
+
+/// All the errors of one load, in file and line order. Displays one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl LoadErrors {
+    pub fn iter(&self) -> std::slice::Iter<'_, LoadError> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl IntoIterator for LoadErrors {
+    type Item = LoadError;
+    type IntoIter = std::vec::IntoIter<LoadError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a LoadErrors {
+    type Item = &'a LoadError;
+    type IntoIter = std::slice::Iter<'a, LoadError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Loads a file, or every `*.yaml`/`*.yml` under a directory (recursively, in sorted path
+/// order, skipping names that start with `.`). Collects every error rather than stopping
+/// at the first.
+pub fn load_path(path: &Path) -> Result<Manifests, LoadErrors> {
+    into_result(load_path_partial(path))
+}
+
+/// Loads YAML text; `name` is the file name used in messages (e.g. `-` for stdin).
+pub fn load_str(name: &str, text: &str) -> Result<Manifests, LoadErrors> {
+    into_result(load_str_partial(name, text))
+}
+
+/// Like [`load_path`], but also returns the documents that did load.
+pub fn load_path_partial(path: &Path) -> (Manifests, Vec<LoadError>) {
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    let files = if path.is_dir() {
+        let mut files = Vec::new();
+        if let Err(e) = collect_files(path, &mut files) {
+            errors.push(e);
+        }
+        files.sort();
+        if files.is_empty() && errors.is_empty() {
+            errors.push(LoadError::NoManifests {
+                path: path.to_path_buf(),
+            });
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        match std::fs::read(&file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => load_text(&file, &text, &mut manifests, &mut errors),
+                Err(_) => errors.push(LoadError::Io {
+                    path: file,
+                    message: "not UTF-8 text".into(),
+                }),
+            },
+            Err(e) => errors.push(LoadError::Io {
+                path: file,
+                message: e.to_string(),
+            }),
+        }
+    }
+    (manifests, errors)
+}
+
+/// Like [`load_str`], but also returns the documents that did load.
+pub fn load_str_partial(name: &str, text: &str) -> (Manifests, Vec<LoadError>) {
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    load_text(Path::new(name), text, &mut manifests, &mut errors);
+    (manifests, errors)
+}
+
+fn into_result((manifests, errors): (Manifests, Vec<LoadError>)) -> Result<Manifests, LoadErrors> {
+    if errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let io = |e: std::io::Error| LoadError::Io {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// One document's text (with the file's line structure kept) and its first line.
+struct RawDocument {
+    first_line: usize,
+    text: String,
+}
+
+/// Splits at lines that are `---` (optionally followed by a space and more), blanking the
+/// marker so that line numbers inside each document stay those of the file. `...` lines
+/// and `%` directives are blanked too.
+fn split_documents(text: &str) -> Vec<RawDocument> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut docs = Vec::new();
+    let mut current = RawDocument {
+        first_line: 1,
+        text: String::new(),
+    };
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_end_matches(['\n', '\r']);
+        let is_marker =
+            content == "---" || content.starts_with("--- ") || content.starts_with("---\t");
+        if is_marker {
+            docs.push(std::mem::replace(
+                &mut current,
+                RawDocument {
+                    first_line: i + 1,
+                    text: String::new(),
+                },
+            ));
+            current.text.push_str("   ");
+            current.text.push_str(&line[3..]);
+        } else if content == "..." || content.starts_with('%') {
+            current.text.push('\n');
+        } else {
+            current.text.push_str(line);
+        }
+    }
+    docs.push(current);
+    docs
+}
+
+fn load_text(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut Vec<LoadError>) {
+    for raw in split_documents(text) {
+        match load_document(file, &raw) {
+            Ok(Some(doc)) => manifests.documents.push(doc),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+}
+
+fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, LoadError> {
+    let offset = raw.first_line - 1;
+    let at = |line: usize| Source {
+        file: file.to_path_buf(),
+        line,
+    };
+
+    // 1. Generic parse: syntax errors, duplicate keys, empty documents.
+    let generic: Result<serde_norway::Value, _> =
+        serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&raw.text));
+    let value = match generic {
+        Ok(v) => v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .location()
+                .map_or(raw.first_line, |l| l.line() + offset);
+            let message = clean_message(&inner, &path, offset);
+            return Err(LoadError::Syntax {
+                at: at(line),
+                message,
+            });
+        }
+    };
+    let map = match &value {
+        serde_norway::Value::Null => return Ok(None),
+        serde_norway::Value::Mapping(m) => m,
+        other => {
+            let found = match other {
+                serde_norway::Value::Sequence(_) => "a list",
+                _ => "a scalar",
+            };
+            let lines = LineIndex::build(&raw.text, raw.first_line);
+            return Err(LoadError::NotAnObject {
+                at: at(lines.line_of("")),
+                message: format!(
+                    "expected a Kubernetes object (a mapping with apiVersion and kind), found {found}"
+                ),
+            });
+        }
+    };
+    let lines = LineIndex::build(&raw.text, raw.first_line);
+    let doc_line = lines.line_of("");
+    let field = |key: &str| -> Result<String, LoadError> {
+        match map.get(key) {
+            Some(serde_norway::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(_) => Err(LoadError::NotAnObject {
+                at: at(lines.line_of(key)),
+                message: format!("`{key}` must be a non-empty string"),
+            }),
+            None => Err(LoadError::NotAnObject {
+                at: at(doc_line),
+                message: format!("missing `{key}`: every object needs apiVersion and kind"),
+            }),
+        }
+    };
+    let kind = field("kind")?;
+    let api_version = field("apiVersion")?;
+    let meta = map.get("metadata");
+    let meta_str = |key: &str| {
+        meta.and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = meta_str("name");
+    let namespace = meta_str("namespace");
+    let namespace = (kind != "Namespace").then_some(if namespace.is_empty() {
+        "default"
+    } else {
+        namespace.as_str()
+    });
+    let object = object_label(&kind, namespace, &name);
+
+    // 2. Kind and apiVersion.
+    let Some((_, apis)) = KINDS.iter().find(|(k, _)| *k == kind) else {
+        return Err(LoadError::UnknownKind {
+            at: at(lines.line_of("kind")),
+            kind,
+            api_version,
+        });
+    };
+    if !apis.contains(&api_version.as_str()) {
+        return Err(LoadError::UnsupportedApiVersion {
+            at: at(lines.line_of("apiVersion")),
+            object,
+            kind,
+            api_version,
+        });
+    }
+
+    // 3. The typed object, with the path of any error.
+    let de = serde_norway::Deserializer::from_str(&raw.text);
+    match deserialize_kind(&kind, de) {
+        Some(Ok(resource)) => Ok(Some(Document {
+            source: at(doc_line),
+            resource,
+            lines,
+        })),
+        Some(Err(e)) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .location()
+                .map_or_else(|| lines.line_of(&path), |l| l.line() + offset);
+            let message = clean_message(&inner, &path, offset);
+            let path = if path == "." { String::new() } else { path };
+            Err(LoadError::Field {
+                at: at(line),
+                object,
+                path,
+                message,
+            })
+        }
+        None => unreachable_kind(at(doc_line), kind, api_version),
+    }
+}
+
+// KINDS and deserialize_kind are generated from the same list, so this does not happen;
+// report it as an unknown kind rather than panic.
+fn unreachable_kind(
+    at: Source,
+    kind: String,
+    api_version: String,
+) -> Result<Option<Document>, LoadError> {
+    Err(LoadError::UnknownKind {
+        at,
+        kind,
+        api_version,
+    })
+}
+
+/// Turns a serde_norway message into the text after `file:line: object: path: `:
+/// - drops the YAML library's own path prefix and its ` at line L column C` (the line is
+///   already in front, counted in the whole file; other line numbers are shifted to it),
+/// - `unknown field `x`, expected one of `a`, `b`` becomes
+///   `unknown field "x", expected one of a, b`,
+/// - Rust type names become words (`expected i32` -> `expected an integer`).
+fn clean_message(error: &serde_norway::Error, path: &str, offset: usize) -> String {
+    let mut msg = error.to_string();
+    // The library's own path prefix (it names the parent for unknown fields).
+    let mut prefixes: Vec<&str> = vec![path];
+    let mut p = path;
+    while let Some(i) = p.rfind(['.', '[']) {
+        p = &p[..i];
+        prefixes.push(p);
+    }
+    for prefix in prefixes {
+        if !prefix.is_empty()
+            && let Some(rest) = msg.strip_prefix(prefix).and_then(|r| r.strip_prefix(": "))
+        {
+            msg = rest.to_string();
+            break;
+        }
+    }
+    // Drop the position of the error itself (it is in front of the message already).
+    if let Some(loc) = error.location() {
+        let own = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(i) = msg.find(&own) {
+            msg.replace_range(i..i + own.len(), "");
+        }
+    }
+    let msg = shift_line_numbers(&msg, offset);
+    // Backticks: the first quoted name keeps quotes, the list after it loses them.
+    let mut out = String::with_capacity(msg.len());
+    let mut first = true;
+    let mut parts = msg.split('`');
+    if let Some(head) = parts.next() {
+        out.push_str(head);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            if first {
+                out.push('"');
+                out.push_str(part);
+                out.push('"');
+                first = false;
+            } else {
+                out.push_str(part);
+            }
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    for (rust, word) in [
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping"),
+    ] {
+        if out.ends_with(rust) {
+            out.truncate(out.len() - rust.len());
+            out.push_str(word);
+        }
+    }
+    // `expected struct HttpRetry` names a Rust type: say what the YAML should be.
+    if let Some(i) = out.find("expected struct ") {
+        let name_end = out[i + 16..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(out.len(), |j| i + 16 + j);
+        out.replace_range(i..name_end, "expected a mapping");
+    }
+    out
+}
+
+fn shift_line_numbers(msg: &str, offset: usize) -> String {
+    if offset == 0 {
+        return msg.to_string();
+    }
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("line ") {
+        let (head, tail) = rest.split_at(i + 5);
+        out.push_str(head);
+        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match tail[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&tail[..digits]),
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Resource;
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str("t.yaml", text) {
+            Ok(m) => panic!("expected errors, loaded {} documents", m.len()),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn splits_documents_and_keeps_file_lines() {
+        let text = "# leading comment\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\n# only a comment\n--- \napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web, namespace: a}\n...\n";
+        let m = load_str("t.yaml", text).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.documents[0].source.line, 3);
+        assert_eq!(m.documents[1].source.line, 11);
+        assert_eq!(m.documents[1].resource.kind(), "ServiceAccount");
+        assert_eq!(m.documents[1].resource.namespace(), "a");
+        assert_eq!(m.documents[0].resource.namespace(), "");
+        assert_eq!(m.documents[0].line_of("metadata.name"), 6);
+    }
+
+    #[test]
+    fn unknown_field_deep_in_a_virtual_service() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web-vsvc\n  namespace: blog-system\nspec:\n  hosts: [web-service]\n  http:\n  - name: primary\n    route:\n    - destination: {host: web-service}\n    retries:\n      attemps: 3\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "t.yaml:17: VirtualService blog-system/web-vsvc: spec.http[0].retries.attemps: unknown field \"attemps\", expected one of attempts, perTryTimeout, retryOn, retryRemoteLocalities, retryIgnorePreviousHosts, backoff"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kind_names_the_kind_line() {
+        let text = "---\napiVersion: v1\nmetadata: {name: x}\nkind: Pod\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("t.yaml:4: unknown kind \"Pod\" (apiVersion v1); skein reads Namespace, ServiceAccount, Service,"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn unsupported_api_version_names_the_api_version_line() {
+        let text = "kind: VirtualService\nmetadata: {name: web, namespace: blog-system}\napiVersion: networking.istio.io/v2\nspec: {}\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "t.yaml:3: VirtualService blog-system/web: apiVersion \"networking.istio.io/v2\" is not supported for kind VirtualService; use networking.istio.io/v1 or networking.istio.io/v1beta1 or networking.istio.io/v1alpha3"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_kind_and_non_objects() {
+        assert_eq!(
+            errors("\n\napiVersion: v1\nmetadata: {name: x}\n"),
+            vec!["t.yaml:3: missing `kind`: every object needs apiVersion and kind"]
+        );
+        assert_eq!(
+            errors("---\n- a\n- b\n"),
+            vec![
+                "t.yaml:2: expected a Kubernetes object (a mapping with apiVersion and kind), found a list"
+            ]
+        );
+        assert_eq!(
+            errors("kind: [a]\napiVersion: v1\n"),
+            vec!["t.yaml:1: `kind` must be a non-empty string"]
+        );
+    }
+
+    #[test]
+    fn snake_case_field_names_are_rejected_like_kubectl_does() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  http:\n  - retries: {attempts: 1, per_try_timeout: 2s}\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("t.yaml:6: VirtualService default/v: spec.http[0].retries.per_try_timeout: unknown field \"per_try_timeout\", expected one of attempts, perTryTimeout,"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn wrong_type_string_where_int() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: was, namespace: blog-system}\nspec:\n  replicas: two\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "t.yaml:5: Deployment blog-system/was: spec.replicas: invalid type: string \"two\", expected an integer"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_enum_value_lists_allowed_values() {
+        let text = "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: web-dest-rule, namespace: blog-system}\nspec:\n  host: web-service\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAl\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "t.yaml:8: DestinationRule blog-system/web-dest-rule: spec.trafficPolicy.tls.mode: unknown variant \"ISTIO_MUTUAl\", expected one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL"
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_duration_has_its_path() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  http:\n  - timeout: 10 seconds\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "t.yaml:10: VirtualService default/v: spec.http[0].timeout: invalid duration \"10 seconds\": unknown unit; write a number with a unit: ns, us, ms, s, m or h (e.g. \"10s\", \"2.5s\", \"100ms\", \"1h\")"
+            ]
+        );
+        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  trafficPolicy:\n    outlierDetection:\n      interval: 10\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "t.yaml:7: DestinationRule default/d: spec.trafficPolicy.outlierDetection.interval: invalid duration 10: a duration needs a unit, e.g. \"10s\""
+            ]
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_in_second_document() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: [web\nspec: {}\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("t.yaml:9: YAML syntax error: did not find expected ',' or ']'"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].contains("line 8"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels:\n    app: web\n    app: was\n";
+        let errs = errors(text);
+        assert_eq!(
+            errs,
+            vec!["t.yaml:6: YAML syntax error: duplicate entry with key \"app\""]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_collected() {
+        let text = "apiVersion: v1\nkind: Nope\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports:\n  - port: http\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: fine}\n";
+        let (m, errs) = load_str_partial("t.yaml", text);
+        assert_eq!(m.len(), 1);
+        assert!(matches!(m.documents[0].resource, Resource::Namespace(_)));
+        let lines: Vec<usize> = errs.iter().map(|e| e.at().map_or(0, |a| a.line)).collect();
+        assert_eq!(lines, vec![2, 9]);
+        assert_eq!(
+            errs[1].to_string(),
+            "t.yaml:9: Service default/s: spec.ports[0].port: invalid type: string \"http\", expected an integer"
+        );
+    }
+
+    #[test]
+    fn missing_required_field() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: w}\nspec:\n  template:\n    spec:\n      containers:\n      - image: nginx\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].ends_with(
+                "Deployment default/w: spec.template.spec.containers[0]: missing field \"name\""
+            ),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].starts_with("t.yaml:8:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn directory_loading_is_recursive_sorted_and_reports_io_errors() {
+        let dir = std::env::temp_dir().join(format!("skein-api-load-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::create_dir_all(dir.join(".hidden")).unwrap();
+        std::fs::write(
+            dir.join("b.yml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("sub/a.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("a.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: first}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("notes.md"), "not yaml").unwrap();
+        std::fs::write(dir.join(".hidden/x.yaml"), "kind: Broken").unwrap();
+        let m = load_path(&dir).unwrap();
+        let names: Vec<&str> = m.iter().map(|d| d.resource.name()).collect();
+        assert_eq!(names, vec!["first", "b", "a"]);
+        assert_eq!(m.documents[2].source.file, dir.join("sub/a.yaml"));
+
+        let empty = dir.join("sub2");
+        std::fs::create_dir_all(&empty).unwrap();
+        let err = load_path(&empty).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: no *.yaml or *.yml files found", empty.display())
+        );
+        let missing = dir.join("missing.yaml");
+        let err = load_path(&missing).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: cannot read: ", missing.display()))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
