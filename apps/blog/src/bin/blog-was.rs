@@ -1,0 +1,19 @@
+//! `blog-was`: the blog's REST API. Configuration: `blog-was --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    blog::server::init_tracing();
+    let args = blog::was::Args::parse();
+    match blog::was::run(args.into()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "blog-was failed");
+            eprintln!("blog-was: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
