@@ -1,0 +1,136 @@
+//! Admin endpoint (loopback): /ready, /config_dump, /stats/prometheus, /clusters,
+//! /quitquitquit.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::state::Shared;
+
+fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    r
+}
+
+/// Envoy-style `/clusters` text: `name::host::stat::value`.
+pub fn clusters_text(shared: &Shared) -> String {
+    let snap = shared.current.load();
+    let mut names: Vec<_> = snap.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    let mut list: Vec<&Arc<crate::cluster::ClusterState>> =
+        names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
+    if let Some(ib) = &snap.inbound {
+        list.push(ib);
+    }
+    for c in list {
+        let _ = writeln!(
+            out,
+            "{}::default_priority::rq_active::{}",
+            c.name,
+            c.active()
+        );
+        let _ = writeln!(
+            out,
+            "{}::default_priority::rq_pending::{}",
+            c.name,
+            c.pending()
+        );
+        for ep in &c.endpoints {
+            let _ = writeln!(
+                out,
+                "{}::{}::cx_active::{}",
+                c.name,
+                ep.addr,
+                ep.connections()
+            );
+            let _ = writeln!(out, "{}::{}::rq_active::{}", c.name, ep.addr, ep.active());
+            let _ = writeln!(out, "{}::{}::rq_total::{}", c.name, ep.addr, ep.total());
+            let _ = writeln!(out, "{}::{}::weight::{}", c.name, ep.addr, ep.weight);
+        }
+    }
+    out
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let resp = match (req.method(), req.uri().path()) {
+        (_, "/ready") | (_, "/healthz/ready") => {
+            let ready =
+                shared.loaded.load(Ordering::Acquire) && shared.bound.load(Ordering::Acquire);
+            if ready {
+                text(StatusCode::OK, PLAIN, "LIVE\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "NOT READY\n".into())
+            }
+        }
+        (_, "/config_dump") => {
+            let snap = shared.current.load();
+            let body = serde_json::json!({
+                "version": snap.snapshot.version,
+                "loaded": shared.loaded.load(Ordering::Acquire),
+                "snapshot": &*snap.snapshot,
+            });
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+            )
+        }
+        (_, "/stats/prometheus") | (_, "/metrics") => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(),
+        ),
+        (_, "/clusters") => text(StatusCode::OK, PLAIN, clusters_text(&shared)),
+        (&Method::POST, "/quitquitquit") => {
+            shared.quit.notify_one();
+            text(StatusCode::OK, PLAIN, "OK\n".into())
+        }
+        (_, "/quitquitquit") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "use POST /quitquitquit\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "admin endpoints: /ready /config_dump /stats/prometheus /clusters POST /quitquitquit\n"
+                .into(),
+        ),
+    };
+    Ok(resp)
+}
+
+/// Serves the admin endpoint. It keeps serving while the proxy drains (then `/ready` says
+/// 503); the owner aborts the task when the drain is over.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

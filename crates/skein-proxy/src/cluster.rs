@@ -1,0 +1,512 @@
+//! Per-cluster and per-endpoint state: circuit breaker counters, connection pools.
+//!
+//! All hot-path counters are atomics. The only locks are per endpoint (the idle HTTP/1 stack
+//! and the HTTP/2 connection slot), held for a push or a pop, never across an await.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_xds::{Cluster, Protocol};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::body::ReqBody;
+use crate::lb::Balancer;
+use crate::metrics::RequestMetrics;
+
+/// Errors getting an upstream connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A circuit breaker limit was hit (flag UO).
+    #[error("circuit breaker overflow: connection pool limits of the cluster are reached")]
+    Overflow,
+    /// The TCP connect failed (flag UF).
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TCP connect did not finish within the cluster's connect timeout (flag UF).
+    #[error("connect to {addr} timed out after {timeout:?} (DestinationRule connectTimeout)")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    /// The HTTP handshake failed (flag UF).
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// Which HTTP version to speak upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProto {
+    /// HTTP/1.1.
+    H1,
+    /// HTTP/2 (prior knowledge).
+    H2,
+}
+
+/// One upstream host.
+#[derive(Debug)]
+pub struct EndpointState {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Load balancing weight.
+    pub weight: u32,
+    active: AtomicU64,
+    total: AtomicU64,
+    connections: AtomicU32,
+    idle: Mutex<Vec<IdleH1>>,
+    h2: Mutex<Option<H2Slot>>,
+    h2_connect: tokio::sync::Mutex<()>,
+    released: Notify,
+}
+
+#[derive(Debug)]
+struct IdleH1 {
+    conn: H1Conn,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct H2Slot {
+    tx: http2::SendRequest<ReqBody>,
+    local: Option<SocketAddr>,
+    uses: u32,
+    last_used: Instant,
+}
+
+/// A pooled HTTP/1.1 connection.
+#[derive(Debug)]
+pub struct H1Conn {
+    /// Request sender.
+    pub tx: http1::SendRequest<ReqBody>,
+    /// Local address of the upstream connection.
+    pub local: Option<SocketAddr>,
+    uses: u32,
+}
+
+/// A checked-out upstream connection.
+#[derive(Debug)]
+pub enum Conn {
+    /// HTTP/1.1, exclusively ours until checked in.
+    H1(H1Conn),
+    /// HTTP/2, shared.
+    H2(http2::SendRequest<ReqBody>, Option<SocketAddr>),
+}
+
+impl Conn {
+    /// Local address of the upstream connection.
+    pub fn local(&self) -> Option<SocketAddr> {
+        match self {
+            Conn::H1(c) => c.local,
+            Conn::H2(_, l) => *l,
+        }
+    }
+}
+
+/// Holds one unit of an endpoint's connection count; released on drop.
+#[derive(Debug)]
+pub struct ConnSlot {
+    ep: Weak<EndpointState>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(ep) = self.ep.upgrade() {
+            ep.connections.fetch_sub(1, Ordering::AcqRel);
+            ep.released.notify_one();
+        }
+    }
+}
+
+impl EndpointState {
+    /// A fresh endpoint.
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        EndpointState {
+            addr,
+            weight,
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            connections: AtomicU32::new(0),
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+            released: Notify::new(),
+        }
+    }
+
+    /// Active requests (and TCP connections) on this endpoint.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Requests (and TCP connections) ever sent to this endpoint.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Open upstream connections.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request as started; the guard ends it.
+    pub fn start_request(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard {
+            ep: Arc::clone(self),
+        }
+    }
+
+    /// Takes one unit of the connection limit, if below `max`.
+    pub fn try_reserve_connection(self: &Arc<Self>, max: u32) -> Option<ConnSlot> {
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnSlot {
+                ep: Arc::downgrade(self),
+            })
+    }
+
+    fn pop_idle(&self, idle_timeout: Duration) -> Option<H1Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = idle.pop() {
+            if c.conn.tx.is_closed() || c.since.elapsed() >= idle_timeout {
+                continue;
+            }
+            return Some(c.conn);
+        }
+        None
+    }
+
+    /// Closes idle connections older than `idle_timeout`.
+    pub fn sweep(&self, idle_timeout: Duration) {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|c| !c.conn.tx.is_closed() && c.since.elapsed() < idle_timeout);
+        }
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2
+            .as_ref()
+            .is_some_and(|s| s.tx.is_closed() || s.last_used.elapsed() >= idle_timeout)
+        {
+            *h2 = None;
+        }
+    }
+
+    /// Drops every pooled connection (cluster removed).
+    pub fn close_all(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Ends an active request on drop.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    ep: Arc<EndpointState>,
+}
+
+impl ActiveGuard {
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.ep
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.ep.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A cluster at run time. Reused across snapshots while its definition is unchanged, so
+/// pools and counters survive config pushes.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// The definition.
+    pub config: Cluster,
+    /// Name (shared with log records).
+    pub name: Arc<str>,
+    /// Endpoints.
+    pub endpoints: Vec<Arc<EndpointState>>,
+    /// Load balancer.
+    pub balancer: Balancer,
+    /// Metrics (reporter=source, or destination for inbound clusters).
+    pub metrics: Arc<RequestMetrics>,
+    active: AtomicU32,
+    pending: AtomicU32,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout of pooled connections.
+    pub idle_timeout: Duration,
+}
+
+impl Drop for ClusterState {
+    fn drop(&mut self) {
+        for ep in &self.endpoints {
+            ep.close_all();
+        }
+    }
+}
+
+/// Ends a cluster-level active request on drop.
+#[derive(Debug)]
+pub struct ClusterRequest {
+    cluster: Arc<ClusterState>,
+}
+
+impl ClusterRequest {
+    /// The cluster.
+    pub fn cluster(&self) -> &Arc<ClusterState> {
+        &self.cluster
+    }
+}
+
+impl Drop for ClusterRequest {
+    fn drop(&mut self) {
+        self.cluster.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct PendingGuard<'a>(&'a AtomicU32);
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, PoolError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => Err(PoolError::ConnectTimeout { addr, timeout }),
+        Ok(Err(source)) => Err(PoolError::Connect { addr, source }),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}
+
+impl ClusterState {
+    /// Builds the run-time state of a cluster definition.
+    pub fn new(config: Cluster, metrics: RequestMetrics) -> Self {
+        let endpoints: Vec<Arc<EndpointState>> = config
+            .endpoints
+            .iter()
+            .map(|e| Arc::new(EndpointState::new(e.address, e.weight)))
+            .collect();
+        let balancer = Balancer::new(&config.lb_policy, &endpoints);
+        let connect_timeout =
+            Duration::from_millis(config.connection_pool.connect_timeout_ms.max(1));
+        let idle_timeout = Duration::from_millis(config.connection_pool.idle_timeout_ms.max(1));
+        ClusterState {
+            name: Arc::from(config.name.as_str()),
+            config,
+            endpoints,
+            balancer,
+            metrics: Arc::new(metrics),
+            active: AtomicU32::new(0),
+            pending: AtomicU32::new(0),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// Active requests on the cluster.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting for a connection.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Starts a request if below `http2MaxRequests`; None means overflow (UO).
+    pub fn try_start_request(self: &Arc<Self>) -> Option<ClusterRequest> {
+        let max = self.config.connection_pool.http2_max_requests;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClusterRequest {
+                cluster: Arc::clone(self),
+            })
+    }
+
+    /// Which HTTP version to use upstream for a request that came in as `downstream`.
+    pub fn upstream_proto(&self, downstream_h2: bool) -> UpstreamProto {
+        match self.config.protocol {
+            Protocol::Http2 => UpstreamProto::H2,
+            Protocol::Http1 | Protocol::Tcp => UpstreamProto::H1,
+            Protocol::Auto if downstream_h2 => UpstreamProto::H2,
+            Protocol::Auto => UpstreamProto::H1,
+        }
+    }
+
+    /// Gets a connection to `ep`: an idle one, a new one, or (when the per-host connection
+    /// limit is reached) waits as a pending request if the pending limit allows.
+    pub async fn checkout(
+        &self,
+        ep: &Arc<EndpointState>,
+        proto: UpstreamProto,
+    ) -> Result<Conn, PoolError> {
+        match proto {
+            UpstreamProto::H1 => self.checkout_h1(ep).await.map(Conn::H1),
+            UpstreamProto::H2 => self.checkout_h2(ep).await,
+        }
+    }
+
+    async fn checkout_h1(&self, ep: &Arc<EndpointState>) -> Result<H1Conn, PoolError> {
+        let pool = &self.config.connection_pool;
+        let mut pending: Option<PendingGuard<'_>> = None;
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            let notified = ep.released.notified();
+            while let Some(mut c) = ep.pop_idle(self.idle_timeout) {
+                if c.tx.ready().await.is_ok() {
+                    return Ok(c);
+                }
+            }
+            if let Some(slot) = ep.try_reserve_connection(pool.max_connections) {
+                drop(pending);
+                return self.connect_h1(ep, slot).await;
+            }
+            if pending.is_none() {
+                let max = pool.http1_max_pending_requests;
+                if self
+                    .pending
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    })
+                    .is_err()
+                {
+                    return Err(PoolError::Overflow);
+                }
+                pending = Some(PendingGuard(&self.pending));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                return Err(PoolError::Overflow);
+            }
+        }
+    }
+
+    async fn connect_h1(
+        &self,
+        ep: &Arc<EndpointState>,
+        slot: ConnSlot,
+    ) -> Result<H1Conn, PoolError> {
+        let addr = ep.addr;
+        let stream = connect_tcp(addr, self.connect_timeout).await?;
+        let local = stream.local_addr().ok();
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| PoolError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/1 connection ended");
+            }
+        });
+        Ok(H1Conn { tx, local, uses: 0 })
+    }
+
+    /// Returns an HTTP/1 connection after its response completed. It is closed instead when
+    /// it reached `maxRequestsPerConnection` or is no longer usable.
+    pub fn checkin(&self, ep: &EndpointState, mut conn: H1Conn) {
+        conn.uses += 1;
+        let max = self.config.connection_pool.max_requests_per_connection;
+        if (max > 0 && conn.uses >= max) || conn.tx.is_closed() {
+            return;
+        }
+        ep.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(IdleH1 {
+                conn,
+                since: Instant::now(),
+            });
+        ep.released.notify_one();
+    }
+
+    fn h2_from_slot(&self, ep: &EndpointState) -> Option<Conn> {
+        let max = self.config.connection_pool.max_requests_per_connection;
+        let mut slot = ep.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let s = slot.as_mut()?;
+        if s.tx.is_closed() || s.last_used.elapsed() >= self.idle_timeout {
+            *slot = None;
+            return None;
+        }
+        s.uses += 1;
+        s.last_used = Instant::now();
+        let conn = Conn::H2(s.tx.clone(), s.local);
+        if max > 0 && s.uses >= max {
+            // Retire: in-flight streams keep the connection until they finish.
+            *slot = None;
+        }
+        Some(conn)
+    }
+
+    async fn checkout_h2(&self, ep: &Arc<EndpointState>) -> Result<Conn, PoolError> {
+        if let Some(c) = self.h2_from_slot(ep) {
+            return Ok(c);
+        }
+        let _connecting = ep.h2_connect.lock().await;
+        if let Some(c) = self.h2_from_slot(ep) {
+            return Ok(c);
+        }
+        let slot = ep
+            .try_reserve_connection(self.config.connection_pool.max_connections)
+            .ok_or(PoolError::Overflow)?;
+        let addr = ep.addr;
+        let stream = connect_tcp(addr, self.connect_timeout).await?;
+        let local = stream.local_addr().ok();
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| PoolError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        *ep.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(H2Slot {
+            tx: tx.clone(),
+            local,
+            uses: 0,
+            last_used: Instant::now(),
+        });
+        Ok(self.h2_from_slot(ep).unwrap_or(Conn::H2(tx, local)))
+    }
+
+    /// Opens a raw TCP connection for opaque forwarding, honoring maxConnections (per host).
+    pub async fn connect_tcp(
+        &self,
+        ep: &Arc<EndpointState>,
+    ) -> Result<(TcpStream, ConnSlot), PoolError> {
+        let slot = ep
+            .try_reserve_connection(self.config.connection_pool.max_connections)
+            .ok_or(PoolError::Overflow)?;
+        let s = connect_tcp(ep.addr, self.connect_timeout).await?;
+        Ok((s, slot))
+    }
+
+    /// Closes idle connections past the idle timeout.
+    pub fn sweep(&self) {
+        for ep in &self.endpoints {
+            ep.sweep(self.idle_timeout);
+        }
+    }
+}

@@ -1,0 +1,850 @@
+//! The HTTP data path: one handler for outbound, inbound and gateway listeners.
+//!
+//! Per request: load the current config once, find the virtual host by authority (one
+//! lowercase pass, one hash lookup), first matching route, weighted pick, circuit breaker,
+//! load balancer, pooled connection, stream the bodies as hyper frames.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use skein_xds::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+
+use crate::access_log::{LogRecord, ResponseFlags};
+use crate::body::{ProxyBody, ReqBody, UpstreamBody};
+use crate::cluster::{
+    ActiveGuard, ClusterRequest, ClusterState, Conn, EndpointState, H1Conn, PoolError,
+    UpstreamProto,
+};
+use crate::drain::{ConnToken, DrainSignal};
+use crate::lb::PickCtx;
+use crate::metrics::RequestMetrics;
+use crate::route::{Action, CompiledRoute, Dest, RequestView};
+use crate::state::{Compiled, Shared};
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sidecar outbound (the app's HTTP proxy).
+    Outbound,
+    /// Sidecar inbound (in front of the app).
+    Inbound,
+    /// Gateway.
+    Gateway,
+}
+
+/// Per-listener context.
+#[derive(Debug)]
+pub struct HttpCtx {
+    /// Shared proxy state.
+    pub shared: Arc<Shared>,
+    /// Role.
+    pub role: Role,
+    /// Route config name (outbound and gateway).
+    pub route_config: String,
+}
+
+/// Per-connection facts.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Local address.
+    pub local: SocketAddr,
+    /// Peer address.
+    pub remote: SocketAddr,
+    /// TLS SNI, if any.
+    pub sni: Option<Arc<str>>,
+}
+
+const OVERFLOW_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+const CONNECT_FAILURE_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+const TERMINATION_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+const NO_HEALTHY_BODY: &str = "no healthy upstream";
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static X_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Fully sent.
+    Complete,
+    /// The upstream body failed.
+    UpstreamError,
+    /// The downstream went away first.
+    DownstreamGone,
+}
+
+/// Bookkeeping run once when a request ends: pool return, counters, metrics, access log.
+#[derive(Debug)]
+pub struct Finish {
+    shared: Arc<Shared>,
+    rec: Box<LogRecord>,
+    started: Instant,
+    received: Arc<AtomicU64>,
+    metrics: Option<Arc<RequestMetrics>>,
+    pool: Option<(Arc<ClusterState>, Arc<EndpointState>, H1Conn)>,
+    cluster_req: Option<ClusterRequest>,
+    active: Option<ActiveGuard>,
+}
+
+impl Finish {
+    /// Records the end of the request.
+    pub fn done(mut self, end: End, sent: u64) {
+        match end {
+            End::Complete => {
+                if let Some((cluster, ep, conn)) = self.pool.take() {
+                    cluster.checkin(&ep, conn);
+                }
+            }
+            End::UpstreamError => self.rec.flags |= ResponseFlags::UC,
+            End::DownstreamGone => self.rec.flags |= ResponseFlags::DC,
+        }
+        self.pool = None;
+        self.cluster_req = None;
+        self.active = None;
+        let elapsed = self.started.elapsed();
+        let mut rec = self.rec;
+        rec.duration_ms = elapsed.as_millis() as u64;
+        rec.bytes_received = self.received.load(Ordering::Relaxed);
+        rec.bytes_sent = sent;
+        if let Some(m) = &self.metrics {
+            m.record(&self.shared.metrics, rec.code, rec.flags, elapsed);
+        }
+        if self.shared.access_log.enabled() {
+            self.shared.access_log.log(rec);
+        }
+    }
+}
+
+/// Owns the [`Finish`] while the response is not yet produced; dropping it (the downstream
+/// closed before a response) logs the request with flag DC.
+struct InFlight {
+    fin: Option<Box<Finish>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.fin.take() {
+            f.rec.code = 0;
+            f.done(End::DownstreamGone, 0);
+        }
+    }
+}
+
+impl InFlight {
+    fn fin(&mut self) -> &mut Finish {
+        match self.fin.as_mut() {
+            Some(f) => f,
+            None => unreachable!("InFlight used after completion"),
+        }
+    }
+
+    /// Sends a locally generated response and logs it.
+    fn reply(
+        mut self,
+        status: u16,
+        flags: ResponseFlags,
+        details: &'static str,
+        body: Bytes,
+        version: Version,
+    ) -> Response<ProxyBody> {
+        let len = body.len() as u64;
+        let has_body = !body.is_empty();
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        *resp.version_mut() = version;
+        if has_body {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+        if let Some(mut f) = self.fin.take() {
+            f.rec.code = status;
+            f.rec.flags |= flags;
+            f.rec.details = details;
+            f.done(End::Complete, len);
+        }
+        resp
+    }
+
+    fn error(self, err: PoolError, version: Version) -> Response<ProxyBody> {
+        match err {
+            PoolError::Overflow => self.reply(
+                503,
+                ResponseFlags::UO,
+                "upstream_reset_before_response_started{overflow}",
+                Bytes::from_static(OVERFLOW_BODY.as_bytes()),
+                version,
+            ),
+            other => {
+                let mut s = self;
+                s.fin().rec.transport_failure = Some(match other {
+                    PoolError::ConnectTimeout { .. } => "connect_timeout",
+                    PoolError::Handshake { .. } => "handshake_failure",
+                    _ => "connection_failure",
+                });
+                s.reply(
+                    503,
+                    ResponseFlags::UF,
+                    "upstream_reset_before_response_started{connection_failure}",
+                    Bytes::from_static(CONNECT_FAILURE_BODY.as_bytes()),
+                    version,
+                )
+            }
+        }
+    }
+}
+
+/// A random UUID v4 for `x-request-id`.
+fn request_id() -> HeaderValue {
+    let r = fastrand::u128(..);
+    let b = r.to_be_bytes();
+    let mut s = [0u8; 36];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut j = 0;
+    for (i, byte) in b.iter().enumerate() {
+        let byte = match i {
+            6 => (byte & 0x0f) | 0x40,
+            8 => (byte & 0x3f) | 0x80,
+            _ => *byte,
+        };
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s[j] = b'-';
+            j += 1;
+        }
+        s[j] = HEX[(byte >> 4) as usize];
+        s[j + 1] = HEX[(byte & 0xf) as usize];
+        j += 2;
+    }
+    HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.remove(header::CONNECTION)
+        && let Ok(list) = conn.to_str()
+    {
+        for name in list.split(',') {
+            let name = name.trim();
+            if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
+                h.remove(name);
+            }
+        }
+    }
+    h.remove(&PROXY_CONNECTION);
+    h.remove(&KEEP_ALIVE);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::UPGRADE);
+    h.remove(header::PROXY_AUTHORIZATION);
+    if let Some(te) = h.get(header::TE)
+        && te.as_bytes() != b"trailers"
+    {
+        h.remove(header::TE);
+    }
+}
+
+fn protocol_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Handles one request.
+pub async fn handle(
+    ctx: Arc<HttpCtx>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let snap: Arc<Compiled> = ctx.shared.current.load_full();
+    let down_version = req.version();
+    let resp_version = if down_version == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let host = req.headers().get(header::HOST);
+    let authority: Option<HeaderValue> = match req.uri().authority() {
+        // Absolute-form (HTTP proxy requests) and HTTP/2: the URI's authority wins; reuse the
+        // Host header's bytes when it says the same, to avoid a copy.
+        Some(a) => match host {
+            Some(h) if h.as_bytes() == a.as_str().as_bytes() => Some(h.clone()),
+            _ => HeaderValue::from_str(a.as_str()).ok(),
+        },
+        None => host.cloned(),
+    };
+    if !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut().insert(X_REQUEST_ID.clone(), request_id());
+    }
+    if ctx.role == Role::Gateway {
+        let ip = HeaderValue::from_str(&conn.remote.ip().to_string()).ok();
+        if let Some(ip) = ip {
+            match req
+                .headers()
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => {
+                    if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", conn.remote.ip())) {
+                        req.headers_mut().insert(X_FORWARDED_FOR.clone(), v);
+                    }
+                }
+                None => {
+                    req.headers_mut().insert(X_FORWARDED_FOR.clone(), ip);
+                }
+            }
+        }
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    let mut rec = Box::new(LogRecord::new(conn.local, conn.remote));
+    rec.method = Some(req.method().clone());
+    rec.path = req.uri().path_and_query().cloned();
+    rec.protocol = Some(protocol_str(down_version));
+    rec.xff = req.headers().get(&X_FORWARDED_FOR).cloned();
+    rec.user_agent = req.headers().get(header::USER_AGENT).cloned();
+    rec.request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    rec.authority = authority.clone();
+    rec.sni = conn.sni.clone();
+    let mut inflight = InFlight {
+        fin: Some(Box::new(Finish {
+            shared: Arc::clone(&ctx.shared),
+            rec,
+            started,
+            received: Arc::clone(&received),
+            metrics: None,
+            pool: None,
+            cluster_req: None,
+            active: None,
+        })),
+    };
+
+    if req.method() == http::Method::CONNECT {
+        return Ok(inflight.reply(
+            405,
+            ResponseFlags::NONE,
+            "connect_not_supported",
+            Bytes::from_static(b"CONNECT is not supported; send plain HTTP through the proxy"),
+            resp_version,
+        ));
+    }
+    let auth_str = authority
+        .as_ref()
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+
+    if ctx.role == Role::Inbound {
+        let Some(cluster) = snap.inbound.clone() else {
+            return Ok(inflight.reply(
+                503,
+                ResponseFlags::NC,
+                "cluster_not_found",
+                Bytes::new(),
+                resp_version,
+            ));
+        };
+        let auth = authority.clone();
+        return Ok(forward(
+            inflight,
+            &conn,
+            req,
+            received,
+            cluster,
+            None,
+            None,
+            auth,
+            resp_version,
+        )
+        .await);
+    }
+
+    let lower: Cow<'_, str> = if auth_str.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(auth_str.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(auth_str)
+    };
+    let vhost = snap
+        .route_configs
+        .get(&ctx.route_config)
+        .and_then(|rc| rc.find(&lower));
+    let Some(vhost) = vhost else {
+        if ctx.role == Role::Gateway {
+            inflight.fin().metrics = Some(Arc::clone(&snap.no_route_metrics));
+            return Ok(inflight.reply(
+                404,
+                ResponseFlags::NR,
+                "route_not_found",
+                Bytes::new(),
+                resp_version,
+            ));
+        }
+        if snap.registry_only {
+            return Ok(blackhole(inflight, &snap, resp_version));
+        }
+        let auth = lower.into_owned();
+        return Ok(passthrough(inflight, &snap, &conn, req, received, &auth, resp_version).await);
+    };
+
+    let (path, query) = {
+        let pq = req.uri().path_and_query();
+        (
+            pq.map(PathAndQuery::path).unwrap_or("/"),
+            pq.and_then(PathAndQuery::query),
+        )
+    };
+    let view = RequestView {
+        path,
+        query,
+        method: req.method().as_str(),
+        authority: auth_str,
+        headers: req.headers(),
+    };
+    let found = vhost
+        .routes
+        .iter()
+        .find_map(|r| r.matching_block(&view).map(|b| (r, b)));
+    let Some((route, block)) = found else {
+        inflight.fin().metrics = Some(Arc::clone(&snap.no_route_metrics));
+        return Ok(inflight.reply(
+            404,
+            ResponseFlags::NR,
+            "route_not_found",
+            Bytes::new(),
+            resp_version,
+        ));
+    };
+    inflight.fin().rec.route_name = Some(Arc::clone(&route.name));
+
+    match &route.action {
+        Action::Direct { status, body } => {
+            inflight.fin().metrics = Some(Arc::clone(&snap.no_route_metrics));
+            Ok(inflight.reply(
+                *status,
+                ResponseFlags::NONE,
+                "direct_response",
+                body.clone(),
+                resp_version,
+            ))
+        }
+        Action::Redirect(rd) => {
+            let scheme = rd.scheme.as_deref().unwrap_or("http");
+            let host_full = rd.authority.as_deref().unwrap_or(auth_str);
+            let host = match rd.port {
+                Some(p) => format!("{}:{p}", crate::route::strip_port(host_full)),
+                None => host_full.to_string(),
+            };
+            let uri = rd.uri.as_deref().unwrap_or(path);
+            let loc = format!("{scheme}://{host}{uri}");
+            let mut resp = inflight.reply(
+                rd.code.unwrap_or(301),
+                ResponseFlags::NONE,
+                "direct_response",
+                Bytes::new(),
+                resp_version,
+            );
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(resp)
+        }
+        Action::Route { .. } => {
+            let Some(dest) = route.action.pick() else {
+                return Ok(blackhole(inflight, &snap, resp_version));
+            };
+            let Some(cluster) = dest.cluster.clone() else {
+                if &*dest.name == PASSTHROUGH_CLUSTER {
+                    let auth = lower.into_owned();
+                    return Ok(passthrough(
+                        inflight,
+                        &snap,
+                        &conn,
+                        req,
+                        received,
+                        &auth,
+                        resp_version,
+                    )
+                    .await);
+                }
+                if &*dest.name == BLACKHOLE_CLUSTER {
+                    return Ok(blackhole(inflight, &snap, resp_version));
+                }
+                inflight.fin().rec.upstream_cluster = Some(Arc::clone(&dest.name));
+                return Ok(inflight.reply(
+                    503,
+                    ResponseFlags::NC,
+                    "cluster_not_found",
+                    Bytes::new(),
+                    resp_version,
+                ));
+            };
+            // Request rewrites and header operations.
+            let rewritten = rewrite_path(route, block, path, query);
+            let new_authority = route.rewrite_authority.clone();
+            if rewritten.is_some()
+                && let Some(pq) = req.uri().path_and_query()
+                && let Ok(v) = HeaderValue::from_str(pq.as_str())
+            {
+                req.headers_mut().insert(X_ORIGINAL_PATH.clone(), v);
+            }
+            if let Some(pq) = rewritten {
+                let mut parts = req.uri().clone().into_parts();
+                parts.path_and_query = Some(pq);
+                if let Ok(u) = Uri::from_parts(parts) {
+                    *req.uri_mut() = u;
+                }
+            }
+            route.ops.request.apply(req.headers_mut());
+            dest.ops.request.apply(req.headers_mut());
+            let auth = new_authority.or_else(|| authority.clone());
+            Ok(forward(
+                inflight,
+                &conn,
+                req,
+                received,
+                cluster,
+                Some(route),
+                Some(dest),
+                auth,
+                resp_version,
+            )
+            .await)
+        }
+    }
+}
+
+fn rewrite_path(
+    route: &CompiledRoute,
+    block: usize,
+    path: &str,
+    query: Option<&str>,
+) -> Option<PathAndQuery> {
+    let new_path: String = if let Some(prefix) = &route.rewrite_uri {
+        let matched = route
+            .matches
+            .get(block)
+            .and_then(|m| m.matched_prefix_len());
+        match matched {
+            Some(n) if path.len() >= n && path.is_char_boundary(n) => {
+                format!("{prefix}{}", &path[n..])
+            }
+            _ => prefix.clone(),
+        }
+    } else if let Some(rr) = &route.rewrite_regex {
+        rr.re.replace_all(path, rr.with.as_str()).into_owned()
+    } else {
+        return None;
+    };
+    let full = match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    PathAndQuery::try_from(full).ok()
+}
+
+fn blackhole(mut inflight: InFlight, snap: &Compiled, version: Version) -> Response<ProxyBody> {
+    let f = inflight.fin();
+    f.rec.upstream_cluster = Some(Arc::from(BLACKHOLE_CLUSTER));
+    f.rec.route_name = Some(Arc::from("block_all"));
+    f.metrics = Some(Arc::clone(&snap.blackhole_metrics));
+    inflight.reply(
+        502,
+        ResponseFlags::NONE,
+        "direct_response",
+        Bytes::new(),
+        version,
+    )
+}
+
+/// Prepares headers, URI and version of a request going upstream.
+fn prepare_upstream(
+    req: &mut Request<ReqBody>,
+    authority: Option<HeaderValue>,
+    proto: UpstreamProto,
+) {
+    strip_hop_by_hop(req.headers_mut());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match proto {
+        UpstreamProto::H1 => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+            if let Some(v) = authority {
+                req.headers_mut().insert(header::HOST, v);
+            }
+            *req.version_mut() = Version::HTTP_11;
+        }
+        UpstreamProto::H2 => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = authority.and_then(|a| Authority::try_from(a.as_bytes()).ok());
+            parts.path_and_query = Some(pq);
+            if parts.authority.is_none() {
+                parts.scheme = None;
+            }
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+            req.headers_mut().remove(header::HOST);
+            *req.version_mut() = Version::HTTP_2;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    mut inflight: InFlight,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    received: Arc<AtomicU64>,
+    cluster: Arc<ClusterState>,
+    route: Option<&CompiledRoute>,
+    dest: Option<&Dest>,
+    authority: Option<HeaderValue>,
+    version: Version,
+) -> Response<ProxyBody> {
+    {
+        let f = inflight.fin();
+        f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+        f.metrics = Some(Arc::clone(&cluster.metrics));
+    }
+    let Some(creq) = cluster.try_start_request() else {
+        return inflight.error(PoolError::Overflow, version);
+    };
+    let pick = {
+        let pick_ctx = PickCtx {
+            headers: Some(req.headers()),
+            query: req.uri().query(),
+            source_ip: conn.remote.ip(),
+        };
+        cluster.balancer.pick(&cluster.endpoints, &pick_ctx)
+    };
+    let Some(idx) = pick else {
+        return inflight.reply(
+            503,
+            ResponseFlags::UH,
+            "no_healthy_upstream",
+            Bytes::from_static(NO_HEALTHY_BODY.as_bytes()),
+            version,
+        );
+    };
+    let ep = Arc::clone(&cluster.endpoints[idx]);
+    let active = ep.start_request();
+    inflight.fin().rec.upstream_host = Some(ep.addr);
+    let proto = cluster.upstream_proto(req.version() == Version::HTTP_2);
+    let (parts, body) = req.into_parts();
+    let mut up_req = Request::from_parts(parts, ReqBody::new(body, received));
+    prepare_upstream(&mut up_req, authority, proto);
+    // A pooled connection can turn out closed just as it is used; when hyper hands the
+    // request back unsent, it is safe to send it again on another connection.
+    let mut unsent_retries = 0;
+    let (resp, h1, t0) = loop {
+        let upstream = match cluster.checkout(&ep, proto).await {
+            Ok(c) => c,
+            Err(e) => return inflight.error(e, version),
+        };
+        inflight.fin().rec.upstream_local = upstream.local();
+        let sent_at = Instant::now();
+        let (result, h1) = match upstream {
+            Conn::H1(mut c) => (c.tx.try_send_request(up_req).await, Some(c)),
+            Conn::H2(mut tx, _) => (tx.try_send_request(up_req).await, None),
+        };
+        match result {
+            Ok(r) => break (r, h1, sent_at),
+            Err(mut e) => {
+                let err = e.error().to_string();
+                match e.take_message() {
+                    Some(back) if unsent_retries < 3 => {
+                        unsent_retries += 1;
+                        up_req = back;
+                    }
+                    _ => {
+                        tracing::debug!(error = %err, cluster = %cluster.name, "upstream request failed");
+                        return inflight.reply(
+                            503,
+                            ResponseFlags::UC,
+                            "upstream_reset_before_response_started{connection_termination}",
+                            Bytes::from_static(TERMINATION_BODY.as_bytes()),
+                            version,
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let service_ms = t0.elapsed().as_millis() as u64;
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    if let Some(r) = route {
+        r.ops.response.apply(&mut rparts.headers);
+    }
+    if let Some(d) = dest {
+        d.ops.response.apply(&mut rparts.headers);
+    }
+    rparts
+        .headers
+        .insert(X_SERVICE_TIME.clone(), HeaderValue::from(service_ms));
+    rparts.version = version;
+    let mut fin = match inflight.fin.take() {
+        Some(f) => f,
+        None => unreachable!("finish taken twice"),
+    };
+    fin.rec.code = rparts.status.as_u16();
+    fin.rec.upstream_service_time = Some(service_ms);
+    fin.rec.details = "via_upstream";
+    fin.cluster_req = Some(creq);
+    fin.pool = h1.map(|c| (Arc::clone(&cluster), Arc::clone(&ep), c));
+    fin.active = Some(active);
+    Response::from_parts(rparts, ProxyBody::Upstream(UpstreamBody::new(rbody, fin)))
+}
+
+async fn resolve(authority: &str) -> Option<SocketAddr> {
+    let host = crate::route::strip_port(authority);
+    let port = if host.len() < authority.len() {
+        authority[host.len() + 1..].parse().ok()?
+    } else {
+        80
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((bare, port)).await.ok()?.next()
+}
+
+/// Forwards to the address the client asked for (PassthroughCluster). One connection per
+/// request; passthrough is the escape hatch, not the fast path.
+async fn passthrough(
+    mut inflight: InFlight,
+    snap: &Compiled,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    received: Arc<AtomicU64>,
+    authority: &str,
+    version: Version,
+) -> Response<ProxyBody> {
+    {
+        let f = inflight.fin();
+        f.rec.upstream_cluster = Some(Arc::from(PASSTHROUGH_CLUSTER));
+        f.rec.route_name = Some(Arc::from("allow_any"));
+        f.metrics = Some(Arc::clone(&snap.passthrough_metrics));
+    }
+    let Some(addr) = resolve(authority).await else {
+        inflight.fin().rec.transport_failure = Some("dns_resolution_failure");
+        return inflight.reply(
+            503,
+            ResponseFlags::UF,
+            "upstream_reset_before_response_started{connection_failure}",
+            Bytes::from_static(CONNECT_FAILURE_BODY.as_bytes()),
+            version,
+        );
+    };
+    if addr == conn.local {
+        // The client asked for the proxy itself: forwarding would loop.
+        return inflight.reply(
+            404,
+            ResponseFlags::NR,
+            "route_not_found",
+            Bytes::new(),
+            version,
+        );
+    }
+    inflight.fin().rec.upstream_host = Some(addr);
+    let timeout = std::time::Duration::from_secs(10);
+    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return inflight.error(PoolError::Connect { addr, source }, version),
+        Err(_) => return inflight.error(PoolError::ConnectTimeout { addr, timeout }, version),
+    };
+    let _ = stream.set_nodelay(true);
+    inflight.fin().rec.upstream_local = stream.local_addr().ok();
+    let (mut tx, c) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok(x) => x,
+        Err(source) => return inflight.error(PoolError::Handshake { addr, source }, version),
+    };
+    tokio::spawn(async move {
+        let _ = c.await;
+    });
+    let (parts, body) = req.into_parts();
+    let mut up_req = Request::from_parts(parts, ReqBody::new(body, received));
+    prepare_upstream(
+        &mut up_req,
+        HeaderValue::from_str(authority).ok(),
+        UpstreamProto::H1,
+    );
+    let t0 = Instant::now();
+    match tx.send_request(up_req).await {
+        Ok(resp) => {
+            let service_ms = t0.elapsed().as_millis() as u64;
+            let (mut rparts, rbody) = resp.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            rparts.version = version;
+            let mut fin = match inflight.fin.take() {
+                Some(f) => f,
+                None => unreachable!("finish taken twice"),
+            };
+            fin.rec.code = rparts.status.as_u16();
+            fin.rec.upstream_service_time = Some(service_ms);
+            fin.rec.details = "via_upstream";
+            Response::from_parts(rparts, ProxyBody::Upstream(UpstreamBody::new(rbody, fin)))
+        }
+        Err(_) => inflight.reply(
+            503,
+            ResponseFlags::UC,
+            "upstream_reset_before_response_started{connection_termination}",
+            Bytes::from_static(TERMINATION_BODY.as_bytes()),
+            version,
+        ),
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on one connection until it closes or the
+/// proxy drains (then it finishes in-flight requests and closes).
+pub async fn serve_connection<I>(
+    io: I,
+    ctx: Arc<HttpCtx>,
+    info: Arc<ConnInfo>,
+    mut drain: DrainSignal,
+    token: ConnToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc =
+        hyper::service::service_fn(move |req| handle(Arc::clone(&ctx), Arc::clone(&info), req));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "downstream connection ended with an error");
+            }
+        }
+        _ = drain.signaled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+    drop(token);
+}

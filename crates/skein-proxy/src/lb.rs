@@ -1,0 +1,214 @@
+//! Load balancers: round robin, least request (power of two choices), random, ring hash.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::HeaderMap;
+use skein_xds::{HashKey, LbPolicy};
+
+use crate::cluster::EndpointState;
+
+/// What a hash key can be taken from.
+#[derive(Debug, Clone, Copy)]
+pub struct PickCtx<'a> {
+    /// Request headers (None for TCP).
+    pub headers: Option<&'a HeaderMap>,
+    /// Query string.
+    pub query: Option<&'a str>,
+    /// Downstream source address.
+    pub source_ip: IpAddr,
+}
+
+/// A compiled load balancer for one cluster.
+#[derive(Debug)]
+pub enum Balancer {
+    /// ROUND_ROBIN.
+    RoundRobin(AtomicUsize),
+    /// LEAST_REQUEST: two random choices, fewer active requests wins (Envoy's default with
+    /// equal weights).
+    LeastRequest,
+    /// RANDOM.
+    Random,
+    /// Consistent hash on a ring.
+    Ring(Ring),
+}
+
+/// A ring hash over endpoints (Envoy's ring_hash, simplified).
+#[derive(Debug)]
+pub struct Ring {
+    key: HashKey,
+    /// (hash, endpoint index), sorted by hash.
+    points: Vec<(u64, u32)>,
+}
+
+/// FNV-1a 64 followed by a splitmix64 finalizer: stable across processes and releases.
+pub fn hash64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl Ring {
+    fn new(key: HashKey, min_size: u32, endpoints: &[Arc<EndpointState>]) -> Ring {
+        let mut points = Vec::new();
+        if !endpoints.is_empty() {
+            let total_weight: u64 = endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum();
+            let min_size = u64::from(min_size.clamp(1, 1 << 23));
+            for (i, ep) in endpoints.iter().enumerate() {
+                let share = (min_size * u64::from(ep.weight.max(1))).div_ceil(total_weight);
+                let name = ep.addr.to_string();
+                for r in 0..share.max(1) {
+                    let h = hash64(format!("{name}_{r}").as_bytes());
+                    points.push((h, i as u32));
+                }
+            }
+            points.sort_unstable();
+        }
+        Ring { key, points }
+    }
+
+    fn key_hash(&self, ctx: &PickCtx<'_>) -> Option<u64> {
+        match &self.key {
+            HashKey::Header(name) => ctx
+                .headers?
+                .get(name.as_str())
+                .map(|v| hash64(v.as_bytes())),
+            HashKey::Cookie { name, .. } => {
+                let headers = ctx.headers?;
+                for v in headers.get_all(http::header::COOKIE) {
+                    let Ok(s) = v.to_str() else { continue };
+                    for pair in s.split(';') {
+                        if let Some((k, val)) = pair.trim().split_once('=')
+                            && k == name
+                        {
+                            return Some(hash64(val.as_bytes()));
+                        }
+                    }
+                }
+                None
+            }
+            HashKey::SourceIp => Some(hash64(ctx.source_ip.to_string().as_bytes())),
+            HashKey::QueryParam(name) => {
+                let q = ctx.query?;
+                q.split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (k == name).then(|| hash64(v.as_bytes()))
+                })
+            }
+        }
+    }
+
+    fn lookup(&self, h: u64) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let i = self.points.partition_point(|(p, _)| *p < h);
+        let (_, ep) = self.points[if i == self.points.len() { 0 } else { i }];
+        Some(ep as usize)
+    }
+}
+
+impl Balancer {
+    /// Compiles a policy for a fixed endpoint list.
+    pub fn new(policy: &LbPolicy, endpoints: &[Arc<EndpointState>]) -> Balancer {
+        match policy {
+            LbPolicy::RoundRobin => Balancer::RoundRobin(AtomicUsize::new(0)),
+            LbPolicy::LeastRequest => Balancer::LeastRequest,
+            LbPolicy::Random => Balancer::Random,
+            LbPolicy::ConsistentHash(ch) => {
+                Balancer::Ring(Ring::new(ch.key.clone(), ch.minimum_ring_size, endpoints))
+            }
+        }
+    }
+
+    /// Picks an endpoint index; None when there are no endpoints.
+    pub fn pick(&self, endpoints: &[Arc<EndpointState>], ctx: &PickCtx<'_>) -> Option<usize> {
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        if n == 1 {
+            return Some(0);
+        }
+        Some(match self {
+            Balancer::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % n,
+            Balancer::Random => fastrand::usize(..n),
+            Balancer::LeastRequest => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (la, lb) = (endpoints[a].active(), endpoints[b].active());
+                if lb < la { b } else { a }
+            }
+            Balancer::Ring(ring) => match ring.key_hash(ctx) {
+                Some(h) => ring.lookup(h).unwrap_or(0),
+                // No key in the request: Envoy picks at random.
+                None => fastrand::usize(..n),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eps(n: usize) -> Vec<Arc<EndpointState>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(EndpointState::new(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    1,
+                ))
+            })
+            .collect()
+    }
+
+    fn ctx(h: &HeaderMap) -> PickCtx<'_> {
+        PickCtx {
+            headers: Some(h),
+            query: None,
+            source_ip: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    #[test]
+    fn round_robin_alternates() {
+        let e = eps(3);
+        let b = Balancer::new(&LbPolicy::RoundRobin, &e);
+        let h = HeaderMap::new();
+        let picks: Vec<_> = (0..6).filter_map(|_| b.pick(&e, &ctx(&h))).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn ring_is_stable_and_spreads() {
+        let e = eps(4);
+        let policy = LbPolicy::ConsistentHash(skein_xds::ConsistentHash {
+            key: HashKey::Header("x-user".into()),
+            minimum_ring_size: 1024,
+        });
+        let b = Balancer::new(&policy, &e);
+        let b2 = Balancer::new(&policy, &e);
+        let mut seen = std::collections::HashSet::new();
+        for u in 0..200 {
+            let mut h = HeaderMap::new();
+            h.insert("x-user", http::HeaderValue::from(u));
+            let p = b.pick(&e, &ctx(&h));
+            assert_eq!(p, b.pick(&e, &ctx(&h)));
+            assert_eq!(p, b2.pick(&e, &ctx(&h)));
+            seen.insert(p);
+        }
+        assert_eq!(seen.len(), 4);
+    }
+}

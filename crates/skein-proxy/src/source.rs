@@ -1,0 +1,127 @@
+//! Where snapshots come from. The data path never sees this: a source only calls
+//! [`SnapshotSink::apply`], which compiles, binds new listeners and swaps the config.
+//! A control-plane stream is another [`ConfigSource`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use skein_xds::Snapshot;
+use tokio::sync::Notify;
+
+use crate::ProxyError;
+
+/// Errors of a config source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The snapshot file could not be read.
+    #[error("cannot read snapshot file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The snapshot file is not a valid snapshot.
+    #[error("snapshot file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: skein_xds::SnapshotError,
+    },
+}
+
+/// Applies snapshots to a running proxy.
+#[derive(Clone, Debug)]
+pub struct SnapshotSink {
+    pub(crate) inner: Arc<crate::Inner>,
+}
+
+impl SnapshotSink {
+    /// Compiles and swaps in a snapshot. On error the previous config stays (a NACK).
+    pub fn apply(&self, snap: Snapshot) -> Result<(), ProxyError> {
+        self.inner.apply(snap)
+    }
+
+    /// Version of the config in force.
+    pub fn version(&self) -> String {
+        self.inner.shared.current.load().snapshot.version.clone()
+    }
+
+    /// Resolves when a reload was requested (SIGHUP).
+    pub async fn reload_requested(&self) {
+        self.inner.reload.notified().await
+    }
+
+    pub(crate) fn reload_notify(&self) -> &Notify {
+        &self.inner.reload
+    }
+}
+
+/// Boxed future returned by [`ConfigSource::run`].
+pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// A producer of snapshots (a file today, the control plane's push stream later).
+pub trait ConfigSource: Send + 'static {
+    /// Runs until the proxy shuts down, calling `sink.apply` for every new snapshot.
+    fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture;
+}
+
+/// Reads a JSON snapshot file; re-reads it when its modification time or size changes and on
+/// SIGHUP. A bad file is logged and the previous config kept.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    /// The file.
+    pub path: PathBuf,
+    /// How often the file is checked.
+    pub poll_interval: Duration,
+}
+
+/// Reads and parses a snapshot file.
+pub fn read_snapshot(path: &PathBuf) -> Result<Snapshot, SourceError> {
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Snapshot::from_json(&bytes).map_err(|source| SourceError::Parse {
+        path: path.clone(),
+        source,
+    })
+}
+
+fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl ConfigSource for FileSource {
+    fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture {
+        Box::pin(async move {
+            let mut last = stamp(&self.path);
+            let mut tick = tokio::time::interval(self.poll_interval.max(Duration::from_millis(10)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let forced = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = sink.reload_notify().notified() => true,
+                };
+                let now = stamp(&self.path);
+                if !forced && now == last {
+                    continue;
+                }
+                last = now;
+                match read_snapshot(&self.path) {
+                    Ok(snap) => {
+                        let version = snap.version.clone();
+                        match sink.apply(snap) {
+                            Ok(()) => tracing::info!(%version, "snapshot applied"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "snapshot rejected; keeping the previous config")
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "keeping the previous config"),
+                }
+            }
+        })
+    }
+}

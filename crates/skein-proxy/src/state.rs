@@ -1,0 +1,208 @@
+//! The compiled form of a snapshot and the shared proxy state.
+//!
+//! A [`Compiled`] is immutable; the proxy holds the current one in an `ArcSwap`. Each request
+//! and connection loads the `Arc` once and keeps it, so in-flight work finishes on the config
+//! it started with. Clusters whose definition did not change are carried over by `Arc`, so
+//! their pools and counters survive a push.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use arc_swap::ArcSwap;
+use skein_xds::{
+    BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind, OutboundTrafficPolicy, PASSTHROUGH_CLUSTER,
+    Protocol, Snapshot, SnapshotError,
+};
+
+use crate::access_log::AccessLog;
+use crate::cluster::ClusterState;
+use crate::config::{Mode, ProxyConfig};
+use crate::metrics::{Metrics, Peer, Reporter, RequestMetrics, base_labels};
+use crate::route::{CompiledRouteConfig, RouteError};
+
+/// Errors turning a snapshot into run-time config. The previous config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The snapshot is inconsistent.
+    #[error("snapshot {version:?} rejected: {source}")]
+    Snapshot {
+        version: String,
+        source: SnapshotError,
+    },
+    /// A route does not compile.
+    #[error("snapshot {version:?} rejected: {source}")]
+    Route { version: String, source: RouteError },
+}
+
+/// A snapshot compiled for the data path.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The snapshot as received (for /config_dump).
+    pub snapshot: Arc<Snapshot>,
+    /// Route configs by name.
+    pub route_configs: HashMap<String, CompiledRouteConfig>,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<ClusterState>>,
+    /// Snapshot listeners by name.
+    pub listeners: HashMap<String, ListenerKind>,
+    /// REGISTRY_ONLY.
+    pub registry_only: bool,
+    /// The sidecar's inbound cluster (`inbound|PORT||`).
+    pub inbound: Option<Arc<ClusterState>>,
+    /// Metrics for PassthroughCluster.
+    pub passthrough_metrics: Arc<RequestMetrics>,
+    /// Metrics for BlackHoleCluster.
+    pub blackhole_metrics: Arc<RequestMetrics>,
+    /// Metrics for requests without a route.
+    pub no_route_metrics: Arc<RequestMetrics>,
+}
+
+fn peer(snap: &Snapshot) -> Peer {
+    Peer {
+        workload: snap.node.workload.clone(),
+        namespace: snap.node.namespace.clone(),
+        app: snap.node.labels.get("app").cloned().unwrap_or_default(),
+        version: snap.node.labels.get("version").cloned().unwrap_or_default(),
+    }
+}
+
+fn cluster_metrics(c: &Cluster, local: &Peer) -> RequestMetrics {
+    let reporter = if c.name.starts_with("inbound|") {
+        Reporter::Destination
+    } else {
+        Reporter::Source
+    };
+    let proto = if c.protocol == Protocol::Tcp {
+        "tcp"
+    } else {
+        "http"
+    };
+    let service = if c.service.is_empty() {
+        c.name.as_str()
+    } else {
+        c.service.as_str()
+    };
+    RequestMetrics::new(base_labels(reporter, local, service, proto))
+}
+
+impl Compiled {
+    /// The config before any snapshot arrived: no routes, no clusters, passthrough allowed.
+    pub fn empty(proxy: &ProxyConfig) -> Self {
+        // Compiling an empty snapshot cannot fail.
+        match Self::compile(Snapshot::default(), None, proxy) {
+            Ok(c) => c,
+            Err(e) => unreachable!("empty snapshot failed to compile: {e}"),
+        }
+    }
+
+    /// Compiles `snap`, reusing unchanged clusters from `prev`.
+    pub fn compile(
+        snap: Snapshot,
+        prev: Option<&Compiled>,
+        proxy: &ProxyConfig,
+    ) -> Result<Compiled, CompileError> {
+        let version = snap.version.clone();
+        snap.validate().map_err(|source| CompileError::Snapshot {
+            version: version.clone(),
+            source,
+        })?;
+        let local = peer(&snap);
+        let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
+        let reuse = |c: &Cluster| -> Option<Arc<ClusterState>> {
+            let p = prev?.clusters.get(&c.name)?;
+            (same_node && p.config == *c).then(|| Arc::clone(p))
+        };
+        let mut clusters = HashMap::with_capacity(snap.clusters.len());
+        for c in &snap.clusters {
+            let state = reuse(c).unwrap_or_else(|| {
+                Arc::new(ClusterState::new(c.clone(), cluster_metrics(c, &local)))
+            });
+            clusters.insert(c.name.clone(), state);
+        }
+        let mut route_configs = HashMap::with_capacity(snap.route_configs.len());
+        for rc in &snap.route_configs {
+            let lookup = |name: &str| clusters.get(name).cloned();
+            let compiled = CompiledRouteConfig::compile(rc, &lookup).map_err(|source| {
+                CompileError::Route {
+                    version: version.clone(),
+                    source,
+                }
+            })?;
+            route_configs.insert(rc.name.clone(), compiled);
+        }
+        let inbound = match (&proxy.inbound, proxy.mode) {
+            (Some(ib), Mode::Sidecar) => {
+                let port = if ib.port == 0 { ib.app.port() } else { ib.port };
+                let name = skein_xds::inbound_cluster_name(port);
+                let mut def = snap.cluster(&name).cloned().unwrap_or_else(|| Cluster {
+                    name: name.clone(),
+                    port,
+                    ..Default::default()
+                });
+                if def.service.is_empty() {
+                    def.service = name.clone();
+                }
+                def.endpoints = vec![Endpoint {
+                    address: ib.app,
+                    labels: Default::default(),
+                    weight: 1,
+                }];
+                let prev_inbound = prev.and_then(|p| p.inbound.as_ref());
+                Some(match prev_inbound {
+                    Some(p) if same_node && p.config == def => Arc::clone(p),
+                    _ => {
+                        let m = cluster_metrics(&def, &local);
+                        Arc::new(ClusterState::new(def, m))
+                    }
+                })
+            }
+            _ => None,
+        };
+        let listeners = snap
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.kind.clone()))
+            .collect();
+        let special = |name: &str| {
+            Arc::new(RequestMetrics::new(base_labels(
+                Reporter::Source,
+                &local,
+                name,
+                "http",
+            )))
+        };
+        Ok(Compiled {
+            registry_only: snap.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly,
+            passthrough_metrics: special(PASSTHROUGH_CLUSTER),
+            blackhole_metrics: special(BLACKHOLE_CLUSTER),
+            no_route_metrics: special("unknown"),
+            snapshot: Arc::new(snap),
+            route_configs,
+            clusters,
+            listeners,
+            inbound,
+        })
+    }
+}
+
+/// State shared by every listener and connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current config.
+    pub current: ArcSwap<Compiled>,
+    /// Access log.
+    pub access_log: AccessLog,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The proxy's own config.
+    pub config: ProxyConfig,
+    /// True once a snapshot was applied.
+    pub loaded: AtomicBool,
+    /// True once the static listeners are bound.
+    pub bound: AtomicBool,
+    /// True once draining started (`/ready` then answers 503).
+    pub draining: AtomicBool,
+    /// Asked to quit (admin /quitquitquit).
+    pub quit: tokio::sync::Notify,
+}
