@@ -1,1 +1,87 @@
-//! Placeholder; filled in by the crate's first real change.
+//! The local runtime behind `skein up`: it plays the kubelet (one process per container, with
+//! restarts and readiness probes), kube-proxy (a loopback "cluster IP" per Service), cluster
+//! DNS (a hosts file) and the ingress controller, all from the same manifests a cluster takes.
+//! See docs/local-runtime.md for the contract with workloads.
+
+pub mod env;
+pub mod ingress;
+pub mod mysql;
+pub mod naming;
+pub mod plan;
+pub mod process;
+pub mod services;
+pub mod state;
+pub mod status;
+pub mod supervisor;
+pub mod tls;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use plan::DatabaseMode;
+pub use state::StateDir;
+pub use status::Status;
+pub use up::{Running, UpOptions, stop, up};
+
+/// Where something came from in the manifests: `file:line`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl From<&skein_api::Source> for Source {
+    fn from(s: &skein_api::Source) -> Source {
+        Source {
+            file: s.file.clone(),
+            line: s.line,
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{}", .0.join("\n"))]
+    Manifests(Vec<String>),
+    #[error("{}", .0.join("\n"))]
+    Plan(Vec<String>),
+    #[error(
+        "{what}: {addr} is already in use ({source}); stop whatever listens there or choose another port"
+    )]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}; remove it to start over", path.display())]
+    CorruptState { path: PathBuf, reason: String },
+    #[error("skein is already running from {} (pid {pid}); run `skein down` first", state.display())]
+    AlreadyRunning { state: PathBuf, pid: u32 },
+    #[error("no more loopback addresses in this state directory's subnet (254 pods or services)")]
+    AddressesExhausted,
+    #[error("ingress TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Mysql(#[from] mysql::MysqlError),
+}
+
+impl RuntimeError {
+    pub fn io(path: &Path, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

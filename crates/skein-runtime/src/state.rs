@@ -1,0 +1,179 @@
+//! The state directory: one place for everything a local run keeps (status, logs, data,
+//! certificates, addresses), so `skein down` then `skein up` picks up where it left off.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::RuntimeError;
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `--state-dir`, else `SKEIN_STATE_DIR`, else `.skein` in the current directory.
+    pub fn resolve(explicit: Option<&Path>) -> Result<StateDir, RuntimeError> {
+        let root = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os("SKEIN_STATE_DIR") {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => PathBuf::from(".skein"),
+            },
+        };
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map_err(|e| RuntimeError::io(Path::new("."), e))?
+                .join(root)
+        };
+        Ok(StateDir { root })
+    }
+
+    pub fn create(&self) -> Result<(), RuntimeError> {
+        for dir in [self.root.clone(), self.logs(), self.data(), self.certs()] {
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("supervisor.pid")
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.root.join("skein.log")
+    }
+    pub fn network_file(&self) -> PathBuf {
+        self.root.join("network.json")
+    }
+    pub fn hosts_file(&self) -> PathBuf {
+        self.root.join("hosts")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+    pub fn certs(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+    pub fn container_log(&self, pod: &str, container: &str) -> PathBuf {
+        self.logs().join(pod).join(format!("{container}.log"))
+    }
+
+    /// The pid of a live supervisor using this state directory, if any.
+    pub fn running_supervisor(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.pid_file()).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        crate::process::is_alive(pid).then_some(pid)
+    }
+}
+
+/// Loopback addresses handed out to pods and services, kept across runs so a pod keeps its
+/// address as long as its name stays the same.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Network {
+    /// The second octet of `127.X.0.0/16`, this state directory's slice of loopback.
+    pub subnet: u8,
+    pub pods: BTreeMap<String, Ipv4Addr>,
+    pub services: BTreeMap<String, Ipv4Addr>,
+}
+
+impl Network {
+    pub fn load_or_new(state: &StateDir) -> Result<Network, RuntimeError> {
+        let path = state.network_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| RuntimeError::CorruptState {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Network {
+                subnet: subnet_for(state.root()),
+                ..Network::default()
+            }),
+            Err(e) => Err(RuntimeError::io(&path, e)),
+        }
+    }
+
+    pub fn save(&self, state: &StateDir) -> Result<(), RuntimeError> {
+        let path = state.network_file();
+        let text = serde_json::to_vec_pretty(self).map_err(|e| RuntimeError::CorruptState {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))
+    }
+
+    pub fn pod_ip(&mut self, pod: &str) -> Result<Ipv4Addr, RuntimeError> {
+        let subnet = self.subnet;
+        Self::assign(&mut self.pods, pod, subnet, 1)
+    }
+
+    pub fn service_ip(&mut self, key: &str) -> Result<Ipv4Addr, RuntimeError> {
+        let subnet = self.subnet;
+        Self::assign(&mut self.services, key, subnet, 2)
+    }
+
+    /// Keeps only the names still in use, so addresses of deleted pods can be reused.
+    pub fn retain_pods(&mut self, live: &[String]) {
+        self.pods.retain(|name, _| live.contains(name));
+    }
+
+    fn assign(
+        table: &mut BTreeMap<String, Ipv4Addr>,
+        key: &str,
+        subnet: u8,
+        third: u8,
+    ) -> Result<Ipv4Addr, RuntimeError> {
+        if let Some(ip) = table.get(key) {
+            return Ok(*ip);
+        }
+        let ip = (1..=254u8)
+            .map(|n| Ipv4Addr::new(127, subnet, third, n))
+            .find(|ip| !table.values().any(|used| used == ip))
+            .ok_or(RuntimeError::AddressesExhausted)?;
+        table.insert(key.to_string(), ip);
+        Ok(ip)
+    }
+}
+
+/// A stable slice of loopback per state directory, so two runs with different state
+/// directories (tests in parallel, say) don't fight over the same addresses.
+fn subnet_for(root: &Path) -> u8 {
+    let h = crate::naming::fnv1a(root.to_string_lossy().as_bytes());
+    // 127.0.x.x is left to the host; stay within 127.16..127.239.
+    16 + (h % 224) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_stable_and_distinct() {
+        let mut n = Network {
+            subnet: 42,
+            ..Network::default()
+        };
+        let a = n.pod_ip("web-1").unwrap();
+        let b = n.pod_ip("web-2").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(n.pod_ip("web-1").unwrap(), a);
+        assert_eq!(a.octets()[..3], [127, 42, 1]);
+        let s = n.service_ip("blog-system/web-service").unwrap();
+        assert_eq!(s.octets()[..3], [127, 42, 2]);
+        n.retain_pods(&["web-2".to_string()]);
+        assert_eq!(n.pod_ip("web-3").unwrap(), a, "a freed address is reused");
+    }
+}

@@ -1,0 +1,106 @@
+//! What `skein status` reads: the supervisor writes one JSON document into the state directory
+//! whenever something changes, atomically (write to a temporary file, then rename).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::RuntimeError;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The manifests directory the runtime was started on.
+    pub manifests: String,
+    pub supervisor: SupervisorStatus,
+    pub ingress: IngressStatus,
+    pub database: DatabaseStatus,
+    pub pods: Vec<PodStatus>,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SupervisorStatus {
+    pub pid: u32,
+    /// `starting`, `running` or `stopping`.
+    pub state: String,
+    pub started_at: String,
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IngressStatus {
+    pub http: String,
+    pub https: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseStatus {
+    /// `sqlite` or `mysql`.
+    pub mode: String,
+    /// The SQLite file or the MySQL service standing for the manifests' database.
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PodStatus {
+    pub name: String,
+    pub namespace: String,
+    pub workload: String,
+    pub labels: BTreeMap<String, String>,
+    pub ip: String,
+    pub ports: Vec<u16>,
+    /// The pid of the pod's main (first) container, 0 while it is not running.
+    pub pid: u32,
+    /// `Pending`, `Running`, `Ready`, `CrashLoopBackOff` or `Terminated`.
+    pub state: String,
+    pub ready: bool,
+    pub restarts: u32,
+    /// The main container's log file.
+    pub logs: String,
+    pub containers: Vec<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub pid: u32,
+    pub state: String,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub logs: String,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub namespace: String,
+    pub cluster_ip: String,
+    pub ports: Vec<u16>,
+    pub endpoints: Vec<String>,
+}
+
+impl Status {
+    pub fn read(path: &Path) -> Result<Status, RuntimeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| RuntimeError::CorruptState {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), RuntimeError> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(|e| RuntimeError::CorruptState {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&tmp, text).map_err(|e| RuntimeError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io(path, e))
+    }
+
+    pub fn all_ready(&self) -> bool {
+        !self.pods.is_empty() && self.pods.iter().all(|p| p.ready)
+    }
+}

@@ -1,0 +1,488 @@
+//! Runs the planned pods: one process per container, restarted with backoff when it exits,
+//! probed for readiness, stopped with SIGTERM then SIGKILL after the pod's grace period.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use crate::plan::{Check, ContainerPlan, Plan, PodPlan, Run};
+use crate::process;
+use crate::status::{ContainerStatus, PodStatus, ServiceStatus};
+
+/// Restart backoff: 1 s doubling to 30 s, reset after a minute of running (kubelet-like but
+/// quicker to start over, since local runs are interactive).
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// Until a pod is first ready it is probed often, so `skein up` returns quickly.
+const STARTUP_PROBE_PERIOD: Duration = Duration::from_millis(250);
+
+pub struct Cluster {
+    pub plan: Plan,
+    pods: Vec<PodState>,
+    /// Wakes the status writer.
+    pub changed: Notify,
+    /// Round-robin cursor per service, shared by the ingress and the service forwarders.
+    cursors: Vec<AtomicU32>,
+}
+
+struct PodState {
+    ready: AtomicBool,
+    containers: Vec<ContainerState>,
+}
+
+#[derive(Default)]
+struct ContainerState {
+    pid: AtomicU32,
+    restarts: AtomicU32,
+    /// Human state and the last exit, read only by the status writer.
+    detail: Mutex<(String, Option<String>)>,
+}
+
+impl Cluster {
+    pub fn new(plan: Plan) -> Arc<Cluster> {
+        let pods = plan
+            .pods
+            .iter()
+            .map(|p| PodState {
+                ready: AtomicBool::new(false),
+                containers: p
+                    .containers
+                    .iter()
+                    .map(|_| ContainerState {
+                        detail: Mutex::new(("Pending".into(), None)),
+                        ..ContainerState::default()
+                    })
+                    .collect(),
+            })
+            .collect();
+        let cursors = plan.services.iter().map(|_| AtomicU32::new(0)).collect();
+        Arc::new(Cluster {
+            plan,
+            pods,
+            changed: Notify::new(),
+            cursors,
+        })
+    }
+
+    /// The ready endpoints of a service port, rotated so callers can try them in order.
+    pub fn endpoints(&self, service: usize, port: u16) -> Vec<SocketAddr> {
+        let Some(s) = self.plan.services.get(service) else {
+            return Vec::new();
+        };
+        let Some(sp) = s.ports.iter().find(|p| p.port == port) else {
+            return Vec::new();
+        };
+        let mut ready: Vec<SocketAddr> = sp
+            .endpoints
+            .iter()
+            .filter(|(pod, _)| self.pods[*pod].ready.load(Ordering::Acquire))
+            .map(|(_, addr)| *addr)
+            .collect();
+        if !ready.is_empty() {
+            let n = self.cursors[service].fetch_add(1, Ordering::Relaxed) as usize;
+            let len = ready.len();
+            ready.rotate_left(n % len);
+        }
+        ready
+    }
+
+    pub fn pod_statuses(&self) -> Vec<PodStatus> {
+        self.plan
+            .pods
+            .iter()
+            .zip(&self.pods)
+            .map(|(plan, st)| {
+                let containers: Vec<ContainerStatus> = plan
+                    .containers
+                    .iter()
+                    .zip(&st.containers)
+                    .map(|(cp, cs)| {
+                        let (state, last_exit) =
+                            cs.detail.lock().map(|d| d.clone()).unwrap_or_default();
+                        ContainerStatus {
+                            name: cp.name.clone(),
+                            pid: cs.pid.load(Ordering::Acquire),
+                            state,
+                            restarts: cs.restarts.load(Ordering::Acquire),
+                            last_exit,
+                            logs: cp.log.display().to_string(),
+                            command: cp.run.describe(),
+                        }
+                    })
+                    .collect();
+                let ready = st.ready.load(Ordering::Acquire);
+                let state = if ready {
+                    "Ready".to_string()
+                } else if containers
+                    .iter()
+                    .any(|c| c.state == "CrashLoopBackOff" || c.state.starts_with("Error"))
+                {
+                    "CrashLoopBackOff".to_string()
+                } else if containers.iter().all(|c| c.state == "Running") {
+                    "Running".to_string()
+                } else {
+                    containers
+                        .first()
+                        .map(|c| c.state.clone())
+                        .unwrap_or_default()
+                };
+                PodStatus {
+                    name: plan.name.clone(),
+                    namespace: plan.namespace.clone(),
+                    workload: plan.workload.clone(),
+                    labels: plan.labels.clone(),
+                    ip: plan.ip.to_string(),
+                    ports: plan.ports.iter().map(|p| p.port).collect(),
+                    pid: containers.first().map_or(0, |c| c.pid),
+                    state,
+                    ready,
+                    restarts: containers.iter().map(|c| c.restarts).sum(),
+                    logs: containers
+                        .first()
+                        .map(|c| c.logs.clone())
+                        .unwrap_or_default(),
+                    containers,
+                }
+            })
+            .collect()
+    }
+
+    pub fn service_statuses(&self) -> Vec<ServiceStatus> {
+        self.plan
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                cluster_ip: s.cluster_ip.to_string(),
+                ports: s.ports.iter().map(|p| p.port).collect(),
+                endpoints: s
+                    .ports
+                    .iter()
+                    .flat_map(|p| p.endpoints.iter())
+                    .filter(|(pod, _)| self.pods[*pod].ready.load(Ordering::Acquire))
+                    .map(|(_, a)| a.to_string())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn set_detail(&self, pod: usize, c: usize, state: &str, last_exit: Option<String>) {
+        if let Ok(mut d) = self.pods[pod].containers[c].detail.lock() {
+            d.0 = state.to_string();
+            if last_exit.is_some() {
+                d.1 = last_exit;
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn set_ready(&self, pod: usize, ready: bool) {
+        if self.pods[pod].ready.swap(ready, Ordering::AcqRel) != ready {
+            tracing::info!(pod = %self.plan.pods[pod].name, ready, "readiness changed");
+            self.changed.notify_one();
+        }
+    }
+
+    fn all_running(&self, pod: usize) -> bool {
+        self.pods[pod]
+            .containers
+            .iter()
+            .all(|c| c.pid.load(Ordering::Acquire) != 0)
+    }
+
+    /// Starts every pod's containers and readiness probe. The tasks end once `shutdown`
+    /// turns true, after the processes have been stopped.
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (p, pod) in self.plan.pods.iter().enumerate() {
+            for c in 0..pod.containers.len() {
+                tasks.push(tokio::spawn(run_container(
+                    self.clone(),
+                    p,
+                    c,
+                    shutdown.clone(),
+                )));
+            }
+            tasks.push(tokio::spawn(probe_pod(self.clone(), p, shutdown.clone())));
+        }
+        tasks
+    }
+}
+
+fn command_for(pod: &PodPlan, c: &ContainerPlan) -> Result<tokio::process::Command, String> {
+    let (program, args) = match &c.run {
+        Run::Program { program, args } => (program.clone(), args.clone()),
+        Run::MariaDb(cfg) => {
+            let bins = crate::mysql::find_server().map_err(|e| e.to_string())?;
+            crate::mysql::prepare(cfg, &bins).map_err(|e| e.to_string())?;
+            let std_cmd = crate::mysql::server_command(cfg, &bins);
+            let program = std::path::PathBuf::from(std_cmd.get_program());
+            let args = std_cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            (program, args)
+        }
+    };
+    if let Some(dir) = c.log.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&c.log)
+        .map_err(|e| format!("cannot open {}: {e}", c.log.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("cannot open {}: {e}", c.log.display()))?;
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&args)
+        .env_clear()
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .kill_on_drop(true);
+    let _ = pod;
+    Ok(cmd)
+}
+
+async fn run_container(
+    cluster: Arc<Cluster>,
+    p: usize,
+    c: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let pod = &cluster.plan.pods[p];
+    let container = &pod.containers[c];
+    let state = &cluster.pods[p].containers[c];
+    let mut backoff = BACKOFF_START;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Preparing a database can block for seconds: keep it off the async workers.
+        let built = {
+            let (pod, container) = (pod.clone(), container.clone());
+            tokio::task::spawn_blocking(move || command_for(&pod, &container)).await
+        };
+        let mut child =
+            match built
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .and_then(|mut cmd| {
+                    cmd.spawn().map_err(|e| {
+                        format!("cannot start {}: {e}", container.run.describe().join(" "))
+                    })
+                }) {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(pod = %pod.name, container = %container.name, "{e}");
+                    append_log(&container.log, &format!("skein: {e}"));
+                    cluster.set_detail(p, c, "Error", Some(e));
+                    state.restarts.fetch_add(1, Ordering::AcqRel);
+                    if wait_or_shutdown(backoff, &mut shutdown).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+        let pid = child.id().unwrap_or(0);
+        state.pid.store(pid, Ordering::Release);
+        cluster.set_detail(p, c, "Running", None);
+        tracing::info!(pod = %pod.name, container = %container.name, pid, "started");
+        let started = Instant::now();
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = stopped(&mut shutdown) => None,
+        };
+        match exited {
+            Some(status) => {
+                state.pid.store(0, Ordering::Release);
+                cluster.set_ready(p, false);
+                let exit = match status {
+                    Ok(s) => describe_exit(s),
+                    Err(e) => format!("wait failed: {e}"),
+                };
+                if started.elapsed() >= BACKOFF_RESET_AFTER {
+                    backoff = BACKOFF_START;
+                }
+                tracing::warn!(pod = %pod.name, container = %container.name, %exit, "container exited; restarting in {:?}", backoff);
+                append_log(
+                    &container.log,
+                    &format!(
+                        "skein: container exited ({exit}); restarting in {}s",
+                        backoff.as_secs()
+                    ),
+                );
+                state.restarts.fetch_add(1, Ordering::AcqRel);
+                cluster.set_detail(p, c, "CrashLoopBackOff", Some(exit));
+                if wait_or_shutdown(backoff, &mut shutdown).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            None => {
+                cluster.set_detail(p, c, "Terminating", None);
+                stop_child(&mut child, pid, pod.grace).await;
+                state.pid.store(0, Ordering::Release);
+                cluster.set_detail(p, c, "Terminated", None);
+                break;
+            }
+        }
+    }
+}
+
+/// SIGTERM to the container's process group, SIGKILL after the grace period.
+async fn stop_child(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
+    if pid != 0 {
+        process::signal_group(pid, process::SIGTERM);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        if pid != 0 {
+            process::signal_group(pid, process::SIGKILL);
+        }
+        let _ = child.wait().await;
+    } else if pid != 0 {
+        // Whatever the container forked and left behind goes with it.
+        process::signal_group(pid, process::SIGKILL);
+    }
+}
+
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "exited".to_string(),
+    }
+}
+
+fn append_log(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Sleeps, unless shutdown comes first; returns whether it did.
+async fn wait_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stopped(shutdown) => {}
+    }
+    *shutdown.borrow()
+}
+
+/// Resolves once shutdown is asked for (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receiver<bool>) {
+    let pod = &cluster.plan.pods[p];
+    let checks: Vec<Check> = match &pod.readiness {
+        Some(r) => vec![r.check.clone()],
+        None => pod
+            .ports
+            .iter()
+            .map(|np| Check::Tcp { port: np.port })
+            .collect(),
+    };
+    let (initial_delay, period, timeout, threshold) = match &pod.readiness {
+        Some(r) => (r.initial_delay, r.period, r.timeout, r.failure_threshold),
+        None => (
+            Duration::ZERO,
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            3,
+        ),
+    };
+    let mut failures = 0u32;
+    let mut running_since: Option<Instant> = None;
+    loop {
+        let ready = cluster.pods[p].ready.load(Ordering::Acquire);
+        let wait = if ready { period } else { STARTUP_PROBE_PERIOD };
+        if wait_or_shutdown(wait, &mut shutdown).await {
+            return;
+        }
+        if !cluster.all_running(p) {
+            running_since = None;
+            continue;
+        }
+        let since = *running_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < initial_delay {
+            continue;
+        }
+        let mut ok = true;
+        for check in &checks {
+            if !run_check(pod.ip.into(), check, timeout).await {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            failures = 0;
+            cluster.set_ready(p, true);
+        } else {
+            failures += 1;
+            if !ready || failures >= threshold {
+                cluster.set_ready(p, false);
+            }
+        }
+    }
+}
+
+/// One probe, as the kubelet does it: HTTP success is a status in 200..400.
+pub async fn run_check(ip: std::net::IpAddr, check: &Check, timeout: Duration) -> bool {
+    let attempt = async {
+        match check {
+            Check::Tcp { port } => TcpStream::connect((ip, *port)).await.is_ok(),
+            Check::Http { port, path } => {
+                let Ok(mut s) = TcpStream::connect((ip, *port)).await else {
+                    return false;
+                };
+                let req = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/skein\r\nConnection: close\r\n\r\n"
+                );
+                if s.write_all(req.as_bytes()).await.is_err() {
+                    return false;
+                }
+                let mut buf = [0u8; 32];
+                let mut n = 0;
+                while n < 12 {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]);
+                head.split(' ')
+                    .nth(1)
+                    .and_then(|code| code.parse::<u16>().ok())
+                    .is_some_and(|code| (200..400).contains(&code))
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(false)
+}

@@ -1,0 +1,273 @@
+//! Bringing a manifests directory up, and taking it down again.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::plan::{self, PlanOptions};
+use crate::state::{Network, StateDir};
+use crate::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
+use crate::supervisor::Cluster;
+use crate::{DatabaseMode, RuntimeError, ingress, process, services, tls};
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub manifests: PathBuf,
+    pub state: StateDir,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub database: Option<DatabaseMode>,
+    /// Directories searched for container programs before `PATH`.
+    pub program_dirs: Vec<PathBuf>,
+}
+
+/// A running local cluster. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
+pub struct Running {
+    cluster: Arc<Cluster>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    state: StateDir,
+    base: Status,
+}
+
+/// Checks everything that can be checked (manifests, programs, ports), then starts the pods,
+/// the service forwarders and the ingress. Nothing is left running when this fails.
+pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
+    let state = opts.state.clone();
+    if let Some(pid) = state.running_supervisor() {
+        return Err(RuntimeError::AlreadyRunning {
+            state: state.root().to_path_buf(),
+            pid,
+        });
+    }
+    state.create()?;
+
+    let manifests = skein_api::load_path(&opts.manifests)
+        .map_err(|errs| RuntimeError::Manifests(errs.iter().map(|e| e.to_string()).collect()))?;
+    let problems: Vec<String> = skein_api::validate(&manifests)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(RuntimeError::Manifests(problems));
+    }
+
+    let mut network = Network::load_or_new(&state)?;
+    let plan = plan::build(
+        &manifests,
+        &state,
+        &mut network,
+        &PlanOptions {
+            database: opts.database,
+            program_dirs: opts.program_dirs.clone(),
+        },
+    )?;
+    network.save(&state)?;
+
+    let http = bind("ingress (HTTP)", opts.http).await?;
+    let https = bind("ingress (HTTPS)", opts.https).await?;
+    for pod in &plan.pods {
+        for p in &pod.ports {
+            let addr = SocketAddr::from((pod.ip, p.port));
+            std::net::TcpListener::bind(addr).map_err(|e| RuntimeError::Bind {
+                what: format!("pod {}/{}", pod.namespace, pod.name),
+                addr,
+                source: e,
+            })?;
+        }
+    }
+    write_hosts(&state, &plan)?;
+    let tls = tls::ingress_server_config(&state.certs())?;
+
+    let base = Status {
+        manifests: opts.manifests.display().to_string(),
+        supervisor: SupervisorStatus {
+            pid: std::process::id(),
+            state: "running".into(),
+            started_at: now_rfc3339(),
+            log: state.supervisor_log().display().to_string(),
+        },
+        ingress: IngressStatus {
+            http: format!("http://{}", local(&http)?),
+            https: format!("https://{}", local(&https)?),
+        },
+        database: DatabaseStatus {
+            mode: plan.database.mode.to_string(),
+            location: plan.database.location.clone(),
+        },
+        pods: Vec::new(),
+        services: Vec::new(),
+    };
+
+    let cluster = Cluster::new(plan);
+    let service_listeners = services::bind(&cluster).await?;
+    let pid_file = state.pid_file();
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| RuntimeError::io(&pid_file, e))?;
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = cluster.start(rx.clone());
+    tasks.extend(services::serve(
+        cluster.clone(),
+        service_listeners,
+        rx.clone(),
+    ));
+    tasks.extend(ingress::serve(
+        cluster.clone(),
+        http,
+        https,
+        tls,
+        rx.clone(),
+    ));
+    let writer = tokio::spawn(write_status(
+        cluster.clone(),
+        state.clone(),
+        base.clone(),
+        rx,
+    ));
+    Ok(Running {
+        cluster,
+        shutdown,
+        tasks,
+        writer,
+        state,
+        base,
+    })
+}
+
+impl Running {
+    pub fn status(&self) -> Status {
+        snapshot(&self.cluster, &self.base)
+    }
+
+    /// Waits until every pod is ready; false on timeout.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.status().all_ready() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every pod (SIGTERM, then SIGKILL after its grace period) and every listener.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.writer.await;
+        let mut last = snapshot(&self.cluster, &self.base);
+        last.supervisor.state = "stopped".into();
+        let _ = last.write(&self.state.status_file());
+        let _ = std::fs::remove_file(self.state.pid_file());
+    }
+}
+
+/// Asks the supervisor using `state` to stop and waits for it; `Ok(None)` if none was running.
+pub async fn stop(state: &StateDir, timeout: Duration) -> Result<Option<u32>, RuntimeError> {
+    let Some(pid) = state.running_supervisor() else {
+        return Ok(None);
+    };
+    process::signal(pid, process::SIGTERM);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while process::is_alive(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            process::signal(pid, process::SIGKILL);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Some(pid))
+}
+
+fn snapshot(cluster: &Cluster, base: &Status) -> Status {
+    Status {
+        pods: cluster.pod_statuses(),
+        services: cluster.service_statuses(),
+        ..base.clone()
+    }
+}
+
+async fn write_status(
+    cluster: Arc<Cluster>,
+    state: StateDir,
+    base: Status,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let path = state.status_file();
+    loop {
+        if let Err(e) = snapshot(&cluster, &base).write(&path) {
+            tracing::warn!("cannot write status: {e}");
+        }
+        tokio::select! {
+            _ = cluster.changed.notified() => {
+                // Coalesce bursts (a pod start touches several fields).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = crate::supervisor::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| RuntimeError::Bind {
+            what: what.into(),
+            addr,
+            source: e,
+        })
+}
+
+fn local(l: &TcpListener) -> Result<SocketAddr, RuntimeError> {
+    l.local_addr()
+        .map_err(|e| RuntimeError::io(std::path::Path::new("ingress socket"), e))
+}
+
+/// The cluster DNS stand-in: every Service's names, in /etc/hosts format.
+fn write_hosts(state: &StateDir, plan: &plan::Plan) -> Result<(), RuntimeError> {
+    let mut text =
+        String::from("# Written by skein up: Service names -> their loopback cluster IPs.\n");
+    for (ip, names) in &plan.hosts {
+        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    let path = state.hosts_file();
+    std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))
+}
+
+/// UTC now as RFC 3339, without pulling in a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
