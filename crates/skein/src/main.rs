@@ -1,1 +1,63 @@
-fn main() {}
+//! `skein`: the one binary. Each subcommand lives in its own module under `cmd/`.
+
+mod cmd;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "skein",
+    version,
+    about = "A service mesh that speaks Istio's API."
+)]
+struct Cli {
+    /// The state directory (status, logs, data, certificates) [default: ./.skein]
+    #[arg(long, global = true, env = "SKEIN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every workload of a manifests directory on this machine.
+    Up(cmd::up::Args),
+    /// Stop what `skein up --detach` started.
+    Down(cmd::down::Args),
+    /// Show pods, their addresses and states.
+    Status(cmd::status::Args),
+    /// Print a workload's or pod's logs.
+    Logs(cmd::logs::Args),
+    /// Check manifests: load errors with file:line, then Istio's validation messages.
+    Analyze(cmd::analyze::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(a) => cmd::up::run(a, cli.state_dir),
+        Command::Down(a) => cmd::down::run(a, cli.state_dir),
+        Command::Status(a) => cmd::status::run(a, cli.state_dir),
+        Command::Logs(a) => cmd::logs::run(a, cli.state_dir),
+        Command::Analyze(a) => cmd::analyze::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The tokio runtime every subcommand that does I/O uses.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,5 @@
+pub mod analyze;
+pub mod down;
+pub mod logs;
+pub mod status;
+pub mod up;

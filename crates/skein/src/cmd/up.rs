@@ -1,0 +1,232 @@
+//! `skein up DIR`: run the manifests' workloads here, in the foreground or detached.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use skein_runtime::{DatabaseMode, StateDir, Status, UpOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The manifests directory (or file).
+    #[arg(default_value = "examples/blog-system")]
+    dir: PathBuf,
+    /// Return once every pod is ready and keep running in the background (`skein down` stops it).
+    #[arg(short, long)]
+    detach: bool,
+    /// The ingress's HTTP port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// The ingress's HTTPS port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
+    /// How the manifests' MySQL runs: an SQLite file (the default) or a local MariaDB server.
+    /// Without the flag, the annotation `skein.io/local-database: mysql` on the database's
+    /// Deployment chooses MariaDB.
+    #[arg(long, value_enum)]
+    database: Option<Database>,
+    /// How long to wait for every pod to become ready.
+    #[arg(long, default_value = "120", value_name = "SECONDS")]
+    timeout: u64,
+    /// Internal: run as the detached supervisor.
+    #[arg(long, hide = true)]
+    supervise: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Database {
+    Sqlite,
+    Mysql,
+}
+
+pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let state = StateDir::resolve(state_dir.as_deref())?;
+    if !args.dir.exists() {
+        bail!("{}: no such file or directory", args.dir.display());
+    }
+    if args.detach && !args.supervise {
+        return detach(&args, &state);
+    }
+    init_logging(args.supervise);
+    let opts = UpOptions {
+        manifests: args.dir.clone(),
+        state: state.clone(),
+        http: SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
+        https: SocketAddr::from((Ipv4Addr::LOCALHOST, args.https_port)),
+        database: args.database.map(|d| match d {
+            Database::Sqlite => DatabaseMode::Sqlite,
+            Database::Mysql => DatabaseMode::Mysql,
+        }),
+        program_dirs: program_dirs(),
+    };
+    crate::runtime()?.block_on(async move {
+        let started = Instant::now();
+        let running = skein_runtime::up(opts).await?;
+        if !args.supervise {
+            let ready = tokio::select! {
+                r = running.wait_ready(Duration::from_secs(args.timeout)) => Some(r),
+                _ = shutdown_signal() => None,
+            };
+            match ready {
+                Some(true) => print!("{}", summary(&running.status(), started.elapsed(), &state)),
+                Some(false) => {
+                    eprintln!(
+                        "warning: not every pod became ready within {}s:",
+                        args.timeout
+                    );
+                    print!("{}", super::status::table(&running.status()));
+                }
+                None => {
+                    running.shutdown().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            println!("Press Ctrl-C to stop.");
+        } else {
+            tracing::info!("supervisor running");
+        }
+        shutdown_signal().await;
+        eprintln!("stopping...");
+        running.shutdown().await;
+        eprintln!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Starts the supervisor in the background and waits until the pods are ready, or it fails.
+fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
+    if let Some(pid) = state.running_supervisor() {
+        bail!(
+            "skein is already running from {} (pid {pid}); run `skein down` first",
+            state.root().display()
+        );
+    }
+    state.create()?;
+    let log_path = state.supervisor_log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().context("cannot find the skein binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(state.root())
+        .arg("up")
+        .arg(&args.dir)
+        .args(["--http-port", &args.http_port.to_string()])
+        .args(["--https-port", &args.https_port.to_string()])
+        .arg("--supervise");
+    if let Some(d) = args.database {
+        cmd.args([
+            "--database",
+            match d {
+                Database::Sqlite => "sqlite",
+                Database::Mysql => "mysql",
+            },
+        ]);
+    }
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: Ctrl-C in this terminal must not reach it.
+        .process_group(0)
+        .spawn()
+        .context("cannot start the supervisor")?;
+    let pid = child.id();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout);
+    loop {
+        if let Some(exit) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail = text.get(log_start as usize..).unwrap_or("");
+            let reason: Vec<&str> = tail
+                .lines()
+                .filter_map(|l| l.strip_prefix("error: "))
+                .collect();
+            if reason.is_empty() {
+                bail!("the supervisor exited ({exit}); see {}", log_path.display());
+            }
+            bail!("{}", reason.join("\n"));
+        }
+        if let Ok(status) = Status::read(&state.status_file())
+            && status.supervisor.pid == pid
+        {
+            if status.all_ready() {
+                print!("{}", summary(&status, started.elapsed(), state));
+                println!("Running in the background (pid {pid}); `skein down` stops it.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "warning: not every pod became ready within {}s; skein keeps running (pid {pid}):",
+                    args.timeout
+                );
+                print!("{}", super::status::table(&status));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn summary(status: &Status, took: Duration, state: &StateDir) -> String {
+    let mut s = format!(
+        "skein is up: {} pods ready in {:.1}s (state in {})\n",
+        status.pods.len(),
+        took.as_secs_f64(),
+        state.root().display()
+    );
+    s.push_str(&format!(
+        "  ingress:  {}  {}\n",
+        status.ingress.http, status.ingress.https
+    ));
+    s.push_str(&format!(
+        "  database: {} ({})\n\n",
+        status.database.mode, status.database.location
+    ));
+    s.push_str(&super::status::table(status));
+    s.push_str(&format!("\nTry: curl {}/api/posts\n", status.ingress.http));
+    s
+}
+
+/// Container programs are looked up beside the skein binary first (where cargo puts the
+/// blog's binaries too), then on PATH.
+fn program_dirs() -> Vec<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .into_iter()
+        .collect()
+}
+
+fn init_logging(supervise: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKEIN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if supervise { "info" } else { "warn" })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
