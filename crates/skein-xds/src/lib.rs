@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod stream;
 
 /// Version of the JSON schema of [`Snapshot`]. Bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;

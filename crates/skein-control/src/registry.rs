@@ -1,0 +1,107 @@
+//! The registry: which pods exist, where, with which labels, and whether they are ready.
+//!
+//! On a cluster this is the API server's Pods and EndpointSlices. Locally the runtime is the
+//! API server: it writes its status file, and the control plane reads the part of it that
+//! describes pods. Only the fields read here are part of that contract; anything else in the
+//! file is ignored.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Errors reading the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The file could not be read.
+    #[error("cannot read the registry {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file is not the expected JSON.
+    #[error("the registry {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Every pod the control plane knows of.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Registry {
+    /// Pods, sidecar-less ones included (they are endpoints too).
+    pub pods: Vec<Pod>,
+}
+
+/// One pod, as the control plane needs it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Pod {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The owning Deployment or Rollout.
+    pub workload: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName` (`default` when unset).
+    pub service_account: String,
+    /// The pod IP: where other pods and Services reach it.
+    pub ip: String,
+    /// Container ports by name (for Service `targetPort` names).
+    pub port_names: BTreeMap<String, u16>,
+    /// Whether the pod passes its readiness checks (only ready pods are endpoints).
+    pub ready: bool,
+    /// The pod's proxy, when it has one (a sidecar or a gateway).
+    pub proxy: Option<ProxyInfo>,
+}
+
+/// Where a pod's proxy listens.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ProxyInfo {
+    /// `sidecar` or `gateway`.
+    pub mode: String,
+    /// The address the sidecar binds its outbound listeners on (per-upstream TCP ports).
+    pub outbound_ip: Option<String>,
+}
+
+impl Registry {
+    /// Reads the registry from the runtime's status file.
+    pub fn read(path: &Path) -> Result<Registry, RegistryError> {
+        let text = std::fs::read(path).map_err(|source| RegistryError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The pod called `name` (pod names are unique across namespaces locally).
+    pub fn pod(&self, name: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+}
+
+impl Pod {
+    /// The pod IP, parsed.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip.parse().ok()
+    }
+
+    /// Whether every `selector` label is on this pod (an empty selector selects nothing).
+    pub fn selected_by(&self, selector: &BTreeMap<String, String>) -> bool {
+        !selector.is_empty() && self.has_labels(selector)
+    }
+
+    /// Whether every label of `labels` is on this pod (an empty set is always true).
+    pub fn has_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}

@@ -1,0 +1,184 @@
+//! The config store: the watched manifests directory plus what `skein apply` added.
+//!
+//! Every change is loaded and validated as a whole. A change with an error is refused with
+//! each error's `file:line` and reason, and the last good config stays in force.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use skein_api::{Document, Manifests};
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The manifests directory (or file) `skein up` was started on.
+    pub dir: PathBuf,
+    /// Files added by `skein apply`; an object here replaces the same kind/namespace/name
+    /// from `dir`.
+    pub applied: Option<PathBuf>,
+}
+
+/// A refused change: every error, one per line, each starting with `file:line`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", .errors.join("\n"))]
+pub struct Rejection {
+    /// The errors.
+    pub errors: Vec<String>,
+}
+
+/// A cheap fingerprint of the files: changes when any file is added, removed or written.
+pub type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+fn walk(path: &Path, out: &mut Fingerprint) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            walk(&p, out);
+        }
+    } else if path
+        .extension()
+        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+    {
+        out.push((path.to_path_buf(), meta.modified().ok(), meta.len()));
+    }
+}
+
+impl Store {
+    /// The current fingerprint of every file the store reads.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut out = Vec::new();
+        walk(&self.dir, &mut out);
+        if let Some(a) = &self.applied {
+            walk(a, &mut out);
+        }
+        out
+    }
+
+    /// Loads and validates everything. Objects from `applied` replace same-named ones.
+    pub fn load(&self) -> Result<Manifests, Rejection> {
+        let mut errors = Vec::new();
+        let mut merged = match skein_api::load_path(&self.dir) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.extend(e.0.iter().map(|e| e.to_string()));
+                Manifests::default()
+            }
+        };
+        let mut applied_files = Vec::new();
+        if let Some(a) = &self.applied {
+            walk(a, &mut applied_files);
+        }
+        if let Some(a) = self.applied.as_ref().filter(|_| !applied_files.is_empty()) {
+            match skein_api::load_path(a) {
+                Ok(m) => merged.extend(m),
+                Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Rejection { errors });
+        }
+        let merged = dedupe(merged);
+        let errors: Vec<String> = skein_api::validate(&merged)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        if errors.is_empty() {
+            Ok(merged)
+        } else {
+            Err(Rejection { errors })
+        }
+    }
+}
+
+/// Keeps the last document of each kind/namespace/name, in the position of the first.
+fn dedupe(m: Manifests) -> Manifests {
+    let key = |d: &Document| {
+        let meta = d.resource.metadata();
+        (
+            d.resource.kind(),
+            meta.namespace_or_default().to_string(),
+            meta.name.clone(),
+        )
+    };
+    let mut last: HashMap<(&'static str, String, String), usize> = HashMap::new();
+    for (i, d) in m.documents.iter().enumerate() {
+        if !d.resource.metadata().name.is_empty() {
+            last.insert(key(d), i);
+        }
+    }
+    let mut slots: Vec<Option<Document>> = m.documents.into_iter().map(Some).collect();
+    let mut out = Manifests::default();
+    for i in 0..slots.len() {
+        let Some(d) = slots[i].take() else { continue };
+        if d.resource.metadata().name.is_empty() {
+            out.documents.push(d);
+            continue;
+        }
+        let k = key(&d);
+        let winner = last.get(&k).copied().unwrap_or(i);
+        if winner == i {
+            out.documents.push(d);
+        } else if let Some(w) = slots[winner].take() {
+            // The replacement takes the original's place; load order matters for routes.
+            last.insert(k, usize::MAX);
+            out.documents.push(w);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VS: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  ports: [{port: 80}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: ns\nspec:\n  hosts: [a]\n  http:\n  - name: WHICH\n    route:\n    - destination:\n        host: a\n";
+
+    #[test]
+    fn applied_objects_replace_and_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
+        let store = Store {
+            dir: dir.path().to_path_buf(),
+            applied: Some(applied.path().to_path_buf()),
+        };
+        let m = store.load().unwrap();
+        let name = |m: &Manifests| {
+            m.virtual_services().next().unwrap().spec.http[0]
+                .name
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(name(&m), "original");
+
+        let before = store.fingerprint();
+        std::fs::write(
+            applied.path().join("x.yaml"),
+            VS.replace("WHICH", "applied"),
+        )
+        .unwrap();
+        assert_ne!(store.fingerprint(), before);
+        let m = store.load().unwrap();
+        assert_eq!(m.virtual_services().count(), 1);
+        assert_eq!(name(&m), "applied");
+
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: b\nspec:\n  hosts: [a]\n  htp: []\n",
+        )
+        .unwrap();
+        let err = store.load().unwrap_err();
+        assert!(err.to_string().contains("bad.yaml:7"), "{err}");
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(err.to_string().contains("htp"), "{err}");
+    }
+}

@@ -1,0 +1,172 @@
+//! The push stream between the control plane and a proxy.
+//!
+//! One TCP connection per proxy, on loopback. Each message is a frame: a 4-byte big-endian
+//! length, then that many bytes of JSON. The proxy speaks first with [`ProxyMessage::Hello`];
+//! the control plane answers with a [`ControlMessage::Snapshot`] whenever that proxy's config
+//! changes, and the proxy answers every snapshot with an `Ack` (applied) or a `Nack` (refused,
+//! the previous config stays in force). Either side closing the connection ends the stream; the
+//! proxy reconnects with backoff and keeps serving its last config meanwhile.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::Snapshot;
+
+/// Frames larger than this are refused (a snapshot of a large mesh is a few MiB).
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// What a proxy sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProxyMessage {
+    /// First message: who this proxy is.
+    Hello {
+        /// Proxy id: the pod name for a sidecar, the gateway's name for a gateway.
+        node: String,
+        /// The pod's namespace.
+        namespace: String,
+        /// Version of the config the proxy is running (after a reconnect), if any.
+        #[serde(default)]
+        current_version: Option<String>,
+    },
+    /// The snapshot of this version is in force.
+    Ack {
+        /// Snapshot version.
+        version: String,
+    },
+    /// The snapshot of this version was refused; the previous one stays in force.
+    Nack {
+        /// Snapshot version.
+        version: String,
+        /// Why, as the proxy reported it.
+        error: String,
+    },
+}
+
+/// What the control plane sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// The proxy's complete new config.
+    Snapshot {
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+    },
+    /// The control plane cannot serve this proxy (e.g. an unknown node); it closes after this.
+    Error {
+        /// A message for the proxy's log.
+        message: String,
+    },
+}
+
+/// Errors reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The connection failed.
+    #[error("config stream I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("config stream closed by the peer")]
+    Closed,
+    /// A frame was larger than [`MAX_FRAME`].
+    #[error("config stream frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A frame was not valid JSON for the expected message.
+    #[error("config stream frame is not a valid message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes one message as a frame.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), StreamError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(StreamError::TooLarge(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| StreamError::TooLarge(body.len()))?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame and parses it.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<T, StreamError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StreamError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(StreamError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            StreamError::Closed
+        } else {
+            StreamError::Io(e)
+        }
+    })?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_frames_are_errors() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let hello = ProxyMessage::Hello {
+            node: "web-1".into(),
+            namespace: "blog-system".into(),
+            current_version: None,
+        };
+        write_frame(&mut a, &hello).await.unwrap();
+        let got: ProxyMessage = read_frame(&mut b).await.unwrap();
+        assert_eq!(got, hello);
+
+        let snap = ControlMessage::Snapshot {
+            snapshot: Box::new(Snapshot {
+                version: "7".into(),
+                ..Default::default()
+            }),
+        };
+        write_frame(&mut b, &snap).await.unwrap();
+        let got: ControlMessage = read_frame(&mut a).await.unwrap();
+        assert_eq!(got, snap);
+
+        // An oversized length is refused before anything is allocated.
+        a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert!(matches!(
+            read_frame::<_, ProxyMessage>(&mut b).await,
+            Err(StreamError::TooLarge(_))
+        ));
+
+        // Garbage is a JSON error, and a closed peer is `Closed`.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&3u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"{x}").await.unwrap();
+        assert!(matches!(
+            read_frame::<_, ProxyMessage>(&mut b).await,
+            Err(StreamError::Json(_))
+        ));
+        drop(a);
+        assert!(matches!(
+            read_frame::<_, ProxyMessage>(&mut b).await,
+            Err(StreamError::Closed)
+        ));
+    }
+}
