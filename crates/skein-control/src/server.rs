@@ -89,6 +89,11 @@ pub struct ControlStatus {
     pub valid: bool,
     /// The last refused change.
     pub last_rejection: Option<RejectionStatus>,
+    /// Pods in the registry, and how many of them are ready (endpoints).
+    #[serde(default)]
+    pub pods: usize,
+    #[serde(default)]
+    pub pods_ready: usize,
     /// Per proxy (pod name).
     pub proxies: BTreeMap<String, ProxyStatus>,
 }
@@ -123,6 +128,10 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+fn counts(r: &Registry) -> (usize, usize) {
+    (r.pods.len(), r.pods.iter().filter(|p| p.ready).count())
 }
 
 fn mtime(p: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -163,6 +172,7 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         Registry::default()
     });
     status.version = "1".to_string();
+    (status.pods, status.pods_ready) = counts(&registry);
     let (tx, _) = watch::channel(Arc::new(Generation {
         version: 1,
         manifests: Arc::new(manifests),
@@ -249,8 +259,13 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
             registry: registry.unwrap_or_else(|| Arc::clone(&prev.registry)),
         };
         let version = next.version.to_string();
+        let (pods, ready) = counts(&next.registry);
         shared.current.send_replace(Arc::new(next));
-        shared.update(|s| s.version = version);
+        shared.update(|s| {
+            s.version = version;
+            s.pods = pods;
+            s.pods_ready = ready;
+        });
     }
 }
 

@@ -1,4 +1,4 @@
-//! Admin endpoint (loopback): /ready, /config_dump, /stats/prometheus, /clusters,
+//! Admin endpoint (loopback): /ready, /config_dump, /control, /stats/prometheus, /clusters,
 //! /quitquitquit.
 
 use std::convert::Infallible;
@@ -33,9 +33,7 @@ pub fn clusters_text(shared: &Shared) -> String {
     let mut out = String::new();
     let mut list: Vec<&Arc<crate::cluster::ClusterState>> =
         names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
-    if let Some(ib) = &snap.inbound {
-        list.push(ib);
-    }
+    list.extend(snap.inbound.iter());
     for c in list {
         let _ = writeln!(
             out,
@@ -65,6 +63,28 @@ pub fn clusters_text(shared: &Shared) -> String {
     out
 }
 
+/// The sidecar's inbound listeners for /config_dump: bound address, app and cluster.
+fn inbound_json(shared: &Shared) -> Vec<serde_json::Value> {
+    if shared.config.mode != crate::config::Mode::Sidecar {
+        return Vec::new();
+    }
+    let bound = shared.inbound_addrs.get();
+    shared
+        .config
+        .inbound
+        .iter()
+        .enumerate()
+        .map(|(i, ib)| {
+            let listen = bound.and_then(|b| b.get(i)).copied().unwrap_or(ib.listen);
+            serde_json::json!({
+                "listen": listen,
+                "app": ib.app,
+                "cluster": ib.cluster_name(),
+            })
+        })
+        .collect()
+}
+
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -86,6 +106,8 @@ async fn handle(
                 "version": snap.snapshot.version,
                 "loaded": shared.loaded.load(Ordering::Acquire),
                 "snapshot": &*snap.snapshot,
+                "inbound": inbound_json(&shared),
+                "control": shared.control.get(),
             });
             text(
                 StatusCode::OK,
@@ -93,6 +115,11 @@ async fn handle(
                 serde_json::to_string_pretty(&body).unwrap_or_default(),
             )
         }
+        (_, "/control") => text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&shared.control.get()).unwrap_or_default(),
+        ),
         (_, "/stats/prometheus") | (_, "/metrics") => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -111,7 +138,7 @@ async fn handle(
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "admin endpoints: /ready /config_dump /stats/prometheus /clusters POST /quitquitquit\n"
+            "admin endpoints: /ready /config_dump /control /stats/prometheus /clusters POST /quitquitquit\n"
                 .into(),
         ),
     };

@@ -29,7 +29,7 @@ pub enum AccessLogSink {
     File(PathBuf),
 }
 
-/// The inbound listener of a sidecar.
+/// One inbound listener of a sidecar (one per container port the workload serves).
 #[derive(Debug, Clone)]
 pub struct InboundConfig {
     /// Address to accept on (the pod IP and the service's target port, as a pod sees it).
@@ -38,6 +38,22 @@ pub struct InboundConfig {
     pub app: SocketAddr,
     /// Port used in the cluster name `inbound|PORT||` (defaults to the app's port when 0).
     pub port: u16,
+}
+
+impl InboundConfig {
+    /// The port in the cluster name: `port`, or the app's port when `port` is 0.
+    pub fn cluster_port(&self) -> u16 {
+        if self.port == 0 {
+            self.app.port()
+        } else {
+            self.port
+        }
+    }
+
+    /// `inbound|PORT||`.
+    pub fn cluster_name(&self) -> String {
+        skein_xds::inbound_cluster_name(self.cluster_port())
+    }
 }
 
 /// A gateway HTTPS listener.
@@ -63,6 +79,17 @@ pub enum SourceConfig {
     },
     /// One fixed snapshot (tests, `skein proxy` with an inline config).
     Static(Box<Snapshot>),
+    /// The control plane's push stream (`skein_xds::stream`): the proxy connects, says hello
+    /// as `node` in `namespace`, applies every snapshot and ACKs or NACKs it, and reconnects
+    /// with backoff while keeping its last config. See [`crate::ControlSource`].
+    Control {
+        /// The control plane's stream address.
+        addr: SocketAddr,
+        /// Proxy id: the pod name for a sidecar, the gateway's name for a gateway.
+        node: String,
+        /// The pod's namespace.
+        namespace: String,
+    },
     /// Nothing at start: snapshots are pushed through [`crate::ProxyHandle::apply`] or a
     /// custom [`crate::ConfigSource`] given to [`crate::start_with_source`].
     Pushed,
@@ -77,15 +104,17 @@ pub struct ProxyConfig {
     pub outbound_http: Option<SocketAddr>,
     /// Route config used by the outbound HTTP listener.
     pub outbound_route: String,
-    /// Sidecar inbound listener.
-    pub inbound: Option<InboundConfig>,
+    /// Sidecar inbound listeners, one per container port; each forwards to its own cluster
+    /// `inbound|PORT||`. Ports must be distinct.
+    pub inbound: Vec<InboundConfig>,
     /// Gateway plaintext HTTP listener.
     pub gateway_http: Option<SocketAddr>,
     /// Gateway HTTPS listener.
     pub gateway_https: Option<TlsListenerConfig>,
     /// Route config used by the gateway listeners.
     pub gateway_route: String,
-    /// Admin endpoint (/ready, /config_dump, /stats/prometheus, /clusters, /quitquitquit).
+    /// Admin endpoint (/ready, /config_dump, /control, /stats/prometheus, /clusters,
+    /// /quitquitquit).
     /// Loopback by default; the proxy refuses nothing, but binding elsewhere is the caller's
     /// explicit choice.
     pub admin: Option<SocketAddr>,
@@ -115,7 +144,7 @@ impl ProxyConfig {
             mode: Mode::Sidecar,
             outbound_http: Some(outbound),
             outbound_route: skein_xds::SIDECAR_OUTBOUND_ROUTE.to_string(),
-            inbound: None,
+            inbound: Vec::new(),
             gateway_http: None,
             gateway_https: None,
             gateway_route: skein_xds::GATEWAY_ROUTE.to_string(),
@@ -154,9 +183,9 @@ impl ProxyConfig {
         self
     }
 
-    /// Adds an inbound listener.
+    /// Adds an inbound listener whose cluster is named after the app's port.
     pub fn with_inbound(mut self, listen: SocketAddr, app: SocketAddr) -> Self {
-        self.inbound = Some(InboundConfig {
+        self.inbound.push(InboundConfig {
             listen,
             app,
             port: app.port(),

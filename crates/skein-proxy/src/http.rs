@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -51,6 +51,9 @@ pub struct HttpCtx {
     pub role: Role,
     /// Route config name (outbound and gateway).
     pub route_config: String,
+    /// Which inbound listener this is: the index into `ProxyConfig::inbound` and
+    /// `Compiled::inbound` (None for outbound and gateway listeners).
+    pub inbound: Option<usize>,
 }
 
 /// Per-connection facts.
@@ -75,6 +78,8 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 static X_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+/// On a 503 from a skein proxy: the request did not reach the app (connect failure).
+pub static NOT_DELIVERED: HeaderName = HeaderName::from_static("x-skein-not-delivered");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
@@ -197,13 +202,20 @@ impl InFlight {
                     PoolError::Handshake { .. } => "handshake_failure",
                     _ => "connection_failure",
                 });
-                s.reply(
+                let mut resp = s.reply(
                     503,
                     ResponseFlags::UF,
                     "upstream_reset_before_response_started{connection_failure}",
                     Bytes::from_static(CONNECT_FAILURE_BODY.as_bytes()),
                     version,
-                )
+                );
+                // Tells a client sidecar that nothing reached the app, so it may try
+                // another host.
+                resp.headers_mut().insert(
+                    NOT_DELIVERED.clone(),
+                    HeaderValue::from_static("connect-failure"),
+                );
+                resp
             }
         }
     }
@@ -348,7 +360,8 @@ pub async fn handle(
         .unwrap_or("");
 
     if ctx.role == Role::Inbound {
-        let Some(cluster) = snap.inbound.clone() else {
+        let cluster = ctx.inbound.and_then(|i| snap.inbound.get(i)).cloned();
+        let Some(cluster) = cluster else {
             return Ok(inflight.reply(
                 503,
                 ResponseFlags::NC,
@@ -630,15 +643,12 @@ async fn forward(
     let Some(creq) = cluster.try_start_request() else {
         return inflight.error(PoolError::Overflow, version);
     };
-    let pick = {
-        let pick_ctx = PickCtx {
-            headers: Some(req.headers()),
-            query: req.uri().query(),
-            source_ip: conn.remote.ip(),
-        };
-        cluster.balancer.pick(&cluster.endpoints, &pick_ctx)
+    let pick_ctx = PickCtx {
+        headers: Some(req.headers()),
+        query: req.uri().query(),
+        source_ip: conn.remote.ip(),
     };
-    let Some(idx) = pick else {
+    let Some(idx) = cluster.balancer.pick(&cluster.endpoints, &pick_ctx) else {
         return inflight.reply(
             503,
             ResponseFlags::UH,
@@ -647,49 +657,123 @@ async fn forward(
             version,
         );
     };
-    let ep = Arc::clone(&cluster.endpoints[idx]);
-    let active = ep.start_request();
-    inflight.fin().rec.upstream_host = Some(ep.addr);
+    let mut ep = Arc::clone(&cluster.endpoints[idx]);
     let proto = cluster.upstream_proto(req.version() == Version::HTTP_2);
+    // A request that never reached the app may go to another host: a failed connect, or a
+    // peer sidecar that could not reach its app (it marks its 503 so). Istio's default policy
+    // retries connect-failure twice; previous hosts are avoided. Only a bodiless request is
+    // replayed after it was sent (bodies are replayed by the retry policy proper).
+    let mut retries_left = route.map_or(0, |r| r.connect_retries);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let replay = (retries_left > 0 && http_body::Body::is_end_stream(req.body())).then(|| {
+        let mut p = Request::new(());
+        *p.method_mut() = req.method().clone();
+        *p.uri_mut() = req.uri().clone();
+        *p.version_mut() = req.version();
+        *p.headers_mut() = req.headers().clone();
+        p
+    });
     let (parts, body) = req.into_parts();
     let mut up_req = Request::from_parts(parts, ReqBody::new(body, received));
-    prepare_upstream(&mut up_req, authority, proto);
-    // A pooled connection can turn out closed just as it is used; when hyper hands the
-    // request back unsent, it is safe to send it again on another connection.
-    let mut unsent_retries = 0;
-    let (resp, h1, t0) = loop {
-        let upstream = match cluster.checkout(&ep, proto).await {
-            Ok(c) => c,
-            Err(e) => return inflight.error(e, version),
+    prepare_upstream(&mut up_req, authority.clone(), proto);
+    let next_host = |tried: &mut Vec<SocketAddr>, ep: &Arc<crate::cluster::EndpointState>| {
+        tried.push(ep.addr);
+        let mut next = None;
+        for _ in 0..5 {
+            next = cluster.balancer.pick(
+                &cluster.endpoints,
+                &PickCtx {
+                    headers: None,
+                    query: None,
+                    source_ip: conn.remote.ip(),
+                },
+            );
+            if next.is_some_and(|i| !tried.contains(&cluster.endpoints[i].addr)) {
+                break;
+            }
+        }
+        next.map(|i| Arc::clone(&cluster.endpoints[i]))
+    };
+    let backoff = |n: usize| Duration::from_millis(fastrand::u64(0..=25 * (1u64 << n.min(4))));
+    let (resp, h1, t0, active) = 'attempt: loop {
+        let first = loop {
+            match cluster.checkout(&ep, proto).await {
+                Ok(c) => break c,
+                Err(e @ PoolError::Overflow) => return inflight.error(e, version),
+                Err(e) if retries_left == 0 => return inflight.error(e, version),
+                Err(e) => {
+                    tracing::debug!(error = %e, cluster = %cluster.name, "connect failed; trying another host");
+                    retries_left -= 1;
+                    let Some(next) = next_host(&mut tried, &ep) else {
+                        return inflight.error(e, version);
+                    };
+                    tokio::time::sleep(backoff(tried.len())).await;
+                    ep = next;
+                }
+            }
         };
-        inflight.fin().rec.upstream_local = upstream.local();
-        let sent_at = Instant::now();
-        let (result, h1) = match upstream {
-            Conn::H1(mut c) => (c.tx.try_send_request(up_req).await, Some(c)),
-            Conn::H2(mut tx, _) => (tx.try_send_request(up_req).await, None),
-        };
-        match result {
-            Ok(r) => break (r, h1, sent_at),
-            Err(mut e) => {
-                let err = e.error().to_string();
-                match e.take_message() {
-                    Some(back) if unsent_retries < 3 => {
-                        unsent_retries += 1;
-                        up_req = back;
-                    }
-                    _ => {
-                        tracing::debug!(error = %err, cluster = %cluster.name, "upstream request failed");
-                        return inflight.reply(
-                            503,
-                            ResponseFlags::UC,
-                            "upstream_reset_before_response_started{connection_termination}",
-                            Bytes::from_static(TERMINATION_BODY.as_bytes()),
-                            version,
-                        );
+        let active = ep.start_request();
+        inflight.fin().rec.upstream_host = Some(ep.addr);
+        // A pooled connection can turn out closed just as it is used; when hyper hands the
+        // request back unsent, it is safe to send it again on another connection.
+        let mut unsent_retries = 0;
+        let mut connected = Some(first);
+        let (resp, h1, t0) = loop {
+            let upstream = match connected.take() {
+                Some(c) => c,
+                None => match cluster.checkout(&ep, proto).await {
+                    Ok(c) => c,
+                    Err(e) => return inflight.error(e, version),
+                },
+            };
+            inflight.fin().rec.upstream_local = upstream.local();
+            let sent_at = Instant::now();
+            let (result, h1) = match upstream {
+                Conn::H1(mut c) => (c.tx.try_send_request(up_req).await, Some(c)),
+                Conn::H2(mut tx, _) => (tx.try_send_request(up_req).await, None),
+            };
+            match result {
+                Ok(r) => break (r, h1, sent_at),
+                Err(mut e) => {
+                    let err = e.error().to_string();
+                    match e.take_message() {
+                        Some(back) if unsent_retries < 3 => {
+                            unsent_retries += 1;
+                            up_req = back;
+                        }
+                        _ => {
+                            tracing::debug!(error = %err, cluster = %cluster.name, "upstream request failed");
+                            return inflight.reply(
+                                503,
+                                ResponseFlags::UC,
+                                "upstream_reset_before_response_started{connection_termination}",
+                                Bytes::from_static(TERMINATION_BODY.as_bytes()),
+                                version,
+                            );
+                        }
                     }
                 }
             }
+        };
+        let undelivered = resp.status() == StatusCode::SERVICE_UNAVAILABLE
+            && resp.headers().contains_key(&NOT_DELIVERED);
+        if undelivered
+            && retries_left > 0
+            && let Some(again) = &replay
+            && let Some(next) = next_host(&mut tried, &ep)
+        {
+            tracing::debug!(cluster = %cluster.name, host = %ep.addr, "peer could not reach its app; trying another host");
+            retries_left -= 1;
+            // The 503's body is not read: the connection is closed, not pooled.
+            drop((resp, active, h1));
+            tokio::time::sleep(backoff(tried.len())).await;
+            ep = next;
+            let (parts, ()) = again.clone().into_parts();
+            up_req = Request::from_parts(parts, ReqBody::empty());
+            prepare_upstream(&mut up_req, authority.clone(), proto);
+            continue 'attempt;
         }
+        break (resp, h1, t0, active);
     };
     let service_ms = t0.elapsed().as_millis() as u64;
     let (mut rparts, rbody) = resp.into_parts();

@@ -5,8 +5,11 @@
 //!   (tests, embedding).
 //!
 //! Listeners: sidecar outbound HTTP (the app's `HTTP_PROXY`, routed by authority), sidecar
-//! inbound (protocol detection: TLS / HTTP/2 / HTTP/1 / opaque TCP), per-upstream TCP
-//! listeners from the snapshot, gateway HTTP and HTTPS, and the admin endpoint.
+//! inbound, one per container port (protocol detection: TLS / HTTP/2 / HTTP/1 / opaque TCP),
+//! per-upstream TCP listeners from the snapshot, gateway HTTP and HTTPS, and the admin endpoint.
+//!
+//! Snapshots come from a file, a fixed value, [`ProxyHandle::apply`], or the control plane's
+//! push stream ([`ControlSource`]).
 //!
 //! The config is a [`skein_xds::Snapshot`] held in an `ArcSwap`; requests and connections keep
 //! the `Arc` they started with.
@@ -17,6 +20,7 @@ pub mod admin;
 pub mod body;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod http;
 pub mod inbound;
@@ -41,6 +45,7 @@ use tokio::sync::{Notify, oneshot};
 pub use config::{
     AccessLogSink, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
 };
+pub use control::{ControlNack, ControlSource, ControlState, ControlStatus};
 pub use source::{ConfigSource, FileSource, SnapshotSink, SourceError};
 pub use state::CompileError;
 
@@ -72,6 +77,9 @@ pub enum ProxyError {
     /// The initial snapshot could not be read.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Two inbound listeners would share one cluster name.
+    #[error("two inbound listeners use cluster {name:?}; each inbound listener needs its own port")]
+    DuplicateInbound { name: String },
     /// The tokio runtime could not be built or signals could not be installed.
     #[error("runtime setup failed: {0}")]
     Runtime(std::io::Error),
@@ -220,6 +228,7 @@ async fn serve_dyn(
                     shared: Arc::clone(&shared),
                     role: Role::Outbound,
                     route_config: route_config.clone(),
+                    inbound: None,
                 });
                 let info = Arc::new(ConnInfo {
                     local,
@@ -341,7 +350,7 @@ async fn serve_inbound(
                 }
                 inbound::Detected::Tls | inbound::Detected::Opaque => {
                     let snap = ctx.shared.current.load_full();
-                    let cluster = snap.inbound.clone();
+                    let cluster = ctx.inbound.and_then(|i| snap.inbound.get(i)).cloned();
                     let name = cluster
                         .as_ref()
                         .map(|c| c.name.to_string())
@@ -365,7 +374,7 @@ async fn sweep_idle(shared: Arc<Shared>, mut drain: DrainSignal) {
         for c in snap.clusters.values() {
             c.sweep();
         }
-        if let Some(c) = &snap.inbound {
+        for c in &snap.inbound {
             c.sweep();
         }
     }
@@ -376,8 +385,10 @@ async fn sweep_idle(shared: Arc<Shared>, mut drain: DrainSignal) {
 pub struct BoundAddrs {
     /// Sidecar outbound HTTP.
     pub outbound_http: Option<SocketAddr>,
-    /// Sidecar inbound.
+    /// The first sidecar inbound listener (same as `inbounds.first()`).
     pub inbound: Option<SocketAddr>,
+    /// Every sidecar inbound listener, index-aligned with `ProxyConfig::inbound`.
+    pub inbounds: Vec<SocketAddr>,
     /// Gateway HTTP.
     pub gateway_http: Option<SocketAddr>,
     /// Gateway HTTPS.
@@ -434,6 +445,11 @@ impl ProxyHandle {
         self.inner.shared.quit.notified().await
     }
 
+    /// State of the control-plane stream (what `/control` serves).
+    pub fn control_status(&self) -> ControlStatus {
+        self.inner.shared.control.get()
+    }
+
     /// Envoy-style cluster listing (what `/clusters` serves).
     pub fn clusters_text(&self) -> String {
         admin::clusters_text(&self.inner.shared)
@@ -477,6 +493,18 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             })),
         ),
         SourceConfig::Static(s) => (Some((**s).clone()), None),
+        SourceConfig::Control {
+            addr,
+            node,
+            namespace,
+        } => (
+            None,
+            Some(Box::new(ControlSource {
+                addr: *addr,
+                node: node.clone(),
+                namespace: namespace.clone(),
+            })),
+        ),
         SourceConfig::Pushed => (None, None),
     };
     let handle = start_inner(config).await?;
@@ -524,6 +552,8 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         bound: Default::default(),
         draining: Default::default(),
         quit: Notify::new(),
+        inbound_addrs: Default::default(),
+        control: Default::default(),
     });
     let drain = Drain::new();
     let Some(token) = drain.token() else {
@@ -538,11 +568,12 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         reload: Notify::new(),
     });
     let mut addrs = BoundAddrs::default();
-    let ctx = |role: Role, route: &str| {
+    let ctx = |role: Role, route: &str, inbound: Option<usize>| {
         Arc::new(HttpCtx {
             shared: Arc::clone(&shared),
             role,
             route_config: route.to_string(),
+            inbound,
         })
     };
     // Bind everything before spawning anything, so a failure leaves nothing running.
@@ -550,10 +581,17 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         (Mode::Sidecar, Some(a)) => Some(bind("outbound HTTP", a)?),
         _ => None,
     };
-    let inbound_l = match (config.mode, &config.inbound) {
-        (Mode::Sidecar, Some(ib)) => Some(bind("inbound", ib.listen)?),
-        _ => None,
-    };
+    let mut inbound_l = Vec::new();
+    if config.mode == Mode::Sidecar {
+        let mut names = std::collections::HashSet::new();
+        for ib in &config.inbound {
+            let name = ib.cluster_name();
+            if !names.insert(name.clone()) {
+                return Err(ProxyError::DuplicateInbound { name });
+            }
+            inbound_l.push(bind(&format!("inbound {name}"), ib.listen)?);
+        }
+    }
     let gw_http = match (config.mode, config.gateway_http) {
         (Mode::Gateway, Some(a)) => Some(bind("gateway HTTP", a)?),
         _ => None,
@@ -571,22 +609,24 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     };
     if let Some(l) = outbound {
         addrs.outbound_http = l.local_addr().ok();
-        let c = ctx(Role::Outbound, &config.outbound_route);
+        let c = ctx(Role::Outbound, &config.outbound_route, None);
         tokio::spawn(serve_http(l, c, drain.signal(), token.clone()));
     }
-    if let Some(l) = inbound_l {
-        addrs.inbound = l.local_addr().ok();
-        let c = ctx(Role::Inbound, "");
+    for (i, (l, ib)) in inbound_l.into_iter().zip(&config.inbound).enumerate() {
+        addrs.inbounds.push(l.local_addr().unwrap_or(ib.listen));
+        let c = ctx(Role::Inbound, "", Some(i));
         tokio::spawn(serve_inbound(l, c, drain.signal(), token.clone()));
     }
+    addrs.inbound = addrs.inbounds.first().copied();
+    let _ = shared.inbound_addrs.set(addrs.inbounds.clone());
     if let Some(l) = gw_http {
         addrs.gateway_http = l.local_addr().ok();
-        let c = ctx(Role::Gateway, &config.gateway_route);
+        let c = ctx(Role::Gateway, &config.gateway_route, None);
         tokio::spawn(serve_http(l, c, drain.signal(), token.clone()));
     }
     if let Some((l, acceptor)) = gw_https {
         addrs.gateway_https = l.local_addr().ok();
-        let c = ctx(Role::Gateway, &config.gateway_route);
+        let c = ctx(Role::Gateway, &config.gateway_route, None);
         tokio::spawn(serve_https(l, acceptor, c, drain.signal(), token.clone()));
     }
     let admin_task = admin_l.map(|l| {

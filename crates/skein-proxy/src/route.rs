@@ -383,6 +383,26 @@ pub struct CompiledRoute {
     pub rewrite_regex: Option<RegexRewrite>,
     /// Route-level header ops.
     pub ops: Ops,
+    /// How many more hosts a request may try when connecting fails (nothing was sent yet).
+    pub connect_retries: u32,
+}
+
+/// Retries on connect failure: Istio's default policy (no `retries` on the route) retries
+/// `connect-failure` twice; an explicit policy does so when its `retryOn` covers connect
+/// failures (`connect-failure`, and Envoy's `5xx`, `gateway-error` and `reset` include them).
+pub fn connect_retries(policy: Option<&skein_xds::RetryPolicy>) -> u32 {
+    match policy {
+        None => 2,
+        Some(p) => {
+            let covers = p.retry_on.iter().any(|r| {
+                matches!(
+                    r.as_str(),
+                    "connect-failure" | "5xx" | "gateway-error" | "reset"
+                )
+            });
+            if covers { p.attempts } else { 0 }
+        }
+    }
 }
 
 impl CompiledRoute {
@@ -530,6 +550,7 @@ fn compile_route(
     };
     let rewrite = r.rewrite.as_ref();
     Ok(CompiledRoute {
+        connect_retries: connect_retries(r.retries.as_ref()),
         name: Arc::from(name),
         matches: r
             .matches

@@ -1,6 +1,6 @@
 //! Where snapshots come from. The data path never sees this: a source only calls
 //! [`SnapshotSink::apply`], which compiles, binds new listeners and swaps the config.
-//! A control-plane stream is another [`ConfigSource`].
+//! The control-plane stream is another [`ConfigSource`]: [`crate::ControlSource`].
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -60,7 +60,8 @@ impl SnapshotSink {
 /// Boxed future returned by [`ConfigSource::run`].
 pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
 
-/// A producer of snapshots (a file today, the control plane's push stream later).
+/// A producer of snapshots: a file ([`FileSource`]) or the control plane's push stream
+/// ([`crate::ControlSource`]).
 pub trait ConfigSource: Send + 'static {
     /// Runs until the proxy shuts down, calling `sink.apply` for every new snapshot.
     fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture;

@@ -6,8 +6,9 @@
 //! their pools and counters survive a push.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use skein_xds::{
@@ -17,7 +18,8 @@ use skein_xds::{
 
 use crate::access_log::AccessLog;
 use crate::cluster::ClusterState;
-use crate::config::{Mode, ProxyConfig};
+use crate::config::{InboundConfig, Mode, ProxyConfig};
+use crate::control::ControlState;
 use crate::metrics::{Metrics, Peer, Reporter, RequestMetrics, base_labels};
 use crate::route::{CompiledRouteConfig, RouteError};
 
@@ -48,8 +50,9 @@ pub struct Compiled {
     pub listeners: HashMap<String, ListenerKind>,
     /// REGISTRY_ONLY.
     pub registry_only: bool,
-    /// The sidecar's inbound cluster (`inbound|PORT||`).
-    pub inbound: Option<Arc<ClusterState>>,
+    /// The sidecar's inbound clusters (`inbound|PORT||`), index-aligned with
+    /// `ProxyConfig::inbound` (empty for a gateway).
+    pub inbound: Vec<Arc<ClusterState>>,
     /// Metrics for PassthroughCluster.
     pub passthrough_metrics: Arc<RequestMetrics>,
     /// Metrics for BlackHoleCluster.
@@ -84,6 +87,27 @@ fn cluster_metrics(c: &Cluster, local: &Peer) -> RequestMetrics {
         c.service.as_str()
     };
     RequestMetrics::new(base_labels(reporter, local, service, proto))
+}
+
+/// The cluster behind one inbound listener: the snapshot's `inbound|PORT||` policy (pool
+/// limits, timeouts) if it has one, with the app's address as the only endpoint.
+fn inbound_cluster(snap: &Snapshot, ib: &InboundConfig) -> Cluster {
+    let port = ib.cluster_port();
+    let name = ib.cluster_name();
+    let mut def = snap.cluster(&name).cloned().unwrap_or_else(|| Cluster {
+        name: name.clone(),
+        port,
+        ..Default::default()
+    });
+    if def.service.is_empty() {
+        def.service = name;
+    }
+    def.endpoints = vec![Endpoint {
+        address: ib.app,
+        labels: Default::default(),
+        weight: 1,
+    }];
+    def
 }
 
 impl Compiled {
@@ -131,33 +155,24 @@ impl Compiled {
             })?;
             route_configs.insert(rc.name.clone(), compiled);
         }
-        let inbound = match (&proxy.inbound, proxy.mode) {
-            (Some(ib), Mode::Sidecar) => {
-                let port = if ib.port == 0 { ib.app.port() } else { ib.port };
-                let name = skein_xds::inbound_cluster_name(port);
-                let mut def = snap.cluster(&name).cloned().unwrap_or_else(|| Cluster {
-                    name: name.clone(),
-                    port,
-                    ..Default::default()
-                });
-                if def.service.is_empty() {
-                    def.service = name.clone();
-                }
-                def.endpoints = vec![Endpoint {
-                    address: ib.app,
-                    labels: Default::default(),
-                    weight: 1,
-                }];
-                let prev_inbound = prev.and_then(|p| p.inbound.as_ref());
-                Some(match prev_inbound {
-                    Some(p) if same_node && p.config == def => Arc::clone(p),
-                    _ => {
-                        let m = cluster_metrics(&def, &local);
-                        Arc::new(ClusterState::new(def, m))
+        let inbound = match proxy.mode {
+            Mode::Sidecar => proxy
+                .inbound
+                .iter()
+                .enumerate()
+                .map(|(i, ib)| {
+                    let def = inbound_cluster(&snap, ib);
+                    // Index-aligned with the proxy config, which does not change at run time.
+                    match prev.and_then(|p| p.inbound.get(i)) {
+                        Some(p) if same_node && p.config == def => Arc::clone(p),
+                        _ => {
+                            let m = cluster_metrics(&def, &local);
+                            Arc::new(ClusterState::new(def, m))
+                        }
                     }
                 })
-            }
-            _ => None,
+                .collect(),
+            Mode::Gateway => Vec::new(),
         };
         let listeners = snap
             .listeners
@@ -205,4 +220,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Asked to quit (admin /quitquitquit).
     pub quit: tokio::sync::Notify,
+    /// Bound inbound listener addresses, index-aligned with `config.inbound` (set once the
+    /// listeners are bound; for /config_dump).
+    pub inbound_addrs: OnceLock<Vec<SocketAddr>>,
+    /// State of the control-plane stream (/control, /config_dump).
+    pub control: ControlState,
 }

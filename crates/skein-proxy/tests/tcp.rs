@@ -211,3 +211,81 @@ async fn inbound_detects_http1_h2c_and_opaque_tcp_on_one_port() {
         "{http_line}"
     );
 }
+
+#[tokio::test]
+async fn sidecar_serves_several_inbound_ports_each_with_its_own_cluster() {
+    let web = Upstream::start("web").await;
+    let metrics = Upstream::start("metrics").await;
+    let log = temp_path("inbounds");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let cfg = ProxyConfig::sidecar(any)
+        .with_inbound(any, web.addr)
+        .with_inbound(any, metrics.addr)
+        .with_access_log(AccessLogSink::File(log.clone()));
+    let h = skein_proxy::start(cfg).await.expect("start");
+    assert_eq!(h.addrs.inbounds.len(), 2);
+    assert_eq!(h.addrs.inbound, h.addrs.inbounds.first().copied());
+    let (in_web, in_metrics) = (h.addrs.inbounds[0], h.addrs.inbounds[1]);
+    let web_cluster = inbound_cluster_name(web.addr.port());
+    let metrics_cluster = inbound_cluster_name(metrics.addr.port());
+
+    // The snapshot's `inbound|PORT||` policy applies to that port only: no requests allowed.
+    let snap = |version: &str| {
+        SnapshotBuilder::new(version, "blog-system", "was")
+            .cluster(Cluster {
+                name: metrics_cluster.clone(),
+                connection_pool: ConnectionPool {
+                    http2_max_requests: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .build()
+    };
+    h.apply(snap("v1")).expect("apply");
+
+    for _ in 0..3 {
+        let r = get(in_web, "http://was-service:8080/", &[]).await;
+        assert_eq!((r.status, r.upstream().as_str()), (200, "web"));
+    }
+    let r = get(in_metrics, "http://was-service:9090/", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("overflow"), "{}", r.body);
+    assert_eq!(
+        metrics.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+
+    let lines = log_lines(&log, 4).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!(" {web_cluster} ")) && l.contains(" 200 ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!(" {metrics_cluster} ")) && l.contains(" 503 UO ")),
+        "{lines:?}"
+    );
+
+    // A push that leaves the inbound clusters alone keeps them (and their counters).
+    h.apply(snap("v2")).expect("apply v2");
+    let clusters = h.clusters_text();
+    assert!(
+        clusters.contains(&format!("{web_cluster}::{}::rq_total::3", web.addr)),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(&format!("{metrics_cluster}::{}::", metrics.addr)),
+        "{clusters}"
+    );
+
+    // Two inbound listeners for one port would share a cluster: refused at start.
+    let dup = ProxyConfig::sidecar(any)
+        .with_inbound(any, web.addr)
+        .with_inbound(any, web.addr);
+    let err = skein_proxy::start(dup).await.expect_err("duplicate port");
+    assert!(err.to_string().contains(&web_cluster), "{err}");
+}

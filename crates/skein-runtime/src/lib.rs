@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod ingress;
+pub mod mesh;
 pub mod mysql;
 pub mod naming;
 pub mod plan;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use plan::DatabaseMode;
 pub use state::StateDir;
 pub use status::Status;
-pub use up::{Running, UpOptions, stop, up};
+pub use up::{Running, UpOptions, mesh_synced, stop, up};
 
 /// Where something came from in the manifests: `file:line`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

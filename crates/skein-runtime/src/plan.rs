@@ -55,13 +55,19 @@ pub struct PodPlan {
     pub namespace: String,
     pub workload: String,
     pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName` (`default` when unset).
+    pub service_account: String,
     pub ip: Ipv4Addr,
+    /// Where readiness probes go: the pod IP, or the app's own address behind a sidecar.
+    pub probe_ip: Ipv4Addr,
     pub ports: Vec<NamedPort>,
     pub containers: Vec<ContainerPlan>,
     pub readiness: Option<Readiness>,
     /// How long the pod gets between SIGTERM and SIGKILL.
     pub grace: std::time::Duration,
     pub source: Source,
+    /// The pod's proxy (a sidecar, or the gateway's own).
+    pub proxy: Option<crate::mesh::ProxyPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +138,9 @@ pub struct ServicePlan {
 pub struct ServicePortPlan {
     pub name: Option<String>,
     pub port: u16,
+    /// Opaque TCP by Istio's port naming (`tcp-*`, `mysql`, ...): reached through a sidecar's
+    /// per-port listener rather than its HTTP proxy.
+    pub opaque: bool,
     /// Per pod index (into `Plan::pods`): the address this port forwards to.
     pub endpoints: Vec<(usize, SocketAddr)>,
 }
@@ -203,6 +212,8 @@ pub struct PlanOptions {
     pub database: Option<DatabaseMode>,
     /// Where programs are looked up first: the directory of the `skein` binary.
     pub program_dirs: Vec<PathBuf>,
+    /// Run the mesh: sidecars for injected pods, the control plane and the ingress gateway.
+    pub mesh: Option<crate::mesh::MeshPlanOptions>,
 }
 
 pub fn build(
@@ -254,6 +265,27 @@ pub fn build(
 
     let mut pods = Vec::new();
     let mut live_names = Vec::new();
+    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = manifests
+        .namespaces()
+        .map(|n| (n.metadata.name.clone(), n.metadata.labels.clone()))
+        .collect();
+    // The control plane comes first: every sidecar is told its address.
+    let mesh_pods = match &opts.mesh {
+        Some(m) => {
+            let istiod = pod_name("istiod", b"istiod", 0);
+            let gateway = pod_name("istio-ingressgateway", b"istio-ingressgateway", 0);
+            let (istiod_ip, gateway_ip) = (network.pod_ip(&istiod)?, network.pod_ip(&gateway)?);
+            live_names.extend([istiod.clone(), gateway.clone()]);
+            let control = SocketAddr::from((istiod_ip, crate::mesh::CONTROL_PORT));
+            Some((
+                control,
+                m,
+                crate::mesh::control_pod(istiod, istiod_ip, state, m, control),
+                crate::mesh::gateway_pod(gateway, gateway_ip, state, m, control),
+            ))
+        }
+        None => None,
+    };
     for w in &workloads {
         if mode == DatabaseMode::Sqlite && w.is_database() {
             continue;
@@ -262,13 +294,37 @@ pub fn build(
             let name = pod_name(&w.name, &w.template_key, ordinal);
             live_names.push(name.clone());
             let ip = network.pod_ip(&name)?;
-            match plan_pod(w, name, ip, state, opts, &configs, mode, &db_services) {
-                Ok(p) => pods.push(p),
-                Err(e) => errors.push(e),
+            let meshed = mesh_pods.is_some()
+                && crate::mesh::injected(
+                    namespace_labels.get(&w.namespace),
+                    &w.pod_labels,
+                    &w.pod_annotations,
+                );
+            let planned = plan_pod(
+                w,
+                name,
+                ip,
+                meshed,
+                state,
+                opts,
+                &configs,
+                mode,
+                &db_services,
+            );
+            match (planned, &mesh_pods) {
+                (Ok(mut p), Some((control, m, _, _))) if meshed => {
+                    crate::mesh::add_sidecar(&mut p, state, *control, &m.skein);
+                    pods.push(p);
+                }
+                (Ok(p), _) => pods.push(p),
+                (Err(e), _) => errors.push(e),
             }
         }
     }
     network.retain_pods(&live_names);
+    if let Some((_, _, istiod, gateway)) = mesh_pods {
+        pods.extend([istiod, gateway]);
+    }
 
     let mut planned_services = Vec::new();
     for (s, ip) in services.iter().zip(service_ips) {
@@ -278,6 +334,12 @@ pub fn build(
             .map(|sp| ServicePortPlan {
                 name: sp.name.clone(),
                 port: sp.port,
+                opaque: sp.name.as_deref().is_some_and(|n| {
+                    matches!(
+                        n.split('-').next().unwrap_or(n),
+                        "tcp" | "tls" | "https" | "mysql" | "mongo" | "redis"
+                    )
+                }),
                 endpoints: pods
                     .iter()
                     .enumerate()
@@ -514,6 +576,7 @@ fn plan_pod(
     w: &Workload<'_>,
     name: String,
     ip: Ipv4Addr,
+    meshed: bool,
     state: &StateDir,
     opts: &PlanOptions,
     configs: &ConfigData,
@@ -534,7 +597,12 @@ fn plan_pod(
             .or_else(|| w.spec.service_account.clone())
             .unwrap_or_else(|| "default".into()),
         node_name: "localhost".into(),
-        pod_ip: ip.to_string(),
+        // Behind a sidecar the app has its own address; the pod IP is the sidecar's.
+        pod_ip: if meshed {
+            crate::mesh::app_ip(ip).to_string()
+        } else {
+            ip.to_string()
+        },
         host_ip: "127.0.0.1".into(),
     };
 
@@ -553,8 +621,14 @@ fn plan_pod(
                 port,
             });
         }
-        let env = container_env(c, &facts, state, configs, mode, db_services)
+        let mut env = container_env(c, &facts, state, configs, mode, db_services)
             .map_err(|e| at(format!("container {}: {e}", c.name)))?;
+        if meshed {
+            for (k, v) in crate::mesh::app_env(state, &name, ip) {
+                env.retain(|(n, _)| *n != k);
+                env.push((k, v));
+            }
+        }
         let lookup = |k: &str| {
             env.iter()
                 .rev()
@@ -632,7 +706,9 @@ fn plan_pod(
         namespace: w.namespace.clone(),
         workload: w.name.clone(),
         labels: w.pod_labels.clone(),
+        service_account: facts.service_account.clone(),
         ip,
+        probe_ip: ip,
         ports,
         containers,
         readiness,
@@ -643,6 +719,7 @@ fn plan_pod(
                 .clamp(1, 30) as u64,
         ),
         source: w.source.clone(),
+        proxy: None,
     })
 }
 

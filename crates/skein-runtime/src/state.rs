@@ -56,6 +56,14 @@ impl StateDir {
     pub fn network_file(&self) -> PathBuf {
         self.root.join("network.json")
     }
+    /// Where `skein apply` puts files for the control plane.
+    pub fn applied_dir(&self) -> PathBuf {
+        self.root.join("applied")
+    }
+    /// The control plane's status (config version, rejections, proxies' acks).
+    pub fn control_status_file(&self) -> PathBuf {
+        self.root.join("control.json")
+    }
     pub fn hosts_file(&self) -> PathBuf {
         self.root.join("hosts")
     }

@@ -48,8 +48,13 @@ pub struct PodStatus {
     pub namespace: String,
     pub workload: String,
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub service_account: String,
     pub ip: String,
     pub ports: Vec<u16>,
+    /// Container ports by name (what a Service's named `targetPort` resolves to).
+    #[serde(default)]
+    pub port_names: BTreeMap<String, u16>,
     /// The pid of the pod's main (first) container, 0 while it is not running.
     pub pid: u32,
     /// `Pending`, `Running`, `Ready`, `CrashLoopBackOff` or `Terminated`.
@@ -59,8 +64,33 @@ pub struct PodStatus {
     /// The main container's log file.
     pub logs: String,
     pub containers: Vec<ContainerStatus>,
+    /// The pod's proxy: its sidecar, or the gateway itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyStatus>,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProxyStatus {
+    /// `sidecar` or `gateway`.
+    pub mode: String,
+    pub pid: u32,
+    /// `http://ADDR` of the admin endpoint (/ready, /config_dump, /stats/prometheus).
+    pub admin: String,
+    /// The sidecar's outbound address (its per-port TCP listeners) and HTTP proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_http: Option<String>,
+    /// The app's own address behind the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_ip: Option<String>,
+    /// The config version the proxy acknowledged (from the control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// Whether the proxy is connected to the control plane now.
+    #[serde(default)]
+    pub connected: bool,
+}
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ContainerStatus {
     pub name: String,

@@ -133,13 +133,30 @@ impl Cluster {
                         .map(|c| c.state.clone())
                         .unwrap_or_default()
                 };
+                let proxy = plan.proxy.as_ref().map(|p| crate::status::ProxyStatus {
+                    mode: p.mode.as_str().to_string(),
+                    pid: containers.get(p.container).map_or(0, |c| c.pid),
+                    admin: format!("http://{}", p.admin),
+                    outbound_ip: p.outbound_ip.map(|ip| ip.to_string()),
+                    outbound_http: p.outbound_http.map(|a| a.to_string()),
+                    app_ip: p.app_ip.map(|ip| ip.to_string()),
+                    config_version: None,
+                    connected: false,
+                });
                 PodStatus {
                     name: plan.name.clone(),
                     namespace: plan.namespace.clone(),
                     workload: plan.workload.clone(),
                     labels: plan.labels.clone(),
+                    service_account: plan.service_account.clone(),
                     ip: plan.ip.to_string(),
                     ports: plan.ports.iter().map(|p| p.port).collect(),
+                    port_names: plan
+                        .ports
+                        .iter()
+                        .filter_map(|p| Some((p.name.clone()?, p.port)))
+                        .collect(),
+                    proxy,
                     pid: containers.first().map_or(0, |c| c.pid),
                     state,
                     ready,
@@ -399,14 +416,29 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receiver<bool>) {
     let pod = &cluster.plan.pods[p];
-    let checks: Vec<Check> = match &pod.readiness {
-        Some(r) => vec![r.check.clone()],
+    let mut checks: Vec<(std::net::IpAddr, Check)> = match &pod.readiness {
+        Some(r) => vec![(pod.probe_ip.into(), r.check.clone())],
         None => pod
             .ports
             .iter()
-            .map(|np| Check::Tcp { port: np.port })
+            .map(|np| (pod.probe_ip.into(), Check::Tcp { port: np.port }))
             .collect(),
     };
+    // A pod with a sidecar is ready once its sidecar has its config, as Istio's agent
+    // makes the kubelet's probe wait for Envoy.
+    if let Some(p) = pod
+        .proxy
+        .as_ref()
+        .filter(|p| p.mode == crate::mesh::ProxyMode::Sidecar)
+    {
+        checks.push((
+            p.admin.ip(),
+            Check::Http {
+                port: p.admin.port(),
+                path: "/ready".into(),
+            },
+        ));
+    }
     let (initial_delay, period, timeout, threshold) = match &pod.readiness {
         Some(r) => (r.initial_delay, r.period, r.timeout, r.failure_threshold),
         None => (
@@ -433,8 +465,8 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
             continue;
         }
         let mut ok = true;
-        for check in &checks {
-            if !run_check(pod.ip.into(), check, timeout).await {
+        for (ip, check) in &checks {
+            if !run_check(*ip, check, timeout).await {
                 ok = false;
                 break;
             }

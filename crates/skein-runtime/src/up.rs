@@ -24,6 +24,9 @@ pub struct UpOptions {
     pub database: Option<DatabaseMode>,
     /// Directories searched for container programs before `PATH`.
     pub program_dirs: Vec<PathBuf>,
+    /// The `skein` binary, which runs the sidecars, the gateway and the control plane. `None`
+    /// runs without the mesh: the ingress forwards straight to Services, as before a mesh.
+    pub skein: Option<PathBuf>,
 }
 
 /// A running local cluster. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
@@ -59,6 +62,19 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         return Err(RuntimeError::Manifests(problems));
     }
 
+    // Ports first: a port in use is reported before anything else happens.
+    let http = bind("ingress (HTTP)", opts.http).await?;
+    let https = bind("ingress (HTTPS)", opts.https).await?;
+    let (http_addr, https_addr) = (local(&http)?, local(&https)?);
+    let mesh = opts
+        .skein
+        .as_ref()
+        .map(|skein| crate::mesh::MeshPlanOptions {
+            skein: skein.clone(),
+            manifests: opts.manifests.clone(),
+            http: http_addr,
+            https: https_addr,
+        });
     let mut network = Network::load_or_new(&state)?;
     let plan = plan::build(
         &manifests,
@@ -67,12 +83,11 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         &PlanOptions {
             database: opts.database,
             program_dirs: opts.program_dirs.clone(),
+            mesh: mesh.clone(),
         },
     )?;
     network.save(&state)?;
 
-    let http = bind("ingress (HTTP)", opts.http).await?;
-    let https = bind("ingress (HTTPS)", opts.https).await?;
     for pod in &plan.pods {
         for p in &pod.ports {
             let addr = SocketAddr::from((pod.ip, p.port));
@@ -95,8 +110,8 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
             log: state.supervisor_log().display().to_string(),
         },
         ingress: IngressStatus {
-            http: format!("http://{}", local(&http)?),
-            https: format!("https://{}", local(&https)?),
+            http: format!("http://{http_addr}"),
+            https: format!("https://{https_addr}"),
         },
         database: DatabaseStatus {
             mode: plan.database.mode.to_string(),
@@ -119,13 +134,18 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         service_listeners,
         rx.clone(),
     ));
-    tasks.extend(ingress::serve(
-        cluster.clone(),
-        http,
-        https,
-        tls,
-        rx.clone(),
-    ));
+    if mesh.is_some() {
+        // The gateway pod serves the ingress addresses; it binds them as it starts.
+        drop((http, https, tls));
+    } else {
+        tasks.extend(ingress::serve(
+            cluster.clone(),
+            http,
+            https,
+            tls,
+            rx.clone(),
+        ));
+    }
     let writer = tokio::spawn(write_status(
         cluster.clone(),
         state.clone(),
@@ -151,7 +171,8 @@ impl Running {
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.status().all_ready() {
+            let status = self.status();
+            if status.all_ready() && mesh_synced(&self.state, &status) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -245,7 +266,79 @@ fn write_hosts(state: &StateDir, plan: &plan::Plan) -> Result<(), RuntimeError> 
         text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
     }
     let path = state.hosts_file();
-    std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))
+    std::fs::write(&path, &text).map_err(|e| RuntimeError::io(&path, e))?;
+
+    // A pod with a sidecar reaches opaque-TCP Services through its sidecar's listeners.
+    let opaque: Vec<&plan::ServicePlan> = plan
+        .services
+        .iter()
+        .filter(|s| s.ports.iter().any(|p| p.opaque))
+        .collect();
+    for pod in &plan.pods {
+        let Some(out) = pod.proxy.as_ref().and_then(|p| p.outbound_ip) else {
+            continue;
+        };
+        let mut text = format!(
+            "# Written by skein up for pod {}: opaque-TCP Services -> its sidecar, the rest -> cluster IPs.\n",
+            pod.name
+        );
+        for s in &opaque {
+            let names = [
+                s.name.clone(),
+                format!("{}.{}", s.name, s.namespace),
+                format!("{}.{}.svc", s.name, s.namespace),
+                format!("{}.{}.svc.cluster.local", s.name, s.namespace),
+            ];
+            // A short name means the pod's own namespace, as cluster DNS search paths do.
+            let names: Vec<&String> = names
+                .iter()
+                .filter(|n| s.namespace == pod.namespace || n.contains('.'))
+                .collect();
+            text.push_str(&format!(
+                "{out}\t{}\n",
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        for (ip, names) in &plan.hosts {
+            text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+        }
+        let path = crate::mesh::pod_hosts_file(state, &pod.name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// With the mesh: the control plane has seen every pod ready and every proxy has
+/// acknowledged the last snapshot sent to it (istioctl's SYNCED), so that the first
+/// request after `up` does not race an endpoint update.
+pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
+    let proxies: Vec<&str> = status
+        .pods
+        .iter()
+        .filter(|p| p.proxy.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    if proxies.is_empty() {
+        return true;
+    }
+    let Ok(text) = std::fs::read(state.control_status_file()) else {
+        return false;
+    };
+    let Ok(c) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    c["pods_ready"].as_u64() == Some(status.pods.len() as u64)
+        && proxies.iter().all(|name| {
+            let p = &c["proxies"][*name];
+            p["connected"] == true && !p["sent"].is_null() && p["acked"] == p["sent"]
+        })
 }
 
 /// UTC now as RFC 3339, without pulling in a date crate.

@@ -34,6 +34,17 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Check manifests: load errors with file:line, then Istio's validation messages.
     Analyze(cmd::analyze::Args),
+    /// Hand resources to the running control plane (like `kubectl apply -f`).
+    Apply(cmd::apply::Args),
+    /// Show a proxy's listeners, routes, clusters and endpoints (like `istioctl proxy-config`).
+    #[command(name = "proxy-config", visible_alias = "pc")]
+    ProxyConfig(cmd::proxy_config::Args),
+    /// Run one proxy (started by `skein up` for each sidecar and the gateway).
+    #[command(hide = true)]
+    Proxy(Box<cmd::proxy::Args>),
+    /// Run the control plane (started by `skein up`).
+    #[command(hide = true)]
+    Control(cmd::control::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +55,10 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::status::run(a, cli.state_dir),
         Command::Logs(a) => cmd::logs::run(a, cli.state_dir),
         Command::Analyze(a) => cmd::analyze::run(a),
+        Command::Apply(a) => cmd::apply::run(a, cli.state_dir),
+        Command::ProxyConfig(a) => cmd::proxy_config::run(a, cli.state_dir),
+        Command::Proxy(a) => cmd::proxy::run(*a),
+        Command::Control(a) => cmd::control::run(a),
     };
     match result {
         Ok(code) => code,

@@ -12,7 +12,7 @@ use skein_runtime::{StateDir, Status};
 pub struct Args {
     /// A pod name, or a workload name (all its pods).
     target: String,
-    /// The container [default: the pod's first].
+    /// The container [default: the pod's first]; `proxy` is the sidecar, `app` the application.
     #[arg(short, long)]
     container: Option<String>,
     /// Only the last N lines.
@@ -45,20 +45,29 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
     let mut files = Vec::new();
     for p in &pods {
-        let c = match &args.container {
-            Some(name) => p
-                .containers
-                .iter()
-                .find(|c| &c.name == name)
-                .with_context(|| {
-                    let names: Vec<&str> = p.containers.iter().map(|c| c.name.as_str()).collect();
-                    format!(
-                        "pod {} has no container `{name}` (it has: {})",
-                        p.name,
-                        names.join(", ")
-                    )
-                })?,
-            None => p
+        // `proxy` and `app` name a pod's sidecar and its application, whatever they are called.
+        let alias = match args.container.as_deref() {
+            Some("proxy") => p.containers.iter().find(|c| c.name == "istio-proxy"),
+            Some("app") => p.containers.iter().find(|c| c.name != "istio-proxy"),
+            _ => None,
+        };
+        let c = match (&args.container, alias) {
+            (_, Some(c)) => c,
+            (Some(name), None) => {
+                p.containers
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .with_context(|| {
+                        let names: Vec<&str> =
+                            p.containers.iter().map(|c| c.name.as_str()).collect();
+                        format!(
+                            "pod {} has no container `{name}` (it has: {})",
+                            p.name,
+                            names.join(", ")
+                        )
+                    })?
+            }
+            (None, None) => p
                 .containers
                 .first()
                 .with_context(|| format!("pod {} has no containers", p.name))?,

@@ -1,5 +1,9 @@
 pub mod analyze;
+pub mod apply;
+pub mod control;
 pub mod down;
 pub mod logs;
+pub mod proxy;
+pub mod proxy_config;
 pub mod status;
 pub mod up;

@@ -33,8 +33,15 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if !running {
         status.supervisor.state = "stopped".into();
     }
+    let control = control_plane(&state, &mut status);
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Format::Json => {
+            let mut v = serde_json::to_value(&status)?;
+            if let (Some(obj), Some(c)) = (v.as_object_mut(), &control) {
+                obj.insert("control_plane".into(), serde_json::to_value(c)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
         Format::Table => {
             if !running {
                 println!("skein is not running; the last known state was:\n");
@@ -47,10 +54,64 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 "database: {} ({})\n",
                 status.database.mode, status.database.location
             );
+            if let Some(c) = &control {
+                println!(
+                    "control plane: pid {} at {}, config version {}{}",
+                    c.pid,
+                    c.address,
+                    c.version,
+                    if c.valid {
+                        ""
+                    } else {
+                        " (the newest change was refused)"
+                    }
+                );
+                if let Some(r) = &c.last_rejection {
+                    println!("last refused change ({}):", r.at);
+                    for e in &r.errors {
+                        println!("  {e}");
+                    }
+                }
+                println!();
+            }
             print!("{}", table(&status));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the control plane reports: its own state, and each proxy's acknowledged version
+/// (merged into the pods' `proxy` entries).
+#[derive(serde::Serialize)]
+pub struct ControlPlane {
+    pub pid: u32,
+    pub address: String,
+    pub version: String,
+    pub valid: bool,
+    pub last_rejection: Option<skein_control::server::RejectionStatus>,
+}
+
+pub fn control_plane(state: &StateDir, status: &mut Status) -> Option<ControlPlane> {
+    let text = std::fs::read(state.control_status_file()).ok()?;
+    let c: skein_control::ControlStatus = serde_json::from_slice(&text).ok()?;
+    for pod in &mut status.pods {
+        if let (Some(proxy), Some(p)) = (pod.proxy.as_mut(), c.proxies.get(&pod.name)) {
+            proxy.config_version = p.acked.clone();
+            proxy.connected = p.connected;
+        }
+    }
+    let pid = status
+        .pods
+        .iter()
+        .find(|p| p.workload == "istiod")
+        .map_or(c.pid, |p| p.pid);
+    Some(ControlPlane {
+        pid,
+        address: c.address,
+        version: c.version,
+        valid: c.valid,
+        last_rejection: c.last_rejection,
+    })
 }
 
 pub fn table(status: &Status) -> String {

@@ -27,6 +27,10 @@ pub struct Args {
     /// Deployment chooses MariaDB.
     #[arg(long, value_enum)]
     database: Option<Database>,
+    /// Run without the mesh: no sidecars, no control plane; the ingress forwards straight to
+    /// the Services (the seed's system before Istio).
+    #[arg(long)]
+    no_mesh: bool,
     /// How long to wait for every pod to become ready.
     #[arg(long, default_value = "120", value_name = "SECONDS")]
     timeout: u64,
@@ -51,7 +55,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
     init_logging(args.supervise);
     let opts = UpOptions {
-        manifests: args.dir.clone(),
+        manifests: std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone()),
         state: state.clone(),
         http: SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
         https: SocketAddr::from((Ipv4Addr::LOCALHOST, args.https_port)),
@@ -60,6 +64,11 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             Database::Mysql => DatabaseMode::Mysql,
         }),
         program_dirs: program_dirs(),
+        skein: if args.no_mesh {
+            None
+        } else {
+            Some(std::env::current_exe().context("cannot find the skein binary")?)
+        },
     };
     crate::runtime()?.block_on(async move {
         let started = Instant::now();
@@ -120,6 +129,9 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
         .args(["--http-port", &args.http_port.to_string()])
         .args(["--https-port", &args.https_port.to_string()])
         .arg("--supervise");
+    if args.no_mesh {
+        cmd.arg("--no-mesh");
+    }
     if let Some(d) = args.database {
         cmd.args([
             "--database",
@@ -157,7 +169,7 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
         if let Ok(status) = Status::read(&state.status_file())
             && status.supervisor.pid == pid
         {
-            if status.all_ready() {
+            if status.all_ready() && skein_runtime::mesh_synced(state, &status) {
                 print!("{}", summary(&status, started.elapsed(), state));
                 println!("Running in the background (pid {pid}); `skein down` stops it.");
                 return Ok(ExitCode::SUCCESS);

@@ -1,0 +1,432 @@
+//! The control-plane config source: the proxy's end of `skein_xds::stream`.
+//!
+//! Connect, say [`ProxyMessage::Hello`], then apply every [`ControlMessage::Snapshot`] and
+//! answer it with an `Ack` or a `Nack`. When the stream breaks (or never comes up) the proxy
+//! keeps serving the config it has and reconnects with jittered exponential backoff; the
+//! reconnect Hello carries the version in force so the control plane knows what we run.
+//! Nothing the peer sends can panic the proxy: bad frames end the stream or are NACKed.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use skein_xds::stream::{self, ControlMessage, MAX_FRAME, ProxyMessage, StreamError};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+
+use crate::source::{ConfigSource, SnapshotSink, SourceFuture};
+
+/// First reconnect delay.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Bound on connecting and on each write, so a wedged peer cannot stall the source forever.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a control-plane session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The TCP connection could not be made.
+    #[error("cannot connect to the control plane at {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Connecting or writing took longer than the I/O timeout (10 s).
+    #[error("control plane at {addr}: {what} timed out after {timeout:?}")]
+    Timeout {
+        addr: SocketAddr,
+        what: &'static str,
+        timeout: Duration,
+    },
+    /// Reading or writing a frame failed, or the peer closed the stream.
+    #[error("control plane at {addr}: {source}")]
+    Stream {
+        addr: SocketAddr,
+        source: StreamError,
+    },
+    /// The control plane sent [`ControlMessage::Error`] (it closes the stream after it).
+    #[error("control plane at {addr} refused this proxy: {message}")]
+    Refused { addr: SocketAddr, message: String },
+}
+
+/// A snapshot the proxy refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlNack {
+    /// The refused snapshot's version.
+    pub version: String,
+    /// Why (the error's Display, as sent in the NACK).
+    pub error: String,
+}
+
+/// The control-plane stream as `/control` and `/config_dump` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStatus {
+    /// The control plane's address; `None` when the proxy has no control-plane source.
+    pub address: Option<SocketAddr>,
+    /// The node id sent in Hello.
+    pub node: String,
+    /// The namespace sent in Hello.
+    pub namespace: String,
+    /// True while the stream is up (connected and Hello sent).
+    pub connected: bool,
+    /// The last snapshot version applied and ACKed.
+    pub last_ack_version: Option<String>,
+    /// The last snapshot refused (kept after later ACKs; compare versions).
+    pub last_nack: Option<ControlNack>,
+    /// How many times the stream came back up after the first connection.
+    pub reconnects: u64,
+    /// Why the stream last went down or could not be set up.
+    pub last_error: Option<String>,
+}
+
+/// Shared, lock-protected [`ControlStatus`]; written by the source, read by the admin endpoint.
+#[derive(Debug, Default)]
+pub struct ControlState(Mutex<ControlStatus>);
+
+impl ControlState {
+    /// A copy of the current status.
+    pub fn get(&self) -> ControlStatus {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ControlStatus)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Marks the stream down however the session ends, including when the proxy shuts down and
+/// drops the source's future mid-read.
+struct ConnectedGuard<'a>(&'a ControlState);
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.update(|s| s.connected = false);
+    }
+}
+
+/// Jittered exponential backoff: 100 ms doubling to 5 s, each delay ±20%.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(BACKOFF_CAP);
+        // Jitter keeps a fleet of proxies from reconnecting in lockstep after a restart.
+        base.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+}
+
+/// What was last logged, so an outage gives one warn line rather than one per attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Logged {
+    Nothing,
+    Up,
+    Down,
+}
+
+/// Reads one frame's bytes (the framing of [`skein_xds::stream`]). Kept as bytes so that a
+/// snapshot this proxy cannot parse can still be NACKed by version.
+async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, StreamError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StreamError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(StreamError::TooLarge(len));
+    }
+    // Grow with the data rather than trusting the announced length up front.
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    r.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(StreamError::Closed);
+    }
+    Ok(body)
+}
+
+/// The version of a snapshot frame that did not parse as a [`ControlMessage`].
+fn unparsable_snapshot_version(frame: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        snapshot: PeekSnapshot,
+    }
+    #[derive(Deserialize)]
+    struct PeekSnapshot {
+        #[serde(default)]
+        version: String,
+    }
+    let p: Peek = serde_json::from_slice(frame).ok()?;
+    (p.kind == "snapshot").then_some(p.snapshot.version)
+}
+
+/// Streams snapshots from the skein control plane (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ControlSource {
+    /// The control plane's stream address.
+    pub addr: SocketAddr,
+    /// Proxy id sent in Hello: the pod name for a sidecar, the gateway's name for a gateway.
+    pub node: String,
+    /// The pod's namespace, sent in Hello.
+    pub namespace: String,
+}
+
+/// Per-source bookkeeping across sessions.
+struct Session<'a> {
+    src: &'a ControlSource,
+    sink: &'a SnapshotSink,
+    status: &'a ControlState,
+    backoff: Backoff,
+    logged: Logged,
+    last_refusal: Option<String>,
+    ever_connected: bool,
+}
+
+impl Session<'_> {
+    fn timeout(&self, what: &'static str) -> ControlError {
+        ControlError::Timeout {
+            addr: self.src.addr,
+            what,
+            timeout: IO_TIMEOUT,
+        }
+    }
+
+    fn stream_err(&self, source: StreamError) -> ControlError {
+        ControlError::Stream {
+            addr: self.src.addr,
+            source,
+        }
+    }
+
+    async fn send(&self, conn: &mut TcpStream, msg: &ProxyMessage) -> Result<(), ControlError> {
+        match tokio::time::timeout(IO_TIMEOUT, stream::write_frame(conn, msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.stream_err(e)),
+            Err(_) => Err(self.timeout("write")),
+        }
+    }
+
+    /// One connection: returns why it ended (it only ends on an error).
+    async fn run_once(&mut self) -> ControlError {
+        let addr = self.src.addr;
+        let mut conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => return ControlError::Connect { addr, source },
+            Err(_) => return self.timeout("connect"),
+        };
+        let _ = conn.set_nodelay(true);
+        let current = self.sink.version();
+        let hello = ProxyMessage::Hello {
+            node: self.src.node.clone(),
+            namespace: self.src.namespace.clone(),
+            current_version: (!current.is_empty()).then_some(current),
+        };
+        if let Err(e) = self.send(&mut conn, &hello).await {
+            return e;
+        }
+        let reconnect = self.ever_connected;
+        self.ever_connected = true;
+        self.status.update(|s| {
+            s.connected = true;
+            if reconnect {
+                s.reconnects += 1;
+            }
+        });
+        let _guard = ConnectedGuard(self.status);
+        let mut answered = false;
+        loop {
+            let frame = match read_raw(&mut conn).await {
+                Ok(f) => f,
+                Err(e) => return self.stream_err(e),
+            };
+            let (version, result) = match serde_json::from_slice::<ControlMessage>(&frame) {
+                Ok(ControlMessage::Snapshot { snapshot }) => {
+                    let version = snapshot.version.clone();
+                    (
+                        version,
+                        self.sink.apply(*snapshot).map_err(|e| e.to_string()),
+                    )
+                }
+                Ok(ControlMessage::Error { message }) => {
+                    return ControlError::Refused { addr, message };
+                }
+                Err(e) => match unparsable_snapshot_version(&frame) {
+                    // A snapshot we cannot read (e.g. a newer schema): refuse it by version so
+                    // the control plane sees why.
+                    Some(version) => (version, Err(format!("snapshot is not valid JSON: {e}"))),
+                    // Some other message we do not know: ignore it, the stream stays usable.
+                    None => {
+                        tracing::debug!(%addr, error = %e, "ignoring an unknown control message");
+                        continue;
+                    }
+                },
+            };
+            let reply = match result {
+                Ok(()) => {
+                    tracing::info!(%version, "control plane snapshot applied");
+                    self.status
+                        .update(|s| s.last_ack_version = Some(version.clone()));
+                    ProxyMessage::Ack { version }
+                }
+                Err(error) => {
+                    tracing::warn!(%version, %error, "control plane snapshot rejected; keeping the previous config");
+                    self.status.update(|s| {
+                        s.last_nack = Some(ControlNack {
+                            version: version.clone(),
+                            error: error.clone(),
+                        })
+                    });
+                    ProxyMessage::Nack { version, error }
+                }
+            };
+            if let Err(e) = self.send(&mut conn, &reply).await {
+                return e;
+            }
+            if !answered {
+                // The Hello exchange worked: the next outage starts over at the short delay.
+                answered = true;
+                self.backoff.reset();
+                self.last_refusal = None;
+                if self.logged != Logged::Up {
+                    tracing::info!(%addr, node = %self.src.node, "connected to the control plane");
+                    self.logged = Logged::Up;
+                }
+                self.status.update(|s| s.last_error = None);
+            }
+        }
+    }
+
+    fn log_down(&mut self, err: &ControlError) {
+        let version = self.sink.version();
+        let refusal = match err {
+            ControlError::Refused { message, .. } => Some(message.clone()),
+            _ => None,
+        };
+        // A refusal is worth a line each time its text changes; other failures only on the
+        // way down.
+        let new_refusal = refusal.is_some() && refusal != self.last_refusal;
+        if self.logged != Logged::Down || new_refusal {
+            tracing::warn!(error = %err, config_version = %version, "control plane stream down; keeping the last config and reconnecting");
+        } else {
+            tracing::debug!(error = %err, "control plane still unreachable");
+        }
+        self.logged = Logged::Down;
+        if refusal.is_some() {
+            self.last_refusal = refusal;
+        }
+    }
+
+    async fn run(mut self) {
+        self.status.update(|s| {
+            s.address = Some(self.src.addr);
+            s.node = self.src.node.clone();
+            s.namespace = self.src.namespace.clone();
+        });
+        loop {
+            let err = self.run_once().await;
+            self.status.update(|s| {
+                s.connected = false;
+                s.last_error = Some(err.to_string());
+            });
+            self.log_down(&err);
+            tokio::time::sleep(self.backoff.next_delay()).await;
+        }
+    }
+}
+
+impl ConfigSource for ControlSource {
+    fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture {
+        Box::pin(async move {
+            let status = &sink.inner.shared.control;
+            let session = Session {
+                src: &self,
+                sink: &sink,
+                status,
+                backoff: Backoff::new(),
+                logged: Logged::Nothing,
+                last_refusal: None,
+                ever_connected: false,
+            };
+            session.run().await;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_bounded_jitter_and_resets() {
+        let mut b = Backoff::new();
+        let mut base = BACKOFF_START;
+        for _ in 0..10 {
+            let d = b.next_delay();
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "{d:?} vs {base:?}"
+            );
+            base = (base * 2).min(BACKOFF_CAP);
+        }
+        assert_eq!(b.next, BACKOFF_CAP);
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_START.mul_f64(1.2));
+    }
+
+    #[tokio::test]
+    async fn raw_frames_refuse_oversize_and_truncation() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        stream::write_frame(
+            &mut a,
+            &ControlMessage::Error {
+                message: "x".into(),
+            },
+        )
+        .await
+        .expect("write");
+        let f = read_raw(&mut b).await.expect("frame");
+        assert!(matches!(
+            serde_json::from_slice(&f),
+            Ok(ControlMessage::Error { .. })
+        ));
+        a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        assert!(matches!(
+            read_raw(&mut b).await,
+            Err(StreamError::TooLarge(_))
+        ));
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&10u32.to_be_bytes()).await.expect("write");
+        a.write_all(b"{}").await.expect("write");
+        drop(a);
+        assert!(matches!(read_raw(&mut b).await, Err(StreamError::Closed)));
+    }
+
+    #[test]
+    fn unparsable_snapshots_are_found_by_version() {
+        let bad = br#"{"type":"snapshot","snapshot":{"version":"v9","clusters":[{"name":1}]}}"#;
+        assert!(serde_json::from_slice::<ControlMessage>(bad).is_err());
+        assert_eq!(unparsable_snapshot_version(bad).as_deref(), Some("v9"));
+        assert_eq!(unparsable_snapshot_version(br#"{"type":"ping"}"#), None);
+        assert_eq!(unparsable_snapshot_version(b"\xff"), None);
+    }
+}

@@ -1,0 +1,351 @@
+//! The mesh's part of a local run: which pods get a sidecar, where each piece listens, and the
+//! istio-system pods (the control plane `istiod` and the `istio-ingressgateway`).
+//!
+//! Addresses, per pod with a sidecar (pod IP `127.X.1.N`):
+//! - `127.X.1.N:PORT`: the sidecar's inbound listener for each container port (what Services
+//!   and other pods reach, as with iptables capture on Kubernetes);
+//! - `127.X.3.N`: the app's own address (its `status.podIP`); the sidecar forwards there;
+//! - `127.X.4.N`: the sidecar's outbound side: `:15001` is the app's `HTTP_PROXY`, `:15000`
+//!   the admin endpoint, and each opaque-TCP Service port (e.g. `:3306`) a listener that the
+//!   pod's hosts file points that Service's names at.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::plan::{Check, ContainerPlan, NamedPort, PodPlan, Readiness, Run};
+use crate::state::StateDir;
+
+/// The control plane's port (Istio's plaintext xDS port).
+pub const CONTROL_PORT: u16 = 15010;
+/// A proxy's admin port (Envoy's).
+pub const ADMIN_PORT: u16 = 15000;
+/// The sidecar's outbound HTTP port (the app's HTTP_PROXY).
+pub const OUTBOUND_HTTP_PORT: u16 = 15001;
+/// Istio's root namespace, where the mesh's own pods run.
+pub const MESH_NAMESPACE: &str = "istio-system";
+
+/// The app's address in a pod with a sidecar.
+pub fn app_ip(pod_ip: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, _, d] = pod_ip.octets();
+    Ipv4Addr::new(a, b, 3, d)
+}
+
+/// The sidecar's outbound address in a pod.
+pub fn outbound_ip(pod_ip: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, _, d] = pod_ip.octets();
+    Ipv4Addr::new(a, b, 4, d)
+}
+
+/// Istio's injection rule: the pod's `sidecar.istio.io/inject` label or annotation decides;
+/// otherwise the namespace label `istio-injection=enabled`.
+pub fn injected(
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    pod_labels: &BTreeMap<String, String>,
+    pod_annotations: &BTreeMap<String, String>,
+) -> bool {
+    const KEY: &str = "sidecar.istio.io/inject";
+    if let Some(v) = pod_labels.get(KEY).or_else(|| pod_annotations.get(KEY)) {
+        return v.eq_ignore_ascii_case("true");
+    }
+    namespace_labels
+        .and_then(|l| l.get("istio-injection"))
+        .is_some_and(|v| v == "enabled")
+}
+
+/// What a pod's proxy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// A sidecar in front of the pod's app.
+    Sidecar,
+    /// The ingress gateway.
+    Gateway,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Sidecar => "sidecar",
+            ProxyMode::Gateway => "gateway",
+        }
+    }
+}
+
+/// A pod's proxy, as planned.
+#[derive(Debug, Clone)]
+pub struct ProxyPlan {
+    pub mode: ProxyMode,
+    /// Index of the proxy container in the pod.
+    pub container: usize,
+    /// Admin endpoint (`/ready`, `/config_dump`, `/stats/prometheus`).
+    pub admin: SocketAddr,
+    /// The app's address (sidecars).
+    pub app_ip: Option<Ipv4Addr>,
+    /// The outbound address (sidecars).
+    pub outbound_ip: Option<Ipv4Addr>,
+    /// The app's HTTP_PROXY (sidecars).
+    pub outbound_http: Option<SocketAddr>,
+}
+
+/// Everything the mesh needs from `skein up`.
+#[derive(Debug, Clone)]
+pub struct MeshPlanOptions {
+    /// The `skein` binary (it runs the proxies and the control plane).
+    pub skein: PathBuf,
+    /// The manifests directory the control plane watches.
+    pub manifests: PathBuf,
+    /// The ingress gateway's HTTP and HTTPS addresses.
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+}
+
+/// The control plane's address in this state directory's subnet.
+pub fn control_addr(subnet: u8) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(127, subnet, 0, 2), CONTROL_PORT))
+}
+
+/// The per-pod hosts file of a pod with a sidecar.
+pub fn pod_hosts_file(state: &StateDir, pod: &str) -> PathBuf {
+    state.root().join("hosts.d").join(pod)
+}
+
+fn proxy_log_level() -> (String, String) {
+    (
+        "RUST_LOG".to_string(),
+        std::env::var("SKEIN_PROXY_LOG").unwrap_or_else(|_| "info".to_string()),
+    )
+}
+
+/// Adds a sidecar to `pod`, whose app containers were planned with `app_ip` as their pod IP.
+pub fn add_sidecar(pod: &mut PodPlan, state: &StateDir, control: SocketAddr, skein: &Path) {
+    let out_ip = outbound_ip(pod.ip);
+    let app = app_ip(pod.ip);
+    let admin = SocketAddr::from((out_ip, ADMIN_PORT));
+    let outbound_http = SocketAddr::from((out_ip, OUTBOUND_HTTP_PORT));
+    let mut args = vec![
+        "proxy".to_string(),
+        "--node".into(),
+        pod.name.clone(),
+        "--namespace".into(),
+        pod.namespace.clone(),
+        "--control".into(),
+        control.to_string(),
+        "--outbound-http".into(),
+        outbound_http.to_string(),
+        "--admin".into(),
+        admin.to_string(),
+        "--access-log".into(),
+        "stdout".into(),
+    ];
+    for p in &pod.ports {
+        args.push("--inbound".into());
+        args.push(format!("{}:{}={}:{}", pod.ip, p.port, app, p.port));
+    }
+    let env = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        ),
+        proxy_log_level(),
+    ];
+    pod.containers.push(ContainerPlan {
+        name: "istio-proxy".into(),
+        run: Run::Program {
+            program: skein.to_path_buf(),
+            args,
+        },
+        env,
+        log: state.container_log(&pod.name, "istio-proxy"),
+    });
+    pod.probe_ip = app;
+    pod.proxy = Some(ProxyPlan {
+        mode: ProxyMode::Sidecar,
+        container: pod.containers.len() - 1,
+        admin,
+        app_ip: Some(app),
+        outbound_ip: Some(out_ip),
+        outbound_http: Some(outbound_http),
+    });
+}
+
+/// The environment an app in a pod with a sidecar gets on top of its own.
+pub fn app_env(state: &StateDir, pod_name: &str, pod_ip: Ipv4Addr) -> Vec<(String, String)> {
+    let proxy = format!(
+        "http://{}",
+        SocketAddr::from((outbound_ip(pod_ip), OUTBOUND_HTTP_PORT))
+    );
+    vec![
+        ("HTTP_PROXY".into(), proxy.clone()),
+        ("http_proxy".into(), proxy),
+        ("NO_PROXY".into(), "localhost,127.0.0.1".into()),
+        ("no_proxy".into(), "localhost,127.0.0.1".into()),
+        (
+            "SKEIN_HOSTS".into(),
+            pod_hosts_file(state, pod_name).display().to_string(),
+        ),
+    ]
+}
+
+fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)]) -> PodPlan {
+    PodPlan {
+        name,
+        namespace: MESH_NAMESPACE.into(),
+        workload: workload.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        service_account: format!("{workload}-service-account"),
+        ip,
+        probe_ip: ip,
+        ports: Vec::new(),
+        containers: Vec::new(),
+        readiness: None,
+        grace: std::time::Duration::from_secs(10),
+        source: Default::default(),
+        proxy: None,
+    }
+}
+
+fn quick(check: Check) -> Option<Readiness> {
+    Some(Readiness {
+        check,
+        initial_delay: std::time::Duration::ZERO,
+        period: std::time::Duration::from_secs(2),
+        timeout: std::time::Duration::from_secs(1),
+        failure_threshold: 3,
+    })
+}
+
+/// The control plane pod (`istiod`).
+pub fn control_pod(
+    name: String,
+    ip: Ipv4Addr,
+    state: &StateDir,
+    opts: &MeshPlanOptions,
+    control: SocketAddr,
+) -> PodPlan {
+    let mut pod = mesh_pod(name, ip, "istiod", &[("app", "istiod"), ("istio", "pilot")]);
+    let args = vec![
+        "control".to_string(),
+        "--dir".into(),
+        opts.manifests.display().to_string(),
+        "--applied".into(),
+        state.applied_dir().display().to_string(),
+        "--registry".into(),
+        state.status_file().display().to_string(),
+        "--listen".into(),
+        control.to_string(),
+        "--status".into(),
+        state.control_status_file().display().to_string(),
+    ];
+    pod.containers.push(ContainerPlan {
+        name: "discovery".into(),
+        run: Run::Program {
+            program: opts.skein.clone(),
+            args,
+        },
+        env: vec![proxy_log_level()],
+        log: state.container_log(&pod.name, "discovery"),
+    });
+    pod.ports.push(NamedPort {
+        name: Some("grpc-xds".into()),
+        port: control.port(),
+    });
+    pod.readiness = quick(Check::Tcp {
+        port: control.port(),
+    });
+    pod
+}
+
+/// The ingress gateway pod (`istio-ingressgateway`), serving on the ingress addresses.
+pub fn gateway_pod(
+    name: String,
+    ip: Ipv4Addr,
+    state: &StateDir,
+    opts: &MeshPlanOptions,
+    control: SocketAddr,
+) -> PodPlan {
+    let mut pod = mesh_pod(
+        name,
+        ip,
+        "istio-ingressgateway",
+        &[("app", "istio-ingressgateway"), ("istio", "ingressgateway")],
+    );
+    let admin = SocketAddr::from((ip, ADMIN_PORT));
+    let certs = state.certs();
+    let args = vec![
+        "proxy".to_string(),
+        "--mode".into(),
+        "gateway".into(),
+        "--node".into(),
+        pod.name.clone(),
+        "--namespace".into(),
+        MESH_NAMESPACE.into(),
+        "--control".into(),
+        control.to_string(),
+        "--gateway-http".into(),
+        opts.http.to_string(),
+        "--gateway-https".into(),
+        opts.https.to_string(),
+        "--cert".into(),
+        certs.join("ingress.crt").display().to_string(),
+        "--key".into(),
+        certs.join("ingress.key").display().to_string(),
+        "--admin".into(),
+        admin.to_string(),
+        "--access-log".into(),
+        "stdout".into(),
+    ];
+    pod.containers.push(ContainerPlan {
+        name: "istio-proxy".into(),
+        run: Run::Program {
+            program: opts.skein.clone(),
+            args,
+        },
+        env: vec![proxy_log_level()],
+        log: state.container_log(&pod.name, "istio-proxy"),
+    });
+    pod.readiness = quick(Check::Http {
+        port: ADMIN_PORT,
+        path: "/ready".into(),
+    });
+    pod.proxy = Some(ProxyPlan {
+        mode: ProxyMode::Gateway,
+        container: 0,
+        admin,
+        app_ip: None,
+        outbound_ip: None,
+        outbound_http: None,
+    });
+    pod
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injection_follows_istio() {
+        let ns: BTreeMap<String, String> =
+            [("istio-injection".to_string(), "enabled".to_string())].into();
+        let none = BTreeMap::new();
+        let off: BTreeMap<String, String> =
+            [("sidecar.istio.io/inject".to_string(), "false".to_string())].into();
+        let on: BTreeMap<String, String> =
+            [("sidecar.istio.io/inject".to_string(), "true".to_string())].into();
+        assert!(injected(Some(&ns), &none, &none));
+        assert!(!injected(Some(&ns), &none, &off), "the annotation opts out");
+        assert!(!injected(Some(&ns), &off, &none), "so does the label");
+        assert!(!injected(None, &none, &none));
+        assert!(injected(None, &on, &none));
+        assert_eq!(
+            app_ip(Ipv4Addr::new(127, 9, 1, 7)),
+            Ipv4Addr::new(127, 9, 3, 7)
+        );
+        assert_eq!(
+            outbound_ip(Ipv4Addr::new(127, 9, 1, 7)),
+            Ipv4Addr::new(127, 9, 4, 7)
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! `skein apply -f FILE|DIR`: hand resources to the running control plane, like
+//! `kubectl apply`. The files are checked here first (file:line for every error); the control
+//! plane then validates the whole config again and either takes it or keeps the last good one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use skein_runtime::StateDir;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A manifest file or a directory of them.
+    #[arg(short, long)]
+    filename: PathBuf,
+    /// How long to wait for the control plane to take the change.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+fn control_status(state: &StateDir) -> Option<skein_control::ControlStatus> {
+    serde_json::from_slice(&std::fs::read(state.control_status_file()).ok()?).ok()
+}
+
+pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let state = StateDir::resolve(state_dir.as_deref())?;
+    if state.running_supervisor().is_none() {
+        bail!(
+            "skein is not running from {}; start it with `skein up DIR`",
+            state.root().display()
+        );
+    }
+    let manifests = match skein_api::load_path(&args.filename) {
+        Ok(m) => m,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let before = control_status(&state).context(
+        "the control plane has not reported its status yet; is the mesh running (`skein up` without --no-mesh)?",
+    )?;
+
+    // Each applied object gets its own file, named after it, so a later apply replaces it.
+    let dir = state.applied_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    for d in &manifests.documents {
+        let meta = d.resource.metadata();
+        let ns = meta.namespace_or_default();
+        let file = dir.join(format!(
+            "{}.{}.{}.yaml",
+            d.resource.kind().to_ascii_lowercase(),
+            ns,
+            meta.name
+        ));
+        let mut v = d.resource.to_json();
+        if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            m.insert("namespace".into(), ns.into());
+        }
+        let text = serde_json::to_string_pretty(&v)?;
+        let tmp = file.with_extension("yaml.tmp");
+        std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        written.push((
+            tmp,
+            file,
+            d.resource.kind().to_ascii_lowercase(),
+            meta.name.clone(),
+        ));
+    }
+    for (tmp, file, ..) in &written {
+        std::fs::rename(tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+
+    // Wait for the control plane's verdict: a new version, or a new rejection.
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        if let Some(now) = control_status(&state) {
+            if now.last_rejection != before.last_rejection && !now.valid {
+                // Take the refused files back, so the next change is not blocked by them.
+                for (_, file, ..) in &written {
+                    let _ = std::fs::remove_file(file);
+                }
+                eprintln!(
+                    "error: the control plane refused the change; the last good config stays:"
+                );
+                for e in now.last_rejection.iter().flat_map(|r| r.errors.iter()) {
+                    eprintln!("  {e}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            if now.version != before.version && now.valid {
+                for (_, _, kind, name) in &written {
+                    println!("{kind}/{name} configured");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the control plane did not take the change within {}s; see `skein logs istiod`",
+                args.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

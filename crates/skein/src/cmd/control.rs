@@ -1,0 +1,52 @@
+//! `skein control` (hidden): the control plane process (`istiod`), started by the runtime.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use skein_control::{ControlOptions, Store};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The manifests directory to watch.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where `skein apply` puts its files.
+    #[arg(long)]
+    applied: Option<PathBuf>,
+    /// The registry: the runtime's status file.
+    #[arg(long)]
+    registry: PathBuf,
+    /// Where proxies connect.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The control plane's status file.
+    #[arg(long)]
+    status: PathBuf,
+    /// How often files are checked, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let opts = ControlOptions {
+        store: Store {
+            dir: args.dir,
+            applied: args.applied,
+        },
+        registry: args.registry,
+        listen: args.listen,
+        status_file: args.status,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+    };
+    crate::runtime()?.block_on(skein_control::run(opts))?;
+    Ok(ExitCode::SUCCESS)
+}

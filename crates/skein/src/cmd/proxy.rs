@@ -1,0 +1,141 @@
+//! `skein proxy` (hidden): one sidecar or gateway proxy process. The runtime starts it in each
+//! pod with a sidecar and as the ingress gateway; users do not run it by hand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use skein_proxy::{
+    AccessLogSink, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `sidecar` or `gateway`.
+    #[arg(long, default_value = "sidecar")]
+    mode: String,
+    /// The proxy's node id: its pod name.
+    #[arg(long)]
+    node: String,
+    /// The pod's namespace.
+    #[arg(long)]
+    namespace: String,
+    /// The control plane's stream address.
+    #[arg(long, conflicts_with = "snapshot")]
+    control: Option<SocketAddr>,
+    /// A snapshot JSON file instead of a control plane (re-read when it changes).
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Sidecar: the app's HTTP_PROXY listener.
+    #[arg(long)]
+    outbound_http: Option<SocketAddr>,
+    /// Sidecar: an inbound listener, `LISTEN=APP` (e.g. 127.1.1.2:8080=127.1.3.2:8080).
+    #[arg(long, value_name = "LISTEN=APP")]
+    inbound: Vec<String>,
+    /// Gateway: the plaintext HTTP listener.
+    #[arg(long)]
+    gateway_http: Option<SocketAddr>,
+    /// Gateway: the HTTPS listener (with --cert and --key).
+    #[arg(long, requires_all = ["cert", "key"])]
+    gateway_https: Option<SocketAddr>,
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The admin endpoint (loopback).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// `stdout`, `off` or a file path.
+    #[arg(long, default_value = "stdout")]
+    access_log: String,
+    /// Worker threads (default: 1 for a sidecar, the CPU count for a gateway).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let mut config = match args.mode.as_str() {
+        "sidecar" => {
+            let outbound = args
+                .outbound_http
+                .context("a sidecar needs --outbound-http")?;
+            let mut c = ProxyConfig::sidecar(outbound);
+            for spec in &args.inbound {
+                let (listen, app) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--inbound {spec:?}: expected LISTEN=APP"))?;
+                let listen: SocketAddr = listen
+                    .parse()
+                    .with_context(|| format!("--inbound {spec:?}: bad listen address"))?;
+                let app: SocketAddr = app
+                    .parse()
+                    .with_context(|| format!("--inbound {spec:?}: bad app address"))?;
+                c.inbound.push(InboundConfig {
+                    listen,
+                    app,
+                    port: app.port(),
+                });
+            }
+            c
+        }
+        "gateway" => {
+            let http = args
+                .gateway_http
+                .context("a gateway needs --gateway-http")?;
+            let mut c = ProxyConfig::gateway(http);
+            if let (Some(listen), Some(cert), Some(key)) =
+                (args.gateway_https, &args.cert, &args.key)
+            {
+                c.gateway_https = Some(TlsListenerConfig {
+                    listen,
+                    cert_path: cert.clone(),
+                    key_path: key.clone(),
+                });
+            }
+            c
+        }
+        other => bail!("--mode {other:?}: expected sidecar or gateway"),
+    };
+    config.mode = if args.mode == "gateway" {
+        Mode::Gateway
+    } else {
+        Mode::Sidecar
+    };
+    config.admin = Some(args.admin);
+    config.access_log = match args.access_log.as_str() {
+        "stdout" | "/dev/stdout" => AccessLogSink::Stdout,
+        "off" | "" => AccessLogSink::Off,
+        path => AccessLogSink::File(PathBuf::from(path)),
+    };
+    if let Some(w) = args.workers {
+        config.workers = w.max(1);
+    }
+    config.source = match (args.control, args.snapshot) {
+        (Some(addr), _) => SourceConfig::Control {
+            addr,
+            node: args.node.clone(),
+            namespace: args.namespace.clone(),
+        },
+        (None, Some(path)) => SourceConfig::File {
+            path,
+            poll_interval: Duration::from_millis(200),
+        },
+        (None, None) => bail!("give --control ADDR or --snapshot FILE"),
+    };
+    tracing::info!(node = %args.node, mode = %args.mode, "starting proxy");
+    skein_proxy::run_blocking(config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

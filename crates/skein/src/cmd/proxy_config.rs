@@ -1,0 +1,304 @@
+//! `skein proxy-config POD|WORKLOAD [clusters|listeners|routes|endpoints|all] [-o json]`:
+//! what a proxy is running, read from its admin endpoint's `/config_dump`, in tables shaped
+//! like `istioctl proxy-config`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use skein_runtime::{StateDir, Status};
+use skein_xds::{LbPolicy, ListenerKind, RouteAction, Snapshot, StringMatch, UpstreamTls};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A pod name, or a workload name (its first pod).
+    target: String,
+    /// What to show.
+    #[arg(value_enum, default_value = "all")]
+    kind: Kind,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    Clusters,
+    Listeners,
+    Routes,
+    Endpoints,
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+/// GET on a loopback admin endpoint (HTTP/1.0, whole body).
+pub fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
+    let addr: SocketAddr = admin
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("bad admin address {admin:?}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("cannot reach the proxy's admin endpoint at {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the admin endpoint sent no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!(
+            "{path}: {}",
+            head.lines().next().unwrap_or("no status line")
+        );
+    }
+    Ok(body.to_string())
+}
+
+fn fmt_match(m: &Option<StringMatch>) -> String {
+    match m {
+        Some(StringMatch::Exact(s)) => s.clone(),
+        Some(StringMatch::Prefix(s)) => format!("{s}*"),
+        Some(StringMatch::Regex(s)) => format!("~{s}"),
+        None => "*".into(),
+    }
+}
+
+fn limit(n: u32) -> String {
+    if n == u32::MAX {
+        "-".into()
+    } else {
+        n.to_string()
+    }
+}
+
+pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let state = StateDir::resolve(state_dir.as_deref())?;
+    let status = Status::read(&state.status_file())
+        .with_context(|| format!("nothing has run from {}", state.root().display()))?;
+    let pod = status
+        .pods
+        .iter()
+        .find(|p| p.name == args.target)
+        .or_else(|| status.pods.iter().find(|p| p.workload == args.target))
+        .with_context(|| format!("no pod or workload named `{}`", args.target))?;
+    let proxy = pod.proxy.as_ref().with_context(|| {
+        format!(
+            "pod {} has no proxy (it is outside the mesh: sidecar.istio.io/inject is false, or its namespace is not labelled istio-injection=enabled)",
+            pod.name
+        )
+    })?;
+    let dump = admin_get(&proxy.admin, "/config_dump")?;
+    let v: serde_json::Value = serde_json::from_str(&dump).context("/config_dump is not JSON")?;
+    if args.output == Format::Json {
+        let part = match args.kind {
+            Kind::All => v.clone(),
+            Kind::Clusters | Kind::Endpoints => v["snapshot"]["clusters"].clone(),
+            Kind::Routes => v["snapshot"]["route_configs"].clone(),
+            Kind::Listeners => serde_json::json!({
+                "inbound": v["inbound"],
+                "snapshot": v["snapshot"]["listeners"],
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&part)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let snap: Snapshot =
+        serde_json::from_value(v["snapshot"].clone()).context("/config_dump has no snapshot")?;
+    let all = args.kind == Kind::All;
+    let mut out = String::new();
+    if all || args.kind == Kind::Listeners {
+        let mut rows = Vec::new();
+        for ib in v["inbound"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                ib["listen"].as_str().unwrap_or("").to_string(),
+                "ALL".into(),
+                format!("Inline Route -> {}", ib["cluster"].as_str().unwrap_or("")),
+            ]);
+        }
+        if let Some(out_http) = &proxy.outbound_http {
+            rows.push(vec![
+                out_http.clone(),
+                "HTTP (the app's HTTP_PROXY)".into(),
+                "Route: outbound".into(),
+            ]);
+        }
+        for l in &snap.listeners {
+            let dest = match &l.kind {
+                ListenerKind::Tcp { cluster } => format!("Cluster: {cluster}"),
+                ListenerKind::Http { route_config } => format!("Route: {route_config}"),
+            };
+            rows.push(vec![l.address.to_string(), "ALL".into(), dest]);
+        }
+        out.push_str(&crate::table::render(
+            &["ADDRESS:PORT", "MATCH", "DESTINATION"],
+            &rows,
+        ));
+    }
+    if all || args.kind == Kind::Routes {
+        let mut rows = Vec::new();
+        for rc in &snap.route_configs {
+            for vh in &rc.virtual_hosts {
+                for r in &vh.routes {
+                    let m = if r.matches.is_empty() {
+                        "/*".to_string()
+                    } else {
+                        r.matches
+                            .iter()
+                            .map(|m| {
+                                let mut s = fmt_match(&m.path);
+                                for h in &m.headers {
+                                    s.push_str(&format!(" {}={}", h.name, fmt_match(&h.value)));
+                                }
+                                s
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    };
+                    let dest = match &r.action {
+                        RouteAction::Route(d) => d
+                            .iter()
+                            .map(|w| format!("{} ({})", w.cluster, w.weight))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        RouteAction::DirectResponse { status, .. } => format!("direct {status}"),
+                        RouteAction::Redirect(_) => "redirect".into(),
+                    };
+                    rows.push(vec![
+                        rc.name.clone(),
+                        vh.name.clone(),
+                        r.name.clone(),
+                        m,
+                        dest,
+                    ]);
+                }
+            }
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&crate::table::render(
+            &[
+                "ROUTE CONFIG",
+                "VIRTUAL HOST",
+                "ROUTE",
+                "MATCH",
+                "DESTINATION (WEIGHT)",
+            ],
+            &rows,
+        ));
+    }
+    if all || args.kind == Kind::Clusters {
+        let mut rows: Vec<Vec<String>> = snap
+            .clusters
+            .iter()
+            .map(|c| {
+                let p = &c.connection_pool;
+                let od = c.outlier_detection.as_ref().map_or("-".to_string(), |o| {
+                    format!(
+                        "{}x5xx/{}s eject {}s max {}% minHealth {}%",
+                        o.consecutive_5xx_errors,
+                        o.interval_ms / 1000,
+                        o.base_ejection_time_ms / 1000,
+                        o.max_ejection_percent,
+                        o.min_health_percent
+                    )
+                });
+                vec![
+                    if c.service.is_empty() {
+                        c.name.clone()
+                    } else {
+                        c.service.clone()
+                    },
+                    c.port.to_string(),
+                    c.subset.clone().unwrap_or_else(|| "-".into()),
+                    "outbound".into(),
+                    match &c.lb_policy {
+                        LbPolicy::RoundRobin => "ROUND_ROBIN".into(),
+                        LbPolicy::LeastRequest => "LEAST_REQUEST".into(),
+                        LbPolicy::Random => "RANDOM".into(),
+                        LbPolicy::ConsistentHash(_) => "RING_HASH".into(),
+                    },
+                    match &c.tls {
+                        UpstreamTls::Disable => "DISABLE".into(),
+                        UpstreamTls::IstioMutual => "ISTIO_MUTUAL".into(),
+                        UpstreamTls::Simple { .. } => "SIMPLE".into(),
+                        UpstreamTls::Mutual { .. } => "MUTUAL".into(),
+                    },
+                    format!(
+                        "{}/{}/{}/{}",
+                        limit(p.max_connections),
+                        limit(p.http1_max_pending_requests),
+                        limit(p.http2_max_requests),
+                        if p.max_requests_per_connection == 0 {
+                            "-".into()
+                        } else {
+                            p.max_requests_per_connection.to_string()
+                        }
+                    ),
+                    od,
+                ]
+            })
+            .collect();
+        for ib in v["inbound"].as_array().into_iter().flatten() {
+            let name = ib["cluster"].as_str().unwrap_or("").to_string();
+            let port = name.split('|').nth(1).unwrap_or("").to_string();
+            rows.push(vec![
+                String::new(),
+                port,
+                "-".into(),
+                "inbound".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&crate::table::render(
+            &[
+                "SERVICE FQDN",
+                "PORT",
+                "SUBSET",
+                "DIRECTION",
+                "LB",
+                "TLS",
+                "MAXCONN/PENDING/MAXREQ/PERCONN",
+                "OUTLIER DETECTION",
+            ],
+            &rows,
+        ));
+    }
+    if all || args.kind == Kind::Endpoints {
+        let mut rows = Vec::new();
+        for c in &snap.clusters {
+            for e in &c.endpoints {
+                rows.push(vec![
+                    e.address.to_string(),
+                    "HEALTHY".into(),
+                    c.name.clone(),
+                ]);
+            }
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&crate::table::render(
+            &["ENDPOINT", "STATUS", "CLUSTER"],
+            &rows,
+        ));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
