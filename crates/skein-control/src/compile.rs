@@ -710,30 +710,40 @@ impl<'a> Mesh<'a> {
     }
 
     /// The outbound route config of a sidecar in `client`'s namespace.
+    /// The mesh routes of one Service port for `client`: its VirtualServices' `http` routes,
+    /// or a default route to the whole service when no VirtualService names it.
+    fn service_routes(&self, svc: &Service, port: u16, client: Client<'_>) -> Vec<Route> {
+        let mut routes = Vec::new();
+        let mut covered = false;
+        for vs in self.mesh_virtual_services() {
+            let ns = vs.metadata.namespace_or_default();
+            if !vs
+                .spec
+                .hosts
+                .iter()
+                .any(|h| host_covers(&self.resolve(h, ns), &svc.fqdn))
+            {
+                continue;
+            }
+            covered = true;
+            routes.extend(
+                vs.spec
+                    .http
+                    .iter()
+                    .filter_map(|r| self.http_route(r, ns, client, Some(port), port)),
+            );
+        }
+        if !covered {
+            routes.push(default_route(&svc.fqdn, port));
+        }
+        routes
+    }
+
     fn outbound_routes(&self, client: Client<'_>) -> RouteConfig {
         let mut vhosts = Vec::new();
         for svc in &self.services {
             for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
-                let mut routes = Vec::new();
-                let mut covered = false;
-                for vs in self.mesh_virtual_services() {
-                    let ns = vs.metadata.namespace_or_default();
-                    if !vs
-                        .spec
-                        .hosts
-                        .iter()
-                        .any(|h| host_covers(&self.resolve(h, ns), &svc.fqdn))
-                    {
-                        continue;
-                    }
-                    covered = true;
-                    routes.extend(vs.spec.http.iter().filter_map(|r| {
-                        self.http_route(r, ns, client, Some(port.port), port.port)
-                    }));
-                }
-                if !covered {
-                    routes.push(default_route(&svc.fqdn, port.port));
-                }
+                let routes = self.service_routes(svc, port.port, client);
                 vhosts.push(VirtualHost {
                     name: format!("{}:{}", svc.fqdn, port.port),
                     domains: service_domains(&svc.fqdn, port.port, client.namespace),
@@ -842,7 +852,15 @@ impl<'a> Mesh<'a> {
             }
         }
 
-        // Ingress: longest path first; Exact before Prefix at the same length.
+        // Ingress: longest path first; Exact before Prefix at the same length. The gateway is a
+        // mesh client of the backend, so the backend's VirtualService (header routes, weights,
+        // retries, mirroring) applies behind each Ingress path, as it would behind an ingress
+        // controller with a sidecar.
+        let mesh_client = Client {
+            namespace: &p.namespace,
+            labels: &p.labels,
+            gateway: None,
+        };
         let mut ingress: BTreeMap<String, Vec<(usize, bool, Route)>> = BTreeMap::new();
         for ing in self.manifests.ingresses() {
             let ns = ing.metadata.namespace_or_default();
@@ -851,27 +869,32 @@ impl<'a> Mesh<'a> {
                 for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
                     let p = path.path.clone().unwrap_or_else(|| "/".to_string());
                     let exact = path.path_type == PathType::Exact;
-                    let Some(cluster) = self.ingress_cluster(&path.backend, ns) else {
+                    let Some((svc, port)) = self.ingress_backend(&path.backend, ns) else {
                         continue;
                     };
-                    let route = ingress_route(&ing.metadata.name, &p, exact, cluster);
-                    ingress
-                        .entry(host.clone())
-                        .or_default()
-                        .push((p.len(), exact, route));
+                    let backend = self.service_routes(svc, port, mesh_client);
+                    for route in ingress_routes(&ing.metadata.name, &p, exact, backend) {
+                        ingress
+                            .entry(host.clone())
+                            .or_default()
+                            .push((p.len(), exact, route));
+                    }
                 }
             }
             if let Some(b) = &ing.spec.default_backend
-                && let Some(cluster) = self.ingress_cluster(b, ns)
+                && let Some((svc, port)) = self.ingress_backend(b, ns)
             {
-                let route = ingress_route(&ing.metadata.name, "/", false, cluster);
-                ingress
-                    .entry("*".to_string())
-                    .or_default()
-                    .push((0, false, route));
+                let backend = self.service_routes(svc, port, mesh_client);
+                for route in ingress_routes(&ing.metadata.name, "/", false, backend) {
+                    ingress
+                        .entry("*".to_string())
+                        .or_default()
+                        .push((0, false, route));
+                }
             }
         }
         for (host, mut routes) in ingress {
+            // Stable: the routes of one path keep their VirtualService order.
             routes.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
             by_host
                 .entry(host)
@@ -902,7 +925,7 @@ impl<'a> Mesh<'a> {
         })
     }
 
-    fn ingress_cluster(&self, b: &IngressBackend, ns: &str) -> Option<String> {
+    fn ingress_backend(&self, b: &IngressBackend, ns: &str) -> Option<(&Service, u16)> {
         let s = b.service.as_ref()?;
         let svc = self.service(&fqdn(&s.name, ns))?;
         let port = match (&s.port.number, &s.port.name) {
@@ -915,7 +938,7 @@ impl<'a> Mesh<'a> {
             }
             (None, None) => svc.ports.first()?.port,
         };
-        Some(outbound_cluster_name(port, None, &svc.fqdn))
+        Some((svc, port))
     }
 
     /// The snapshot for proxy `node`, whichever kind it is.
@@ -958,39 +981,53 @@ fn default_route(fqdn: &str, port: u16) -> Route {
     }
 }
 
+/// The routes of one Ingress path: each of the backend's mesh routes, restricted to the path.
 /// Kubernetes' Prefix matches whole path segments: `/api` matches `/api` and `/api/x`, not
-/// `/apix`. Two match blocks (ORed) say exactly that.
-fn ingress_route(ingress: &str, path: &str, exact: bool, cluster: String) -> Route {
+/// `/apix`; two match blocks (ORed) say exactly that. A backend route with its own `uri`
+/// match keeps it (it is the more specific of the two).
+fn ingress_routes(ingress: &str, path: &str, exact: bool, backend: Vec<Route>) -> Vec<Route> {
     let trimmed = path.trim_end_matches('/');
-    let matches = if exact {
-        vec![RouteMatch {
-            path: Some(StringMatch::Exact(path.to_string())),
-            ..Default::default()
-        }]
+    let blocks: Vec<StringMatch> = if exact {
+        vec![StringMatch::Exact(path.to_string())]
     } else if trimmed.is_empty() {
         Vec::new()
     } else {
         vec![
-            RouteMatch {
-                path: Some(StringMatch::Exact(trimmed.to_string())),
-                ..Default::default()
-            },
-            RouteMatch {
-                path: Some(StringMatch::Prefix(format!("{trimmed}/"))),
-                ..Default::default()
-            },
+            StringMatch::Exact(trimmed.to_string()),
+            StringMatch::Prefix(format!("{trimmed}/")),
         ]
     };
-    Route {
-        name: format!("{ingress}:{path}"),
-        matches,
-        action: RouteAction::Route(vec![WeightedCluster {
-            cluster,
-            weight: 100,
-            headers: HeaderOps::default(),
-        }]),
-        ..Default::default()
-    }
+    backend
+        .into_iter()
+        .map(|mut r| {
+            if r.name.is_empty() || r.name == "default" {
+                r.name = format!("{ingress}:{path}");
+            }
+            if !blocks.is_empty() {
+                let own = if r.matches.is_empty() {
+                    vec![RouteMatch::default()]
+                } else {
+                    std::mem::take(&mut r.matches)
+                };
+                r.matches = own
+                    .into_iter()
+                    .flat_map(|m| {
+                        if m.path.is_some() {
+                            return vec![m];
+                        }
+                        blocks
+                            .iter()
+                            .map(|b| RouteMatch {
+                                path: Some(b.clone()),
+                                ..m.clone()
+                            })
+                            .collect()
+                    })
+                    .collect();
+            }
+            r
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1213,13 +1250,21 @@ mod tests {
         assert_eq!(rc.virtual_hosts.len(), 1);
         let vh = &rc.virtual_hosts[0];
         assert_eq!(vh.domains, ["*"]);
+        // Each Ingress path carries web-vsvc's routes: the header route, then primary.
         let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            ["blog-ingress:/board", "blog-ingress:/api", "blog-ingress:/"]
+            [
+                "canary-testing",
+                "primary",
+                "canary-testing",
+                "primary",
+                "canary-testing",
+                "primary"
+            ]
         );
         assert_eq!(
-            vh.routes[1].matches,
+            vh.routes[3].matches,
             [
                 RouteMatch {
                     path: Some(StringMatch::Exact("/api".into())),
@@ -1231,13 +1276,21 @@ mod tests {
                 },
             ]
         );
-        assert!(vh.routes[2].matches.is_empty());
-        let RouteAction::Route(d) = &vh.routes[0].action else {
+        // The header condition is kept and ANDed with the path.
+        assert_eq!(vh.routes[2].matches.len(), 2);
+        assert_eq!(vh.routes[2].matches[0].headers[0].name, "x-canary-test");
+        assert_eq!(
+            vh.routes[2].matches[1].path,
+            Some(StringMatch::Prefix("/api/".into()))
+        );
+        assert!(vh.routes[5].matches.is_empty(), "`/` matches everything");
+        assert_eq!(vh.routes[4].matches.len(), 1);
+        let RouteAction::Route(d) = &vh.routes[4].action else {
             panic!()
         };
         assert_eq!(
             d[0].cluster,
-            "outbound|80||web-service.blog-system.svc.cluster.local"
+            "outbound|80|canary|web-service.blog-system.svc.cluster.local"
         );
         assert!(snap.dangling_references().is_empty());
     }

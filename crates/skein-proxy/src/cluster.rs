@@ -248,6 +248,9 @@ pub struct ClusterState {
     pub connect_timeout: Duration,
     /// Idle timeout of pooled connections.
     pub idle_timeout: Duration,
+    /// Local address upstream connections are made from: the pod IP, so that peers see
+    /// which pod is calling (source.ip in policies and access logs).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Drop for ClusterState {
@@ -284,8 +287,29 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, PoolError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+async fn connect_tcp(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, PoolError> {
+    // A loopback source only reaches loopback destinations; otherwise the kernel chooses.
+    let source = source
+        .filter(|s| s.is_ipv4() == addr.is_ipv4() && s.is_loopback() == addr.ip().is_loopback());
+    let connect = async {
+        match source {
+            Some(ip) => {
+                let sock = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(addr).await
+            }
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    match tokio::time::timeout(timeout, connect).await {
         Err(_) => Err(PoolError::ConnectTimeout { addr, timeout }),
         Ok(Err(source)) => Err(PoolError::Connect { addr, source }),
         Ok(Ok(s)) => {
@@ -317,7 +341,14 @@ impl ClusterState {
             pending: AtomicU32::new(0),
             connect_timeout,
             idle_timeout,
+            source_ip: None,
         }
+    }
+
+    /// Connects from `ip` (the pod's address) where the destination can be reached from it.
+    pub fn with_source_ip(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.source_ip = ip;
+        self
     }
 
     /// Active requests on the cluster.
@@ -407,7 +438,7 @@ impl ClusterState {
         slot: ConnSlot,
     ) -> Result<H1Conn, PoolError> {
         let addr = ep.addr;
-        let stream = connect_tcp(addr, self.connect_timeout).await?;
+        let stream = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
         let local = stream.local_addr().ok();
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -470,7 +501,7 @@ impl ClusterState {
             .try_reserve_connection(self.config.connection_pool.max_connections)
             .ok_or(PoolError::Overflow)?;
         let addr = ep.addr;
-        let stream = connect_tcp(addr, self.connect_timeout).await?;
+        let stream = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
         let local = stream.local_addr().ok();
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
@@ -499,7 +530,7 @@ impl ClusterState {
         let slot = ep
             .try_reserve_connection(self.config.connection_pool.max_connections)
             .ok_or(PoolError::Overflow)?;
-        let s = connect_tcp(ep.addr, self.connect_timeout).await?;
+        let s = connect_tcp(ep.addr, self.source_ip, self.connect_timeout).await?;
         Ok((s, slot))
     }
 

@@ -140,7 +140,10 @@ impl Compiled {
         let mut clusters = HashMap::with_capacity(snap.clusters.len());
         for c in &snap.clusters {
             let state = reuse(c).unwrap_or_else(|| {
-                Arc::new(ClusterState::new(c.clone(), cluster_metrics(c, &local)))
+                Arc::new(
+                    ClusterState::new(c.clone(), cluster_metrics(c, &local))
+                        .with_source_ip(snap.node.ip),
+                )
             });
             clusters.insert(c.name.clone(), state);
         }

@@ -1,0 +1,332 @@
+//! End to end through the mesh: `skein up` on a copy of the example, then what an Istio user
+//! does with it: header-based canary routing, a weight change in the directory under load, an
+//! invalid edit, a dead control plane, `proxy-config`, the access log, and MySQL behind a
+//! sidecar.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const EXAMPLE: &str = "examples/blog-system";
+
+/// A copy of the example's manifests that the test may edit.
+fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(repo_root().join(EXAMPLE)).expect("example dir") {
+        let p = entry.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&p, dir.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+    dir
+}
+
+/// Continuous GETs through the ingress on two client threads, counting answers.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    canary: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let canary = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, ok, canary, failed, url) = (
+                    stop.clone(),
+                    ok.clone(),
+                    canary.clone(),
+                    failed.clone(),
+                    url.clone(),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = get(&url);
+                        if r.status == 200 {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if r.header("x-web-version") == Some("canary") {
+                                canary.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            failed
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{} {}", r.status, r.body));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            canary,
+            failed,
+            threads,
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.canary.load(Ordering::Relaxed),
+        )
+    }
+
+    fn assert_no_failures(&self, during: &str) {
+        let failed = self.failed.lock().expect("lock");
+        assert!(
+            failed.is_empty(),
+            "{} failed requests {during}: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+fn web_version(base: &str, canary_header: bool) -> String {
+    let headers: &[(&str, &str)] = if canary_header {
+        &[("x-canary-test", "true")]
+    } else {
+        &[]
+    };
+    let r = request("GET", &format!("{base}/api/posts"), headers, b"", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.header("x-web-version").unwrap_or("").to_string()
+}
+
+fn set_primary_weights(dir: &Path, stable: u32, canary: u32) {
+    let path = dir.join("50-istio-traffic.yaml");
+    let text = std::fs::read_to_string(&path).expect("read traffic");
+    let marker = "        subset: stable\n      weight: ";
+    let start = text
+        .find(marker)
+        .expect("the primary route's stable weight")
+        + marker.len();
+    let end = start + text[start..].find('\n').expect("line end");
+    let mut edited = format!("{}{stable}{}", &text[..start], &text[end..]);
+    let marker = "        subset: canary\n      weight: ";
+    // The second canary destination is the primary route's (the first is canary-testing's).
+    let first = edited.find(marker).expect("canary weight") + marker.len();
+    let start = first + edited[first..].find(marker).expect("primary canary weight") + marker.len();
+    let end = start + edited[start..].find('\n').expect("line end");
+    edited = format!("{}{canary}{}", &edited[..start], &edited[end..]);
+    std::fs::write(&path, edited).expect("write traffic");
+}
+
+#[test]
+fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_control_plane() {
+    let skein = Skein::new();
+    let dir = example_copy();
+    let dir_s = dir.path().to_str().expect("utf-8 path");
+    skein.up(dir_s, &[]);
+    let base = skein.http_base();
+    let status = skein.status();
+    let control = &status["control_plane"];
+    assert!(control["pid"].as_u64() > Some(0), "{status}");
+    assert_eq!(control["valid"], true);
+    for p in status["pods"].as_array().expect("pods") {
+        if p["namespace"] == "blog-system" && p["workload"] != "mysql" {
+            let proxy = &p["proxy"];
+            assert_eq!(proxy["mode"], "sidecar", "{p}");
+            assert!(proxy["pid"].as_u64() > Some(0), "{p}");
+            assert!(
+                proxy["admin"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("http://127."))
+            );
+            assert!(proxy["config_version"].is_string(), "{p}");
+        }
+    }
+
+    // The seed's header rule: testers reach the canary every time, everyone else stable.
+    for _ in 0..10 {
+        assert_eq!(web_version(&base, true), "canary");
+        assert_eq!(web_version(&base, false), "stable");
+    }
+
+    // proxy-config on a web pod shows the was cluster with was-dest-rule's values.
+    let out = skein.run(&["proxy-config", "web-stable", "clusters"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let was_line = text
+        .lines()
+        .find(|l| l.starts_with("was-service.blog-system.svc.cluster.local"))
+        .unwrap_or_else(|| panic!("no was cluster in:\n{text}"));
+    for want in ["8080", "ROUND_ROBIN", "ISTIO_MUTUAL", "-/100/100/10"] {
+        assert!(was_line.contains(want), "{want} missing in {was_line}");
+    }
+    let out = skein.run(&["proxy-config", "web-stable", "routes", "-o", "json"]);
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("routes JSON");
+    assert!(routes.to_string().contains("canary-testing"));
+
+    // The web sidecar's access log names the was cluster as Istio does.
+    let out = skein.run(&["logs", "web-stable", "-c", "proxy"]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains(" outbound|8080||was-service.blog-system.svc.cluster.local "),
+        "web proxy log:\n{log}"
+    );
+
+    // 50/50 in the directory: traffic shifts within a second, with no failed request.
+    let load = Load::start(format!("{base}/api/posts"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, canary_before) = load.counts();
+    assert_eq!(canary_before, 0, "weight 0 sends nothing to the canary");
+    let edited = Instant::now();
+    set_primary_weights(dir.path(), 50, 50);
+    let shifted = eventually(Duration::from_secs(5), "canary traffic after 50/50", || {
+        (web_version(&base, false) == "canary").then(Instant::now)
+    });
+    let took = shifted.duration_since(edited);
+    eprintln!("weights took effect after {took:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok0, c0) = load.counts();
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok1, c1) = load.counts();
+    let share = (c1 - c0) as f64 / (ok1 - ok0).max(1) as f64;
+    assert!(
+        (0.3..=0.7).contains(&share),
+        "canary share {share} over {} requests",
+        ok1 - ok0
+    );
+    load.assert_no_failures("while the weights changed");
+
+    // An invalid edit is refused with file:line; the 50/50 behaviour stays.
+    std::fs::write(
+        dir.path().join("99-bad.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: bad\n  namespace: blog-system\nspec:\n  hosts: [web-service]\n  http:\n  - route:\n    - destination:\n        host: web-service\n      wieght: 10\n",
+    )
+    .expect("write bad");
+    let rejection = eventually(Duration::from_secs(5), "the rejection in status", || {
+        let s = skein.status();
+        (s["control_plane"]["valid"] == false).then(|| s["control_plane"]["last_rejection"].clone())
+    });
+    let errors = rejection["errors"].to_string();
+    assert!(errors.contains("99-bad.yaml:12"), "{errors}");
+    assert!(errors.contains("wieght"), "{errors}");
+    let out = skein.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("99-bad.yaml:12"),
+        "the table shows the rejection"
+    );
+    let (ok0, c0) = load.counts();
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok1, c1) = load.counts();
+    let share = (c1 - c0) as f64 / (ok1 - ok0).max(1) as f64;
+    assert!((0.2..=0.8).contains(&share), "still split: {share}");
+    std::fs::remove_file(dir.path().join("99-bad.yaml")).expect("remove bad");
+    eventually(Duration::from_secs(5), "the config valid again", || {
+        (skein.status()["control_plane"]["valid"] == true).then_some(())
+    });
+
+    // The control plane dies: proxies keep serving; the runtime restarts it and they reconnect.
+    let istiod = skein.pods("istiod")[0].clone();
+    let pid = istiod["pid"].as_u64().expect("istiod pid");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let (ok0, _) = load.counts();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok1, _) = load.counts();
+    assert!(ok1 > ok0 + 10, "requests kept flowing: {ok0} -> {ok1}");
+    eventually(
+        Duration::from_secs(30),
+        "istiod restarted and every proxy reconnected",
+        || {
+            let s = skein.status();
+            let pods = s["pods"].as_array()?.clone();
+            let restarted = pods.iter().any(|p| {
+                p["workload"] == "istiod" && p["restarts"].as_u64() >= Some(1) && p["ready"] == true
+            });
+            let connected = pods
+                .iter()
+                .filter(|p| p["proxy"].is_object())
+                .all(|p| p["proxy"]["connected"] == true);
+            (restarted && connected).then_some(())
+        },
+    );
+    // A change after the restart still reaches the proxies.
+    set_primary_weights(dir.path(), 100, 0);
+    eventually(Duration::from_secs(5), "back to stable only", || {
+        (0..10)
+            .all(|_| web_version(&base, false) == "stable")
+            .then_some(())
+    });
+    load.assert_no_failures("across the bad edit and the control plane's death");
+    let total = load.stop();
+    eprintln!("{total} requests, none failed");
+    assert!(total > 200, "the load ran: {total}");
+}
+
+#[test]
+fn was_reaches_mariadb_through_its_sidecar() {
+    let skein = Skein::new();
+    skein.up(EXAMPLE, &["--database", "mysql"]);
+    let base = skein.http_base();
+    let r = get(&format!("{base}/api/posts"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("First Post"), "{r:?}");
+    let created = send_json(
+        "POST",
+        &format!("{base}/api/posts"),
+        r#"{"title":"Via the sidecar","content":"x","author":"e2e"}"#,
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+
+    // Each was pod's sidecar carried its MySQL connections (opaque TCP, tls DISABLE).
+    for was in skein.pods("was") {
+        let admin = was["proxy"]["admin"].as_str().expect("admin").to_string();
+        let addr = admin.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("admin");
+        use std::io::{Read, Write};
+        write!(s, "GET /stats/prometheus HTTP/1.0\r\n\r\n").expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        let opened: u64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_tcp_connections_opened_total")
+                    && l.contains("mysql.blog-system.svc.cluster.local")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(
+            opened >= 1,
+            "no MySQL connection through {}:\n{text}",
+            was["name"]
+        );
+    }
+    let mysql = skein.pods("mysql");
+    assert_eq!(mysql.len(), 1);
+    assert!(mysql[0]["proxy"].is_null(), "mysql stays outside the mesh");
+}
