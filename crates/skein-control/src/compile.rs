@@ -790,11 +790,46 @@ impl<'a> Mesh<'a> {
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
+            outbound_traffic_policy: self.outbound_traffic_policy(p),
             listeners,
             route_configs: vec![self.outbound_routes(client)],
             clusters,
             ..Default::default()
         })
+    }
+
+    /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`: a workload's own Sidecar,
+    /// else its namespace's selector-less one, else the root namespace's (Istio's order).
+    fn outbound_traffic_policy(&self, p: &Pod) -> skein_xds::OutboundTrafficPolicy {
+        let sidecars: Vec<&net::Sidecar> = self.manifests.sidecars().collect();
+        let selected = |s: &&&net::Sidecar| {
+            s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|w| !w.labels.is_empty() && p.has_labels(&w.labels))
+        };
+        let in_ns = |ns: &str| {
+            let here = |s: &&&net::Sidecar| s.metadata.namespace_or_default() == ns;
+            sidecars
+                .iter()
+                .filter(here)
+                .find(selected)
+                .or_else(|| {
+                    sidecars
+                        .iter()
+                        .filter(here)
+                        .find(|s| s.spec.workload_selector.is_none())
+                })
+                .copied()
+        };
+        let mode = in_ns(&p.namespace)
+            .or_else(|| in_ns(ROOT_NAMESPACE))
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|o| o.mode);
+        match mode {
+            Some(net::OutboundMode::RegistryOnly) => skein_xds::OutboundTrafficPolicy::RegistryOnly,
+            _ => skein_xds::OutboundTrafficPolicy::AllowAny,
+        }
     }
 
     /// Gateways (as `ns/name`) whose selector picks the gateway pod `p`.
@@ -1375,6 +1410,29 @@ spec:
             .clone();
         let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["rest"]);
+    }
+
+    #[test]
+    fn a_sidecar_resource_sets_registry_only() {
+        let mut m = example();
+        let extra = skein_api::load_str(
+            "s.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+        )
+        .unwrap();
+        m.extend(extra);
+        let r = registry();
+        let mesh = Mesh::new(&m, &r);
+        let was = mesh.snapshot("was-1", "1").unwrap();
+        assert_eq!(
+            was.outbound_traffic_policy,
+            skein_xds::OutboundTrafficPolicy::RegistryOnly
+        );
+        let web = mesh.snapshot("web-stable-1", "1").unwrap();
+        assert_eq!(
+            web.outbound_traffic_policy,
+            skein_xds::OutboundTrafficPolicy::AllowAny
+        );
     }
 
     #[test]

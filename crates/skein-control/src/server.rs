@@ -325,7 +325,7 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
                         tracing::warn!(%node, %version, %error, "proxy refused its snapshot");
                         shared.proxy(&node, |p| p.nack = Some(Nack { version, error }));
                     }
-                    Ok(ProxyMessage::Hello { .. }) => {}
+                    Ok(ProxyMessage::Hello { .. } | ProxyMessage::CertificateRequest { .. }) => {}
                     Err(e) => {
                         tracing::debug!(%node, error = %e, "proxy stream read ended");
                         return;

@@ -268,6 +268,10 @@ impl Session<'_> {
                 Ok(ControlMessage::Error { message }) => {
                     return ControlError::Refused { addr, message };
                 }
+                // Identity material is handled by the identity work; not used yet here.
+                Ok(ControlMessage::Certificate { .. } | ControlMessage::CertificateError { .. }) => {
+                    continue;
+                }
                 Err(e) => match unparsable_snapshot_version(&frame) {
                     // A snapshot we cannot read (e.g. a newer schema): refuse it by version so
                     // the control plane sees why.

@@ -778,6 +778,8 @@ async fn forward(
     let service_ms = t0.elapsed().as_millis() as u64;
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
+    // Only a skein proxy's own 503 may carry the marker, and only to the next proxy.
+    rparts.headers.remove(&NOT_DELIVERED);
     if let Some(r) = route {
         r.ops.response.apply(&mut rparts.headers);
     }

@@ -80,6 +80,153 @@ pub struct Snapshot {
     pub route_configs: Vec<RouteConfig>,
     /// Upstream clusters: one per (service port, subset), plus inbound clusters.
     pub clusters: Vec<Cluster>,
+    /// What the sidecar's inbound side enforces: PeerAuthentication and AuthorizationPolicy
+    /// as they apply to this workload.
+    pub inbound: InboundPolicy,
+}
+
+/// PeerAuthentication `mtls.mode`, resolved (UNSET is resolved by the control plane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// mTLS and plaintext on the same port (Istio's default).
+    #[default]
+    Permissive,
+    /// mTLS only: plaintext connections are refused.
+    Strict,
+    /// Plaintext only (TLS is forwarded as opaque bytes).
+    Disable,
+}
+
+/// The inbound side of a sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct InboundPolicy {
+    /// The workload's mode (workload > namespace > mesh PeerAuthentication).
+    pub mtls: MtlsMode,
+    /// `portLevelMtls`, keyed by the workload (container) port.
+    pub port_mtls: BTreeMap<u16, MtlsMode>,
+    /// AuthorizationPolicies that apply to this workload (its own, its namespace's
+    /// selector-less ones, and the root namespace's), in no particular order: the action
+    /// order decides (CUSTOM is reported unsupported and skipped by the control plane).
+    pub authz: Vec<AuthzPolicy>,
+}
+
+impl InboundPolicy {
+    /// The mode on workload port `port`.
+    pub fn mtls_for(&self, port: u16) -> MtlsMode {
+        self.port_mtls.get(&port).copied().unwrap_or(self.mtls)
+    }
+}
+
+/// AuthorizationPolicy `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthzAction {
+    /// `ALLOW` (the default).
+    #[default]
+    Allow,
+    /// `DENY`.
+    Deny,
+    /// `AUDIT`: only marks the request in the log.
+    Audit,
+}
+
+/// One AuthorizationPolicy. No rules: matches nothing (so an ALLOW policy without rules denies
+/// everything, Istio's `spec: {}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AuthzPolicy {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `action`.
+    pub action: AuthzAction,
+    /// `rules`: the policy matches when any rule matches.
+    pub rules: Vec<AuthzRule>,
+}
+
+impl AuthzPolicy {
+    /// Envoy's RBAC policy id, as Istio names it in `rbac_access_denied_matched_policy[..]`.
+    pub fn rule_id(&self, rule: usize) -> String {
+        format!(
+            "ns[{}]-policy[{}]-rule[{rule}]",
+            self.namespace, self.name
+        )
+    }
+}
+
+/// A rule: at least one `from` (if any), at least one `to` (if any), and every `when`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AuthzRule {
+    /// `from[].source`.
+    pub from: Vec<AuthzSource>,
+    /// `to[].operation`.
+    pub to: Vec<AuthzOperation>,
+    /// `when[]`.
+    pub when: Vec<AuthzCondition>,
+}
+
+/// `Source`: every field set must match (`serviceAccounts` arrive as principals).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AuthzSource {
+    /// `principals` (`cluster.local/ns/NS/sa/SA`; `*`, prefix and suffix forms).
+    pub principals: Vec<String>,
+    /// `notPrincipals`.
+    pub not_principals: Vec<String>,
+    /// `requestPrincipals` (JWT; never present without RequestAuthentication).
+    pub request_principals: Vec<String>,
+    /// `notRequestPrincipals`.
+    pub not_request_principals: Vec<String>,
+    /// `namespaces` (of the mTLS peer).
+    pub namespaces: Vec<String>,
+    /// `notNamespaces`.
+    pub not_namespaces: Vec<String>,
+    /// `ipBlocks` (the connection's source address; IPs or CIDRs).
+    pub ip_blocks: Vec<String>,
+    /// `notIpBlocks`.
+    pub not_ip_blocks: Vec<String>,
+    /// `remoteIpBlocks` (X-Forwarded-For's client, else the source address).
+    pub remote_ip_blocks: Vec<String>,
+    /// `notRemoteIpBlocks`.
+    pub not_remote_ip_blocks: Vec<String>,
+}
+
+/// `Operation`: every field set must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AuthzOperation {
+    /// `hosts` (case-insensitive).
+    pub hosts: Vec<String>,
+    /// `notHosts`.
+    pub not_hosts: Vec<String>,
+    /// `ports` (the workload port).
+    pub ports: Vec<String>,
+    /// `notPorts`.
+    pub not_ports: Vec<String>,
+    /// `methods`.
+    pub methods: Vec<String>,
+    /// `notMethods`.
+    pub not_methods: Vec<String>,
+    /// `paths`.
+    pub paths: Vec<String>,
+    /// `notPaths`.
+    pub not_paths: Vec<String>,
+}
+
+/// `Condition`: `key` with `values` and/or `notValues`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AuthzCondition {
+    /// e.g. `request.headers[x-token]`, `source.ip`, `destination.port`.
+    pub key: String,
+    /// `values`.
+    pub values: Vec<String>,
+    /// `notValues`.
+    pub not_values: Vec<String>,
 }
 
 /// Identity and placement of the workload the proxy serves.
@@ -412,6 +559,12 @@ pub struct Cluster {
     pub tls: UpstreamTls,
     /// Endpoints of the service (or of the subset's pods), from EndpointSlices / ServiceEntry.
     pub endpoints: Vec<Endpoint>,
+    /// Istio's auto mTLS: no DestinationRule sets `tls`, so endpoints that carry a sidecar
+    /// (label `security.istio.io/tlsMode: istio`) get ISTIO_MUTUAL and the others plaintext.
+    pub auto_mtls: bool,
+    /// The SPIFFE identities the service's pods may have (`spiffe://TD/ns/NS/sa/SA`): an
+    /// mTLS upstream must present one of them.
+    pub identities: Vec<String>,
 }
 
 /// Upstream application protocol.

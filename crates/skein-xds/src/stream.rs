@@ -29,6 +29,13 @@ pub enum ProxyMessage {
         #[serde(default)]
         current_version: Option<String>,
     },
+    /// A certificate signing request for the proxy's workload identity (PEM, PKCS#10). The
+    /// key stays in the proxy; the control plane decides the identity from the pod's
+    /// ServiceAccount, whatever the CSR asks for.
+    CertificateRequest {
+        /// The CSR.
+        csr_pem: String,
+    },
     /// The snapshot of this version is in force.
     Ack {
         /// Snapshot version.
@@ -51,6 +58,22 @@ pub enum ControlMessage {
     Snapshot {
         /// The snapshot.
         snapshot: Box<Snapshot>,
+    },
+    /// A signed workload certificate, answering a `CertificateRequest`.
+    Certificate {
+        /// Leaf first, then intermediates (PEM).
+        cert_chain_pem: String,
+        /// The mesh's trust bundle: root certificates (PEM).
+        root_cert_pem: String,
+        /// The SPIFFE identity in the certificate.
+        identity: String,
+        /// When it expires (Unix seconds); the proxy renews at about 80% of its life.
+        not_after: i64,
+    },
+    /// The certificate request was refused.
+    CertificateError {
+        /// Why.
+        message: String,
     },
     /// The control plane cannot serve this proxy (e.g. an unknown node); it closes after this.
     Error {

@@ -283,6 +283,42 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
             .then_some(())
     });
     load.assert_no_failures("across the bad edit and the control plane's death");
+
+    // `skein apply -f`: an applied VirtualService replaces the directory's web-vsvc.
+    let files = tempfile::tempdir().expect("tempdir");
+    let vs = files.path().join("web-vsvc.yaml");
+    std::fs::write(
+        &vs,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web-vsvc\n  namespace: blog-system\nspec:\n  hosts: [web-service]\n  http:\n  - name: all-canary\n    route:\n    - destination:\n        host: web-service\n        subset: canary\n",
+    )
+    .expect("write vs");
+    let out = skein.run(&["apply", "-f", vs.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("virtualservice/web-vsvc configured"));
+    eventually(Duration::from_secs(5), "all canary after apply", || {
+        (0..10)
+            .all(|_| web_version(&base, false) == "canary")
+            .then_some(())
+    });
+    // An invalid file is refused with file:line, and nothing changes.
+    let bad = files.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web-vsvc\n  namespace: blog-system\nspec:\n  hosts: [web-service]\n  http:\n  - route:\n    - destination:\n        host: web-service\n      wieght: 10\n",
+    )
+    .expect("write bad");
+    let out = skein.run(&["apply", "-f", bad.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.yaml:12") && err.contains("wieght"),
+        "{err}"
+    );
+    assert_eq!(web_version(&base, false), "canary");
     let total = load.stop();
     eprintln!("{total} requests, none failed");
     assert!(total > 200, "the load ran: {total}");

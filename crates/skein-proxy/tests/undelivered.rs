@@ -1,0 +1,125 @@
+//! Requests that never reached an app go to another host: a refused connect (Istio's default
+//! policy retries connect-failure twice), and a peer sidecar whose app is down (its 503 says
+//! nothing was delivered).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
+use skein_xds::build::{SnapshotBuilder, cluster, fqdn, route_to};
+use skein_xds::*;
+
+const NS: &str = "blog-system";
+const URL: &str = "http://svc:8080/api/posts";
+
+/// An address where nothing listens (bound, then released).
+async fn dead_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a
+}
+
+fn snapshot(endpoints: &[&str], retries: Option<RetryPolicy>) -> Snapshot {
+    let f = fqdn("svc", NS);
+    let name = outbound_cluster_name(8080, None, &f);
+    SnapshotBuilder::new("v1", NS, "web")
+        .cluster(cluster(&f, 8080, None, endpoints))
+        .with_last_cluster(|c| c.lb_policy = LbPolicy::RoundRobin)
+        .service_routes(
+            "svc",
+            8080,
+            vec![Route {
+                retries,
+                ..route_to(&name)
+            }],
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn a_refused_connect_goes_to_another_host_under_the_default_policy() {
+    let live = Upstream::start("live").await;
+    let dead = dead_addr().await.to_string();
+    let (h, _) = sidecar(snapshot(&[&dead, &live.addr_str()], None)).await;
+    for i in 0..10 {
+        let r = get(outbound(&h), URL, &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(r.upstream(), "live");
+    }
+}
+
+#[tokio::test]
+async fn a_policy_without_connect_failure_does_not_retry_it() {
+    let live = Upstream::start("live").await;
+    let dead = dead_addr().await.to_string();
+    let retries = RetryPolicy {
+        attempts: 3,
+        retry_on: vec!["retriable-4xx".into()],
+        ..Default::default()
+    };
+    let (h, _) = sidecar(snapshot(&[&dead, &live.addr_str()], Some(retries))).await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = get(outbound(&h), URL, &[]).await;
+        if r.status == 503 {
+            assert!(r.body.contains("connection failure"), "{r:?}");
+        }
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.contains(&503),
+        "round robin hits the dead host: {statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+/// A server-side sidecar in front of `app`; returns the proxy and its inbound address.
+async fn server_sidecar(app: SocketAddr) -> (ProxyHandle, SocketAddr) {
+    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_inbound("127.0.0.1:0".parse().expect("addr"), app)
+        .with_source(SourceConfig::Static(Box::new(Snapshot {
+            version: "v1".into(),
+            ..Default::default()
+        })));
+    let h = skein_proxy::start(cfg).await.expect("server sidecar");
+    let inbound = h.addrs.inbound.expect("inbound");
+    (h, inbound)
+}
+
+#[tokio::test]
+async fn a_peer_whose_app_is_down_is_skipped_for_a_bodiless_request() {
+    let live = Upstream::start("live").await;
+    let (_down, down_inbound) = server_sidecar(dead_addr().await).await;
+    let (_up, up_inbound) = server_sidecar(live.addr).await;
+    let (h, _) = sidecar(snapshot(
+        &[&down_inbound.to_string(), &up_inbound.to_string()],
+        None,
+    ))
+    .await;
+    for i in 0..10 {
+        let r = get(outbound(&h), URL, &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert!(
+            !r.headers.contains_key("x-skein-not-delivered"),
+            "the marker is for proxies"
+        );
+    }
+
+    // A request with a body is not replayed: the peer's 503 reaches the client.
+    let mut c = H1Client::connect(outbound(&h)).await;
+    let mut saw_503 = false;
+    for _ in 0..4 {
+        let r = c
+            .send_body("POST", URL, &[], "{\"title\":\"t\"}")
+            .await
+            .expect("a response");
+        saw_503 |= r.status == 503;
+        assert!(!r.headers.contains_key("x-skein-not-delivered"));
+    }
+    assert!(saw_503, "a POST to the dead app's pod is not retried");
+}
