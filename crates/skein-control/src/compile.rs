@@ -30,6 +30,9 @@ use skein_xds::{
 
 use crate::registry::{Pod, Registry};
 
+/// The endpoint label that says a pod has a sidecar (Istio's auto mTLS reads it).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
 /// Istio's root namespace: mesh-wide config lives here.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 /// The labels Istio's default ingress gateway carries (what `Gateway.selector` usually names).
@@ -200,6 +203,8 @@ impl Policy {
     }
 
     fn apply(&self, c: &mut Cluster) {
+        // No DestinationRule TLS mode: Istio's auto mTLS (per endpoint, by its sidecar label).
+        c.auto_mtls = self.tls.as_ref().and_then(|t| t.mode).is_none();
         c.lb_policy = lb_policy(self.lb.as_ref());
         c.connection_pool = connection_pool(self.pool.as_ref());
         c.outlier_detection = self.outlier.as_ref().map(outlier_detection);
@@ -448,13 +453,37 @@ impl<'a> Mesh<'a> {
                     Target::Number(n) => *n,
                     Target::Name(n) => *p.port_names.get(n)?,
                 };
+                let mut labels = p.labels.clone();
+                // Istio's marker for an endpoint with a sidecar: auto mTLS uses it.
+                if p.proxy.is_some() {
+                    labels.insert(TLS_MODE_LABEL.into(), "istio".into());
+                }
                 Some(Endpoint {
                     address: SocketAddr::new(ip, target),
-                    labels: p.labels.clone(),
+                    labels,
                     weight: 1,
                 })
             })
             .collect()
+    }
+
+    /// The SPIFFE identities of the pods behind a service (its pods' ServiceAccounts).
+    fn identities(&self, svc: &Service) -> Vec<String> {
+        let ids: BTreeSet<String> = self
+            .registry
+            .pods
+            .iter()
+            .filter(|p| p.namespace == svc.namespace && p.selected_by(&svc.selector))
+            .map(|p| {
+                let sa = if p.service_account.is_empty() {
+                    "default"
+                } else {
+                    &p.service_account
+                };
+                crate::ca::spiffe_id(&p.namespace, sa)
+            })
+            .collect();
+        ids.into_iter().collect()
     }
 
     /// Every outbound cluster a proxy in `client_ns` can use: per Service port, plus one per
@@ -468,7 +497,9 @@ impl<'a> Mesh<'a> {
                     dr.and_then(|d| d.spec.traffic_policy.as_ref()),
                     port.port,
                 );
+                let identities = self.identities(svc);
                 let mut c = Cluster {
+                    identities: identities.clone(),
                     name: outbound_cluster_name(port.port, None, &svc.fqdn),
                     service: svc.fqdn.clone(),
                     port: port.port,
@@ -485,6 +516,7 @@ impl<'a> Mesh<'a> {
                         port.port,
                     ));
                     let mut c = Cluster {
+                        identities: identities.clone(),
                         name: outbound_cluster_name(port.port, Some(&subset.name), &svc.fqdn),
                         service: svc.fqdn.clone(),
                         port: port.port,
@@ -794,7 +826,7 @@ impl<'a> Mesh<'a> {
             listeners,
             route_configs: vec![self.outbound_routes(client)],
             clusters,
-            ..Default::default()
+            inbound: self.inbound_policy(p),
         })
     }
 
@@ -829,6 +861,97 @@ impl<'a> Mesh<'a> {
         match mode {
             Some(net::OutboundMode::RegistryOnly) => skein_xds::OutboundTrafficPolicy::RegistryOnly,
             _ => skein_xds::OutboundTrafficPolicy::AllowAny,
+        }
+    }
+
+    /// PeerAuthentication and AuthorizationPolicy as they apply to pod `p`.
+    fn inbound_policy(&self, p: &Pod) -> skein_xds::InboundPolicy {
+        use skein_api::security::MtlsMode as M;
+        let selects = |sel: &Option<skein_api::WorkloadSelector>| {
+            sel.as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty() && p.has_labels(&s.match_labels))
+        };
+        let pas: Vec<&skein_api::security::PeerAuthentication> =
+            self.manifests.peer_authentications().collect();
+        let first = |f: &dyn Fn(&&skein_api::security::PeerAuthentication) -> bool| {
+            pas.iter().copied().find(|pa| f(pa))
+        };
+        let mesh = first(&|pa| {
+            pa.metadata.namespace_or_default() == ROOT_NAMESPACE && !pa.spec.has_selector()
+        });
+        let namespace = first(&|pa| {
+            pa.metadata.namespace_or_default() == p.namespace && !pa.spec.has_selector()
+        });
+        let workload = (p.namespace != ROOT_NAMESPACE)
+            .then(|| {
+                first(&|pa| {
+                    pa.metadata.namespace_or_default() == p.namespace && selects(&pa.spec.selector)
+                })
+            })
+            .flatten();
+        let mode_of = |pa: Option<&skein_api::security::PeerAuthentication>| {
+            pa.and_then(|pa| pa.spec.mtls.as_ref())
+                .and_then(|m| m.mode)
+                .filter(|m| *m != M::Unset)
+        };
+        let conv = |m: M| match m {
+            M::Strict => skein_xds::MtlsMode::Strict,
+            M::Disable => skein_xds::MtlsMode::Disable,
+            M::Permissive | M::Unset => skein_xds::MtlsMode::Permissive,
+        };
+        // UNSET inherits from the level above; nothing at all is PERMISSIVE.
+        let mtls = mode_of(workload)
+            .or_else(|| mode_of(namespace))
+            .or_else(|| mode_of(mesh))
+            .map_or(skein_xds::MtlsMode::Permissive, conv);
+        let port_mtls = workload
+            .map(|pa| {
+                pa.spec
+                    .port_level()
+                    .map(|(port, m)| {
+                        let mode = m.mode.filter(|m| *m != M::Unset).map_or(mtls, conv);
+                        (port, mode)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let authz = self
+            .manifests
+            .authorization_policies()
+            .filter(|ap| {
+                let ns = ap.metadata.namespace_or_default();
+                let applies = (ns == ROOT_NAMESPACE && ap.spec.selector.is_none())
+                    || (ns == p.namespace
+                        && (ap.spec.selector.is_none() || selects(&ap.spec.selector)));
+                applies && ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty()
+            })
+            .filter_map(|ap| {
+                use skein_api::security::Action as A;
+                let action = match ap.spec.action() {
+                    A::Allow => skein_xds::AuthzAction::Allow,
+                    A::Deny => skein_xds::AuthzAction::Deny,
+                    A::Audit => skein_xds::AuthzAction::Audit,
+                    A::Custom => {
+                        tracing::warn!(
+                            policy = %ap.metadata.name,
+                            "AuthorizationPolicy action CUSTOM is not supported; the policy is ignored"
+                        );
+                        return None;
+                    }
+                };
+                Some(skein_xds::AuthzPolicy {
+                    name: ap.metadata.name.clone(),
+                    namespace: ap.metadata.namespace_or_default().to_string(),
+                    action,
+                    rules: ap.spec.rules().iter().map(authz_rule).collect(),
+                })
+            })
+            .collect();
+        skein_xds::InboundPolicy {
+            mtls,
+            port_mtls,
+            authz,
         }
     }
 
@@ -986,6 +1109,78 @@ impl<'a> Mesh<'a> {
             Some("gateway") => self.gateway(node, version),
             _ => self.sidecar(node, version),
         }
+    }
+}
+
+fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {
+    let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    // `serviceAccounts: [ns/sa]` is the principal `cluster.local/ns/NS/sa/SA`.
+    let sa = |v: &Option<Vec<String>>| -> Vec<String> {
+        v.iter()
+            .flatten()
+            .filter_map(|s| s.split_once('/'))
+            .map(|(ns, sa)| format!("{}/ns/{ns}/sa/{sa}", crate::ca::TRUST_DOMAIN))
+            .collect()
+    };
+    skein_xds::AuthzRule {
+        from: r
+            .from
+            .iter()
+            .flatten()
+            .filter_map(|f| f.source.as_ref())
+            .map(|s| {
+                let mut principals = list(&s.principals);
+                principals.extend(sa(&s.service_accounts));
+                if principals.is_empty() {
+                    principals.extend(s.trust_domains.iter().flatten().map(|td| format!("{td}/*")));
+                }
+                let mut not_principals = list(&s.not_principals);
+                not_principals.extend(sa(&s.not_service_accounts));
+                not_principals.extend(
+                    s.not_trust_domains
+                        .iter()
+                        .flatten()
+                        .map(|td| format!("{td}/*")),
+                );
+                skein_xds::AuthzSource {
+                    principals,
+                    not_principals,
+                    request_principals: list(&s.request_principals),
+                    not_request_principals: list(&s.not_request_principals),
+                    namespaces: list(&s.namespaces),
+                    not_namespaces: list(&s.not_namespaces),
+                    ip_blocks: list(&s.ip_blocks),
+                    not_ip_blocks: list(&s.not_ip_blocks),
+                    remote_ip_blocks: list(&s.remote_ip_blocks),
+                    not_remote_ip_blocks: list(&s.not_remote_ip_blocks),
+                }
+            })
+            .collect(),
+        to: r
+            .to
+            .iter()
+            .flatten()
+            .filter_map(|t| t.operation.as_ref())
+            .map(|o| skein_xds::AuthzOperation {
+                hosts: list(&o.hosts),
+                not_hosts: list(&o.not_hosts),
+                ports: list(&o.ports),
+                not_ports: list(&o.not_ports),
+                methods: list(&o.methods),
+                not_methods: list(&o.not_methods),
+                paths: list(&o.paths),
+                not_paths: list(&o.not_paths),
+            })
+            .collect(),
+        when: r
+            .when
+            .iter()
+            .map(|c| skein_xds::AuthzCondition {
+                key: c.key.clone(),
+                values: c.values.clone(),
+                not_values: c.not_values.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -1433,6 +1628,118 @@ spec:
             web.outbound_traffic_policy,
             skein_xds::OutboundTrafficPolicy::AllowAny
         );
+    }
+
+    #[test]
+    fn peer_authentication_precedence_and_authorization_policies_per_workload() {
+        let (m, r) = (example(), registry());
+        let mesh = Mesh::new(&m, &r);
+        let was = mesh.snapshot("was-1", "1").unwrap().inbound;
+        assert_eq!(was.mtls, skein_xds::MtlsMode::Permissive);
+        assert_eq!(was.authz.len(), 1);
+        let p = &was.authz[0];
+        assert_eq!(
+            (p.name.as_str(), p.action),
+            ("was-authz", skein_xds::AuthzAction::Allow)
+        );
+        assert_eq!(
+            p.rules[0].from[0].principals,
+            ["cluster.local/ns/blog-system/sa/default"]
+        );
+        assert_eq!(p.rules[0].from[0].namespaces, ["blog-system"]);
+        assert_eq!(p.rules[0].to[0].paths, ["/api/*", "/actuator/*"]);
+        let web = mesh.snapshot("web-stable-1", "1").unwrap().inbound;
+        assert_eq!(web.authz[0].name, "web-authz");
+        // web's pods have sidecars: endpoints carry Istio's tlsMode label; identities are known.
+        let snap = mesh.snapshot("web-stable-1", "1").unwrap();
+        let was_c = snap
+            .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
+            .unwrap();
+        assert_eq!(
+            was_c.endpoints[0]
+                .labels
+                .get(TLS_MODE_LABEL)
+                .map(String::as_str),
+            Some("istio")
+        );
+        assert_eq!(
+            was_c.identities,
+            ["spiffe://cluster.local/ns/blog-system/sa/default"]
+        );
+        assert!(!was_c.auto_mtls, "was-dest-rule sets ISTIO_MUTUAL");
+        let mysql = snap
+            .cluster("outbound|3306||mysql.blog-system.svc.cluster.local")
+            .unwrap();
+        assert!(
+            !mysql.endpoints[0].labels.contains_key(TLS_MODE_LABEL),
+            "mysql has no sidecar"
+        );
+
+        let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ns, namespace: blog-system}
+spec: {mtls: {mode: UNSET}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: was, namespace: blog-system}
+spec:
+  selector: {matchLabels: {app: was}}
+  portLevelMtls:
+    "8080": {mode: PERMISSIVE}
+    "9090": {mode: UNSET}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: blog-system}
+spec:
+  action: CUSTOM
+  provider: {name: opa}
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {serviceAccounts: [other/bot], notNamespaces: [blog-system]}}]
+"#;
+        let extra = skein_api::load_str("pa.yaml", yaml).unwrap();
+        let mut m = Manifests::default();
+        m.extend(extra);
+        let mesh = Mesh::new(&m, &r);
+        let was = mesh.snapshot("was-1", "1").unwrap().inbound;
+        assert_eq!(
+            was.mtls,
+            skein_xds::MtlsMode::Strict,
+            "UNSET inherits the mesh's STRICT"
+        );
+        assert_eq!(was.mtls_for(8080), skein_xds::MtlsMode::Permissive);
+        assert_eq!(was.mtls_for(9090), skein_xds::MtlsMode::Strict);
+        let names: Vec<&str> = was.authz.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["deny-all"],
+            "CUSTOM is skipped; the root namespace's applies"
+        );
+        assert_eq!(
+            was.authz[0].rules[0].from[0].principals,
+            ["cluster.local/ns/other/sa/bot"]
+        );
+        assert_eq!(
+            was.authz[0].rules[0].from[0].not_namespaces,
+            ["blog-system"]
+        );
+        let web = mesh.snapshot("web-stable-1", "1").unwrap().inbound;
+        assert_eq!(web.mtls, skein_xds::MtlsMode::Strict);
+        assert!(web.port_mtls.is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   records acks and rejections in its status file.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod compile;
 pub mod registry;
 pub mod server;

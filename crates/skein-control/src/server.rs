@@ -32,6 +32,13 @@ pub struct ControlOptions {
     pub status_file: PathBuf,
     /// How often files are checked for changes.
     pub poll: Duration,
+    /// Where the generated root CA is kept.
+    pub ca_dir: PathBuf,
+    /// A user's own CA in Istio's plug-in layout (`ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`), instead of the generated root.
+    pub plugin_ca: Option<PathBuf>,
+    /// Lifetime of workload certificates (Istio's default: 24 h).
+    pub cert_ttl: Duration,
 }
 
 /// Errors that stop the control plane.
@@ -43,6 +50,9 @@ pub enum ControlError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The certificate authority could not be loaded or created.
+    #[error("certificate authority: {0}")]
+    Ca(#[from] crate::ca::CaError),
 }
 
 /// What the status file says of one proxy.
@@ -108,6 +118,8 @@ struct Generation {
 
 struct Shared {
     current: watch::Sender<Arc<Generation>>,
+    ca: crate::ca::Ca,
+    cert_ttl: Duration,
     status: Mutex<ControlStatus>,
     status_changed: Notify,
 }
@@ -141,6 +153,8 @@ fn mtime(p: &PathBuf) -> Option<(SystemTime, u64)> {
 
 /// Runs the control plane until the process is stopped.
 pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
+    let ca = crate::ca::Ca::load(&opts.ca_dir, opts.plugin_ca.as_deref())?;
+    tracing::info!(source = %ca.source, "certificate authority ready");
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ControlError::Bind {
@@ -180,6 +194,8 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     }));
     let shared = Arc::new(Shared {
         current: tx,
+        ca,
+        cert_ttl: opts.cert_ttl,
         status: Mutex::new(status),
         status_changed: Notify::new(),
     });
@@ -312,6 +328,8 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
     shared.proxy(&node, |p| p.connected = true);
 
     // Acks are read on their own task, so that a push never waits for the proxy's answer.
+    // Certificate requests go to the writer, which answers them between pushes.
+    let (csr_tx, mut csr_rx) = tokio::sync::mpsc::channel::<String>(4);
     let mut reader = {
         let (node, shared) = (node.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
@@ -325,7 +343,12 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
                         tracing::warn!(%node, %version, %error, "proxy refused its snapshot");
                         shared.proxy(&node, |p| p.nack = Some(Nack { version, error }));
                     }
-                    Ok(ProxyMessage::Hello { .. } | ProxyMessage::CertificateRequest { .. }) => {}
+                    Ok(ProxyMessage::CertificateRequest { csr_pem }) => {
+                        if csr_tx.send(csr_pem).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(ProxyMessage::Hello { .. }) => {}
                     Err(e) => {
                         tracing::debug!(%node, error = %e, "proxy stream read ended");
                         return;
@@ -334,7 +357,7 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
             }
         })
     };
-    let result = push_loop(&node, &mut wr, &shared, &mut reader).await;
+    let result = push_loop(&node, &mut wr, &shared, &mut reader, &mut csr_rx).await;
     reader.abort();
     shared.proxy(&node, |p| p.connected = false);
     tracing::info!(%node, "proxy disconnected");
@@ -347,6 +370,7 @@ async fn push_loop(
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
     reader: &mut tokio::task::JoinHandle<()>,
+    csrs: &mut tokio::sync::mpsc::Receiver<String>,
 ) -> Result<(), StreamError> {
     let mut rx = shared.current.subscribe();
     let mut last_sent: Option<Snapshot> = None;
@@ -371,9 +395,49 @@ async fn push_loop(
             // Not known yet (the runtime lists pods as they start): wait for the registry.
             Err(e) => tracing::debug!(%node, error = %e, "no snapshot yet"),
         }
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return Ok(()) },
-            _ = &mut *reader => return Ok(()),
+        // Wait for a change, answering certificate requests meanwhile.
+        loop {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Ok(()) } else { break },
+                _ = &mut *reader => return Ok(()),
+                Some(csr) = csrs.recv() => {
+                    let msg = sign_for(shared, node, &csr);
+                    write_frame(wr, &msg).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Signs a proxy's CSR with the identity of its pod's ServiceAccount.
+fn sign_for(shared: &Shared, node: &str, csr: &str) -> ControlMessage {
+    let generation = shared.current.borrow().clone();
+    let Some(pod) = generation.registry.pod(node) else {
+        return ControlMessage::CertificateError {
+            message: format!("no pod called {node:?} is known; cannot tell its identity"),
+        };
+    };
+    let sa = if pod.service_account.is_empty() {
+        "default"
+    } else {
+        &pod.service_account
+    };
+    let identity = crate::ca::spiffe_id(&pod.namespace, sa);
+    match shared.ca.sign(csr, &identity, shared.cert_ttl) {
+        Ok(issued) => {
+            tracing::info!(%node, %identity, not_after = issued.not_after, "certificate issued");
+            ControlMessage::Certificate {
+                cert_chain_pem: issued.chain_pem,
+                root_cert_pem: shared.ca.root_pem.clone(),
+                identity: issued.identity,
+                not_after: issued.not_after,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "certificate request refused");
+            ControlMessage::CertificateError {
+                message: e.to_string(),
+            }
         }
     }
 }

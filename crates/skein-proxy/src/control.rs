@@ -269,7 +269,9 @@ impl Session<'_> {
                     return ControlError::Refused { addr, message };
                 }
                 // Identity material is handled by the identity work; not used yet here.
-                Ok(ControlMessage::Certificate { .. } | ControlMessage::CertificateError { .. }) => {
+                Ok(
+                    ControlMessage::Certificate { .. } | ControlMessage::CertificateError { .. },
+                ) => {
                     continue;
                 }
                 Err(e) => match unparsable_snapshot_version(&frame) {

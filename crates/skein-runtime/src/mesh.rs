@@ -97,6 +97,10 @@ pub struct MeshPlanOptions {
     /// The ingress gateway's HTTP and HTTPS addresses.
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// Lifetime of workload certificates (None: Istio's 24 h).
+    pub cert_ttl: Option<std::time::Duration>,
+    /// A user's own CA in Istio's plug-in layout.
+    pub plugin_ca: Option<PathBuf>,
 }
 
 /// The control plane's address in this state directory's subnet.
@@ -238,7 +242,18 @@ pub fn control_pod(
         control.to_string(),
         "--status".into(),
         state.control_status_file().display().to_string(),
+        "--ca-dir".into(),
+        state.certs().join("ca").display().to_string(),
     ];
+    let mut args = args;
+    if let Some(ttl) = opts.cert_ttl {
+        args.push("--cert-ttl-secs".into());
+        args.push(ttl.as_secs().max(1).to_string());
+    }
+    if let Some(dir) = &opts.plugin_ca {
+        args.push("--plugin-ca".into());
+        args.push(dir.display().to_string());
+    }
     pod.containers.push(ContainerPlan {
         name: "discovery".into(),
         run: Run::Program {

@@ -27,6 +27,10 @@ pub struct UpOptions {
     /// The `skein` binary, which runs the sidecars, the gateway and the control plane. `None`
     /// runs without the mesh: the ingress forwards straight to Services, as before a mesh.
     pub skein: Option<PathBuf>,
+    /// Lifetime of workload certificates (None: 24 h).
+    pub cert_ttl: Option<Duration>,
+    /// A plug-in CA directory (Istio's cacerts layout).
+    pub plugin_ca: Option<PathBuf>,
 }
 
 /// A running local cluster. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
@@ -74,6 +78,8 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
             manifests: opts.manifests.clone(),
             http: http_addr,
             https: https_addr,
+            cert_ttl: opts.cert_ttl,
+            plugin_ca: opts.plugin_ca.clone(),
         });
     let mut network = Network::load_or_new(&state)?;
     let plan = plan::build(

@@ -150,10 +150,7 @@ pub struct AuthzPolicy {
 impl AuthzPolicy {
     /// Envoy's RBAC policy id, as Istio names it in `rbac_access_denied_matched_policy[..]`.
     pub fn rule_id(&self, rule: usize) -> String {
-        format!(
-            "ns[{}]-policy[{}]-rule[{rule}]",
-            self.namespace, self.name
-        )
+        format!("ns[{}]-policy[{}]-rule[{rule}]", self.namespace, self.name)
     }
 }
 

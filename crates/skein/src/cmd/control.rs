@@ -27,6 +27,15 @@ pub struct Args {
     /// How often files are checked, in milliseconds.
     #[arg(long, default_value_t = 200)]
     poll_ms: u64,
+    /// Where the generated root CA is kept.
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// A plug-in CA directory (Istio's cacerts layout) instead of the generated root.
+    #[arg(long)]
+    plugin_ca: Option<PathBuf>,
+    /// Lifetime of workload certificates, in seconds (Istio's default: 24 h).
+    #[arg(long, default_value_t = 86_400)]
+    cert_ttl_secs: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -46,6 +55,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         status_file: args.status,
         poll: Duration::from_millis(args.poll_ms.max(10)),
+        ca_dir: args.ca_dir,
+        plugin_ca: args.plugin_ca,
+        cert_ttl: Duration::from_secs(args.cert_ttl_secs.max(1)),
     };
     crate::runtime()?.block_on(skein_control::run(opts))?;
     Ok(ExitCode::SUCCESS)

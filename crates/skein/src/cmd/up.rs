@@ -31,6 +31,14 @@ pub struct Args {
     /// the Services (the seed's system before Istio).
     #[arg(long)]
     no_mesh: bool,
+    /// Lifetime of workload certificates in seconds (default 86400, Istio's 24 h); they are
+    /// renewed at about 80% of it.
+    #[arg(long, value_name = "SECONDS")]
+    cert_ttl: Option<u64>,
+    /// Sign workload certificates with your own CA: a directory in Istio's plug-in CA layout
+    /// (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
+    #[arg(long, value_name = "DIR")]
+    plugin_ca: Option<PathBuf>,
     /// How long to wait for every pod to become ready.
     #[arg(long, default_value = "120", value_name = "SECONDS")]
     timeout: u64,
@@ -64,6 +72,11 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             Database::Mysql => DatabaseMode::Mysql,
         }),
         program_dirs: program_dirs(),
+        cert_ttl: args.cert_ttl.map(Duration::from_secs),
+        plugin_ca: args
+            .plugin_ca
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         skein: if args.no_mesh {
             None
         } else {
@@ -131,6 +144,12 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
         .arg("--supervise");
     if args.no_mesh {
         cmd.arg("--no-mesh");
+    }
+    if let Some(ttl) = args.cert_ttl {
+        cmd.args(["--cert-ttl", &ttl.to_string()]);
+    }
+    if let Some(dir) = &args.plugin_ca {
+        cmd.arg("--plugin-ca").arg(dir);
     }
     if let Some(d) = args.database {
         cmd.args([
