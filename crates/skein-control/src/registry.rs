@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Errors reading the registry.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,7 @@ pub struct Registry {
 }
 
 /// One pod, as the control plane needs it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Pod {
     /// `metadata.name`.
@@ -61,7 +62,7 @@ pub struct Pod {
 }
 
 /// Where a pod's proxy listens.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProxyInfo {
     /// `sidecar` or `gateway`.
@@ -71,22 +72,65 @@ pub struct ProxyInfo {
 }
 
 impl Registry {
-    /// Reads the registry from the runtime's status file.
+    /// Reads the registry from the runtime's status file, plus one-off pods (`skein exec`):
+    /// one JSON [`Pod`] per file in the `registry.d` directory beside it.
     pub fn read(path: &Path) -> Result<Registry, RegistryError> {
         let text = std::fs::read(path).map_err(|source| RegistryError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        let mut reg: Registry =
+            serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?;
+        for file in extra_files(path) {
+            // A file being written or removed right now is picked up on the next change.
+            if let Ok(pod) = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_slice::<Pod>(&t).map_err(|e| e.to_string()))
+            {
+                reg.pods.push(pod);
+            }
+        }
+        Ok(reg)
+    }
+
+    /// Changes whenever the status file or a one-off pod file changes.
+    pub fn stamp(path: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+        std::iter::once(path.to_path_buf())
+            .chain(extra_files(path))
+            .map(|p| {
+                let m = std::fs::metadata(&p).ok();
+                let stamp = (
+                    m.as_ref().and_then(|m| m.modified().ok()),
+                    m.map_or(0, |m| m.len()),
+                );
+                (p, stamp.0, stamp.1)
+            })
+            .collect()
     }
 
     /// The pod called `name` (pod names are unique across namespaces locally).
     pub fn pod(&self, name: &str) -> Option<&Pod> {
         self.pods.iter().find(|p| p.name == name)
     }
+}
+
+/// The one-off pods' directory beside the status file.
+pub fn extra_dir(status_file: &Path) -> PathBuf {
+    status_file.with_file_name("registry.d")
+}
+
+fn extra_files(status_file: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(extra_dir(status_file))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
 }
 
 impl Pod {

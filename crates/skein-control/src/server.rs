@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use skein_api::Manifests;
@@ -146,11 +146,6 @@ fn counts(r: &Registry) -> (usize, usize) {
     (r.pods.len(), r.pods.iter().filter(|p| p.ready).count())
 }
 
-fn mtime(p: &PathBuf) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
 /// Runs the control plane until the process is stopped.
 pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let ca = crate::ca::Ca::load(&opts.ca_dir, opts.plugin_ca.as_deref())?;
@@ -227,7 +222,7 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
 /// Polls the store and the registry; a change makes a new generation.
 async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
     let mut files = opts.store.fingerprint();
-    let mut reg_stamp = mtime(&opts.registry);
+    let mut reg_stamp = Registry::stamp(&opts.registry);
     let mut tick = tokio::time::interval(opts.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -255,7 +250,7 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
                 }
             }
         }
-        let stamp = mtime(&opts.registry);
+        let stamp = Registry::stamp(&opts.registry);
         if stamp != reg_stamp {
             reg_stamp = stamp;
             match Registry::read(&opts.registry) {

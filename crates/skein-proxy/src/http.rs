@@ -814,7 +814,24 @@ async fn resolve(authority: &str) -> Option<SocketAddr> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(SocketAddr::new(ip, port));
     }
+    if let Some(ip) = hosts_file_lookup(bare) {
+        return Some(SocketAddr::new(ip, port));
+    }
     tokio::net::lookup_host((bare, port)).await.ok()?.next()
+}
+
+/// The local runtime's cluster DNS: a hosts file named by `SKEIN_HOSTS`, read on each
+/// passthrough lookup (passthrough is the slow path; the file is small).
+fn hosts_file_lookup(name: &str) -> Option<IpAddr> {
+    let path = std::env::var_os("SKEIN_HOSTS")?;
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            let ip = words.next()?.parse::<IpAddr>().ok()?;
+            words.any(|w| w.eq_ignore_ascii_case(name)).then_some(ip)
+        })
 }
 
 /// Forwards to the address the client asked for (PassthroughCluster). One connection per

@@ -34,6 +34,8 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Check manifests: load errors with file:line, then Istio's validation messages.
     Analyze(cmd::analyze::Args),
+    /// Run a one-off command as a pod of the mesh (like `kubectl run --rm -it ... -- CMD`).
+    Exec(cmd::exec::Args),
     /// Hand resources to the running control plane (like `kubectl apply -f`).
     Apply(cmd::apply::Args),
     /// Show a proxy's listeners, routes, clusters and endpoints (like `istioctl proxy-config`).
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd::logs::run(a, cli.state_dir),
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Apply(a) => cmd::apply::run(a, cli.state_dir),
+        Command::Exec(a) => cmd::exec::run(a, cli.state_dir),
         Command::ProxyConfig(a) => cmd::proxy_config::run(a, cli.state_dir),
         Command::Proxy(a) => cmd::proxy::run(*a),
         Command::Control(a) => cmd::control::run(a),

@@ -2,6 +2,7 @@ pub mod analyze;
 pub mod apply;
 pub mod control;
 pub mod down;
+pub mod exec;
 pub mod logs;
 pub mod proxy;
 pub mod proxy_config;
