@@ -467,6 +467,37 @@ impl<'a> Mesh<'a> {
             .collect()
     }
 
+    /// `inbound|PORT||` for each container port a Service targets: it names the service for
+    /// the inbound side's metrics (`destination_service`). The proxy adds the app endpoint.
+    fn inbound_clusters(&self, p: &Pod) -> Vec<Cluster> {
+        let mut out: Vec<Cluster> = Vec::new();
+        for svc in self
+            .services
+            .iter()
+            .filter(|s| s.namespace == p.namespace && p.selected_by(&s.selector))
+        {
+            for port in &svc.ports {
+                let target = match &port.target {
+                    Target::Number(n) => Some(*n),
+                    Target::Name(n) => p.port_names.get(n).copied(),
+                };
+                let Some(target) = target else { continue };
+                let name = skein_xds::inbound_cluster_name(target);
+                if out.iter().any(|c| c.name == name) {
+                    continue;
+                }
+                out.push(Cluster {
+                    name,
+                    service: svc.fqdn.clone(),
+                    port: target,
+                    protocol: port.protocol,
+                    ..Default::default()
+                });
+            }
+        }
+        out
+    }
+
     /// The SPIFFE identities of the pods behind a service (its pods' ServiceAccounts).
     fn identities(&self, svc: &Service) -> Vec<String> {
         let ids: BTreeSet<String> = self
@@ -800,7 +831,8 @@ impl<'a> Mesh<'a> {
             labels: &p.labels,
             gateway: None,
         };
-        let clusters = self.clusters(&p.namespace);
+        let mut clusters = self.clusters(&p.namespace);
+        clusters.extend(self.inbound_clusters(p));
         let outbound_ip: Option<IpAddr> = p
             .proxy
             .as_ref()
@@ -1652,6 +1684,8 @@ spec:
         assert_eq!(web.authz[0].name, "web-authz");
         // web's pods have sidecars: endpoints carry Istio's tlsMode label; identities are known.
         let snap = mesh.snapshot("web-stable-1", "1").unwrap();
+        let inbound = snap.cluster("inbound|80||").expect("web's inbound cluster");
+        assert_eq!(inbound.service, "web-service.blog-system.svc.cluster.local");
         let was_c = snap
             .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
             .unwrap();
