@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod lb;
 pub mod metrics;
