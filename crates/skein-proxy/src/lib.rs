@@ -17,6 +17,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod body;
 pub mod cluster;
 pub mod config;
