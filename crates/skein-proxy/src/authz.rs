@@ -18,9 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use http::HeaderMap;
-use skein_xds::{
-    AuthzAction, AuthzCondition, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource,
-};
+use skein_xds::{AuthzAction, AuthzCondition, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource};
 
 use crate::identity::PeerIdentity;
 
@@ -115,7 +113,9 @@ impl Cidr {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
@@ -457,7 +457,10 @@ fn warn_unsupported_once(key: &str) {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     if set.insert(key.to_string()) {
-        tracing::warn!(key, "AuthorizationPolicy condition key is not supported by skein; conditions on it never match");
+        tracing::warn!(
+            key,
+            "AuthorizationPolicy condition key is not supported by skein; conditions on it never match"
+        );
     }
 }
 
@@ -496,7 +499,13 @@ impl Compiler<'_> {
 
     fn source(&self, s: &AuthzSource) -> Result<Vec<Field>, AuthzError> {
         let mut f = Vec::new();
-        self.push_str(&mut f, Attr::Principal, &s.principals, &s.not_principals, false);
+        self.push_str(
+            &mut f,
+            Attr::Principal,
+            &s.principals,
+            &s.not_principals,
+            false,
+        );
         self.push_str(
             &mut f,
             Attr::RequestPrincipal,
@@ -504,7 +513,13 @@ impl Compiler<'_> {
             &s.not_request_principals,
             false,
         );
-        self.push_str(&mut f, Attr::Namespace, &s.namespaces, &s.not_namespaces, false);
+        self.push_str(
+            &mut f,
+            Attr::Namespace,
+            &s.namespaces,
+            &s.not_namespaces,
+            false,
+        );
         if !s.ip_blocks.is_empty() || !s.not_ip_blocks.is_empty() {
             f.push(Field {
                 attr: Attr::SourceIp,
@@ -639,8 +654,11 @@ mod tests {
     use http::HeaderValue;
 
     fn peer(ns: &str, sa: &str) -> PeerIdentity {
-        PeerIdentity::from_spiffe(&format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"), String::new())
-            .expect("spiffe")
+        PeerIdentity::from_spiffe(
+            &format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"),
+            String::new(),
+        )
+        .expect("spiffe")
     }
 
     /// One request or connection to evaluate.
@@ -681,7 +699,7 @@ mod tests {
             self.peer = None;
             self
         }
-        fn from_ip(mut self, ip: &str) -> Self {
+        fn source_ip(mut self, ip: &str) -> Self {
             self.source = ip.parse().expect("ip");
             self
         }
@@ -806,26 +824,111 @@ mod tests {
     fn source_fields_and_their_negations() {
         let r = http("GET", "was", "/api");
         let cases: Vec<(&str, AuthzRule, &Req, bool)> = vec![
-            ("principal exact", src(|s| s.principals = v(&["cluster.local/ns/blog/sa/web"])), &r, true),
-            ("principal other", src(|s| s.principals = v(&["cluster.local/ns/blog/sa/x"])), &r, false),
-            ("principal prefix", src(|s| s.principals = v(&["cluster.local/ns/blog/*"])), &r, true),
-            ("principal suffix", src(|s| s.principals = v(&["*/sa/web"])), &r, true),
+            (
+                "principal exact",
+                src(|s| s.principals = v(&["cluster.local/ns/blog/sa/web"])),
+                &r,
+                true,
+            ),
+            (
+                "principal other",
+                src(|s| s.principals = v(&["cluster.local/ns/blog/sa/x"])),
+                &r,
+                false,
+            ),
+            (
+                "principal prefix",
+                src(|s| s.principals = v(&["cluster.local/ns/blog/*"])),
+                &r,
+                true,
+            ),
+            (
+                "principal suffix",
+                src(|s| s.principals = v(&["*/sa/web"])),
+                &r,
+                true,
+            ),
             ("principal any", src(|s| s.principals = v(&["*"])), &r, true),
-            ("not_principal hit", src(|s| s.not_principals = v(&["*/sa/web"])), &r, false),
-            ("not_principal miss", src(|s| s.not_principals = v(&["*/sa/x"])), &r, true),
+            (
+                "not_principal hit",
+                src(|s| s.not_principals = v(&["*/sa/web"])),
+                &r,
+                false,
+            ),
+            (
+                "not_principal miss",
+                src(|s| s.not_principals = v(&["*/sa/x"])),
+                &r,
+                true,
+            ),
             ("namespace", src(|s| s.namespaces = v(&["blog"])), &r, true),
-            ("namespace other", src(|s| s.namespaces = v(&["other"])), &r, false),
-            ("not_namespace hit", src(|s| s.not_namespaces = v(&["blog"])), &r, false),
-            ("not_namespace miss", src(|s| s.not_namespaces = v(&["other"])), &r, true),
-            ("ip block", src(|s| s.ip_blocks = v(&["10.1.0.0/16"])), &r, true),
-            ("ip block miss", src(|s| s.ip_blocks = v(&["192.168.0.0/16"])), &r, false),
-            ("not ip block hit", src(|s| s.not_ip_blocks = v(&["10.1.2.3"])), &r, false),
-            ("not ip block miss", src(|s| s.not_ip_blocks = v(&["10.9.0.0/16"])), &r, true),
-            ("remote ip = source", src(|s| s.remote_ip_blocks = v(&["10.1.2.3/32"])), &r, true),
-            ("not remote ip", src(|s| s.not_remote_ip_blocks = v(&["10.1.2.3/32"])), &r, false),
+            (
+                "namespace other",
+                src(|s| s.namespaces = v(&["other"])),
+                &r,
+                false,
+            ),
+            (
+                "not_namespace hit",
+                src(|s| s.not_namespaces = v(&["blog"])),
+                &r,
+                false,
+            ),
+            (
+                "not_namespace miss",
+                src(|s| s.not_namespaces = v(&["other"])),
+                &r,
+                true,
+            ),
+            (
+                "ip block",
+                src(|s| s.ip_blocks = v(&["10.1.0.0/16"])),
+                &r,
+                true,
+            ),
+            (
+                "ip block miss",
+                src(|s| s.ip_blocks = v(&["192.168.0.0/16"])),
+                &r,
+                false,
+            ),
+            (
+                "not ip block hit",
+                src(|s| s.not_ip_blocks = v(&["10.1.2.3"])),
+                &r,
+                false,
+            ),
+            (
+                "not ip block miss",
+                src(|s| s.not_ip_blocks = v(&["10.9.0.0/16"])),
+                &r,
+                true,
+            ),
+            (
+                "remote ip = source",
+                src(|s| s.remote_ip_blocks = v(&["10.1.2.3/32"])),
+                &r,
+                true,
+            ),
+            (
+                "not remote ip",
+                src(|s| s.not_remote_ip_blocks = v(&["10.1.2.3/32"])),
+                &r,
+                false,
+            ),
             // No JWT in skein: request principals never match, their negation always does.
-            ("request principal", src(|s| s.request_principals = v(&["*"])), &r, false),
-            ("not request principal", src(|s| s.not_request_principals = v(&["*"])), &r, true),
+            (
+                "request principal",
+                src(|s| s.request_principals = v(&["*"])),
+                &r,
+                false,
+            ),
+            (
+                "not request principal",
+                src(|s| s.not_request_principals = v(&["*"])),
+                &r,
+                true,
+            ),
             (
                 "all set fields must match",
                 src(|s| {
@@ -855,7 +958,10 @@ mod tests {
     #[test]
     fn remote_ip_comes_from_x_forwarded_for() {
         let r = http("GET", "was", "/").header("x-forwarded-for", "192.168.7.7, 10.0.0.1");
-        assert!(allows(src(|s| s.remote_ip_blocks = v(&["192.168.0.0/16"])), &r));
+        assert!(allows(
+            src(|s| s.remote_ip_blocks = v(&["192.168.0.0/16"])),
+            &r
+        ));
         assert!(!allows(src(|s| s.remote_ip_blocks = v(&["10.1.2.3"])), &r));
         assert!(allows(src(|s| s.ip_blocks = v(&["10.1.2.3"])), &r));
         assert!(allows(when("remote.ip", &["192.168.7.7"], &[]), &r));
@@ -868,11 +974,23 @@ mod tests {
     fn operation_fields_and_their_negations() {
         let r = http("POST", "Was.Blog:8080", "/api/posts");
         let cases: Vec<(&str, AuthzRule, bool)> = vec![
-            ("host, case and port ignored", op(|o| o.hosts = v(&["was.blog"])), true),
-            ("host with port", op(|o| o.hosts = v(&["was.blog:8080"])), true),
+            (
+                "host, case and port ignored",
+                op(|o| o.hosts = v(&["was.blog"])),
+                true,
+            ),
+            (
+                "host with port",
+                op(|o| o.hosts = v(&["was.blog:8080"])),
+                true,
+            ),
             ("host suffix", op(|o| o.hosts = v(&["*.blog"])), true),
             ("host other", op(|o| o.hosts = v(&["other"])), false),
-            ("not host hit", op(|o| o.not_hosts = v(&["WAS.BLOG"])), false),
+            (
+                "not host hit",
+                op(|o| o.not_hosts = v(&["WAS.BLOG"])),
+                false,
+            ),
             ("not host miss", op(|o| o.not_hosts = v(&["other"])), true),
             ("port", op(|o| o.ports = v(&["8080"])), true),
             ("port other", op(|o| o.ports = v(&["9090"])), false),
@@ -880,7 +998,11 @@ mod tests {
             ("not port miss", op(|o| o.not_ports = v(&["9090"])), true),
             ("method", op(|o| o.methods = v(&["GET", "POST"])), true),
             ("method other", op(|o| o.methods = v(&["GET"])), false),
-            ("not method hit", op(|o| o.not_methods = v(&["POST"])), false),
+            (
+                "not method hit",
+                op(|o| o.not_methods = v(&["POST"])),
+                false,
+            ),
             ("not method miss", op(|o| o.not_methods = v(&["GET"])), true),
             ("path exact", op(|o| o.paths = v(&["/api/posts"])), true),
             ("path prefix", op(|o| o.paths = v(&["/api/*"])), true),
@@ -912,26 +1034,102 @@ mod tests {
             .header("x-multi", "a")
             .header("x-multi", "b");
         let cases: Vec<(&str, AuthzRule, bool)> = vec![
-            ("header", when("request.headers[X-Token]", &["abc"], &[]), true),
-            ("header prefix", when("request.headers[x-token]", &["ab*"], &[]), true),
-            ("header other", when("request.headers[x-token]", &["zzz"], &[]), false),
-            ("header absent", when("request.headers[x-none]", &["*"], &[]), false),
-            ("header not hit", when("request.headers[x-token]", &[], &["abc"]), false),
-            ("header not, absent", when("request.headers[x-none]", &[], &["abc"]), true),
-            ("header joined", when("request.headers[x-multi]", &["a,b"], &[]), true),
-            ("values and notValues", when("request.headers[x-token]", &["*"], &["abc"]), false),
+            (
+                "header",
+                when("request.headers[X-Token]", &["abc"], &[]),
+                true,
+            ),
+            (
+                "header prefix",
+                when("request.headers[x-token]", &["ab*"], &[]),
+                true,
+            ),
+            (
+                "header other",
+                when("request.headers[x-token]", &["zzz"], &[]),
+                false,
+            ),
+            (
+                "header absent",
+                when("request.headers[x-none]", &["*"], &[]),
+                false,
+            ),
+            (
+                "header not hit",
+                when("request.headers[x-token]", &[], &["abc"]),
+                false,
+            ),
+            (
+                "header not, absent",
+                when("request.headers[x-none]", &[], &["abc"]),
+                true,
+            ),
+            (
+                "header joined",
+                when("request.headers[x-multi]", &["a,b"], &[]),
+                true,
+            ),
+            (
+                "values and notValues",
+                when("request.headers[x-token]", &["*"], &["abc"]),
+                false,
+            ),
             ("source.ip", when("source.ip", &["10.0.0.0/8"], &[]), true),
-            ("source.ip not", when("source.ip", &[], &["10.1.2.3"]), false),
-            ("source.namespace", when("source.namespace", &["blog"], &[]), true),
-            ("source.principal", when("source.principal", &["*/sa/web"], &[]), true),
-            ("destination.port", when("destination.port", &["8080"], &[]), true),
-            ("destination.port other", when("destination.port", &["80"], &[]), false),
-            ("destination.ip", when("destination.ip", &["10.9.9.9"], &[]), true),
-            ("connection.sni", when("connection.sni", &["outbound_.8080_*"], &[]), true),
-            ("request.auth absent", when("request.auth.claims[iss]", &["*"], &[]), false),
-            ("request.auth not", when("request.auth.principal", &[], &["*"]), true),
-            ("unsupported never matches", when("experimental.foo", &["*"], &[]), false),
-            ("unsupported never matches (not)", when("experimental.foo", &[], &["x"]), false),
+            (
+                "source.ip not",
+                when("source.ip", &[], &["10.1.2.3"]),
+                false,
+            ),
+            (
+                "source.namespace",
+                when("source.namespace", &["blog"], &[]),
+                true,
+            ),
+            (
+                "source.principal",
+                when("source.principal", &["*/sa/web"], &[]),
+                true,
+            ),
+            (
+                "destination.port",
+                when("destination.port", &["8080"], &[]),
+                true,
+            ),
+            (
+                "destination.port other",
+                when("destination.port", &["80"], &[]),
+                false,
+            ),
+            (
+                "destination.ip",
+                when("destination.ip", &["10.9.9.9"], &[]),
+                true,
+            ),
+            (
+                "connection.sni",
+                when("connection.sni", &["outbound_.8080_*"], &[]),
+                true,
+            ),
+            (
+                "request.auth absent",
+                when("request.auth.claims[iss]", &["*"], &[]),
+                false,
+            ),
+            (
+                "request.auth not",
+                when("request.auth.principal", &[], &["*"]),
+                true,
+            ),
+            (
+                "unsupported never matches",
+                when("experimental.foo", &["*"], &[]),
+                false,
+            ),
+            (
+                "unsupported never matches (not)",
+                when("experimental.foo", &[], &["x"]),
+                false,
+            ),
         ];
         for (name, rule, want) in cases {
             assert_eq!(allows(rule, &r), want, "{name}");
@@ -986,11 +1184,20 @@ mod tests {
                 ],
             )
         };
-        let allow_other = || policy("allow-other", AuthzAction::Allow, vec![op(|o| o.paths = v(&["/x"]))]);
+        let allow_other = || {
+            policy(
+                "allow-other",
+                AuthzAction::Allow,
+                vec![op(|o| o.paths = v(&["/x"]))],
+            )
+        };
         let audit = || policy("audit", AuthzAction::Audit, vec![AuthzRule::default()]);
 
         // No policies: allow.
-        assert_eq!(engine(vec![]).evaluate_req(&r), Decision::Allow { audit: false });
+        assert_eq!(
+            engine(vec![]).evaluate_req(&r),
+            Decision::Allow { audit: false }
+        );
         // DENY wins over a matching ALLOW, and names the rule.
         match engine(vec![allow_all(), deny_admin()]).evaluate_req(&r) {
             Decision::Deny { details, .. } => assert_eq!(
@@ -1008,9 +1215,16 @@ mod tests {
             d => panic!("expected deny, got {d:?}"),
         }
         // Any matching ALLOW allows.
-        assert!(engine(vec![allow_other(), allow_all()]).evaluate_req(&r).allowed());
+        assert!(
+            engine(vec![allow_other(), allow_all()])
+                .evaluate_req(&r)
+                .allowed()
+        );
         // AUDIT only marks.
-        assert_eq!(engine(vec![audit()]).evaluate_req(&r), Decision::Allow { audit: true });
+        assert_eq!(
+            engine(vec![audit()]).evaluate_req(&r),
+            Decision::Allow { audit: true }
+        );
         assert!(matches!(
             engine(vec![audit(), allow_other()]).evaluate_req(&r),
             Decision::Deny { audit: true, .. }
@@ -1025,7 +1239,11 @@ mod tests {
         assert!(!deny_all.evaluate_req(&r).allowed());
         assert!(!deny_all.evaluate_req(&tcp()).allowed());
         // `rules: [{}]`.
-        let allow_all = engine(vec![policy("allow-all", AuthzAction::Allow, vec![AuthzRule::default()])]);
+        let allow_all = engine(vec![policy(
+            "allow-all",
+            AuthzAction::Allow,
+            vec![AuthzRule::default()],
+        )]);
         assert!(allow_all.evaluate_req(&r).allowed());
         assert!(allow_all.evaluate_req(&tcp()).allowed());
         // A DENY policy without rules matches nothing.
@@ -1078,14 +1296,14 @@ mod tests {
 
     #[test]
     fn ip_policies_on_tcp_without_peer() {
-        let t = tcp().no_peer().from_ip("192.168.1.5");
+        let t = tcp().no_peer().source_ip("192.168.1.5");
         let e = engine(vec![policy(
             "lan",
             AuthzAction::Allow,
             vec![src(|s| s.ip_blocks = v(&["192.168.0.0/16"]))],
         )]);
         assert!(e.evaluate_req(&t).allowed());
-        assert!(!e.evaluate_req(&tcp().from_ip("10.0.0.1")).allowed());
+        assert!(!e.evaluate_req(&tcp().source_ip("10.0.0.1")).allowed());
         let deny_no_mtls = engine(vec![policy(
             "require-mtls",
             AuthzAction::Deny,
@@ -1105,7 +1323,11 @@ mod tests {
         let e = Engine::compile(&[p]).expect_err("bad cidr");
         assert!(e.to_string().contains("blog/bad"), "{e}");
         assert!(e.to_string().contains("ipBlocks"), "{e}");
-        let c = policy("c", AuthzAction::Deny, vec![when("source.ip", &["nope"], &[])]);
+        let c = policy(
+            "c",
+            AuthzAction::Deny,
+            vec![when("source.ip", &["nope"], &[])],
+        );
         assert!(Engine::compile(&[c]).is_err());
     }
 }

@@ -78,7 +78,10 @@ impl fmt::Debug for StaticIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The key stays out of logs and config dumps.
         f.debug_struct("StaticIdentity")
-            .field("cert_chain_pem", &format_args!("{} bytes", self.cert_chain_pem.len()))
+            .field(
+                "cert_chain_pem",
+                &format_args!("{} bytes", self.cert_chain_pem.len()),
+            )
             .field("key_pem", &"<redacted>")
             .field("root_pem", &format_args!("{} bytes", self.root_pem.len()))
             .finish()
@@ -110,6 +113,8 @@ pub struct PeerIdentity {
     pub service_account: String,
     /// Lowercase hex SHA-256 of the leaf certificate (DER), as in `x-forwarded-client-cert`.
     pub cert_sha256: String,
+    /// The leaf's subject (`CN=..`), often empty for SPIFFE certificates.
+    pub subject: String,
 }
 
 impl PeerIdentity {
@@ -132,13 +137,28 @@ impl PeerIdentity {
             namespace,
             service_account,
             cert_sha256,
+            subject: String::new(),
         })
     }
 
     /// The identity in a peer's leaf certificate (its first `spiffe://` URI SAN).
     pub fn from_cert(der: &[u8]) -> Option<PeerIdentity> {
-        let uri = spiffe_uri(der)?;
-        PeerIdentity::from_spiffe(&uri, sha256_hex(der))
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let uri = spiffe_in(&cert)?;
+        let mut p = PeerIdentity::from_spiffe(&uri, sha256_hex(der))?;
+        p.subject = cert.subject().to_string();
+        Some(p)
+    }
+
+    /// This peer's element of `x-forwarded-client-cert`, as Envoy writes it for Istio's
+    /// inbound listeners (`By` is our own identity).
+    pub fn xfcc(&self, by: &str) -> String {
+        format!(
+            "By={by};Hash={};Subject=\"{}\";URI={}",
+            self.cert_sha256,
+            self.subject.replace('"', "\\\""),
+            self.spiffe_id
+        )
     }
 }
 
@@ -155,6 +175,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// The first `spiffe://` URI SAN of a certificate.
 pub fn spiffe_uri(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    spiffe_in(&cert)
+}
+
+fn spiffe_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|n| match n {
         x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
@@ -371,12 +395,10 @@ fn build(
         Err(e) => return Err(IdentityError::KeyMismatch(e.to_string())),
     }
 
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::clone(&m.roots),
-        Arc::clone(&provider),
-    )
-    .build()
-    .map_err(|e| IdentityError::Roots(e.to_string()))?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&m.roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| IdentityError::Roots(e.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(client_verifier)
@@ -567,10 +589,8 @@ impl PendingKey {
     pub fn generate(node: &str) -> Result<(PendingKey, String), IdentityError> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| IdentityError::Csr(e.to_string()))?;
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| {
-                IdentityError::Csr(e.to_string())
-            })?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| IdentityError::Csr(e.to_string()))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         if !node.is_empty() {
             params
@@ -620,8 +640,8 @@ mod tests {
         assert_eq!(p.trust_domain, "cluster.local");
         assert_eq!(p.namespace, "blog");
         assert_eq!(p.service_account, "web");
-        let odd = PeerIdentity::from_spiffe("spiffe://td/other/path", String::new())
-            .expect("parses");
+        let odd =
+            PeerIdentity::from_spiffe("spiffe://td/other/path", String::new()).expect("parses");
         assert_eq!(odd.namespace, "");
         assert_eq!(odd.principal, "td/other/path");
         assert!(PeerIdentity::from_spiffe("https://x/ns/a/sa/b", String::new()).is_none());
