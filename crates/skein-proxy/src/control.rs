@@ -620,6 +620,82 @@ mod tests {
         assert!(matches!(read_raw(&mut b).await, Err(StreamError::Closed)));
     }
 
+    /// Signs `csr_pem` as `spiffe` for `secs` with a throwaway CA; returns (chain, root).
+    fn sign(csr_pem: &str, spiffe: &str, secs: i64) -> (String, String, i64) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("ca key");
+        let root = ca.self_signed(&ca_key).expect("ca").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).expect("csr");
+        let now = time::OffsetDateTime::now_utc();
+        csr.params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+        csr.params.subject_alt_names = vec![SanType::URI(spiffe.try_into().expect("ia5"))];
+        csr.params.not_before = now - time::Duration::minutes(1);
+        csr.params.not_after = now + time::Duration::seconds(secs);
+        let chain = csr.signed_by(&issuer).expect("sign").pem();
+        (chain, root, csr.params.not_after.unix_timestamp())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn certificate_requests_follow_the_renewal_schedule_and_backoff() {
+        let store = Arc::new(IdentityStore::default());
+        let mut c = CertState::new(Arc::clone(&store), "web-0".into());
+        assert!(c.wanted_on_connect(), "no certificate yet");
+        let Some(ProxyMessage::CertificateRequest { .. }) = c.request() else {
+            panic!("a certificate request");
+        };
+        assert_eq!(c.next_at, Some(Instant::now() + CERT_ANSWER_TIMEOUT));
+
+        // Refused: retried after the backoff (500 ms ±20%, then doubling).
+        c.on_error("CA busy");
+        let first = c.next_at.expect("retry scheduled") - Instant::now();
+        assert!(
+            first >= Duration::from_millis(400) && first <= Duration::from_millis(600),
+            "{first:?}"
+        );
+        assert!(store.status().last_error.is_some());
+        c.request();
+        c.on_error("CA busy");
+        let second = c.next_at.expect("retry scheduled") - Instant::now();
+        assert!(
+            second >= Duration::from_millis(800) && second <= Duration::from_millis(1200),
+            "{second:?}"
+        );
+
+        // Answered with a certificate valid for 100 s: renewal after ~80 s.
+        let id = "spiffe://cluster.local/ns/blog/sa/web";
+        let Some(ProxyMessage::CertificateRequest { csr_pem }) = c.request() else {
+            panic!("a certificate request");
+        };
+        let (chain, root, not_after) = sign(&csr_pem, id, 100);
+        c.on_certificate(&chain, &root, id, not_after);
+        let st = store.status();
+        assert!(st.loaded && st.last_error.is_none(), "{st:?}");
+        assert_eq!(st.identity.as_deref(), Some(id));
+        let renew = c.next_at.expect("renewal scheduled") - Instant::now();
+        assert!(
+            renew >= Duration::from_secs(78) && renew <= Duration::from_secs(81),
+            "{renew:?}"
+        );
+        assert!(
+            !c.wanted_on_connect(),
+            "a fresh certificate is not renewed on reconnect"
+        );
+        tokio::time::advance(renew - Duration::from_secs(1)).await;
+        assert!(!c.wanted_on_connect());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(c.wanted_on_connect(), "renewal is due");
+        // The backoff started over after the success.
+        assert_eq!(c.backoff.next, CERT_BACKOFF_START);
+
+        // A certificate nobody asked for is ignored.
+        let generation = store.generation();
+        c.on_certificate(&chain, &root, id, not_after);
+        assert_eq!(store.generation(), generation);
+    }
+
     #[test]
     fn unparsable_snapshots_are_found_by_version() {
         let bad = br#"{"type":"snapshot","snapshot":{"version":"v9","clusters":[{"name":1}]}}"#;
