@@ -23,8 +23,10 @@ use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVeri
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
-/// ALPN the inbound mTLS listener accepts; the decrypted stream is sniffed anyway.
-const SERVER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+/// ALPN the inbound mTLS listener accepts; the decrypted stream is sniffed anyway. `istio` is
+/// last so an Envoy peer's opaque-TCP hello (`istio-peer-exchange`, `istio`) finds a match
+/// without being promised the metadata exchange.
+const SERVER_ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", b"istio"];
 
 /// Errors installing or requesting a workload identity.
 #[derive(Debug, thiserror::Error)]
@@ -465,6 +467,7 @@ pub struct IdentityStatus {
 
 #[derive(Debug, Default)]
 struct Book {
+    installs: u64,
     requests: u64,
     next_renewal: Option<i64>,
     last_error: Option<String>,
@@ -474,7 +477,10 @@ struct Book {
 #[derive(Debug, Default)]
 pub struct IdentityStore {
     current: ArcSwapOption<Identity>,
-    generation: AtomicU64,
+    /// Hands out generation numbers; the current one is the installed identity's.
+    counter: AtomicU64,
+    /// Serialises installs (the control source and the handle may race).
+    install: Mutex<()>,
     book: Mutex<Book>,
 }
 
@@ -486,7 +492,7 @@ impl IdentityStore {
 
     /// Generation of the installed identity (0: none yet).
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.current.load().as_ref().map_or(0, |i| i.generation)
     }
 
     /// Validates and installs static material.
@@ -523,15 +529,18 @@ impl IdentityStore {
         source: IdentitySource,
         announced: Option<&str>,
     ) -> Result<Arc<Identity>, IdentityError> {
+        let _serial = self.install.lock().unwrap_or_else(|p| p.into_inner());
         // Generations only grow; a failed build burns a number, which is harmless.
-        let generation = self.generation.load(Ordering::Acquire) + 1;
+        let generation = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
         let id = Arc::new(build(m, source, generation, announced)?);
         if id.expired() {
             tracing::warn!(identity = %id.spiffe_id, not_after = id.not_after, "installed workload certificate is already expired; peers will refuse it");
         }
         self.current.store(Some(Arc::clone(&id)));
-        self.generation.store(generation, Ordering::Release);
-        self.with_book(|b| b.last_error = None);
+        self.with_book(|b| {
+            b.last_error = None;
+            b.installs += 1;
+        });
         tracing::info!(identity = %id.spiffe_id, not_after = id.not_after, ?source, "workload certificate installed");
         Ok(id)
     }
@@ -555,8 +564,8 @@ impl IdentityStore {
     /// The status for admin and the handle.
     pub fn status(&self) -> IdentityStatus {
         let cur = self.current();
-        let (requests, next_renewal, last_error) =
-            self.with_book(|b| (b.requests, b.next_renewal, b.last_error.clone()));
+        let (installs, requests, next_renewal, last_error) =
+            self.with_book(|b| (b.installs, b.requests, b.next_renewal, b.last_error.clone()));
         IdentityStatus {
             loaded: cur.is_some(),
             identity: cur.as_ref().map(|i| i.spiffe_id.clone()),
@@ -564,7 +573,7 @@ impl IdentityStore {
             expired: cur.as_ref().is_some_and(|i| i.expired()),
             source: cur.as_ref().map(|i| i.source),
             cert_sha256: cur.as_ref().map(|i| i.cert_sha256.clone()),
-            installs: self.generation(),
+            installs,
             requests,
             next_renewal,
             last_error,

@@ -587,8 +587,8 @@ impl ProxyHandle {
     }
 
     /// Installs a workload identity now (tests, embedding). New mTLS connections use it;
-    /// pooled upstream mTLS connections made with the previous one are not reused. A control
-    /// plane source still renews it when its renewal is due.
+    /// pooled upstream mTLS connections made with the previous one are not reused. With a
+    /// control-plane source, a renewal already scheduled still replaces it when due.
     pub fn install_identity(
         &self,
         identity: &StaticIdentity,
