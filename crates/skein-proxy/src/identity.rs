@@ -622,11 +622,16 @@ impl PendingKey {
 /// make the proxy ask in a tight loop.
 pub const MIN_RENEWAL_DELAY: Duration = Duration::from_millis(500);
 
+/// Upper bound between renewals, so an absurd `notAfter` cannot overflow a timer.
+pub const MAX_RENEWAL_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// When to renew a certificate received at `received_unix` (seconds, fractional) that
 /// expires at `not_after`: after 80% of the life left at receipt.
 pub fn renewal_delay(received_unix: f64, not_after: i64) -> Duration {
     let left = (not_after as f64 - received_unix).max(0.0);
-    Duration::from_secs_f64(left * 0.8).max(MIN_RENEWAL_DELAY)
+    Duration::try_from_secs_f64(left * 0.8)
+        .unwrap_or(MAX_RENEWAL_DELAY)
+        .clamp(MIN_RENEWAL_DELAY, MAX_RENEWAL_DELAY)
 }
 
 /// Now as fractional Unix seconds.
@@ -663,6 +668,8 @@ mod tests {
         assert_eq!(renewal_delay(1000.0, 1003), Duration::from_secs_f64(2.4));
         // Expired or nearly so: not a tight loop.
         assert_eq!(renewal_delay(1000.0, 900), MIN_RENEWAL_DELAY);
+        assert_eq!(renewal_delay(1000.0, i64::MAX), MAX_RENEWAL_DELAY);
+        assert_eq!(renewal_delay(f64::NAN, 1), MIN_RENEWAL_DELAY);
     }
 
     #[test]
