@@ -522,6 +522,26 @@ async fn opaque_tcp_gets_mtls_and_strict_refuses_plaintext_tcp() {
     drop(quiet);
     // Plaintext TCP straight to the inbound: refused.
     assert!(echo_roundtrip(srv.inbound(), b"hello").await.is_empty());
+    // PERMISSIVE on one port: plaintext TCP and mTLS TCP both reach the app.
+    let permissive = server(
+        echo,
+        Some(ca.identity(&spiffe(NS, "db"))),
+        mode(MtlsMode::Permissive),
+    )
+    .await;
+    assert_eq!(
+        echo_roundtrip(permissive.inbound(), b"plain").await,
+        b"plain"
+    );
+    let (_cli2, listener2) =
+        tcp_client(permissive.inbound(), ca.identity(&spiffe(NS, "web"))).await;
+    assert_eq!(echo_roundtrip(listener2, b"secret").await, b"secret");
+    let both = permissive.lines(2).await;
+    assert!(
+        both.iter()
+            .any(|l| l.contains(" 6 6 ") && l.contains(" outbound_.3306_")),
+        "{both:?}"
+    );
     let lines = srv.lines(3).await;
     assert!(
         lines.iter().any(|l| l.contains(" 50000 50000 ")
