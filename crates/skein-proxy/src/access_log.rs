@@ -5,6 +5,7 @@
 //! never interleave and no lock is taken on the hot path. When the writer falls behind, records
 //! are dropped and counted rather than queued without bound.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -132,10 +133,10 @@ pub struct LogRecord {
     pub code: u16,
     /// RESPONSE_FLAGS.
     pub flags: ResponseFlags,
-    /// RESPONSE_CODE_DETAILS.
-    pub details: &'static str,
+    /// RESPONSE_CODE_DETAILS (owned only for the rare dynamic ones, e.g. RBAC denials).
+    pub details: Cow<'static, str>,
     /// UPSTREAM_TRANSPORT_FAILURE_REASON.
-    pub transport_failure: Option<&'static str>,
+    pub transport_failure: Option<Cow<'static, str>>,
     /// BYTES_RECEIVED (request body bytes, or bytes from downstream for TCP).
     pub bytes_received: u64,
     /// BYTES_SENT (response body bytes, or bytes to downstream for TCP).
@@ -164,6 +165,9 @@ pub struct LogRecord {
     pub downstream_remote: SocketAddr,
     /// REQUESTED_SERVER_NAME (TLS SNI).
     pub sni: Option<Arc<str>>,
+    /// The mTLS peer: DOWNSTREAM_PEER_URI_SAN is its `spiffe_id`. Not in Istio's default
+    /// format, so not printed; kept for other sinks and formats.
+    pub peer: Option<Arc<crate::identity::PeerIdentity>>,
     /// ROUTE_NAME.
     pub route_name: Option<Arc<str>>,
 }
@@ -178,7 +182,7 @@ impl LogRecord {
             protocol: None,
             code: 0,
             flags: ResponseFlags::NONE,
-            details: "",
+            details: Cow::Borrowed(""),
             transport_failure: None,
             bytes_received: 0,
             bytes_sent: 0,
@@ -194,6 +198,7 @@ impl LogRecord {
             downstream_local: local,
             downstream_remote: remote,
             sni: None,
+            peer: None,
             route_name: None,
         }
     }
@@ -209,9 +214,9 @@ impl LogRecord {
         out.push(' ');
         opt(out, self.protocol);
         let _ = write!(out, "\" {} {} ", self.code, self.flags);
-        opt(out, Some(self.details));
+        opt(out, Some(&self.details));
         out.push_str(" - \"");
-        opt(out, self.transport_failure);
+        opt(out, self.transport_failure.as_deref());
         let _ = write!(
             out,
             "\" {} {} {} ",

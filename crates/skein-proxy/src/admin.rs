@@ -107,7 +107,8 @@ async fn handle(
                 "loaded": shared.loaded.load(Ordering::Acquire),
                 "snapshot": &*snap.snapshot,
                 "inbound": inbound_json(&shared),
-                "control": shared.control.get(),
+                "identity": shared.identity.status(),
+                "control": shared.control_status(),
             });
             text(
                 StatusCode::OK,
@@ -118,7 +119,7 @@ async fn handle(
         (_, "/control") => text(
             StatusCode::OK,
             "application/json",
-            serde_json::to_string_pretty(&shared.control.get()).unwrap_or_default(),
+            serde_json::to_string_pretty(&shared.control_status()).unwrap_or_default(),
         ),
         (_, "/stats/prometheus") | (_, "/metrics") => text(
             StatusCode::OK,

@@ -4,19 +4,27 @@
 //! and the HTTP/2 connection slot), held for a push or a pop, never across an await.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use skein_xds::{Cluster, Protocol};
+use rustls::pki_types::ServerName;
+use skein_xds::{Cluster, Endpoint, Protocol, UpstreamTls};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::body::ReqBody;
+use crate::identity::{IdentityStore, TlsAlpn};
 use crate::lb::Balancer;
 use crate::metrics::RequestMetrics;
+
+/// The endpoint label that says a pod has a sidecar (Istio's auto mTLS looks at it).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 /// Errors getting an upstream connection.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +47,121 @@ pub enum PoolError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// The mTLS handshake failed, no workload certificate is loaded yet, or the upstream's
+    /// identity is not one the service may have (flag UF; `reason` is the access log's
+    /// UPSTREAM_TRANSPORT_FAILURE_REASON).
+    #[error("mTLS to {addr} failed: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
+}
+
+/// An upstream byte stream: plaintext, or mTLS with the workload certificate.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    /// Plaintext TCP.
+    Plain(TcpStream),
+    /// mTLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    /// Local address of the TCP connection.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            UpstreamStream::Plain(s) => s.local_addr(),
+            UpstreamStream::Tls(t) => t.get_ref().0.local_addr(),
+        }
+    }
+
+    /// True for mTLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, UpstreamStream::Tls(_))
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(t) => t.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Whether connections to `e` use Istio mTLS: DestinationRule `ISTIO_MUTUAL`, or auto mTLS
+/// and the endpoint has a sidecar.
+pub fn wants_mtls(c: &Cluster, e: &Endpoint) -> bool {
+    match c.tls {
+        UpstreamTls::IstioMutual => true,
+        UpstreamTls::Disable => {
+            c.auto_mtls && e.labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")
+        }
+        // SIMPLE / MUTUAL with the app's own certificates are not implemented (warned on
+        // apply); they stay plaintext.
+        UpstreamTls::Simple { .. } | UpstreamTls::Mutual { .. } => false,
+    }
+}
+
+/// Istio's SNI for a cluster: `outbound_.PORT_.SUBSET_.FQDN` (empty subset: `_`).
+pub fn istio_sni(c: &Cluster) -> Option<ServerName<'static>> {
+    if c.service.is_empty() {
+        return None;
+    }
+    let s = format!(
+        "outbound_.{}_.{}_.{}",
+        c.port,
+        c.subset.as_deref().unwrap_or(""),
+        c.service
+    );
+    ServerName::try_from(s).ok()
 }
 
 /// Which HTTP version to speak upstream.
@@ -57,6 +180,8 @@ pub struct EndpointState {
     pub addr: SocketAddr,
     /// Load balancing weight.
     pub weight: u32,
+    /// Connections to this endpoint use Istio mTLS.
+    pub mtls: bool,
     active: AtomicU64,
     total: AtomicU64,
     connections: AtomicU32,
@@ -76,6 +201,7 @@ struct IdleH1 {
 struct H2Slot {
     tx: http2::SendRequest<ReqBody>,
     local: Option<SocketAddr>,
+    generation: u64,
     uses: u32,
     last_used: Instant,
 }
@@ -88,6 +214,8 @@ pub struct H1Conn {
     /// Local address of the upstream connection.
     pub local: Option<SocketAddr>,
     uses: u32,
+    /// Identity generation the connection was made with (0: plaintext).
+    generation: u64,
 }
 
 /// A checked-out upstream connection.
@@ -130,6 +258,7 @@ impl EndpointState {
         EndpointState {
             addr,
             weight,
+            mtls: false,
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             connections: AtomicU32::new(0),
@@ -176,10 +305,20 @@ impl EndpointState {
             })
     }
 
-    fn pop_idle(&self, idle_timeout: Duration) -> Option<H1Conn> {
+    /// Marks connections to this endpoint as mTLS.
+    pub fn with_mtls(mut self, mtls: bool) -> Self {
+        self.mtls = mtls;
+        self
+    }
+
+    fn pop_idle(&self, idle_timeout: Duration, generation: u64) -> Option<H1Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(c) = idle.pop() {
-            if c.conn.tx.is_closed() || c.since.elapsed() >= idle_timeout {
+            // A connection made with a rotated-out certificate is closed, not reused.
+            if c.conn.tx.is_closed()
+                || c.since.elapsed() >= idle_timeout
+                || c.conn.generation != generation
+            {
                 continue;
             }
             return Some(c.conn);
@@ -251,6 +390,10 @@ pub struct ClusterState {
     /// Local address upstream connections are made from: the pod IP, so that peers see
     /// which pod is calling (source.ip in policies and access logs).
     pub source_ip: Option<std::net::IpAddr>,
+    /// The workload identity used for mTLS endpoints (None: mTLS endpoints fail with UF).
+    pub identity: Option<Arc<IdentityStore>>,
+    /// SNI sent to mTLS endpoints.
+    pub sni: Option<ServerName<'static>>,
 }
 
 impl Drop for ClusterState {
@@ -325,8 +468,11 @@ impl ClusterState {
         let endpoints: Vec<Arc<EndpointState>> = config
             .endpoints
             .iter()
-            .map(|e| Arc::new(EndpointState::new(e.address, e.weight)))
+            .map(|e| {
+                Arc::new(EndpointState::new(e.address, e.weight).with_mtls(wants_mtls(&config, e)))
+            })
             .collect();
+        let sni = istio_sni(&config);
         let balancer = Balancer::new(&config.lb_policy, &endpoints);
         let connect_timeout =
             Duration::from_millis(config.connection_pool.connect_timeout_ms.max(1));
@@ -342,7 +488,94 @@ impl ClusterState {
             connect_timeout,
             idle_timeout,
             source_ip: None,
+            identity: None,
+            sni,
         }
+    }
+
+    /// Uses `identity` for connections to mTLS endpoints.
+    pub fn with_identity(mut self, identity: Arc<IdentityStore>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The identity generation a connection to `ep` must have to be reused.
+    fn generation_for(&self, ep: &EndpointState) -> u64 {
+        match (&self.identity, ep.mtls) {
+            (Some(id), true) => id.generation(),
+            _ => 0,
+        }
+    }
+
+    /// True when any endpoint uses mTLS.
+    pub fn uses_mtls(&self) -> bool {
+        self.endpoints.iter().any(|e| e.mtls)
+    }
+
+    /// Connects to `ep`: TCP, then the mTLS handshake when the endpoint wants it. Returns the
+    /// stream and the identity generation it was made with (0 for plaintext).
+    async fn connect_upstream(
+        &self,
+        ep: &EndpointState,
+        alpn: TlsAlpn,
+    ) -> Result<(UpstreamStream, u64), PoolError> {
+        let addr = ep.addr;
+        if !ep.mtls {
+            let s = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
+            return Ok((UpstreamStream::Plain(s), 0));
+        }
+        // Checked before connecting, so a proxy without a certificate fails fast.
+        let Some(id) = self.identity.as_ref().and_then(|s| s.current()) else {
+            return Err(PoolError::Tls {
+                addr,
+                reason: "TLS_error: no workload certificate loaded yet".to_string(),
+            });
+        };
+        let tcp = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
+        let name = self
+            .sni
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        let connector = tokio_rustls::TlsConnector::from(id.client_config(alpn));
+        let tls =
+            match tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    return Err(PoolError::Tls {
+                        addr,
+                        reason: format!("TLS_error: {e}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(PoolError::Tls {
+                        addr,
+                        reason: format!(
+                            "TLS_error: handshake timed out after {:?}",
+                            self.connect_timeout
+                        ),
+                    });
+                }
+            };
+        let allowed = &self.config.identities;
+        if !allowed.is_empty() {
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::identity::spiffe_uri(c));
+            if !peer.as_ref().is_some_and(|p| allowed.contains(p)) {
+                return Err(PoolError::Tls {
+                    addr,
+                    reason: format!(
+                        "TLS_error: peer identity {} is not one of the service's identities [{}]",
+                        peer.as_deref().unwrap_or("<none>"),
+                        allowed.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok((UpstreamStream::Tls(Box::new(tls)), id.generation))
     }
 
     /// Connects from `ip` (the pod's address) where the destination can be reached from it.
@@ -401,9 +634,10 @@ impl ClusterState {
         let pool = &self.config.connection_pool;
         let mut pending: Option<PendingGuard<'_>> = None;
         let deadline = Instant::now() + self.connect_timeout;
+        let generation = self.generation_for(ep);
         loop {
             let notified = ep.released.notified();
-            while let Some(mut c) = ep.pop_idle(self.idle_timeout) {
+            while let Some(mut c) = ep.pop_idle(self.idle_timeout, generation) {
                 if c.tx.ready().await.is_ok() {
                     return Ok(c);
                 }
@@ -438,7 +672,7 @@ impl ClusterState {
         slot: ConnSlot,
     ) -> Result<H1Conn, PoolError> {
         let addr = ep.addr;
-        let stream = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
+        let (stream, generation) = self.connect_upstream(ep, TlsAlpn::Http1).await?;
         let local = stream.local_addr().ok();
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -450,7 +684,12 @@ impl ClusterState {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/1 connection ended");
             }
         });
-        Ok(H1Conn { tx, local, uses: 0 })
+        Ok(H1Conn {
+            tx,
+            local,
+            uses: 0,
+            generation,
+        })
     }
 
     /// Returns an HTTP/1 connection after its response completed. It is closed instead when
@@ -458,7 +697,10 @@ impl ClusterState {
     pub fn checkin(&self, ep: &EndpointState, mut conn: H1Conn) {
         conn.uses += 1;
         let max = self.config.connection_pool.max_requests_per_connection;
-        if (max > 0 && conn.uses >= max) || conn.tx.is_closed() {
+        if (max > 0 && conn.uses >= max)
+            || conn.tx.is_closed()
+            || conn.generation != self.generation_for(ep)
+        {
             return;
         }
         ep.idle
@@ -473,9 +715,14 @@ impl ClusterState {
 
     fn h2_from_slot(&self, ep: &EndpointState) -> Option<Conn> {
         let max = self.config.connection_pool.max_requests_per_connection;
+        let generation = self.generation_for(ep);
         let mut slot = ep.h2.lock().unwrap_or_else(|p| p.into_inner());
         let s = slot.as_mut()?;
-        if s.tx.is_closed() || s.last_used.elapsed() >= self.idle_timeout {
+        // Retired on rotation too: in-flight streams finish, new ones go to a new connection.
+        if s.tx.is_closed()
+            || s.last_used.elapsed() >= self.idle_timeout
+            || s.generation != generation
+        {
             *slot = None;
             return None;
         }
@@ -501,7 +748,7 @@ impl ClusterState {
             .try_reserve_connection(self.config.connection_pool.max_connections)
             .ok_or(PoolError::Overflow)?;
         let addr = ep.addr;
-        let stream = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
+        let (stream, generation) = self.connect_upstream(ep, TlsAlpn::Http2).await?;
         let local = stream.local_addr().ok();
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
@@ -516,21 +763,23 @@ impl ClusterState {
         *ep.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(H2Slot {
             tx: tx.clone(),
             local,
+            generation,
             uses: 0,
             last_used: Instant::now(),
         });
         Ok(self.h2_from_slot(ep).unwrap_or(Conn::H2(tx, local)))
     }
 
-    /// Opens a raw TCP connection for opaque forwarding, honoring maxConnections (per host).
+    /// Opens a connection for opaque forwarding (mTLS without ALPN when the endpoint wants
+    /// it), honoring maxConnections (per host).
     pub async fn connect_tcp(
         &self,
         ep: &Arc<EndpointState>,
-    ) -> Result<(TcpStream, ConnSlot), PoolError> {
+    ) -> Result<(UpstreamStream, ConnSlot), PoolError> {
         let slot = ep
             .try_reserve_connection(self.config.connection_pool.max_connections)
             .ok_or(PoolError::Overflow)?;
-        let s = connect_tcp(ep.addr, self.source_ip, self.connect_timeout).await?;
+        let (s, _) = self.connect_upstream(ep, TlsAlpn::None).await?;
         Ok((s, slot))
     }
 

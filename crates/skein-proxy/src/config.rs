@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use skein_xds::Snapshot;
 
+use crate::identity::StaticIdentity;
+
 /// Sidecar or gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -134,6 +136,10 @@ pub struct ProxyConfig {
     pub detect_timeout: Duration,
     /// How often idle upstream connections are checked against their idle timeout.
     pub idle_sweep_interval: Duration,
+    /// A fixed workload identity (certificate, key, trust bundle) for mTLS. None: with a
+    /// [`SourceConfig::Control`] source the proxy asks the control plane to sign one; with
+    /// other sources it has none until [`crate::ProxyHandle::install_identity`].
+    pub identity: Option<StaticIdentity>,
 }
 
 impl ProxyConfig {
@@ -155,6 +161,7 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(5),
             detect_timeout: Duration::from_millis(100),
             idle_sweep_interval: Duration::from_secs(1),
+            identity: None,
         }
     }
 
@@ -180,6 +187,12 @@ impl ProxyConfig {
     /// Sets the access log sink.
     pub fn with_access_log(mut self, sink: AccessLogSink) -> Self {
         self.access_log = sink;
+        self
+    }
+
+    /// Sets a fixed workload identity (see [`ProxyConfig::identity`]).
+    pub fn with_identity(mut self, identity: StaticIdentity) -> Self {
+        self.identity = Some(identity);
         self
     }
 

@@ -5,16 +5,26 @@
 //! keeps serving the config it has and reconnects with jittered exponential backoff; the
 //! reconnect Hello carries the version in force so the control plane knows what we run.
 //! Nothing the peer sends can panic the proxy: bad frames end the stream or are NACKed.
+//!
+//! The same stream carries the workload certificate (unless the proxy was given a static
+//! identity): right after Hello, when no certificate is loaded or a renewal is due, the proxy
+//! sends a [`ProxyMessage::CertificateRequest`] with a CSR for a key it just generated, and
+//! installs the [`ControlMessage::Certificate`] that answers it. Renewal is due at 80% of the
+//! life the certificate had when it arrived; a [`ControlMessage::CertificateError`] (or an
+//! unusable certificate) keeps the old certificate and retries with backoff.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use skein_xds::stream::{self, ControlMessage, MAX_FRAME, ProxyMessage, StreamError};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use crate::identity::{IdentityStatus, IdentityStore, PendingKey, renewal_delay, unix_now_f64};
 use crate::source::{ConfigSource, SnapshotSink, SourceFuture};
 
 /// First reconnect delay.
@@ -23,6 +33,12 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Bound on connecting and on each write, so a wedged peer cannot stall the source forever.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay after a refused or unusable certificate.
+const CERT_BACKOFF_START: Duration = Duration::from_millis(500);
+/// Longest retry delay for certificates.
+const CERT_BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How long a certificate request may stay unanswered before it is sent again.
+pub const CERT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a control-plane session ended.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +95,9 @@ pub struct ControlStatus {
     pub reconnects: u64,
     /// Why the stream last went down or could not be set up.
     pub last_error: Option<String>,
+    /// The workload certificate (whether it came from the control plane or not).
+    #[serde(default)]
+    pub identity: IdentityStatus,
 }
 
 /// Shared, lock-protected [`ControlStatus`]; written by the source, read by the admin endpoint.
@@ -106,28 +125,138 @@ impl Drop for ConnectedGuard<'_> {
     }
 }
 
-/// Jittered exponential backoff: 100 ms doubling to 5 s, each delay ±20%.
+/// Jittered exponential backoff: 100 ms doubling to 5 s (reconnects), each delay ±20%.
 #[derive(Debug)]
 struct Backoff {
     next: Duration,
+    start: Duration,
+    cap: Duration,
 }
 
 impl Backoff {
     fn new() -> Self {
+        Self::between(BACKOFF_START, BACKOFF_CAP)
+    }
+
+    fn between(start: Duration, cap: Duration) -> Self {
         Backoff {
-            next: BACKOFF_START,
+            next: start,
+            start,
+            cap,
         }
     }
 
     fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = (base * 2).min(BACKOFF_CAP);
+        self.next = (base * 2).min(self.cap);
         // Jitter keeps a fleet of proxies from reconnecting in lockstep after a restart.
         base.mul_f64(0.8 + 0.4 * fastrand::f64())
     }
 
     fn reset(&mut self) {
-        self.next = BACKOFF_START;
+        self.next = self.start;
+    }
+}
+
+/// The certificate side of the stream; lives across sessions.
+#[derive(Debug)]
+pub(crate) struct CertState {
+    store: Arc<IdentityStore>,
+    node: String,
+    /// The key of the outstanding request.
+    pending: Option<PendingKey>,
+    /// When to send the next request (renewal, retry or answer timeout); None: only when
+    /// no certificate is loaded.
+    next_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl CertState {
+    pub(crate) fn new(store: Arc<IdentityStore>, node: String) -> Self {
+        CertState {
+            store,
+            node,
+            pending: None,
+            next_at: None,
+            backoff: Backoff::between(CERT_BACKOFF_START, CERT_BACKOFF_CAP),
+        }
+    }
+
+    /// Whether a new session should ask at once.
+    fn wanted_on_connect(&self) -> bool {
+        self.store.current().is_none()
+            || self.pending.is_some()
+            || self.next_at.is_some_and(|t| t <= Instant::now())
+    }
+
+    /// A fresh key and its request. The previous pending key, if any, is dropped: an answer
+    /// to an older request no longer matches.
+    fn request(&mut self) -> Option<ProxyMessage> {
+        match PendingKey::generate(&self.node) {
+            Ok((key, csr_pem)) => {
+                self.pending = Some(key);
+                self.next_at = Some(Instant::now() + CERT_ANSWER_TIMEOUT);
+                self.store.note_request();
+                tracing::debug!(node = %self.node, "requesting a workload certificate");
+                Some(ProxyMessage::CertificateRequest { csr_pem })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a certificate request; retrying");
+                self.fail(&e.to_string());
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, why: &str) {
+        self.store.note_error(why);
+        self.next_at = Some(Instant::now() + self.backoff.next_delay());
+    }
+
+    /// Installs a certificate answering our request and schedules its renewal.
+    fn on_certificate(&mut self, chain: &str, roots: &str, identity: &str, not_after: i64) {
+        let Some(key) = self.pending.take() else {
+            tracing::warn!(%identity, "ignoring a certificate that answers no pending request");
+            return;
+        };
+        let received = unix_now_f64();
+        match self.store.install_signed(&key, chain, roots, identity) {
+            Ok(id) => {
+                // The earlier of what the control plane said and what the certificate says.
+                let delay = renewal_delay(received, not_after.min(id.not_after));
+                self.next_at = Some(Instant::now() + delay);
+                self.store
+                    .note_next_renewal(Some((received + delay.as_secs_f64()) as i64));
+                self.backoff.reset();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control plane sent an unusable certificate; keeping the current one and retrying");
+                self.fail(&e.to_string());
+            }
+        }
+    }
+
+    fn on_error(&mut self, message: &str) {
+        tracing::warn!(error = %message, "control plane refused the certificate request; keeping the current certificate and retrying");
+        self.pending = None;
+        self.fail(&format!("certificate request refused: {message}"));
+    }
+}
+
+/// Sleeps until `t`, or forever when there is nothing scheduled.
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Aborts the frame reader when a session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -198,6 +327,7 @@ struct Session<'a> {
     logged: Logged,
     last_refusal: Option<String>,
     ever_connected: bool,
+    cert: Option<CertState>,
 }
 
 impl Session<'_> {
@@ -216,7 +346,11 @@ impl Session<'_> {
         }
     }
 
-    async fn send(&self, conn: &mut TcpStream, msg: &ProxyMessage) -> Result<(), ControlError> {
+    async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        conn: &mut W,
+        msg: &ProxyMessage,
+    ) -> Result<(), ControlError> {
         match tokio::time::timeout(IO_TIMEOUT, stream::write_frame(conn, msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.stream_err(e)),
@@ -227,12 +361,13 @@ impl Session<'_> {
     /// One connection: returns why it ended (it only ends on an error).
     async fn run_once(&mut self) -> ControlError {
         let addr = self.src.addr;
-        let mut conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
+        let conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(c)) => c,
             Ok(Err(source)) => return ControlError::Connect { addr, source },
             Err(_) => return self.timeout("connect"),
         };
         let _ = conn.set_nodelay(true);
+        let (mut rd, mut conn) = conn.into_split();
         let current = self.sink.version();
         let hello = ProxyMessage::Hello {
             node: self.src.node.clone(),
@@ -251,11 +386,45 @@ impl Session<'_> {
             }
         });
         let _guard = ConnectedGuard(self.status);
+        if let Some(msg) = self
+            .cert
+            .as_mut()
+            .filter(|c| c.wanted_on_connect())
+            .and_then(CertState::request)
+            && let Err(e) = self.send(&mut conn, &msg).await
+        {
+            return e;
+        }
+        // Frames are read by their own task: a read cut short by the renewal timer would lose
+        // its bytes, a channel receive loses nothing.
+        let (tx, mut frames) = mpsc::channel(4);
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let r = read_raw(&mut rd).await;
+                let end = r.is_err();
+                if tx.send(r).await.is_err() || end {
+                    return;
+                }
+            }
+        }));
         let mut answered = false;
         loop {
-            let frame = match read_raw(&mut conn).await {
-                Ok(f) => f,
-                Err(e) => return self.stream_err(e),
+            let wake = self.cert.as_ref().and_then(|c| c.next_at);
+            let frame = tokio::select! {
+                f = frames.recv() => match f {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => return self.stream_err(e),
+                    None => return self.stream_err(StreamError::Closed),
+                },
+                _ = sleep_until_opt(wake) => {
+                    let msg = self.cert.as_mut().and_then(CertState::request);
+                    if let Some(msg) = msg
+                        && let Err(e) = self.send(&mut conn, &msg).await
+                    {
+                        return e;
+                    }
+                    continue;
+                }
             };
             let (version, result) = match serde_json::from_slice::<ControlMessage>(&frame) {
                 Ok(ControlMessage::Snapshot { snapshot }) => {
@@ -268,10 +437,26 @@ impl Session<'_> {
                 Ok(ControlMessage::Error { message }) => {
                     return ControlError::Refused { addr, message };
                 }
-                // Identity material is handled by the identity work; not used yet here.
-                Ok(
-                    ControlMessage::Certificate { .. } | ControlMessage::CertificateError { .. },
-                ) => {
+                Ok(ControlMessage::Certificate {
+                    cert_chain_pem,
+                    root_cert_pem,
+                    identity,
+                    not_after,
+                }) => {
+                    match self.cert.as_mut() {
+                        Some(c) => {
+                            c.on_certificate(&cert_chain_pem, &root_cert_pem, &identity, not_after)
+                        }
+                        None => tracing::debug!(
+                            "ignoring a certificate: this proxy has a static identity"
+                        ),
+                    }
+                    continue;
+                }
+                Ok(ControlMessage::CertificateError { message }) => {
+                    if let Some(c) = self.cert.as_mut() {
+                        c.on_error(&message);
+                    }
                     continue;
                 }
                 Err(e) => match unparsable_snapshot_version(&frame) {
@@ -361,7 +546,14 @@ impl Session<'_> {
 impl ConfigSource for ControlSource {
     fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture {
         Box::pin(async move {
-            let status = &sink.inner.shared.control;
+            let shared = &sink.inner.shared;
+            let status = &shared.control;
+            // A static identity is not replaced by the control plane's.
+            let cert = shared
+                .config
+                .identity
+                .is_none()
+                .then(|| CertState::new(Arc::clone(&shared.identity), self.node.clone()));
             let session = Session {
                 src: &self,
                 sink: &sink,
@@ -370,6 +562,7 @@ impl ConfigSource for ControlSource {
                 logged: Logged::Nothing,
                 last_refusal: None,
                 ever_connected: false,
+                cert,
             };
             session.run().await;
             Ok(())
@@ -425,6 +618,82 @@ mod tests {
         a.write_all(b"{}").await.expect("write");
         drop(a);
         assert!(matches!(read_raw(&mut b).await, Err(StreamError::Closed)));
+    }
+
+    /// Signs `csr_pem` as `spiffe` for `secs` with a throwaway CA; returns (chain, root).
+    fn sign(csr_pem: &str, spiffe: &str, secs: i64) -> (String, String, i64) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("ca key");
+        let root = ca.self_signed(&ca_key).expect("ca").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).expect("csr");
+        let now = time::OffsetDateTime::now_utc();
+        csr.params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+        csr.params.subject_alt_names = vec![SanType::URI(spiffe.try_into().expect("ia5"))];
+        csr.params.not_before = now - time::Duration::minutes(1);
+        csr.params.not_after = now + time::Duration::seconds(secs);
+        let chain = csr.signed_by(&issuer).expect("sign").pem();
+        (chain, root, csr.params.not_after.unix_timestamp())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn certificate_requests_follow_the_renewal_schedule_and_backoff() {
+        let store = Arc::new(IdentityStore::default());
+        let mut c = CertState::new(Arc::clone(&store), "web-0".into());
+        assert!(c.wanted_on_connect(), "no certificate yet");
+        let Some(ProxyMessage::CertificateRequest { .. }) = c.request() else {
+            panic!("a certificate request");
+        };
+        assert_eq!(c.next_at, Some(Instant::now() + CERT_ANSWER_TIMEOUT));
+
+        // Refused: retried after the backoff (500 ms ±20%, then doubling).
+        c.on_error("CA busy");
+        let first = c.next_at.expect("retry scheduled") - Instant::now();
+        assert!(
+            first >= Duration::from_millis(400) && first <= Duration::from_millis(600),
+            "{first:?}"
+        );
+        assert!(store.status().last_error.is_some());
+        c.request();
+        c.on_error("CA busy");
+        let second = c.next_at.expect("retry scheduled") - Instant::now();
+        assert!(
+            second >= Duration::from_millis(800) && second <= Duration::from_millis(1200),
+            "{second:?}"
+        );
+
+        // Answered with a certificate valid for 100 s: renewal after ~80 s.
+        let id = "spiffe://cluster.local/ns/blog/sa/web";
+        let Some(ProxyMessage::CertificateRequest { csr_pem }) = c.request() else {
+            panic!("a certificate request");
+        };
+        let (chain, root, not_after) = sign(&csr_pem, id, 100);
+        c.on_certificate(&chain, &root, id, not_after);
+        let st = store.status();
+        assert!(st.loaded && st.last_error.is_none(), "{st:?}");
+        assert_eq!(st.identity.as_deref(), Some(id));
+        let renew = c.next_at.expect("renewal scheduled") - Instant::now();
+        assert!(
+            renew >= Duration::from_secs(78) && renew <= Duration::from_secs(81),
+            "{renew:?}"
+        );
+        assert!(
+            !c.wanted_on_connect(),
+            "a fresh certificate is not renewed on reconnect"
+        );
+        tokio::time::advance(renew - Duration::from_secs(1)).await;
+        assert!(!c.wanted_on_connect());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(c.wanted_on_connect(), "renewal is due");
+        // The backoff started over after the success.
+        assert_eq!(c.backoff.next, CERT_BACKOFF_START);
+
+        // A certificate nobody asked for is ignored.
+        let generation = store.generation();
+        c.on_certificate(&chain, &root, id, not_after);
+        assert_eq!(store.generation(), generation);
     }
 
     #[test]

@@ -20,12 +20,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use skein_xds::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 
 use crate::access_log::{LogRecord, ResponseFlags};
+use crate::authz::{self, Attrs, Decision, HttpAttrs};
 use crate::body::{ProxyBody, ReqBody, UpstreamBody};
 use crate::cluster::{
     ActiveGuard, ClusterRequest, ClusterState, Conn, EndpointState, H1Conn, PoolError,
     UpstreamProto,
 };
 use crate::drain::{ConnToken, DrainSignal};
+use crate::identity::PeerIdentity;
 use crate::lb::PickCtx;
 use crate::metrics::RequestMetrics;
 use crate::route::{Action, CompiledRoute, Dest, RequestView};
@@ -65,6 +67,23 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// TLS SNI, if any.
     pub sni: Option<Arc<str>>,
+    /// The mTLS peer's SPIFFE identity (inbound mTLS connections only).
+    pub peer: Option<Arc<PeerIdentity>>,
+    /// This connection's `x-forwarded-client-cert` element (inbound mTLS only), built once.
+    pub xfcc: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    /// A plaintext connection.
+    pub fn plain(local: SocketAddr, remote: SocketAddr) -> Self {
+        ConnInfo {
+            local,
+            remote,
+            sni: None,
+            peer: None,
+            xfcc: None,
+        }
+    }
 }
 
 const OVERFLOW_BODY: &str =
@@ -76,6 +95,7 @@ const NO_HEALTHY_BODY: &str = "no healthy upstream";
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 static X_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 /// On a 503 from a skein proxy: the request did not reach the app (connect failure).
@@ -164,7 +184,7 @@ impl InFlight {
         mut self,
         status: u16,
         flags: ResponseFlags,
-        details: &'static str,
+        details: impl Into<Cow<'static, str>>,
         body: Bytes,
         version: Version,
     ) -> Response<ProxyBody> {
@@ -180,7 +200,7 @@ impl InFlight {
         if let Some(mut f) = self.fin.take() {
             f.rec.code = status;
             f.rec.flags |= flags;
-            f.rec.details = details;
+            f.rec.details = details.into();
             f.done(End::Complete, len);
         }
         resp
@@ -197,16 +217,23 @@ impl InFlight {
             ),
             other => {
                 let mut s = self;
+                let body = match &other {
+                    PoolError::Tls { reason, .. } => Bytes::from(format!(
+                        "{CONNECT_FAILURE_BODY}, transport failure reason: {reason}"
+                    )),
+                    _ => Bytes::from_static(CONNECT_FAILURE_BODY.as_bytes()),
+                };
                 s.fin().rec.transport_failure = Some(match other {
-                    PoolError::ConnectTimeout { .. } => "connect_timeout",
-                    PoolError::Handshake { .. } => "handshake_failure",
-                    _ => "connection_failure",
+                    PoolError::ConnectTimeout { .. } => Cow::Borrowed("connect_timeout"),
+                    PoolError::Handshake { .. } => Cow::Borrowed("handshake_failure"),
+                    PoolError::Tls { reason, .. } => Cow::Owned(reason),
+                    _ => Cow::Borrowed("connection_failure"),
                 });
                 let mut resp = s.reply(
                     503,
                     ResponseFlags::UF,
                     "upstream_reset_before_response_started{connection_failure}",
-                    Bytes::from_static(CONNECT_FAILURE_BODY.as_bytes()),
+                    body,
                     version,
                 );
                 // Tells a client sidecar that nothing reached the app, so it may try
@@ -243,6 +270,29 @@ fn request_id() -> HeaderValue {
         j += 2;
     }
     HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// `x-forwarded-client-cert` on inbound requests: the mTLS peer's element is appended to what
+/// a previous hop sent (Istio's APPEND_FORWARD); on plaintext connections the header is removed,
+/// since anyone could have written it.
+fn set_xfcc(h: &mut HeaderMap, conn: &ConnInfo) {
+    match &conn.xfcc {
+        None => {
+            h.remove(&X_FORWARDED_CLIENT_CERT);
+        }
+        Some(mine) => {
+            let joined = h
+                .get(&X_FORWARDED_CLIENT_CERT)
+                .and_then(|prev| {
+                    let mut v = prev.as_bytes().to_vec();
+                    v.push(b',');
+                    v.extend_from_slice(mine.as_bytes());
+                    HeaderValue::from_bytes(&v).ok()
+                })
+                .unwrap_or_else(|| mine.clone());
+            h.insert(X_FORWARDED_CLIENT_CERT.clone(), joined);
+        }
+    }
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -332,6 +382,7 @@ pub async fn handle(
     rec.request_id = req.headers().get(&X_REQUEST_ID).cloned();
     rec.authority = authority.clone();
     rec.sni = conn.sni.clone();
+    rec.peer = conn.peer.clone();
     let mut inflight = InFlight {
         fin: Some(Box::new(Finish {
             shared: Arc::clone(&ctx.shared),
@@ -370,6 +421,40 @@ pub async fn handle(
                 resp_version,
             ));
         };
+        set_xfcc(req.headers_mut(), &conn);
+        if !snap.authz.is_empty() {
+            let workload_port = ctx
+                .inbound
+                .and_then(|i| ctx.shared.config.inbound.get(i))
+                .map_or(0, |ib| ib.app.port());
+            let path = req.uri().path();
+            let decision = snap.authz.evaluate(&Attrs {
+                source: conn.remote.ip(),
+                destination: conn.local,
+                workload_port,
+                peer: conn.peer.as_deref(),
+                sni: conn.sni.as_deref(),
+                http: Some(HttpAttrs {
+                    host: auth_str,
+                    method: req.method().as_str(),
+                    path,
+                    headers: req.headers(),
+                }),
+            });
+            if let Decision::Deny { details, audit } = decision {
+                tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy");
+                let f = inflight.fin();
+                f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+                f.metrics = Some(Arc::clone(&cluster.metrics));
+                return Ok(inflight.reply(
+                    403,
+                    ResponseFlags::NONE,
+                    details.to_string(),
+                    Bytes::from_static(authz::DENIED_BODY.as_bytes()),
+                    resp_version,
+                ));
+            }
+        }
         let auth = authority.clone();
         return Ok(forward(
             inflight,
@@ -796,7 +881,7 @@ async fn forward(
     };
     fin.rec.code = rparts.status.as_u16();
     fin.rec.upstream_service_time = Some(service_ms);
-    fin.rec.details = "via_upstream";
+    fin.rec.details = Cow::Borrowed("via_upstream");
     fin.cluster_req = Some(creq);
     fin.pool = h1.map(|c| (Arc::clone(&cluster), Arc::clone(&ep), c));
     fin.active = Some(active);
@@ -852,7 +937,7 @@ async fn passthrough(
         f.metrics = Some(Arc::clone(&snap.passthrough_metrics));
     }
     let Some(addr) = resolve(authority).await else {
-        inflight.fin().rec.transport_failure = Some("dns_resolution_failure");
+        inflight.fin().rec.transport_failure = Some(Cow::Borrowed("dns_resolution_failure"));
         return inflight.reply(
             503,
             ResponseFlags::UF,
@@ -907,7 +992,7 @@ async fn passthrough(
             };
             fin.rec.code = rparts.status.as_u16();
             fin.rec.upstream_service_time = Some(service_ms);
-            fin.rec.details = "via_upstream";
+            fin.rec.details = Cow::Borrowed("via_upstream");
             Response::from_parts(rparts, ProxyBody::Upstream(UpstreamBody::new(rbody, fin)))
         }
         Err(_) => inflight.reply(

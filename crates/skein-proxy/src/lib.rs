@@ -5,8 +5,13 @@
 //!   (tests, embedding).
 //!
 //! Listeners: sidecar outbound HTTP (the app's `HTTP_PROXY`, routed by authority), sidecar
-//! inbound, one per container port (protocol detection: TLS / HTTP/2 / HTTP/1 / opaque TCP),
-//! per-upstream TCP listeners from the snapshot, gateway HTTP and HTTPS, and the admin endpoint.
+//! inbound, one per container port (protocol detection: TLS / HTTP/2 / HTTP/1 / opaque TCP;
+//! mesh mTLS is terminated per PeerAuthentication and every request or connection passes
+//! AuthorizationPolicy), per-upstream TCP listeners from the snapshot, gateway HTTP and HTTPS,
+//! and the admin endpoint.
+//!
+//! Workload identity ([`identity`]): a SPIFFE certificate signed by the control plane from the
+//! proxy's own CSR (or given as [`StaticIdentity`]); upstream clusters use it for Istio mTLS.
 //!
 //! Snapshots come from a file, a fixed value, [`ProxyHandle::apply`], or the control plane's
 //! push stream ([`ControlSource`]).
@@ -17,12 +22,14 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod lb;
 pub mod metrics;
@@ -38,20 +45,22 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use skein_xds::{ListenerKind, Snapshot};
-use tokio::net::{TcpListener, TcpSocket};
+use skein_xds::{ListenerKind, MtlsMode, Snapshot};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
 pub use config::{
     AccessLogSink, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
 };
 pub use control::{ControlNack, ControlSource, ControlState, ControlStatus};
+pub use identity::{IdentityError, IdentitySource, IdentityStatus, PeerIdentity, StaticIdentity};
 pub use source::{ConfigSource, FileSource, SnapshotSink, SourceError};
 pub use state::CompileError;
 
 use crate::access_log::AccessLog;
 use crate::drain::{ConnToken, Drain, DrainSignal};
 use crate::http::{ConnInfo, HttpCtx, Role};
+use crate::identity::IdentityStore;
 use crate::metrics::Metrics;
 use crate::state::{Compiled, Shared};
 
@@ -71,6 +80,9 @@ pub enum ProxyError {
     /// The gateway certificate could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The workload identity could not be installed.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
     /// A snapshot was rejected.
     #[error(transparent)]
     Compile(#[from] CompileError),
@@ -134,11 +146,19 @@ impl Inner {
             tracing::warn!(version = %snap.version, "{d}; such requests get 503 NC");
         }
         for c in &snap.clusters {
-            if c.tls != skein_xds::UpstreamTls::Disable {
-                tracing::warn!(cluster = %c.name, "upstream TLS is not implemented yet; connecting in plaintext");
+            if matches!(
+                c.tls,
+                skein_xds::UpstreamTls::Simple { .. } | skein_xds::UpstreamTls::Mutual { .. }
+            ) {
+                tracing::warn!(cluster = %c.name, "DestinationRule TLS modes SIMPLE and MUTUAL are not implemented; connecting in plaintext (ISTIO_MUTUAL works)");
             }
         }
-        let compiled = Compiled::compile(snap, Some(&prev), &self.shared.config)?;
+        let compiled = Compiled::compile(
+            snap,
+            Some(&prev),
+            &self.shared.config,
+            Some(&self.shared.identity),
+        )?;
         let mut dyns = self.dyn_listeners.lock().unwrap_or_else(|p| p.into_inner());
         // Bind new listeners first, so a bind failure leaves everything as it was.
         let mut new = Vec::new();
@@ -213,13 +233,15 @@ async fn serve_dyn(
             continue;
         };
         let token = token.clone();
+        let _ = stream.set_nodelay(true);
         match kind {
             ListenerKind::Tcp { cluster } => {
                 let state = snap.clusters.get(cluster).cloned();
                 let cluster = cluster.clone();
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    tcp::forward(shared, stream, local, remote, state, &cluster).await;
+                    let info = ConnInfo::plain(local, remote);
+                    tcp::forward(shared, stream, &info, state, &cluster).await;
                     drop(token);
                 });
             }
@@ -230,12 +252,7 @@ async fn serve_dyn(
                     route_config: route_config.clone(),
                     inbound: None,
                 });
-                let info = Arc::new(ConnInfo {
-                    local,
-                    remote,
-                    sni: None,
-                });
-                let _ = stream.set_nodelay(true);
+                let info = Arc::new(ConnInfo::plain(local, remote));
                 tokio::spawn(http::serve_connection(
                     stream,
                     ctx,
@@ -263,11 +280,10 @@ async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo {
-            local: stream.local_addr().unwrap_or(remote),
+        let info = Arc::new(ConnInfo::plain(
+            stream.local_addr().unwrap_or(remote),
             remote,
-            sni: None,
-        });
+        ));
         tokio::spawn(http::serve_connection(
             stream,
             Arc::clone(&ctx),
@@ -312,7 +328,10 @@ async fn serve_https(
                 Err(_) => return,
             };
             let sni = tls.get_ref().1.server_name().map(Arc::from);
-            let info = Arc::new(ConnInfo { local, remote, sni });
+            let info = Arc::new(ConnInfo {
+                sni,
+                ..ConnInfo::plain(local, remote)
+            });
             http::serve_connection(tls, ctx, info, drain, token).await;
         });
     }
@@ -324,7 +343,6 @@ async fn serve_inbound(
     mut drain: DrainSignal,
     token: ConnToken,
 ) {
-    let detect_timeout = ctx.shared.config.detect_timeout;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -335,31 +353,143 @@ async fn serve_inbound(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
-        let ctx = Arc::clone(&ctx);
-        let drain = drain.clone();
-        let token = token.clone();
-        tokio::spawn(async move {
-            match inbound::detect(&stream, detect_timeout).await {
-                inbound::Detected::Http1 | inbound::Detected::Http2 => {
-                    let info = Arc::new(ConnInfo {
-                        local,
-                        remote,
-                        sni: None,
-                    });
-                    http::serve_connection(stream, ctx, info, drain, token).await;
+        tokio::spawn(inbound_conn(
+            stream,
+            local,
+            remote,
+            Arc::clone(&ctx),
+            drain.clone(),
+            token.clone(),
+        ));
+    }
+}
+
+/// How long a peer may take to finish its ClientHello once it started one.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bound on the inbound mTLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs a connection the inbound listener refused before reading it (no filter chain for it,
+/// in Envoy's words: flag NR, details `filter_chain_not_found`).
+fn refuse(shared: &state::Shared, local: SocketAddr, remote: SocketAddr, why: &'static str) {
+    tracing::debug!(%remote, %local, why, "inbound connection refused");
+    if shared.access_log.enabled() {
+        let mut rec = Box::new(access_log::LogRecord::new(local, remote));
+        rec.flags = access_log::ResponseFlags::NR;
+        rec.details = "filter_chain_not_found".into();
+        shared.access_log.log(rec);
+    }
+}
+
+/// One inbound connection: detect, apply PeerAuthentication (terminate mesh mTLS, refuse
+/// plaintext under STRICT, pass the app's own TLS through), then serve HTTP or forward TCP
+/// through AuthorizationPolicy.
+async fn inbound_conn(
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    ctx: Arc<HttpCtx>,
+    drain: DrainSignal,
+    token: ConnToken,
+) {
+    let shared = Arc::clone(&ctx.shared);
+    let detect_timeout = shared.config.detect_timeout;
+    let workload_port = ctx
+        .inbound
+        .and_then(|i| shared.config.inbound.get(i))
+        .map_or(0, |ib| ib.app.port());
+    let detected = inbound::detect(&stream, detect_timeout).await;
+    let snap = shared.current.load_full();
+    let mode = snap.snapshot.inbound.mtls_for(workload_port);
+    let plain = || ConnInfo::plain(local, remote);
+    match detected {
+        inbound::Detected::Http1 | inbound::Detected::Http2 => {
+            if mode == MtlsMode::Strict {
+                return refuse(&shared, local, remote, "plaintext HTTP under STRICT mTLS");
+            }
+            http::serve_connection(stream, ctx, Arc::new(plain()), drain, token).await;
+        }
+        inbound::Detected::Opaque => {
+            if mode == MtlsMode::Strict {
+                return refuse(&shared, local, remote, "plaintext TCP under STRICT mTLS");
+            }
+            tcp::forward_inbound(shared, &snap, stream, &plain(), ctx.inbound, workload_port).await;
+            drop((drain, token));
+        }
+        inbound::Detected::Tls => {
+            let hello = if mode == MtlsMode::Disable {
+                None
+            } else {
+                inbound::peek_client_hello(&stream, HELLO_TIMEOUT).await
+            };
+            let mesh = hello
+                .as_ref()
+                .is_some_and(inbound::ClientHelloInfo::is_mesh);
+            // DISABLE: all TLS is the app's; PERMISSIVE: only a mesh peer's is ours.
+            if mode == MtlsMode::Disable || (mode == MtlsMode::Permissive && !mesh) {
+                let info = ConnInfo {
+                    sni: hello.and_then(|h| h.sni).map(Arc::from),
+                    ..plain()
+                };
+                tcp::forward_inbound(shared, &snap, stream, &info, ctx.inbound, workload_port)
+                    .await;
+                drop((drain, token));
+                return;
+            }
+            let Some(id) = shared.identity.current() else {
+                return refuse(
+                    &shared,
+                    local,
+                    remote,
+                    "mTLS but no workload certificate loaded yet",
+                );
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config());
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, %local, error = %e, "inbound mTLS handshake failed");
+                    return;
                 }
-                inbound::Detected::Tls | inbound::Detected::Opaque => {
-                    let snap = ctx.shared.current.load_full();
-                    let cluster = ctx.inbound.and_then(|i| snap.inbound.get(i)).cloned();
-                    let name = cluster
-                        .as_ref()
-                        .map(|c| c.name.to_string())
-                        .unwrap_or_else(|| skein_xds::INBOUND_PASSTHROUGH_CLUSTER.to_string());
-                    tcp::forward(ctx.shared.clone(), stream, local, remote, cluster, &name).await;
+                Err(_) => {
+                    tracing::debug!(%remote, %local, "inbound mTLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, conn) = tls.get_ref();
+            let peer = conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| PeerIdentity::from_cert(c))
+                .map(Arc::new);
+            let xfcc = peer
+                .as_ref()
+                .and_then(|p| ::http::HeaderValue::from_str(&p.xfcc(&id.spiffe_id)).ok());
+            let info = Arc::new(ConnInfo {
+                sni: conn.server_name().map(Arc::from),
+                peer,
+                xfcc,
+                ..plain()
+            });
+            // The client said which HTTP it speaks; otherwise sniff the decrypted bytes.
+            if matches!(conn.alpn_protocol(), Some(b"h2" | b"http/1.1")) {
+                http::serve_connection(tls, ctx, info, drain, token).await;
+                return;
+            }
+            let mut tls = tls;
+            let (d, prefix) = inbound::detect_read(&mut tls, detect_timeout).await;
+            let io = inbound::Rewind::new(prefix, tls);
+            match d {
+                inbound::Detected::Http1 | inbound::Detected::Http2 => {
+                    http::serve_connection(io, ctx, info, drain, token).await;
+                }
+                _ => {
+                    tcp::forward_inbound(shared, &snap, io, &info, ctx.inbound, workload_port)
+                        .await;
                     drop((drain, token));
                 }
             }
-        });
+        }
     }
 }
 
@@ -445,9 +575,26 @@ impl ProxyHandle {
         self.inner.shared.quit.notified().await
     }
 
-    /// State of the control-plane stream (what `/control` serves).
+    /// State of the control-plane stream and the workload certificate (what `/control`
+    /// serves).
     pub fn control_status(&self) -> ControlStatus {
-        self.inner.shared.control.get()
+        self.inner.shared.control_status()
+    }
+
+    /// The workload certificate in use.
+    pub fn identity_status(&self) -> IdentityStatus {
+        self.inner.shared.identity.status()
+    }
+
+    /// Installs a workload identity now (tests, embedding). New mTLS connections use it;
+    /// pooled upstream mTLS connections made with the previous one are not reused. With a
+    /// control-plane source, a renewal already scheduled still replaces it when due.
+    pub fn install_identity(
+        &self,
+        identity: &StaticIdentity,
+    ) -> Result<IdentityStatus, ProxyError> {
+        self.inner.shared.identity.install_static(identity)?;
+        Ok(self.identity_status())
     }
 
     /// Envoy-style cluster listing (what `/clusters` serves).
@@ -541,6 +688,10 @@ fn spawn_source(handle: &ProxyHandle, source: Box<dyn ConfigSource>) {
 }
 
 async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    let identity = Arc::new(IdentityStore::default());
+    if let Some(s) = &config.identity {
+        identity.install_static(s)?;
+    }
     let access_log = AccessLog::start(&config.access_log).await?;
     let empty = Compiled::empty(&config);
     let shared = Arc::new(Shared {
@@ -554,6 +705,7 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         quit: Notify::new(),
         inbound_addrs: Default::default(),
         control: Default::default(),
+        identity,
     });
     let drain = Drain::new();
     let Some(token) = drain.token() else {

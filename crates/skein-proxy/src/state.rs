@@ -17,9 +17,11 @@ use skein_xds::{
 };
 
 use crate::access_log::AccessLog;
+use crate::authz::{AuthzError, Engine};
 use crate::cluster::ClusterState;
 use crate::config::{InboundConfig, Mode, ProxyConfig};
-use crate::control::ControlState;
+use crate::control::{ControlState, ControlStatus};
+use crate::identity::IdentityStore;
 use crate::metrics::{Metrics, Peer, Reporter, RequestMetrics, base_labels};
 use crate::route::{CompiledRouteConfig, RouteError};
 
@@ -35,6 +37,9 @@ pub enum CompileError {
     /// A route does not compile.
     #[error("snapshot {version:?} rejected: {source}")]
     Route { version: String, source: RouteError },
+    /// An AuthorizationPolicy cannot be enforced as written.
+    #[error("snapshot {version:?} rejected: {source}")]
+    Authz { version: String, source: AuthzError },
 }
 
 /// A snapshot compiled for the data path.
@@ -59,6 +64,8 @@ pub struct Compiled {
     pub blackhole_metrics: Arc<RequestMetrics>,
     /// Metrics for requests without a route.
     pub no_route_metrics: Arc<RequestMetrics>,
+    /// The inbound AuthorizationPolicies, compiled.
+    pub authz: Engine,
 }
 
 fn peer(snap: &Snapshot) -> Peer {
@@ -102,6 +109,9 @@ fn inbound_cluster(snap: &Snapshot, ib: &InboundConfig) -> Cluster {
     if def.service.is_empty() {
         def.service = name;
     }
+    // The hop to the app is plaintext on the pod's own network; mTLS ends at this proxy.
+    def.tls = skein_xds::UpstreamTls::Disable;
+    def.auto_mtls = false;
     def.endpoints = vec![Endpoint {
         address: ib.app,
         labels: Default::default(),
@@ -114,20 +124,26 @@ impl Compiled {
     /// The config before any snapshot arrived: no routes, no clusters, passthrough allowed.
     pub fn empty(proxy: &ProxyConfig) -> Self {
         // Compiling an empty snapshot cannot fail.
-        match Self::compile(Snapshot::default(), None, proxy) {
+        match Self::compile(Snapshot::default(), None, proxy, None) {
             Ok(c) => c,
             Err(e) => unreachable!("empty snapshot failed to compile: {e}"),
         }
     }
 
-    /// Compiles `snap`, reusing unchanged clusters from `prev`.
+    /// Compiles `snap`, reusing unchanged clusters from `prev`. Clusters get `identity` for
+    /// their mTLS endpoints.
     pub fn compile(
         snap: Snapshot,
         prev: Option<&Compiled>,
         proxy: &ProxyConfig,
+        identity: Option<&Arc<IdentityStore>>,
     ) -> Result<Compiled, CompileError> {
         let version = snap.version.clone();
         snap.validate().map_err(|source| CompileError::Snapshot {
+            version: version.clone(),
+            source,
+        })?;
+        let authz = Engine::compile(&snap.inbound.authz).map_err(|source| CompileError::Authz {
             version: version.clone(),
             source,
         })?;
@@ -140,10 +156,12 @@ impl Compiled {
         let mut clusters = HashMap::with_capacity(snap.clusters.len());
         for c in &snap.clusters {
             let state = reuse(c).unwrap_or_else(|| {
-                Arc::new(
-                    ClusterState::new(c.clone(), cluster_metrics(c, &local))
-                        .with_source_ip(snap.node.ip),
-                )
+                let mut st = ClusterState::new(c.clone(), cluster_metrics(c, &local))
+                    .with_source_ip(snap.node.ip);
+                if let Some(id) = identity {
+                    st = st.with_identity(Arc::clone(id));
+                }
+                Arc::new(st)
             });
             clusters.insert(c.name.clone(), state);
         }
@@ -200,6 +218,7 @@ impl Compiled {
             clusters,
             listeners,
             inbound,
+            authz,
         })
     }
 }
@@ -228,4 +247,15 @@ pub struct Shared {
     pub inbound_addrs: OnceLock<Vec<SocketAddr>>,
     /// State of the control-plane stream (/control, /config_dump).
     pub control: ControlState,
+    /// The workload identity (mTLS certificate, key, trust bundle).
+    pub identity: Arc<IdentityStore>,
+}
+
+impl Shared {
+    /// The control-plane stream's status with the identity's (what /control serves).
+    pub fn control_status(&self) -> ControlStatus {
+        let mut s = self.control.get();
+        s.identity = self.identity.status();
+        s
+    }
 }

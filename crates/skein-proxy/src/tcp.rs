@@ -1,32 +1,88 @@
 //! Opaque TCP forwarding: outbound per-upstream listeners and inbound non-HTTP traffic.
+//! Either side may be mTLS: the downstream after inbound termination, the upstream when the
+//! cluster's policy says so.
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access_log::{LogRecord, ResponseFlags};
+use crate::authz::{Attrs, Decision};
 use crate::cluster::{ClusterState, PoolError};
+use crate::http::ConnInfo;
 use crate::lb::PickCtx;
-use crate::state::Shared;
+use crate::state::{Compiled, Shared};
+
+/// Forwards an inbound connection to the app's cluster after AuthorizationPolicy allowed it.
+/// A denied connection is closed without a byte read, and logged with Envoy's RBAC details.
+pub async fn forward_inbound<D>(
+    shared: Arc<Shared>,
+    snap: &Compiled,
+    down: D,
+    info: &ConnInfo,
+    inbound: Option<usize>,
+    workload_port: u16,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let cluster = inbound.and_then(|i| snap.inbound.get(i)).cloned();
+    let name = cluster
+        .as_ref()
+        .map(|c| c.name.to_string())
+        .unwrap_or_else(|| skein_xds::INBOUND_PASSTHROUGH_CLUSTER.to_string());
+    if !snap.authz.is_empty() {
+        let decision = snap.authz.evaluate(&Attrs {
+            source: info.remote.ip(),
+            destination: info.local,
+            workload_port,
+            peer: info.peer.as_deref(),
+            sni: info.sni.as_deref(),
+            http: None,
+        });
+        if let Decision::Deny { details, audit } = decision {
+            tracing::debug!(%details, audit, remote = %info.remote, "connection denied by AuthorizationPolicy");
+            let mut rec = Box::new(LogRecord::new(info.local, info.remote));
+            rec.upstream_cluster = Some(Arc::from(name.as_str()));
+            rec.details = Cow::Owned(details.to_string());
+            rec.sni = info.sni.clone();
+            rec.peer = info.peer.clone();
+            if let Some(c) = &cluster {
+                let base = c.metrics.base().clone();
+                shared.metrics.tcp_open(&base);
+                shared.metrics.tcp_close(&base, 0, 0);
+            }
+            if shared.access_log.enabled() {
+                shared.access_log.log(rec);
+            }
+            drop(down);
+            return;
+        }
+    }
+    forward(shared, down, info, cluster, &name).await;
+}
 
 /// Forwards one downstream connection to a cluster, byte for byte.
 ///
 /// Overflow of `maxConnections` closes the downstream at once (flag UO); a failed or timed out
-/// connect closes it too (flag UF). A drain does not cut established TCP streams; the drain
-/// timeout bounds how long the process waits for them.
-pub async fn forward(
+/// connect or mTLS handshake closes it too (flag UF). A drain does not cut established TCP
+/// streams; the drain timeout bounds how long the process waits for them.
+pub async fn forward<D>(
     shared: Arc<Shared>,
-    mut down: TcpStream,
-    local: SocketAddr,
-    remote: SocketAddr,
+    mut down: D,
+    info: &ConnInfo,
     cluster: Option<Arc<ClusterState>>,
     cluster_name: &str,
-) {
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let started = Instant::now();
-    let mut rec = Box::new(LogRecord::new(local, remote));
+    let remote = info.remote;
+    let mut rec = Box::new(LogRecord::new(info.local, remote));
     rec.upstream_cluster = Some(Arc::from(cluster_name));
+    rec.sni = info.sni.clone();
+    rec.peer = info.peer.clone();
     let finish = |mut rec: Box<LogRecord>, shared: &Shared| {
         rec.duration_ms = started.elapsed().as_millis() as u64;
         if shared.access_log.enabled() {
@@ -35,11 +91,10 @@ pub async fn forward(
     };
     let Some(cluster) = cluster else {
         rec.flags = ResponseFlags::NC;
-        rec.details = "cluster_not_found";
+        rec.details = "cluster_not_found".into();
         finish(rec, &shared);
         return;
     };
-    let _ = down.set_nodelay(true);
     let ctx = PickCtx {
         headers: None,
         query: None,
@@ -47,7 +102,7 @@ pub async fn forward(
     };
     let Some(idx) = cluster.balancer.pick(&cluster.endpoints, &ctx) else {
         rec.flags = ResponseFlags::UH;
-        rec.details = "no_healthy_upstream";
+        rec.details = "no_healthy_upstream".into();
         finish(rec, &shared);
         return;
     };
@@ -58,14 +113,16 @@ pub async fn forward(
     let (mut up, slot) = match cluster.connect_tcp(&ep).await {
         Ok(x) => x,
         Err(e) => {
+            tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream unavailable");
             rec.flags = match e {
                 PoolError::Overflow => ResponseFlags::UO,
                 _ => ResponseFlags::UF,
             };
-            if !matches!(e, PoolError::Overflow) {
-                rec.transport_failure = Some("connection_failure");
-            }
-            tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream unavailable");
+            rec.transport_failure = match e {
+                PoolError::Overflow => None,
+                PoolError::Tls { reason, .. } => Some(Cow::Owned(reason)),
+                _ => Some(Cow::Borrowed("connection_failure")),
+            };
             shared.metrics.tcp_close(&base, 0, 0);
             finish(rec, &shared);
             return;

@@ -19,6 +19,8 @@ use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle};
 use skein_xds::Snapshot;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod pki;
+
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// An upstream HTTP server (HTTP/1.1 and h2c) that answers with JSON describing the request.

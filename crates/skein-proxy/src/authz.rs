@@ -1,0 +1,1333 @@
+//! AuthorizationPolicy evaluation for the sidecar's inbound side. Pure: no I/O, no clock.
+//!
+//! Order (Istio's): a matching DENY denies; with no ALLOW policy everything else is allowed;
+//! a matching ALLOW allows; anything else is denied. AUDIT only marks. A policy without rules
+//! matches nothing; a rule with no `from`/`to`/`when` matches everything.
+//!
+//! On opaque TCP, HTTP-only attributes (hosts, methods, paths, request principals, request
+//! headers, `request.auth.*`) do not exist. As Istio generates it: an ALLOW rule that uses one
+//! never matches (a smaller allow), while in a DENY or AUDIT rule such a field is dropped,
+//! i.e. counts as matching (a wider deny).
+//!
+//! Policies are compiled once per snapshot (CIDRs parsed, hosts lowercased), so a request
+//! with no policies costs one emptiness check.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use http::HeaderMap;
+use skein_xds::{AuthzAction, AuthzCondition, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource};
+
+use crate::identity::PeerIdentity;
+
+/// Details of a denial when no ALLOW policy matched.
+pub const DENIED_NO_MATCH: &str = "rbac_access_denied_matched_policy[none]";
+/// The body Envoy's RBAC filter answers a denied request with.
+pub const DENIED_BODY: &str = "RBAC: access denied";
+
+/// A policy that cannot be enforced as written (the snapshot is refused).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    /// An IP block is neither an address nor a CIDR.
+    #[error(
+        "AuthorizationPolicy {namespace}/{name}: {field} value {value:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"
+    )]
+    BadIpBlock {
+        namespace: String,
+        name: String,
+        field: &'static str,
+        value: String,
+    },
+}
+
+/// Istio's string match: exact, `prefix*`, `*suffix`, or `*` (present and non-empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl Pattern {
+    fn new(s: &str, lowercase: bool) -> Pattern {
+        let s = if lowercase {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_string()
+        };
+        if s == "*" {
+            Pattern::Any
+        } else if let Some(rest) = s.strip_prefix('*') {
+            Pattern::Suffix(rest.to_string())
+        } else if let Some(rest) = s.strip_suffix('*') {
+            Pattern::Prefix(rest.to_string())
+        } else {
+            Pattern::Exact(s)
+        }
+    }
+
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            Pattern::Any => !v.is_empty(),
+            Pattern::Exact(s) => v == s,
+            Pattern::Prefix(p) => v.starts_with(p.as_str()),
+            Pattern::Suffix(p) => v.ends_with(p.as_str()),
+        }
+    }
+}
+
+/// An IP address or CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Treats IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a dual-stack socket reports) as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d`, `a.b.c.d/n`, `x::y` or `x::y/n`.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let s = s.trim();
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let ip = canonical(ip);
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr: ip, prefix })
+    }
+
+    /// True when `ip` is inside the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What one request or connection looks like to a policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs<'a> {
+    /// The connection's source address.
+    pub source: IpAddr,
+    /// The address the connection was accepted on (`destination.ip`).
+    pub destination: SocketAddr,
+    /// The workload (container) port: `ports` and `destination.port`.
+    pub workload_port: u16,
+    /// The mTLS peer, if any.
+    pub peer: Option<&'a PeerIdentity>,
+    /// TLS SNI of the connection (`connection.sni`).
+    pub sni: Option<&'a str>,
+    /// HTTP attributes; None for an opaque TCP connection.
+    pub http: Option<HttpAttrs<'a>>,
+}
+
+/// The HTTP part of [`Attrs`].
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAttrs<'a> {
+    /// Host / `:authority`.
+    pub host: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl Attrs<'_> {
+    /// `remote.ip` / `remoteIpBlocks`: the first X-Forwarded-For address, else the source.
+    fn remote_ip(&self) -> IpAddr {
+        self.http
+            .and_then(|h| h.headers.get("x-forwarded-for"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            .unwrap_or(self.source)
+    }
+}
+
+/// The outcome for one request or connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `audit` when an AUDIT policy matched.
+    Allow {
+        /// An AUDIT policy matched.
+        audit: bool,
+    },
+    /// Denied; `details` is Envoy's RESPONSE_CODE_DETAILS for it.
+    Deny {
+        /// `rbac_access_denied_matched_policy[...]`.
+        details: Arc<str>,
+        /// An AUDIT policy matched.
+        audit: bool,
+    },
+}
+
+impl Decision {
+    /// True when allowed.
+    pub fn allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The access log details of a denial (None when allowed).
+    pub fn details(&self) -> Option<Cow<'static, str>> {
+        match self {
+            Decision::Allow { .. } => None,
+            Decision::Deny { details, .. } => Some(Cow::Owned(details.to_string())),
+        }
+    }
+}
+
+/// A `when` key.
+#[derive(Debug, Clone)]
+enum Key {
+    Header(String),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    DestinationPort,
+    DestinationIp,
+    ConnectionSni,
+    /// `request.auth.*`: only set by RequestAuthentication (JWT), which skein does not do:
+    /// always absent, so `values` never match and `notValues` always do.
+    RequestAuth,
+    /// A key skein does not know: the condition never matches.
+    Unsupported,
+}
+
+impl Key {
+    fn parse(k: &str) -> Key {
+        if let Some(h) = k
+            .strip_prefix("request.headers[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            return Key::Header(h.to_ascii_lowercase());
+        }
+        match k {
+            "source.ip" => Key::SourceIp,
+            "remote.ip" => Key::RemoteIp,
+            "source.namespace" => Key::SourceNamespace,
+            "source.principal" => Key::SourcePrincipal,
+            "destination.port" => Key::DestinationPort,
+            "destination.ip" => Key::DestinationIp,
+            "connection.sni" => Key::ConnectionSni,
+            k if k.starts_with("request.auth.") => Key::RequestAuth,
+            _ => Key::Unsupported,
+        }
+    }
+
+    fn http_only(&self) -> bool {
+        matches!(self, Key::Header(_) | Key::RequestAuth)
+    }
+
+    fn is_ip(&self) -> bool {
+        matches!(self, Key::SourceIp | Key::RemoteIp | Key::DestinationIp)
+    }
+}
+
+/// Values of a list field: strings or IP blocks.
+#[derive(Debug, Clone)]
+enum Values {
+    Str(Vec<Pattern>),
+    Ip(Vec<Cidr>),
+}
+
+impl Values {
+    fn is_empty(&self) -> bool {
+        match self {
+            Values::Str(v) => v.is_empty(),
+            Values::Ip(v) => v.is_empty(),
+        }
+    }
+}
+
+/// An attribute's value for one request.
+enum Value<'a> {
+    Str(Cow<'a, str>),
+    /// Host: lowercase, and the same without its port; a pattern may match either.
+    Host(String),
+    Ip(IpAddr),
+    /// Not there (no mTLS peer, missing header, no SNI).
+    Absent,
+    /// Only exists for HTTP, and this is opaque TCP.
+    NotApplicable,
+}
+
+impl Value<'_> {
+    /// Does any of `vals` match? None: not applicable.
+    fn any(&self, vals: &Values) -> Option<bool> {
+        Some(match (self, vals) {
+            (Value::NotApplicable, _) => return None,
+            (Value::Absent, _) => false,
+            (Value::Str(s), Values::Str(p)) => p.iter().any(|p| p.matches(s)),
+            (Value::Host(h), Values::Str(p)) => {
+                let bare = crate::route::strip_port(h);
+                p.iter().any(|p| p.matches(h) || p.matches(bare))
+            }
+            (Value::Ip(ip), Values::Ip(c)) => c.iter().any(|c| c.contains(*ip)),
+            // Mismatched kinds cannot come out of compile; never match rather than panic.
+            _ => false,
+        })
+    }
+}
+
+/// One positive/negative pair (`principals` + `notPrincipals`, `values` + `notValues`).
+#[derive(Debug, Clone)]
+struct Field {
+    attr: Attr,
+    yes: Values,
+    no: Values,
+}
+
+/// Which attribute a field tests.
+#[derive(Debug, Clone)]
+enum Attr {
+    Principal,
+    RequestPrincipal,
+    Namespace,
+    SourceIp,
+    RemoteIp,
+    Host,
+    Port,
+    Method,
+    Path,
+    Key(Key),
+}
+
+impl Attr {
+    fn http_only(&self) -> bool {
+        match self {
+            Attr::RequestPrincipal | Attr::Host | Attr::Method | Attr::Path => true,
+            Attr::Key(k) => k.http_only(),
+            _ => false,
+        }
+    }
+
+    fn value<'a>(&self, a: &Attrs<'a>) -> Value<'a> {
+        let http = |f: fn(&HttpAttrs<'a>) -> &'a str| match &a.http {
+            Some(h) => Value::Str(Cow::Borrowed(f(h))),
+            None => Value::NotApplicable,
+        };
+        let peer = |f: fn(&'a PeerIdentity) -> &'a str| match a.peer {
+            Some(p) => Value::Str(Cow::Borrowed(f(p))),
+            None => Value::Absent,
+        };
+        match self {
+            Attr::Principal => peer(|p| p.principal.as_str()),
+            Attr::Namespace => peer(|p| p.namespace.as_str()),
+            // No RequestAuthentication in skein: a request never has a request principal.
+            Attr::RequestPrincipal => match a.http {
+                Some(_) => Value::Absent,
+                None => Value::NotApplicable,
+            },
+            Attr::SourceIp => Value::Ip(a.source),
+            Attr::RemoteIp => Value::Ip(a.remote_ip()),
+            Attr::Host => match &a.http {
+                Some(h) => Value::Host(h.host.to_ascii_lowercase()),
+                None => Value::NotApplicable,
+            },
+            Attr::Method => http(|h| h.method),
+            Attr::Path => http(|h| h.path),
+            Attr::Port => Value::Str(Cow::Owned(a.workload_port.to_string())),
+            Attr::Key(k) => match k {
+                Key::Header(name) => match &a.http {
+                    None => Value::NotApplicable,
+                    Some(h) => {
+                        let mut vals = h.headers.get_all(name.as_str()).iter();
+                        match (vals.next(), vals.next()) {
+                            (None, _) => Value::Absent,
+                            (Some(v), None) => Value::Str(String::from_utf8_lossy(v.as_bytes())),
+                            // Repeated headers are matched joined, as Envoy does.
+                            (Some(_), Some(_)) => Value::Str(Cow::Owned(
+                                h.headers
+                                    .get_all(name.as_str())
+                                    .iter()
+                                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            )),
+                        }
+                    }
+                },
+                Key::SourceIp => Value::Ip(a.source),
+                Key::RemoteIp => Value::Ip(a.remote_ip()),
+                Key::DestinationIp => Value::Ip(a.destination.ip()),
+                Key::SourceNamespace => peer(|p| p.namespace.as_str()),
+                Key::SourcePrincipal => peer(|p| p.principal.as_str()),
+                Key::DestinationPort => Value::Str(Cow::Owned(a.workload_port.to_string())),
+                Key::ConnectionSni => match a.sni {
+                    Some(s) => Value::Str(Cow::Borrowed(s)),
+                    None => Value::Absent,
+                },
+                Key::RequestAuth => match a.http {
+                    Some(_) => Value::Absent,
+                    None => Value::NotApplicable,
+                },
+                Key::Unsupported => Value::Absent,
+            },
+        }
+    }
+}
+
+impl Field {
+    /// `na` is what a field that does not apply (HTTP-only on TCP) counts as.
+    fn matches(&self, a: &Attrs<'_>, na: bool) -> bool {
+        if matches!(self.attr, Attr::Key(Key::Unsupported)) {
+            return false;
+        }
+        let v = self.attr.value(a);
+        let yes = self.yes.is_empty() || v.any(&self.yes).unwrap_or(na);
+        let no = self.no.is_empty() || v.any(&self.no).map_or(na, |m| !m);
+        yes && no
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    from: Vec<Vec<Field>>,
+    to: Vec<Vec<Field>>,
+    when: Vec<Field>,
+    /// Uses an attribute that only HTTP has.
+    http_only: bool,
+    /// `rbac_access_denied_matched_policy[ns[..]-policy[..]-rule[N]]`.
+    details: Arc<str>,
+}
+
+impl Rule {
+    fn matches(&self, a: &Attrs<'_>, deny_like: bool) -> bool {
+        if a.http.is_none() && self.http_only && !deny_like {
+            return false;
+        }
+        let all = |fs: &[Field]| fs.iter().all(|f| f.matches(a, deny_like));
+        (self.from.is_empty() || self.from.iter().any(|s| all(s)))
+            && (self.to.is_empty() || self.to.iter().any(|o| all(o)))
+            && all(&self.when)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Policy {
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    fn first_match(&self, a: &Attrs<'_>, deny_like: bool) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(a, deny_like))
+    }
+}
+
+/// The compiled AuthorizationPolicies of one workload.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    deny: Vec<Policy>,
+    allow: Vec<Policy>,
+    audit: Vec<Policy>,
+}
+
+fn warn_unsupported_once(key: &str) {
+    static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let mut set = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if set.insert(key.to_string()) {
+        tracing::warn!(
+            key,
+            "AuthorizationPolicy condition key is not supported by skein; conditions on it never match"
+        );
+    }
+}
+
+struct Compiler<'a> {
+    policy: &'a AuthzPolicy,
+}
+
+impl Compiler<'_> {
+    fn strs(&self, v: &[String], lowercase: bool) -> Values {
+        Values::Str(v.iter().map(|s| Pattern::new(s, lowercase)).collect())
+    }
+
+    fn ips(&self, v: &[String], field: &'static str) -> Result<Values, AuthzError> {
+        v.iter()
+            .map(|s| {
+                Cidr::parse(s).ok_or_else(|| AuthzError::BadIpBlock {
+                    namespace: self.policy.namespace.clone(),
+                    name: self.policy.name.clone(),
+                    field,
+                    value: s.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Values::Ip)
+    }
+
+    fn push_str(&self, out: &mut Vec<Field>, attr: Attr, yes: &[String], no: &[String], lc: bool) {
+        if !yes.is_empty() || !no.is_empty() {
+            out.push(Field {
+                attr,
+                yes: self.strs(yes, lc),
+                no: self.strs(no, lc),
+            });
+        }
+    }
+
+    fn source(&self, s: &AuthzSource) -> Result<Vec<Field>, AuthzError> {
+        let mut f = Vec::new();
+        self.push_str(
+            &mut f,
+            Attr::Principal,
+            &s.principals,
+            &s.not_principals,
+            false,
+        );
+        self.push_str(
+            &mut f,
+            Attr::RequestPrincipal,
+            &s.request_principals,
+            &s.not_request_principals,
+            false,
+        );
+        self.push_str(
+            &mut f,
+            Attr::Namespace,
+            &s.namespaces,
+            &s.not_namespaces,
+            false,
+        );
+        if !s.ip_blocks.is_empty() || !s.not_ip_blocks.is_empty() {
+            f.push(Field {
+                attr: Attr::SourceIp,
+                yes: self.ips(&s.ip_blocks, "ipBlocks")?,
+                no: self.ips(&s.not_ip_blocks, "notIpBlocks")?,
+            });
+        }
+        if !s.remote_ip_blocks.is_empty() || !s.not_remote_ip_blocks.is_empty() {
+            f.push(Field {
+                attr: Attr::RemoteIp,
+                yes: self.ips(&s.remote_ip_blocks, "remoteIpBlocks")?,
+                no: self.ips(&s.not_remote_ip_blocks, "notRemoteIpBlocks")?,
+            });
+        }
+        Ok(f)
+    }
+
+    fn operation(&self, o: &AuthzOperation) -> Vec<Field> {
+        let mut f = Vec::new();
+        self.push_str(&mut f, Attr::Host, &o.hosts, &o.not_hosts, true);
+        self.push_str(&mut f, Attr::Port, &o.ports, &o.not_ports, false);
+        self.push_str(&mut f, Attr::Method, &o.methods, &o.not_methods, false);
+        self.push_str(&mut f, Attr::Path, &o.paths, &o.not_paths, false);
+        f
+    }
+
+    fn condition(&self, c: &AuthzCondition) -> Result<Field, AuthzError> {
+        let key = Key::parse(&c.key);
+        if matches!(key, Key::Unsupported) {
+            warn_unsupported_once(&c.key);
+        }
+        let (yes, no) = if key.is_ip() {
+            (
+                self.ips(&c.values, "when.values")?,
+                self.ips(&c.not_values, "when.notValues")?,
+            )
+        } else {
+            (self.strs(&c.values, false), self.strs(&c.not_values, false))
+        };
+        Ok(Field {
+            attr: Attr::Key(key),
+            yes,
+            no,
+        })
+    }
+
+    fn rule(&self, i: usize, r: &AuthzRule) -> Result<Rule, AuthzError> {
+        let from = r
+            .from
+            .iter()
+            .map(|s| self.source(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let to: Vec<Vec<Field>> = r.to.iter().map(|o| self.operation(o)).collect();
+        let when = r
+            .when
+            .iter()
+            .map(|c| self.condition(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let http_only = from
+            .iter()
+            .chain(to.iter())
+            .flatten()
+            .chain(when.iter())
+            .any(|f| f.attr.http_only());
+        Ok(Rule {
+            from,
+            to,
+            when,
+            http_only,
+            details: Arc::from(format!(
+                "rbac_access_denied_matched_policy[{}]",
+                self.policy.rule_id(i)
+            )),
+        })
+    }
+}
+
+impl Engine {
+    /// Compiles a workload's policies.
+    pub fn compile(policies: &[AuthzPolicy]) -> Result<Engine, AuthzError> {
+        let mut e = Engine::default();
+        for p in policies {
+            let c = Compiler { policy: p };
+            let rules = p
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| c.rule(i, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let compiled = Policy { rules };
+            match p.action {
+                AuthzAction::Allow => e.allow.push(compiled),
+                AuthzAction::Deny => e.deny.push(compiled),
+                AuthzAction::Audit => e.audit.push(compiled),
+            }
+        }
+        Ok(e)
+    }
+
+    /// True when no policy applies (everything is allowed, nothing to evaluate).
+    pub fn is_empty(&self) -> bool {
+        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+
+    /// Evaluates one request (HTTP) or connection (TCP).
+    pub fn evaluate(&self, a: &Attrs<'_>) -> Decision {
+        if self.is_empty() {
+            return Decision::Allow { audit: false };
+        }
+        let audit = self.audit.iter().any(|p| p.first_match(a, true).is_some());
+        for p in &self.deny {
+            if let Some(r) = p.first_match(a, true) {
+                return Decision::Deny {
+                    details: Arc::clone(&r.details),
+                    audit,
+                };
+            }
+        }
+        if self.allow.is_empty() || self.allow.iter().any(|p| p.first_match(a, false).is_some()) {
+            return Decision::Allow { audit };
+        }
+        Decision::Deny {
+            details: Arc::from(DENIED_NO_MATCH),
+            audit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn peer(ns: &str, sa: &str) -> PeerIdentity {
+        PeerIdentity::from_spiffe(
+            &format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"),
+            String::new(),
+        )
+        .expect("spiffe")
+    }
+
+    /// One request or connection to evaluate.
+    struct Req {
+        source: IpAddr,
+        port: u16,
+        peer: Option<PeerIdentity>,
+        sni: Option<&'static str>,
+        http: Option<(&'static str, &'static str, &'static str, HeaderMap)>,
+    }
+
+    fn http(method: &'static str, host: &'static str, path: &'static str) -> Req {
+        Req {
+            source: "10.1.2.3".parse().expect("ip"),
+            port: 8080,
+            peer: Some(peer("blog", "web")),
+            sni: Some("outbound_.8080_._.was.blog.svc.cluster.local"),
+            http: Some((method, host, path, HeaderMap::new())),
+        }
+    }
+
+    fn tcp() -> Req {
+        Req {
+            http: None,
+            port: 3306,
+            ..http("GET", "", "")
+        }
+    }
+
+    impl Req {
+        fn header(mut self, k: &'static str, v: &'static str) -> Self {
+            if let Some(h) = &mut self.http {
+                h.3.append(k, HeaderValue::from_static(v));
+            }
+            self
+        }
+        fn no_peer(mut self) -> Self {
+            self.peer = None;
+            self
+        }
+        fn source_ip(mut self, ip: &str) -> Self {
+            self.source = ip.parse().expect("ip");
+            self
+        }
+        fn decide(&self, e: &Engine) -> Decision {
+            let a = Attrs {
+                source: self.source,
+                destination: SocketAddr::from(([10, 9, 9, 9], 15006)),
+                workload_port: self.port,
+                peer: self.peer.as_ref(),
+                sni: self.sni,
+                http: self.http.as_ref().map(|(m, h, p, hm)| HttpAttrs {
+                    host: h,
+                    method: m,
+                    path: p,
+                    headers: hm,
+                }),
+            };
+            e.evaluate(&a)
+        }
+    }
+
+    fn policy(name: &str, action: AuthzAction, rules: Vec<AuthzRule>) -> AuthzPolicy {
+        AuthzPolicy {
+            name: name.into(),
+            namespace: "blog".into(),
+            action,
+            rules,
+        }
+    }
+
+    fn src(f: impl FnOnce(&mut AuthzSource)) -> AuthzRule {
+        let mut s = AuthzSource::default();
+        f(&mut s);
+        AuthzRule {
+            from: vec![s],
+            ..Default::default()
+        }
+    }
+
+    fn op(f: impl FnOnce(&mut AuthzOperation)) -> AuthzRule {
+        let mut o = AuthzOperation::default();
+        f(&mut o);
+        AuthzRule {
+            to: vec![o],
+            ..Default::default()
+        }
+    }
+
+    fn when(key: &str, values: &[&str], not_values: &[&str]) -> AuthzRule {
+        AuthzRule {
+            when: vec![AuthzCondition {
+                key: key.into(),
+                values: values.iter().map(|s| s.to_string()).collect(),
+                not_values: not_values.iter().map(|s| s.to_string()).collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn engine(p: Vec<AuthzPolicy>) -> Engine {
+        Engine::compile(&p).expect("compiles")
+    }
+
+    /// An ALLOW policy with one rule: does it allow `req`?
+    fn allows(rule: AuthzRule, req: &Req) -> bool {
+        engine(vec![policy("p", AuthzAction::Allow, vec![rule])])
+            .evaluate_req(req)
+            .allowed()
+    }
+
+    impl Engine {
+        fn evaluate_req(&self, r: &Req) -> Decision {
+            r.decide(self)
+        }
+    }
+
+    #[test]
+    fn patterns_follow_istio() {
+        let cases = [
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("ab*", "abcd", true),
+            ("ab*", "a", false),
+            ("*cd", "abcd", true),
+            ("*cd", "abc", false),
+            ("*", "x", true),
+            ("*", "", false),
+        ];
+        for (p, v, want) in cases {
+            assert_eq!(Pattern::new(p, false).matches(v), want, "{p} vs {v}");
+        }
+    }
+
+    #[test]
+    fn cidrs_cover_v4_v6_and_mapped() {
+        let cases = [
+            ("10.0.0.0/8", "10.200.1.1", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("10.1.2.3", "10.1.2.3", true),
+            ("10.1.2.3", "10.1.2.4", false),
+            ("0.0.0.0/0", "1.2.3.4", true),
+            ("10.0.0.0/8", "::ffff:10.1.1.1", true),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("::1", "::1", true),
+            ("::/0", "10.0.0.1", false),
+        ];
+        for (c, ip, want) in cases {
+            let cidr = Cidr::parse(c).expect("cidr");
+            assert_eq!(cidr.contains(ip.parse().expect("ip")), want, "{c} vs {ip}");
+        }
+        for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129"] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn source_fields_and_their_negations() {
+        let r = http("GET", "was", "/api");
+        let cases: Vec<(&str, AuthzRule, &Req, bool)> = vec![
+            (
+                "principal exact",
+                src(|s| s.principals = v(&["cluster.local/ns/blog/sa/web"])),
+                &r,
+                true,
+            ),
+            (
+                "principal other",
+                src(|s| s.principals = v(&["cluster.local/ns/blog/sa/x"])),
+                &r,
+                false,
+            ),
+            (
+                "principal prefix",
+                src(|s| s.principals = v(&["cluster.local/ns/blog/*"])),
+                &r,
+                true,
+            ),
+            (
+                "principal suffix",
+                src(|s| s.principals = v(&["*/sa/web"])),
+                &r,
+                true,
+            ),
+            ("principal any", src(|s| s.principals = v(&["*"])), &r, true),
+            (
+                "not_principal hit",
+                src(|s| s.not_principals = v(&["*/sa/web"])),
+                &r,
+                false,
+            ),
+            (
+                "not_principal miss",
+                src(|s| s.not_principals = v(&["*/sa/x"])),
+                &r,
+                true,
+            ),
+            ("namespace", src(|s| s.namespaces = v(&["blog"])), &r, true),
+            (
+                "namespace other",
+                src(|s| s.namespaces = v(&["other"])),
+                &r,
+                false,
+            ),
+            (
+                "not_namespace hit",
+                src(|s| s.not_namespaces = v(&["blog"])),
+                &r,
+                false,
+            ),
+            (
+                "not_namespace miss",
+                src(|s| s.not_namespaces = v(&["other"])),
+                &r,
+                true,
+            ),
+            (
+                "ip block",
+                src(|s| s.ip_blocks = v(&["10.1.0.0/16"])),
+                &r,
+                true,
+            ),
+            (
+                "ip block miss",
+                src(|s| s.ip_blocks = v(&["192.168.0.0/16"])),
+                &r,
+                false,
+            ),
+            (
+                "not ip block hit",
+                src(|s| s.not_ip_blocks = v(&["10.1.2.3"])),
+                &r,
+                false,
+            ),
+            (
+                "not ip block miss",
+                src(|s| s.not_ip_blocks = v(&["10.9.0.0/16"])),
+                &r,
+                true,
+            ),
+            (
+                "remote ip = source",
+                src(|s| s.remote_ip_blocks = v(&["10.1.2.3/32"])),
+                &r,
+                true,
+            ),
+            (
+                "not remote ip",
+                src(|s| s.not_remote_ip_blocks = v(&["10.1.2.3/32"])),
+                &r,
+                false,
+            ),
+            // No JWT in skein: request principals never match, their negation always does.
+            (
+                "request principal",
+                src(|s| s.request_principals = v(&["*"])),
+                &r,
+                false,
+            ),
+            (
+                "not request principal",
+                src(|s| s.not_request_principals = v(&["*"])),
+                &r,
+                true,
+            ),
+            (
+                "all set fields must match",
+                src(|s| {
+                    s.principals = v(&["*/sa/web"]);
+                    s.namespaces = v(&["other"]);
+                }),
+                &r,
+                false,
+            ),
+        ];
+        for (name, rule, req, want) in cases {
+            assert_eq!(allows(rule, req), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn no_peer_never_matches_principals_but_matches_their_negation() {
+        let r = http("GET", "was", "/").no_peer();
+        assert!(!allows(src(|s| s.principals = v(&["*"])), &r));
+        assert!(!allows(src(|s| s.namespaces = v(&["*"])), &r));
+        assert!(allows(src(|s| s.not_principals = v(&["*"])), &r));
+        assert!(allows(src(|s| s.not_namespaces = v(&["blog"])), &r));
+        assert!(!allows(when("source.principal", &["*"], &[]), &r));
+        assert!(allows(when("source.namespace", &[], &["blog"]), &r));
+    }
+
+    #[test]
+    fn remote_ip_comes_from_x_forwarded_for() {
+        let r = http("GET", "was", "/").header("x-forwarded-for", "192.168.7.7, 10.0.0.1");
+        assert!(allows(
+            src(|s| s.remote_ip_blocks = v(&["192.168.0.0/16"])),
+            &r
+        ));
+        assert!(!allows(src(|s| s.remote_ip_blocks = v(&["10.1.2.3"])), &r));
+        assert!(allows(src(|s| s.ip_blocks = v(&["10.1.2.3"])), &r));
+        assert!(allows(when("remote.ip", &["192.168.7.7"], &[]), &r));
+        // Garbage in the header: the source address is used.
+        let g = http("GET", "was", "/").header("x-forwarded-for", "nonsense");
+        assert!(allows(when("remote.ip", &["10.1.2.3"], &[]), &g));
+    }
+
+    #[test]
+    fn operation_fields_and_their_negations() {
+        let r = http("POST", "Was.Blog:8080", "/api/posts");
+        let cases: Vec<(&str, AuthzRule, bool)> = vec![
+            (
+                "host, case and port ignored",
+                op(|o| o.hosts = v(&["was.blog"])),
+                true,
+            ),
+            (
+                "host with port",
+                op(|o| o.hosts = v(&["was.blog:8080"])),
+                true,
+            ),
+            ("host suffix", op(|o| o.hosts = v(&["*.blog"])), true),
+            ("host other", op(|o| o.hosts = v(&["other"])), false),
+            (
+                "not host hit",
+                op(|o| o.not_hosts = v(&["WAS.BLOG"])),
+                false,
+            ),
+            ("not host miss", op(|o| o.not_hosts = v(&["other"])), true),
+            ("port", op(|o| o.ports = v(&["8080"])), true),
+            ("port other", op(|o| o.ports = v(&["9090"])), false),
+            ("not port hit", op(|o| o.not_ports = v(&["8080"])), false),
+            ("not port miss", op(|o| o.not_ports = v(&["9090"])), true),
+            ("method", op(|o| o.methods = v(&["GET", "POST"])), true),
+            ("method other", op(|o| o.methods = v(&["GET"])), false),
+            (
+                "not method hit",
+                op(|o| o.not_methods = v(&["POST"])),
+                false,
+            ),
+            ("not method miss", op(|o| o.not_methods = v(&["GET"])), true),
+            ("path exact", op(|o| o.paths = v(&["/api/posts"])), true),
+            ("path prefix", op(|o| o.paths = v(&["/api/*"])), true),
+            ("path suffix", op(|o| o.paths = v(&["*/posts"])), true),
+            ("path other", op(|o| o.paths = v(&["/admin"])), false),
+            ("not path hit", op(|o| o.not_paths = v(&["/api/*"])), false),
+            ("not path miss", op(|o| o.not_paths = v(&["/admin*"])), true),
+            (
+                "all set fields must match",
+                op(|o| {
+                    o.methods = v(&["POST"]);
+                    o.paths = v(&["/admin"]);
+                }),
+                false,
+            ),
+        ];
+        for (name, rule, want) in cases {
+            assert_eq!(allows(rule, &r), want, "{name}");
+        }
+        // The path is matched without its query string (the caller strips it).
+        let q = http("GET", "was", "/api");
+        assert!(allows(op(|o| o.paths = v(&["/api"])), &q));
+    }
+
+    #[test]
+    fn when_conditions() {
+        let r = http("GET", "was", "/")
+            .header("x-token", "abc")
+            .header("x-multi", "a")
+            .header("x-multi", "b");
+        let cases: Vec<(&str, AuthzRule, bool)> = vec![
+            (
+                "header",
+                when("request.headers[X-Token]", &["abc"], &[]),
+                true,
+            ),
+            (
+                "header prefix",
+                when("request.headers[x-token]", &["ab*"], &[]),
+                true,
+            ),
+            (
+                "header other",
+                when("request.headers[x-token]", &["zzz"], &[]),
+                false,
+            ),
+            (
+                "header absent",
+                when("request.headers[x-none]", &["*"], &[]),
+                false,
+            ),
+            (
+                "header not hit",
+                when("request.headers[x-token]", &[], &["abc"]),
+                false,
+            ),
+            (
+                "header not, absent",
+                when("request.headers[x-none]", &[], &["abc"]),
+                true,
+            ),
+            (
+                "header joined",
+                when("request.headers[x-multi]", &["a,b"], &[]),
+                true,
+            ),
+            (
+                "values and notValues",
+                when("request.headers[x-token]", &["*"], &["abc"]),
+                false,
+            ),
+            ("source.ip", when("source.ip", &["10.0.0.0/8"], &[]), true),
+            (
+                "source.ip not",
+                when("source.ip", &[], &["10.1.2.3"]),
+                false,
+            ),
+            (
+                "source.namespace",
+                when("source.namespace", &["blog"], &[]),
+                true,
+            ),
+            (
+                "source.principal",
+                when("source.principal", &["*/sa/web"], &[]),
+                true,
+            ),
+            (
+                "destination.port",
+                when("destination.port", &["8080"], &[]),
+                true,
+            ),
+            (
+                "destination.port other",
+                when("destination.port", &["80"], &[]),
+                false,
+            ),
+            (
+                "destination.ip",
+                when("destination.ip", &["10.9.9.9"], &[]),
+                true,
+            ),
+            (
+                "connection.sni",
+                when("connection.sni", &["outbound_.8080_*"], &[]),
+                true,
+            ),
+            (
+                "request.auth absent",
+                when("request.auth.claims[iss]", &["*"], &[]),
+                false,
+            ),
+            (
+                "request.auth not",
+                when("request.auth.principal", &[], &["*"]),
+                true,
+            ),
+            (
+                "unsupported never matches",
+                when("experimental.foo", &["*"], &[]),
+                false,
+            ),
+            (
+                "unsupported never matches (not)",
+                when("experimental.foo", &[], &["x"]),
+                false,
+            ),
+        ];
+        for (name, rule, want) in cases {
+            assert_eq!(allows(rule, &r), want, "{name}");
+        }
+        // Every `when` must hold.
+        let mut both = when("source.ip", &["10.0.0.0/8"], &[]);
+        both.when.push(AuthzCondition {
+            key: "destination.port".into(),
+            values: v(&["9"]),
+            not_values: vec![],
+        });
+        assert!(!allows(both, &r));
+    }
+
+    #[test]
+    fn from_and_to_lists_are_ored_and_anded_together() {
+        let r = http("GET", "was", "/a");
+        let rule = AuthzRule {
+            from: vec![
+                AuthzSource {
+                    namespaces: v(&["other"]),
+                    ..Default::default()
+                },
+                AuthzSource {
+                    namespaces: v(&["blog"]),
+                    ..Default::default()
+                },
+            ],
+            to: vec![AuthzOperation {
+                methods: v(&["GET"]),
+                ..Default::default()
+            }],
+            when: vec![],
+        };
+        assert!(allows(rule.clone(), &r));
+        let mut no_to = rule;
+        no_to.to[0].methods = v(&["PUT"]);
+        assert!(!allows(no_to, &r));
+    }
+
+    #[test]
+    fn action_order() {
+        let r = http("GET", "was", "/admin");
+        let allow_all = || policy("allow-all", AuthzAction::Allow, vec![AuthzRule::default()]);
+        let deny_admin = || {
+            policy(
+                "deny-admin",
+                AuthzAction::Deny,
+                vec![
+                    op(|o| o.paths = v(&["/never"])),
+                    op(|o| o.paths = v(&["/admin*"])),
+                ],
+            )
+        };
+        let allow_other = || {
+            policy(
+                "allow-other",
+                AuthzAction::Allow,
+                vec![op(|o| o.paths = v(&["/x"]))],
+            )
+        };
+        let audit = || policy("audit", AuthzAction::Audit, vec![AuthzRule::default()]);
+
+        // No policies: allow.
+        assert_eq!(
+            engine(vec![]).evaluate_req(&r),
+            Decision::Allow { audit: false }
+        );
+        // DENY wins over a matching ALLOW, and names the rule.
+        match engine(vec![allow_all(), deny_admin()]).evaluate_req(&r) {
+            Decision::Deny { details, .. } => assert_eq!(
+                &*details,
+                "rbac_access_denied_matched_policy[ns[blog]-policy[deny-admin]-rule[1]]"
+            ),
+            d => panic!("expected deny, got {d:?}"),
+        }
+        // Only DENY policies that do not match: allow.
+        let other = http("GET", "was", "/ok");
+        assert!(engine(vec![deny_admin()]).evaluate_req(&other).allowed());
+        // ALLOW policies exist, none matches: deny with [none].
+        match engine(vec![allow_other()]).evaluate_req(&r) {
+            Decision::Deny { details, .. } => assert_eq!(&*details, DENIED_NO_MATCH),
+            d => panic!("expected deny, got {d:?}"),
+        }
+        // Any matching ALLOW allows.
+        assert!(
+            engine(vec![allow_other(), allow_all()])
+                .evaluate_req(&r)
+                .allowed()
+        );
+        // AUDIT only marks.
+        assert_eq!(
+            engine(vec![audit()]).evaluate_req(&r),
+            Decision::Allow { audit: true }
+        );
+        assert!(matches!(
+            engine(vec![audit(), allow_other()]).evaluate_req(&r),
+            Decision::Deny { audit: true, .. }
+        ));
+    }
+
+    #[test]
+    fn empty_spec_denies_all_and_empty_rule_allows_all() {
+        let r = http("GET", "was", "/");
+        // `spec: {}`: an ALLOW policy without rules.
+        let deny_all = engine(vec![policy("deny-all", AuthzAction::Allow, vec![])]);
+        assert!(!deny_all.evaluate_req(&r).allowed());
+        assert!(!deny_all.evaluate_req(&tcp()).allowed());
+        // `rules: [{}]`.
+        let allow_all = engine(vec![policy(
+            "allow-all",
+            AuthzAction::Allow,
+            vec![AuthzRule::default()],
+        )]);
+        assert!(allow_all.evaluate_req(&r).allowed());
+        assert!(allow_all.evaluate_req(&tcp()).allowed());
+        // A DENY policy without rules matches nothing.
+        let deny_none = engine(vec![policy("d", AuthzAction::Deny, vec![])]);
+        assert!(deny_none.evaluate_req(&r).allowed());
+    }
+
+    #[test]
+    fn http_only_fields_on_tcp() {
+        let t = tcp();
+        // ALLOW with an HTTP-only field: the rule does not match on TCP, even with a `to`
+        // alternative that would.
+        let mut allow_get = op(|o| o.methods = v(&["GET"]));
+        allow_get.to.push(AuthzOperation {
+            ports: v(&["3306"]),
+            ..Default::default()
+        });
+        assert!(!allows(allow_get.clone(), &t));
+        assert!(allows(allow_get, &http("GET", "x", "/")));
+        assert!(allows(op(|o| o.ports = v(&["3306"])), &t));
+        for rule in [
+            op(|o| o.hosts = v(&["x"])),
+            op(|o| o.paths = v(&["/"])),
+            op(|o| o.not_methods = v(&["GET"])),
+            src(|s| s.request_principals = v(&["*"])),
+            src(|s| s.not_request_principals = v(&["*"])),
+            when("request.headers[x]", &["*"], &[]),
+            when("request.auth.principal", &[], &["*"]),
+        ] {
+            assert!(!allows(rule, &t));
+        }
+        // DENY with an HTTP-only field: the field is dropped, so the rule matches on TCP.
+        let deny = |rule: AuthzRule| {
+            engine(vec![policy("d", AuthzAction::Deny, vec![rule])]).evaluate_req(&t)
+        };
+        assert!(!deny(op(|o| o.methods = v(&["GET"]))).allowed());
+        assert!(!deny(op(|o| o.not_paths = v(&["/x"]))).allowed());
+        assert!(!deny(when("request.headers[x-token]", &["abc"], &[])).allowed());
+        // ...but the fields TCP has still count.
+        let scoped = op(|o| {
+            o.methods = v(&["GET"]);
+            o.ports = v(&["9999"]);
+        });
+        assert!(deny(scoped).allowed());
+        // DENY with principals on TCP works as on HTTP.
+        assert!(!deny(src(|s| s.namespaces = v(&["blog"]))).allowed());
+        assert!(deny(src(|s| s.namespaces = v(&["other"]))).allowed());
+        assert!(deny(src(|s| s.not_principals = v(&["*"]))).allowed());
+    }
+
+    #[test]
+    fn ip_policies_on_tcp_without_peer() {
+        let t = tcp().no_peer().source_ip("192.168.1.5");
+        let e = engine(vec![policy(
+            "lan",
+            AuthzAction::Allow,
+            vec![src(|s| s.ip_blocks = v(&["192.168.0.0/16"]))],
+        )]);
+        assert!(e.evaluate_req(&t).allowed());
+        assert!(!e.evaluate_req(&tcp().source_ip("10.0.0.1")).allowed());
+        let deny_no_mtls = engine(vec![policy(
+            "require-mtls",
+            AuthzAction::Deny,
+            vec![src(|s| s.not_principals = v(&["*"]))],
+        )]);
+        assert!(!deny_no_mtls.evaluate_req(&t).allowed());
+        assert!(deny_no_mtls.evaluate_req(&tcp()).allowed());
+    }
+
+    #[test]
+    fn bad_ip_blocks_are_refused() {
+        let p = policy(
+            "bad",
+            AuthzAction::Allow,
+            vec![src(|s| s.ip_blocks = v(&["10.0.0.0/99"]))],
+        );
+        let e = Engine::compile(&[p]).expect_err("bad cidr");
+        assert!(e.to_string().contains("blog/bad"), "{e}");
+        assert!(e.to_string().contains("ipBlocks"), "{e}");
+        let c = policy(
+            "c",
+            AuthzAction::Deny,
+            vec![when("source.ip", &["nope"], &[])],
+        );
+        assert!(Engine::compile(&[c]).is_err());
+    }
+}
