@@ -92,12 +92,20 @@ async fn handle(
     const PLAIN: &str = "text/plain; charset=utf-8";
     let resp = match (req.method(), req.uri().path()) {
         (_, "/ready") | (_, "/healthz/ready") => {
-            let ready =
+            // A proxy fed by the control plane is ready once it has its config and its
+            // workload certificate (as Istio's agent waits for both).
+            let needs_cert = matches!(shared.config.source, crate::SourceConfig::Control { .. });
+            let configured =
                 shared.loaded.load(Ordering::Acquire) && shared.bound.load(Ordering::Acquire);
-            if ready {
-                text(StatusCode::OK, PLAIN, "LIVE\n".into())
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "NOT READY\n".into())
+            let certified = !needs_cert || shared.identity.current().is_some();
+            match (configured, certified) {
+                (true, true) => text(StatusCode::OK, PLAIN, "LIVE\n".into()),
+                (true, false) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "NOT READY: no workload certificate yet\n".into(),
+                ),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "NOT READY\n".into()),
             }
         }
         (_, "/config_dump") => {

@@ -71,6 +71,21 @@ pub struct ConnInfo {
     pub peer: Option<Arc<PeerIdentity>>,
     /// This connection's `x-forwarded-client-cert` element (inbound mTLS only), built once.
     pub xfcc: Option<HeaderValue>,
+    /// Inbound metrics labelled with this connection's peer, made on its first request.
+    pub inbound_metrics: std::sync::OnceLock<Arc<RequestMetrics>>,
+}
+
+/// The metrics a request on `conn` to `cluster` counts in: inbound ones carry the peer.
+fn metrics_for(cluster: &ClusterState, conn: &ConnInfo) -> Arc<RequestMetrics> {
+    if !cluster.name.starts_with("inbound|") {
+        return Arc::clone(&cluster.metrics);
+    }
+    Arc::clone(conn.inbound_metrics.get_or_init(|| {
+        Arc::new(RequestMetrics::new(crate::metrics::with_peer(
+            cluster.metrics.base(),
+            conn.peer.as_deref(),
+        )))
+    }))
 }
 
 impl ConnInfo {
@@ -82,6 +97,7 @@ impl ConnInfo {
             sni: None,
             peer: None,
             xfcc: None,
+            inbound_metrics: std::sync::OnceLock::new(),
         }
     }
 }
@@ -445,7 +461,7 @@ pub async fn handle(
                 tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy");
                 let f = inflight.fin();
                 f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-                f.metrics = Some(Arc::clone(&cluster.metrics));
+                f.metrics = Some(metrics_for(&cluster, &conn));
                 return Ok(inflight.reply(
                     403,
                     ResponseFlags::NONE,
@@ -723,7 +739,7 @@ async fn forward(
     {
         let f = inflight.fin();
         f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-        f.metrics = Some(Arc::clone(&cluster.metrics));
+        f.metrics = Some(metrics_for(&cluster, conn));
     }
     let Some(creq) = cluster.try_start_request() else {
         return inflight.error(PoolError::Overflow, version);

@@ -241,12 +241,32 @@ pub fn base_labels(
         ("destination_workload_namespace", or_unknown(&dst.namespace)),
         ("destination_canonical_service", or_unknown(&dst.app)),
         ("destination_canonical_revision", or_unknown(&dst.version)),
+        ("source_principal", "unknown".to_string()),
+        ("destination_principal", "unknown".to_string()),
         ("destination_service", or_unknown(service)),
         ("destination_service_name", or_unknown(svc_name)),
         ("destination_service_namespace", or_unknown(svc_ns)),
         ("request_protocol", protocol.to_string()),
         ("connection_security_policy", "unknown".to_string()),
     ]
+}
+
+/// The inbound labels of one downstream connection: the mTLS peer's principal and namespace,
+/// and `connection_security_policy` (`mutual_tls` or `none`) as the destination reports it.
+pub fn with_peer(base: &Labels, peer: Option<&crate::identity::PeerIdentity>) -> Labels {
+    let mut labels = base.clone();
+    for (k, v) in labels.iter_mut() {
+        match (*k, peer) {
+            ("connection_security_policy", Some(_)) => *v = "mutual_tls".into(),
+            ("connection_security_policy", None) => *v = "none".into(),
+            ("source_principal", Some(p)) => v.clone_from(&p.spiffe_id),
+            ("source_workload_namespace", Some(p)) if !p.namespace.is_empty() => {
+                v.clone_from(&p.namespace)
+            }
+            _ => {}
+        }
+    }
+    labels
 }
 
 /// Response codes whose handles are cached without lookup.

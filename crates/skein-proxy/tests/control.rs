@@ -345,6 +345,11 @@ async fn unreachable_control_plane_leaves_the_proxy_up_and_not_ready() {
     let (mut s, first) = accept(&cp).await;
     assert_eq!(first, hello(None));
     assert_eq!(s.push(snapshot("v1", &up)).await, ack("v1"));
+    // Config alone is not enough: a proxy fed by a control plane also waits for its workload
+    // certificate (this fake control plane never signs one).
     let r = get(admin, &format!("http://{admin}/ready"), &[]).await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("certificate"), "{}", r.body);
+    let dump = get(admin, &format!("http://{admin}/config_dump"), &[]).await;
+    assert_eq!(dump.json()["loaded"], true);
 }

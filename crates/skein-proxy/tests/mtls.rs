@@ -678,15 +678,22 @@ async fn authorization_policy_denies_with_rbac_403_and_logs_the_policy() {
     );
     // Denials are counted like any response.
     let metrics = srv.admin("/stats/prometheus").await.body;
-    let denied = metrics
+    // Series are per peer (principal, mutual_tls or none): sum them.
+    let denied: u64 = metrics
         .lines()
-        .find(|l| {
+        .filter(|l| {
             l.starts_with("istio_requests_total")
                 && l.contains("reporter=\"destination\"")
                 && l.contains("response_code=\"403\"")
         })
-        .unwrap_or_else(|| panic!("no 403 series in {metrics}"));
-    assert!(denied.ends_with(" 3"), "{denied}");
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(denied, 3, "{metrics}");
+    assert!(
+        metrics.contains("source_principal=\"spiffe://cluster.local/ns/blog/sa/web\"")
+            && metrics.contains("connection_security_policy=\"mutual_tls\""),
+        "the mTLS peer labels the inbound series: {metrics}"
+    );
 }
 
 #[tokio::test]
