@@ -964,13 +964,8 @@ impl<'a> Mesh<'a> {
                     A::Allow => skein_xds::AuthzAction::Allow,
                     A::Deny => skein_xds::AuthzAction::Deny,
                     A::Audit => skein_xds::AuthzAction::Audit,
-                    A::Custom => {
-                        tracing::warn!(
-                            policy = %ap.metadata.name,
-                            "AuthorizationPolicy action CUSTOM is not supported; the policy is ignored"
-                        );
-                        return None;
-                    }
+                    // Reported once per accepted config (see `unsupported`).
+                    A::Custom => return None,
                 };
                 Some(skein_xds::AuthzPolicy {
                     name: ap.metadata.name.clone(),
@@ -1142,6 +1137,20 @@ impl<'a> Mesh<'a> {
             _ => self.sidecar(node, version),
         }
     }
+}
+
+/// What the manifests ask for that skein accepts but does not do, one line each.
+pub fn unsupported(m: &Manifests) -> Vec<String> {
+    m.authorization_policies()
+        .filter(|ap| ap.spec.action() == skein_api::security::Action::Custom)
+        .map(|ap| {
+            format!(
+                "AuthorizationPolicy {}/{}: action CUSTOM (an external authorizer) is not supported; the policy is ignored",
+                ap.metadata.namespace_or_default(),
+                ap.metadata.name
+            )
+        })
+        .collect()
 }
 
 fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {

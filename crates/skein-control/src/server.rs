@@ -165,7 +165,12 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         ..Default::default()
     };
     let manifests = match opts.store.load() {
-        Ok(m) => m,
+        Ok(m) => {
+            for u in crate::compile::unsupported(&m) {
+                tracing::warn!("{u}");
+            }
+            m
+        }
         Err(r) => {
             tracing::error!("config refused, starting with no config:\n{r}");
             status.valid = false;
@@ -235,6 +240,9 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
             match opts.store.load() {
                 Ok(m) => {
                     tracing::info!("config change accepted");
+                    for u in crate::compile::unsupported(&m) {
+                        tracing::warn!("{u}");
+                    }
                     shared.update(|s| s.valid = true);
                     manifests = Some(Arc::new(m));
                 }

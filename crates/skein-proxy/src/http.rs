@@ -844,20 +844,45 @@ async fn forward(
                         }
                         _ => {
                             tracing::debug!(error = %err, cluster = %cluster.name, "upstream request failed");
-                            return inflight.reply(
+                            let mut resp = inflight.reply(
                                 503,
                                 ResponseFlags::UC,
                                 "upstream_reset_before_response_started{connection_termination}",
                                 Bytes::from_static(TERMINATION_BODY.as_bytes()),
                                 version,
                             );
+                            // The local app went away before answering (its process died): a
+                            // client sidecar may send a safe request to another pod.
+                            if cluster.name.starts_with("inbound|") {
+                                resp.headers_mut().insert(
+                                    NOT_DELIVERED.clone(),
+                                    HeaderValue::from_static("reset"),
+                                );
+                            }
+                            return resp;
                         }
                     }
                 }
             }
         };
+        // `connect-failure`: nothing reached the app. `reset`: the app died before answering;
+        // only a safe method may go elsewhere then (as nginx's proxy_next_upstream does).
+        let safe = replay.as_ref().is_some_and(|r| {
+            matches!(
+                *r.method(),
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            )
+        });
         let undelivered = resp.status() == StatusCode::SERVICE_UNAVAILABLE
-            && resp.headers().contains_key(&NOT_DELIVERED);
+            && match resp
+                .headers()
+                .get(&NOT_DELIVERED)
+                .map(HeaderValue::as_bytes)
+            {
+                Some(b"connect-failure") => true,
+                Some(b"reset") => safe,
+                _ => false,
+            };
         if undelivered
             && retries_left > 0
             && let Some(again) = &replay

@@ -123,3 +123,55 @@ async fn a_peer_whose_app_is_down_is_skipped_for_a_bodiless_request() {
     }
     assert!(saw_503, "a POST to the dead app's pod is not retried");
 }
+
+/// An app that reads a request and dies before answering (closes the connection).
+async fn dying_app() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                drop(s);
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test]
+async fn a_get_whose_app_died_mid_request_goes_elsewhere_but_a_post_does_not() {
+    let live = Upstream::start("live").await;
+    let (_dying, dying_inbound) = server_sidecar(dying_app().await).await;
+    let (_up, up_inbound) = server_sidecar(live.addr).await;
+    let (h, _) = sidecar(snapshot(
+        &[&dying_inbound.to_string(), &up_inbound.to_string()],
+        None,
+    ))
+    .await;
+    for i in 0..6 {
+        let r = get(outbound(&h), URL, &[]).await;
+        assert_eq!(r.status, 200, "GET {i}: {r:?}");
+    }
+    let mut c = H1Client::connect(outbound(&h)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .send_body("POST", URL, &[], "{\"title\":\"t\"}")
+            .await
+            .expect("a response");
+        assert!(!r.headers.contains_key("x-skein-not-delivered"));
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.contains(&503),
+        "a POST is never replayed: {statuses:?}"
+    );
+}
