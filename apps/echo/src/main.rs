@@ -37,7 +37,7 @@ struct State {
 }
 
 /// A control from the query string or an `x-echo-NAME` header.
-fn control<'a>(req: &'a Request<Incoming>, name: &str) -> Option<String> {
+fn control(req: &Request<Incoming>, name: &str) -> Option<String> {
     let from_query = req.uri().query().and_then(|q| {
         q.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -80,7 +80,7 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Outcome {
     let mut status = num("status")
         .and_then(|s| u16::try_from(s).ok())
         .unwrap_or(200);
-    if every.is_some_and(|k| n % k == 0) || (pct > 0.0 && fastrand::f64() * 100.0 < pct) {
+    if every.is_some_and(|k| n.is_multiple_of(k)) || (pct > 0.0 && fastrand::f64() * 100.0 < pct) {
         status = fail_status;
     }
     if state.env_fail_status.is_some() && state.env_fail_pct <= 0.0 {
