@@ -283,10 +283,19 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if all || args.kind == Kind::Endpoints {
         let mut rows = Vec::new();
         for c in &snap.clusters {
+            // Outlier detection's view, where the proxy reports one (`endpoint_status`).
+            let status = v["endpoint_status"][c.name.as_str()].as_array();
             for e in &c.endpoints {
+                let addr = e.address.to_string();
+                let st = status.and_then(|list| {
+                    list.iter()
+                        .find(|s| s["address"].as_str() == Some(addr.as_str()))
+                });
+                let ejected = st.is_some_and(|s| s["status"] == "ejected");
                 rows.push(vec![
-                    e.address.to_string(),
-                    "HEALTHY".into(),
+                    addr,
+                    if ejected { "UNHEALTHY" } else { "HEALTHY" }.into(),
+                    if ejected { "FAILED" } else { "OK" }.into(),
                     c.name.clone(),
                 ]);
             }
@@ -295,7 +304,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             out.push('\n');
         }
         out.push_str(&crate::table::render(
-            &["ENDPOINT", "STATUS", "CLUSTER"],
+            &["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"],
             &rows,
         ));
     }
