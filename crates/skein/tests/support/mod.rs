@@ -20,7 +20,7 @@ pub fn repo_root() -> PathBuf {
 pub fn skein_bin() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_skein"));
     // The workloads run from beside the skein binary; without them nothing can start.
-    for app in ["blog-was", "blog-web"] {
+    for app in ["blog-was", "blog-web", "echo"] {
         let p = bin.with_file_name(app);
         assert!(
             p.exists(),
