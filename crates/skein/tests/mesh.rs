@@ -14,18 +14,6 @@ use support::*;
 
 const EXAMPLE: &str = "examples/blog-system";
 
-/// A copy of the example's manifests that the test may edit.
-fn example_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(repo_root().join(EXAMPLE)).expect("example dir") {
-        let p = entry.expect("entry").path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            std::fs::copy(&p, dir.path().join(p.file_name().expect("name"))).expect("copy");
-        }
-    }
-    dir
-}
-
 /// Continuous GETs through the ingress on two client threads, counting answers.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -137,7 +125,7 @@ fn set_primary_weights(dir: &Path, stable: u32, canary: u32) {
 #[test]
 fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_control_plane() {
     let skein = Skein::new();
-    let dir = example_copy();
+    let dir = manifests_copy(EXAMPLE);
     let dir_s = dir.path().to_str().expect("utf-8 path");
     skein.up(dir_s, &[]);
     let base = skein.http_base();

@@ -11,17 +11,6 @@ use support::*;
 
 const EXAMPLE: &str = "examples/blog-system";
 
-fn example_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(repo_root().join(EXAMPLE)).expect("example dir") {
-        let p = entry.expect("entry").path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            std::fs::copy(&p, dir.path().join(p.file_name().expect("name"))).expect("copy");
-        }
-    }
-    dir
-}
-
 /// `curl` must be there: the test command installs it.
 fn curl() -> Command {
     let c = Command::new("curl");
@@ -75,7 +64,7 @@ fn metrics(skein: &Skein, pod: &serde_json::Value) -> String {
 #[test]
 fn the_seed_zero_trust_setup_holds() {
     let skein = Skein::new();
-    let dir = example_copy();
+    let dir = manifests_copy(EXAMPLE);
     skein.up(dir.path().to_str().expect("path"), &[]);
     let base = skein.http_base();
 

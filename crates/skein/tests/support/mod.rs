@@ -291,3 +291,15 @@ pub fn pid_alive(pid: u64) -> bool {
             })
             .unwrap_or(false)
 }
+
+/// A copy of a manifests directory's YAML files, which a test may edit.
+pub fn manifests_copy(dir: &str) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(repo_root().join(dir)).expect("manifests dir") {
+        let p = entry.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            std::fs::copy(&p, copy.path().join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+    copy
+}
