@@ -115,6 +115,28 @@ async fn every_other_call_failing_is_hidden_by_5xx_retries() {
 }
 
 #[tokio::test]
+async fn grpc_unavailable_is_retried_by_the_default_policy_but_internal_is_not() {
+    bounded(async {
+        let up = Upstream::start("grpc").await;
+        up.fail_every.store(2, Ordering::SeqCst);
+        let (h, _) = sidecar(snapshot(&[&up.addr_str()], &[], Route::default())).await;
+        let mut c = H1Client::connect(outbound(&h)).await;
+        let _ = c.get(URL).await;
+        let r = c.send("GET", URL, &[("x-fail-grpc-status", "14")]).await;
+        assert!(r.headers.get("grpc-status").is_none(), "retried: {r:?}");
+        assert_eq!(up.requests.load(Ordering::SeqCst), 3);
+        let r = c.send("GET", URL, &[("x-fail-grpc-status", "13")]).await;
+        assert_eq!(
+            r.headers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"13"[..]),
+            "INTERNAL is not in Istio's default"
+        );
+        assert_eq!(up.requests.load(Ordering::SeqCst), 4);
+    })
+    .await
+}
+
+#[tokio::test]
 async fn the_attempt_count_header_counts_tries() {
     bounded(async {
         let up = Upstream::start("flaky").await;

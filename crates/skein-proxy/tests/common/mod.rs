@@ -25,7 +25,8 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// An upstream HTTP server (HTTP/1.1 and h2c) that answers with JSON describing the request.
 /// Request headers it obeys: `x-delay-ms` (sleep before answering), `x-status`,
-/// `x-expect-pattern: LEN` (400 unless the body is `pattern(LEN)`). Per-upstream modes: `fail_every`
+/// `x-expect-pattern: LEN` (400 unless the body is `pattern(LEN)`), `x-fail-grpc-status: N`
+/// (failing calls answer 200 with `grpc-status: N` instead of 503). Per-upstream modes: `fail_every`
 /// (503 on every Nth call, 0: off), `delay_ms` (sleep before every answer).
 #[derive(Clone)]
 pub struct Upstream {
@@ -101,8 +102,14 @@ impl Upstream {
             });
         let every = self.fail_every.load(Ordering::SeqCst);
         let mut status = header(req.headers(), "x-status").and_then(|v| v.parse::<u16>().ok());
+        let fail_grpc = header(req.headers(), "x-fail-grpc-status");
+        let mut grpc_status = None;
         if every > 0 && call.is_multiple_of(every) {
-            status = Some(503);
+            match fail_grpc {
+                // A trailers-only gRPC failure: 200 with grpc-status in the headers.
+                Some(g) => grpc_status = Some(g),
+                None => status = Some(503),
+            }
         }
         if req.headers().contains_key("x-skein-mirror") {
             self.mirrored.fetch_add(1, Ordering::SeqCst);
@@ -165,6 +172,9 @@ impl Upstream {
             .insert("x-upstream", self.name.parse().expect("header value"));
         resp.headers_mut()
             .insert("content-type", "application/json".parse().expect("ct"));
+        if let Some(g) = grpc_status.and_then(|g| g.parse().ok()) {
+            resp.headers_mut().insert("grpc-status", g);
+        }
         resp
     }
 }
