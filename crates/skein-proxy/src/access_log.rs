@@ -57,8 +57,12 @@ impl ResponseFlags {
     pub const UC: ResponseFlags = ResponseFlags(1 << 7);
     /// Cluster not found.
     pub const NC: ResponseFlags = ResponseFlags(1 << 8);
+    /// Request delayed by fault injection.
+    pub const DI: ResponseFlags = ResponseFlags(1 << 9);
+    /// Request aborted by fault injection.
+    pub const FI: ResponseFlags = ResponseFlags(1 << 10);
 
-    const NAMES: [(ResponseFlags, &'static str); 9] = [
+    const NAMES: [(ResponseFlags, &'static str); 11] = [
         (Self::UH, "UH"),
         (Self::UF, "UF"),
         (Self::UO, "UO"),
@@ -68,6 +72,8 @@ impl ResponseFlags {
         (Self::DC, "DC"),
         (Self::UC, "UC"),
         (Self::NC, "NC"),
+        (Self::DI, "DI"),
+        (Self::FI, "FI"),
     ];
 
     /// True when no flag is set.

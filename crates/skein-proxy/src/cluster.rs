@@ -394,6 +394,8 @@ pub struct ClusterState {
     pub identity: Option<Arc<IdentityStore>>,
     /// SNI sent to mTLS endpoints.
     pub sni: Option<ServerName<'static>>,
+    /// Retry budget and mirror admission (see `retry.rs`).
+    pub resilience: Arc<crate::retry::ClusterResilience>,
 }
 
 impl Drop for ClusterState {
@@ -490,6 +492,7 @@ impl ClusterState {
             source_ip: None,
             identity: None,
             sni,
+            resilience: Arc::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,7 +21,7 @@ use skein_xds::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 
 use crate::access_log::{LogRecord, ResponseFlags};
 use crate::authz::{self, Attrs, Decision, HttpAttrs};
-use crate::body::{ProxyBody, ReqBody, UpstreamBody};
+use crate::body::{BodyCopy, ProxyBody, ReqBody, UpstreamBody};
 use crate::cluster::{
     ActiveGuard, ClusterRequest, ClusterState, Conn, EndpointState, H1Conn, PoolError,
     UpstreamProto,
@@ -30,6 +30,7 @@ use crate::drain::{ConnToken, DrainSignal};
 use crate::identity::PeerIdentity;
 use crate::lb::PickCtx;
 use crate::metrics::RequestMetrics;
+use crate::retry::{Failure, RetryGuard, RetryPolicy};
 use crate::route::{Action, CompiledRoute, Dest, RequestView};
 use crate::state::{Compiled, Shared};
 
@@ -108,11 +109,14 @@ const CONNECT_FAILURE_BODY: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
 const TERMINATION_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 const NO_HEALTHY_BODY: &str = "no healthy upstream";
+const TIMEOUT_BODY: &str = "upstream request timeout";
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static X_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 /// On a 503 from a skein proxy: the request did not reach the app (connect failure).
 pub static NOT_DELIVERED: HeaderName = HeaderName::from_static("x-skein-not-delivered");
@@ -624,6 +628,25 @@ pub async fn handle(
             route.ops.request.apply(req.headers_mut());
             dest.ops.request.apply(req.headers_mut());
             let auth = new_authority.or_else(|| authority.clone());
+            if let Some(fault) = &route.fault {
+                let d = fault.decide();
+                if let Some(delay) = d.delay {
+                    tokio::time::sleep(delay).await;
+                    inflight.fin().rec.flags |= ResponseFlags::DI;
+                }
+                if let Some(status) = d.abort {
+                    let f = inflight.fin();
+                    f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+                    f.metrics = Some(metrics_for(&cluster, &conn));
+                    return Ok(inflight.reply(
+                        status,
+                        ResponseFlags::FI,
+                        "fault_filter_abort",
+                        Bytes::from_static(crate::fault::ABORT_BODY.as_bytes()),
+                        resp_version,
+                    ));
+                }
+            }
             Ok(forward(
                 inflight,
                 &conn,
@@ -684,7 +707,7 @@ fn blackhole(mut inflight: InFlight, snap: &Compiled, version: Version) -> Respo
 }
 
 /// Prepares headers, URI and version of a request going upstream.
-fn prepare_upstream(
+pub(crate) fn prepare_upstream(
     req: &mut Request<ReqBody>,
     authority: Option<HeaderValue>,
     proto: UpstreamProto,
@@ -724,6 +747,90 @@ fn prepare_upstream(
     }
 }
 
+/// How one try went.
+enum TryOutcome {
+    /// Response headers arrived.
+    Response {
+        resp: Response<Incoming>,
+        h1: Option<H1Conn>,
+        sent_at: Instant,
+        active: ActiveGuard,
+    },
+    /// No connection: the request was not sent and comes back.
+    ConnectFailed(PoolError, Request<ReqBody>),
+    /// The connection failed before response headers; `back` is the request when hyper
+    /// handed it back unsent (nothing was processed).
+    Reset {
+        error: String,
+        back: Option<Request<ReqBody>>,
+    },
+}
+
+/// One try on `ep`: checkout, send, response headers. A pooled connection can turn out closed
+/// just as it is used; when hyper hands the request back unsent, it is sent again on another
+/// connection to the same host (at most 3 times).
+async fn try_once(
+    cluster: &ClusterState,
+    ep: &Arc<EndpointState>,
+    proto: UpstreamProto,
+    mut up_req: Request<ReqBody>,
+    local: &std::sync::Mutex<Option<SocketAddr>>,
+) -> TryOutcome {
+    let mut upstream = match cluster.checkout(ep, proto).await {
+        Ok(c) => c,
+        Err(e) => return TryOutcome::ConnectFailed(e, up_req),
+    };
+    let active = ep.start_request();
+    let mut unsent_retries = 0;
+    loop {
+        if let Ok(mut l) = local.lock() {
+            *l = upstream.local();
+        }
+        let sent_at = Instant::now();
+        let (result, h1) = match upstream {
+            Conn::H1(mut c) => (c.tx.try_send_request(up_req).await, Some(c)),
+            Conn::H2(mut tx, _) => (tx.try_send_request(up_req).await, None),
+        };
+        match result {
+            Ok(resp) => {
+                return TryOutcome::Response {
+                    resp,
+                    h1,
+                    sent_at,
+                    active,
+                };
+            }
+            Err(mut e) => {
+                let error = e.error().to_string();
+                match e.take_message() {
+                    Some(back) if unsent_retries < 3 => {
+                        unsent_retries += 1;
+                        up_req = back;
+                        upstream = match cluster.checkout(ep, proto).await {
+                            Ok(c) => c,
+                            Err(e) => return TryOutcome::ConnectFailed(e, up_req),
+                        };
+                    }
+                    back => return TryOutcome::Reset { error, back },
+                }
+            }
+        }
+    }
+}
+
+/// A request head kept for replays.
+fn clone_head(req: &Request<ReqBody>) -> Request<()> {
+    let mut p = Request::new(());
+    *p.method_mut() = req.method().clone();
+    *p.uri_mut() = req.uri().clone();
+    *p.version_mut() = req.version();
+    *p.headers_mut() = req.headers().clone();
+    p
+}
+
+/// The route's retry policy when it has none to apply (inbound, faults).
+static NO_RETRY: RetryPolicy = RetryPolicy::none();
+
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     mut inflight: InFlight,
@@ -760,147 +867,238 @@ async fn forward(
     };
     let mut ep = Arc::clone(&cluster.endpoints[idx]);
     let proto = cluster.upstream_proto(req.version() == Version::HTTP_2);
-    // A request that never reached the app may go to another host: a failed connect, or a
-    // peer sidecar that could not reach its app (it marks its 503 so). Istio's default policy
-    // retries connect-failure twice; previous hosts are avoided. Only a bodiless request is
-    // replayed after it was sent (bodies are replayed by the retry policy proper).
-    let mut retries_left = route.map_or(0, |r| r.connect_retries);
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let replay = (retries_left > 0 && http_body::Body::is_end_stream(req.body())).then(|| {
-        let mut p = Request::new(());
-        *p.method_mut() = req.method().clone();
-        *p.uri_mut() = req.uri().clone();
-        *p.version_mut() = req.version();
-        *p.headers_mut() = req.headers().clone();
-        p
-    });
+    let policy = route.map_or(&NO_RETRY, |r| &r.retry);
+    let deadline = route
+        .and_then(|r| r.timeout)
+        .map(|t| tokio::time::Instant::now() + t);
+    // A peer sidecar that could not reach its app marks its 503 (`x-skein-not-delivered`):
+    // that counts as a connect failure for a bodiless request (a `reset` one only for a safe
+    // method: the app may have acted on it).
+    let bodiless = http_body::Body::is_end_stream(req.body());
+    let safe = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    let mirror = route.and_then(|r| r.mirror.as_ref()).filter(|m| m.sample());
+    // The body is copied as it streams (up to REPLAY_LIMIT) when a retry or a mirror may
+    // need it again.
     let (parts, body) = req.into_parts();
-    let mut up_req = Request::from_parts(parts, ReqBody::new(body, received));
+    let (body, copy) = if policy.attempts > 0 || mirror.is_some() {
+        let (b, c) = ReqBody::teed(body, received, crate::retry::REPLAY_LIMIT);
+        (b, Some(c))
+    } else {
+        (ReqBody::new(body, received), None)
+    };
+    let mut up_req = Request::from_parts(parts, body);
+    if let (Some(m), Some(c)) = (mirror, &copy) {
+        m.spawn(
+            &up_req,
+            authority.clone(),
+            c.clone(),
+            version == Version::HTTP_2,
+        );
+    }
     prepare_upstream(&mut up_req, authority.clone(), proto);
-    let next_host = |tried: &mut Vec<SocketAddr>, ep: &Arc<crate::cluster::EndpointState>| {
-        tried.push(ep.addr);
-        let mut next = None;
-        for _ in 0..5 {
-            next = cluster.balancer.pick(
-                &cluster.endpoints,
-                &PickCtx {
-                    headers: None,
-                    query: None,
-                    source_ip: conn.remote.ip(),
-                },
-            );
-            if next.is_some_and(|i| !tried.contains(&cluster.endpoints[i].addr)) {
-                break;
-            }
-        }
-        next.map(|i| Arc::clone(&cluster.endpoints[i]))
+    let head = (policy.attempts > 0).then(|| clone_head(&up_req));
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempt: u32 = 0;
+    let mut _retry_slot: Option<RetryGuard> = None;
+    let local = std::sync::Mutex::new(None);
+    let timed_out = |inflight: InFlight, details: &'static str| {
+        inflight.reply(
+            504,
+            ResponseFlags::UT,
+            details,
+            Bytes::from_static(TIMEOUT_BODY.as_bytes()),
+            version,
+        )
     };
-    let backoff = |n: usize| Duration::from_millis(fastrand::u64(0..=25 * (1u64 << n.min(4))));
-    let (resp, h1, t0, active) = 'attempt: loop {
-        let first = loop {
-            match cluster.checkout(&ep, proto).await {
-                Ok(c) => break c,
-                Err(e @ PoolError::Overflow) => return inflight.error(e, version),
-                Err(e) if retries_left == 0 => return inflight.error(e, version),
-                Err(e) => {
-                    tracing::debug!(error = %e, cluster = %cluster.name, "connect failed; trying another host");
-                    retries_left -= 1;
-                    let Some(next) = next_host(&mut tried, &ep) else {
-                        return inflight.error(e, version);
-                    };
-                    tokio::time::sleep(backoff(tried.len())).await;
-                    ep = next;
-                }
-            }
-        };
-        let active = ep.start_request();
+    loop {
+        attempt += 1;
+        if route.is_some() {
+            up_req
+                .headers_mut()
+                .insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+        }
         inflight.fin().rec.upstream_host = Some(ep.addr);
-        // A pooled connection can turn out closed just as it is used; when hyper hands the
-        // request back unsent, it is safe to send it again on another connection.
-        let mut unsent_retries = 0;
-        let mut connected = Some(first);
-        let (resp, h1, t0) = loop {
-            let upstream = match connected.take() {
-                Some(c) => c,
-                None => match cluster.checkout(&ep, proto).await {
-                    Ok(c) => c,
-                    Err(e) => return inflight.error(e, version),
-                },
-            };
-            inflight.fin().rec.upstream_local = upstream.local();
-            let sent_at = Instant::now();
-            let (result, h1) = match upstream {
-                Conn::H1(mut c) => (c.tx.try_send_request(up_req).await, Some(c)),
-                Conn::H2(mut tx, _) => (tx.try_send_request(up_req).await, None),
-            };
-            match result {
-                Ok(r) => break (r, h1, sent_at),
-                Err(mut e) => {
-                    let err = e.error().to_string();
-                    match e.take_message() {
-                        Some(back) if unsent_retries < 3 => {
-                            unsent_retries += 1;
-                            up_req = back;
-                        }
-                        _ => {
-                            tracing::debug!(error = %err, cluster = %cluster.name, "upstream request failed");
-                            let mut resp = inflight.reply(
-                                503,
-                                ResponseFlags::UC,
-                                "upstream_reset_before_response_started{connection_termination}",
-                                Bytes::from_static(TERMINATION_BODY.as_bytes()),
-                                version,
-                            );
-                            // The local app went away before answering (its process died): a
-                            // client sidecar may send a safe request to another pod.
-                            if cluster.name.starts_with("inbound|") {
-                                resp.headers_mut().insert(
-                                    NOT_DELIVERED.clone(),
-                                    HeaderValue::from_static("reset"),
-                                );
-                            }
-                            return resp;
-                        }
-                    }
+        let per_try = policy
+            .per_try_timeout
+            .map(|d| tokio::time::Instant::now() + d);
+        let try_deadline = match (per_try, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let fut = try_once(&cluster, &ep, proto, up_req, &local);
+        let mut outcome = match try_deadline {
+            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+            None => Some(fut.await),
+        };
+        inflight.fin().rec.upstream_local = local.lock().ok().and_then(|l| *l);
+        if outcome.is_none() && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return timed_out(inflight, "response_timeout");
+        }
+        if matches!(
+            outcome,
+            Some(TryOutcome::ConnectFailed(PoolError::Overflow, _))
+        ) && let Some(TryOutcome::ConnectFailed(e, _)) = outcome
+        {
+            // Per-host maxConnections overflow: answered at once, as Envoy does.
+            return inflight.error(e, version);
+        }
+        let failure = match &outcome {
+            None => Failure::PerTryTimeout,
+            Some(TryOutcome::ConnectFailed(..)) => Failure::ConnectFailure,
+            Some(TryOutcome::Reset { back: Some(_), .. }) => Failure::RefusedStream,
+            Some(TryOutcome::Reset { .. }) => Failure::Reset,
+            Some(TryOutcome::Response { resp, .. }) => {
+                let grpc = resp
+                    .headers()
+                    .get(&GRPC_STATUS)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u32>().ok());
+                let undelivered = resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                    && bodiless
+                    && match resp
+                        .headers()
+                        .get(&NOT_DELIVERED)
+                        .map(HeaderValue::as_bytes)
+                    {
+                        Some(b"connect-failure") => true,
+                        Some(b"reset") => safe,
+                        _ => false,
+                    };
+                if undelivered && policy.retriable(Failure::ConnectFailure) {
+                    Failure::ConnectFailure
+                } else {
+                    Failure::Status(resp.status().as_u16(), grpc)
                 }
             }
         };
-        // `connect-failure`: nothing reached the app. `reset`: the app died before answering;
-        // only a safe method may go elsewhere then (as nginx's proxy_next_upstream does).
-        let safe = replay.as_ref().is_some_and(|r| {
-            matches!(
-                *r.method(),
-                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-            )
-        });
-        let undelivered = resp.status() == StatusCode::SERVICE_UNAVAILABLE
-            && match resp
-                .headers()
-                .get(&NOT_DELIVERED)
-                .map(HeaderValue::as_bytes)
-            {
-                Some(b"connect-failure") => true,
-                Some(b"reset") => safe,
-                _ => false,
-            };
-        if undelivered
-            && retries_left > 0
-            && let Some(again) = &replay
-            && let Some(next) = next_host(&mut tried, &ep)
-        {
-            tracing::debug!(cluster = %cluster.name, host = %ep.addr, "peer could not reach its app; trying another host");
-            retries_left -= 1;
-            // The 503's body is not read: the connection is closed, not pooled.
-            drop((resp, active, h1));
-            tokio::time::sleep(backoff(tried.len())).await;
-            ep = next;
-            let (parts, ()) = again.clone().into_parts();
-            up_req = Request::from_parts(parts, ReqBody::empty());
-            prepare_upstream(&mut up_req, authority.clone(), proto);
-            continue 'attempt;
+        let retriable = policy.retriable(failure);
+        let retries_used = attempt - 1;
+        let mut retry = retriable && retries_used < policy.attempts;
+        if retriable && retries_used >= policy.attempts && policy.attempts > 0 {
+            // Attempts ran out on a retriable failure: the last try's result goes back.
+            inflight.fin().rec.flags |= ResponseFlags::URX;
         }
-        break (resp, h1, t0, active);
-    };
+        // The request for the next try: the unsent one back, or the copied body replayed.
+        let mut next_req = None;
+        if retry {
+            next_req = match outcome {
+                Some(TryOutcome::ConnectFailed(_, ref mut r)) => {
+                    Some(std::mem::replace(r, Request::new(ReqBody::empty())))
+                }
+                Some(TryOutcome::Reset {
+                    back: Some(ref mut r),
+                    ..
+                }) => Some(std::mem::replace(r, Request::new(ReqBody::empty()))),
+                _ => match (&head, copy.as_ref().and_then(BodyCopy::replay)) {
+                    (Some(h), Some(body)) => {
+                        let (parts, ()) = h.clone().into_parts();
+                        Some(Request::from_parts(parts, body))
+                    }
+                    _ => None,
+                },
+            };
+            retry = next_req.is_some();
+        }
+        if retry {
+            match cluster
+                .resilience
+                .try_retry(cluster.active(), cluster.config.connection_pool.max_retries)
+            {
+                Some(slot) => _retry_slot = Some(slot),
+                None => {
+                    // Envoy: a retry refused by the budget / retry circuit breaker is UO.
+                    tracing::debug!(cluster = %cluster.name, "retry budget exhausted");
+                    inflight.fin().rec.flags |= ResponseFlags::UO;
+                    retry = false;
+                }
+            }
+        }
+        if retry && let Some(req) = next_req {
+            tracing::debug!(cluster = %cluster.name, host = %ep.addr, ?failure, attempt, "retrying");
+            drop(outcome);
+            let pause = crate::retry::backoff(attempt);
+            match deadline {
+                Some(d) if tokio::time::Instant::now() + pause >= d => {
+                    tokio::time::sleep_until(d).await;
+                    return timed_out(inflight, "response_timeout");
+                }
+                _ => tokio::time::sleep(pause).await,
+            }
+            tried.push(ep.addr);
+            let mut next = None;
+            // retryIgnorePreviousHosts: up to 5 picks to find a host not tried yet.
+            for _ in 0..5 {
+                next = cluster.balancer.pick(
+                    &cluster.endpoints,
+                    &PickCtx {
+                        headers: None,
+                        query: None,
+                        source_ip: conn.remote.ip(),
+                    },
+                );
+                if next.is_some_and(|i| !tried.contains(&cluster.endpoints[i].addr)) {
+                    break;
+                }
+            }
+            if let Some(i) = next {
+                ep = Arc::clone(&cluster.endpoints[i]);
+            }
+            up_req = req;
+            continue;
+        }
+        // No retry: this try's result is the answer.
+        match outcome {
+            None => return timed_out(inflight, "upstream_per_try_timeout"),
+            Some(TryOutcome::ConnectFailed(e, _)) => return inflight.error(e, version),
+            Some(TryOutcome::Reset { error, .. }) => {
+                tracing::debug!(%error, cluster = %cluster.name, "upstream request failed");
+                let mut resp = inflight.reply(
+                    503,
+                    ResponseFlags::UC,
+                    "upstream_reset_before_response_started{connection_termination}",
+                    Bytes::from_static(TERMINATION_BODY.as_bytes()),
+                    version,
+                );
+                // The local app went away before answering (its process died): a client
+                // sidecar may send a safe request to another pod.
+                if cluster.name.starts_with("inbound|") {
+                    resp.headers_mut()
+                        .insert(NOT_DELIVERED.clone(), HeaderValue::from_static("reset"));
+                }
+                return resp;
+            }
+            Some(TryOutcome::Response {
+                resp,
+                h1,
+                sent_at,
+                active,
+            }) => {
+                return respond(
+                    inflight, resp, h1, sent_at, active, creq, &cluster, &ep, route, dest, version,
+                );
+            }
+        }
+    }
+}
+
+/// Streams an upstream response downstream.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    mut inflight: InFlight,
+    resp: Response<Incoming>,
+    h1: Option<H1Conn>,
+    t0: Instant,
+    active: ActiveGuard,
+    creq: ClusterRequest,
+    cluster: &Arc<ClusterState>,
+    ep: &Arc<EndpointState>,
+    route: Option<&CompiledRoute>,
+    dest: Option<&Dest>,
+    version: Version,
+) -> Response<ProxyBody> {
     let service_ms = t0.elapsed().as_millis() as u64;
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
@@ -924,7 +1122,7 @@ async fn forward(
     fin.rec.upstream_service_time = Some(service_ms);
     fin.rec.details = Cow::Borrowed("via_upstream");
     fin.cluster_req = Some(creq);
-    fin.pool = h1.map(|c| (Arc::clone(&cluster), Arc::clone(&ep), c));
+    fin.pool = h1.map(|c| (Arc::clone(cluster), Arc::clone(ep), c));
     fin.active = Some(active);
     Response::from_parts(rparts, ProxyBody::Upstream(UpstreamBody::new(rbody, fin)))
 }

@@ -12,6 +12,9 @@ use skein_xds::{
 };
 
 use crate::cluster::ClusterState;
+use crate::fault::Fault;
+use crate::mirror::Mirror;
+use crate::retry::RetryPolicy;
 
 /// Errors compiling routes.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,12 @@ pub enum RouteError {
         route: String,
         pattern: String,
         source: regex::Error,
+    },
+    /// A retry policy does not compile.
+    #[error("route {route:?}: {source}")]
+    Retry {
+        route: String,
+        source: crate::retry::RetryError,
     },
     /// A header name or value is not valid HTTP.
     #[error("route {route:?}: invalid header {name:?}: {detail}")]
@@ -383,26 +392,14 @@ pub struct CompiledRoute {
     pub rewrite_regex: Option<RegexRewrite>,
     /// Route-level header ops.
     pub ops: Ops,
-    /// How many more hosts a request may try when connecting fails (nothing was sent yet).
-    pub connect_retries: u32,
-}
-
-/// Retries on connect failure: Istio's default policy (no `retries` on the route) retries
-/// `connect-failure` twice; an explicit policy does so when its `retryOn` covers connect
-/// failures (`connect-failure`, and Envoy's `5xx`, `gateway-error` and `reset` include them).
-pub fn connect_retries(policy: Option<&skein_xds::RetryPolicy>) -> u32 {
-    match policy {
-        None => 2,
-        Some(p) => {
-            let covers = p.retry_on.iter().any(|r| {
-                matches!(
-                    r.as_str(),
-                    "connect-failure" | "5xx" | "gateway-error" | "reset"
-                )
-            });
-            if covers { p.attempts } else { 0 }
-        }
-    }
+    /// Retry policy (Istio's default when the route has none; no retries with a fault).
+    pub retry: RetryPolicy,
+    /// Route `timeout` (None with a fault, as Istio).
+    pub timeout: Option<std::time::Duration>,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// Mirroring.
+    pub mirror: Option<Mirror>,
 }
 
 impl CompiledRoute {
@@ -549,8 +546,23 @@ fn compile_route(
         RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
     };
     let rewrite = r.rewrite.as_ref();
+    // As Istio: timeouts and retries are not applied when a fault is configured.
+    let fault = r.fault.as_ref().map(Fault::compile);
+    let retry = match fault {
+        Some(_) => RetryPolicy::none(),
+        None => RetryPolicy::compile(r.retries.as_ref()).map_err(|source| RouteError::Retry {
+            route: name.to_string(),
+            source,
+        })?,
+    };
     Ok(CompiledRoute {
-        connect_retries: connect_retries(r.retries.as_ref()),
+        retry,
+        timeout: r
+            .timeout_ms
+            .filter(|ms| *ms > 0 && fault.is_none())
+            .map(std::time::Duration::from_millis),
+        fault,
+        mirror: r.mirror.as_ref().and_then(|m| Mirror::compile(m, cluster)),
         name: Arc::from(name),
         matches: r
             .matches

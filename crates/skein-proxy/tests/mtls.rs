@@ -304,7 +304,8 @@ async fn a_server_from_another_ca_is_refused_with_uf_and_nothing_reaches_the_app
     );
     assert_eq!(requests(&app), 0);
     let line = &cli.lines(1).await[0];
-    assert!(line.contains(" 503 UF "), "{line}");
+    // Istio's default policy retried the connect failure twice: Envoy logs UF,URX.
+    assert!(line.contains(" 503 UF,URX "), "{line}");
     assert!(
         line.contains("\"TLS_error: invalid peer certificate"),
         "{line}"
@@ -372,7 +373,8 @@ async fn a_server_with_an_identity_not_in_the_cluster_is_refused() {
     assert!(r.body.contains("impostor"), "{}", r.body);
     assert_eq!(requests(&app), 0);
     let line = &cli.lines(1).await[0];
-    assert!(line.contains(" 503 UF "), "{line}");
+    // Istio's default policy retried the connect failure twice: Envoy logs UF,URX.
+    assert!(line.contains(" 503 UF,URX "), "{line}");
     assert!(
         line.contains("is not one of the service's identities"),
         "{line}"
@@ -387,7 +389,8 @@ async fn no_certificate_yet_fails_the_connect_with_uf() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(requests(&app), 0);
     let line = &cli.lines(1).await[0];
-    assert!(line.contains(" 503 UF "), "{line}");
+    // Istio's default policy retried the connect failure twice: Envoy logs UF,URX.
+    assert!(line.contains(" 503 UF,URX "), "{line}");
     assert!(
         line.contains("no workload certificate loaded yet"),
         "{line}"

@@ -24,13 +24,25 @@ pub mod pki;
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// An upstream HTTP server (HTTP/1.1 and h2c) that answers with JSON describing the request.
-/// Request headers it obeys: `x-delay-ms` (sleep before answering), `x-status`.
+/// Request headers it obeys: `x-delay-ms` (sleep before answering), `x-status`,
+/// `x-expect-pattern: LEN` (400 unless the body is `pattern(LEN)`), `x-fail-grpc-status: N`
+/// (failing calls answer 200 with `grpc-status: N` instead of 503). Per-upstream modes: `fail_every`
+/// (503 on every Nth call, 0: off), `delay_ms` (sleep before every answer).
 #[derive(Clone)]
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub accepts: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
+    /// 503 on every Nth call (0: never).
+    pub fail_every: Arc<AtomicUsize>,
+    /// Delay before every answer, in ms.
+    pub delay_ms: Arc<AtomicUsize>,
+    /// Requests marked `x-skein-mirror`.
+    pub mirrored: Arc<AtomicUsize>,
+    /// Requests with `x-envoy-attempt-count` > 1 in flight now, and the most seen at once.
+    pub retries_in_flight: Arc<AtomicUsize>,
+    pub max_retries_in_flight: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -44,6 +56,11 @@ impl Upstream {
             addr,
             accepts: Arc::new(AtomicUsize::new(0)),
             requests: Arc::new(AtomicUsize::new(0)),
+            fail_every: Arc::new(AtomicUsize::new(0)),
+            delay_ms: Arc::new(AtomicUsize::new(0)),
+            mirrored: Arc::new(AtomicUsize::new(0)),
+            retries_in_flight: Arc::new(AtomicUsize::new(0)),
+            max_retries_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let u = up.clone();
         tokio::spawn(async move {
@@ -76,12 +93,40 @@ impl Upstream {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        let delay = header(req.headers(), "x-delay-ms").and_then(|v| v.parse::<u64>().ok());
-        let status = header(req.headers(), "x-status").and_then(|v| v.parse::<u16>().ok());
+        let call = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = header(req.headers(), "x-delay-ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| match self.delay_ms.load(Ordering::SeqCst) {
+                0 => None,
+                ms => Some(ms as u64),
+            });
+        let every = self.fail_every.load(Ordering::SeqCst);
+        let mut status = header(req.headers(), "x-status").and_then(|v| v.parse::<u16>().ok());
+        let fail_grpc = header(req.headers(), "x-fail-grpc-status");
+        let mut grpc_status = None;
+        if every > 0 && call.is_multiple_of(every) {
+            match fail_grpc {
+                // A trailers-only gRPC failure: 200 with grpc-status in the headers.
+                Some(g) => grpc_status = Some(g),
+                None => status = Some(503),
+            }
+        }
+        if req.headers().contains_key("x-skein-mirror") {
+            self.mirrored.fetch_add(1, Ordering::SeqCst);
+        }
+        let retry = header(req.headers(), "x-envoy-attempt-count")
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|n| n > 1);
+        let _retry = retry.then(|| {
+            let now = self.retries_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_retries_in_flight.fetch_max(now, Ordering::SeqCst);
+            Decrement(Arc::clone(&self.retries_in_flight))
+        });
         if let Some(ms) = delay {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        let expect_pattern =
+            header(req.headers(), "x-expect-pattern").and_then(|v| v.parse::<usize>().ok());
         let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in req.headers() {
             headers
@@ -107,6 +152,11 @@ impl Upstream {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
+        if let Some(len) = expect_pattern
+            && body.as_ref() != pattern(len).as_bytes()
+        {
+            status = Some(400);
+        }
         let json = serde_json::json!({
             "upstream": self.name,
             "method": method,
@@ -122,7 +172,23 @@ impl Upstream {
             .insert("x-upstream", self.name.parse().expect("header value"));
         resp.headers_mut()
             .insert("content-type", "application/json".parse().expect("ct"));
+        if let Some(g) = grpc_status.and_then(|g| g.parse().ok()) {
+            resp.headers_mut().insert("grpc-status", g);
+        }
         resp
+    }
+}
+
+/// A test body: `LEN` bytes of `abc...zabc...`.
+pub fn pattern(len: usize) -> String {
+    (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
+struct Decrement(Arc<AtomicUsize>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
