@@ -749,7 +749,7 @@ async fn forward(
         query: req.uri().query(),
         source_ip: conn.remote.ip(),
     };
-    let Some(idx) = cluster.balancer.pick(&cluster.endpoints, &pick_ctx) else {
+    let Some(idx) = cluster.pick(&pick_ctx) else {
         return inflight.reply(
             503,
             ResponseFlags::UH,
@@ -844,6 +844,7 @@ async fn forward(
                         }
                         _ => {
                             tracing::debug!(error = %err, cluster = %cluster.name, "upstream request failed");
+                            cluster.record_reset(&ep);
                             let mut resp = inflight.reply(
                                 503,
                                 ResponseFlags::UC,
@@ -865,6 +866,7 @@ async fn forward(
                 }
             }
         };
+        cluster.record_response(&ep, resp.status().as_u16());
         // `connect-failure`: nothing reached the app. `reset`: the app died before answering;
         // only a safe method may go elsewhere then (as nginx's proxy_next_upstream does).
         let safe = replay.as_ref().is_some_and(|r| {

@@ -106,6 +106,20 @@ impl Ring {
         }
     }
 
+    /// The first endpoint in service at or after `h` on the ring.
+    fn lookup_healthy(&self, h: u64, endpoints: &[Arc<EndpointState>]) -> Option<usize> {
+        let len = self.points.len();
+        let start = self.points.partition_point(|(p, _)| *p < h);
+        (0..len).find_map(|k| {
+            let (_, ep) = self.points[(start + k) % len];
+            let i = ep as usize;
+            endpoints
+                .get(i)
+                .is_some_and(|e| !e.outlier.skipped())
+                .then_some(i)
+        })
+    }
+
     fn lookup(&self, h: u64) -> Option<usize> {
         if self.points.is_empty() {
             return None;
@@ -129,8 +143,26 @@ impl Balancer {
         }
     }
 
-    /// Picks an endpoint index; None when there are no endpoints.
+    /// Picks an endpoint index, skipping endpoints that outlier detection ejected (their
+    /// `skipped` flag, which is off while the cluster is in panic); None when there is no
+    /// endpoint to pick. Scans the flags; [`crate::cluster::ClusterState::pick`] knows
+    /// whether any is set without a scan.
     pub fn pick(&self, endpoints: &[Arc<EndpointState>], ctx: &PickCtx<'_>) -> Option<usize> {
+        let skipping = endpoints.iter().any(|e| e.outlier.skipped());
+        self.pick_with(endpoints, ctx, skipping)
+    }
+
+    /// Picks an endpoint index. With `skipping`, endpoints whose `outlier.skipped()` is set
+    /// are left out (every policy picks among the others as it would among all).
+    pub fn pick_with(
+        &self,
+        endpoints: &[Arc<EndpointState>],
+        ctx: &PickCtx<'_>,
+        skipping: bool,
+    ) -> Option<usize> {
+        if skipping {
+            return self.pick_healthy(endpoints, ctx);
+        }
         let n = endpoints.len();
         if n == 0 {
             return None;
@@ -156,6 +188,53 @@ impl Balancer {
                 None => fastrand::usize(..n),
             },
         })
+    }
+
+    /// The slow path while some endpoints are ejected: the policy runs over the endpoints in
+    /// service (the k-th one found by a scan, no allocation); the ring walks on from an
+    /// ejected endpoint's point to the next one in service, so other keys keep their host.
+    fn pick_healthy(&self, endpoints: &[Arc<EndpointState>], ctx: &PickCtx<'_>) -> Option<usize> {
+        let healthy = endpoints.iter().filter(|e| !e.outlier.skipped()).count();
+        if healthy == 0 {
+            return None;
+        }
+        // Flags can change between the count and the scan: fall back to any endpoint in
+        // service.
+        let nth = |k: usize| {
+            endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.outlier.skipped())
+                .nth(k)
+                .or_else(|| {
+                    endpoints
+                        .iter()
+                        .enumerate()
+                        .find(|(_, e)| !e.outlier.skipped())
+                })
+                .map(|(i, _)| i)
+        };
+        match self {
+            Balancer::RoundRobin(next) => nth(next.fetch_add(1, Ordering::Relaxed) % healthy),
+            Balancer::Random => nth(fastrand::usize(..healthy)),
+            Balancer::LeastRequest => {
+                if healthy == 1 {
+                    return nth(0);
+                }
+                let a = fastrand::usize(..healthy);
+                let mut b = fastrand::usize(..healthy - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (nth(a)?, nth(b)?);
+                let (la, lb) = (endpoints[a].active(), endpoints[b].active());
+                Some(if lb < la { b } else { a })
+            }
+            Balancer::Ring(ring) => match ring.key_hash(ctx) {
+                Some(h) => ring.lookup_healthy(h, endpoints).or_else(|| nth(0)),
+                None => nth(fastrand::usize(..healthy)),
+            },
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub mod identity;
 pub mod inbound;
 pub mod lb;
 pub mod metrics;
+pub mod outlier;
 pub mod route;
 pub mod source;
 pub mod state;
