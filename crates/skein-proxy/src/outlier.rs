@@ -24,7 +24,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
 
 use serde::Serialize;
 use skein_xds::OutlierDetection;
@@ -266,6 +268,7 @@ pub struct Detector {
     books: Mutex<Vec<HostBook>>,
     ejections_total: AtomicU64,
     overflows: AtomicU64,
+    counter: OnceLock<Counter>,
 }
 
 impl Detector {
@@ -284,6 +287,7 @@ impl Detector {
             books: Mutex::new(vec![HostBook::default(); hosts]),
             ejections_total: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
+            counter: OnceLock::new(),
         }
     }
 
@@ -300,6 +304,12 @@ impl Detector {
     /// Ejections so far.
     pub fn ejections_total(&self) -> u64 {
         self.ejections_total.load(Ordering::Relaxed)
+    }
+
+    /// Counts ejections in `counter` too (`skein_outlier_ejections_total`); the first call
+    /// wins, so a cluster reused across pushes keeps its counter.
+    pub fn attach_counter(&self, counter: impl FnOnce() -> Counter) {
+        let _ = self.counter.get_or_init(counter);
     }
 
     /// Trips that did not eject because of `maxEjectionPercent`.
@@ -371,6 +381,9 @@ impl Detector {
         }
         let d = books[index].eject(now, &self.params);
         self.ejections_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.counter.get() {
+            c.inc();
+        }
         ep.outlier.ejected.store(true, Ordering::Relaxed);
         tracing::info!(host = %ep.addr, ?t, ejection_ms = d, "outlier: endpoint ejected");
         self.settle(eps, &books);
