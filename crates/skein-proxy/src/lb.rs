@@ -290,4 +290,81 @@ mod tests {
         }
         assert_eq!(seen.len(), 4);
     }
+
+    #[test]
+    fn every_policy_skips_ejected_endpoints() {
+        use crate::outlier::{Clock, DEFAULT_MAX_EJECTION_MS, Detector, Params, Trip};
+        let e: Vec<_> = (0..4)
+            .map(|i| {
+                Arc::new(
+                    EndpointState::new(
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                        1,
+                    )
+                    .with_index(i),
+                )
+            })
+            .collect();
+        let params = Params {
+            consecutive_5xx: 5,
+            consecutive_gateway: 0,
+            interval_ms: 1000,
+            base_ms: 1000,
+            max_ejection_ms: DEFAULT_MAX_EJECTION_MS,
+            max_ejection_percent: 100,
+            min_health_percent: 0,
+        };
+        let (clock, _t) = Clock::manual();
+        let d = Detector::with_clock(params, 4, clock);
+        let ring = LbPolicy::ConsistentHash(skein_xds::ConsistentHash {
+            key: HashKey::Header("x-user".into()),
+            minimum_ring_size: 1024,
+        });
+        let policies = [
+            LbPolicy::RoundRobin,
+            LbPolicy::LeastRequest,
+            LbPolicy::Random,
+            ring.clone(),
+        ];
+        // Where each user hashes with every endpoint in service.
+        let rb = Balancer::new(&ring, &e);
+        let before: Vec<_> = (0..200)
+            .map(|u| {
+                let mut h = HeaderMap::new();
+                h.insert("x-user", http::HeaderValue::from(u));
+                rb.pick(&e, &ctx(&h))
+            })
+            .collect();
+        assert!(d.trip(&e, 1, Trip::Consecutive5xx, 0));
+        for p in &policies {
+            let b = Balancer::new(p, &e);
+            let mut seen = std::collections::HashSet::new();
+            for u in 0..200 {
+                let mut h = HeaderMap::new();
+                h.insert("x-user", http::HeaderValue::from(u));
+                let got = b.pick(&e, &ctx(&h));
+                assert_ne!(got, Some(1), "{p:?}");
+                if matches!(p, LbPolicy::ConsistentHash(_)) {
+                    assert_eq!(got, b.pick_with(&e, &ctx(&h), d.skipping()));
+                }
+                seen.insert(got);
+            }
+            assert_eq!(seen.len(), 3, "{p:?} spreads over the rest");
+        }
+        // The ring moves only the ejected endpoint's keys.
+        for (u, was) in before.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert("x-user", http::HeaderValue::from(u));
+            if *was != Some(1) {
+                assert_eq!(rb.pick(&e, &ctx(&h)), *was);
+            }
+        }
+        // All ejected, no panic: nothing to pick.
+        for i in [0, 2, 3] {
+            assert!(d.trip(&e, i, Trip::Consecutive5xx, 0));
+        }
+        for p in &policies {
+            assert_eq!(Balancer::new(p, &e).pick(&e, &ctx(&HeaderMap::new())), None);
+        }
+    }
 }
