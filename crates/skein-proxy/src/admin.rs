@@ -47,7 +47,8 @@ pub fn clusters_text(shared: &Shared) -> String {
             c.name,
             c.pending()
         );
-        for ep in &c.endpoints {
+        let status = c.endpoint_status();
+        for (ep, st) in c.endpoints.iter().zip(&status) {
             let _ = writeln!(
                 out,
                 "{}::{}::cx_active::{}",
@@ -58,9 +59,31 @@ pub fn clusters_text(shared: &Shared) -> String {
             let _ = writeln!(out, "{}::{}::rq_active::{}", c.name, ep.addr, ep.active());
             let _ = writeln!(out, "{}::{}::rq_total::{}", c.name, ep.addr, ep.total());
             let _ = writeln!(out, "{}::{}::weight::{}", c.name, ep.addr, ep.weight);
+            let flags = if st.status == "ejected" {
+                "/failed_outlier_check"
+            } else {
+                "healthy"
+            };
+            let _ = writeln!(out, "{}::{}::health_flags::{}", c.name, ep.addr, flags);
         }
     }
     out
+}
+
+/// Per-cluster endpoint status for /config_dump (`endpoint_status`): outbound and inbound
+/// clusters, each a list of [`crate::outlier::EndpointStatus`].
+pub fn endpoint_status_json(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
+    let snap = shared.current.load();
+    snap.clusters
+        .values()
+        .chain(snap.inbound.iter())
+        .map(|c| {
+            (
+                c.name.to_string(),
+                serde_json::to_value(c.endpoint_status()).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// The sidecar's inbound listeners for /config_dump: bound address, app and cluster.
@@ -115,6 +138,7 @@ async fn handle(
                 "loaded": shared.loaded.load(Ordering::Acquire),
                 "snapshot": &*snap.snapshot,
                 "inbound": inbound_json(&shared),
+                "endpoint_status": endpoint_status_json(&shared),
                 "identity": shared.identity.status(),
                 "control": shared.control_status(),
             });

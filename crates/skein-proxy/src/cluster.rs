@@ -20,8 +20,9 @@ use tokio::sync::Notify;
 
 use crate::body::ReqBody;
 use crate::identity::{IdentityStore, TlsAlpn};
-use crate::lb::Balancer;
+use crate::lb::{Balancer, PickCtx};
 use crate::metrics::RequestMetrics;
+use crate::outlier::{Detector, EndpointStatus, HostOutlier};
 
 /// The endpoint label that says a pod has a sidecar (Istio's auto mTLS looks at it).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -182,6 +183,8 @@ pub struct EndpointState {
     pub weight: u32,
     /// Connections to this endpoint use Istio mTLS.
     pub mtls: bool,
+    /// Outlier detection counters and ejection flags.
+    pub outlier: HostOutlier,
     active: AtomicU64,
     total: AtomicU64,
     connections: AtomicU32,
@@ -259,6 +262,7 @@ impl EndpointState {
             addr,
             weight,
             mtls: false,
+            outlier: HostOutlier::new(0),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             connections: AtomicU32::new(0),
@@ -303,6 +307,12 @@ impl EndpointState {
             .map(|_| ConnSlot {
                 ep: Arc::downgrade(self),
             })
+    }
+
+    /// Sets the endpoint's index in its cluster (outlier detection bookkeeping).
+    pub fn with_index(mut self, index: usize) -> Self {
+        self.outlier = HostOutlier::new(index);
+        self
     }
 
     /// Marks connections to this endpoint as mTLS.
@@ -396,6 +406,8 @@ pub struct ClusterState {
     pub sni: Option<ServerName<'static>>,
     /// Retry budget and mirror admission (see `retry.rs`).
     pub resilience: Arc<crate::retry::ClusterResilience>,
+    /// DestinationRule outlierDetection (None: off).
+    pub outlier: Option<Detector>,
 }
 
 impl Drop for ClusterState {
@@ -470,10 +482,19 @@ impl ClusterState {
         let endpoints: Vec<Arc<EndpointState>> = config
             .endpoints
             .iter()
-            .map(|e| {
-                Arc::new(EndpointState::new(e.address, e.weight).with_mtls(wants_mtls(&config, e)))
+            .enumerate()
+            .map(|(i, e)| {
+                Arc::new(
+                    EndpointState::new(e.address, e.weight)
+                        .with_mtls(wants_mtls(&config, e))
+                        .with_index(i),
+                )
             })
             .collect();
+        let outlier = config
+            .outlier_detection
+            .as_ref()
+            .map(|o| Detector::new(o, endpoints.len()));
         let sni = istio_sni(&config);
         let balancer = Balancer::new(&config.lb_policy, &endpoints);
         let connect_timeout =
@@ -493,6 +514,60 @@ impl ClusterState {
             identity: None,
             sni,
             resilience: Arc::default(),
+            outlier,
+        }
+    }
+
+    /// Keeps the outlier state (counters, ejections, multipliers) of endpoints that stay, by
+    /// address, from the cluster's previous definition.
+    pub fn with_outlier_state_from(mut self, prev: &ClusterState) -> Self {
+        if let (Some(d), Some(old)) = (self.outlier.take(), prev.outlier.as_ref()) {
+            self.outlier = Some(d.carried_from(&self.endpoints, old, &prev.endpoints));
+        }
+        self
+    }
+
+    /// Picks an endpoint index with the load balancer, skipping ejected endpoints (unless the
+    /// cluster is in panic). None: no endpoint, or all ejected (503 UH).
+    pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<usize> {
+        let skipping = match &self.outlier {
+            Some(d) => {
+                d.refresh(&self.endpoints);
+                d.skipping()
+            }
+            None => false,
+        };
+        self.balancer.pick_with(&self.endpoints, ctx, skipping)
+    }
+
+    /// Outlier detection: `ep` answered with `status`.
+    pub fn record_response(&self, ep: &EndpointState, status: u16) {
+        if let Some(d) = &self.outlier {
+            d.record(&self.endpoints, ep, status);
+        }
+    }
+
+    /// Outlier detection: the upstream connection to `ep` was reset before a response (counts
+    /// as a 503, as Envoy maps local-origin failures).
+    pub fn record_reset(&self, ep: &EndpointState) {
+        self.record_response(ep, 503);
+    }
+
+    fn record_connect(&self, ep: &EndpointState, r: Result<(), &PoolError>) {
+        let code = match r {
+            Ok(()) => 200,
+            Err(PoolError::Overflow) => return,
+            Err(PoolError::ConnectTimeout { .. }) => 504,
+            Err(_) => 503,
+        };
+        self.record_response(ep, code);
+    }
+
+    /// Per-endpoint outlier status (for /config_dump and /clusters).
+    pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
+        match &self.outlier {
+            Some(d) => d.status(&self.endpoints),
+            None => crate::outlier::healthy_status(&self.endpoints),
         }
     }
 
@@ -627,10 +702,16 @@ impl ClusterState {
         ep: &Arc<EndpointState>,
         proto: UpstreamProto,
     ) -> Result<Conn, PoolError> {
-        match proto {
+        let r = match proto {
             UpstreamProto::H1 => self.checkout_h1(ep).await.map(Conn::H1),
             UpstreamProto::H2 => self.checkout_h2(ep).await,
+        };
+        // Connect failures count for outlier detection; a connect success does not reset the
+        // counters for HTTP (the response does).
+        if let Err(e) = &r {
+            self.record_connect(ep, Err(e));
         }
+        r
     }
 
     async fn checkout_h1(&self, ep: &Arc<EndpointState>) -> Result<H1Conn, PoolError> {
@@ -782,8 +863,17 @@ impl ClusterState {
         let slot = ep
             .try_reserve_connection(self.config.connection_pool.max_connections)
             .ok_or(PoolError::Overflow)?;
-        let (s, _) = self.connect_upstream(ep, TlsAlpn::None).await?;
-        Ok((s, slot))
+        // For opaque TCP the connect is the only outcome outlier detection sees.
+        match self.connect_upstream(ep, TlsAlpn::None).await {
+            Ok((s, _)) => {
+                self.record_connect(ep, Ok(()));
+                Ok((s, slot))
+            }
+            Err(e) => {
+                self.record_connect(ep, Err(&e));
+                Err(e)
+            }
+        }
     }
 
     /// Closes idle connections past the idle timeout.

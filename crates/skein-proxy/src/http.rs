@@ -856,7 +856,7 @@ async fn forward(
         query: req.uri().query(),
         source_ip: conn.remote.ip(),
     };
-    let Some(idx) = cluster.balancer.pick(&cluster.endpoints, &pick_ctx) else {
+    let Some(idx) = cluster.pick(&pick_ctx) else {
         return inflight.reply(
             503,
             ResponseFlags::UH,
@@ -945,6 +945,15 @@ async fn forward(
             // Per-host maxConnections overflow: answered at once, as Envoy does.
             return inflight.error(e, version);
         }
+        // Outlier detection counts each try (connect failures are counted in `checkout`).
+        match &outcome {
+            None => cluster.record_response(&ep, 504),
+            Some(TryOutcome::Reset { back: None, .. }) => cluster.record_reset(&ep),
+            Some(TryOutcome::Response { resp, .. }) => {
+                cluster.record_response(&ep, resp.status().as_u16())
+            }
+            _ => {}
+        }
         let failure = match &outcome {
             None => Failure::PerTryTimeout,
             Some(TryOutcome::ConnectFailed(..)) => Failure::ConnectFailure,
@@ -1031,14 +1040,11 @@ async fn forward(
             let mut next = None;
             // retryIgnorePreviousHosts: up to 5 picks to find a host not tried yet.
             for _ in 0..5 {
-                next = cluster.balancer.pick(
-                    &cluster.endpoints,
-                    &PickCtx {
-                        headers: None,
-                        query: None,
-                        source_ip: conn.remote.ip(),
-                    },
-                );
+                next = cluster.pick(&PickCtx {
+                    headers: None,
+                    query: None,
+                    source_ip: conn.remote.ip(),
+                });
                 if next.is_some_and(|i| !tried.contains(&cluster.endpoints[i].addr)) {
                     break;
                 }

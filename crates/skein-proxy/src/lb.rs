@@ -106,6 +106,20 @@ impl Ring {
         }
     }
 
+    /// The first endpoint in service at or after `h` on the ring.
+    fn lookup_healthy(&self, h: u64, endpoints: &[Arc<EndpointState>]) -> Option<usize> {
+        let len = self.points.len();
+        let start = self.points.partition_point(|(p, _)| *p < h);
+        (0..len).find_map(|k| {
+            let (_, ep) = self.points[(start + k) % len];
+            let i = ep as usize;
+            endpoints
+                .get(i)
+                .is_some_and(|e| !e.outlier.skipped())
+                .then_some(i)
+        })
+    }
+
     fn lookup(&self, h: u64) -> Option<usize> {
         if self.points.is_empty() {
             return None;
@@ -129,8 +143,26 @@ impl Balancer {
         }
     }
 
-    /// Picks an endpoint index; None when there are no endpoints.
+    /// Picks an endpoint index, skipping endpoints that outlier detection ejected (their
+    /// `skipped` flag, which is off while the cluster is in panic); None when there is no
+    /// endpoint to pick. Scans the flags; [`crate::cluster::ClusterState::pick`] knows
+    /// whether any is set without a scan.
     pub fn pick(&self, endpoints: &[Arc<EndpointState>], ctx: &PickCtx<'_>) -> Option<usize> {
+        let skipping = endpoints.iter().any(|e| e.outlier.skipped());
+        self.pick_with(endpoints, ctx, skipping)
+    }
+
+    /// Picks an endpoint index. With `skipping`, endpoints whose `outlier.skipped()` is set
+    /// are left out (every policy picks among the others as it would among all).
+    pub fn pick_with(
+        &self,
+        endpoints: &[Arc<EndpointState>],
+        ctx: &PickCtx<'_>,
+        skipping: bool,
+    ) -> Option<usize> {
+        if skipping {
+            return self.pick_healthy(endpoints, ctx);
+        }
         let n = endpoints.len();
         if n == 0 {
             return None;
@@ -156,6 +188,53 @@ impl Balancer {
                 None => fastrand::usize(..n),
             },
         })
+    }
+
+    /// The slow path while some endpoints are ejected: the policy runs over the endpoints in
+    /// service (the k-th one found by a scan, no allocation); the ring walks on from an
+    /// ejected endpoint's point to the next one in service, so other keys keep their host.
+    fn pick_healthy(&self, endpoints: &[Arc<EndpointState>], ctx: &PickCtx<'_>) -> Option<usize> {
+        let healthy = endpoints.iter().filter(|e| !e.outlier.skipped()).count();
+        if healthy == 0 {
+            return None;
+        }
+        // Flags can change between the count and the scan: fall back to any endpoint in
+        // service.
+        let nth = |k: usize| {
+            endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.outlier.skipped())
+                .nth(k)
+                .or_else(|| {
+                    endpoints
+                        .iter()
+                        .enumerate()
+                        .find(|(_, e)| !e.outlier.skipped())
+                })
+                .map(|(i, _)| i)
+        };
+        match self {
+            Balancer::RoundRobin(next) => nth(next.fetch_add(1, Ordering::Relaxed) % healthy),
+            Balancer::Random => nth(fastrand::usize(..healthy)),
+            Balancer::LeastRequest => {
+                if healthy == 1 {
+                    return nth(0);
+                }
+                let a = fastrand::usize(..healthy);
+                let mut b = fastrand::usize(..healthy - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (nth(a)?, nth(b)?);
+                let (la, lb) = (endpoints[a].active(), endpoints[b].active());
+                Some(if lb < la { b } else { a })
+            }
+            Balancer::Ring(ring) => match ring.key_hash(ctx) {
+                Some(h) => ring.lookup_healthy(h, endpoints).or_else(|| nth(0)),
+                None => nth(fastrand::usize(..healthy)),
+            },
+        }
     }
 }
 
@@ -210,5 +289,82 @@ mod tests {
             seen.insert(p);
         }
         assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn every_policy_skips_ejected_endpoints() {
+        use crate::outlier::{Clock, DEFAULT_MAX_EJECTION_MS, Detector, Params, Trip};
+        let e: Vec<_> = (0..4)
+            .map(|i| {
+                Arc::new(
+                    EndpointState::new(
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                        1,
+                    )
+                    .with_index(i),
+                )
+            })
+            .collect();
+        let params = Params {
+            consecutive_5xx: 5,
+            consecutive_gateway: 0,
+            interval_ms: 1000,
+            base_ms: 1000,
+            max_ejection_ms: DEFAULT_MAX_EJECTION_MS,
+            max_ejection_percent: 100,
+            min_health_percent: 0,
+        };
+        let (clock, _t) = Clock::manual();
+        let d = Detector::with_clock(params, 4, clock);
+        let ring = LbPolicy::ConsistentHash(skein_xds::ConsistentHash {
+            key: HashKey::Header("x-user".into()),
+            minimum_ring_size: 1024,
+        });
+        let policies = [
+            LbPolicy::RoundRobin,
+            LbPolicy::LeastRequest,
+            LbPolicy::Random,
+            ring.clone(),
+        ];
+        // Where each user hashes with every endpoint in service.
+        let rb = Balancer::new(&ring, &e);
+        let before: Vec<_> = (0..200)
+            .map(|u| {
+                let mut h = HeaderMap::new();
+                h.insert("x-user", http::HeaderValue::from(u));
+                rb.pick(&e, &ctx(&h))
+            })
+            .collect();
+        assert!(d.trip(&e, 1, Trip::Consecutive5xx, 0));
+        for p in &policies {
+            let b = Balancer::new(p, &e);
+            let mut seen = std::collections::HashSet::new();
+            for u in 0..200 {
+                let mut h = HeaderMap::new();
+                h.insert("x-user", http::HeaderValue::from(u));
+                let got = b.pick(&e, &ctx(&h));
+                assert_ne!(got, Some(1), "{p:?}");
+                if matches!(p, LbPolicy::ConsistentHash(_)) {
+                    assert_eq!(got, b.pick_with(&e, &ctx(&h), d.skipping()));
+                }
+                seen.insert(got);
+            }
+            assert_eq!(seen.len(), 3, "{p:?} spreads over the rest");
+        }
+        // The ring moves only the ejected endpoint's keys.
+        for (u, was) in before.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert("x-user", http::HeaderValue::from(u));
+            if *was != Some(1) {
+                assert_eq!(rb.pick(&e, &ctx(&h)), *was);
+            }
+        }
+        // All ejected, no panic: nothing to pick.
+        for i in [0, 2, 3] {
+            assert!(d.trip(&e, i, Trip::Consecutive5xx, 0));
+        }
+        for p in &policies {
+            assert_eq!(Balancer::new(p, &e).pick(&e, &ctx(&HeaderMap::new())), None);
+        }
     }
 }

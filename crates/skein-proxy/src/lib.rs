@@ -35,6 +35,7 @@ pub mod inbound;
 pub mod lb;
 pub mod metrics;
 pub mod mirror;
+pub mod outlier;
 pub mod retry;
 pub mod route;
 pub mod source;
@@ -162,6 +163,11 @@ impl Inner {
             &self.shared.config,
             Some(&self.shared.identity),
         )?;
+        for c in compiled.clusters.values().chain(compiled.inbound.iter()) {
+            if let Some(d) = &c.outlier {
+                d.attach_counter(|| self.shared.metrics.outlier_ejections(&c.name));
+            }
+        }
         let mut dyns = self.dyn_listeners.lock().unwrap_or_else(|p| p.into_inner());
         // Bind new listeners first, so a bind failure leaves everything as it was.
         let mut new = Vec::new();

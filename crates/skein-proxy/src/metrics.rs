@@ -117,6 +117,7 @@ pub struct Metrics {
     tcp_closed: Family<Labels, Counter>,
     tcp_sent: Family<Labels, Counter>,
     tcp_received: Family<Labels, Counter>,
+    outlier_ejections: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -162,8 +163,15 @@ impl Metrics {
             "Bytes received from downstream",
             tcp_received.clone(),
         );
+        let outlier_ejections = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "skein_outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            outlier_ejections.clone(),
+        );
         Metrics {
             registry,
+            outlier_ejections,
             requests,
             duration,
             tcp_opened,
@@ -180,6 +188,13 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// The `skein_outlier_ejections_total{cluster}` counter of a cluster.
+    pub fn outlier_ejections(&self, cluster: &str) -> Counter {
+        self.outlier_ejections
+            .get_or_create(&vec![("cluster".to_string(), cluster.to_string())])
+            .clone()
     }
 
     /// Records TCP connection open.

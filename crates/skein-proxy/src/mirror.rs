@@ -90,7 +90,7 @@ impl Mirror {
                     query: copy.uri().query(),
                     source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
                 };
-                let idx = cluster.balancer.pick(&cluster.endpoints, &ctx)?;
+                let idx = cluster.pick(&ctx)?;
                 let ep = Arc::clone(cluster.endpoints.get(idx)?);
                 let conn = cluster.checkout(&ep, proto).await.ok()?;
                 let (parts, ()) = copy.into_parts();

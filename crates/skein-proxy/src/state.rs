@@ -158,6 +158,11 @@ impl Compiled {
             let state = reuse(c).unwrap_or_else(|| {
                 let mut st = ClusterState::new(c.clone(), cluster_metrics(c, &local))
                     .with_source_ip(snap.node.ip);
+                // Endpoints that stay keep their outlier state (ejections survive a push
+                // that changes the endpoint set).
+                if let Some(p) = prev.and_then(|p| p.clusters.get(&c.name)) {
+                    st = st.with_outlier_state_from(p);
+                }
                 if let Some(id) = identity {
                     st = st.with_identity(Arc::clone(id));
                 }
@@ -186,7 +191,11 @@ impl Compiled {
                     // Index-aligned with the proxy config, which does not change at run time.
                     match prev.and_then(|p| p.inbound.get(i)) {
                         Some(p) if same_node && p.config == def => Arc::clone(p),
-                        _ => {
+                        Some(p) => {
+                            let m = cluster_metrics(&def, &local);
+                            Arc::new(ClusterState::new(def, m).with_outlier_state_from(p))
+                        }
+                        None => {
                             let m = cluster_metrics(&def, &local);
                             Arc::new(ClusterState::new(def, m))
                         }

@@ -100,7 +100,7 @@ pub async fn forward<D>(
         query: None,
         source_ip: remote.ip(),
     };
-    let Some(idx) = cluster.balancer.pick(&cluster.endpoints, &ctx) else {
+    let Some(idx) = cluster.pick(&ctx) else {
         rec.flags = ResponseFlags::UH;
         rec.details = "no_healthy_upstream".into();
         finish(rec, &shared);
