@@ -564,3 +564,37 @@ async fn http_proxy_gets_absolute_form_requests() -> Result<()> {
     was.handle.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn mirrored_writes_are_acknowledged_not_forwarded() -> Result<()> {
+    let was = TestWas::start().await?;
+    let dir = tempfile::tempdir()?;
+    let mut cfg = web_config(&format!("http://{WAS_NAME}:{}", was.port()))?;
+    cfg.hosts_file = Some(hosts_file(&dir)?);
+    let web = web::start(cfg).await?;
+    let c = Http::new(format!("http://{}", web.local_addr()));
+    let seen = || was.seen.lock().map(|s| s.len()).unwrap_or(usize::MAX);
+    let mirror = [
+        ("x-skein-mirror", "1"),
+        ("content-type", "application/json"),
+    ];
+    for method in [Method::POST, Method::PUT, Method::DELETE] {
+        let r = c
+            .send(
+                method.clone(),
+                "/api/posts/1",
+                &mirror,
+                Some(b"{\"title\":\"x\"}".to_vec()),
+            )
+            .await?;
+        ensure!(r.status == StatusCode::ACCEPTED, "{method}: {}", r.status);
+        ensure!(r.json()["mirrored"] == true, "{method}: {}", r.text());
+    }
+    ensure!(seen() == 0, "no mirrored write reached the was");
+    // A mirrored read goes through: the canary sees real read traffic.
+    let r = c.send(Method::GET, "/api/posts", &mirror, None).await?;
+    ensure!(r.status == StatusCode::OK, "mirrored GET: {}", r.status);
+    ensure!(seen() == 1, "the read was forwarded");
+    web.shutdown().await?;
+    Ok(())
+}

@@ -23,6 +23,9 @@ use crate::hosts::{ResolveError, Resolver};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The header a skein proxy puts on mirrored (shadow) copies of requests.
+pub const MIRROR_HEADER: &str = "x-skein-mirror";
+
 /// Why the proxy could not get an answer from the was.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -251,6 +254,18 @@ impl Proxy {
 
     /// Forwards `req` to the was and returns its answer (or a 502/504 JSON error).
     pub async fn forward(self: Arc<Self>, req: Request) -> Response {
+        // Shadow traffic (a mesh mirror's copy, marked `x-skein-mirror`) must not write: the
+        // canary shares the was and its database with stable, so a mirrored POST or DELETE
+        // would run twice. Reads go through; writes are acknowledged and dropped here.
+        let mirrored = req.headers().contains_key(MIRROR_HEADER);
+        if mirrored && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+            tracing::info!(method = %req.method(), uri = %req.uri(), "mirrored write not forwarded");
+            let body = serde_json::json!({
+                "mirrored": true,
+                "message": "a mirrored copy of a write is acknowledged, not performed",
+            });
+            return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+        }
         match self.try_forward(req).await {
             Ok(res) => res,
             Err(err) => {
