@@ -102,7 +102,11 @@ fn a_broken_pod_is_ejected_and_retries_hide_it() {
     )
     .expect("write");
     let out = skein.run(&["apply", "-f", vs.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let started = Instant::now();
     let r = get(&format!("{base}/slow?delay_ms=12000"));
     let took = started.elapsed();
