@@ -328,7 +328,11 @@ fn bad_manifests_ports_and_programs_fail_clearly_and_leave_nothing_running() {
     let web = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| std::fs::read_to_string(p).unwrap().contains("blog-web"))
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains(r#"command: ["blog-web"]"#)
+        })
         .expect("the web manifest");
     let original = std::fs::read_to_string(&web).unwrap();
     std::fs::write(
