@@ -77,9 +77,13 @@ for s in SCEN:
             e[f"cpu_{side}_ms_per_1k_fixed"] = agg([r.get(f"cpu_{side}_ms_per_1k") for r in fr])
             e[f"cpu_{side}_ms_per_1k_wrk"] = agg([r.get(f"cpu_{side}_ms_per_1k") for r in rows("wrk_h1", s)])
             e[f"cpu_{side}_ms_per_1k_h2"] = agg([r.get(f"cpu_{side}_ms_per_1k") for r in rows("h2load_h2", s)])
+            # For "tcp" the figure is CPU ms per 1000 MiB (GiB-ish) moved.
+            e[f"cpu_{side}_ms_per_1000mib_tcp"] = agg([r.get(f"cpu_{side}_ms_per_1k") for r in rows("tcp", s) if r.get("ok")])
     e["wrk_h1_rps"] = agg([r["rps"] for r in rows("wrk_h1", s)])
     e["wrk_h1_errors"] = agg([r.get("errors") for r in rows("wrk_h1", s)])
     e["h2load_h2_rps"] = agg([r["rps"] for r in rows("h2load_h2", s)])
+    e["tcp_mib_s"] = agg([r["mib_per_s"] for r in rows("tcp", s) if r.get("ok")])
+    e["tcp_failures"] = sum(1 for r in rows("tcp", s) if not r.get("ok"))
     out["scenarios"][s] = e
 
 S, E = out["scenarios"]["skein"], out["scenarios"]["envoy"]
@@ -104,18 +108,18 @@ def line(name, value, limit, holds, detail):
 for p in ("p50_us", "p99_us"):
     r = ratio(med(S["added_" + p]), med(E["added_" + p]))
     line(f"added latency {p[:-3]} skein/envoy <= 0.5", r, 0.5, r is not None and r <= 0.5,
-         f"skein +{med(S['added_' + p])} us, envoy +{med(E['added_' + p])} us")
+         f"skein +{med(S['added_' + p]):.0f} µs, envoy +{med(E['added_' + p]):.0f} µs")
 for side in ("client", "server"):
     r = ratio(med(S[f"cpu_{side}_ms_per_1k_fixed"]), med(E[f"cpu_{side}_ms_per_1k_fixed"]))
     line(f"CPU per 1000 req, {side} proxy, skein/envoy <= 0.5", r, 0.5, r is not None and r <= 0.5,
-         f"skein {med(S[f'cpu_{side}_ms_per_1k_fixed'])} ms, envoy {med(E[f'cpu_{side}_ms_per_1k_fixed'])} ms")
+         f"skein {med(S[f'cpu_{side}_ms_per_1k_fixed']):.1f} ms, envoy {med(E[f'cpu_{side}_ms_per_1k_fixed']):.1f} ms")
 for side in ("client", "server"):
     v = mib(mem[f"skein_{side}_hwm_kib"])
     line(f"peak RSS skein {side} sidecar <= 15 MiB", v, 15.0, v <= 15.0,
          f"skein {v:.1f} MiB, envoy {mib(mem[f'envoy_{side}_hwm_kib']):.1f} MiB")
 r = ratio(med(S["wrk_h1_rps"]), med(E["wrk_h1_rps"]))
 line("closed-loop HTTP/1.1 req/s skein/envoy >= 1.5", r, 1.5, r is not None and r >= 1.5,
-     f"skein {med(S['wrk_h1_rps'])}, envoy {med(E['wrk_h1_rps'])}")
+     f"skein {med(S['wrk_h1_rps']):.0f}, envoy {med(E['wrk_h1_rps']):.0f} req/s")
 out["budget"] = budget
 
 
@@ -144,10 +148,15 @@ md.append(f"| fixed-rate errors | {fmt(D['errors'])} | {fmt(S['errors'])} | {fmt
 md.append(f"| closed-loop HTTP/1.1 req/s (wrk, {p['conns']} conns) | {fmt(D['wrk_h1_rps'])} | {fmt(S['wrk_h1_rps'])} | {fmt(E['wrk_h1_rps'])} |")
 if any(out["scenarios"][s]["h2load_h2_rps"] for s in SCEN):
     md.append(f"| closed-loop HTTP/2 req/s (h2load, {p['conns']} conns) | {fmt(D['h2load_h2_rps'])} | {fmt(S['h2load_h2_rps'])} | {fmt(E['h2load_h2_rps'])} |")
+if any(out["scenarios"][s]["tcp_mib_s"] for s in SCEN):
+    md.append(f"| opaque TCP, one connection (MiB/s) | {fmt(D['tcp_mib_s'])} | {fmt(S['tcp_mib_s'])} | {fmt(E['tcp_mib_s'])} |")
 for side in ("client", "server"):
     md.append(f"| CPU ms per 1000 req, {side} proxy, at {p['rate']:.0f} req/s | – | {fmt(S[f'cpu_{side}_ms_per_1k_fixed'], digits=1)} | {fmt(E[f'cpu_{side}_ms_per_1k_fixed'], digits=1)} |")
 for side in ("client", "server"):
     md.append(f"| CPU ms per 1000 req, {side} proxy, closed loop | – | {fmt(S[f'cpu_{side}_ms_per_1k_wrk'], digits=1)} | {fmt(E[f'cpu_{side}_ms_per_1k_wrk'], digits=1)} |")
+if any(out["scenarios"][s]["tcp_mib_s"] for s in SCEN):
+    for side in ("client", "server"):
+        md.append(f"| CPU ms per GiB of opaque TCP, {side} proxy | – | {fmt(S[f'cpu_{side}_ms_per_1000mib_tcp'])} | {fmt(E[f'cpu_{side}_ms_per_1000mib_tcp'])} |")
 for side in ("client", "server"):
     md.append(f"| peak RSS (VmHWM), {side} proxy (MiB) | – | {mib(mem[f'skein_{side}_hwm_kib']):.1f} | {mib(mem[f'envoy_{side}_hwm_kib']):.1f} |")
 md.append("")

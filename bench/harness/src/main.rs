@@ -5,6 +5,7 @@
 //!
 //! client --outbound ADDR --endpoint SERVER_INBOUND --admin ADDR --cert F --key F --ca F [--plaintext]
 //! server --inbound LISTEN --app ADDR --admin ADDR --cert F --key F --ca F [--plaintext]
+//! (optional opaque TCP: client --tcp-listen ADDR --tcp-endpoint ADDR; server --tcp-inbound ADDR --tcp-app ADDR)
 //!
 //! Access log off, one worker (as an Istio sidecar with one core).
 
@@ -12,8 +13,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use skein_proxy::{AccessLogSink, ProxyConfig, SourceConfig, StaticIdentity};
-use skein_xds::build::SnapshotBuilder;
-use skein_xds::{InboundPolicy, MtlsMode, UpstreamTls};
+use skein_xds::build::{SnapshotBuilder, cluster, fqdn};
+use skein_xds::{InboundPolicy, Listener, ListenerKind, MtlsMode, Protocol, UpstreamTls};
 
 const NS: &str = "bench";
 
@@ -67,6 +68,22 @@ fn main() {
                 .build();
             let mut snap = snap;
             snap.node.service_account = "client".into();
+            // Optional opaque TCP service `tcpsink.bench:9000` on its own listener.
+            if let (Some(listen), Some(ep)) = (opts.get("tcp-listen"), opts.get("tcp-endpoint")) {
+                let mut c = cluster(&fqdn("tcpsink", NS), 9000, None, &[ep.as_str()]);
+                c.protocol = Protocol::Tcp;
+                if !plaintext {
+                    c.tls = UpstreamTls::IstioMutual;
+                    c.identities = vec![spiffe("server")];
+                }
+                let name = c.name.clone();
+                snap.clusters.push(c);
+                snap.listeners.push(Listener {
+                    name: name.clone(),
+                    address: listen.parse().expect("ip:port"),
+                    kind: ListenerKind::Tcp { cluster: name },
+                });
+            }
             ProxyConfig::sidecar(addr("outbound"))
                 .with_source(SourceConfig::Static(Box::new(snap)))
         }
@@ -82,9 +99,12 @@ fn main() {
                 },
                 ..Default::default()
             };
-            ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
-                .with_inbound(addr("inbound"), addr("app"))
-                .with_source(SourceConfig::Static(Box::new(snap)))
+            let mut c = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+                .with_inbound(addr("inbound"), addr("app"));
+            if opts.contains_key("tcp-inbound") {
+                c = c.with_inbound(addr("tcp-inbound"), addr("tcp-app"));
+            }
+            c.with_source(SourceConfig::Static(Box::new(snap)))
         }
         other => panic!("role {other:?}: expected client or server"),
     };

@@ -1,6 +1,8 @@
 //! Fixed-rate (open-loop) HTTP/1.1 keep-alive load generator, std only.
 //!
 //! loadgen --addr 127.0.0.1:8080 --host HOST --rate 1000 --conns 16 --secs 10 [--path /]
+//! loadgen tcp-sink --listen ADDR            (opaque TCP: reads a length-prefixed blob, acks 1 byte)
+//! loadgen tcp-send --addr ADDR --mb 1024    (sends one blob, prints MB/s)
 //!
 //! Each connection sends on its own fixed schedule (rate/conns per second, connections
 //! staggered evenly). Latency is measured from the *scheduled* send time, so a stalled
@@ -16,6 +18,11 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("tcp-sink") => return tcp_sink(&args[2..]),
+        Some("tcp-send") => return tcp_send(&args[2..]),
+        _ => {}
+    }
     let mut o: HashMap<String, String> = HashMap::new();
     let mut i = 1;
     while i + 1 < args.len() {
@@ -154,4 +161,66 @@ fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<bool> {
         r.read_exact(&mut buf)?;
     }
     Ok(ok && !close)
+}
+
+fn opts(args: &[String]) -> HashMap<String, String> {
+    args.chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].trim_start_matches("--").to_string(), c[1].clone()))
+        .collect()
+}
+
+/// Accepts connections; each sends an 8-byte big-endian length and that many bytes, which are
+/// read and dropped, then gets a one-byte ack. Runs until killed (bench/run stops it by pid).
+fn tcp_sink(args: &[String]) {
+    let o = opts(args);
+    let l = std::net::TcpListener::bind(o.get("listen").expect("--listen").as_str()).expect("bind");
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        std::thread::spawn(move || {
+            let mut len = [0u8; 8];
+            if s.read_exact(&mut len).is_err() {
+                return;
+            }
+            let mut left = u64::from_be_bytes(len);
+            let mut buf = vec![0u8; 256 * 1024];
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                match s.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left -= n as u64,
+                }
+            }
+            let _ = s.write_all(b"k");
+        });
+    }
+}
+
+/// Sends `mb` MiB through `addr` on one connection and waits for the sink's ack; prints JSON.
+fn tcp_send(args: &[String]) {
+    let o = opts(args);
+    let addr: SocketAddr = o.get("addr").expect("--addr").parse().expect("ip:port");
+    let mb: u64 = o.get("mb").map_or(1024, |v| v.parse().expect("mb"));
+    let total = mb * 1024 * 1024;
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s.write_all(&total.to_be_bytes()).expect("write");
+    let buf = vec![0x5au8; 256 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        s.write_all(&buf[..n]).expect("write");
+        left -= n as u64;
+    }
+    let mut ack = [0u8; 1];
+    let ok = s.read_exact(&mut ack).is_ok() && ack[0] == b'k';
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"bytes\":{},\"ok\":{},\"secs\":{:.3},\"mib_per_s\":{:.1}}}",
+        total,
+        ok,
+        secs,
+        total as f64 / 1048576.0 / secs
+    );
 }
