@@ -74,12 +74,18 @@ fn main() {
                     }
                 }
                 let (s, r) = conn.as_mut().expect("conn");
-                let ok = s.write_all(&req).is_ok() && read_response(r).unwrap_or(false);
-                if ok {
-                    lat.push(sched.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                } else {
-                    errors += 1;
-                    conn = None;
+                let resp = if s.write_all(&req).is_ok() { read_response(r).ok() } else { None };
+                match resp {
+                    Some((true, keep)) => {
+                        lat.push(sched.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        if !keep {
+                            conn = None;
+                        }
+                    }
+                    _ => {
+                        errors += 1;
+                        conn = None;
+                    }
                 }
             }
             (lat, errors)
@@ -114,11 +120,11 @@ fn main() {
     );
 }
 
-/// Reads one response (Content-Length or chunked); Ok(true) for a 2xx.
-fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<bool> {
+/// Reads one response (Content-Length or chunked): (is it a 2xx, may the connection be reused).
+fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(bool, bool)> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Ok(false);
+        return Ok((false, false));
     }
     let ok = line.split(' ').nth(1).is_some_and(|c| c.starts_with('2'));
     let mut len: Option<usize> = None;
@@ -127,7 +133,7 @@ fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<bool> {
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
-            return Ok(false);
+            return Ok((false, false));
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -160,7 +166,7 @@ fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<bool> {
         let mut buf = vec![0u8; n];
         r.read_exact(&mut buf)?;
     }
-    Ok(ok && !close)
+    Ok((ok, !close))
 }
 
 fn opts(args: &[String]) -> HashMap<String, String> {
