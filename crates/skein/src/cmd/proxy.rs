@@ -53,6 +53,16 @@ pub struct Args {
     /// Worker threads (default: 1 for a sidecar, the CPU count for a gateway).
     #[arg(long)]
     workers: Option<usize>,
+    /// A fixed workload identity instead of one from the control plane: the certificate
+    /// chain (PEM, leaf first), with --identity-key and --identity-roots.
+    #[arg(long, requires_all = ["identity_key", "identity_roots"])]
+    identity_cert: Option<PathBuf>,
+    /// The identity's private key (PEM).
+    #[arg(long, requires = "identity_cert")]
+    identity_key: Option<PathBuf>,
+    /// The trust bundle (PEM root certificates).
+    #[arg(long, requires = "identity_cert")]
+    identity_roots: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -112,6 +122,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if let Some(w) = args.workers {
         config.workers = w.max(1);
+    }
+    if let (Some(cert), Some(key), Some(roots)) = (
+        &args.identity_cert,
+        &args.identity_key,
+        &args.identity_roots,
+    ) {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        config.identity = Some(skein_proxy::StaticIdentity {
+            cert_chain_pem: read(cert)?,
+            key_pem: read(key)?,
+            root_pem: read(roots)?,
+        });
     }
     config.source = match (args.control, args.snapshot) {
         (Some(addr), _) => SourceConfig::Control {
