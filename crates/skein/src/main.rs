@@ -72,6 +72,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging for the components `skein up` starts (proxies, control plane): `RUST_LOG` or info,
+/// to stderr (the container log), without colours.
+fn init_component_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 /// The tokio runtime every subcommand that does I/O uses.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -120,18 +120,9 @@ fn a_broken_pod_is_ejected_and_retries_hide_it() {
     );
 
     // The seed's `timeout: 10s`: an upstream that takes 12 s gets 504 after about 10 s.
-    let files = tempfile::tempdir().expect("tempdir");
-    let vs = files.path().join("echo.yaml");
-    std::fs::write(
-        &vs,
+    skein.apply_yaml(
+        "echo.yaml",
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: echo\n  namespace: echo\nspec:\n  hosts: [echo]\n  http:\n  - name: default\n    timeout: 10s\n    retries:\n      attempts: 0\n    route:\n    - destination: {host: echo}\n",
-    )
-    .expect("write");
-    let out = skein.run(&["apply", "-f", vs.to_str().expect("path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let started = Instant::now();
     let r = get(&format!("{base}/slow?delay_ms=12000"));
@@ -224,18 +215,9 @@ fn the_canary_sees_mirrored_traffic_and_a_was_fault_reaches_the_user() {
 
     // The seed's pitfall 7: a fault on web's hop was invisible. On was's entry point it reaches
     // the user through web.
-    let files = tempfile::tempdir().expect("tempdir");
-    let vs = files.path().join("was-vsvc.yaml");
-    std::fs::write(
-        &vs,
+    skein.apply_yaml(
+        "was-vsvc.yaml",
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: was-vsvc\n  namespace: blog-system\nspec:\n  hosts: [was-service]\n  http:\n  - name: was-default\n    fault:\n      delay:\n        percentage: {value: 100.0}\n        fixedDelay: 700ms\n    route:\n    - destination:\n        host: was-service\n        port: {number: 8080}\n",
-    )
-    .expect("write");
-    let out = skein.run(&["apply", "-f", vs.to_str().expect("path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     eventually(Duration::from_secs(5), "the delay reaches the user", || {
         let t = Instant::now();

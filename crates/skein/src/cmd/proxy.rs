@@ -66,7 +66,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    init_logging();
+    crate::init_component_logging();
     let mut config = match args.mode.as_str() {
         "sidecar" => {
             let outbound = args
@@ -152,14 +152,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(node = %args.node, mode = %args.mode, "starting proxy");
     skein_proxy::run_blocking(config)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }

@@ -119,6 +119,24 @@ impl Skein {
             .collect()
     }
 
+    /// `skein apply -f` of `yaml` (written to a file named `name`); panics if it is refused.
+    pub fn apply_yaml(&self, name: &str, yaml: &str) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(name);
+        std::fs::write(&file, yaml).expect("write manifest");
+        let out = self.run(&["apply", "-f", file.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "skein apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The sidecar (or gateway) log of a pod: its access log and its own messages.
+    pub fn proxy_log(&self, pod: &str) -> String {
+        String::from_utf8_lossy(&self.run(&["logs", pod, "-c", "proxy"]).stdout).into_owned()
+    }
+
     pub fn down(&self) {
         let out = self.run(&["down"]);
         assert!(
