@@ -233,8 +233,14 @@ async fn serve_dyn(
             _ = &mut stop => break,
             _ = drain.signaled() => break,
         };
-        let Ok((stream, remote)) = accepted else {
-            continue;
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // E.g. out of file descriptors: wait a moment instead of spinning.
+                tracing::debug!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let local = stream.local_addr().unwrap_or(remote);
         let snap = shared.current.load_full();
@@ -274,55 +280,65 @@ async fn serve_dyn(
     }
 }
 
-async fn serve_http(
+/// Accepts connections until the drain starts; each one (TCP_NODELAY set) goes to `on_conn`
+/// with its local and remote addresses. A failed accept (e.g. out of file descriptors) waits a
+/// moment instead of spinning.
+async fn accept_until_drained(
     listener: TcpListener,
-    ctx: Arc<HttpCtx>,
     mut drain: DrainSignal,
-    token: ConnToken,
+    mut on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr, SocketAddr),
 ) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = drain.signaled() => break,
         };
-        let Ok((stream, remote)) = accepted else {
-            continue;
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo::plain(
-            stream.local_addr().unwrap_or(remote),
-            remote,
-        ));
+        let local = stream.local_addr().unwrap_or(remote);
+        on_conn(stream, local, remote);
+    }
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    ctx: Arc<HttpCtx>,
+    drain: DrainSignal,
+    token: ConnToken,
+) {
+    let signal = drain.clone();
+    accept_until_drained(listener, drain, |stream, local, remote| {
+        let info = Arc::new(ConnInfo::plain(local, remote));
         tokio::spawn(http::serve_connection(
             stream,
             Arc::clone(&ctx),
             info,
-            drain.clone(),
+            signal.clone(),
             token.clone(),
         ));
-    }
+    })
+    .await
 }
 
 async fn serve_https(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     ctx: Arc<HttpCtx>,
-    mut drain: DrainSignal,
+    drain: DrainSignal,
     token: ConnToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = drain.signaled() => break,
-        };
-        let Ok((stream, remote)) = accepted else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(remote);
+    let signal = drain.clone();
+    accept_until_drained(listener, drain, |stream, local, remote| {
         let acceptor = acceptor.clone();
         let ctx = Arc::clone(&ctx);
-        let drain = drain.clone();
+        let drain = signal.clone();
         let token = token.clone();
         tokio::spawn(async move {
             let hs =
@@ -343,34 +359,28 @@ async fn serve_https(
             });
             http::serve_connection(tls, ctx, info, drain, token).await;
         });
-    }
+    })
+    .await
 }
 
 async fn serve_inbound(
     listener: TcpListener,
     ctx: Arc<HttpCtx>,
-    mut drain: DrainSignal,
+    drain: DrainSignal,
     token: ConnToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = drain.signaled() => break,
-        };
-        let Ok((stream, remote)) = accepted else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(remote);
+    let signal = drain.clone();
+    accept_until_drained(listener, drain, |stream, local, remote| {
         tokio::spawn(inbound_conn(
             stream,
             local,
             remote,
             Arc::clone(&ctx),
-            drain.clone(),
+            signal.clone(),
             token.clone(),
         ));
-    }
+    })
+    .await
 }
 
 /// How long a peer may take to finish its ClientHello once it started one.
