@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use skein_xds::stream::{self, ControlMessage, MAX_FRAME, ProxyMessage, StreamError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use skein_xds::stream::{self, ControlMessage, ProxyMessage, StreamError};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -268,28 +268,6 @@ enum Logged {
     Down,
 }
 
-/// Reads one frame's bytes (the framing of [`skein_xds::stream`]). Kept as bytes so that a
-/// snapshot this proxy cannot parse can still be NACKed by version.
-async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, StreamError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StreamError::Closed),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(StreamError::TooLarge(len));
-    }
-    // Grow with the data rather than trusting the announced length up front.
-    let mut body = Vec::with_capacity(len.min(1 << 20));
-    r.take(len as u64).read_to_end(&mut body).await?;
-    if body.len() < len {
-        return Err(StreamError::Closed);
-    }
-    Ok(body)
-}
-
 /// The version of a snapshot frame that did not parse as a [`ControlMessage`].
 fn unparsable_snapshot_version(frame: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
@@ -400,7 +378,7 @@ impl Session<'_> {
         let (tx, mut frames) = mpsc::channel(4);
         let _reader = AbortOnDrop(tokio::spawn(async move {
             loop {
-                let r = read_raw(&mut rd).await;
+                let r = stream::read_frame_bytes(&mut rd).await;
                 let end = r.is_err();
                 if tx.send(r).await.is_err() || end {
                     return;
@@ -603,21 +581,24 @@ mod tests {
         )
         .await
         .expect("write");
-        let f = read_raw(&mut b).await.expect("frame");
+        let f = stream::read_frame_bytes(&mut b).await.expect("frame");
         assert!(matches!(
             serde_json::from_slice(&f),
             Ok(ControlMessage::Error { .. })
         ));
         a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
         assert!(matches!(
-            read_raw(&mut b).await,
+            stream::read_frame_bytes(&mut b).await,
             Err(StreamError::TooLarge(_))
         ));
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&10u32.to_be_bytes()).await.expect("write");
         a.write_all(b"{}").await.expect("write");
         drop(a);
-        assert!(matches!(read_raw(&mut b).await, Err(StreamError::Closed)));
+        assert!(matches!(
+            stream::read_frame_bytes(&mut b).await,
+            Err(StreamError::Closed)
+        ));
     }
 
     /// Signs `csr_pem` as `spiffe` for `secs` with a throwaway CA; returns (chain, root).

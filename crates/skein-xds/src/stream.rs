@@ -118,11 +118,11 @@ where
     Ok(())
 }
 
-/// Reads one frame and parses it.
-pub async fn read_frame<R, T>(r: &mut R) -> Result<T, StreamError>
+/// Reads one frame's bytes. The buffer grows with the data rather than trusting the announced
+/// length up front, so a peer cannot make the reader allocate [`MAX_FRAME`] with four bytes.
+pub async fn read_frame_bytes<R>(r: &mut R) -> Result<Vec<u8>, StreamError>
 where
     R: AsyncRead + Unpin,
-    T: for<'de> Deserialize<'de>,
 {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -134,14 +134,21 @@ where
     if len > MAX_FRAME {
         return Err(StreamError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            StreamError::Closed
-        } else {
-            StreamError::Io(e)
-        }
-    })?;
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    r.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(StreamError::Closed);
+    }
+    Ok(body)
+}
+
+/// Reads one frame and parses it.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<T, StreamError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let body = read_frame_bytes(r).await?;
     Ok(serde_json::from_slice(&body)?)
 }
 
