@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use skein_proxy::{AccessLogSink, ProxyConfig, SourceConfig, StaticIdentity};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn};
-use skein_xds::{InboundPolicy, Listener, ListenerKind, MtlsMode, Protocol, UpstreamTls};
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
+use skein_snapshot::{InboundPolicy, Listener, ListenerKind, MtlsMode, Protocol, UpstreamTls};
 
 const NS: &str = "bench";
 

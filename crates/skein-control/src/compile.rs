@@ -20,7 +20,7 @@ use skein_api::k8s::{IngressBackend, PathType};
 use skein_api::networking::{
     self as net, DestinationRule, HttpMatchRequest, HttpRoute, TrafficPolicy, VirtualService,
 };
-use skein_xds::{
+use skein_snapshot::{
     BLACKHOLE_CLUSTER, Cluster, ConnectionPool, ConsistentHash, Endpoint, Fault, GATEWAY_ROUTE,
     HashKey, HeaderMatch, HeaderMutation, HeaderOps, LbPolicy, Listener, ListenerKind, Mirror,
     Node, OutlierDetection, Protocol, QueryParamMatch, Redirect, RegexRewrite, RetryPolicy,
@@ -30,8 +30,7 @@ use skein_xds::{
 
 use crate::registry::{Pod, Registry};
 
-/// The endpoint label that says a pod has a sidecar (Istio's auto mTLS reads it).
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub use skein_snapshot::names::TLS_MODE_LABEL;
 
 /// Istio's root namespace: mesh-wide config lives here.
 pub const ROOT_NAMESPACE: &str = "istio-system";
@@ -482,7 +481,7 @@ impl<'a> Mesh<'a> {
                     Target::Name(n) => p.port_names.get(n).copied(),
                 };
                 let Some(target) = target else { continue };
-                let name = skein_xds::inbound_cluster_name(target);
+                let name = skein_snapshot::inbound_cluster_name(target);
                 if out.iter().any(|c| c.name == name) {
                     continue;
                 }
@@ -864,7 +863,7 @@ impl<'a> Mesh<'a> {
 
     /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`: a workload's own Sidecar,
     /// else its namespace's selector-less one, else the root namespace's (Istio's order).
-    fn outbound_traffic_policy(&self, p: &Pod) -> skein_xds::OutboundTrafficPolicy {
+    fn outbound_traffic_policy(&self, p: &Pod) -> skein_snapshot::OutboundTrafficPolicy {
         let sidecars: Vec<&net::Sidecar> = self.manifests.sidecars().collect();
         let selected = |s: &&&net::Sidecar| {
             s.spec
@@ -891,13 +890,15 @@ impl<'a> Mesh<'a> {
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
             .and_then(|o| o.mode);
         match mode {
-            Some(net::OutboundMode::RegistryOnly) => skein_xds::OutboundTrafficPolicy::RegistryOnly,
-            _ => skein_xds::OutboundTrafficPolicy::AllowAny,
+            Some(net::OutboundMode::RegistryOnly) => {
+                skein_snapshot::OutboundTrafficPolicy::RegistryOnly
+            }
+            _ => skein_snapshot::OutboundTrafficPolicy::AllowAny,
         }
     }
 
     /// PeerAuthentication and AuthorizationPolicy as they apply to pod `p`.
-    fn inbound_policy(&self, p: &Pod) -> skein_xds::InboundPolicy {
+    fn inbound_policy(&self, p: &Pod) -> skein_snapshot::InboundPolicy {
         use skein_api::security::MtlsMode as M;
         let selects = |sel: &Option<skein_api::WorkloadSelector>| {
             sel.as_ref()
@@ -927,15 +928,15 @@ impl<'a> Mesh<'a> {
                 .filter(|m| *m != M::Unset)
         };
         let conv = |m: M| match m {
-            M::Strict => skein_xds::MtlsMode::Strict,
-            M::Disable => skein_xds::MtlsMode::Disable,
-            M::Permissive | M::Unset => skein_xds::MtlsMode::Permissive,
+            M::Strict => skein_snapshot::MtlsMode::Strict,
+            M::Disable => skein_snapshot::MtlsMode::Disable,
+            M::Permissive | M::Unset => skein_snapshot::MtlsMode::Permissive,
         };
         // UNSET inherits from the level above; nothing at all is PERMISSIVE.
         let mtls = mode_of(workload)
             .or_else(|| mode_of(namespace))
             .or_else(|| mode_of(mesh))
-            .map_or(skein_xds::MtlsMode::Permissive, conv);
+            .map_or(skein_snapshot::MtlsMode::Permissive, conv);
         let port_mtls = workload
             .map(|pa| {
                 pa.spec
@@ -961,13 +962,13 @@ impl<'a> Mesh<'a> {
             .filter_map(|ap| {
                 use skein_api::security::Action as A;
                 let action = match ap.spec.action() {
-                    A::Allow => skein_xds::AuthzAction::Allow,
-                    A::Deny => skein_xds::AuthzAction::Deny,
-                    A::Audit => skein_xds::AuthzAction::Audit,
+                    A::Allow => skein_snapshot::AuthzAction::Allow,
+                    A::Deny => skein_snapshot::AuthzAction::Deny,
+                    A::Audit => skein_snapshot::AuthzAction::Audit,
                     // Reported once per accepted config (see `unsupported`).
                     A::Custom => return None,
                 };
-                Some(skein_xds::AuthzPolicy {
+                Some(skein_snapshot::AuthzPolicy {
                     name: ap.metadata.name.clone(),
                     namespace: ap.metadata.namespace_or_default().to_string(),
                     action,
@@ -975,7 +976,7 @@ impl<'a> Mesh<'a> {
                 })
             })
             .collect();
-        skein_xds::InboundPolicy {
+        skein_snapshot::InboundPolicy {
             mtls,
             port_mtls,
             authz,
@@ -1153,7 +1154,7 @@ pub fn unsupported(m: &Manifests) -> Vec<String> {
         .collect()
 }
 
-fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {
+fn authz_rule(r: &skein_api::security::Rule) -> skein_snapshot::AuthzRule {
     let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
     // `serviceAccounts: [ns/sa]` is the principal `cluster.local/ns/NS/sa/SA`.
     let sa = |v: &Option<Vec<String>>| -> Vec<String> {
@@ -1163,7 +1164,7 @@ fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {
             .map(|(ns, sa)| format!("{}/ns/{ns}/sa/{sa}", crate::ca::TRUST_DOMAIN))
             .collect()
     };
-    skein_xds::AuthzRule {
+    skein_snapshot::AuthzRule {
         from: r
             .from
             .iter()
@@ -1183,7 +1184,7 @@ fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {
                         .flatten()
                         .map(|td| format!("{td}/*")),
                 );
-                skein_xds::AuthzSource {
+                skein_snapshot::AuthzSource {
                     principals,
                     not_principals,
                     request_principals: list(&s.request_principals),
@@ -1202,7 +1203,7 @@ fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {
             .iter()
             .flatten()
             .filter_map(|t| t.operation.as_ref())
-            .map(|o| skein_xds::AuthzOperation {
+            .map(|o| skein_snapshot::AuthzOperation {
                 hosts: list(&o.hosts),
                 not_hosts: list(&o.not_hosts),
                 ports: list(&o.ports),
@@ -1216,7 +1217,7 @@ fn authz_rule(r: &skein_api::security::Rule) -> skein_xds::AuthzRule {
         when: r
             .when
             .iter()
-            .map(|c| skein_xds::AuthzCondition {
+            .map(|c| skein_snapshot::AuthzCondition {
                 key: c.key.clone(),
                 values: c.values.clone(),
                 not_values: c.not_values.clone(),
@@ -1662,12 +1663,12 @@ spec:
         let was = mesh.snapshot("was-1", "1").unwrap();
         assert_eq!(
             was.outbound_traffic_policy,
-            skein_xds::OutboundTrafficPolicy::RegistryOnly
+            skein_snapshot::OutboundTrafficPolicy::RegistryOnly
         );
         let web = mesh.snapshot("web-stable-1", "1").unwrap();
         assert_eq!(
             web.outbound_traffic_policy,
-            skein_xds::OutboundTrafficPolicy::AllowAny
+            skein_snapshot::OutboundTrafficPolicy::AllowAny
         );
     }
 
@@ -1676,12 +1677,12 @@ spec:
         let (m, r) = (example(), registry());
         let mesh = Mesh::new(&m, &r);
         let was = mesh.snapshot("was-1", "1").unwrap().inbound;
-        assert_eq!(was.mtls, skein_xds::MtlsMode::Permissive);
+        assert_eq!(was.mtls, skein_snapshot::MtlsMode::Permissive);
         assert_eq!(was.authz.len(), 1);
         let p = &was.authz[0];
         assert_eq!(
             (p.name.as_str(), p.action),
-            ("was-authz", skein_xds::AuthzAction::Allow)
+            ("was-authz", skein_snapshot::AuthzAction::Allow)
         );
         assert_eq!(
             p.rules[0].from[0].principals,
@@ -1761,11 +1762,11 @@ spec:
         let was = mesh.snapshot("was-1", "1").unwrap().inbound;
         assert_eq!(
             was.mtls,
-            skein_xds::MtlsMode::Strict,
+            skein_snapshot::MtlsMode::Strict,
             "UNSET inherits the mesh's STRICT"
         );
-        assert_eq!(was.mtls_for(8080), skein_xds::MtlsMode::Permissive);
-        assert_eq!(was.mtls_for(9090), skein_xds::MtlsMode::Strict);
+        assert_eq!(was.mtls_for(8080), skein_snapshot::MtlsMode::Permissive);
+        assert_eq!(was.mtls_for(9090), skein_snapshot::MtlsMode::Strict);
         let names: Vec<&str> = was.authz.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -1781,7 +1782,7 @@ spec:
             ["blog-system"]
         );
         let web = mesh.snapshot("web-stable-1", "1").unwrap().inbound;
-        assert_eq!(web.mtls, skein_xds::MtlsMode::Strict);
+        assert_eq!(web.mtls, skein_snapshot::MtlsMode::Strict);
         assert!(web.port_mtls.is_empty());
     }
 

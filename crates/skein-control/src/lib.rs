@@ -3,8 +3,8 @@
 //! - [`store`]: the watched manifests directory plus `skein apply`'s files, validated as a
 //!   whole; a refused change keeps the last good config.
 //! - [`registry`]: the pods (from the runtime), their addresses, labels and readiness.
-//! - [`compile`]: resources + registry -> one `skein_xds::Snapshot` per proxy.
-//! - [`server`]: the process: watches both, pushes snapshots over `skein_xds::stream`,
+//! - [`compile`]: resources + registry -> one `skein_snapshot::Snapshot` per proxy.
+//! - [`server`]: the process: watches both, pushes snapshots over `skein_snapshot::stream`,
 //!   records acks and rejections in its status file.
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! The control plane process: watches the store and the registry, compiles snapshots, pushes
-//! them to connected proxies over the stream of `skein_xds::stream`, and records what each
+//! them to connected proxies over the stream of `skein_snapshot::stream`, and records what each
 //! proxy acknowledged in a status file that `skein status` reads.
 
 use std::collections::BTreeMap;
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use skein_api::Manifests;
-use skein_xds::Snapshot;
-use skein_xds::stream::{ControlMessage, ProxyMessage, StreamError, read_frame, write_frame};
+use skein_snapshot::Snapshot;
+use skein_snapshot::stream::{ControlMessage, ProxyMessage, StreamError, read_frame, write_frame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 

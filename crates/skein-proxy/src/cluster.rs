@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use skein_xds::{Cluster, Endpoint, Protocol, UpstreamTls};
+use skein_snapshot::{Cluster, Endpoint, Protocol, UpstreamTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -24,8 +24,7 @@ use crate::lb::{Balancer, PickCtx};
 use crate::metrics::RequestMetrics;
 use crate::outlier::{Detector, EndpointStatus, HostOutlier};
 
-/// The endpoint label that says a pod has a sidecar (Istio's auto mTLS looks at it).
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub use skein_snapshot::names::TLS_MODE_LABEL;
 
 /// Errors getting an upstream connection.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,13 @@
 //! The proxy's own configuration: what to bind and where snapshots come from.
 //!
 //! Everything that changes at run time (routes, clusters, TCP listeners) is in the snapshot
-//! (`skein_xds::Snapshot`); this is only what the process is started with.
+//! (`skein_snapshot::Snapshot`); this is only what the process is started with.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skein_xds::Snapshot;
+use skein_snapshot::Snapshot;
 
 use crate::identity::StaticIdentity;
 
@@ -54,7 +54,7 @@ impl InboundConfig {
 
     /// `inbound|PORT||`.
     pub fn cluster_name(&self) -> String {
-        skein_xds::inbound_cluster_name(self.cluster_port())
+        skein_snapshot::inbound_cluster_name(self.cluster_port())
     }
 }
 
@@ -81,7 +81,7 @@ pub enum SourceConfig {
     },
     /// One fixed snapshot (tests, `skein proxy` with an inline config).
     Static(Box<Snapshot>),
-    /// The control plane's push stream (`skein_xds::stream`): the proxy connects, says hello
+    /// The control plane's push stream (`skein_snapshot::stream`): the proxy connects, says hello
     /// as `node` in `namespace`, applies every snapshot and ACKs or NACKs it, and reconnects
     /// with backoff while keeping its last config. See [`crate::ControlSource`].
     Control {
@@ -149,11 +149,11 @@ impl ProxyConfig {
         ProxyConfig {
             mode: Mode::Sidecar,
             outbound_http: Some(outbound),
-            outbound_route: skein_xds::SIDECAR_OUTBOUND_ROUTE.to_string(),
+            outbound_route: skein_snapshot::SIDECAR_OUTBOUND_ROUTE.to_string(),
             inbound: Vec::new(),
             gateway_http: None,
             gateway_https: None,
-            gateway_route: skein_xds::GATEWAY_ROUTE.to_string(),
+            gateway_route: skein_snapshot::GATEWAY_ROUTE.to_string(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             source: SourceConfig::Pushed,
             access_log: AccessLogSink::Off,

@@ -1,4 +1,4 @@
-//! The control-plane config source: the proxy's end of `skein_xds::stream`.
+//! The control-plane config source: the proxy's end of `skein_snapshot::stream`.
 //!
 //! Connect, say [`ProxyMessage::Hello`], then apply every [`ControlMessage::Snapshot`] and
 //! answer it with an `Ack` or a `Nack`. When the stream breaks (or never comes up) the proxy
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use skein_xds::stream::{self, ControlMessage, ProxyMessage, StreamError};
+use skein_snapshot::stream::{self, ControlMessage, ProxyMessage, StreamError};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

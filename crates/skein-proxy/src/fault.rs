@@ -27,7 +27,7 @@ pub struct Decision {
 impl Fault {
     /// Compiles a route's `fault`. A missing percentage means 0% (as Istio translates it); an
     /// abort status outside 200..=599 is ignored (Istio's validation rejects it).
-    pub fn compile(f: &skein_xds::Fault) -> Fault {
+    pub fn compile(f: &skein_snapshot::Fault) -> Fault {
         Fault {
             delay: f
                 .delay_ms
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn missing_percentage_is_zero_and_100_always_hits() {
-        let f = Fault::compile(&skein_xds::Fault {
+        let f = Fault::compile(&skein_snapshot::Fault {
             delay_ms: Some(5),
             delay_percentage: None,
             abort_status: Some(418),

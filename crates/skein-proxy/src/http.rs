@@ -17,7 +17,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use skein_xds::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+use skein_snapshot::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 
 use crate::access_log::{LogRecord, ResponseFlags};
 use crate::authz::{self, Attrs, Decision, HttpAttrs};

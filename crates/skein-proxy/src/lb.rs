@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::HeaderMap;
-use skein_xds::{HashKey, LbPolicy};
+use skein_snapshot::{HashKey, LbPolicy};
 
 use crate::cluster::EndpointState;
 
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn ring_is_stable_and_spreads() {
         let e = eps(4);
-        let policy = LbPolicy::ConsistentHash(skein_xds::ConsistentHash {
+        let policy = LbPolicy::ConsistentHash(skein_snapshot::ConsistentHash {
             key: HashKey::Header("x-user".into()),
             minimum_ring_size: 1024,
         });
@@ -316,7 +316,7 @@ mod tests {
         };
         let (clock, _t) = Clock::manual();
         let d = Detector::with_clock(params, 4, clock);
-        let ring = LbPolicy::ConsistentHash(skein_xds::ConsistentHash {
+        let ring = LbPolicy::ConsistentHash(skein_snapshot::ConsistentHash {
             key: HashKey::Header("x-user".into()),
             minimum_ring_size: 1024,
         });

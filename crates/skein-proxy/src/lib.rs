@@ -16,7 +16,7 @@
 //! Snapshots come from a file, a fixed value, [`ProxyHandle::apply`], or the control plane's
 //! push stream ([`ControlSource`]).
 //!
-//! The config is a [`skein_xds::Snapshot`] held in an `ArcSwap`; requests and connections keep
+//! The config is a [`skein_snapshot::Snapshot`] held in an `ArcSwap`; requests and connections keep
 //! the `Arc` they started with.
 #![forbid(unsafe_code)]
 
@@ -49,7 +49,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use skein_xds::{ListenerKind, MtlsMode, Snapshot};
+use skein_snapshot::{ListenerKind, MtlsMode, Snapshot};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
@@ -152,7 +152,8 @@ impl Inner {
         for c in &snap.clusters {
             if matches!(
                 c.tls,
-                skein_xds::UpstreamTls::Simple { .. } | skein_xds::UpstreamTls::Mutual { .. }
+                skein_snapshot::UpstreamTls::Simple { .. }
+                    | skein_snapshot::UpstreamTls::Mutual { .. }
             ) {
                 tracing::warn!(cluster = %c.name, "DestinationRule TLS modes SIMPLE and MUTUAL are not implemented; connecting in plaintext (ISTIO_MUTUAL works)");
             }

@@ -36,7 +36,7 @@ pub struct Mirror {
 impl Mirror {
     /// Compiles a route's mirror; None when its cluster is unknown.
     pub fn compile(
-        m: &skein_xds::Mirror,
+        m: &skein_snapshot::Mirror,
         cluster: &dyn Fn(&str) -> Option<Arc<ClusterState>>,
     ) -> Option<Mirror> {
         let Some(c) = cluster(&m.cluster) else {

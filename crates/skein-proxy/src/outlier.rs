@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use prometheus_client::metrics::counter::Counter;
 
 use serde::Serialize;
-use skein_xds::OutlierDetection;
+use skein_snapshot::OutlierDetection;
 
 use crate::cluster::EndpointState;
 

@@ -120,7 +120,7 @@ impl RetryPolicy {
     }
 
     /// Compiles a route's `retries`; None is Istio's default policy.
-    pub fn compile(p: Option<&skein_xds::RetryPolicy>) -> Result<RetryPolicy, RetryError> {
+    pub fn compile(p: Option<&skein_snapshot::RetryPolicy>) -> Result<RetryPolicy, RetryError> {
         let Some(p) = p else {
             return Ok(RetryPolicy::istio_default());
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
-use skein_xds::{
+use skein_snapshot::{
     HeaderMatch, HeaderMutation, HeaderOps, QueryParamMatch, Redirect, RouteAction, RouteConfig,
     RouteMatch, StringMatch,
 };
@@ -520,7 +520,7 @@ pub fn strip_port(authority: &str) -> &str {
 }
 
 fn compile_route(
-    r: &skein_xds::Route,
+    r: &skein_snapshot::Route,
     cluster: &dyn Fn(&str) -> Option<Arc<ClusterState>>,
 ) -> Result<CompiledRoute, RouteError> {
     let name = r.name.as_str();

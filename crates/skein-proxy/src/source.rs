@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use skein_xds::Snapshot;
+use skein_snapshot::Snapshot;
 use tokio::sync::Notify;
 
 use crate::ProxyError;
@@ -26,7 +26,7 @@ pub enum SourceError {
     #[error("snapshot file {path} is invalid: {source}")]
     Parse {
         path: PathBuf,
-        source: skein_xds::SnapshotError,
+        source: skein_snapshot::SnapshotError,
     },
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use skein_xds::{
+use skein_snapshot::{
     BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind, OutboundTrafficPolicy, PASSTHROUGH_CLUSTER,
     Protocol, Snapshot, SnapshotError,
 };
@@ -110,7 +110,7 @@ fn inbound_cluster(snap: &Snapshot, ib: &InboundConfig) -> Cluster {
         def.service = name;
     }
     // The hop to the app is plaintext on the pod's own network; mTLS ends at this proxy.
-    def.tls = skein_xds::UpstreamTls::Disable;
+    def.tls = skein_snapshot::UpstreamTls::Disable;
     def.auto_mtls = false;
     def.endpoints = vec![Endpoint {
         address: ib.app,

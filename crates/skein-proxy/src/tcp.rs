@@ -31,7 +31,7 @@ pub async fn forward_inbound<D>(
     let name = cluster
         .as_ref()
         .map(|c| c.name.to_string())
-        .unwrap_or_else(|| skein_xds::INBOUND_PASSTHROUGH_CLUSTER.to_string());
+        .unwrap_or_else(|| skein_snapshot::INBOUND_PASSTHROUGH_CLUSTER.to_string());
     if !snap.authz.is_empty() {
         let decision = snap.authz.evaluate(&Attrs {
             source: info.remote.ip(),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use skein_proxy::{AccessLogSink, ProxyConfig};
-use skein_xds::build::SnapshotBuilder;
+use skein_snapshot::build::SnapshotBuilder;
 use tokio::net::{TcpListener, TcpStream};
 
 const CONNS: usize = 16;

@@ -1,5 +1,5 @@
 //! The control-plane config source against an in-test control plane speaking
-//! `skein_xds::stream` over real TCP on loopback.
+//! `skein_snapshot::stream` over real TCP on loopback.
 
 mod common;
 
@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn};
-use skein_xds::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};
-use skein_xds::{Snapshot, outbound_cluster_name};
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
+use skein_snapshot::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};
+use skein_snapshot::{Snapshot, outbound_cluster_name};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 

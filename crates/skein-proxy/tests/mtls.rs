@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::pki::{Ca, NS, raw_client, spiffe};
 use common::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle, StaticIdentity};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
+use skein_snapshot::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -11,8 +11,8 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use skein_proxy::{AccessLogSink, ProxyConfig, SourceConfig, TlsListenerConfig};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn, route_to};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
+use skein_snapshot::*;
 use tokio::net::TcpStream;
 
 const NS: &str = "blog-system";

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn, route_to};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
+use skein_snapshot::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

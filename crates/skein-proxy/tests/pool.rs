@@ -9,8 +9,8 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
+use skein_snapshot::*;
 
 const NS: &str = "ns";
 const URL: &str = "http://svc:80/";
@@ -32,7 +32,7 @@ fn snapshot(ups: &[Upstream], f: impl FnOnce(&mut Cluster)) -> Snapshot {
     let name = c.name.clone();
     SnapshotBuilder::new("v1", NS, "client")
         .cluster(c)
-        .service_routes("svc", 80, vec![skein_xds::build::route_to(&name)])
+        .service_routes("svc", 80, vec![skein_snapshot::build::route_to(&name)])
         .build()
 }
 
@@ -330,7 +330,7 @@ async fn no_endpoints_is_uh_and_refused_connect_is_uf() {
     let name = c.name.clone();
     let snap = SnapshotBuilder::new("v2", NS, "client")
         .cluster(c)
-        .service_routes("svc", 80, vec![skein_xds::build::route_to(&name)])
+        .service_routes("svc", 80, vec![skein_snapshot::build::route_to(&name)])
         .build();
     h.apply(snap).expect("apply");
     let r = get(outbound(&h), URL, &[]).await;
@@ -396,7 +396,7 @@ async fn upstream_closing_idle_connections_does_not_fail_requests() {
     let name = c.name.clone();
     let snap = SnapshotBuilder::new("v1", NS, "client")
         .cluster(c)
-        .service_routes("svc", 80, vec![skein_xds::build::route_to(&name)])
+        .service_routes("svc", 80, vec![skein_snapshot::build::route_to(&name)])
         .build();
     let (h, _) = sidecar(snap).await;
     let mut client = H1Client::connect(outbound(&h)).await;

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn, route_to};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
+use skein_snapshot::*;
 
 const NS: &str = "blog-system";
 const URL: &str = "http://svc:8080/api/posts";

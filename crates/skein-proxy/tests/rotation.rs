@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use common::pki::{Ca, NS, spiffe};
 use common::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle, SourceConfig};
-use skein_xds::build::SnapshotBuilder;
-use skein_xds::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};
-use skein_xds::*;
+use skein_snapshot::build::SnapshotBuilder;
+use skein_snapshot::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};
+use skein_snapshot::*;
 use tokio::net::{TcpListener, TcpStream};
 
 const STEP: Duration = Duration::from_secs(5);
@@ -92,7 +92,7 @@ async fn serve(
     conn: TcpStream,
     snap: Snapshot,
     signer: Signer,
-) -> Result<(), skein_xds::stream::StreamError> {
+) -> Result<(), skein_snapshot::stream::StreamError> {
     let (mut rd, mut wr) = conn.into_split();
     let hello: ProxyMessage = read_frame(&mut rd).await?;
     assert!(matches!(hello, ProxyMessage::Hello { .. }), "{hello:?}");

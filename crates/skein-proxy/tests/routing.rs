@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn, route_to, weighted_route};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to, weighted_route};
+use skein_snapshot::*;
 
 const NS: &str = "blog-system";
 

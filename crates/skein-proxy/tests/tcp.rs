@@ -11,8 +11,8 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use skein_proxy::{AccessLogSink, ProxyConfig};
-use skein_xds::build::{SnapshotBuilder, cluster, fqdn};
-use skein_xds::*;
+use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
+use skein_snapshot::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

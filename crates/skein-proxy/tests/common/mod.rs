@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle};
-use skein_xds::Snapshot;
+use skein_snapshot::Snapshot;
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod pki;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use skein_runtime::{StateDir, Status};
-use skein_xds::{LbPolicy, ListenerKind, RouteAction, Snapshot, StringMatch, UpstreamTls};
+use skein_snapshot::{LbPolicy, ListenerKind, RouteAction, Snapshot, StringMatch, UpstreamTls};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,4 +1,4 @@
-//! skein-xds: the configuration snapshot a skein proxy receives.
+//! skein-snapshot: the configuration snapshot a skein proxy receives.
 //!
 //! The control plane compiles Istio resources (VirtualService, DestinationRule, ServiceEntry,
 //! Service, ...) into one [`Snapshot`] per proxy; the proxy swaps it in atomically. The types
@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod names;
 pub mod stream;
+
+pub use names::{inbound_cluster_name, outbound_cluster_name, service_domains};
 
 /// Version of the JSON schema of [`Snapshot`]. Bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -834,76 +837,9 @@ impl Snapshot {
     }
 }
 
-/// Istio's cluster name for an outbound service port: `outbound|PORT|SUBSET|FQDN`.
-pub fn outbound_cluster_name(port: u16, subset: Option<&str>, fqdn: &str) -> String {
-    format!("outbound|{port}|{}|{fqdn}", subset.unwrap_or(""))
-}
-
-/// Istio's cluster name for an inbound port: `inbound|PORT||`.
-pub fn inbound_cluster_name(port: u16) -> String {
-    format!("inbound|{port}||")
-}
-
-/// Every authority form under which a sidecar in `client_namespace` reaches a Kubernetes
-/// service `fqdn` (`name.ns.svc.cluster.local`) on `port`: the short name (only from the same
-/// namespace, as Kubernetes DNS search paths resolve it), `name.ns`, `name.ns.svc` and the
-/// FQDN, each with `:port` and without. Non-Kubernetes hosts (ServiceEntry) get the host with and
-/// without port.
-pub fn service_domains(fqdn: &str, port: u16, client_namespace: &str) -> Vec<String> {
-    let fqdn = fqdn.to_ascii_lowercase();
-    let mut hosts = Vec::with_capacity(4);
-    let parts: Vec<&str> = fqdn.split('.').collect();
-    if parts.len() >= 3 && parts[2] == "svc" {
-        let (name, ns) = (parts[0], parts[1]);
-        if ns == client_namespace {
-            hosts.push(name.to_string());
-        }
-        hosts.push(format!("{name}.{ns}"));
-        hosts.push(format!("{name}.{ns}.svc"));
-        if parts.len() > 3 {
-            hosts.push(fqdn.clone());
-        }
-    } else {
-        hosts.push(fqdn.clone());
-    }
-    let mut out = Vec::with_capacity(hosts.len() * 2);
-    for h in &hosts {
-        out.push(format!("{h}:{port}"));
-    }
-    out.extend(hosts);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn domains_cover_every_form() {
-        let d = service_domains(
-            "was-service.blog-system.svc.cluster.local",
-            8080,
-            "blog-system",
-        );
-        for want in [
-            "was-service",
-            "was-service:8080",
-            "was-service.blog-system",
-            "was-service.blog-system:8080",
-            "was-service.blog-system.svc",
-            "was-service.blog-system.svc:8080",
-            "was-service.blog-system.svc.cluster.local",
-            "was-service.blog-system.svc.cluster.local:8080",
-        ] {
-            assert!(d.iter().any(|x| x == want), "missing {want} in {d:?}");
-        }
-        let other = service_domains("was-service.blog-system.svc.cluster.local", 8080, "other");
-        assert!(!other.iter().any(|x| x == "was-service"));
-        assert_eq!(
-            service_domains("example.com", 443, "x"),
-            ["example.com:443", "example.com"]
-        );
-    }
 
     #[test]
     fn cluster_names_follow_istio() {

@@ -1,7 +1,7 @@
 //! Helpers to build snapshots in tests and in hand-written configs.
 //!
 //! ```
-//! use skein_xds::build::SnapshotBuilder;
+//! use skein_snapshot::build::SnapshotBuilder;
 //! let snap = SnapshotBuilder::new("v1", "blog-system", "web")
 //!     .http_service("was-service", 8080, &["127.0.0.1:18080"])
 //!     .build();
@@ -12,10 +12,7 @@ use std::net::SocketAddr;
 
 use crate::*;
 
-/// `name.ns.svc.cluster.local`.
-pub fn fqdn(name: &str, namespace: &str) -> String {
-    format!("{name}.{namespace}.svc.cluster.local")
-}
+pub use crate::names::fqdn;
 
 /// Parses endpoint addresses; panics on a malformed literal (test and example helper only).
 fn endpoints(addrs: &[&str]) -> Vec<Endpoint> {
