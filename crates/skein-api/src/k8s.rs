@@ -673,6 +673,62 @@ pub enum PathType {
     ImplementationSpecific,
 }
 
+/// What request paths one Ingress path matches, by Kubernetes' rules. The control plane
+/// compiles it into route matches and the local runtime's ingress matches with it, so both
+/// read an Ingress the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngressPathMatch {
+    /// `Prefix` of `/` (or no path): every request.
+    Any,
+    /// `Exact`: the whole path, byte for byte.
+    Exact(String),
+    /// `Prefix` (and `ImplementationSpecific`, read as `Prefix`): whole `/`-separated segments,
+    /// so `/api` matches `/api` and `/api/x` but not `/apix`. Holds the path without its
+    /// trailing slashes.
+    Segments(String),
+}
+
+impl IngressPathMatch {
+    /// Whether `path` (a request path, without the query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            IngressPathMatch::Any => true,
+            IngressPathMatch::Exact(p) => path == p,
+            IngressPathMatch::Segments(p) => {
+                path == p
+                    || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+            }
+        }
+    }
+
+    /// The length that orders overlapping paths: the longest path wins, as Kubernetes says.
+    pub fn len(&self) -> usize {
+        match self {
+            IngressPathMatch::Any => 0,
+            IngressPathMatch::Exact(p) | IngressPathMatch::Segments(p) => p.len(),
+        }
+    }
+
+    /// Whether this is [`IngressPathMatch::Any`].
+    pub fn is_empty(&self) -> bool {
+        matches!(self, IngressPathMatch::Any)
+    }
+}
+
+impl HttpIngressPath {
+    /// How this path matches requests.
+    pub fn path_match(&self) -> IngressPathMatch {
+        let path = self.path.as_deref().unwrap_or("/");
+        if self.path_type == PathType::Exact {
+            return IngressPathMatch::Exact(path.to_string());
+        }
+        match path.trim_end_matches('/') {
+            "" => IngressPathMatch::Any,
+            p => IngressPathMatch::Segments(p.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct IngressBackend {
@@ -698,6 +754,26 @@ pub struct ServiceBackendPort {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ingress_paths_match_whole_segments() {
+        use super::{HttpIngressPath, IngressBackend, IngressPathMatch, PathType};
+        let p = |path: &str, path_type| HttpIngressPath {
+            path: Some(path.to_string()),
+            path_type,
+            backend: IngressBackend::default(),
+        };
+        let api = p("/api/", PathType::Prefix).path_match();
+        assert_eq!(api, IngressPathMatch::Segments("/api".into()));
+        assert!(api.matches("/api") && api.matches("/api/") && api.matches("/api/posts"));
+        assert!(!api.matches("/apix") && !api.matches("/"));
+        assert_eq!(p("/", PathType::Prefix).path_match(), IngressPathMatch::Any);
+        let board = p("/board", PathType::Exact).path_match();
+        assert!(board.matches("/board") && !board.matches("/board/"));
+        let imp = p("/x", PathType::ImplementationSpecific).path_match();
+        assert!(imp.matches("/x/y"));
+        assert!(api.len() > IngressPathMatch::Any.len());
+    }
+
     use super::*;
 
     #[test]
