@@ -1,16 +1,14 @@
 //! Workload certificates from an in-test control plane: CSR over the stream, short-lived
 //! certificates renewed while traffic flows, refusals retried with backoff.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::pki::{Ca, NS, spiffe};
-use common::*;
+use skein_proxy::test_util::pki::{Ca, NS, spiffe};
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::SnapshotBuilder;
 use skein_snapshot::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};

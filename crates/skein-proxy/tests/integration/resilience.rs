@@ -1,13 +1,11 @@
 //! VirtualService resilience in the client-side proxy: retries (conditions, body replay,
 //! budget, URX), timeouts (route and per try), fault injection and mirroring.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;
 

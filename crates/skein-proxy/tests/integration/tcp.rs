@@ -1,15 +1,13 @@
 //! Opaque TCP forwarding and inbound protocol detection.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
 use skein_snapshot::*;

@@ -4,15 +4,13 @@
 //! Topology: app --HTTP_PROXY--> client sidecar --mTLS--> server sidecar inbound --> app
 //! upstream. Certificates come from a test CA made with rcgen.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::pki::{Ca, NS, raw_client, spiffe};
-use common::*;
+use skein_proxy::test_util::pki::{Ca, NS, raw_client, spiffe};
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle, StaticIdentity};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
 use skein_snapshot::*;

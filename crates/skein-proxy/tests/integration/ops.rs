@@ -1,15 +1,13 @@
 //! Access log, admin endpoint, config swaps, drain, file source, gateway.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, SourceConfig, TlsListenerConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;

@@ -2,11 +2,9 @@
 //! policy retries connect-failure twice), and a peer sidecar whose app is down (its 503 says
 //! nothing was delivered).
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use skein_proxy::test_util::*;
 use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;

@@ -1,12 +1,10 @@
 //! The control-plane config source against an in-test control plane speaking
 //! `skein_snapshot::stream` over real TCP on loopback.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use skein_proxy::test_util::*;
 use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
 use skein_snapshot::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};

@@ -2,8 +2,6 @@
 //! maxEjectionPercent, panic below minHealthPercent, gateway errors, TCP connect failures, and
 //! the admin view. Real sockets, real (short) times.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +9,9 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

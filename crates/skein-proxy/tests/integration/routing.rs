@@ -1,8 +1,6 @@
 //! Routing through the sidecar's outbound HTTP listener.
 
-mod common;
-
-use common::*;
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to, weighted_route};
 use skein_snapshot::*;
 
