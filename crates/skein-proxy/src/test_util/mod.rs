@@ -3,7 +3,9 @@
 //!
 //! Everything here serves loopback sockets on the caller's runtime, so the tests can run on
 //! paused time (`#[tokio::test(start_paused = true)]`): nothing waits on another thread except
-//! the access log's file writes, which tokio counts as work in progress.
+//! the access log's file writes, which tokio counts as work in progress. Sockets set
+//! `TCP_NODELAY`: a small write that Nagle holds back for a delayed ACK is a real-time wait the
+//! runtime cannot see, and paused time would jump to the next timer meanwhile.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -79,6 +81,9 @@ impl Upstream {
                     return;
                 };
                 u.accepts.fetch_add(1, Ordering::SeqCst);
+                // No Nagle: on paused time a write held back for a delayed ACK is a real-time
+                // wait the runtime does not see, and it would move the clock meanwhile.
+                let _ = stream.set_nodelay(true);
                 let u = u.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
