@@ -41,6 +41,8 @@ pub mod route;
 pub mod source;
 pub mod state;
 pub mod tcp;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -1,16 +1,18 @@
 //! Load balancing, circuit breaking, connection pools, HTTP/2.
-
-mod common;
+//!
+//! On paused time, except `idle_timeout_closes_idle_connections`: the pool ages idle
+//! connections by `std::time::Instant`, which paused time does not move.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
 use skein_snapshot::*;
+use tokio::time::Instant;
 
 const NS: &str = "ns";
 const URL: &str = "http://svc:80/";
@@ -36,7 +38,7 @@ fn snapshot(ups: &[Upstream], f: impl FnOnce(&mut Cluster)) -> Snapshot {
         .build()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn round_robin_alternates_exactly() {
     let ups = upstreams(3).await;
     let (h, _) = sidecar(snapshot(&ups, |c| c.lb_policy = LbPolicy::RoundRobin)).await;
@@ -52,7 +54,7 @@ async fn round_robin_alternates_exactly() {
     assert_eq!(tally(seq).len(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn least_request_prefers_the_idle_host() {
     let ups = upstreams(2).await;
     let (h, _) = sidecar(snapshot(&ups, |c| c.lb_policy = LbPolicy::LeastRequest)).await;
@@ -73,7 +75,7 @@ async fn least_request_prefers_the_idle_host() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn consistent_hash_is_sticky_per_key_and_spreads() {
     let ups = upstreams(4).await;
     let (h, _) = sidecar(snapshot(&ups, |c| {
@@ -104,7 +106,7 @@ async fn consistent_hash_is_sticky_per_key_and_spreads() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn consistent_hash_by_query_and_cookie() {
     let ups = upstreams(3).await;
     for key in [
@@ -142,7 +144,7 @@ async fn consistent_hash_by_query_and_cookie() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn random_covers_every_host() {
     let ups = upstreams(4).await;
     let (h, _) = sidecar(snapshot(&ups, |c| c.lb_policy = LbPolicy::Random)).await;
@@ -154,7 +156,7 @@ async fn random_covers_every_host() {
     assert_eq!(tally(seen).len(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn overflow_returns_503_uo_at_once() {
     let ups = upstreams(1).await;
     let (h, log) = sidecar(snapshot(&ups, |c| {
@@ -204,7 +206,7 @@ async fn overflow_returns_503_uo_at_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_requests_overflow_is_503_uo() {
     let ups = upstreams(1).await;
     let (h, _) = sidecar(snapshot(&ups, |c| c.connection_pool.http2_max_requests = 1)).await;
@@ -219,7 +221,7 @@ async fn max_requests_overflow_is_503_uo() {
     assert_eq!(get(proxy, URL, &[]).await.status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_requests_per_connection_retires_connections() {
     let ups = upstreams(1).await;
     let (h, _) = sidecar(snapshot(&ups, |c| {
@@ -233,7 +235,7 @@ async fn max_requests_per_connection_retires_connections() {
     assert_eq!(ups[0].accepts(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn keep_alive_reuses_one_upstream_connection() {
     let ups = upstreams(1).await;
     let (h, _) = sidecar(snapshot(&ups, |_| {})).await;
@@ -249,6 +251,8 @@ async fn keep_alive_reuses_one_upstream_connection() {
     assert_eq!(ups[0].requests.load(Ordering::SeqCst), 25);
 }
 
+/// Wall clock: the pool's idle age is a `std::time::Instant`. The sleep is twice the idle
+/// timeout and a slow machine only makes it longer, so this cannot flake.
 #[tokio::test]
 async fn idle_timeout_closes_idle_connections() {
     let ups = upstreams(1).await;
@@ -271,7 +275,7 @@ async fn h2_client(
     tx
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn h2c_downstream_and_h2_upstream() {
     let ups = upstreams(1).await;
     // HTTP/1 cluster: h2c downstream, HTTP/1.1 upstream.
@@ -315,7 +319,7 @@ async fn h2c_downstream_and_h2_upstream() {
     assert_eq!(ups[0].accepts(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_endpoints_is_uh_and_refused_connect_is_uf() {
     let (h, log) = sidecar(snapshot(&[], |_| {})).await;
     let r = get(outbound(&h), URL, &[]).await;
@@ -388,7 +392,7 @@ async fn closing_upstream() -> (
     (addr, accepts)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn upstream_closing_idle_connections_does_not_fail_requests() {
     let (addr, accepts) = closing_upstream().await;
     let mut c = cluster(&fqdn("svc", NS), 80, None, &[&addr.to_string()]);

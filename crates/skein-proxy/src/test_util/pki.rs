@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::StaticIdentity;
 use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -11,9 +12,9 @@ use rcgen::{
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use skein_proxy::StaticIdentity;
 use time::{Duration, OffsetDateTime};
 
+/// The namespace of the test identities.
 pub const NS: &str = "blog";
 
 /// `spiffe://cluster.local/ns/NS/sa/SA`.
@@ -50,6 +51,7 @@ fn leaf_params(
 }
 
 impl Ca {
+    /// A new root CA with common name `name`, valid from a day ago for 30 days.
     pub fn new(name: &str) -> Ca {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         p.distinguished_name = DistinguishedName::new();

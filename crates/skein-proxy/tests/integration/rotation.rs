@@ -1,16 +1,16 @@
 //! Workload certificates from an in-test control plane: CSR over the stream, short-lived
 //! certificates renewed while traffic flows, refusals retried with backoff.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::pki::{Ca, NS, spiffe};
-use common::*;
+use tokio::time::Instant;
+
+use skein_proxy::test_util::pki::{Ca, NS, spiffe};
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::SnapshotBuilder;
 use skein_snapshot::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};
@@ -239,7 +239,7 @@ async fn certificates_rotate_under_load_without_failed_requests() {
     assert_eq!(status.last_error, None);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_refused_request_is_retried_with_backoff_and_the_old_certificate_stays() {
     let ca = Arc::new(Ca::new("mesh-root"));
     let app = Upstream::start("app").await;
@@ -301,7 +301,7 @@ async fn a_refused_request_is_retried_with_backoff_and_the_old_certificate_stays
     assert_eq!(Some(hash_of(&r)), manual.cert_sha256);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_certificate_for_another_key_or_identity_is_not_installed() {
     let ca = Arc::new(Ca::new("mesh-root"));
     // A control plane that answers with a certificate for a key of its own.

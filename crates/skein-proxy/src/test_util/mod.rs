@@ -1,6 +1,11 @@
-//! Test helpers: in-process upstreams that report who answered and echo the request, a tiny
-//! HTTP client, and proxy starters.
-#![allow(dead_code)]
+//! Test helpers (feature `test-util`): in-process upstreams that report who answered and echo
+//! the request, a tiny HTTP client, proxy starters, and a mesh CA ([`pki`]).
+//!
+//! Everything here serves loopback sockets on the caller's runtime, so the tests can run on
+//! paused time (`#[tokio::test(start_paused = true)]`): nothing waits on another thread except
+//! the access log's file writes, which tokio counts as work in progress. Sockets set
+//! `TCP_NODELAY`: a small write that Nagle holds back for a delayed ACK is a real-time wait the
+//! runtime cannot see, and paused time would jump to the next timer meanwhile.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -10,17 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::{AccessLogSink, ProxyConfig, ProxyHandle};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle};
 use skein_snapshot::Snapshot;
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod pki;
 
+/// The result of a test that uses `?`.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// An upstream HTTP server (HTTP/1.1 and h2c) that answers with JSON describing the request.
@@ -30,9 +36,13 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// (503 on every Nth call, 0: off), `delay_ms` (sleep before every answer).
 #[derive(Clone)]
 pub struct Upstream {
+    /// The name it answers with (`x-upstream` and the JSON's `upstream`).
     pub name: String,
+    /// Where it listens (loopback).
     pub addr: SocketAddr,
+    /// Connections accepted.
     pub accepts: Arc<AtomicUsize>,
+    /// Requests answered (or being answered).
     pub requests: Arc<AtomicUsize>,
     /// 503 on every Nth call (0: never).
     pub fail_every: Arc<AtomicUsize>,
@@ -42,10 +52,12 @@ pub struct Upstream {
     pub mirrored: Arc<AtomicUsize>,
     /// Requests with `x-envoy-attempt-count` > 1 in flight now, and the most seen at once.
     pub retries_in_flight: Arc<AtomicUsize>,
+    /// The most retries seen in flight at once.
     pub max_retries_in_flight: Arc<AtomicUsize>,
 }
 
 impl Upstream {
+    /// Starts an upstream named `name` on a loopback port, served by the current runtime.
     pub async fn start(name: &str) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -69,6 +81,9 @@ impl Upstream {
                     return;
                 };
                 u.accepts.fetch_add(1, Ordering::SeqCst);
+                // No Nagle: on paused time a write held back for a delayed ACK is a real-time
+                // wait the runtime does not see, and it would move the clock meanwhile.
+                let _ = stream.set_nodelay(true);
                 let u = u.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
@@ -84,10 +99,12 @@ impl Upstream {
         up
     }
 
+    /// The address as `ip:port`.
     pub fn addr_str(&self) -> String {
         self.addr.to_string()
     }
 
+    /// Connections accepted so far.
     pub fn accepts(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
     }
@@ -192,6 +209,7 @@ impl Drop for Decrement {
     }
 }
 
+/// A header's value as a string, if present and visible ASCII.
 pub fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -201,18 +219,24 @@ pub fn header(h: &HeaderMap, name: &str) -> Option<String> {
 /// A response as the tests see it.
 #[derive(Debug)]
 pub struct Resp {
+    /// The status code.
     pub status: u16,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The body, decoded lossily as UTF-8.
     pub body: String,
 }
 
 impl Resp {
+    /// The body as JSON (`Null` when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
+    /// Which [`Upstream`] answered (from its JSON echo).
     pub fn upstream(&self) -> String {
         self.json()["upstream"].as_str().unwrap_or("").to_string()
     }
+    /// The values of request header `name` as the upstream saw it.
     pub fn seen_header(&self, name: &str) -> Vec<String> {
         self.json()["headers"][name]
             .as_array()
@@ -231,6 +255,7 @@ pub struct H1Client {
 }
 
 impl H1Client {
+    /// Connects and completes the HTTP/1.1 handshake.
     pub async fn connect(addr: SocketAddr) -> H1Client {
         let stream = TcpStream::connect(addr).await.expect("connect to proxy");
         let _ = stream.set_nodelay(true);
@@ -251,6 +276,7 @@ impl H1Client {
             .expect("request failed")
     }
 
+    /// [`H1Client::send`] that returns the connection's error instead of panicking.
     pub async fn try_send(
         &mut self,
         method: &str,
@@ -260,6 +286,7 @@ impl H1Client {
         self.send_body(method, url, headers, "").await
     }
 
+    /// Sends `method url` with `headers` and `body`.
     pub async fn send_body(
         &mut self,
         method: &str,
@@ -290,6 +317,7 @@ impl H1Client {
         })
     }
 
+    /// `GET url`.
     pub async fn get(&mut self, url: &str) -> Resp {
         self.send("GET", url, &[]).await
     }
@@ -317,11 +345,12 @@ pub async fn sidecar(snap: Snapshot) -> (ProxyHandle, PathBuf) {
     let log = temp_path("access");
     let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
         .with_access_log(AccessLogSink::File(log.clone()));
-    let h = skein_proxy::start(cfg).await.expect("proxy start");
+    let h = crate::start(cfg).await.expect("proxy start");
     h.apply(snap).expect("apply snapshot");
     (h, log)
 }
 
+/// The sidecar's outbound HTTP listener.
 pub fn outbound(h: &ProxyHandle) -> SocketAddr {
     h.addrs.outbound_http.expect("outbound listener")
 }

@@ -1,15 +1,13 @@
 //! Opaque TCP forwarding and inbound protocol detection.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
 use skein_snapshot::*;
@@ -97,7 +95,7 @@ fn mysql_snapshot(endpoints: &[&str], max_connections: u32) -> Snapshot {
 
 const MYSQL: &str = "outbound|3306||mysql.blog-system.svc.cluster.local";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tcp_listener_forwards_bytes_and_enforces_max_connections() {
     let echo = echo_server().await;
     let (h, log) = sidecar(mysql_snapshot(&[&echo.to_string()], 1)).await;
@@ -137,7 +135,7 @@ async fn tcp_listener_forwards_bytes_and_enforces_max_connections() {
     assert!(ok.contains(&format!("\"{echo}\"")), "{ok}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tcp_connect_failure_is_uf() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -157,7 +155,7 @@ async fn tcp_connect_failure_is_uf() {
     assert!(lines[0].contains(" 0 UF "), "{}", lines[0]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn inbound_detects_http1_h2c_and_opaque_tcp_on_one_port() {
     let app = polyglot_app().await;
     let log = temp_path("inbound");
@@ -212,7 +210,7 @@ async fn inbound_detects_http1_h2c_and_opaque_tcp_on_one_port() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sidecar_serves_several_inbound_ports_each_with_its_own_cluster() {
     let web = Upstream::start("web").await;
     let metrics = Upstream::start("metrics").await;

@@ -1,13 +1,18 @@
 //! VirtualService resilience in the client-side proxy: retries (conditions, body replay,
 //! budget, URX), timeouts (route and per try), fault injection and mirroring.
-
-mod common;
+//!
+//! Every test runs on paused time: the runtime moves the clock to the next timer whenever it
+//! is idle, so a timeout, a backoff or a fault delay fires at its exact virtual instant and the
+//! tests assert which outcome came back (and that it came before a competing timer).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use common::*;
+use tokio::time::Instant;
+
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;
 
@@ -59,7 +64,8 @@ fn retries(attempts: u32, on: &[&str]) -> Option<RetryPolicy> {
     })
 }
 
-/// Bounds every test: nothing here may hang.
+/// Bounds every test: nothing here may hang (on paused time, a hung test reaches the bound as
+/// soon as nothing else is pending).
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(30), f)
         .await
@@ -75,25 +81,28 @@ async fn dead_addr() -> SocketAddr {
     a
 }
 
-/// Accepts connections, reads, and never answers.
-async fn hanging_server() -> SocketAddr {
+/// Accepts connections, reads, and never answers; counts the connections it holds.
+async fn hanging_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let a = l.local_addr().expect("addr");
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&accepts);
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
             let Ok((s, _)) = l.accept().await else {
                 return;
             };
+            n.fetch_add(1, Ordering::SeqCst);
             held.push(s);
         }
     });
-    a
+    (a, accepts)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_other_call_failing_is_hidden_by_5xx_retries() {
     bounded(async {
         let up = Upstream::start("flaky").await;
@@ -114,7 +123,7 @@ async fn every_other_call_failing_is_hidden_by_5xx_retries() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn grpc_unavailable_is_retried_by_the_default_policy_but_internal_is_not() {
     bounded(async {
         let up = Upstream::start("grpc").await;
@@ -136,7 +145,7 @@ async fn grpc_unavailable_is_retried_by_the_default_policy_but_internal_is_not()
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_attempt_count_header_counts_tries() {
     bounded(async {
         let up = Upstream::start("flaky").await;
@@ -156,7 +165,7 @@ async fn the_attempt_count_header_counts_tries() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn exhausted_attempts_return_the_last_503_with_urx() {
     bounded(async {
         let up = Upstream::start("down").await;
@@ -176,7 +185,7 @@ async fn exhausted_attempts_return_the_last_503_with_urx() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_retries_on_the_route_503_is_not_retried() {
     bounded(async {
         let up = Upstream::start("down").await;
@@ -195,7 +204,7 @@ async fn without_retries_on_the_route_503_is_not_retried() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn post_bodies_are_replayed_intact() {
     bounded(async {
         let a = Upstream::start("a").await;
@@ -226,7 +235,7 @@ async fn post_bodies_are_replayed_intact() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_over_the_replay_bound_is_not_retried() {
     bounded(async {
         let up = Upstream::start("flaky").await;
@@ -257,7 +266,7 @@ async fn a_body_over_the_replay_bound_is_not_retried() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_retry_budget_bounds_retries_in_flight() {
     bounded(async {
         let up = Upstream::start("down").await;
@@ -293,7 +302,7 @@ async fn the_retry_budget_bounds_retries_in_flight() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_route_timeout_answers_504_ut() {
     bounded(async {
         let up = Upstream::start("slow").await;
@@ -309,8 +318,9 @@ async fn a_route_timeout_answers_504_ut() {
         let took = t0.elapsed();
         assert_eq!(r.status, 504, "{r:?}");
         assert_eq!(r.body, "upstream request timeout");
-        assert!(took >= Duration::from_millis(190), "{took:?}");
-        assert!(took < Duration::from_millis(900), "{took:?}");
+        // The route's 200 ms, not the upstream's 1000 ms, decided.
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
         let lines = log_lines(&log, 1).await;
         assert!(
             lines[0].contains(" 504 UT response_timeout "),
@@ -321,7 +331,7 @@ async fn a_route_timeout_answers_504_ut() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_per_try_timeout_moves_on_to_the_next_host() {
     bounded(async {
         let slow = Upstream::start("slow").await;
@@ -342,18 +352,16 @@ async fn a_per_try_timeout_moves_on_to_the_next_host() {
             let r = get(outbound(&h), URL, &[]).await;
             assert_eq!(r.status, 200, "request {i}: {r:?}");
             assert_eq!(r.upstream(), "fast");
-            assert!(
-                t0.elapsed() < Duration::from_millis(800),
-                "{:?}",
-                t0.elapsed()
-            );
+            // At most one 100 ms per-try timeout and a backoff, never the slow host's answer.
+            let took = t0.elapsed();
+            assert!(took < Duration::from_millis(200), "{took:?}");
         }
         assert!(slow.requests.load(Ordering::SeqCst) >= 1);
     })
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn per_try_timeouts_exhausted_answer_504_ut_urx() {
     bounded(async {
         let slow = Upstream::start("slow").await;
@@ -380,7 +388,7 @@ async fn per_try_timeouts_exhausted_answer_504_ut_urx() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn connect_failures_are_retried_on_another_host_for_a_post_too() {
     bounded(async {
         let live = Upstream::start("live").await;
@@ -410,7 +418,7 @@ fn fault(delay: Option<(u64, f64)>, abort: Option<(u16, f64)>) -> Route {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_full_fault_delay_delays_and_logs_di() {
     bounded(async {
         let up = Upstream::start("svc").await;
@@ -423,18 +431,16 @@ async fn a_full_fault_delay_delays_and_logs_di() {
         let t0 = Instant::now();
         let r = get(outbound(&h), URL, &[]).await;
         assert_eq!(r.status, 200);
-        assert!(
-            t0.elapsed() >= Duration::from_millis(300),
-            "{:?}",
-            t0.elapsed()
-        );
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(300), "delayed: {took:?}");
+        assert!(took < Duration::from_millis(400), "delayed once: {took:?}");
         let lines = log_lines(&log, 1).await;
         assert!(lines[0].contains(" 200 DI via_upstream "), "{}", lines[0]);
     })
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_full_fault_abort_answers_locally_with_fi() {
     bounded(async {
         let up = Upstream::start("svc").await;
@@ -458,7 +464,7 @@ async fn a_full_fault_abort_answers_locally_with_fi() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_fault_without_percentage_never_fires_and_disables_retries() {
     bounded(async {
         let up = Upstream::start("svc").await;
@@ -479,7 +485,9 @@ async fn a_fault_without_percentage_never_fires_and_disables_retries() {
             }
             v
         };
-        assert!(t0.elapsed() < Duration::from_millis(900));
+        // The 1000 ms delay never fired.
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(1000), "{took:?}");
         assert_eq!(
             statuses,
             vec![200, 503, 200, 503],
@@ -489,7 +497,7 @@ async fn a_fault_without_percentage_never_fires_and_disables_retries() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ten_percent_faults_fire_within_binomial_tolerance() {
     bounded(async {
         let up = Upstream::start("svc").await;
@@ -542,7 +550,7 @@ fn mirror_route(percentage: Option<f64>) -> Route {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hundred_requests_are_mirrored_as_marked_copies() {
     bounded(async {
         let up = Upstream::start("primary").await;
@@ -579,10 +587,11 @@ async fn a_hundred_requests_are_mirrored_as_marked_copies() {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hanging_or_failing_mirror_changes_nothing_for_the_client() {
     bounded(async {
-        let hang = hanging_server().await.to_string();
+        let (hang_addr, hang_accepts) = hanging_server().await;
+        let hang = hang_addr.to_string();
         let dead = dead_addr().await.to_string();
         let failing = Upstream::start("failing").await;
         failing.fail_every.store(1, Ordering::SeqCst);
@@ -600,6 +609,7 @@ async fn a_hanging_or_failing_mirror_changes_nothing_for_the_client() {
                 assert_eq!(r.upstream(), "primary");
             }
             let took = t0.elapsed();
+            // No request waited for its copy (a copy is abandoned after 10 s).
             assert!(
                 took < Duration::from_secs(3),
                 "mirror {target}: 100 requests took {took:?}"
@@ -607,6 +617,10 @@ async fn a_hanging_or_failing_mirror_changes_nothing_for_the_client() {
             h.shutdown().await;
         }
         assert_eq!(failing.requests.load(Ordering::SeqCst), 100);
+        // Copies to the hanging mirror stay in flight: at most 64 of them (the rest are
+        // dropped), each on its own HTTP/1.1 connection.
+        let held = hang_accepts.load(Ordering::SeqCst);
+        assert!((1..=64).contains(&held), "{held} copies held");
     })
     .await
 }

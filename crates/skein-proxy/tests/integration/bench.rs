@@ -2,9 +2,7 @@
 //! connections per run (plus 800 warm-up requests), and 2 000 requests over one connection
 //! (no queueing: the added latency of the hop itself).
 //!
-//! Run: `cargo test --release -p skein-proxy --test bench -- --ignored --nocapture`
-
-mod common;
+//! Run: `cargo test --release -p skein-proxy --test integration bench:: -- --ignored --nocapture`
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,12 +1,12 @@
 //! The control-plane config source against an in-test control plane speaking
 //! `skein_snapshot::stream` over real TCP on loopback.
 
-mod common;
-
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use tokio::time::Instant;
+
+use skein_proxy::test_util::*;
 use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
 use skein_snapshot::stream::{ControlMessage, ProxyMessage, read_frame, write_frame};
@@ -70,6 +70,9 @@ async fn accept(cp: &TcpListener) -> (Stream, ProxyMessage) {
         .await
         .expect("proxy connects within the step timeout")
         .expect("accept");
+    // No Nagle: a small write held back for a delayed ACK is real time that paused time does
+    // not see, and the clock would jump to the step timeout meanwhile.
+    conn.set_nodelay(true).expect("nodelay");
     let mut s = Stream { conn };
     let hello = s.recv().await;
     (s, hello)
@@ -164,7 +167,7 @@ async fn wait_control(h: &ProxyHandle, what: &str, ok: impl Fn(&serde_json::Valu
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn hello_snapshot_ack_then_requests_use_it() {
     let up = Upstream::start("a").await;
     let (cp, cp_addr) = control_plane().await;
@@ -177,7 +180,7 @@ async fn hello_snapshot_ack_then_requests_use_it() {
     assert_eq!((r.status, r.upstream().as_str()), (200, "a"), "{}", r.body);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn invalid_snapshot_is_nacked_and_the_previous_config_stays() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
@@ -201,7 +204,7 @@ async fn invalid_snapshot_is_nacked_and_the_previous_config_stays() {
     assert_eq!(request(&h).await.upstream(), "b");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bad_frames_are_nacked_ignored_or_end_the_stream_without_harm() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
@@ -245,7 +248,7 @@ async fn bad_frames_are_nacked_ignored_or_end_the_stream_without_harm() {
     assert_eq!(status.reconnects, 2, "{status:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn control_plane_restart_keeps_config_then_reconnects_with_current_version() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
@@ -278,7 +281,7 @@ async fn control_plane_restart_keeps_config_then_reconnects_with_current_version
     assert_eq!(status.reconnects, 1, "{status:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn admin_control_endpoint_reflects_connection_ack_and_nack() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
@@ -325,7 +328,7 @@ async fn admin_control_endpoint_reflects_connection_ack_and_nack() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unreachable_control_plane_leaves_the_proxy_up_and_not_ready() {
     // Take a free port and close it: nothing listens there.
     let (cp, cp_addr) = control_plane().await;

@@ -1,8 +1,6 @@
 //! Routing through the sidecar's outbound HTTP listener.
 
-mod common;
-
-use common::*;
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to, weighted_route};
 use skein_snapshot::*;
 
@@ -37,7 +35,7 @@ fn when(m: RouteMatch, cluster: &str) -> Route {
 
 const URL: &str = "http://svc:8080";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn uri_exact_prefix_regex_and_ignore_case() {
     let routes = vec![
         when(
@@ -85,7 +83,7 @@ async fn uri_exact_prefix_regex_and_ignore_case() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn headers_method_authority_query_without_headers() {
     let hm = |name: &str, v: Option<StringMatch>| HeaderMatch {
         name: name.into(),
@@ -226,7 +224,7 @@ async fn headers_method_authority_query_without_headers() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn first_match_wins_and_no_route_is_404() {
     let routes = vec![
         when(
@@ -264,7 +262,7 @@ async fn first_match_wins_and_no_route_is_404() {
     assert!(nr.contains(" 404 NR route_not_found "), "{nr}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn weighted_split_80_20_and_100_0() {
     let (snap, _a, _b) =
         two_upstream_snapshot(vec![weighted_route(&[(&ca(), 80), (&cb(), 20)])]).await;
@@ -288,7 +286,7 @@ async fn weighted_split_80_20_and_100_0() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rewrite_uri_authority_and_regex() {
     let routes = vec![
         Route {
@@ -337,7 +335,7 @@ async fn rewrite_uri_authority_and_regex() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn header_operations_request_and_response() {
     let mut ops = HeaderOps::default();
     ops.request.set.insert("x-set".into(), "route".into());
@@ -379,7 +377,7 @@ async fn header_operations_request_and_response() {
     assert_eq!(r.seen_header("x-request-id")[0].len(), 36);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_authority_form_reaches_the_service() {
     let up = Upstream::start("was").await;
     let snap = SnapshotBuilder::new("v1", NS, "web")
@@ -430,7 +428,7 @@ async fn every_authority_form_reaches_the_service() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unknown_host_passthrough_forwards_to_asked_address() {
     let outside = Upstream::start("outside").await;
     let snap = SnapshotBuilder::new("v1", NS, "web").build();
@@ -449,7 +447,7 @@ async fn unknown_host_passthrough_forwards_to_asked_address() {
     assert!(lines[0].ends_with(" allow_any"), "{}", lines[0]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn registry_only_blackholes_with_502() {
     let outside = Upstream::start("outside").await;
     let snap = SnapshotBuilder::new("v1", NS, "web")
@@ -468,7 +466,7 @@ async fn registry_only_blackholes_with_502() {
     assert!(lines[0].ends_with(" block_all"), "{}", lines[0]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn direct_response_and_redirect() {
     let routes = vec![
         Route {
@@ -512,7 +510,7 @@ async fn direct_response_and_redirect() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn undefined_destination_cluster_is_503_nc() {
     // A VirtualService subset without a DestinationRule: Istio answers 503 NC.
     let (snap, _a, _b) = two_upstream_snapshot(vec![route_to(&outbound_cluster_name(

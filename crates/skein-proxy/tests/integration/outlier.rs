@@ -1,23 +1,23 @@
 //! DestinationRule outlierDetection: ejection after consecutive errors, ejection time backoff,
 //! maxEjectionPercent, panic below minHealthPercent, gateway errors, TCP connect failures, and
-//! the admin view. Real sockets, real (short) times.
-
-mod common;
+//! the admin view. Real sockets on paused time: an ejection starts and ends at its exact
+//! virtual millisecond, and the tests check both sides of each end.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_proxy::test_util::*;
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, sleep_until};
 
 const NS: &str = "blog-system";
 const URL: &str = "http://svc:8080/";
@@ -138,7 +138,7 @@ async fn until_pod_got(c: &mut H1Client, pod: &Pod, n: usize) {
     panic!("{} never got {n} requests", pod.name);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn five_5xx_eject_for_base_time_then_twice_as_long() {
     let (a, b, bad) = (
         Pod::start("a").await,
@@ -155,10 +155,7 @@ async fn five_5xx_eject_for_base_time_then_twice_as_long() {
     let st = status_of(&h, &name, bad.addr).await;
     assert_eq!(st["status"], "ejected", "{st}");
     assert_eq!(st["ejections"], 1, "{st}");
-    assert!(
-        st["ejected_until_ms"].as_u64().is_some_and(|ms| ms <= 300),
-        "{st}"
-    );
+    assert_eq!(st["ejected_until_ms"], 300, "baseEjectionTime: {st}");
     let clusters = admin_json(&h, "/clusters").await.body;
     assert!(
         clusters.contains(&format!(
@@ -172,18 +169,18 @@ async fn five_5xx_eject_for_base_time_then_twice_as_long() {
         "{clusters}"
     );
 
-    // Ejected: nothing reaches it, every request succeeds (within the 300 ms; the bound
-    // keeps a slow machine from running into the un-ejection).
-    let mut sent = 0;
-    while sent < 20 && ejected_at.elapsed() < Duration::from_millis(250) {
+    // Ejected: nothing reaches it, every request succeeds, up to the last millisecond.
+    for _ in 0..20 {
         assert_eq!(c.get(URL).await.status, 200);
-        sent += 1;
     }
-    assert!(sent > 0, "machine too slow for this test");
-    assert_eq!(bad.requests(), 5);
+    sleep_until(ejected_at + Duration::from_millis(299)).await;
+    for _ in 0..4 {
+        assert_eq!(c.get(URL).await.status, 200);
+    }
+    assert_eq!(bad.requests(), 5, "still ejected at 299 ms of 300");
 
     // Back after baseEjectionTime (300 ms).
-    tokio::time::sleep(Duration::from_millis(350).saturating_sub(ejected_at.elapsed())).await;
+    sleep_until(ejected_at + Duration::from_millis(300)).await;
     until_pod_got(&mut c, &bad, 6).await;
     // Still failing: five more errors eject it again, for 2 x 300 ms.
     until_pod_got(&mut c, &bad, 10).await;
@@ -191,24 +188,20 @@ async fn five_5xx_eject_for_base_time_then_twice_as_long() {
     let st = status_of(&h, &name, bad.addr).await;
     assert_eq!(st["status"], "ejected", "{st}");
     assert_eq!(st["ejections"], 2, "{st}");
-    let left = st["ejected_until_ms"].as_u64().unwrap_or(0);
-    assert!(
-        (350..=600).contains(&left),
+    assert_eq!(
+        st["ejected_until_ms"], 600,
         "second ejection lasts 600 ms: {st}"
     );
-    tokio::time::sleep(Duration::from_millis(400).saturating_sub(again.elapsed())).await;
-    let mut sent = 0;
-    while sent < 9 && again.elapsed() < Duration::from_millis(550) {
+    sleep_until(again + Duration::from_millis(599)).await;
+    for _ in 0..9 {
         assert_eq!(c.get(URL).await.status, 200);
-        sent += 1;
     }
-    assert!(sent > 0, "machine too slow for this test");
     assert_eq!(
         bad.requests(),
         10,
-        "still ejected 400 ms into a 600 ms ejection"
+        "still ejected 599 ms into a 600 ms ejection"
     );
-    tokio::time::sleep(Duration::from_millis(650).saturating_sub(again.elapsed())).await;
+    sleep_until(again + Duration::from_millis(600)).await;
     bad.fail_with(0);
     until_pod_got(&mut c, &bad, 11).await;
     let st = status_of(&h, &name, bad.addr).await;
@@ -224,7 +217,7 @@ async fn five_5xx_eject_for_base_time_then_twice_as_long() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_ejection_percent_bounds_ejections() {
     let (a, bad1, bad2) = (
         Pod::start("a").await,
@@ -258,7 +251,7 @@ async fn max_ejection_percent_bounds_ejections() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn panic_below_min_health_percent_uses_all_endpoints() {
     let (a, bad1, bad2) = (
         Pod::start("a").await,
@@ -290,7 +283,7 @@ async fn panic_below_min_health_percent_uses_all_endpoints() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn all_ejected_without_panic_is_503_uh() {
     let bad = Pod::start("bad").await;
     bad.fail_with(502);
@@ -309,7 +302,7 @@ async fn all_ejected_without_panic_is_503_uh() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn gateway_errors_eject_on_502_503_504_not_500() {
     let (a, b, bad) = (
         Pod::start("a").await,
@@ -354,7 +347,7 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tcp_connect_failures_eject_for_a_tcp_cluster() {
     let echo = echo_server().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -407,7 +400,7 @@ async fn tcp_connect_failures_eject_for_a_tcp_cluster() {
     h.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ejection_survives_a_push_that_changes_endpoints() {
     let (a, b, bad) = (
         Pod::start("a").await,

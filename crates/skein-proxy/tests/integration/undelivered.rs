@@ -2,11 +2,9 @@
 //! policy retries connect-failure twice), and a peer sidecar whose app is down (its 503 says
 //! nothing was delivered).
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use skein_proxy::test_util::*;
 use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;
@@ -41,7 +39,7 @@ fn snapshot(endpoints: &[&str], retries: Option<RetryPolicy>) -> Snapshot {
         .build()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_refused_connect_goes_to_another_host_under_the_default_policy() {
     let live = Upstream::start("live").await;
     let dead = dead_addr().await.to_string();
@@ -53,7 +51,7 @@ async fn a_refused_connect_goes_to_another_host_under_the_default_policy() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_policy_without_connect_failure_does_not_retry_it() {
     let live = Upstream::start("live").await;
     let dead = dead_addr().await.to_string();
@@ -91,7 +89,7 @@ async fn server_sidecar(app: SocketAddr) -> (ProxyHandle, SocketAddr) {
     (h, inbound)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_peer_whose_app_is_down_is_skipped_for_a_bodiless_request() {
     let live = Upstream::start("live").await;
     let (_down, down_inbound) = server_sidecar(dead_addr().await).await;
@@ -146,7 +144,7 @@ async fn dying_app() -> SocketAddr {
     a
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_get_whose_app_died_mid_request_goes_elsewhere_but_a_post_does_not() {
     let live = Upstream::start("live").await;
     let (_dying, dying_inbound) = server_sidecar(dying_app().await).await;

@@ -1,15 +1,13 @@
 //! Access log, admin endpoint, config swaps, drain, file source, gateway.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use skein_proxy::test_util::*;
 use skein_proxy::{AccessLogSink, ProxyConfig, SourceConfig, TlsListenerConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
 use skein_snapshot::*;
@@ -23,6 +21,8 @@ fn was_snapshot(version: &str, up: &Upstream) -> Snapshot {
         .build()
 }
 
+/// Wall clock: the line's durations (`>= 30` ms for a 30 ms upstream delay) are measured with
+/// `std::time::Instant`, which paused time does not move; a slow machine only makes them longer.
 #[tokio::test]
 async fn access_log_line_has_every_istio_field() {
     let up = Upstream::start("was").await;
@@ -88,7 +88,7 @@ async fn access_log_line_has_every_istio_field() {
     assert_eq!(&c["route"], "default");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn downstream_disconnect_is_logged_dc() {
     let up = Upstream::start("was").await;
     let (h, log) = sidecar(was_snapshot("v1", &up)).await;
@@ -116,7 +116,7 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str, method: &str) -> Resp
     c.send(method, &format!("http://{addr}{path}"), &[]).await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn admin_ready_config_dump_stats_clusters_quit() {
     let up = Upstream::start("was").await;
     let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"));
@@ -271,7 +271,7 @@ async fn config_swap_under_load_loses_nothing() {
     assert_eq!(h.version(), "vb");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn graceful_drain_finishes_in_flight_and_refuses_new() {
     let up = Upstream::start("was").await;
     let (h, _) = sidecar(was_snapshot("v1", &up)).await;
@@ -300,6 +300,8 @@ async fn graceful_drain_finishes_in_flight_and_refuses_new() {
     assert!(done, "drain completed before its timeout");
 }
 
+/// Wall clock: the file source notices a change by the file's metadata, and the 30 ms between
+/// the two writes must be real for their modification times to differ.
 #[tokio::test]
 async fn file_source_reloads_on_change_and_keeps_last_good() {
     let a = Upstream::start("a").await;
@@ -332,7 +334,7 @@ async fn file_source_reloads_on_change_and_keeps_last_good() {
     assert_eq!(get(outbound(&h), url, &[]).await.upstream(), "b");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn gateway_routes_http_and_https_by_host() {
     let web = Upstream::start("web").await;
     let cert =

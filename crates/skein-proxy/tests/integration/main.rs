@@ -1,0 +1,17 @@
+//! The proxy's integration tests, one binary: in-process proxies against loopback upstreams,
+//! with helpers from `skein_proxy::test_util` (feature `test-util`).
+//!
+//! Timers run on paused time (`start_paused`) unless a module says why a test needs the wall
+//! clock.
+
+mod bench;
+mod control;
+mod mtls;
+mod ops;
+mod outlier;
+mod pool;
+mod resilience;
+mod rotation;
+mod routing;
+mod tcp;
+mod undelivered;
