@@ -14,7 +14,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 
-pub use compile::Mesh;
+pub use compile::Compiler;
 pub use registry::Registry;
 pub use server::{ControlOptions, ControlStatus, run};
 pub use store::Store;

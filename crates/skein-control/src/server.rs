@@ -15,7 +15,7 @@ use skein_snapshot::stream::{ControlMessage, ProxyMessage, StreamError, read_fra
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use crate::compile::Mesh;
+use crate::compile::Compiler;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -380,8 +380,8 @@ async fn push_loop(
     loop {
         let generation = rx.borrow_and_update().clone();
         let version = generation.version.to_string();
-        let mesh = Mesh::new(&generation.manifests, &generation.registry);
-        match mesh.snapshot(node, &version) {
+        let compiler = Compiler::new(&generation.manifests, &generation.registry);
+        match compiler.snapshot(node, &version) {
             Ok(snap) => {
                 let unchanged = last_sent
                     .as_ref()

@@ -44,7 +44,7 @@ pub fn fqdn(name: &str, namespace: &str) -> String {
 }
 
 /// Resolves a host as written in a rule in `namespace`: a short name gets the namespace and
-/// the cluster suffix; anything with a dot stays as written (see [`Mesh::resolve`], which also
+/// the cluster suffix; anything with a dot stays as written (see [`Compiler::resolve`], which also
 /// expands `name.ns` and `name.ns.svc` when they name a known service).
 pub fn resolve_host(host: &str, namespace: &str) -> String {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -142,7 +142,7 @@ fn services(manifests: &Manifests) -> Vec<Service> {
 
 /// The resources and pods a snapshot is compiled from.
 #[derive(Debug)]
-pub struct Mesh<'a> {
+pub struct Compiler<'a> {
     manifests: &'a Manifests,
     registry: &'a Registry,
     services: Vec<Service>,
@@ -376,10 +376,10 @@ struct Client<'a> {
     gateway: Option<&'a str>,
 }
 
-impl<'a> Mesh<'a> {
-    /// A mesh view of the resources and pods.
-    pub fn new(manifests: &'a Manifests, registry: &'a Registry) -> Mesh<'a> {
-        Mesh {
+impl<'a> Compiler<'a> {
+    /// A compiler over the resources and pods.
+    pub fn new(manifests: &'a Manifests, registry: &'a Registry) -> Compiler<'a> {
+        Compiler {
             manifests,
             registry,
             services: services(manifests),
@@ -1388,8 +1388,8 @@ mod tests {
     #[test]
     fn web_sidecar_gets_the_seed_policies_routes_and_endpoints() {
         let (m, r) = (example(), registry());
-        let mesh = Mesh::new(&m, &r);
-        let snap = mesh.snapshot("web-stable-1", "3").unwrap();
+        let compiler = Compiler::new(&m, &r);
+        let snap = compiler.snapshot("web-stable-1", "3").unwrap();
         assert_eq!(snap.version, "3");
         assert_eq!(snap.node.workload, "web-stable");
         snap.validate().unwrap();
@@ -1499,14 +1499,14 @@ mod tests {
         let m = example();
         let mut r = registry();
         r.pods[2].ready = false;
-        let mesh = Mesh::new(&m, &r);
-        let snap = mesh.snapshot("web-stable-1", "1").unwrap();
+        let compiler = Compiler::new(&m, &r);
+        let snap = compiler.snapshot("web-stable-1", "1").unwrap();
         let was = snap
             .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
             .unwrap();
         assert_eq!(was.endpoints.len(), 1);
         assert_eq!(
-            mesh.snapshot("nope", "1").unwrap_err(),
+            compiler.snapshot("nope", "1").unwrap_err(),
             CompileError::UnknownNode("nope".into())
         );
     }
@@ -1514,7 +1514,7 @@ mod tests {
     #[test]
     fn gateway_serves_the_ingress_with_segment_prefixes() {
         let (m, r) = (example(), registry());
-        let snap = Mesh::new(&m, &r)
+        let snap = Compiler::new(&m, &r)
             .snapshot("istio-ingressgateway-1", "1")
             .unwrap();
         assert!(snap.listeners.is_empty());
@@ -1613,8 +1613,8 @@ spec:
                 "sidecar",
             )
         });
-        let mesh = Mesh::new(&m, &r);
-        let gw = mesh.snapshot("istio-ingressgateway-1", "1").unwrap();
+        let compiler = Compiler::new(&m, &r);
+        let gw = compiler.snapshot("istio-ingressgateway-1", "1").unwrap();
         let vh = &gw.route_config(GATEWAY_ROUTE).unwrap().virtual_hosts;
         let a = vh.iter().find(|v| v.domains == ["a.example.com"]).unwrap();
         let names: Vec<&str> = a.routes.iter().map(|r| r.name.as_str()).collect();
@@ -1636,7 +1636,7 @@ spec:
         );
 
         // A sidecar of app=a sees neither the source-labelled nor the gateway-only route.
-        let side = mesh.snapshot("a-1", "1").unwrap();
+        let side = compiler.snapshot("a-1", "1").unwrap();
         let vh = side
             .route_config(SIDECAR_OUTBOUND_ROUTE)
             .unwrap()
@@ -1659,13 +1659,13 @@ spec:
         .unwrap();
         m.extend(extra);
         let r = registry();
-        let mesh = Mesh::new(&m, &r);
-        let was = mesh.snapshot("was-1", "1").unwrap();
+        let compiler = Compiler::new(&m, &r);
+        let was = compiler.snapshot("was-1", "1").unwrap();
         assert_eq!(
             was.outbound_traffic_policy,
             skein_snapshot::OutboundTrafficPolicy::RegistryOnly
         );
-        let web = mesh.snapshot("web-stable-1", "1").unwrap();
+        let web = compiler.snapshot("web-stable-1", "1").unwrap();
         assert_eq!(
             web.outbound_traffic_policy,
             skein_snapshot::OutboundTrafficPolicy::AllowAny
@@ -1675,8 +1675,8 @@ spec:
     #[test]
     fn peer_authentication_precedence_and_authorization_policies_per_workload() {
         let (m, r) = (example(), registry());
-        let mesh = Mesh::new(&m, &r);
-        let was = mesh.snapshot("was-1", "1").unwrap().inbound;
+        let compiler = Compiler::new(&m, &r);
+        let was = compiler.snapshot("was-1", "1").unwrap().inbound;
         assert_eq!(was.mtls, skein_snapshot::MtlsMode::Permissive);
         assert_eq!(was.authz.len(), 1);
         let p = &was.authz[0];
@@ -1690,10 +1690,10 @@ spec:
         );
         assert_eq!(p.rules[0].from[0].namespaces, ["blog-system"]);
         assert_eq!(p.rules[0].to[0].paths, ["/api/*", "/actuator/*"]);
-        let web = mesh.snapshot("web-stable-1", "1").unwrap().inbound;
+        let web = compiler.snapshot("web-stable-1", "1").unwrap().inbound;
         assert_eq!(web.authz[0].name, "web-authz");
         // web's pods have sidecars: endpoints carry Istio's tlsMode label; identities are known.
-        let snap = mesh.snapshot("web-stable-1", "1").unwrap();
+        let snap = compiler.snapshot("web-stable-1", "1").unwrap();
         let inbound = snap.cluster("inbound|80||").expect("web's inbound cluster");
         assert_eq!(inbound.service, "web-service.blog-system.svc.cluster.local");
         let was_c = snap
@@ -1758,8 +1758,8 @@ spec:
         let extra = skein_api::load_str("pa.yaml", yaml).unwrap();
         let mut m = Manifests::default();
         m.extend(extra);
-        let mesh = Mesh::new(&m, &r);
-        let was = mesh.snapshot("was-1", "1").unwrap().inbound;
+        let compiler = Compiler::new(&m, &r);
+        let was = compiler.snapshot("was-1", "1").unwrap().inbound;
         assert_eq!(
             was.mtls,
             skein_snapshot::MtlsMode::Strict,
@@ -1781,7 +1781,7 @@ spec:
             was.authz[0].rules[0].from[0].not_namespaces,
             ["blog-system"]
         );
-        let web = mesh.snapshot("web-stable-1", "1").unwrap().inbound;
+        let web = compiler.snapshot("web-stable-1", "1").unwrap().inbound;
         assert_eq!(web.mtls, skein_snapshot::MtlsMode::Strict);
         assert!(web.port_mtls.is_empty());
     }
@@ -1789,13 +1789,13 @@ spec:
     #[test]
     fn host_resolution_follows_istio() {
         let (m, r) = (example(), registry());
-        let mesh = Mesh::new(&m, &r);
+        let compiler = Compiler::new(&m, &r);
         let was = "was-service.blog-system.svc.cluster.local";
         assert_eq!(resolve_host("was-service", "blog-system"), was);
-        assert_eq!(mesh.resolve("was-service.blog-system", "x"), was);
-        assert_eq!(mesh.resolve("was-service.blog-system.svc", "x"), was);
-        assert_eq!(mesh.resolve("example.com.", "x"), "example.com");
-        assert_eq!(mesh.resolve("Was-Service", "blog-system"), was);
+        assert_eq!(compiler.resolve("was-service.blog-system", "x"), was);
+        assert_eq!(compiler.resolve("was-service.blog-system.svc", "x"), was);
+        assert_eq!(compiler.resolve("example.com.", "x"), "example.com");
+        assert_eq!(compiler.resolve("Was-Service", "blog-system"), was);
         assert!(host_covers("*.svc.cluster.local", "a.b.svc.cluster.local"));
         assert_eq!(port_protocol(Some("tcp-mysql"), None), Protocol::Tcp);
         assert_eq!(port_protocol(Some("http"), None), Protocol::Http1);
