@@ -11,7 +11,7 @@ use skein_snapshot::{
 };
 
 use super::services::{Service, ServicePort, Target};
-use super::{Compiler, ROOT_NAMESPACE, TLS_MODE_LABEL, host_covers};
+use super::{Compiler, ROOT_NAMESPACE, TLS_MODE_LABEL};
 use crate::registry::Pod;
 
 /// The traffic policy fields that a subset or port may override, resolved.
@@ -203,12 +203,7 @@ impl Compiler<'_> {
             .manifests
             .destination_rules()
             .filter(|d| d.spec.workload_selector.is_none())
-            .filter(|d| {
-                host_covers(
-                    &self.resolve(&d.spec.host, d.metadata.namespace_or_default()),
-                    fqdn,
-                )
-            })
+            .filter(|d| self.covers(&d.spec.host, d.metadata.namespace_or_default(), fqdn))
             .collect();
         let in_ns = |ns: &str| {
             let mut in_ns: Vec<&&DestinationRule> = candidates

@@ -6,7 +6,9 @@ use skein_api::k8s::IngressBackend;
 use skein_snapshot::{Route, RouteMatch, StringMatch};
 
 use super::services::Service;
-use super::{Compiler, fqdn};
+use skein_snapshot::names::fqdn;
+
+use super::Compiler;
 use crate::registry::Pod;
 
 impl Compiler<'_> {

@@ -1,48 +1,20 @@
-//! Host names in rules, resolved by the one rule of `skein_snapshot::names`.
+//! Host names in rules, resolved by the one rule of `skein_snapshot::names` (the same rule
+//! validation and the local runtime use, so a host that routes is never reported unknown).
+
+use skein_snapshot::names;
 
 use super::Compiler;
 
-/// `name.namespace.svc.cluster.local`.
-pub fn fqdn(name: &str, namespace: &str) -> String {
-    format!("{name}.{namespace}.svc.cluster.local")
-}
-
-/// Resolves a host as written in a rule in `namespace`: a short name gets the namespace and
-/// the cluster suffix; anything with a dot stays as written (see [`Compiler::resolve`], which also
-/// expands `name.ns` and `name.ns.svc` when they name a known service).
-pub fn resolve_host(host: &str, namespace: &str) -> String {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.contains('*') || host.contains('.') {
-        return host;
-    }
-    fqdn(&host, namespace)
-}
-
-/// Whether `host` (possibly `*` or `*.suffix`) covers `fqdn`.
-pub(super) fn host_covers(host: &str, fqdn: &str) -> bool {
-    if host == "*" {
-        return true;
-    }
-    match host.strip_prefix('*') {
-        Some(suffix) => fqdn.ends_with(suffix),
-        None => host == fqdn,
-    }
-}
-
 impl Compiler<'_> {
-    /// [`resolve_host`], and `name.ns` or `name.ns.svc` expanded when that names a Service.
+    /// A host as written in a rule of `namespace`, resolved: [`names::resolve_host`] with
+    /// "is a known Service".
     pub fn resolve(&self, host: &str, namespace: &str) -> String {
-        let h = resolve_host(host, namespace);
-        if h.contains('*') || self.service(&h).is_some() {
-            return h;
-        }
-        for suffix in [".svc.cluster.local", ".cluster.local"] {
-            let long = format!("{h}{suffix}");
-            if self.service(&long).is_some() {
-                return long;
-            }
-        }
-        h
+        names::resolve_host(host, namespace, |h| self.service(h).is_some())
+    }
+
+    /// Whether `host`, written in a rule of `namespace`, covers the service `fqdn`.
+    pub(super) fn covers(&self, host: &str, namespace: &str, fqdn: &str) -> bool {
+        names::host_covers(&self.resolve(host, namespace), fqdn)
     }
 }
 
@@ -56,11 +28,14 @@ mod tests {
         let (m, r) = (example(), registry());
         let compiler = Compiler::new(&m, &r);
         let was = "was-service.blog-system.svc.cluster.local";
-        assert_eq!(resolve_host("was-service", "blog-system"), was);
+        assert_eq!(names::expand_short_name("was-service", "blog-system"), was);
         assert_eq!(compiler.resolve("was-service.blog-system", "x"), was);
         assert_eq!(compiler.resolve("was-service.blog-system.svc", "x"), was);
         assert_eq!(compiler.resolve("example.com.", "x"), "example.com");
         assert_eq!(compiler.resolve("Was-Service", "blog-system"), was);
-        assert!(host_covers("*.svc.cluster.local", "a.b.svc.cluster.local"));
+        assert!(names::host_covers(
+            "*.svc.cluster.local",
+            "a.b.svc.cluster.local"
+        ));
     }
 }

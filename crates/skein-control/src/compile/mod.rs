@@ -34,11 +34,9 @@ use skein_snapshot::{
 
 use crate::registry::{Pod, Registry};
 use gateway::ingress_routes;
-use hosts::{fqdn, host_covers};
 use routes::Client;
 use services::{Service, services};
 
-pub use hosts::resolve_host;
 pub use inbound::unsupported;
 pub use skein_snapshot::names::TLS_MODE_LABEL;
 

@@ -10,8 +10,8 @@ use skein_snapshot::{
     outbound_cluster_name, service_domains,
 };
 
+use super::Compiler;
 use super::services::Service;
-use super::{Compiler, host_covers};
 
 fn string_match(m: &net::StringMatch) -> Option<StringMatch> {
     match m.kind() {
@@ -287,12 +287,7 @@ impl Compiler<'_> {
         let mut covered = false;
         for vs in self.mesh_virtual_services() {
             let ns = vs.metadata.namespace_or_default();
-            if !vs
-                .spec
-                .hosts
-                .iter()
-                .any(|h| host_covers(&self.resolve(h, ns), &svc.fqdn))
-            {
+            if !vs.spec.hosts.iter().any(|h| self.covers(h, ns, &svc.fqdn)) {
                 continue;
             }
             covered = true;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use skein_api::Manifests;
 use skein_snapshot::Protocol;
 
-use super::{Compiler, fqdn};
+use skein_snapshot::names::fqdn;
+
+use super::Compiler;
 
 /// A Service port, with its protocol as Istio derives it.
 #[derive(Debug, Clone)]
