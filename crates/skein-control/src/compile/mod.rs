@@ -21,19 +21,13 @@ mod inbound;
 mod routes;
 mod services;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use skein_api::Manifests;
-use skein_api::k8s::PathType;
 use skein_api::networking as net;
-use skein_snapshot::{
-    GATEWAY_ROUTE, Listener, ListenerKind, Node, Protocol, Route, RouteConfig, Snapshot,
-    VirtualHost, outbound_cluster_name,
-};
+use skein_snapshot::{Listener, ListenerKind, Node, Protocol, Snapshot, outbound_cluster_name};
 
 use crate::registry::{Pod, Registry};
-use gateway::ingress_routes;
 use routes::Client;
 use services::{Service, services};
 
@@ -157,113 +151,10 @@ impl<'a> Compiler<'a> {
             .registry
             .pod(pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
-        let mut by_host: BTreeMap<String, Vec<Route>> = BTreeMap::new();
-
-        // Gateway + VirtualService.
-        let gateways = self.gateways_for(p);
-        for vs in self.manifests.virtual_services() {
-            let ns = vs.metadata.namespace_or_default();
-            let bound: Vec<String> = vs
-                .spec
-                .gateways
-                .iter()
-                .map(|g| {
-                    if g.contains('/') {
-                        g.clone()
-                    } else {
-                        format!("{ns}/{g}")
-                    }
-                })
-                .filter(|g| gateways.contains(g))
-                .collect();
-            let Some(gw) = bound.first() else { continue };
-            let client = Client {
-                namespace: &p.namespace,
-                labels: &p.labels,
-                gateway: Some(gw),
-            };
-            let routes: Vec<Route> = vs
-                .spec
-                .http
-                .iter()
-                .filter_map(|r| self.http_route(r, ns, client, None, 80))
-                .collect();
-            for h in &vs.spec.hosts {
-                by_host
-                    .entry(h.to_ascii_lowercase())
-                    .or_default()
-                    .extend(routes.iter().cloned());
-            }
-        }
-
-        // Ingress: longest path first; Exact before Prefix at the same length. The gateway is a
-        // mesh client of the backend, so the backend's VirtualService (header routes, weights,
-        // retries, mirroring) applies behind each Ingress path, as it would behind an ingress
-        // controller with a sidecar.
-        let mesh_client = Client {
-            namespace: &p.namespace,
-            labels: &p.labels,
-            gateway: None,
-        };
-        let mut ingress: BTreeMap<String, Vec<(usize, bool, Route)>> = BTreeMap::new();
-        for ing in self.manifests.ingresses() {
-            let ns = ing.metadata.namespace_or_default();
-            for rule in &ing.spec.rules {
-                let host = rule.host.clone().unwrap_or_else(|| "*".to_string());
-                for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
-                    let p = path.path.clone().unwrap_or_else(|| "/".to_string());
-                    let exact = path.path_type == PathType::Exact;
-                    let Some((svc, port)) = self.ingress_backend(&path.backend, ns) else {
-                        continue;
-                    };
-                    let backend = self.service_routes(svc, port, mesh_client);
-                    for route in ingress_routes(&ing.metadata.name, &p, exact, backend) {
-                        ingress
-                            .entry(host.clone())
-                            .or_default()
-                            .push((p.len(), exact, route));
-                    }
-                }
-            }
-            if let Some(b) = &ing.spec.default_backend
-                && let Some((svc, port)) = self.ingress_backend(b, ns)
-            {
-                let backend = self.service_routes(svc, port, mesh_client);
-                for route in ingress_routes(&ing.metadata.name, "/", false, backend) {
-                    ingress
-                        .entry("*".to_string())
-                        .or_default()
-                        .push((0, false, route));
-                }
-            }
-        }
-        for (host, mut routes) in ingress {
-            // Stable: the routes of one path keep their VirtualService order.
-            routes.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-            by_host
-                .entry(host)
-                .or_default()
-                .extend(routes.into_iter().map(|(_, _, r)| r));
-        }
-
-        // `*` last, so that named hosts win.
-        let mut vhosts: Vec<VirtualHost> = by_host
-            .into_iter()
-            .map(|(host, routes)| VirtualHost {
-                name: format!("{host}:80"),
-                // The proxy matches the authority exactly, then without its port.
-                domains: vec![host.clone()],
-                routes,
-            })
-            .collect();
-        vhosts.sort_by_key(|v| v.domains.iter().any(|d| d == "*"));
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
-            route_configs: vec![RouteConfig {
-                name: GATEWAY_ROUTE.to_string(),
-                virtual_hosts: vhosts,
-            }],
+            route_configs: vec![self.gateway_routes(p)],
             clusters: self.clusters(&p.namespace),
             ..Default::default()
         })
