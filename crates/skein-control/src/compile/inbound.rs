@@ -1,6 +1,10 @@
 //! What a sidecar lets in: PeerAuthentication (mTLS mode) and AuthorizationPolicy.
 
+use std::collections::BTreeMap;
+
 use skein_api::Manifests;
+use skein_api::security::{MtlsMode as M, PeerAuthentication};
+use skein_snapshot::MtlsMode;
 
 use super::{Compiler, ROOT_NAMESPACE};
 use crate::registry::Pod;
@@ -8,16 +12,20 @@ use crate::registry::Pod;
 impl Compiler<'_> {
     /// PeerAuthentication and AuthorizationPolicy as they apply to pod `p`.
     pub(super) fn inbound_policy(&self, p: &Pod) -> skein_snapshot::InboundPolicy {
-        use skein_api::security::MtlsMode as M;
-        let selects = |sel: &Option<skein_api::WorkloadSelector>| {
-            sel.as_ref()
-                .is_some_and(|s| !s.match_labels.is_empty() && p.has_labels(&s.match_labels))
-        };
-        let pas: Vec<&skein_api::security::PeerAuthentication> =
-            self.manifests.peer_authentications().collect();
-        let first = |f: &dyn Fn(&&skein_api::security::PeerAuthentication) -> bool| {
-            pas.iter().copied().find(|pa| f(pa))
-        };
+        let (mtls, port_mtls) = self.peer_authentication(p);
+        skein_snapshot::InboundPolicy {
+            mtls,
+            port_mtls,
+            authz: self.authorization_policies(p),
+        }
+    }
+
+    /// The mTLS mode of pod `p` and its per-port exceptions: the workload's
+    /// PeerAuthentication, else its namespace's, else the mesh's (the root namespace's);
+    /// UNSET inherits from the level above; nothing at all is PERMISSIVE.
+    fn peer_authentication(&self, p: &Pod) -> (MtlsMode, BTreeMap<u16, MtlsMode>) {
+        let pas: Vec<&PeerAuthentication> = self.manifests.peer_authentications().collect();
+        let first = |f: &dyn Fn(&&PeerAuthentication) -> bool| pas.iter().copied().find(|pa| f(pa));
         let mesh = first(&|pa| {
             pa.metadata.namespace_or_default() == ROOT_NAMESPACE && !pa.spec.has_selector()
         });
@@ -27,45 +35,44 @@ impl Compiler<'_> {
         let workload = (p.namespace != ROOT_NAMESPACE)
             .then(|| {
                 first(&|pa| {
-                    pa.metadata.namespace_or_default() == p.namespace && selects(&pa.spec.selector)
+                    pa.metadata.namespace_or_default() == p.namespace
+                        && selects(&pa.spec.selector, p)
                 })
             })
             .flatten();
-        let mode_of = |pa: Option<&skein_api::security::PeerAuthentication>| {
+        let mode_of = |pa: Option<&PeerAuthentication>| {
             pa.and_then(|pa| pa.spec.mtls.as_ref())
                 .and_then(|m| m.mode)
                 .filter(|m| *m != M::Unset)
         };
-        let conv = |m: M| match m {
-            M::Strict => skein_snapshot::MtlsMode::Strict,
-            M::Disable => skein_snapshot::MtlsMode::Disable,
-            M::Permissive | M::Unset => skein_snapshot::MtlsMode::Permissive,
-        };
-        // UNSET inherits from the level above; nothing at all is PERMISSIVE.
         let mtls = mode_of(workload)
             .or_else(|| mode_of(namespace))
             .or_else(|| mode_of(mesh))
-            .map_or(skein_snapshot::MtlsMode::Permissive, conv);
+            .map_or(MtlsMode::Permissive, mtls_mode);
         let port_mtls = workload
             .map(|pa| {
                 pa.spec
                     .port_level()
                     .map(|(port, m)| {
-                        let mode = m.mode.filter(|m| *m != M::Unset).map_or(mtls, conv);
+                        let mode = m.mode.filter(|m| *m != M::Unset).map_or(mtls, mtls_mode);
                         (port, mode)
                     })
                     .collect()
             })
             .unwrap_or_default();
+        (mtls, port_mtls)
+    }
 
-        let authz = self
-            .manifests
+    /// The AuthorizationPolicies that apply to pod `p`: the root namespace's selector-less
+    /// ones and its namespace's selector-less or selecting ones (CUSTOM skipped).
+    fn authorization_policies(&self, p: &Pod) -> Vec<skein_snapshot::AuthzPolicy> {
+        self.manifests
             .authorization_policies()
             .filter(|ap| {
                 let ns = ap.metadata.namespace_or_default();
                 let applies = (ns == ROOT_NAMESPACE && ap.spec.selector.is_none())
                     || (ns == p.namespace
-                        && (ap.spec.selector.is_none() || selects(&ap.spec.selector)));
+                        && (ap.spec.selector.is_none() || selects(&ap.spec.selector, p)));
                 applies && ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty()
             })
             .filter_map(|ap| {
@@ -84,12 +91,21 @@ impl Compiler<'_> {
                     rules: ap.spec.rules().iter().map(authz_rule).collect(),
                 })
             })
-            .collect();
-        skein_snapshot::InboundPolicy {
-            mtls,
-            port_mtls,
-            authz,
-        }
+            .collect()
+    }
+}
+
+/// Whether a policy's `selector` picks pod `p` (an empty selector picks nothing here).
+fn selects(sel: &Option<skein_api::WorkloadSelector>, p: &Pod) -> bool {
+    sel.as_ref()
+        .is_some_and(|s| !s.match_labels.is_empty() && p.has_labels(&s.match_labels))
+}
+
+fn mtls_mode(m: M) -> MtlsMode {
+    match m {
+        M::Strict => MtlsMode::Strict,
+        M::Disable => MtlsMode::Disable,
+        M::Permissive | M::Unset => MtlsMode::Permissive,
     }
 }
 

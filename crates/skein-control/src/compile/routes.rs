@@ -167,7 +167,23 @@ impl Compiler<'_> {
         default_port: u16,
     ) -> Option<Route> {
         let matches = self.route_matches(&r.match_, client, port)?;
-        let action = if let Some(d) = &r.direct_response {
+        Some(Route {
+            name: r.name.clone().unwrap_or_default(),
+            matches,
+            action: self.route_action(r, rule_ns, default_port),
+            rewrite: r.rewrite.as_ref().map(rewrite),
+            headers: header_ops(r.headers.as_ref()),
+            timeout_ms: millis(r.timeout.as_ref()),
+            retries: r.retries.as_ref().map(retry_policy),
+            mirror: self.mirror(r, rule_ns, default_port),
+            fault: r.fault.as_ref().map(fault),
+        })
+    }
+
+    /// What a route does: a direct response, a redirect, or weighted destinations (a single
+    /// destination without weight gets 100).
+    fn route_action(&self, r: &HttpRoute, rule_ns: &str, default_port: u16) -> RouteAction {
+        if let Some(d) = &r.direct_response {
             RouteAction::DirectResponse {
                 status: u16::try_from(d.status).unwrap_or(500),
                 body: d.body.as_ref().and_then(|b| b.string.clone()),
@@ -195,9 +211,12 @@ impl Compiler<'_> {
                     })
                     .collect(),
             )
-        };
-        let mirror = r
-            .mirror
+        }
+    }
+
+    /// `mirror` (or the first of `mirrors`) with its percentage.
+    fn mirror(&self, r: &HttpRoute, rule_ns: &str, default_port: u16) -> Option<Mirror> {
+        r.mirror
             .as_ref()
             .or_else(|| r.mirrors.first().map(|m| &m.destination))
             .map(|d| Mirror {
@@ -212,59 +231,7 @@ impl Compiler<'_> {
                             .and_then(|m| m.percentage.as_ref().map(|p| p.value))
                     })
                     .or(r.mirror_percent.map(f64::from)),
-            });
-        let fault = r.fault.as_ref().map(|f| Fault {
-            delay_ms: f
-                .delay
-                .as_ref()
-                .and_then(|d| millis(d.fixed_delay.as_ref())),
-            delay_percentage: f.delay.as_ref().and_then(|d| {
-                d.percentage
-                    .as_ref()
-                    .map(|p| p.value)
-                    .or(d.percent.map(f64::from))
-            }),
-            abort_status: f
-                .abort
-                .as_ref()
-                .and_then(|a| a.http_status)
-                .and_then(|s| u16::try_from(s).ok()),
-            abort_percentage: f
-                .abort
-                .as_ref()
-                .and_then(|a| a.percentage.as_ref().map(|p| p.value)),
-        });
-        Some(Route {
-            name: r.name.clone().unwrap_or_default(),
-            matches,
-            action,
-            rewrite: r.rewrite.as_ref().map(|rw| Rewrite {
-                uri: rw.uri.clone(),
-                authority: rw.authority.clone(),
-                uri_regex: rw.uri_regex_rewrite.as_ref().map(|x| RegexRewrite {
-                    pattern: x.match_.clone(),
-                    substitution: x.rewrite.clone(),
-                }),
-            }),
-            headers: header_ops(r.headers.as_ref()),
-            timeout_ms: millis(r.timeout.as_ref()),
-            retries: r.retries.as_ref().map(|rt| RetryPolicy {
-                attempts: rt.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(0),
-                per_try_timeout_ms: millis(rt.per_try_timeout.as_ref()),
-                retry_on: rt
-                    .retry_on
-                    .as_deref()
-                    .unwrap_or("")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                retry_remote_localities: rt.retry_remote_localities.unwrap_or(false),
-            }),
-            mirror,
-            fault,
-        })
+            })
     }
 
     /// VirtualServices that apply to mesh traffic (no `gateways`, or `mesh` among them).
@@ -320,6 +287,59 @@ impl Compiler<'_> {
             name: SIDECAR_OUTBOUND_ROUTE.to_string(),
             virtual_hosts: vhosts,
         }
+    }
+}
+
+fn fault(f: &net::HttpFaultInjection) -> Fault {
+    Fault {
+        delay_ms: f
+            .delay
+            .as_ref()
+            .and_then(|d| millis(d.fixed_delay.as_ref())),
+        delay_percentage: f.delay.as_ref().and_then(|d| {
+            d.percentage
+                .as_ref()
+                .map(|p| p.value)
+                .or(d.percent.map(f64::from))
+        }),
+        abort_status: f
+            .abort
+            .as_ref()
+            .and_then(|a| a.http_status)
+            .and_then(|s| u16::try_from(s).ok()),
+        abort_percentage: f
+            .abort
+            .as_ref()
+            .and_then(|a| a.percentage.as_ref().map(|p| p.value)),
+    }
+}
+
+fn rewrite(rw: &net::HttpRewrite) -> Rewrite {
+    Rewrite {
+        uri: rw.uri.clone(),
+        authority: rw.authority.clone(),
+        uri_regex: rw.uri_regex_rewrite.as_ref().map(|x| RegexRewrite {
+            pattern: x.match_.clone(),
+            substitution: x.rewrite.clone(),
+        }),
+    }
+}
+
+/// `retryOn` is a comma-separated list; blanks are dropped.
+fn retry_policy(rt: &net::HttpRetry) -> RetryPolicy {
+    RetryPolicy {
+        attempts: rt.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(0),
+        per_try_timeout_ms: millis(rt.per_try_timeout.as_ref()),
+        retry_on: rt
+            .retry_on
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        retry_remote_localities: rt.retry_remote_localities.unwrap_or(false),
     }
 }
 
