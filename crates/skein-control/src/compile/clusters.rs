@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use skein_api::networking::{self as net, DestinationRule, TrafficPolicy};
+use skein_snapshot::names::TLS_MODE_LABEL;
 use skein_snapshot::{
     Cluster, ConnectionPool, ConsistentHash, Endpoint, HashKey, LbPolicy, OutlierDetection,
     Protocol, UpstreamTls, outbound_cluster_name,
 };
 
 use super::services::{Service, ServicePort, Target};
-use super::{Compiler, ROOT_NAMESPACE, TLS_MODE_LABEL};
+use super::{Compiler, ROOT_NAMESPACE};
 use crate::registry::Pod;
 
 /// The traffic policy fields that a subset or port may override, resolved.

@@ -8,7 +8,7 @@ use super::Compiler;
 impl Compiler<'_> {
     /// A host as written in a rule of `namespace`, resolved: [`names::resolve_host`] with
     /// "is a known Service".
-    pub fn resolve(&self, host: &str, namespace: &str) -> String {
+    pub(super) fn resolve(&self, host: &str, namespace: &str) -> String {
         names::resolve_host(host, namespace, |h| self.service(h).is_some())
     }
 

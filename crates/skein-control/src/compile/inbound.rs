@@ -198,8 +198,8 @@ fn authz_rule(r: &skein_api::security::Rule) -> skein_snapshot::AuthzRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::TLS_MODE_LABEL;
     use crate::compile::fixtures::*;
+    use skein_snapshot::names::TLS_MODE_LABEL;
 
     #[test]
     fn peer_authentication_precedence_and_authorization_policies_per_workload() {

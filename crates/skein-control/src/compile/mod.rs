@@ -32,13 +32,9 @@ use routes::Client;
 use services::{Service, services};
 
 pub use inbound::unsupported;
-pub use skein_snapshot::names::TLS_MODE_LABEL;
 
 /// Istio's root namespace: mesh-wide config lives here.
-pub const ROOT_NAMESPACE: &str = "istio-system";
-/// The labels Istio's default ingress gateway carries (what `Gateway.selector` usually names).
-pub const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
-    [("istio", "ingressgateway"), ("app", "istio-ingressgateway")];
+const ROOT_NAMESPACE: &str = "istio-system";
 
 /// The resources and pods a snapshot is compiled from.
 #[derive(Debug)]
