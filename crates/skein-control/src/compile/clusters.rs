@@ -11,7 +11,7 @@ use skein_snapshot::{
     Protocol, UpstreamTls, outbound_cluster_name,
 };
 
-use super::services::{Service, ServicePort, Target};
+use super::services::{Service, ServicePort};
 use super::{Compiler, ROOT_NAMESPACE};
 use crate::registry::Pod;
 
@@ -234,10 +234,7 @@ impl Compiler<'_> {
             .filter(|p| subset.is_none_or(|l| p.has_labels(l)))
             .filter_map(|p| {
                 let ip = p.ip()?;
-                let target = match &port.target {
-                    Target::Number(n) => *n,
-                    Target::Name(n) => *p.port_names.get(n)?,
-                };
+                let target = port.target_on(p)?;
                 let mut labels = p.labels.clone();
                 // Istio's marker for an endpoint with a sidecar: auto mTLS uses it.
                 if p.proxy.is_some() {
@@ -262,11 +259,9 @@ impl Compiler<'_> {
             .filter(|s| s.namespace == p.namespace && p.selected_by(&s.selector))
         {
             for port in &svc.ports {
-                let target = match &port.target {
-                    Target::Number(n) => Some(*n),
-                    Target::Name(n) => p.port_names.get(n).copied(),
+                let Some(target) = port.target_on(p) else {
+                    continue;
                 };
-                let Some(target) = target else { continue };
                 let name = skein_snapshot::inbound_cluster_name(target);
                 if out.iter().any(|c| c.name == name) {
                     continue;

@@ -11,6 +11,13 @@
 //! is looked up in the client's namespace, then the service's, then the root namespace, a
 //! subset's policy overrides the rule's field by field, a single destination without weight
 //! gets 100.
+//!
+//! This module holds the [`Compiler`] and its entry points ([`Compiler::sidecar`],
+//! [`Compiler::gateway`], [`Compiler::snapshot`]), and the Sidecar resource's outbound
+//! policy. The parts: `hosts` (rule hosts, by `skein_snapshot::names`), `services`, `clusters`
+//! (DestinationRule lookup and merge, subsets, portLevelSettings, endpoints), `routes`
+//! (VirtualService), `inbound` (PeerAuthentication, AuthorizationPolicy), `gateway` (Gateway,
+//! Ingress).
 
 mod clusters;
 #[cfg(test)]
@@ -75,33 +82,40 @@ impl<'a> Compiler<'a> {
         };
         let mut clusters = self.clusters(&p.namespace);
         clusters.extend(self.inbound_clusters(p));
-        let outbound_ip: Option<IpAddr> = p
-            .proxy
-            .as_ref()
-            .and_then(|x| x.outbound_ip.as_deref())
-            .and_then(|ip| ip.parse().ok());
-        let mut listeners = Vec::new();
-        if let Some(ip) = outbound_ip {
-            for svc in &self.services {
-                for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
-                    let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
-                    listeners.push(Listener {
-                        name: cluster.clone(),
-                        address: SocketAddr::new(ip, port.port),
-                        kind: ListenerKind::Tcp { cluster },
-                    });
-                }
-            }
-        }
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
             outbound_traffic_policy: self.outbound_traffic_policy(p),
-            listeners,
+            listeners: self.tcp_listeners(p),
             route_configs: vec![self.outbound_routes(client)],
             clusters,
             inbound: self.inbound_policy(p),
         })
+    }
+
+    /// One listener per opaque-TCP Service port, on the sidecar's outbound address (none when
+    /// the pod has no outbound address).
+    fn tcp_listeners(&self, p: &Pod) -> Vec<Listener> {
+        let Some(ip) = p
+            .proxy
+            .as_ref()
+            .and_then(|x| x.outbound_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut listeners = Vec::new();
+        for svc in &self.services {
+            for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+                let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
+                listeners.push(Listener {
+                    name: cluster.clone(),
+                    address: SocketAddr::new(ip, port.port),
+                    kind: ListenerKind::Tcp { cluster },
+                });
+            }
+        }
+        listeners
     }
 
     /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`: a workload's own Sidecar,

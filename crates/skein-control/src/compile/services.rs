@@ -8,20 +8,32 @@ use skein_snapshot::Protocol;
 use skein_snapshot::names::fqdn;
 
 use super::Compiler;
+use crate::registry::Pod;
 
 /// A Service port, with its protocol as Istio derives it.
 #[derive(Debug, Clone)]
 pub(super) struct ServicePort {
     pub(super) name: Option<String>,
     pub(super) port: u16,
-    pub(super) target: Target,
+    target: Target,
     pub(super) protocol: Protocol,
 }
 
 #[derive(Debug, Clone)]
-pub(super) enum Target {
+enum Target {
     Number(u16),
     Name(String),
+}
+
+impl ServicePort {
+    /// The container port this Service port targets on pod `p` (a named target port by the
+    /// pod's port names), if the pod has it.
+    pub(super) fn target_on(&self, p: &Pod) -> Option<u16> {
+        match &self.target {
+            Target::Number(n) => Some(*n),
+            Target::Name(n) => p.port_names.get(n).copied(),
+        }
+    }
 }
 
 /// A Service, reduced to what compiling needs.
