@@ -241,7 +241,6 @@ impl Compiler<'_> {
             .filter(|v| v.spec.gateways.is_empty() || v.spec.gateways.iter().any(|g| g == "mesh"))
     }
 
-    /// The outbound route config of a sidecar in `client`'s namespace.
     /// The mesh routes of one Service port for `client`: its VirtualServices' `http` routes,
     /// or a default route to the whole service when no VirtualService names it.
     pub(super) fn service_routes(
@@ -271,6 +270,7 @@ impl Compiler<'_> {
         routes
     }
 
+    /// The outbound route config of a sidecar in `client`'s namespace.
     pub(super) fn outbound_routes(&self, client: Client<'_>) -> RouteConfig {
         let mut vhosts = Vec::new();
         for svc in &self.services {

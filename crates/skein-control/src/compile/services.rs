@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use skein_api::Manifests;
 use skein_snapshot::Protocol;
-
 use skein_snapshot::names::fqdn;
 
 use super::Compiler;
