@@ -17,14 +17,15 @@ use rcgen::{
 /// The trust domain of every identity skein issues.
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
-/// Errors of the CA.
+/// Errors of the CA. A variant with an I/O cause prints it and does not return it from
+/// `source()`, so a log line or the CLI says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// A CA file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A CA file is not what it should be.
     #[error("{}: {reason}", path.display())]
@@ -71,18 +72,18 @@ pub fn spiffe_id(namespace: &str, service_account: &str) -> String {
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
-    std::fs::read_to_string(path).map_err(|source| CaError::Io {
+    std::fs::read_to_string(path).map_err(|error| CaError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| CaError::Io {
+    let io = |error| CaError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -138,9 +139,9 @@ impl Ca {
         let cert_path = dir.join("root-cert.pem");
         let key_path = dir.join("root-key.pem");
         if !cert_path.exists() || !key_path.exists() {
-            std::fs::create_dir_all(dir).map_err(|source| CaError::Io {
+            std::fs::create_dir_all(dir).map_err(|error| CaError::Io {
                 path: dir.to_path_buf(),
-                source,
+                error,
             })?;
             let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
             let mut params = CertificateParams::default();
@@ -161,9 +162,9 @@ impl Ca {
                 .self_signed(&key)
                 .map_err(|e| CaError::Sign(e.to_string()))?;
             write_private(&key_path, &key.serialize_pem())?;
-            std::fs::write(&cert_path, cert.pem()).map_err(|source| CaError::Io {
+            std::fs::write(&cert_path, cert.pem()).map_err(|error| CaError::Io {
                 path: cert_path.clone(),
-                source,
+                error,
             })?;
         }
         let cert = read(&cert_path)?;

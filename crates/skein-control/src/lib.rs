@@ -1,20 +1,28 @@
 //! skein-control: the control plane.
 //!
-//! - [`store`]: the watched manifests directory plus `skein apply`'s files, validated as a
-//!   whole; a refused change keeps the last good config.
+//! Configuration flows through the modules in this order:
+//!
+//! - `store`: the watched manifests directory plus `skein apply`'s files, loaded as a whole.
+//! - validation: `skein_api::validate`, run by the store; a refused change keeps the last
+//!   good config.
 //! - [`registry`]: the pods (from the runtime), their addresses, labels and readiness.
-//! - [`compile`]: resources + registry -> one `skein_snapshot::Snapshot` per proxy.
-//! - [`server`]: the process: watches both, pushes snapshots over `skein_snapshot::stream`,
-//!   records acks and rejections in its status file.
+//! - `compile`: resources + registry -> one `skein_snapshot::Snapshot` per proxy, by the
+//!   [`Compiler`]: `hosts` (host names by `skein_snapshot::names`), `services`, `clusters`
+//!   (DestinationRule merge, subsets, endpoints), `routes` (VirtualService), `inbound`
+//!   (PeerAuthentication, AuthorizationPolicy), `gateway` (Gateway, Ingress).
+//! - [`server`]: the process: watches store and registry, pushes snapshots over
+//!   `skein_snapshot::stream`, records acks and rejections in its status file.
+//! - `ca`: the certificate authority that signs each proxy's CSR, served by the same stream.
 #![forbid(unsafe_code)]
 
-pub mod ca;
-pub mod compile;
+mod ca;
+mod compile;
 pub mod registry;
 pub mod server;
-pub mod store;
+mod store;
 
-pub use compile::Mesh;
+pub use ca::CaError;
+pub use compile::{CompileError, Compiler};
 pub use registry::Registry;
-pub use server::{ControlOptions, ControlStatus, run};
-pub use store::Store;
+pub use server::{ControlError, ControlOptions, ControlStatus, run};
+pub use store::{Rejection, Store};

@@ -12,20 +12,18 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-/// Errors reading the registry.
+/// Errors reading the registry. Each variant prints its cause (it is logged with `%e`) and
+/// does not return it from `source()`, so it is said once.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The file could not be read.
-    #[error("cannot read the registry {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read the registry {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// The file is not the expected JSON.
-    #[error("the registry {path} is not valid: {source}")]
+    #[error("the registry {path} is not valid: {error}")]
     Parse {
         path: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -75,14 +73,14 @@ impl Registry {
     /// Reads the registry from the runtime's status file, plus one-off pods (`skein exec`):
     /// one JSON [`Pod`] per file in the `registry.d` directory beside it.
     pub fn read(path: &Path) -> Result<Registry, RegistryError> {
-        let text = std::fs::read(path).map_err(|source| RegistryError::Read {
+        let text = std::fs::read(path).map_err(|error| RegistryError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let mut reg: Registry =
-            serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
+            serde_json::from_slice(&text).map_err(|error| RegistryError::Parse {
                 path: path.display().to_string(),
-                source,
+                error,
             })?;
         for file in extra_files(path) {
             // A file being written or removed right now is picked up on the next change.

@@ -15,7 +15,7 @@ use skein_snapshot::stream::{ControlMessage, ProxyMessage, StreamError, read_fra
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use crate::compile::Mesh;
+use crate::compile::Compiler;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -41,17 +41,19 @@ pub struct ControlOptions {
     pub cert_ttl: Duration,
 }
 
-/// Errors that stop the control plane.
+/// Errors that stop the control plane. `Bind` prints its I/O cause; `Ca` returns the CA's
+/// error from `source()` instead of printing it (the CLI prints the chain), so each cause is
+/// said once.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another control plane running?)")]
+    #[error("cannot listen on {addr}: {error} (is another control plane running?)")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The certificate authority could not be loaded or created.
-    #[error("certificate authority: {0}")]
+    #[error("certificate authority")]
     Ca(#[from] crate::ca::CaError),
 }
 
@@ -152,9 +154,9 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     tracing::info!(source = %ca.source, "certificate authority ready");
     let listener = TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| ControlError::Bind {
+        .map_err(|error| ControlError::Bind {
             addr: opts.listen,
-            source,
+            error,
         })?;
     let addr = listener.local_addr().unwrap_or(opts.listen);
 
@@ -380,8 +382,8 @@ async fn push_loop(
     loop {
         let generation = rx.borrow_and_update().clone();
         let version = generation.version.to_string();
-        let mesh = Mesh::new(&generation.manifests, &generation.registry);
-        match mesh.snapshot(node, &version) {
+        let compiler = Compiler::new(&generation.manifests, &generation.registry);
+        match compiler.snapshot(node, &version) {
             Ok(snap) => {
                 let unchanged = last_sent
                     .as_ref()
@@ -449,4 +451,47 @@ fn same_but_version(a: &Snapshot, b: &Snapshot) -> bool {
     let mut a = a.clone();
     a.version.clone_from(&b.version);
     a == *b
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::ControlError;
+    use crate::ca::CaError;
+    use crate::registry::RegistryError;
+
+    /// Each error in the chain says something its cause does not already say in it.
+    fn says_each_cause_once(e: &dyn Error) {
+        let mut e = e;
+        while let Some(cause) = e.source() {
+            assert!(
+                !e.to_string().contains(&cause.to_string()),
+                "{e} prints its source {cause} and returns it too"
+            );
+            e = cause;
+        }
+    }
+
+    #[test]
+    fn errors_say_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        says_each_cause_once(&ControlError::Bind {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            error: io(),
+        });
+        let ca = ControlError::Ca(CaError::Io {
+            path: "ca/root-cert.pem".into(),
+            error: io(),
+        });
+        says_each_cause_once(&ca);
+        assert!(
+            ca.source()
+                .is_some_and(|s| s.to_string().contains("root-cert.pem"))
+        );
+        says_each_cause_once(&RegistryError::Read {
+            path: "registry.json".into(),
+            error: io(),
+        });
+    }
 }

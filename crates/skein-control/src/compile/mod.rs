@@ -1,0 +1,338 @@
+//! The compiler: Istio resources + the registry -> one [`Snapshot`] per proxy.
+//!
+//! A sidecar's snapshot holds what that proxy needs to send traffic out: one virtual host per
+//! Service port (VirtualService routes where one applies, else a default route), one cluster per
+//! Service port and DestinationRule subset with its traffic policy, and a TCP listener per
+//! opaque-TCP Service port. A gateway's snapshot holds the `gateway` route config built from
+//! Ingress rules and from VirtualServices bound to a Gateway that selects it.
+//!
+//! The rules follow Istio's (reference: pilot's `cluster_traffic_policy.go` and
+//! `route/route.go`): short host names resolve against the rule's namespace, a DestinationRule
+//! is looked up in the client's namespace, then the service's, then the root namespace, a
+//! subset's policy overrides the rule's field by field, a single destination without weight
+//! gets 100.
+//!
+//! This module holds the [`Compiler`] and its entry points ([`Compiler::sidecar`],
+//! [`Compiler::gateway`], [`Compiler::snapshot`]), and the Sidecar resource's outbound
+//! policy. The parts: `hosts` (rule hosts, by `skein_snapshot::names`), `services`, `clusters`
+//! (DestinationRule lookup and merge, subsets, portLevelSettings, endpoints), `routes`
+//! (VirtualService), `inbound` (PeerAuthentication, AuthorizationPolicy), `gateway` (Gateway,
+//! Ingress).
+
+mod clusters;
+#[cfg(test)]
+mod fixtures;
+mod gateway;
+mod hosts;
+mod inbound;
+mod routes;
+mod services;
+
+use std::net::{IpAddr, SocketAddr};
+
+use skein_api::Manifests;
+use skein_api::networking as net;
+use skein_snapshot::{Listener, ListenerKind, Node, Protocol, Snapshot, outbound_cluster_name};
+
+use crate::registry::{Pod, Registry};
+use routes::Client;
+use services::{Service, services};
+
+pub use inbound::unsupported;
+
+/// Istio's root namespace: mesh-wide config lives here.
+const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The resources and pods a snapshot is compiled from.
+#[derive(Debug)]
+pub struct Compiler<'a> {
+    manifests: &'a Manifests,
+    registry: &'a Registry,
+    services: Vec<Service>,
+}
+
+/// Errors compiling a proxy's snapshot.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CompileError {
+    /// The proxy's pod is not (or no longer) in the registry.
+    #[error("no pod called {0:?} is known to the control plane")]
+    UnknownNode(String),
+}
+
+impl<'a> Compiler<'a> {
+    /// A compiler over the resources and pods.
+    pub fn new(manifests: &'a Manifests, registry: &'a Registry) -> Compiler<'a> {
+        Compiler {
+            manifests,
+            registry,
+            services: services(manifests),
+        }
+    }
+
+    /// The snapshot of the sidecar of pod `pod`.
+    pub fn sidecar(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
+        let p = self
+            .registry
+            .pod(pod)
+            .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
+        let client = Client {
+            namespace: &p.namespace,
+            labels: &p.labels,
+            gateway: None,
+        };
+        let mut clusters = self.clusters(&p.namespace);
+        clusters.extend(self.inbound_clusters(p));
+        Ok(Snapshot {
+            version: version.to_string(),
+            node: node(p),
+            outbound_traffic_policy: self.outbound_traffic_policy(p),
+            listeners: self.tcp_listeners(p),
+            route_configs: vec![self.outbound_routes(client)],
+            clusters,
+            inbound: self.inbound_policy(p),
+        })
+    }
+
+    /// One listener per opaque-TCP Service port, on the sidecar's outbound address (none when
+    /// the pod has no outbound address).
+    fn tcp_listeners(&self, p: &Pod) -> Vec<Listener> {
+        let Some(ip) = p
+            .proxy
+            .as_ref()
+            .and_then(|x| x.outbound_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut listeners = Vec::new();
+        for svc in &self.services {
+            for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+                let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
+                listeners.push(Listener {
+                    name: cluster.clone(),
+                    address: SocketAddr::new(ip, port.port),
+                    kind: ListenerKind::Tcp { cluster },
+                });
+            }
+        }
+        listeners
+    }
+
+    /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`: a workload's own Sidecar,
+    /// else its namespace's selector-less one, else the root namespace's (Istio's order).
+    fn outbound_traffic_policy(&self, p: &Pod) -> skein_snapshot::OutboundTrafficPolicy {
+        let sidecars: Vec<&net::Sidecar> = self.manifests.sidecars().collect();
+        let selected = |s: &&&net::Sidecar| {
+            s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|w| !w.labels.is_empty() && p.has_labels(&w.labels))
+        };
+        let in_ns = |ns: &str| {
+            let here = |s: &&&net::Sidecar| s.metadata.namespace_or_default() == ns;
+            sidecars
+                .iter()
+                .filter(here)
+                .find(selected)
+                .or_else(|| {
+                    sidecars
+                        .iter()
+                        .filter(here)
+                        .find(|s| s.spec.workload_selector.is_none())
+                })
+                .copied()
+        };
+        let mode = in_ns(&p.namespace)
+            .or_else(|| in_ns(ROOT_NAMESPACE))
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|o| o.mode);
+        match mode {
+            Some(net::OutboundMode::RegistryOnly) => {
+                skein_snapshot::OutboundTrafficPolicy::RegistryOnly
+            }
+            _ => skein_snapshot::OutboundTrafficPolicy::AllowAny,
+        }
+    }
+
+    /// The snapshot of the ingress gateway pod `pod`: Ingress rules and Gateway-bound
+    /// VirtualServices in the `gateway` route config.
+    pub fn gateway(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
+        let p = self
+            .registry
+            .pod(pod)
+            .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
+        Ok(Snapshot {
+            version: version.to_string(),
+            node: node(p),
+            route_configs: vec![self.gateway_routes(p)],
+            clusters: self.clusters(&p.namespace),
+            ..Default::default()
+        })
+    }
+
+    /// The snapshot for proxy `node`, whichever kind it is.
+    pub fn snapshot(&self, node: &str, version: &str) -> Result<Snapshot, CompileError> {
+        let p = self
+            .registry
+            .pod(node)
+            .ok_or_else(|| CompileError::UnknownNode(node.to_string()))?;
+        match p.proxy.as_ref().map(|x| x.mode.as_str()) {
+            Some("gateway") => self.gateway(node, version),
+            _ => self.sidecar(node, version),
+        }
+    }
+}
+
+fn node(p: &Pod) -> Node {
+    Node {
+        pod: p.name.clone(),
+        namespace: p.namespace.clone(),
+        workload: p.workload.clone(),
+        labels: p.labels.clone(),
+        service_account: if p.service_account.is_empty() {
+            "default".to_string()
+        } else {
+            p.service_account.clone()
+        },
+        ip: p.ip(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::fixtures::*;
+    use skein_snapshot::{LbPolicy, RouteAction, SIDECAR_OUTBOUND_ROUTE, StringMatch, UpstreamTls};
+
+    #[test]
+    fn web_sidecar_gets_the_seed_policies_routes_and_endpoints() {
+        let (m, r) = (example(), registry());
+        let compiler = Compiler::new(&m, &r);
+        let snap = compiler.snapshot("web-stable-1", "3").unwrap();
+        assert_eq!(snap.version, "3");
+        assert_eq!(snap.node.workload, "web-stable");
+        snap.validate().unwrap();
+        assert!(
+            snap.dangling_references().is_empty(),
+            "{:?}",
+            snap.dangling_references()
+        );
+
+        let was = snap
+            .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
+            .unwrap();
+        assert_eq!(was.lb_policy, LbPolicy::RoundRobin);
+        assert_eq!(was.connection_pool.http1_max_pending_requests, 100);
+        assert_eq!(was.connection_pool.http2_max_requests, 100);
+        assert_eq!(was.connection_pool.max_requests_per_connection, 10);
+        assert_eq!(was.tls, UpstreamTls::IstioMutual);
+        assert_eq!(was.protocol, Protocol::Http1);
+        let addrs: Vec<String> = was
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(addrs, ["127.9.1.3:8080", "127.9.1.4:8080"]);
+
+        let canary = snap
+            .cluster("outbound|80|canary|web-service.blog-system.svc.cluster.local")
+            .unwrap();
+        assert_eq!(canary.endpoints.len(), 1);
+        assert_eq!(canary.endpoints[0].address.to_string(), "127.9.1.2:80");
+        assert_eq!(canary.connection_pool.max_connections, 100);
+        let od = canary.outlier_detection.as_ref().unwrap();
+        assert_eq!(
+            (
+                od.consecutive_5xx_errors,
+                od.interval_ms,
+                od.base_ejection_time_ms
+            ),
+            (5, 10_000, 30_000)
+        );
+        assert_eq!((od.max_ejection_percent, od.min_health_percent), (50, 30));
+
+        // web-vsvc: the header route first, then primary with its weights, retries, mirror.
+        let rc = snap.route_config(SIDECAR_OUTBOUND_ROUTE).unwrap();
+        let web = rc
+            .virtual_hosts
+            .iter()
+            .find(|v| v.name == "web-service.blog-system.svc.cluster.local:80")
+            .unwrap();
+        assert!(web.domains.iter().any(|d| d == "web-service"));
+        assert_eq!(web.routes[0].name, "canary-testing");
+        assert_eq!(
+            web.routes[0].matches[0].headers[0].value,
+            Some(StringMatch::Exact("true".into()))
+        );
+        assert_eq!(web.routes[0].timeout_ms, Some(15_000));
+        let primary = &web.routes[1];
+        assert_eq!(primary.name, "primary");
+        let RouteAction::Route(dests) = &primary.action else {
+            panic!("route")
+        };
+        assert_eq!(dests.iter().map(|d| d.weight).collect::<Vec<_>>(), [100, 0]);
+        assert_eq!(primary.retries.as_ref().unwrap().attempts, 3);
+        assert_eq!(
+            primary.retries.as_ref().unwrap().retry_on,
+            ["5xx", "reset", "connect-failure", "refused-stream"]
+        );
+        assert_eq!(
+            primary.mirror.as_ref().unwrap().cluster,
+            "outbound|80|canary|web-service.blog-system.svc.cluster.local"
+        );
+        assert_eq!(primary.mirror.as_ref().unwrap().percentage, Some(100.0));
+
+        // mysql: opaque TCP through a listener on the pod's outbound address, no TLS.
+        let l = &snap.listeners[0];
+        assert_eq!(l.address.to_string(), "127.9.4.1:3306");
+        assert_eq!(
+            l.kind,
+            ListenerKind::Tcp {
+                cluster: "outbound|3306||mysql.blog-system.svc.cluster.local".into()
+            }
+        );
+        let mysql = snap
+            .cluster("outbound|3306||mysql.blog-system.svc.cluster.local")
+            .unwrap();
+        assert_eq!(mysql.protocol, Protocol::Tcp);
+        assert_eq!(mysql.tls, UpstreamTls::Disable);
+        assert_eq!(
+            mysql
+                .outlier_detection
+                .as_ref()
+                .unwrap()
+                .consecutive_5xx_errors,
+            3
+        );
+        assert_eq!(mysql.endpoints[0].address.to_string(), "127.9.1.5:3306");
+        // No HTTP virtual host for a TCP port.
+        assert!(
+            !rc.virtual_hosts
+                .iter()
+                .any(|v| v.name.starts_with("mysql."))
+        );
+    }
+
+    #[test]
+    fn a_sidecar_resource_sets_registry_only() {
+        let mut m = example();
+        let extra = skein_api::load_str(
+            "s.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+        )
+        .unwrap();
+        m.extend(extra);
+        let r = registry();
+        let compiler = Compiler::new(&m, &r);
+        let was = compiler.snapshot("was-1", "1").unwrap();
+        assert_eq!(
+            was.outbound_traffic_policy,
+            skein_snapshot::OutboundTrafficPolicy::RegistryOnly
+        );
+        let web = compiler.snapshot("web-stable-1", "1").unwrap();
+        assert_eq!(
+            web.outbound_traffic_policy,
+            skein_snapshot::OutboundTrafficPolicy::AllowAny
+        );
+    }
+}
