@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::{Cx, Diagnostic, Severity, World, fqdn, labels_text};
+use skein_snapshot::names;
+
+use super::{Cx, Diagnostic, Severity, World, labels_text};
 use crate::k8s::{IngressServiceBackend, IntOrString, Service};
 use crate::networking::{Destination, Subset};
 use crate::types::WorkloadSelector;
@@ -112,10 +114,7 @@ pub(super) fn ingress_backend_exists(
     world: &World<'_>,
 ) {
     let ns = cx.namespace().to_string();
-    match world
-        .services
-        .get(&format!("{}.{ns}.svc.cluster.local", svc.name))
-    {
+    match world.services.get(&names::fqdn(&svc.name, &ns)) {
         None => cx.warn(
             &format!("{path}.service.name"),
             format!("Service {ns}/{} is not in the manifests", svc.name),
@@ -152,11 +151,15 @@ pub(super) fn destination_exists(
         return;
     }
     let ns = cx.namespace().to_string();
-    let host = fqdn(&d.host, &ns);
+    let host = world.resolve(&d.host, &ns);
     if !world.host_known(&host) {
         let what = if mirror { "mirror host" } else { "host" };
         let msg = format!("Referenced {what} not found: \"{}\"", d.host);
-        if host.ends_with(".svc.cluster.local") {
+        // Errors for Kubernetes Service names, warnings for other hosts.
+        let service_name = host
+            .strip_suffix(names::CLUSTER_DOMAIN)
+            .is_some_and(|h| h.ends_with(".svc."));
+        if service_name {
             cx.error(&format!("{path}.host"), msg);
         } else {
             cx.warn(&format!("{path}.host"), msg);

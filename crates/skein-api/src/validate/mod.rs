@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use skein_snapshot::names;
+
 use crate::k8s::{PodTemplateSpec, Service};
 use crate::networking::DestinationRule;
 use crate::types::{Duration, Labels, Percent, WorkloadSelector};
@@ -185,18 +187,9 @@ impl<'a> World<'a> {
                 _ => {}
             }
         }
-        let services = m
+        let services: HashMap<String, &Service> = m
             .docs_of::<Service>()
-            .map(|(d, s)| {
-                (
-                    format!(
-                        "{}.{}.svc.cluster.local",
-                        s.metadata.name,
-                        d.resource.namespace()
-                    ),
-                    s,
-                )
-            })
+            .map(|(d, s)| (names::fqdn(&s.metadata.name, d.resource.namespace()), s))
             .collect();
         let entry_hosts = m
             .service_entries()
@@ -205,7 +198,9 @@ impl<'a> World<'a> {
         let subsets = m
             .docs_of::<DestinationRule>()
             .flat_map(|(d, dr)| {
-                let host = fqdn(&dr.spec.host, d.resource.namespace());
+                let host = names::resolve_host(&dr.spec.host, d.resource.namespace(), |f| {
+                    services.contains_key(f)
+                });
                 dr.spec
                     .subsets
                     .iter()
@@ -232,22 +227,17 @@ impl<'a> World<'a> {
             .collect()
     }
 
+    /// `host`, written in a rule of `namespace`, as the control plane resolves it: Istio's
+    /// short-name rule, and `name.ns` or `name.ns.svc` completed to a Service of these
+    /// manifests.
+    fn resolve(&self, host: &str, namespace: &str) -> String {
+        names::resolve_host(host, namespace, |f| self.services.contains_key(f))
+    }
+
+    /// Whether a Service or a ServiceEntry host (which may be a wildcard) declares `host`.
     fn host_known(&self, host: &str) -> bool {
         self.services.contains_key(host)
-            || self.entry_hosts.iter().any(|h| {
-                *h == host
-                    || h.strip_prefix('*')
-                        .is_some_and(|suffix| host.ends_with(suffix))
-            })
-    }
-}
-
-/// Istio's short-name rule: a host without dots is `name.<namespace>.svc.cluster.local`.
-fn fqdn(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.contains('*') || host.is_empty() {
-        host.to_string()
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
+            || self.entry_hosts.iter().any(|h| names::host_covers(h, host))
     }
 }
 

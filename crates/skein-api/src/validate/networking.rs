@@ -3,9 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{
-    Cx, World, cross, duration, fqdn, istio_port, percent_0_100, percentage, selector_labels,
-};
+use super::{Cx, World, cross, duration, istio_port, percent_0_100, percentage, selector_labels};
 use crate::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, Destination, DestinationRule,
     FaultAbort, FaultDelay, Gateway, H2UpgradePolicy, HttpDirectResponse, HttpFaultInjection,
@@ -671,7 +669,7 @@ pub(super) fn validate_destination_rule(cx: &mut Cx<'_>, dr: &DestinationRule, w
         validate_traffic_policy(cx, "spec.trafficPolicy", tp);
     }
     let mut names = HashSet::new();
-    let host = fqdn(&spec.host, cx.namespace());
+    let host = world.resolve(&spec.host, cx.namespace());
     let service = world.services.get(&host).copied();
     for (i, s) in spec.subsets.iter().enumerate() {
         validate_subset(cx, &format!("spec.subsets[{i}]"), s, &mut names);
