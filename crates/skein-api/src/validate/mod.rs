@@ -160,8 +160,9 @@ struct World<'a> {
     pods: Vec<(&'a str, String, &'a PodTemplateSpec, bool)>,
     /// Service FQDN -> Service.
     services: HashMap<String, &'a Service>,
-    /// Hosts declared by ServiceEntries (may be wildcards).
-    entry_hosts: Vec<&'a str>,
+    /// Hosts declared by ServiceEntries (may be wildcards), lowercased and without a trailing
+    /// dot, as [`names::resolve_host`] writes the hosts they are compared with.
+    entry_hosts: Vec<String>,
     /// (host FQDN, subset name) declared by DestinationRules.
     subsets: HashSet<(String, String)>,
 }
@@ -193,7 +194,8 @@ impl<'a> World<'a> {
             .collect();
         let entry_hosts = m
             .service_entries()
-            .flat_map(|se| se.spec.hosts.iter().map(String::as_str))
+            .flat_map(|se| se.spec.hosts.iter())
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
             .collect();
         let subsets = m
             .docs_of::<DestinationRule>()

@@ -77,3 +77,31 @@ spec:
         ]
     );
 }
+
+#[test]
+fn service_entry_hosts_compare_as_resolved_hosts() {
+    // Destination hosts are lowercased and lose a trailing dot when resolved; ServiceEntry
+    // hosts written the same way still declare them.
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: blog-system}
+spec:
+  hosts: [API.example.com, db.example.com.]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: blog-system}
+spec:
+  hosts: [API.example.com]
+  tcp:
+  - route:
+    - destination: {host: API.example.com}
+      weight: 50
+    - destination: {host: db.example.com.}
+      weight: 50
+";
+    assert_eq!(diags(text), Vec::<String>::new());
+}
