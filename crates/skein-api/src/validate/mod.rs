@@ -2,6 +2,11 @@
 //! mistakes (Istio's CRD CEL rules and istiod's webhook, `pkg/config/validation`; Kubernetes'
 //! apps/core validation; `istioctl analyze` for references between objects), each at the
 //! `file:line` of the offending field.
+//!
+//! Each kind is checked in the module of its API group (`k8s`, `networking`, `security`,
+//! `telemetry`, as in the model); what needs other objects (hosts, subsets, workloads a
+//! selector matches, duplicates) is in `cross`, over the [`World`] of known objects. Hosts are
+//! resolved by `skein_snapshot::names`, the rule the control plane routes by.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -242,6 +247,8 @@ impl<'a> World<'a> {
             || self.entry_hosts.iter().any(|h| names::host_covers(h, host))
     }
 }
+
+// === Checks shared by every kind ===
 
 fn labels_text(labels: &Labels) -> String {
     labels

@@ -13,7 +13,7 @@ use crate::networking::{
     TunnelSettings, VirtualService, VirtualServiceSpec,
 };
 
-// --- Shared by the kinds ---
+// --- Shared by the networking kinds ---
 
 /// istiod's `validateStringMatchRegexp` and the CRD's empty-prefix rule.
 fn validate_string_match(
