@@ -20,9 +20,6 @@ pub mod telemetry;
 mod types;
 mod validate;
 
-#[cfg(test)]
-mod tests;
-
 pub use lines::LineIndex;
 pub use load::{
     LoadError, LoadErrors, Source, load_path, load_path_partial, load_str, load_str_partial,

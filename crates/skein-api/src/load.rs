@@ -505,6 +505,9 @@ fn shift_line_numbers(msg: &str, offset: usize) -> String {
 }
 
 #[cfg(test)]
+mod whole_systems;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::Resource;

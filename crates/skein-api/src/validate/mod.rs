@@ -1,0 +1,330 @@
+//! Validation of loaded manifests with the messages Kubernetes and Istio give for the same
+//! mistakes (Istio's CRD CEL rules and istiod's webhook, `pkg/config/validation`; Kubernetes'
+//! apps/core validation; `istioctl analyze` for references between objects), each at the
+//! `file:line` of the offending field.
+//!
+//! Each kind is checked in the module of its API group (`k8s`, `networking`, `security`,
+//! `telemetry`, as in the model); what needs other objects (hosts, subsets, workloads a
+//! selector matches, duplicates) is in `cross`, over the [`World`] of known objects. Hosts are
+//! resolved by `skein_snapshot::names`, the rule the control plane routes by.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use skein_snapshot::names;
+
+use crate::k8s::{PodTemplateSpec, Service};
+use crate::networking::DestinationRule;
+use crate::types::{Duration, Labels, Percent, WorkloadSelector};
+use crate::{Document, Manifests, Resource, Source};
+
+mod cross;
+mod k8s;
+mod networking;
+mod security;
+mod telemetry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// Kubernetes or istiod would reject the object, or it cannot work as written.
+    Error,
+    /// Accepted, but probably not what was meant.
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// One finding: `file:line: error: VirtualService blog-system/web-vsvc: spec.http[0]: total
+/// destination weight = 0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// The line of the offending field (or of the document when there is no better one).
+    pub source: Source,
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// Field path such as `spec.http[0].route`; empty for the object as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}: ", self.source, self.severity, self.object)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Checks every object, and the references between them. Sorted by file and line.
+pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
+    let world = World::new(manifests);
+    let mut out = Vec::new();
+    for doc in manifests {
+        let mut cx = Cx {
+            doc,
+            object: doc.resource.display_name(),
+            out: &mut out,
+        };
+        let meta = doc.resource.metadata();
+        if meta.name.is_empty() && meta.generate_name.is_none() {
+            cx.error(
+                "metadata.name",
+                "Required value: name or generateName is required",
+            );
+        }
+        match &doc.resource {
+            Resource::Deployment(d) => {
+                k8s::validate_workload(&mut cx, d.spec.as_workload(), "deployment")
+            }
+            Resource::Rollout(r) => {
+                if r.spec.workload_ref.is_none() {
+                    k8s::validate_workload(&mut cx, r.spec.as_workload(), "rollout");
+                }
+            }
+            Resource::Service(s) => k8s::validate_service(&mut cx, s, &world),
+            Resource::Ingress(i) => k8s::validate_ingress(&mut cx, i, &world),
+            Resource::VirtualService(vs) => {
+                networking::validate_virtual_service(&mut cx, vs, &world)
+            }
+            Resource::DestinationRule(dr) => {
+                networking::validate_destination_rule(&mut cx, dr, &world)
+            }
+            Resource::Gateway(g) => networking::validate_gateway(&mut cx, g),
+            Resource::ServiceEntry(se) => networking::validate_service_entry(&mut cx, se),
+            Resource::AuthorizationPolicy(ap) => {
+                security::validate_authorization_policy(&mut cx, ap, &world)
+            }
+            Resource::PeerAuthentication(pa) => {
+                security::validate_peer_authentication(&mut cx, pa, &world)
+            }
+            Resource::Telemetry(t) => telemetry::validate_telemetry(&mut cx, t),
+            Resource::Namespace(_)
+            | Resource::ServiceAccount(_)
+            | Resource::ConfigMap(_)
+            | Resource::Secret(_)
+            | Resource::Sidecar(_)
+            | Resource::WorkloadEntry(_) => {}
+        }
+    }
+    cross::duplicates(manifests, &mut out);
+    out.sort_by(|a, b| a.source.cmp(&b.source));
+    out
+}
+
+// === Context ===
+
+struct Cx<'a> {
+    doc: &'a Document,
+    object: String,
+    out: &'a mut Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn push(&mut self, severity: Severity, path: &str, message: impl Into<String>) {
+        self.out.push(Diagnostic {
+            severity,
+            source: self.doc.source_of(path),
+            object: self.object.clone(),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.push(Severity::Error, path, message);
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.push(Severity::Warning, path, message);
+    }
+
+    fn namespace(&self) -> &str {
+        self.doc.resource.namespace()
+    }
+}
+
+/// What the cross-object checks need to know about the whole set.
+struct World<'a> {
+    /// Pod templates of Deployments and Rollouts: (namespace, workload label, template).
+    pods: Vec<(&'a str, String, &'a PodTemplateSpec, bool)>,
+    /// Service FQDN -> Service.
+    services: HashMap<String, &'a Service>,
+    /// Hosts declared by ServiceEntries (may be wildcards), lowercased and without a trailing
+    /// dot, as [`names::resolve_host`] writes the hosts they are compared with.
+    entry_hosts: Vec<String>,
+    /// (host FQDN, subset name) declared by DestinationRules.
+    subsets: HashSet<(String, String)>,
+}
+
+impl<'a> World<'a> {
+    fn new(m: &'a Manifests) -> World<'a> {
+        let mut pods = Vec::new();
+        for d in m {
+            let ns = d.resource.namespace();
+            match &d.resource {
+                Resource::Deployment(x) => pods.push((
+                    ns,
+                    format!("Deployment {}", x.metadata.name),
+                    &x.spec.template,
+                    false,
+                )),
+                Resource::Rollout(x) => pods.push((
+                    ns,
+                    format!("Rollout {}", x.metadata.name),
+                    &x.spec.template,
+                    true,
+                )),
+                _ => {}
+            }
+        }
+        let services: HashMap<String, &Service> = m
+            .docs_of::<Service>()
+            .map(|(d, s)| (names::fqdn(&s.metadata.name, d.resource.namespace()), s))
+            .collect();
+        let entry_hosts = m
+            .service_entries()
+            .flat_map(|se| se.spec.hosts.iter())
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        let subsets = m
+            .docs_of::<DestinationRule>()
+            .flat_map(|(d, dr)| {
+                let host = names::resolve_host(&dr.spec.host, d.resource.namespace(), |f| {
+                    services.contains_key(f)
+                });
+                dr.spec
+                    .subsets
+                    .iter()
+                    .map(move |s| (host.clone(), s.name.clone()))
+            })
+            .collect();
+        World {
+            pods,
+            services,
+            entry_hosts,
+            subsets,
+        }
+    }
+
+    /// Pod templates in `ns` whose labels satisfy `matches`.
+    fn pods_matching(
+        &self,
+        ns: &str,
+        matches: impl Fn(&Labels) -> bool,
+    ) -> Vec<&(&'a str, String, &'a PodTemplateSpec, bool)> {
+        self.pods
+            .iter()
+            .filter(|(pns, _, t, _)| *pns == ns && matches(&t.metadata.labels))
+            .collect()
+    }
+
+    /// `host`, written in a rule of `namespace`, as the control plane resolves it: Istio's
+    /// short-name rule, and `name.ns` or `name.ns.svc` completed to a Service of these
+    /// manifests.
+    fn resolve(&self, host: &str, namespace: &str) -> String {
+        names::resolve_host(host, namespace, |f| self.services.contains_key(f))
+    }
+
+    /// Whether a Service or a ServiceEntry host (which may be a wildcard) declares `host`.
+    fn host_known(&self, host: &str) -> bool {
+        self.services.contains_key(host)
+            || self.entry_hosts.iter().any(|h| names::host_covers(h, host))
+    }
+}
+
+// === Checks shared by every kind ===
+
+fn labels_text(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// istiod's `ValidateDuration`.
+fn duration(cx: &mut Cx<'_>, path: &str, d: &Option<Duration>) {
+    if let Some(d) = d {
+        let v = d.get();
+        if v < std::time::Duration::from_millis(1) {
+            cx.error(path, "duration must be greater than 1ms");
+        } else if v.subsec_nanos() % 1_000_000 != 0 {
+            cx.error(path, "only durations to ms precision are supported");
+        }
+    }
+}
+
+/// istiod's `ValidatePort`.
+fn istio_port(cx: &mut Cx<'_>, path: &str, port: u32) {
+    if !(1..=65535).contains(&port) {
+        cx.error(
+            path,
+            format!("port number {port} must be in the range 1..65535"),
+        );
+    }
+}
+
+/// istiod's `validatePercentage`.
+fn percentage(cx: &mut Cx<'_>, path: &str, p: &Option<Percent>) {
+    if let Some(p) = p
+        && (p.value < 0.0 || p.value > 100.0 || (p.value > 0.0 && p.value < 0.0001))
+    {
+        cx.error(
+            path,
+            format!(
+                "percentage {} is neither 0.0, nor in range [0.0001, 100.0]",
+                p.value
+            ),
+        );
+    }
+}
+
+/// istiod's `ValidatePercent`.
+fn percent_0_100(cx: &mut Cx<'_>, path: &str, v: Option<i32>) {
+    if let Some(v) = v
+        && !(0..=100).contains(&v)
+    {
+        cx.error(path, format!("percentage {v} is not in range 0..100"));
+    }
+}
+
+fn selector_labels(cx: &mut Cx<'_>, path: &str, selector: &Option<WorkloadSelector>) {
+    if let Some(s) = selector {
+        for (k, v) in &s.match_labels {
+            if k.contains('*') {
+                cx.error(
+                    &format!("{path}.matchLabels"),
+                    "wildcard not allowed in label key match",
+                );
+            }
+            if k.is_empty() {
+                cx.error(&format!("{path}.matchLabels"), "key must not be empty");
+            }
+            if v.contains('*') {
+                cx.error(
+                    &format!("{path}.matchLabels.{k}"),
+                    "wildcard not allowed in label value match",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! Istio security: AuthorizationPolicy and PeerAuthentication, with istiod's messages.
+
+use super::{Cx, World, cross, selector_labels};
+use crate::security::{Action, AuthorizationPolicy, PeerAuthentication, Rule};
+
+/// istiod's `ValidateAuthorizationPolicy`.
+pub(super) fn validate_authorization_policy(
+    cx: &mut Cx<'_>,
+    ap: &AuthorizationPolicy,
+    world: &World<'_>,
+) {
+    let spec = &ap.spec;
+    let action = spec.action();
+    if spec.selector.is_some() && (spec.target_ref.is_some() || !spec.target_refs.is_empty()) {
+        cx.error("spec", "only one of targetRefs or selector can be set");
+    }
+    selector_labels(cx, "spec.selector", &spec.selector);
+    cross::selector_matches_workloads(cx, "spec.selector", &spec.selector, world);
+    let meaningless = |a: &str| {
+        format!(
+            "{a} action without `rules` is meaningless as it will never be triggered, add an empty rule `{{}}` if you want it be triggered for every request"
+        )
+    };
+    match action {
+        Action::Custom if spec.rules.is_none() => cx.error("spec", meaningless("CUSTOM")),
+        Action::Custom if spec.provider.as_ref().is_none_or(|p| p.name.is_empty()) => {
+            cx.error("spec.provider", "`provider.name` must not be empty")
+        }
+        Action::Deny if spec.rules.is_none() => cx.error("spec", meaningless("DENY")),
+        // istiod accepts it, but it logs nothing.
+        Action::Audit if spec.rules.is_none() => cx.warn("spec", meaningless("AUDIT")),
+        _ => {}
+    }
+    if spec.provider.is_some() && action != Action::Custom {
+        let name = format!("{action:?}").to_ascii_uppercase();
+        cx.error(
+            "spec.provider",
+            format!("`provider` must not be with non CUSTOM action, found {name}"),
+        );
+    }
+    for (i, rule) in spec.rules().iter().enumerate() {
+        let rp = format!("spec.rules[{i}]");
+        validate_rule_from(cx, &rp, i, rule, action);
+        validate_rule_to(cx, &rp, i, rule);
+        validate_conditions(cx, &rp, rule);
+    }
+}
+
+/// A rule's `from`: each source non-empty, consistent, and what CUSTOM allows.
+fn validate_rule_from(cx: &mut Cx<'_>, rp: &str, i: usize, rule: &Rule, action: Action) {
+    if rule.from.as_ref().is_some_and(Vec::is_empty) {
+        cx.error(
+            &format!("{rp}.from"),
+            format!("`from` must not be empty, found at rule {i}"),
+        );
+    }
+    for (j, from) in rule.from.iter().flatten().enumerate() {
+        let fp = format!("{rp}.from[{j}]");
+        let Some(src) = &from.source else {
+            cx.error(
+                &fp,
+                format!("`from.source` must not be nil, found at rule {i}"),
+            );
+            continue;
+        };
+        let sp = format!("{fp}.source");
+        let lists = [
+            ("principals", &src.principals),
+            ("notPrincipals", &src.not_principals),
+            ("requestPrincipals", &src.request_principals),
+            ("notRequestPrincipals", &src.not_request_principals),
+            ("namespaces", &src.namespaces),
+            ("notNamespaces", &src.not_namespaces),
+            ("serviceAccounts", &src.service_accounts),
+            ("notServiceAccounts", &src.not_service_accounts),
+            ("ipBlocks", &src.ip_blocks),
+            ("notIpBlocks", &src.not_ip_blocks),
+            ("remoteIpBlocks", &src.remote_ip_blocks),
+            ("notRemoteIpBlocks", &src.not_remote_ip_blocks),
+            ("trustDomains", &src.trust_domains),
+            ("notTrustDomains", &src.not_trust_domains),
+        ];
+        if lists
+            .iter()
+            .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
+        {
+            cx.error(
+                &sp,
+                format!("`from.source` must not be empty, found at rule {i}"),
+            );
+        }
+        let sa = src.service_accounts.is_some() || src.not_service_accounts.is_some();
+        let pn = src.principals.is_some()
+            || src.not_principals.is_some()
+            || src.namespaces.is_some()
+            || src.not_namespaces.is_some();
+        if sa && pn {
+            cx.error(
+                &sp,
+                "Cannot set serviceAccounts with namespaces or principals",
+            );
+        }
+        for (name, list) in lists {
+            if list.iter().flatten().any(String::is_empty) {
+                let key = upper_first(name);
+                cx.error(
+                    &format!("{sp}.{name}"),
+                    format!("empty value not allowed, found in {key}"),
+                );
+            }
+        }
+        if action == Action::Custom {
+            for (name, list) in &lists[..8] {
+                if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                    cx.error(
+                        &format!("{sp}.{name}"),
+                        format!(
+                            "From.{} is currently not supported with CUSTOM action",
+                            upper_first(name)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A rule's `to`: each operation non-empty, and ports that are ports.
+fn validate_rule_to(cx: &mut Cx<'_>, rp: &str, i: usize, rule: &Rule) {
+    if rule.to.as_ref().is_some_and(Vec::is_empty) {
+        cx.error(
+            &format!("{rp}.to"),
+            format!("`to` must not be empty, found at rule {i}"),
+        );
+    }
+    for (j, to) in rule.to.iter().flatten().enumerate() {
+        let tp = format!("{rp}.to[{j}]");
+        let Some(op) = &to.operation else {
+            cx.error(
+                &tp,
+                format!("`to.operation` must not be nil, found at rule {i}"),
+            );
+            continue;
+        };
+        let op_path = format!("{tp}.operation");
+        let lists = [
+            ("hosts", &op.hosts),
+            ("notHosts", &op.not_hosts),
+            ("ports", &op.ports),
+            ("notPorts", &op.not_ports),
+            ("methods", &op.methods),
+            ("notMethods", &op.not_methods),
+            ("paths", &op.paths),
+            ("notPaths", &op.not_paths),
+        ];
+        if lists
+            .iter()
+            .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
+        {
+            cx.error(
+                &op_path,
+                format!("`to.operation` must not be empty, found at rule {i}"),
+            );
+        }
+        for (name, list) in lists {
+            for (k, v) in list.iter().flatten().enumerate() {
+                if v.is_empty() {
+                    cx.error(
+                        &format!("{op_path}.{name}"),
+                        format!("empty value not allowed, found in {}", upper_first(name)),
+                    );
+                } else if (name == "ports" || name == "notPorts")
+                    && v.parse::<u32>().map_or(true, |p| p > 65535)
+                {
+                    cx.error(&format!("{op_path}.{name}[{k}]"), format!("bad port ({v})"));
+                }
+            }
+        }
+    }
+}
+
+/// A rule's `when` conditions.
+fn validate_conditions(cx: &mut Cx<'_>, rp: &str, rule: &Rule) {
+    for (j, w) in rule.when.iter().enumerate() {
+        let wp = format!("{rp}.when[{j}]");
+        if w.key.is_empty() {
+            cx.error(&format!("{wp}.key"), "`key` must not be empty");
+        } else if w.values.is_empty() && w.not_values.is_empty() {
+            cx.error(
+                &wp,
+                format!(
+                    "at least one of `values` or `notValues` must be set for key {}",
+                    w.key
+                ),
+            );
+        }
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// istiod's `ValidatePeerAuthentication`, and the CRD's rule for port-level mTLS.
+pub(super) fn validate_peer_authentication(
+    cx: &mut Cx<'_>,
+    pa: &PeerAuthentication,
+    world: &World<'_>,
+) {
+    let spec = &pa.spec;
+    selector_labels(cx, "spec.selector", &spec.selector);
+    cross::selector_matches_workloads(cx, "spec.selector", &spec.selector, world);
+    let Some(ports) = &spec.port_level_mtls else {
+        return;
+    };
+    if !spec.has_selector() {
+        // The CRD's CEL rule, which `kubectl apply` reports (istiod's webhook says "mesh/namespace
+        // peer authentication cannot have port level mTLS").
+        cx.error("spec.portLevelMtls", "portLevelMtls requires selector");
+    }
+    if ports.is_empty() {
+        cx.error(
+            "spec.portLevelMtls",
+            "port level mTLS, if defined, must have at least one element",
+        );
+    }
+    for key in ports.keys() {
+        if !key
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|p| (1..=65535).contains(&p))
+        {
+            cx.error(
+                &format!("spec.portLevelMtls.{key}"),
+                "port must be between 1-65535",
+            );
+        }
+    }
+}

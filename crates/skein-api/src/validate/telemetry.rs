@@ -1,0 +1,58 @@
+//! Istio telemetry: the Telemetry API, with istiod's messages.
+
+use super::{Cx, selector_labels};
+use crate::telemetry::Telemetry;
+
+/// istiod's `ValidateTelemetry`.
+pub(super) fn validate_telemetry(cx: &mut Cx<'_>, t: &Telemetry) {
+    let spec = &t.spec;
+    if spec.selector.is_some() && (spec.target_ref.is_some() || !spec.target_refs.is_empty()) {
+        cx.error("spec", "only one of targetRefs or selector can be set");
+    }
+    selector_labels(cx, "spec.selector", &spec.selector);
+    if spec.tracing.len() > 1 {
+        cx.warn(
+            "spec.tracing",
+            "multiple tracing is not currently supported",
+        );
+    }
+    for (i, tr) in spec.tracing.iter().enumerate() {
+        let tp = format!("spec.tracing[{i}]");
+        if tr.providers.len() > 1 {
+            cx.warn(
+                &format!("{tp}.providers"),
+                "multiple providers is not currently supported",
+            );
+        }
+        if let Some(p) = tr.random_sampling_percentage
+            && !(0.0..=100.0).contains(&p)
+        {
+            cx.error(
+                &format!("{tp}.randomSamplingPercentage"),
+                "randomSamplingPercentage must be in range [0.0, 100.0]",
+            );
+        }
+        for (name, tag) in &tr.custom_tags {
+            let path = format!("{tp}.customTags.{name}");
+            if name.is_empty() {
+                cx.error(&path, "tag name may not be empty");
+            }
+            if tag.literal.is_none()
+                && tag.environment.is_none()
+                && tag.header.is_none()
+                && tag.formatter.is_none()
+            {
+                cx.error(&path, format!("tag '{name}' may not have a nil value"));
+            }
+            if tag.literal.as_ref().is_some_and(|l| l.value.is_empty()) {
+                cx.error(&path, "literal tag value may not be empty");
+            }
+            if tag.header.as_ref().is_some_and(|h| h.name.is_empty()) {
+                cx.error(&path, "header tag name may not be empty");
+            }
+            if tag.environment.as_ref().is_some_and(|e| e.name.is_empty()) {
+                cx.error(&path, "environment tag name may not be empty");
+            }
+        }
+    }
+}

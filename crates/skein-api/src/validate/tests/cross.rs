@@ -1,0 +1,107 @@
+use super::diags;
+use crate::validate::validate;
+
+#[test]
+fn duplicate_objects_across_files_name_the_first() {
+    let a = crate::load_str(
+        "a.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: blog-system\n",
+    )
+    .unwrap();
+    let mut m = crate::load_str(
+        "b.yaml",
+        "# again\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system}\n",
+    )
+    .unwrap();
+    let mut all = a;
+    all.extend(std::mem::take(&mut m));
+    let d: Vec<String> = validate(&all).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        vec![
+            "b.yaml:5: error: Namespace blog-system: duplicate Namespace blog-system: first defined at a.yaml:4"
+        ]
+    );
+    // Same name, different kind or namespace: no duplicate.
+    let ok = "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: a}\nspec: {ports: [{port: 1}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: b}\nspec: {ports: [{port: 1}]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: a}\n";
+    assert_eq!(diags(ok), Vec::<String>::new());
+}
+
+#[test]
+fn destination_hosts_resolve_as_the_control_plane_routes_them() {
+    // The blog-system example's shape: was-vsvc routes to was-service, here written as
+    // `name.ns` and `name.ns.svc`, which cluster DNS and the compiler complete to the FQDN.
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: was-service, namespace: blog-system}
+spec:
+  selector: {app: was}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: was, namespace: blog-system}
+spec:
+  selector: {matchLabels: {app: was}}
+  template:
+    metadata: {labels: {app: was}}
+    spec:
+      containers: [{name: was, image: was, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: was-vsvc, namespace: blog-system}
+spec:
+  hosts: [was-service]
+  http:
+  - name: was-default
+    route:
+    - destination:
+        host: was-service.blog-system
+        port: {number: 8080}
+      weight: 50
+    - destination:
+        host: was-service.blog-system.svc
+        port: {number: 8080}
+      weight: 50
+  - name: unknown
+    route:
+    - destination:
+        host: nope.blog-system
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "v.yaml:37: warning: VirtualService blog-system/was-vsvc: spec.http[1].route[0].destination.host: Referenced host not found: \"nope.blog-system\""
+        ]
+    );
+}
+
+#[test]
+fn service_entry_hosts_compare_as_resolved_hosts() {
+    // Destination hosts are lowercased and lose a trailing dot when resolved; ServiceEntry
+    // hosts written the same way still declare them.
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: blog-system}
+spec:
+  hosts: [API.example.com, db.example.com.]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: blog-system}
+spec:
+  hosts: [API.example.com]
+  tcp:
+  - route:
+    - destination: {host: API.example.com}
+      weight: 50
+    - destination: {host: db.example.com.}
+      weight: 50
+";
+    assert_eq!(diags(text), Vec::<String>::new());
+}
