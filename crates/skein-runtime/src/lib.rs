@@ -3,17 +3,11 @@
 //! DNS (a hosts file) and the ingress controller, all from the same manifests a cluster takes.
 //! See docs/local-runtime.md for the contract with workloads.
 
-pub mod env;
-pub mod ingress;
-pub mod mesh;
+pub mod kube;
 pub mod mysql;
 pub mod naming;
 pub mod plan;
-pub mod process;
-pub mod services;
-pub mod state;
-pub mod status;
-pub mod supervisor;
+pub mod run;
 pub mod tls;
 mod up;
 
@@ -21,8 +15,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use plan::DatabaseMode;
-pub use state::StateDir;
-pub use status::Status;
+pub use run::state::StateDir;
+pub use run::status::Status;
 pub use up::{Running, UpOptions, mesh_synced, stop, up};
 
 /// Where something came from in the manifests: `file:line`.

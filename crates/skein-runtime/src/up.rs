@@ -10,10 +10,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::plan::{self, PlanOptions};
-use crate::state::{Network, StateDir};
-use crate::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
-use crate::supervisor::Cluster;
-use crate::{DatabaseMode, RuntimeError, ingress, process, services, tls};
+use crate::run::state::{Network, StateDir};
+use crate::run::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
+use crate::run::supervisor::Cluster;
+use crate::kube::{ingress, services};
+use crate::run::process;
+use crate::{DatabaseMode, RuntimeError, tls};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -73,7 +75,7 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     let mesh = opts
         .skein
         .as_ref()
-        .map(|skein| crate::mesh::MeshPlanOptions {
+        .map(|skein| crate::plan::mesh::MeshPlanOptions {
             skein: skein.clone(),
             manifests: opts.manifests.clone(),
             http: http_addr,
@@ -244,7 +246,7 @@ async fn write_status(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = crate::supervisor::stopped(&mut shutdown) => return,
+            _ = crate::run::supervisor::stopped(&mut shutdown) => return,
         }
     }
 }
@@ -312,7 +314,7 @@ fn write_hosts(state: &StateDir, plan: &plan::Plan) -> Result<(), RuntimeError> 
         for (ip, names) in &plan.hosts {
             text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
         }
-        let path = crate::mesh::pod_hosts_file(state, &pod.name);
+        let path = crate::plan::mesh::pod_hosts_file(state, &pod.name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
         }

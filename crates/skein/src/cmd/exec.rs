@@ -79,7 +79,7 @@ fn ready(admin: SocketAddr) -> bool {
 fn pick_ip(subnet: u8) -> anyhow::Result<Ipv4Addr> {
     for _ in 0..64 {
         let ip = Ipv4Addr::new(127, subnet, 5, fastrand::u8(1..=254));
-        if std::net::TcpListener::bind((ip, skein_runtime::mesh::OUTBOUND_HTTP_PORT)).is_ok() {
+        if std::net::TcpListener::bind((ip, skein_runtime::plan::mesh::OUTBOUND_HTTP_PORT)).is_ok() {
             return Ok(ip);
         }
     }
@@ -105,12 +105,12 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .parse::<Ipv4Addr>()
         .map(|ip| ip.octets()[1])
         .context("istiod has no address")?;
-    let control = format!("{}:{}", istiod.ip, skein_runtime::mesh::CONTROL_PORT);
+    let control = format!("{}:{}", istiod.ip, skein_runtime::plan::mesh::CONTROL_PORT);
     let exe = std::env::current_exe().context("cannot find the skein binary")?;
     let name = format!("exec-{:05x}", fastrand::u32(..0x10_0000));
     let ip = pick_ip(subnet)?;
-    let outbound = SocketAddr::from((ip, skein_runtime::mesh::OUTBOUND_HTTP_PORT));
-    let admin = SocketAddr::from((ip, skein_runtime::mesh::ADMIN_PORT));
+    let outbound = SocketAddr::from((ip, skein_runtime::plan::mesh::OUTBOUND_HTTP_PORT));
+    let admin = SocketAddr::from((ip, skein_runtime::plan::mesh::ADMIN_PORT));
     let log_path = state.container_log(&name, "istio-proxy");
     if let Some(d) = log_path.parent() {
         std::fs::create_dir_all(d)?;

@@ -84,7 +84,7 @@ impl StateDir {
     pub fn running_supervisor(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.pid_file()).ok()?;
         let pid: u32 = text.trim().parse().ok()?;
-        crate::process::is_alive(pid).then_some(pid)
+        crate::run::process::is_alive(pid).then_some(pid)
     }
 }
 

@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use crate::plan::{Check, ContainerPlan, Plan, PodPlan, Run};
-use crate::process;
-use crate::status::{ContainerStatus, PodStatus, ServiceStatus};
+use crate::run::process;
+use crate::run::status::{ContainerStatus, PodStatus, ServiceStatus};
 
 /// Restart backoff: 1 s doubling to 30 s, reset after a minute of running (kubelet-like but
 /// quicker to start over, since local runs are interactive).
@@ -133,7 +133,7 @@ impl Cluster {
                         .map(|c| c.state.clone())
                         .unwrap_or_default()
                 };
-                let proxy = plan.proxy.as_ref().map(|p| crate::status::ProxyStatus {
+                let proxy = plan.proxy.as_ref().map(|p| crate::run::status::ProxyStatus {
                     mode: p.mode.as_str().to_string(),
                     pid: containers.get(p.container).map_or(0, |c| c.pid),
                     admin: format!("http://{}", p.admin),
@@ -429,7 +429,7 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
     if let Some(p) = pod
         .proxy
         .as_ref()
-        .filter(|p| p.mode == crate::mesh::ProxyMode::Sidecar)
+        .filter(|p| p.mode == crate::plan::mesh::ProxyMode::Sidecar)
     {
         checks.push((
             p.admin.ip(),

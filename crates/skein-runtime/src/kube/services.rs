@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::RuntimeError;
-use crate::supervisor::Cluster;
+use crate::run::supervisor::Cluster;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -46,7 +46,7 @@ pub fn serve(
                 loop {
                     let accepted = tokio::select! {
                         a = listener.accept() => a,
-                        _ = crate::supervisor::stopped(&mut shutdown) => return,
+                        _ = crate::run::supervisor::stopped(&mut shutdown) => return,
                     };
                     let Ok((inbound, _)) = accepted else { continue };
                     let cluster = cluster.clone();

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::plan::{Check, ContainerPlan, NamedPort, PodPlan, Readiness, Run};
-use crate::state::StateDir;
+use crate::run::state::StateDir;
 
 /// The control plane's port (Istio's plaintext xDS port).
 pub const CONTROL_PORT: u16 = 15010;

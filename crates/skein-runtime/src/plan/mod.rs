@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 
 use skein_api::{Manifests, Resource};
 
-use crate::env::{PodFacts, expand};
+pub mod env;
+pub mod mesh;
+
+use crate::plan::env::{PodFacts, expand};
 use crate::mysql::MariaDbConfig;
 use crate::naming::pod_name;
-use crate::state::{Network, StateDir};
+use crate::run::state::{Network, StateDir};
 use crate::{RuntimeError, Source};
 
 /// How the manifests' database runs locally.
@@ -67,7 +70,7 @@ pub struct PodPlan {
     pub grace: std::time::Duration,
     pub source: Source,
     /// The pod's proxy (a sidecar, or the gateway's own).
-    pub proxy: Option<crate::mesh::ProxyPlan>,
+    pub proxy: Option<crate::plan::mesh::ProxyPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +216,7 @@ pub struct PlanOptions {
     /// Where programs are looked up first: the directory of the `skein` binary.
     pub program_dirs: Vec<PathBuf>,
     /// Run the mesh: sidecars for injected pods, the control plane and the ingress gateway.
-    pub mesh: Option<crate::mesh::MeshPlanOptions>,
+    pub mesh: Option<crate::plan::mesh::MeshPlanOptions>,
 }
 
 pub fn build(
@@ -276,12 +279,12 @@ pub fn build(
             let gateway = pod_name("istio-ingressgateway", b"istio-ingressgateway", 0);
             let (istiod_ip, gateway_ip) = (network.pod_ip(&istiod)?, network.pod_ip(&gateway)?);
             live_names.extend([istiod.clone(), gateway.clone()]);
-            let control = SocketAddr::from((istiod_ip, crate::mesh::CONTROL_PORT));
+            let control = SocketAddr::from((istiod_ip, crate::plan::mesh::CONTROL_PORT));
             Some((
                 control,
                 m,
-                crate::mesh::control_pod(istiod, istiod_ip, state, m, control),
-                crate::mesh::gateway_pod(gateway, gateway_ip, state, m, control),
+                crate::plan::mesh::control_pod(istiod, istiod_ip, state, m, control),
+                crate::plan::mesh::gateway_pod(gateway, gateway_ip, state, m, control),
             ))
         }
         None => None,
@@ -295,7 +298,7 @@ pub fn build(
             live_names.push(name.clone());
             let ip = network.pod_ip(&name)?;
             let meshed = mesh_pods.is_some()
-                && crate::mesh::injected(
+                && crate::plan::mesh::injected(
                     namespace_labels.get(&w.namespace),
                     &w.pod_labels,
                     &w.pod_annotations,
@@ -313,7 +316,7 @@ pub fn build(
             );
             match (planned, &mesh_pods) {
                 (Ok(mut p), Some((control, m, _, _))) if meshed => {
-                    crate::mesh::add_sidecar(&mut p, state, *control, &m.skein);
+                    crate::plan::mesh::add_sidecar(&mut p, state, *control, &m.skein);
                     pods.push(p);
                 }
                 (Ok(p), _) => pods.push(p),
@@ -599,7 +602,7 @@ fn plan_pod(
         node_name: "localhost".into(),
         // Behind a sidecar the app has its own address; the pod IP is the sidecar's.
         pod_ip: if meshed {
-            crate::mesh::app_ip(ip).to_string()
+            crate::plan::mesh::app_ip(ip).to_string()
         } else {
             ip.to_string()
         },
@@ -624,7 +627,7 @@ fn plan_pod(
         let mut env = container_env(c, &facts, state, configs, mode, db_services)
             .map_err(|e| at(format!("container {}: {e}", c.name)))?;
         if meshed {
-            for (k, v) in crate::mesh::app_env(state, &name, ip) {
+            for (k, v) in crate::plan::mesh::app_env(state, &name, ip) {
                 env.retain(|(n, _)| *n != k);
                 env.push((k, v));
             }

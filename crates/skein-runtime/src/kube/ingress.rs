@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::supervisor::Cluster;
+use crate::run::supervisor::Cluster;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -75,7 +75,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = crate::supervisor::stopped(&mut shutdown) => return,
+            _ = crate::run::supervisor::stopped(&mut shutdown) => return,
         };
         let _ = stream.set_nodelay(true);
         let ingress = ingress.clone();

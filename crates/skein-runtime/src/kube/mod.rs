@@ -1,0 +1,2 @@
+pub mod ingress;
+pub mod services;

@@ -1,0 +1,4 @@
+pub mod process;
+pub mod state;
+pub mod status;
+pub mod supervisor;
