@@ -19,28 +19,6 @@ pub use run::state::StateDir;
 pub use run::status::Status;
 pub use up::{Running, UpOptions, mesh_synced, stop, up};
 
-/// Where something came from in the manifests: `file:line`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Source {
-    pub file: PathBuf,
-    pub line: usize,
-}
-
-impl From<&skein_api::Source> for Source {
-    fn from(s: &skein_api::Source) -> Source {
-        Source {
-            file: s.file.clone(),
-            line: s.line,
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("{}", .0.join("\n"))]

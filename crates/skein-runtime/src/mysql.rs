@@ -72,6 +72,13 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> MysqlError {
     move |source| MysqlError::Io { context, source }
 }
 
+/// `mysql:8.0`, `docker.io/library/mariadb:11`, `bitnami/mysql@sha256:..` are all MySQL.
+pub fn is_mysql_image(image: &str) -> bool {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let repo = last.split(['@', ':']).next().unwrap_or(last);
+    matches!(repo, "mysql" | "mariadb" | "mysql-server")
+}
+
 /// How to run one MariaDB server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MariaDbConfig {
@@ -771,5 +778,14 @@ mod tests {
     fn url_encoding() {
         assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
         assert_eq!(url_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+    }
+
+    #[test]
+    fn mysql_images() {
+        assert!(is_mysql_image("mysql:8.0"));
+        assert!(is_mysql_image("docker.io/library/mariadb:11"));
+        assert!(is_mysql_image("bitnami/mysql@sha256:abc"));
+        assert!(!is_mysql_image("blog-was:0.1.0"));
+        assert!(!is_mysql_image("mysql-exporter:1"));
     }
 }

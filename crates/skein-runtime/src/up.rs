@@ -9,12 +9,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::kube::{ingress, services};
 use crate::plan::{self, PlanOptions};
+use crate::run::process;
 use crate::run::state::{Network, StateDir};
 use crate::run::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
 use crate::run::supervisor::Cluster;
-use crate::kube::{ingress, services};
-use crate::run::process;
 use crate::{DatabaseMode, RuntimeError, tls};
 
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     let mesh = opts
         .skein
         .as_ref()
-        .map(|skein| crate::plan::mesh::MeshPlanOptions {
+        .map(|skein| crate::plan::MeshPlanOptions {
             skein: skein.clone(),
             manifests: opts.manifests.clone(),
             http: http_addr,

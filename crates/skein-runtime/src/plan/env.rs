@@ -1,7 +1,11 @@
-//! Container environment as the kubelet builds it: literal values with `$(VAR)` expansion and
-//! the downward API (`valueFrom.fieldRef`).
+//! Container environment as the kubelet builds it: literal values with `$(VAR)` expansion,
+//! `envFrom` and `valueFrom` (ConfigMaps, Secrets and the downward API's `fieldRef`).
 
 use std::collections::BTreeMap;
+
+use super::database::sqlite_stand_in;
+use super::manifests::ConfigData;
+use super::{DatabaseMode, Inputs};
 
 /// What the downward API can tell a container about its pod.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +92,163 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
         i += ch_len;
     }
     out
+}
+
+/// Variables every local container gets before its own: enough of the host's environment to
+/// run, and nothing that would change how it behaves (no proxies from the user's shell).
+const INHERITED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+type Env = Vec<(String, String)>;
+
+/// A container's environment: the inherited variables, `HOSTNAME` and `SKEIN_HOSTS`, then
+/// `envFrom`, then `env` in order (a later variable replaces an earlier one).
+pub(super) fn container_env(
+    c: &skein_api::k8s::Container,
+    facts: &PodFacts,
+    cx: &Inputs<'_>,
+) -> Result<Env, String> {
+    let mut env: Env = INHERITED
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    env.push(("HOSTNAME".into(), facts.name.clone()));
+    env.push((
+        "SKEIN_HOSTS".into(),
+        cx.state.hosts_file().display().to_string(),
+    ));
+    let ns = &facts.namespace;
+    for from in &c.env_from {
+        env_from(from, ns, cx.configs, &mut env)?;
+    }
+    for var in &c.env {
+        let value = var_value(var, &env, facts, cx.configs)?;
+        let value = if cx.mode == DatabaseMode::Sqlite {
+            sqlite_stand_in(&value, ns, cx.state, cx.db_services).unwrap_or(value)
+        } else {
+            value
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// Sets `k`, replacing an earlier value.
+pub(super) fn set(env: &mut Env, k: String, v: String) {
+    env.retain(|(n, _)| *n != k);
+    env.push((k, v));
+}
+
+/// The value of `k` in `env` (the last one set).
+pub(super) fn lookup(env: &[(String, String)], k: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.clone())
+}
+
+/// One `envFrom` entry: every key of a ConfigMap or Secret, with the entry's prefix.
+fn env_from(
+    from: &skein_api::k8s::EnvFromSource,
+    ns: &str,
+    configs: &ConfigData,
+    env: &mut Env,
+) -> Result<(), String> {
+    let (table, name, kind) = if let Some(r) = &from.config_map_ref {
+        (&configs.config_maps, &r.name, "ConfigMap")
+    } else if let Some(r) = &from.secret_ref {
+        (&configs.secrets, &r.name, "Secret")
+    } else {
+        return Ok(());
+    };
+    let optional = from
+        .config_map_ref
+        .as_ref()
+        .and_then(|r| r.optional)
+        .or(from.secret_ref.as_ref().and_then(|r| r.optional))
+        .unwrap_or(false);
+    match table.get(&(ns.to_string(), name.clone())) {
+        Some(data) => {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            for (k, v) in data {
+                set(env, format!("{prefix}{k}"), v.clone());
+            }
+            Ok(())
+        }
+        None if optional => Ok(()),
+        None => Err(format!(
+            "envFrom: {kind} {ns}/{name} is not in the manifests"
+        )),
+    }
+}
+
+/// One `env` entry's value: a literal (with `$(VAR)` expanded against `env` so far), or
+/// `valueFrom` a field, a ConfigMap key or a Secret key.
+fn var_value(
+    var: &skein_api::k8s::EnvVar,
+    env: &[(String, String)],
+    facts: &PodFacts,
+    configs: &ConfigData,
+) -> Result<String, String> {
+    let ns = &facts.namespace;
+    if let Some(v) = &var.value {
+        return Ok(expand(v, |k| lookup(env, k)));
+    }
+    let Some(from) = &var.value_from else {
+        return Ok(String::new());
+    };
+    if let Some(f) = &from.field_ref {
+        facts
+            .field(&f.field_path)
+            .map_err(|e| format!("env {}: {e}", var.name))
+    } else if let Some(r) = &from.config_map_key_ref {
+        lookup_key(
+            &configs.config_maps,
+            "ConfigMap",
+            ns,
+            &r.name,
+            &r.key,
+            r.optional,
+        )
+        .map_err(|e| format!("env {}: {e}", var.name))
+    } else if let Some(r) = &from.secret_key_ref {
+        lookup_key(&configs.secrets, "Secret", ns, &r.name, &r.key, r.optional)
+            .map_err(|e| format!("env {}: {e}", var.name))
+    } else {
+        Err(format!(
+            "env {}: only fieldRef, configMapKeyRef and secretKeyRef run locally",
+            var.name
+        ))
+    }
+}
+
+fn lookup_key(
+    table: &BTreeMap<(String, String), BTreeMap<String, String>>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    key: &str,
+    optional: Option<bool>,
+) -> Result<String, String> {
+    match table
+        .get(&(ns.to_string(), name.to_string()))
+        .and_then(|d| d.get(key))
+    {
+        Some(v) => Ok(v.clone()),
+        None if optional.unwrap_or(false) => Ok(String::new()),
+        None => Err(format!(
+            "{kind} {ns}/{name} has no key `{key}` in the manifests"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::plan::{Check, ContainerPlan, NamedPort, PodPlan, Readiness, Run};
+use super::{
+    Check, ContainerPlan, MeshPlanOptions, NamedPort, PodPlan, ProxyMode, ProxyPlan, Readiness, Run,
+};
 use crate::run::state::StateDir;
 
 /// The control plane's port (Istio's plaintext xDS port).
@@ -51,56 +53,6 @@ pub fn injected(
     namespace_labels
         .and_then(|l| l.get("istio-injection"))
         .is_some_and(|v| v == "enabled")
-}
-
-/// What a pod's proxy is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyMode {
-    /// A sidecar in front of the pod's app.
-    Sidecar,
-    /// The ingress gateway.
-    Gateway,
-}
-
-impl ProxyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProxyMode::Sidecar => "sidecar",
-            ProxyMode::Gateway => "gateway",
-        }
-    }
-}
-
-/// A pod's proxy, as planned.
-#[derive(Debug, Clone)]
-pub struct ProxyPlan {
-    pub mode: ProxyMode,
-    /// Index of the proxy container in the pod.
-    pub container: usize,
-    /// Admin endpoint (`/ready`, `/config_dump`, `/stats/prometheus`).
-    pub admin: SocketAddr,
-    /// The app's address (sidecars).
-    pub app_ip: Option<Ipv4Addr>,
-    /// The outbound address (sidecars).
-    pub outbound_ip: Option<Ipv4Addr>,
-    /// The app's HTTP_PROXY (sidecars).
-    pub outbound_http: Option<SocketAddr>,
-}
-
-/// Everything the mesh needs from `skein up`.
-#[derive(Debug, Clone)]
-pub struct MeshPlanOptions {
-    /// The `skein` binary (it runs the proxies and the control plane).
-    pub skein: PathBuf,
-    /// The manifests directory the control plane watches.
-    pub manifests: PathBuf,
-    /// The ingress gateway's HTTP and HTTPS addresses.
-    pub http: SocketAddr,
-    pub https: SocketAddr,
-    /// Lifetime of workload certificates (None: Istio's 24 h).
-    pub cert_ttl: Option<std::time::Duration>,
-    /// A user's own CA in Istio's plug-in layout.
-    pub plugin_ca: Option<PathBuf>,
 }
 
 /// The control plane's address in this state directory's subnet.

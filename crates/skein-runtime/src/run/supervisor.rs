@@ -133,16 +133,19 @@ impl Cluster {
                         .map(|c| c.state.clone())
                         .unwrap_or_default()
                 };
-                let proxy = plan.proxy.as_ref().map(|p| crate::run::status::ProxyStatus {
-                    mode: p.mode.as_str().to_string(),
-                    pid: containers.get(p.container).map_or(0, |c| c.pid),
-                    admin: format!("http://{}", p.admin),
-                    outbound_ip: p.outbound_ip.map(|ip| ip.to_string()),
-                    outbound_http: p.outbound_http.map(|a| a.to_string()),
-                    app_ip: p.app_ip.map(|ip| ip.to_string()),
-                    config_version: None,
-                    connected: false,
-                });
+                let proxy = plan
+                    .proxy
+                    .as_ref()
+                    .map(|p| crate::run::status::ProxyStatus {
+                        mode: p.mode.as_str().to_string(),
+                        pid: containers.get(p.container).map_or(0, |c| c.pid),
+                        admin: format!("http://{}", p.admin),
+                        outbound_ip: p.outbound_ip.map(|ip| ip.to_string()),
+                        outbound_http: p.outbound_http.map(|a| a.to_string()),
+                        app_ip: p.app_ip.map(|ip| ip.to_string()),
+                        config_version: None,
+                        connected: false,
+                    });
                 PodStatus {
                     name: plan.name.clone(),
                     namespace: plan.namespace.clone(),
@@ -429,7 +432,7 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
     if let Some(p) = pod
         .proxy
         .as_ref()
-        .filter(|p| p.mode == crate::plan::mesh::ProxyMode::Sidecar)
+        .filter(|p| p.mode == crate::plan::ProxyMode::Sidecar)
     {
         checks.push((
             p.admin.ip(),

@@ -79,7 +79,8 @@ fn ready(admin: SocketAddr) -> bool {
 fn pick_ip(subnet: u8) -> anyhow::Result<Ipv4Addr> {
     for _ in 0..64 {
         let ip = Ipv4Addr::new(127, subnet, 5, fastrand::u8(1..=254));
-        if std::net::TcpListener::bind((ip, skein_runtime::plan::mesh::OUTBOUND_HTTP_PORT)).is_ok() {
+        if std::net::TcpListener::bind((ip, skein_runtime::plan::mesh::OUTBOUND_HTTP_PORT)).is_ok()
+        {
             return Ok(ip);
         }
     }
