@@ -291,12 +291,7 @@ fn write_hosts(state: &StateDir, plan: &plan::Plan) -> Result<(), RuntimeError> 
             pod.name
         );
         for s in &opaque {
-            let names = [
-                s.name.clone(),
-                format!("{}.{}", s.name, s.namespace),
-                format!("{}.{}.svc", s.name, s.namespace),
-                format!("{}.{}.svc.cluster.local", s.name, s.namespace),
-            ];
+            let names = crate::plan::dns_names(&s.name, &s.namespace);
             // A short name means the pod's own namespace, as cluster DNS search paths do.
             let names: Vec<&String> = names
                 .iter()

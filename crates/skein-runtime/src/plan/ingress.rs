@@ -1,29 +1,26 @@
 //! The Ingress resources, planned: one route per rule path, to a Service port, ordered as
 //! Kubernetes says (the longest path wins).
 
+use skein_api::k8s::{HttpIngressPath, IngressPathMatch};
 use skein_api::{Manifests, Resource};
 
 use super::{ServicePlan, ServicePortRef};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathType {
-    Prefix,
-    Exact,
-}
-
+/// One path of an Ingress rule: requests for `host` (any host when None) whose path matches
+/// go to a Service port.
 #[derive(Debug, Clone)]
 pub struct IngressRoute {
     pub ingress: String,
     pub host: Option<String>,
-    pub path: String,
-    pub path_type: PathType,
+    pub path: IngressPathMatch,
     /// Index into `Plan::services`.
     pub service: usize,
     pub port: u16,
 }
 
 impl IngressRoute {
-    /// Kubernetes' matching: Exact is the whole path; Prefix matches whole `/` segments.
+    /// Kubernetes' matching: the host (`*.suffix` covers one label), then the path as
+    /// [`IngressPathMatch`] reads it.
     pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
         if let Some(h) = &self.host {
             let Some(req) = host else { return false };
@@ -38,16 +35,7 @@ impl IngressRoute {
                 return false;
             }
         }
-        match self.path_type {
-            PathType::Exact => path == self.path,
-            PathType::Prefix => {
-                let prefix = self.path.trim_end_matches('/');
-                prefix.is_empty()
-                    || path == prefix
-                    || (path.starts_with(prefix)
-                        && path.as_bytes().get(prefix.len()) == Some(&b'/'))
-            }
-        }
+        self.path.matches(path)
     }
 }
 
@@ -66,75 +54,83 @@ pub(super) fn ingress_routes(
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let spec = &ing.spec;
-        for rule in &spec.rules {
+        let name = format!("{ns}/{}", ing.metadata.name);
+        for rule in &ing.spec.rules {
             let Some(http) = &rule.http else { continue };
             for p in &http.paths {
-                let Some(svc) = &p.backend.service else {
-                    errors.push(format!(
-                        "{}: Ingress {ns}/{}: only service backends run locally",
-                        d.source, ing.metadata.name
-                    ));
-                    continue;
-                };
-                let port_ref = match (&svc.port.number, &svc.port.name) {
-                    (Some(n), _) => ServicePortRef::Number(u16::try_from(*n).unwrap_or(0)),
-                    (None, Some(name)) => ServicePortRef::Name(name.clone()),
-                    (None, None) => ServicePortRef::Number(80),
-                };
-                let Some((index, s)) = services
-                    .iter()
-                    .enumerate()
-                    .find(|(_, s)| s.name == svc.name && s.namespace == ns)
-                else {
-                    errors.push(format!(
-                        "{}: Ingress {ns}/{}: backend service `{}` is not in the manifests",
-                        d.source, ing.metadata.name, svc.name
-                    ));
-                    continue;
-                };
-                let Some(sp) = s.port(&port_ref) else {
-                    errors.push(format!(
-                        "{}: Ingress {ns}/{}: service `{}` has no port {:?}",
-                        d.source, ing.metadata.name, svc.name, port_ref
-                    ));
-                    continue;
-                };
-                routes.push(IngressRoute {
-                    ingress: format!("{ns}/{}", ing.metadata.name),
-                    host: rule.host.clone(),
-                    path: p.path.clone().unwrap_or_else(|| "/".into()),
-                    // ImplementationSpecific is treated as Prefix, as ingress-nginx does.
-                    path_type: match p.path_type {
-                        skein_api::k8s::PathType::Exact => PathType::Exact,
-                        _ => PathType::Prefix,
-                    },
-                    service: index,
-                    port: sp.port,
-                });
+                match route(&name, &ns, rule.host.as_ref(), p, services) {
+                    Ok(r) => routes.push(r),
+                    Err(e) => errors.push(format!("{}: Ingress {name}: {e}", d.source)),
+                }
             }
         }
     }
     // The longest path wins; Exact before Prefix on a tie.
     routes.sort_by(|a, b| {
+        let exact = |r: &IngressRoute| matches!(r.path, IngressPathMatch::Exact(_));
         b.path
             .len()
             .cmp(&a.path.len())
-            .then((a.path_type != PathType::Exact).cmp(&(b.path_type != PathType::Exact)))
+            .then(exact(b).cmp(&exact(a)))
     });
     routes
+}
+
+/// The route of one rule path of Ingress `name` (in namespace `ns`), to one of `services`.
+fn route(
+    name: &str,
+    ns: &str,
+    host: Option<&String>,
+    p: &HttpIngressPath,
+    services: &[ServicePlan],
+) -> Result<IngressRoute, String> {
+    let Some(svc) = &p.backend.service else {
+        return Err("only service backends run locally".into());
+    };
+    let port_ref = match (&svc.port.number, &svc.port.name) {
+        (Some(n), _) => ServicePortRef::Number(u16::try_from(*n).unwrap_or(0)),
+        (None, Some(name)) => ServicePortRef::Name(name.clone()),
+        (None, None) => ServicePortRef::Number(80),
+    };
+    let Some((index, s)) = services
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == svc.name && s.namespace == ns)
+    else {
+        return Err(format!(
+            "backend service `{}` is not in the manifests",
+            svc.name
+        ));
+    };
+    let Some(sp) = s.port(&port_ref) else {
+        return Err(format!("service `{}` has no port {port_ref:?}", svc.name));
+    };
+    Ok(IngressRoute {
+        ingress: name.to_string(),
+        host: host.cloned(),
+        // ImplementationSpecific is read as Prefix, as ingress-nginx does.
+        path: p.path_match(),
+        service: index,
+        port: sp.port,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use skein_api::k8s::{IngressBackend, PathType};
+
     fn route(path: &str, t: PathType) -> IngressRoute {
+        let p = HttpIngressPath {
+            path: Some(path.into()),
+            path_type: t,
+            backend: IngressBackend::default(),
+        };
         IngressRoute {
             ingress: "x".into(),
             host: None,
-            path: path.into(),
-            path_type: t,
+            path: p.path_match(),
             service: 0,
             port: 80,
         }

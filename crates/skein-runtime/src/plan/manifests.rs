@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use skein_api::{Manifests, Resource, Source};
+use skein_snapshot::names;
 
 use super::ServicePortRef;
 use crate::mysql::is_mysql_image;
@@ -120,11 +121,8 @@ impl ServiceDef {
 
     /// Whether `host`, as written by a client in namespace `from_ns`, names this service.
     pub(super) fn is_named_by(&self, host: &str, from_ns: &str) -> bool {
-        let host = host.trim_end_matches('.');
-        (host == self.name && from_ns == self.namespace)
-            || super::dns_names(&self.name, &self.namespace)[1..]
-                .iter()
-                .any(|n| n == host)
+        let fqdn = names::fqdn(&self.name, &self.namespace);
+        names::resolve_host(host, from_ns, |h| h == fqdn) == fqdn
     }
 }
 
@@ -176,5 +174,35 @@ impl ConfigData {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_is_named_as_cluster_dns_resolves() {
+        let s = ServiceDef {
+            name: "mysql".into(),
+            namespace: "blog-system".into(),
+            selector: BTreeMap::new(),
+            ports: Vec::new(),
+        };
+        for host in [
+            "mysql.blog-system",
+            "mysql.blog-system.svc",
+            "mysql.blog-system.svc.cluster.local",
+            "mysql.blog-system.svc.cluster.local.",
+        ] {
+            assert!(s.is_named_by(host, "other"), "{host}");
+        }
+        assert!(s.is_named_by("mysql", "blog-system"));
+        assert!(
+            !s.is_named_by("mysql", "other"),
+            "a short name is the client's namespace"
+        );
+        assert!(!s.is_named_by("mysql.other", "blog-system"));
+        assert!(!s.is_named_by("mysql.blog-system.svc.cluster", "blog-system"));
     }
 }

@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use skein_api::Source;
+use skein_snapshot::names;
 
 use crate::mysql::MariaDbConfig;
 use crate::run::state::StateDir;
@@ -240,7 +241,7 @@ pub fn dns_names(name: &str, namespace: &str) -> Vec<String> {
         n.to_string(),
         format!("{n}.{ns}"),
         format!("{n}.{ns}.svc"),
-        format!("{n}.{ns}.svc.cluster.local"),
+        names::fqdn(n, ns),
     ]
 }
 
