@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{
     Check, ContainerPlan, MeshPlanOptions, NamedPort, PodPlan, ProxyMode, ProxyPlan, Readiness, Run,
@@ -58,11 +58,6 @@ pub fn injected(
 /// The control plane's address in this state directory's subnet.
 pub fn control_addr(subnet: u8) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, subnet, 0, 2), CONTROL_PORT))
-}
-
-/// The per-pod hosts file of a pod with a sidecar.
-pub fn pod_hosts_file(state: &StateDir, pod: &str) -> PathBuf {
-    state.root().join("hosts.d").join(pod)
 }
 
 fn proxy_log_level() -> (String, String) {
@@ -137,7 +132,7 @@ pub fn app_env(state: &StateDir, pod_name: &str, pod_ip: Ipv4Addr) -> Vec<(Strin
         ("no_proxy".into(), "localhost,127.0.0.1".into()),
         (
             "SKEIN_HOSTS".into(),
-            pod_hosts_file(state, pod_name).display().to_string(),
+            state.pod_hosts_file(pod_name).display().to_string(),
         ),
     ]
 }

@@ -67,6 +67,10 @@ impl StateDir {
     pub fn hosts_file(&self) -> PathBuf {
         self.root.join("hosts")
     }
+    /// The hosts file of a pod with a sidecar.
+    pub fn pod_hosts_file(&self, pod: &str) -> PathBuf {
+        self.root.join("hosts.d").join(pod)
+    }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
