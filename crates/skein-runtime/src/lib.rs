@@ -3,6 +3,9 @@
 //! DNS (a hosts file) and the ingress controller, all from the same manifests a cluster takes.
 //! See docs/local-runtime.md for the contract with workloads.
 
+#![forbid(unsafe_code)]
+
+mod fs;
 pub mod kube;
 pub mod mysql;
 pub mod naming;

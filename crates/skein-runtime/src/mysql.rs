@@ -9,8 +9,9 @@
 //!
 //! [`TestServer`] runs a throw-away server on a free loopback port for tests.
 //!
-//! This module is self-contained: it uses only std, `libc`, `tempfile`, `thiserror` and
-//! `tracing`.
+//! Besides std, `tempfile`, `thiserror` and `tracing`, it uses only the crate's own helpers:
+//! `fs::write_private`, `fs::is_executable`, `naming::fnv1a` and
+//! `run::process::running_as_root`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -176,7 +177,7 @@ impl MariaDbConfig {
         }
         std::env::temp_dir().join(format!(
             "skein-mariadb-{:016x}.sock",
-            fnv1a(dir.as_os_str().as_encoded_bytes())
+            crate::naming::fnv1a(dir.as_os_str().as_encoded_bytes())
         ))
     }
 
@@ -249,12 +250,6 @@ fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The MariaDB programs found on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerBinaries {
@@ -283,21 +278,11 @@ pub fn find_server() -> Result<ServerBinaries, MysqlError> {
 }
 
 fn find_program(dirs: &[PathBuf], names: &[&str]) -> Option<PathBuf> {
-    names
-        .iter()
-        .find_map(|name| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p)))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    names.iter().find_map(|name| {
+        dirs.iter()
+            .map(|d| d.join(name))
+            .find(|p| crate::fs::is_executable(p))
+    })
 }
 
 fn arg(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
@@ -326,7 +311,7 @@ pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, Mysql
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .arg("--skip-name-resolve");
-        if running_as_root() {
+        if crate::run::process::running_as_root() {
             cmd.arg("--user=root");
         }
         let out = cmd
@@ -346,23 +331,10 @@ pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, Mysql
             .map_err(io_err(format!("cannot write {}", marker.display())))?;
         initialized = true;
     }
-    write_private(&dir.join(INIT_FILE), cfg.init_sql().as_bytes())?;
+    let init = dir.join(INIT_FILE);
+    crate::fs::write_private(&init, cfg.init_sql().as_bytes())
+        .map_err(io_err(format!("cannot write {}", init.display())))?;
     Ok(initialized)
-}
-
-/// Writes a file readable only by its owner (it holds passwords).
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), MysqlError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(format!("cannot write {}", path.display())))?;
-    f.write_all(contents)
-        .map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 /// The server in the foreground, listening on `bind:port`, its socket and pid files in the
@@ -380,7 +352,7 @@ pub fn server_command(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Command {
         .arg("--character-set-server=utf8mb4")
         .arg("--collation-server=utf8mb4_unicode_ci")
         .arg(arg("--init-file=", dir.join(INIT_FILE)));
-    if running_as_root() {
+    if crate::run::process::running_as_root() {
         cmd.arg("--user=root");
     }
     cmd
@@ -755,7 +727,10 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
-        assert_eq!(args.iter().any(|a| a == "--user=root"), running_as_root());
+        assert_eq!(
+            args.iter().any(|a| a == "--user=root"),
+            crate::run::process::running_as_root()
+        );
     }
 
     #[test]

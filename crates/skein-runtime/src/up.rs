@@ -213,11 +213,11 @@ pub async fn stop(state: &StateDir, timeout: Duration) -> Result<Option<u32>, Ru
     let Some(pid) = state.running_supervisor() else {
         return Ok(None);
     };
-    process::signal(pid, process::SIGTERM);
+    process::signal(pid, process::Signal::TERM);
     let deadline = tokio::time::Instant::now() + timeout;
     while process::is_alive(pid) {
         if tokio::time::Instant::now() >= deadline {
-            process::signal(pid, process::SIGKILL);
+            process::signal(pid, process::Signal::KILL);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

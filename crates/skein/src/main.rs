@@ -1,5 +1,7 @@
 //! `skein`: the one binary. Each subcommand lives in its own module under `cmd/`.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod table;
 

@@ -2,7 +2,7 @@
 //! a MariaDB server for a MySQL image) with their environment, and its readiness probe.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::env::{PodFacts, container_env, expand, lookup, set};
 use super::manifests::{Workload, port_ref};
@@ -223,7 +223,7 @@ fn readiness(
 pub(super) fn find_program(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return is_executable(&p).then_some(p);
+        return crate::fs::is_executable(&p).then_some(p);
     }
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -231,10 +231,5 @@ pub(super) fn find_program(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     dirs.iter()
         .chain(path_dirs.iter())
         .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .find(|p| crate::fs::is_executable(p))
 }

@@ -370,16 +370,16 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
 /// SIGTERM to the container's process group, SIGKILL after the grace period.
 async fn stop_child(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
     if pid != 0 {
-        process::signal_group(pid, process::SIGTERM);
+        process::signal_group(pid, process::Signal::TERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         if pid != 0 {
-            process::signal_group(pid, process::SIGKILL);
+            process::signal_group(pid, process::Signal::KILL);
         }
         let _ = child.wait().await;
     } else if pid != 0 {
         // Whatever the container forked and left behind goes with it.
-        process::signal_group(pid, process::SIGKILL);
+        process::signal_group(pid, process::Signal::KILL);
     }
 }
 
