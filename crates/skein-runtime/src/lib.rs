@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod client;
 mod fs;
 pub mod kube;
 pub mod mysql;
@@ -17,7 +18,9 @@ mod up;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use client::{HttpGetError, http_get};
 pub use plan::DatabaseMode;
+pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
 pub use run::state::StateDir;
 pub use run::status::Status;
 pub use up::{Running, UpOptions, mesh_synced, stop, up};

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin_client;
 mod cmd;
 mod table;
 

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
@@ -488,36 +487,14 @@ async fn probe_pod(pods: Arc<Pods>, p: usize, mut shutdown: watch::Receiver<bool
 
 /// One probe, as the kubelet does it: HTTP success is a status in 200..400.
 pub async fn run_check(ip: std::net::IpAddr, check: &Check, timeout: Duration) -> bool {
-    let attempt = async {
-        match check {
-            Check::Tcp { port } => TcpStream::connect((ip, *port)).await.is_ok(),
-            Check::Http { port, path } => {
-                let Ok(mut s) = TcpStream::connect((ip, *port)).await else {
-                    return false;
-                };
-                let req = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/skein\r\nConnection: close\r\n\r\n"
-                );
-                if s.write_all(req.as_bytes()).await.is_err() {
-                    return false;
-                }
-                let mut buf = [0u8; 32];
-                let mut n = 0;
-                while n < 12 {
-                    match s.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                head.split(' ')
-                    .nth(1)
-                    .and_then(|code| code.parse::<u16>().ok())
-                    .is_some_and(|code| (200..400).contains(&code))
-            }
+    match check {
+        Check::Tcp { port } => tokio::time::timeout(timeout, TcpStream::connect((ip, *port)))
+            .await
+            .is_ok_and(|c| c.is_ok()),
+        Check::Http { port, path } => {
+            crate::client::probe_get(SocketAddr::from((ip, *port)), path, timeout)
+                .await
+                .is_ok_and(|status| (200..400).contains(&status.as_u16()))
         }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or(false)
+    }
 }
