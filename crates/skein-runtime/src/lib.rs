@@ -7,12 +7,12 @@
 
 mod client;
 mod fs;
-pub mod kube;
+mod kube;
 pub mod mysql;
-pub mod naming;
-pub mod plan;
-pub mod run;
-pub mod tls;
+mod naming;
+mod plan;
+mod run;
+mod tls;
 mod up;
 
 use std::net::SocketAddr;
@@ -22,7 +22,10 @@ pub use client::{HttpGetError, http_get};
 pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
 pub use run::state::StateDir;
-pub use run::status::Status;
+pub use run::status::{
+    ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, ProxyStatus, ServiceStatus, Status,
+    SupervisorStatus,
+};
 pub use up::{Running, UpOptions, mesh_synced, stop, up};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +55,6 @@ pub enum RuntimeError {
     AddressesExhausted,
     #[error("ingress TLS: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Mysql(#[from] mysql::MysqlError),
 }
 
 impl RuntimeError {

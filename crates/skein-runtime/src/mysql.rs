@@ -74,7 +74,7 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> MysqlError {
 }
 
 /// `mysql:8.0`, `docker.io/library/mariadb:11`, `bitnami/mysql@sha256:..` are all MySQL.
-pub fn is_mysql_image(image: &str) -> bool {
+pub(crate) fn is_mysql_image(image: &str) -> bool {
     let last = image.rsplit('/').next().unwrap_or(image);
     let repo = last.split(['@', ':']).next().unwrap_or(last);
     matches!(repo, "mysql" | "mariadb" | "mysql-server")
@@ -252,7 +252,7 @@ fn quote_ident(s: &str) -> String {
 
 /// The MariaDB programs found on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerBinaries {
+pub(crate) struct ServerBinaries {
     /// `mariadbd` or `mysqld`.
     pub server: PathBuf,
     /// `mariadb-install-db` or `mysql_install_db`.
@@ -261,7 +261,7 @@ pub struct ServerBinaries {
 
 /// Finds `mariadbd` (or `mysqld`) and `mariadb-install-db` (or `mysql_install_db`) on
 /// `PATH`, then in /usr/sbin, /usr/bin and /usr/local/bin.
-pub fn find_server() -> Result<ServerBinaries, MysqlError> {
+pub(crate) fn find_server() -> Result<ServerBinaries, MysqlError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path)
         .chain(SEARCH_DIRS.iter().map(PathBuf::from))
@@ -294,7 +294,7 @@ fn arg(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
 /// Makes the data directory usable: initialises it on first use (`mariadb-install-db` with
 /// `--auth-root-authentication-method=normal --skip-test-db`) and (re)writes the bootstrap
 /// SQL. Returns true when the directory was initialised by this call.
-pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, MysqlError> {
+pub(crate) fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, MysqlError> {
     cfg.validate()?;
     let dir = cfg.data_dir_abs()?;
     std::fs::create_dir_all(&dir).map_err(io_err(format!(
@@ -339,7 +339,7 @@ pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, Mysql
 
 /// The server in the foreground, listening on `bind:port`, its socket and pid files in the
 /// data directory, logging to stderr. Run [`prepare`] first.
-pub fn server_command(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Command {
+pub(crate) fn server_command(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Command {
     let dir = std::path::absolute(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     let mut cmd = Command::new(&bins.server);
     cmd.arg("--no-defaults")
@@ -378,7 +378,7 @@ fn greets(addr: SocketAddr) -> bool {
 }
 
 /// Waits until `addr` greets like a MySQL server, or the child exits, or `timeout` passes.
-pub fn wait_until_ready(
+pub(crate) fn wait_until_ready(
     child: &mut Child,
     addr: SocketAddr,
     timeout: Duration,

@@ -1,3 +1,3 @@
-pub mod dns;
-pub mod ingress;
-pub mod services;
+pub(crate) mod dns;
+pub(crate) mod ingress;
+pub(crate) mod services;

@@ -162,7 +162,6 @@ fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {
         name: s.name.clone(),
         namespace: s.namespace.clone(),
         cluster_ip: ip,
-        selector: s.selector.clone(),
         ports,
     }
 }

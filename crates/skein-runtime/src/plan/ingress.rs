@@ -10,7 +10,6 @@ use super::{ServicePlan, ServicePortRef};
 /// go to a Service port.
 #[derive(Debug, Clone)]
 pub struct IngressRoute {
-    pub ingress: String,
     pub host: Option<String>,
     pub path: IngressPathMatch,
     /// Index into `Plan::services`.
@@ -58,7 +57,7 @@ pub(super) fn ingress_routes(
         for rule in &ing.spec.rules {
             let Some(http) = &rule.http else { continue };
             for p in &http.paths {
-                match route(&name, &ns, rule.host.as_ref(), p, services) {
+                match route(&ns, rule.host.as_ref(), p, services) {
                     Ok(r) => routes.push(r),
                     Err(e) => errors.push(format!("{}: Ingress {name}: {e}", d.source)),
                 }
@@ -76,9 +75,8 @@ pub(super) fn ingress_routes(
     routes
 }
 
-/// The route of one rule path of Ingress `name` (in namespace `ns`), to one of `services`.
+/// The route of one rule path of an Ingress in namespace `ns`, to one of `services`.
 fn route(
-    name: &str,
     ns: &str,
     host: Option<&String>,
     p: &HttpIngressPath,
@@ -106,7 +104,6 @@ fn route(
         return Err(format!("service `{}` has no port {port_ref:?}", svc.name));
     };
     Ok(IngressRoute {
-        ingress: name.to_string(),
         host: host.cloned(),
         // ImplementationSpecific is read as Prefix, as ingress-nginx does.
         path: p.path_match(),
@@ -128,7 +125,6 @@ mod tests {
             backend: IngressBackend::default(),
         };
         IngressRoute {
-            ingress: "x".into(),
             host: None,
             path: p.path_match(),
             service: 0,

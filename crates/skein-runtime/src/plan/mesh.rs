@@ -55,11 +55,6 @@ pub fn injected(
         .is_some_and(|v| v == "enabled")
 }
 
-/// The control plane's address in this state directory's subnet.
-pub fn control_addr(subnet: u8) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::new(127, subnet, 0, 2), CONTROL_PORT))
-}
-
 fn proxy_log_level() -> (String, String) {
     (
         "RUST_LOG".to_string(),
@@ -153,7 +148,6 @@ fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)])
         containers: Vec::new(),
         readiness: None,
         grace: std::time::Duration::from_secs(10),
-        source: Default::default(),
         proxy: None,
     }
 }

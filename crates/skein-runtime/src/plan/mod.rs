@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use skein_api::Source;
 use skein_snapshot::names;
 
 use crate::mysql::MariaDbConfig;
@@ -19,10 +18,10 @@ use crate::run::state::StateDir;
 
 mod build;
 mod database;
-pub mod env;
+mod env;
 mod ingress;
 mod manifests;
-pub mod mesh;
+pub(crate) mod mesh;
 mod pod;
 
 pub use build::build;
@@ -78,7 +77,6 @@ pub struct PodPlan {
     pub readiness: Option<Readiness>,
     /// How long the pod gets between SIGTERM and SIGKILL.
     pub grace: std::time::Duration,
-    pub source: Source,
     /// The pod's proxy (a sidecar, or the gateway's own).
     pub proxy: Option<ProxyPlan>,
 }
@@ -143,7 +141,6 @@ pub struct ServicePlan {
     pub name: String,
     pub namespace: String,
     pub cluster_ip: Ipv4Addr,
-    pub selector: BTreeMap<String, String>,
     pub ports: Vec<ServicePortPlan>,
 }
 

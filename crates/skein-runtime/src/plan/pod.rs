@@ -60,7 +60,6 @@ pub(super) fn plan_pod(
                 .unwrap_or(30)
                 .clamp(1, 30) as u64,
         ),
-        source: w.source.clone(),
         proxy: None,
     })
 }

@@ -1,4 +1,4 @@
-pub mod process;
-pub mod state;
-pub mod status;
-pub mod supervisor;
+pub(crate) mod process;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod supervisor;
