@@ -28,6 +28,8 @@ pub use run::status::{
 };
 pub use up::{Running, UpOptions, mesh_synced, stop, up};
 
+/// Why `skein up` (or reading its state) failed. Each message includes the underlying error
+/// and no variant returns it again from `source()`, so a chain printer shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("{}", .0.join("\n"))]
@@ -35,17 +37,17 @@ pub enum RuntimeError {
     #[error("{}", .0.join("\n"))]
     Plan(Vec<String>),
     #[error(
-        "{what}: {addr} is already in use ({source}); stop whatever listens there or choose another port"
+        "{what}: {addr} is already in use ({error}); stop whatever listens there or choose another port"
     )]
     Bind {
         what: String,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {reason}; remove it to start over", path.display())]
     CorruptState { path: PathBuf, reason: String },
@@ -58,10 +60,36 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    pub fn io(path: &Path, source: std::io::Error) -> RuntimeError {
+    pub fn io(path: &Path, error: std::io::Error) -> RuntimeError {
         RuntimeError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_busy_port_is_said_once() {
+        let busy = || std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let e = RuntimeError::Bind {
+            what: "ingress (HTTP)".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            error: busy(),
+        };
+        assert!(e.to_string().contains(&busy().to_string()));
+        assert!(e.source().is_none());
+        let e = RuntimeError::io(Path::new("/x"), busy());
+        assert!(e.source().is_none());
+        let e = mysql::MysqlError::Io {
+            context: "cannot write /x".into(),
+            error: busy(),
+        };
+        assert!(e.to_string().contains(&busy().to_string()));
+        assert!(e.source().is_none());
     }
 }

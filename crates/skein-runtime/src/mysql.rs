@@ -40,12 +40,8 @@ pub enum MysqlError {
          Install it with `apt-get install mariadb-server` (the system service need not run)"
     )]
     NotInstalled { wanted: &'static str },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
     #[error("initialising the MariaDB data directory {} failed ({status}); output:\n{output}", dir.display())]
     InstallDb {
         dir: PathBuf,
@@ -70,7 +66,7 @@ pub enum MysqlError {
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> MysqlError {
     let context = context.into();
-    move |source| MysqlError::Io { context, source }
+    move |error| MysqlError::Io { context, error }
 }
 
 /// `mysql:8.0`, `docker.io/library/mariadb:11`, `bitnami/mysql@sha256:..` are all MySQL.

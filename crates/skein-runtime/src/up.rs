@@ -138,7 +138,7 @@ fn check_pod_ports(plan: &Plan) -> Result<(), RuntimeError> {
             std::net::TcpListener::bind(addr).map_err(|e| RuntimeError::Bind {
                 what: format!("pod {}/{}", pod.namespace, pod.name),
                 addr,
-                source: e,
+                error: e,
             })?;
         }
     }
@@ -261,7 +261,7 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, RuntimeError>
         .map_err(|e| RuntimeError::Bind {
             what: what.into(),
             addr,
-            source: e,
+            error: e,
         })
 }
 

@@ -24,7 +24,7 @@ pub async fn bind(pods: &Pods) -> Result<Vec<(usize, u16, TcpListener)>, Runtime
                 .map_err(|e| RuntimeError::Bind {
                     what: format!("service {}/{}", s.namespace, s.name),
                     addr,
-                    source: e,
+                    error: e,
                 })?;
             out.push((i, p.port, l));
         }
