@@ -2,6 +2,40 @@
 //! restarts and readiness probes), kube-proxy (a loopback "cluster IP" per Service), cluster
 //! DNS (a hosts file) and the ingress controller, all from the same manifests a cluster takes.
 //! See docs/local-runtime.md for the contract with workloads.
+//!
+//! # Layout
+//!
+//! A run is planned first (nothing starts until the whole plan is sound), then run.
+//!
+//! - `up`: `up()` and `stop()`: load and validate the manifests, bind the ports, plan, start
+//!   everything, write the status; `Running` until shutdown.
+//! - `plan/`: manifests to a `Plan` (pure, except for looking up programs). `mod.rs` holds
+//!   the plan's types.
+//!   - `build`: the whole plan: Services, then pods (the mesh's first), then endpoints and routes.
+//!   - `manifests`: the workloads, Services and ConfigMap/Secret data, as planning reads them.
+//!   - `pod`: one pod: downward-API facts, containers, program lookup, readiness probe.
+//!   - `env`: a container's environment: `env`, `envFrom`, `$(VAR)`, the downward API.
+//!   - `mesh`: sidecars, `istiod` and the ingress gateway pod; the mesh's addresses and ports.
+//!   - `database`: the database stand-in: SQLite or MariaDB, and SQLite's rewritten URLs.
+//!   - `ingress`: `IngressRoute`: the Ingress rules, ordered, and how a request matches one.
+//! - `run/`: the kubelet's part.
+//!   - `supervisor`: `Pods`: one process per container, restarts, readiness, ready endpoints.
+//!   - `process`: signals and liveness of processes (through `rustix`).
+//!   - `state`: the state directory's files and the loopback addresses kept across runs.
+//!   - `status`: the status document `skein status` reads.
+//! - `kube/`: the cluster's networking, on loopback.
+//!   - `services`: kube-proxy: a listener per Service port, round robin to ready endpoints.
+//!   - `ingress`: ingress-nginx: the Ingress over HTTP and HTTPS when the mesh is off.
+//!   - `dns`: cluster DNS: the hosts files.
+//! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
+//! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
+//! - `tls`: the ingress's self-signed certificate.
+//! - `naming`: pods' Kubernetes-style names, and the hash behind them.
+//! - `fs`: owner-only files and the executable check.
+//!
+//! Dependencies point one way: `up` → `kube` → `run::supervisor` → `plan` → `run::state`;
+//! nothing imports `up`, and inside `plan` it is `build` → `pod` → `env` → `database` →
+//! `manifests` (`scripts/module-cycles` checks there is no cycle).
 
 #![forbid(unsafe_code)]
 
