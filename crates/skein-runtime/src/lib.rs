@@ -2,51 +2,68 @@
 //! restarts and readiness probes), kube-proxy (a loopback "cluster IP" per Service), cluster
 //! DNS (a hosts file) and the ingress controller, all from the same manifests a cluster takes.
 //! See docs/local-runtime.md for the contract with workloads.
+//!
+//! # Layout
+//!
+//! A run is planned first (nothing starts until the whole plan is sound), then run.
+//!
+//! - `up`: `up()` and `stop()`: load and validate the manifests, bind the ports, plan, start
+//!   everything, write the status; `Running` until shutdown.
+//! - `plan/`: manifests to a `Plan` (pure, except for looking up programs). `mod.rs` holds
+//!   the plan's types.
+//!   - `build`: the whole plan: Services, then pods (the mesh's first), then endpoints and routes.
+//!   - `manifests`: the workloads, Services and ConfigMap/Secret data, as planning reads them.
+//!   - `pod`: one pod: downward-API facts, containers, program lookup, readiness probe.
+//!   - `env`: a container's environment: `env`, `envFrom`, `$(VAR)`, the downward API.
+//!   - `mesh`: sidecars, `istiod` and the ingress gateway pod; the mesh's addresses and ports.
+//!   - `database`: the database stand-in: SQLite or MariaDB, and SQLite's rewritten URLs.
+//!   - `ingress`: `IngressRoute`: the Ingress rules, ordered, and how a request matches one.
+//! - `run/`: the kubelet's part.
+//!   - `supervisor`: `Pods`: one process per container, restarts, readiness, ready endpoints.
+//!   - `process`: signals and liveness of processes (through `rustix`).
+//!   - `state`: the state directory's files and the loopback addresses kept across runs.
+//!   - `status`: the status document `skein status` reads.
+//! - `kube/`: the cluster's networking, on loopback.
+//!   - `services`: kube-proxy: a listener per Service port, round robin to ready endpoints.
+//!   - `ingress`: ingress-nginx: the Ingress over HTTP and HTTPS when the mesh is off.
+//!   - `dns`: cluster DNS: the hosts files.
+//! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
+//! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
+//! - `tls`: the ingress's self-signed certificate.
+//! - `naming`: pods' Kubernetes-style names, and the hash behind them.
+//! - `fs`: owner-only files and the executable check.
+//!
+//! Dependencies point one way: `up` → `kube` → `run::supervisor` → `plan` → `run::state`;
+//! nothing imports `up`, and inside `plan` it is `build` → `pod` → `env` → `database` →
+//! `manifests` (`scripts/module-cycles` checks there is no cycle).
 
-pub mod env;
-pub mod ingress;
-pub mod mesh;
+#![forbid(unsafe_code)]
+
+mod client;
+mod fs;
+mod kube;
 pub mod mysql;
-pub mod naming;
-pub mod plan;
-pub mod process;
-pub mod services;
-pub mod state;
-pub mod status;
-pub mod supervisor;
-pub mod tls;
+mod naming;
+mod plan;
+mod run;
+mod tls;
 mod up;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use client::{HttpGetError, http_get};
 pub use plan::DatabaseMode;
-pub use state::StateDir;
-pub use status::Status;
+pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
+pub use run::state::StateDir;
+pub use run::status::{
+    ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, ProxyStatus, ServiceStatus, Status,
+    SupervisorStatus,
+};
 pub use up::{Running, UpOptions, mesh_synced, stop, up};
 
-/// Where something came from in the manifests: `file:line`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Source {
-    pub file: PathBuf,
-    pub line: usize,
-}
-
-impl From<&skein_api::Source> for Source {
-    fn from(s: &skein_api::Source) -> Source {
-        Source {
-            file: s.file.clone(),
-            line: s.line,
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
-
+/// Why `skein up` (or reading its state) failed. Each message includes the underlying error
+/// and no variant returns it again from `source()`, so a chain printer shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("{}", .0.join("\n"))]
@@ -54,17 +71,17 @@ pub enum RuntimeError {
     #[error("{}", .0.join("\n"))]
     Plan(Vec<String>),
     #[error(
-        "{what}: {addr} is already in use ({source}); stop whatever listens there or choose another port"
+        "{what}: {addr} is already in use ({error}); stop whatever listens there or choose another port"
     )]
     Bind {
         what: String,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {reason}; remove it to start over", path.display())]
     CorruptState { path: PathBuf, reason: String },
@@ -74,15 +91,39 @@ pub enum RuntimeError {
     AddressesExhausted,
     #[error("ingress TLS: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Mysql(#[from] mysql::MysqlError),
 }
 
 impl RuntimeError {
-    pub fn io(path: &Path, source: std::io::Error) -> RuntimeError {
+    pub fn io(path: &Path, error: std::io::Error) -> RuntimeError {
         RuntimeError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_busy_port_is_said_once() {
+        let busy = || std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let e = RuntimeError::Bind {
+            what: "ingress (HTTP)".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            error: busy(),
+        };
+        assert!(e.to_string().contains(&busy().to_string()));
+        assert!(e.source().is_none());
+        let e = RuntimeError::io(Path::new("/x"), busy());
+        assert!(e.source().is_none());
+        let e = mysql::MysqlError::Io {
+            context: "cannot write /x".into(),
+            error: busy(),
+        };
+        assert!(e.to_string().contains(&busy().to_string()));
+        assert!(e.source().is_none());
     }
 }

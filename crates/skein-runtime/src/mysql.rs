@@ -9,8 +9,9 @@
 //!
 //! [`TestServer`] runs a throw-away server on a free loopback port for tests.
 //!
-//! This module is self-contained: it uses only std, `libc`, `tempfile`, `thiserror` and
-//! `tracing`.
+//! Besides std, `tempfile`, `thiserror` and `tracing`, it uses only the crate's own helpers:
+//! `fs::write_private`, `fs::is_executable`, `naming::fnv1a` and
+//! `run::process::running_as_root`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -39,12 +40,8 @@ pub enum MysqlError {
          Install it with `apt-get install mariadb-server` (the system service need not run)"
     )]
     NotInstalled { wanted: &'static str },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
     #[error("initialising the MariaDB data directory {} failed ({status}); output:\n{output}", dir.display())]
     InstallDb {
         dir: PathBuf,
@@ -69,7 +66,14 @@ pub enum MysqlError {
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> MysqlError {
     let context = context.into();
-    move |source| MysqlError::Io { context, source }
+    move |error| MysqlError::Io { context, error }
+}
+
+/// `mysql:8.0`, `docker.io/library/mariadb:11`, `bitnami/mysql@sha256:..` are all MySQL.
+pub(crate) fn is_mysql_image(image: &str) -> bool {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let repo = last.split(['@', ':']).next().unwrap_or(last);
+    matches!(repo, "mysql" | "mariadb" | "mysql-server")
 }
 
 /// How to run one MariaDB server.
@@ -169,7 +173,7 @@ impl MariaDbConfig {
         }
         std::env::temp_dir().join(format!(
             "skein-mariadb-{:016x}.sock",
-            fnv1a(dir.as_os_str().as_encoded_bytes())
+            crate::naming::fnv1a(dir.as_os_str().as_encoded_bytes())
         ))
     }
 
@@ -242,15 +246,9 @@ fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The MariaDB programs found on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerBinaries {
+pub(crate) struct ServerBinaries {
     /// `mariadbd` or `mysqld`.
     pub server: PathBuf,
     /// `mariadb-install-db` or `mysql_install_db`.
@@ -259,7 +257,7 @@ pub struct ServerBinaries {
 
 /// Finds `mariadbd` (or `mysqld`) and `mariadb-install-db` (or `mysql_install_db`) on
 /// `PATH`, then in /usr/sbin, /usr/bin and /usr/local/bin.
-pub fn find_server() -> Result<ServerBinaries, MysqlError> {
+pub(crate) fn find_server() -> Result<ServerBinaries, MysqlError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path)
         .chain(SEARCH_DIRS.iter().map(PathBuf::from))
@@ -276,21 +274,11 @@ pub fn find_server() -> Result<ServerBinaries, MysqlError> {
 }
 
 fn find_program(dirs: &[PathBuf], names: &[&str]) -> Option<PathBuf> {
-    names
-        .iter()
-        .find_map(|name| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p)))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    names.iter().find_map(|name| {
+        dirs.iter()
+            .map(|d| d.join(name))
+            .find(|p| crate::fs::is_executable(p))
+    })
 }
 
 fn arg(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
@@ -302,7 +290,7 @@ fn arg(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
 /// Makes the data directory usable: initialises it on first use (`mariadb-install-db` with
 /// `--auth-root-authentication-method=normal --skip-test-db`) and (re)writes the bootstrap
 /// SQL. Returns true when the directory was initialised by this call.
-pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, MysqlError> {
+pub(crate) fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, MysqlError> {
     cfg.validate()?;
     let dir = cfg.data_dir_abs()?;
     std::fs::create_dir_all(&dir).map_err(io_err(format!(
@@ -319,7 +307,7 @@ pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, Mysql
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .arg("--skip-name-resolve");
-        if running_as_root() {
+        if crate::run::process::running_as_root() {
             cmd.arg("--user=root");
         }
         let out = cmd
@@ -339,28 +327,15 @@ pub fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, Mysql
             .map_err(io_err(format!("cannot write {}", marker.display())))?;
         initialized = true;
     }
-    write_private(&dir.join(INIT_FILE), cfg.init_sql().as_bytes())?;
+    let init = dir.join(INIT_FILE);
+    crate::fs::write_private(&init, cfg.init_sql().as_bytes())
+        .map_err(io_err(format!("cannot write {}", init.display())))?;
     Ok(initialized)
-}
-
-/// Writes a file readable only by its owner (it holds passwords).
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), MysqlError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(format!("cannot write {}", path.display())))?;
-    f.write_all(contents)
-        .map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 /// The server in the foreground, listening on `bind:port`, its socket and pid files in the
 /// data directory, logging to stderr. Run [`prepare`] first.
-pub fn server_command(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Command {
+pub(crate) fn server_command(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Command {
     let dir = std::path::absolute(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     let mut cmd = Command::new(&bins.server);
     cmd.arg("--no-defaults")
@@ -373,7 +348,7 @@ pub fn server_command(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Command {
         .arg("--character-set-server=utf8mb4")
         .arg("--collation-server=utf8mb4_unicode_ci")
         .arg(arg("--init-file=", dir.join(INIT_FILE)));
-    if running_as_root() {
+    if crate::run::process::running_as_root() {
         cmd.arg("--user=root");
     }
     cmd
@@ -399,7 +374,7 @@ fn greets(addr: SocketAddr) -> bool {
 }
 
 /// Waits until `addr` greets like a MySQL server, or the child exits, or `timeout` passes.
-pub fn wait_until_ready(
+pub(crate) fn wait_until_ready(
     child: &mut Child,
     addr: SocketAddr,
     timeout: Duration,
@@ -748,7 +723,10 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
-        assert_eq!(args.iter().any(|a| a == "--user=root"), running_as_root());
+        assert_eq!(
+            args.iter().any(|a| a == "--user=root"),
+            crate::run::process::running_as_root()
+        );
     }
 
     #[test]
@@ -771,5 +749,14 @@ mod tests {
     fn url_encoding() {
         assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
         assert_eq!(url_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+    }
+
+    #[test]
+    fn mysql_images() {
+        assert!(is_mysql_image("mysql:8.0"));
+        assert!(is_mysql_image("docker.io/library/mariadb:11"));
+        assert!(is_mysql_image("bitnami/mysql@sha256:abc"));
+        assert!(!is_mysql_image("blog-was:0.1.0"));
+        assert!(!is_mysql_image("mysql-exporter:1"));
     }
 }

@@ -16,7 +16,8 @@ pub fn ingress_server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, Ru
             RuntimeError::Tls(format!("cannot generate the ingress certificate: {e}"))
         })?;
         std::fs::write(&cert_path, cert.cert.pem()).map_err(|e| RuntimeError::io(&cert_path, e))?;
-        write_private(&key_path, cert.signing_key.serialize_pem().as_bytes())?;
+        crate::fs::write_private(&key_path, cert.signing_key.serialize_pem().as_bytes())
+            .map_err(|e| RuntimeError::io(&key_path, e))?;
     }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -32,18 +33,4 @@ pub fn ingress_server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, Ru
         .map_err(|e| RuntimeError::Tls(format!("{}: {e}", cert_path.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A key file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| RuntimeError::io(path, e))?;
-    f.write_all(bytes).map_err(|e| RuntimeError::io(path, e))
 }

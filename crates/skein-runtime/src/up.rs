@@ -1,19 +1,22 @@
 //! Bringing a manifests directory up, and taking it down again.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use skein_api::Manifests;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::plan::{self, PlanOptions};
-use crate::state::{Network, StateDir};
-use crate::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
-use crate::supervisor::Cluster;
-use crate::{DatabaseMode, RuntimeError, ingress, process, services, tls};
+use crate::kube::{ingress, services};
+use crate::plan::{self, MeshPlanOptions, Plan, PlanOptions};
+use crate::run::process;
+use crate::run::state::{Network, StateDir};
+use crate::run::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
+use crate::run::supervisor::Pods;
+use crate::{DatabaseMode, RuntimeError, tls};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -33,9 +36,9 @@ pub struct UpOptions {
     pub plugin_ca: Option<PathBuf>,
 }
 
-/// A running local cluster. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
+/// The manifests, running. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
 pub struct Running {
-    cluster: Arc<Cluster>,
+    pods: Arc<Pods>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
@@ -54,33 +57,20 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         });
     }
     state.create()?;
-
-    let manifests = skein_api::load_path(&opts.manifests)
-        .map_err(|errs| RuntimeError::Manifests(errs.iter().map(|e| e.to_string()).collect()))?;
-    let problems: Vec<String> = skein_api::validate(&manifests)
-        .into_iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
-    if !problems.is_empty() {
-        return Err(RuntimeError::Manifests(problems));
-    }
+    let manifests = load(&opts.manifests)?;
 
     // Ports first: a port in use is reported before anything else happens.
     let http = bind("ingress (HTTP)", opts.http).await?;
     let https = bind("ingress (HTTPS)", opts.https).await?;
     let (http_addr, https_addr) = (local(&http)?, local(&https)?);
-    let mesh = opts
-        .skein
-        .as_ref()
-        .map(|skein| crate::mesh::MeshPlanOptions {
-            skein: skein.clone(),
-            manifests: opts.manifests.clone(),
-            http: http_addr,
-            https: https_addr,
-            cert_ttl: opts.cert_ttl,
-            plugin_ca: opts.plugin_ca.clone(),
-        });
+    let mesh = opts.skein.as_ref().map(|skein| MeshPlanOptions {
+        skein: skein.clone(),
+        manifests: opts.manifests.clone(),
+        http: http_addr,
+        https: https_addr,
+        cert_ttl: opts.cert_ttl,
+        plugin_ca: opts.plugin_ca.clone(),
+    });
     let mut network = Network::load_or_new(&state)?;
     let plan = plan::build(
         &manifests,
@@ -93,73 +83,29 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         },
     )?;
     network.save(&state)?;
-
-    for pod in &plan.pods {
-        for p in &pod.ports {
-            let addr = SocketAddr::from((pod.ip, p.port));
-            std::net::TcpListener::bind(addr).map_err(|e| RuntimeError::Bind {
-                what: format!("pod {}/{}", pod.namespace, pod.name),
-                addr,
-                source: e,
-            })?;
-        }
-    }
-    write_hosts(&state, &plan)?;
+    check_pod_ports(&plan)?;
+    crate::kube::dns::write_hosts(&state, &plan)?;
     let tls = tls::ingress_server_config(&state.certs())?;
+    let base = base_status(&opts, &state, &plan, http_addr, https_addr);
 
-    let base = Status {
-        manifests: opts.manifests.display().to_string(),
-        supervisor: SupervisorStatus {
-            pid: std::process::id(),
-            state: "running".into(),
-            started_at: now_rfc3339(),
-            log: state.supervisor_log().display().to_string(),
-        },
-        ingress: IngressStatus {
-            http: format!("http://{http_addr}"),
-            https: format!("https://{https_addr}"),
-        },
-        database: DatabaseStatus {
-            mode: plan.database.mode.to_string(),
-            location: plan.database.location.clone(),
-        },
-        pods: Vec::new(),
-        services: Vec::new(),
-    };
-
-    let cluster = Cluster::new(plan);
-    let service_listeners = services::bind(&cluster).await?;
+    let pods = Pods::new(plan);
+    let service_listeners = services::bind(&pods).await?;
     let pid_file = state.pid_file();
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .map_err(|e| RuntimeError::io(&pid_file, e))?;
 
     let (shutdown, rx) = watch::channel(false);
-    let mut tasks = cluster.start(rx.clone());
-    tasks.extend(services::serve(
-        cluster.clone(),
-        service_listeners,
-        rx.clone(),
-    ));
+    let mut tasks = pods.start(rx.clone());
+    tasks.extend(services::serve(pods.clone(), service_listeners, rx.clone()));
     if mesh.is_some() {
         // The gateway pod serves the ingress addresses; it binds them as it starts.
         drop((http, https, tls));
     } else {
-        tasks.extend(ingress::serve(
-            cluster.clone(),
-            http,
-            https,
-            tls,
-            rx.clone(),
-        ));
+        tasks.extend(ingress::serve(pods.clone(), http, https, tls, rx.clone()));
     }
-    let writer = tokio::spawn(write_status(
-        cluster.clone(),
-        state.clone(),
-        base.clone(),
-        rx,
-    ));
+    let writer = tokio::spawn(write_status(pods.clone(), state.clone(), base.clone(), rx));
     Ok(Running {
-        cluster,
+        pods,
         shutdown,
         tasks,
         writer,
@@ -168,9 +114,69 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     })
 }
 
+/// The manifests of `dir`, loaded and validated: any load error or error diagnostic stops
+/// the run.
+fn load(dir: &Path) -> Result<Manifests, RuntimeError> {
+    let manifests = skein_api::load_path(dir)
+        .map_err(|errs| RuntimeError::Manifests(errs.iter().map(|e| e.to_string()).collect()))?;
+    let problems: Vec<String> = skein_api::validate(&manifests)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(RuntimeError::Manifests(problems));
+    }
+    Ok(manifests)
+}
+
+/// Every pod's ports are free (each is bound and released at once).
+fn check_pod_ports(plan: &Plan) -> Result<(), RuntimeError> {
+    for pod in &plan.pods {
+        for p in &pod.ports {
+            let addr = SocketAddr::from((pod.ip, p.port));
+            std::net::TcpListener::bind(addr).map_err(|e| RuntimeError::Bind {
+                what: format!("pod {}/{}", pod.namespace, pod.name),
+                addr,
+                error: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The parts of the status that do not change while the run lasts.
+fn base_status(
+    opts: &UpOptions,
+    state: &StateDir,
+    plan: &Plan,
+    http: SocketAddr,
+    https: SocketAddr,
+) -> Status {
+    Status {
+        manifests: opts.manifests.display().to_string(),
+        supervisor: SupervisorStatus {
+            pid: std::process::id(),
+            state: "running".into(),
+            started_at: now_rfc3339(),
+            log: state.supervisor_log().display().to_string(),
+        },
+        ingress: IngressStatus {
+            http: format!("http://{http}"),
+            https: format!("https://{https}"),
+        },
+        database: DatabaseStatus {
+            mode: plan.database.mode.to_string(),
+            location: plan.database.location.clone(),
+        },
+        pods: Vec::new(),
+        services: Vec::new(),
+    }
+}
+
 impl Running {
     pub fn status(&self) -> Status {
-        snapshot(&self.cluster, &self.base)
+        snapshot(&self.pods, &self.base)
     }
 
     /// Waits until every pod is ready; false on timeout.
@@ -195,7 +201,7 @@ impl Running {
             let _ = t.await;
         }
         let _ = self.writer.await;
-        let mut last = snapshot(&self.cluster, &self.base);
+        let mut last = snapshot(&self.pods, &self.base);
         last.supervisor.state = "stopped".into();
         let _ = last.write(&self.state.status_file());
         let _ = std::fs::remove_file(self.state.pid_file());
@@ -207,11 +213,11 @@ pub async fn stop(state: &StateDir, timeout: Duration) -> Result<Option<u32>, Ru
     let Some(pid) = state.running_supervisor() else {
         return Ok(None);
     };
-    process::signal(pid, process::SIGTERM);
+    process::signal(pid, process::Signal::TERM);
     let deadline = tokio::time::Instant::now() + timeout;
     while process::is_alive(pid) {
         if tokio::time::Instant::now() >= deadline {
-            process::signal(pid, process::SIGKILL);
+            process::signal(pid, process::Signal::KILL);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -219,32 +225,32 @@ pub async fn stop(state: &StateDir, timeout: Duration) -> Result<Option<u32>, Ru
     Ok(Some(pid))
 }
 
-fn snapshot(cluster: &Cluster, base: &Status) -> Status {
+fn snapshot(pods: &Pods, base: &Status) -> Status {
     Status {
-        pods: cluster.pod_statuses(),
-        services: cluster.service_statuses(),
+        pods: pods.pod_statuses(),
+        services: pods.service_statuses(),
         ..base.clone()
     }
 }
 
 async fn write_status(
-    cluster: Arc<Cluster>,
+    pods: Arc<Pods>,
     state: StateDir,
     base: Status,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let path = state.status_file();
     loop {
-        if let Err(e) = snapshot(&cluster, &base).write(&path) {
+        if let Err(e) = snapshot(&pods, &base).write(&path) {
             tracing::warn!("cannot write status: {e}");
         }
         tokio::select! {
-            _ = cluster.changed.notified() => {
+            _ = pods.changed.notified() => {
                 // Coalesce bursts (a pod start touches several fields).
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = crate::supervisor::stopped(&mut shutdown) => return,
+            _ = crate::run::supervisor::stopped(&mut shutdown) => return,
         }
     }
 }
@@ -255,70 +261,13 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, RuntimeError>
         .map_err(|e| RuntimeError::Bind {
             what: what.into(),
             addr,
-            source: e,
+            error: e,
         })
 }
 
 fn local(l: &TcpListener) -> Result<SocketAddr, RuntimeError> {
     l.local_addr()
-        .map_err(|e| RuntimeError::io(std::path::Path::new("ingress socket"), e))
-}
-
-/// The cluster DNS stand-in: every Service's names, in /etc/hosts format.
-fn write_hosts(state: &StateDir, plan: &plan::Plan) -> Result<(), RuntimeError> {
-    let mut text =
-        String::from("# Written by skein up: Service names -> their loopback cluster IPs.\n");
-    for (ip, names) in &plan.hosts {
-        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
-    }
-    let path = state.hosts_file();
-    std::fs::write(&path, &text).map_err(|e| RuntimeError::io(&path, e))?;
-
-    // A pod with a sidecar reaches opaque-TCP Services through its sidecar's listeners.
-    let opaque: Vec<&plan::ServicePlan> = plan
-        .services
-        .iter()
-        .filter(|s| s.ports.iter().any(|p| p.opaque))
-        .collect();
-    for pod in &plan.pods {
-        let Some(out) = pod.proxy.as_ref().and_then(|p| p.outbound_ip) else {
-            continue;
-        };
-        let mut text = format!(
-            "# Written by skein up for pod {}: opaque-TCP Services -> its sidecar, the rest -> cluster IPs.\n",
-            pod.name
-        );
-        for s in &opaque {
-            let names = [
-                s.name.clone(),
-                format!("{}.{}", s.name, s.namespace),
-                format!("{}.{}.svc", s.name, s.namespace),
-                format!("{}.{}.svc.cluster.local", s.name, s.namespace),
-            ];
-            // A short name means the pod's own namespace, as cluster DNS search paths do.
-            let names: Vec<&String> = names
-                .iter()
-                .filter(|n| s.namespace == pod.namespace || n.contains('.'))
-                .collect();
-            text.push_str(&format!(
-                "{out}\t{}\n",
-                names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-        }
-        for (ip, names) in &plan.hosts {
-            text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
-        }
-        let path = crate::mesh::pod_hosts_file(state, &pod.name);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
-        }
-        std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
-    }
-    Ok(())
+        .map_err(|e| RuntimeError::io(Path::new("ingress socket"), e))
 }
 
 /// With the mesh: the control plane has seen every pod ready and every proxy has

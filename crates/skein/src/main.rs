@@ -1,5 +1,8 @@
 //! `skein`: the one binary. Each subcommand lives in its own module under `cmd/`.
 
+#![forbid(unsafe_code)]
+
+mod admin_client;
 mod cmd;
 mod table;
 

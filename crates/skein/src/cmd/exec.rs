@@ -6,8 +6,7 @@
 //! With `--no-sidecar` it is outside the mesh: its requests reach services in plain text (names
 //! are still resolved, by a local forward proxy that is not a mesh member).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -61,25 +60,11 @@ impl Drop for Cleanup {
     }
 }
 
-fn ready(admin: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&admin, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if write!(s, "GET /ready HTTP/1.0\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    // `HTTP/1.x 200`: the admin endpoint answers in the request's version.
-    s.read(&mut buf)
-        .is_ok_and(|n| n >= 12 && buf[..n].starts_with(b"HTTP/1.") && &buf[8..12] == b" 200")
-}
-
 /// A free address for the one-off pod in this state directory's slice of loopback.
 fn pick_ip(subnet: u8) -> anyhow::Result<Ipv4Addr> {
     for _ in 0..64 {
         let ip = Ipv4Addr::new(127, subnet, 5, fastrand::u8(1..=254));
-        if std::net::TcpListener::bind((ip, skein_runtime::mesh::OUTBOUND_HTTP_PORT)).is_ok() {
+        if std::net::TcpListener::bind((ip, skein_runtime::OUTBOUND_HTTP_PORT)).is_ok() {
             return Ok(ip);
         }
     }
@@ -105,12 +90,12 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .parse::<Ipv4Addr>()
         .map(|ip| ip.octets()[1])
         .context("istiod has no address")?;
-    let control = format!("{}:{}", istiod.ip, skein_runtime::mesh::CONTROL_PORT);
+    let control = format!("{}:{}", istiod.ip, skein_runtime::CONTROL_PORT);
     let exe = std::env::current_exe().context("cannot find the skein binary")?;
     let name = format!("exec-{:05x}", fastrand::u32(..0x10_0000));
     let ip = pick_ip(subnet)?;
-    let outbound = SocketAddr::from((ip, skein_runtime::mesh::OUTBOUND_HTTP_PORT));
-    let admin = SocketAddr::from((ip, skein_runtime::mesh::ADMIN_PORT));
+    let outbound = SocketAddr::from((ip, skein_runtime::OUTBOUND_HTTP_PORT));
+    let admin = SocketAddr::from((ip, skein_runtime::ADMIN_PORT));
     let log_path = state.container_log(&name, "istio-proxy");
     if let Some(d) = log_path.parent() {
         std::fs::create_dir_all(d)?;
@@ -161,7 +146,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     cleanup.proxy = Some(proxy.spawn().context("cannot start the pod's proxy")?);
 
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !ready(admin) {
+    while !crate::admin_client::ready(admin) {
         if let Some(Ok(Some(exit))) = cleanup.proxy.as_mut().map(|c| c.try_wait()) {
             bail!(
                 "the pod's proxy exited ({exit}); see {}",

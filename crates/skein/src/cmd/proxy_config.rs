@@ -2,13 +2,11 @@
 //! what a proxy is running, read from its admin endpoint's `/config_dump`, in tables shaped
 //! like `istioctl proxy-config`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use crate::admin_client::admin_get;
+use anyhow::Context;
 use skein_runtime::{StateDir, Status};
 use skein_snapshot::{LbPolicy, ListenerKind, RouteAction, Snapshot, StringMatch, UpstreamTls};
 
@@ -37,31 +35,6 @@ enum Kind {
 enum Format {
     Table,
     Json,
-}
-
-/// GET on a loopback admin endpoint (HTTP/1.0, whole body).
-pub fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
-    let addr: SocketAddr = admin
-        .trim_start_matches("http://")
-        .parse()
-        .with_context(|| format!("bad admin address {admin:?}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("cannot reach the proxy's admin endpoint at {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("the admin endpoint sent no HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!(
-            "{path}: {}",
-            head.lines().next().unwrap_or("no status line")
-        );
-    }
-    Ok(body.to_string())
 }
 
 fn fmt_match(m: &Option<StringMatch>) -> String {

@@ -9,14 +9,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::RuntimeError;
-use crate::supervisor::Cluster;
+use crate::run::supervisor::Pods;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Binds every service port now, so an address in use is reported before anything starts.
-pub async fn bind(cluster: &Cluster) -> Result<Vec<(usize, u16, TcpListener)>, RuntimeError> {
+pub async fn bind(pods: &Pods) -> Result<Vec<(usize, u16, TcpListener)>, RuntimeError> {
     let mut out = Vec::new();
-    for (i, s) in cluster.plan.services.iter().enumerate() {
+    for (i, s) in pods.plan.services.iter().enumerate() {
         for p in &s.ports {
             let addr = SocketAddr::from((s.cluster_ip, p.port));
             let l = TcpListener::bind(addr)
@@ -24,7 +24,7 @@ pub async fn bind(cluster: &Cluster) -> Result<Vec<(usize, u16, TcpListener)>, R
                 .map_err(|e| RuntimeError::Bind {
                     what: format!("service {}/{}", s.namespace, s.name),
                     addr,
-                    source: e,
+                    error: e,
                 })?;
             out.push((i, p.port, l));
         }
@@ -33,25 +33,25 @@ pub async fn bind(cluster: &Cluster) -> Result<Vec<(usize, u16, TcpListener)>, R
 }
 
 pub fn serve(
-    cluster: Arc<Cluster>,
+    pods: Arc<Pods>,
     listeners: Vec<(usize, u16, TcpListener)>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     listeners
         .into_iter()
         .map(|(service, port, listener)| {
-            let cluster = cluster.clone();
+            let pods = pods.clone();
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 loop {
                     let accepted = tokio::select! {
                         a = listener.accept() => a,
-                        _ = crate::supervisor::stopped(&mut shutdown) => return,
+                        _ = crate::run::supervisor::stopped(&mut shutdown) => return,
                     };
                     let Ok((inbound, _)) = accepted else { continue };
-                    let cluster = cluster.clone();
+                    let pods = pods.clone();
                     tokio::spawn(async move {
-                        forward(&cluster, service, port, inbound).await;
+                        forward(&pods, service, port, inbound).await;
                     });
                 }
             })
@@ -59,9 +59,9 @@ pub fn serve(
         .collect()
 }
 
-async fn forward(cluster: &Cluster, service: usize, port: u16, mut inbound: TcpStream) {
+async fn forward(pods: &Pods, service: usize, port: u16, mut inbound: TcpStream) {
     // Try each ready endpoint once: a pod that just died should not fail the connection.
-    for addr in cluster.endpoints(service, port) {
+    for addr in pods.endpoints(service, port) {
         if let Ok(Ok(mut upstream)) =
             tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
         {

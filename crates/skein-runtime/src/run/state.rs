@@ -67,6 +67,10 @@ impl StateDir {
     pub fn hosts_file(&self) -> PathBuf {
         self.root.join("hosts")
     }
+    /// The hosts file of a pod with a sidecar.
+    pub fn pod_hosts_file(&self, pod: &str) -> PathBuf {
+        self.root.join("hosts.d").join(pod)
+    }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
@@ -84,7 +88,7 @@ impl StateDir {
     pub fn running_supervisor(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.pid_file()).ok()?;
         let pid: u32 = text.trim().parse().ok()?;
-        crate::process::is_alive(pid).then_some(pid)
+        crate::run::process::is_alive(pid).then_some(pid)
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::supervisor::Cluster;
+use crate::run::supervisor::Pods;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -30,12 +30,12 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 struct Ingress {
-    cluster: Arc<Cluster>,
+    pods: Arc<Pods>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 pub fn serve(
-    cluster: Arc<Cluster>,
+    pods: Arc<Pods>,
     http: TcpListener,
     https: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -47,7 +47,7 @@ pub fn serve(
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector);
-    let ingress = Ingress { cluster, client };
+    let ingress = Ingress { pods, client };
     vec![
         tokio::spawn(accept_loop(ingress.clone(), http, None, shutdown.clone())),
         tokio::spawn(accept_loop(
@@ -75,7 +75,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = crate::supervisor::stopped(&mut shutdown) => return,
+            _ = crate::run::supervisor::stopped(&mut shutdown) => return,
         };
         let _ = stream.set_nodelay(true);
         let ingress = ingress.clone();
@@ -123,7 +123,7 @@ impl Ingress {
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
         let path = req.uri().path().to_string();
         let Some(route) = self
-            .cluster
+            .pods
             .plan
             .ingress
             .iter()
@@ -134,21 +134,9 @@ impl Ingress {
         let (service, port) = (route.service, route.port);
 
         let (mut parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return if e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    text(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "413 Request Entity Too Large\n",
-                    )
-                } else {
-                    text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
-                };
-            }
+        let body = match read_body(body).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
         };
         strip_hop_by_hop(&mut parts.headers);
         forwarded_headers(&mut parts.headers, peer, https, host.as_deref());
@@ -164,7 +152,20 @@ impl Ingress {
             parts.headers.insert(header::HOST, v);
         }
 
-        let endpoints = self.cluster.endpoints(service, port);
+        self.forward(service, port, &parts, &path_and_query, body)
+            .await
+    }
+
+    /// To the first of the Service port's ready endpoints that accepts the connection.
+    async fn forward(
+        &self,
+        service: usize,
+        port: u16,
+        parts: &http::request::Parts,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Response<Body> {
+        let endpoints = self.pods.endpoints(service, port);
         if endpoints.is_empty() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -200,6 +201,25 @@ impl Ingress {
             }
         }
         text(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+    }
+}
+
+/// The whole request body, up to [`MAX_REQUEST_BODY`]; the error reply otherwise.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "413 Request Entity Too Large\n",
+                )
+            } else {
+                text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
+            },
+        ),
     }
 }
 

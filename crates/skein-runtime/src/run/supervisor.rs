@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use crate::plan::{Check, ContainerPlan, Plan, PodPlan, Run};
-use crate::process;
-use crate::status::{ContainerStatus, PodStatus, ServiceStatus};
+use crate::run::process;
+use crate::run::status::{ContainerStatus, PodStatus, ServiceStatus};
 
 /// Restart backoff: 1 s doubling to 30 s, reset after a minute of running (kubelet-like but
 /// quicker to start over, since local runs are interactive).
@@ -23,9 +22,10 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// Until a pod is first ready it is probed often, so `skein up` returns quickly.
 const STARTUP_PROBE_PERIOD: Duration = Duration::from_millis(250);
 
-pub struct Cluster {
+/// The planned pods and, for each, whether it is ready and how its containers are doing.
+pub struct Pods {
     pub plan: Plan,
-    pods: Vec<PodState>,
+    states: Vec<PodState>,
     /// Wakes the status writer.
     pub changed: Notify,
     /// Round-robin cursor per service, shared by the ingress and the service forwarders.
@@ -45,9 +45,9 @@ struct ContainerState {
     detail: Mutex<(String, Option<String>)>,
 }
 
-impl Cluster {
-    pub fn new(plan: Plan) -> Arc<Cluster> {
-        let pods = plan
+impl Pods {
+    pub fn new(plan: Plan) -> Arc<Pods> {
+        let states = plan
             .pods
             .iter()
             .map(|p| PodState {
@@ -63,9 +63,9 @@ impl Cluster {
             })
             .collect();
         let cursors = plan.services.iter().map(|_| AtomicU32::new(0)).collect();
-        Arc::new(Cluster {
+        Arc::new(Pods {
             plan,
-            pods,
+            states,
             changed: Notify::new(),
             cursors,
         })
@@ -82,7 +82,7 @@ impl Cluster {
         let mut ready: Vec<SocketAddr> = sp
             .endpoints
             .iter()
-            .filter(|(pod, _)| self.pods[*pod].ready.load(Ordering::Acquire))
+            .filter(|(pod, _)| self.states[*pod].ready.load(Ordering::Acquire))
             .map(|(_, addr)| *addr)
             .collect();
         if !ready.is_empty() {
@@ -97,77 +97,8 @@ impl Cluster {
         self.plan
             .pods
             .iter()
-            .zip(&self.pods)
-            .map(|(plan, st)| {
-                let containers: Vec<ContainerStatus> = plan
-                    .containers
-                    .iter()
-                    .zip(&st.containers)
-                    .map(|(cp, cs)| {
-                        let (state, last_exit) =
-                            cs.detail.lock().map(|d| d.clone()).unwrap_or_default();
-                        ContainerStatus {
-                            name: cp.name.clone(),
-                            pid: cs.pid.load(Ordering::Acquire),
-                            state,
-                            restarts: cs.restarts.load(Ordering::Acquire),
-                            last_exit,
-                            logs: cp.log.display().to_string(),
-                            command: cp.run.describe(),
-                        }
-                    })
-                    .collect();
-                let ready = st.ready.load(Ordering::Acquire);
-                let state = if ready {
-                    "Ready".to_string()
-                } else if containers
-                    .iter()
-                    .any(|c| c.state == "CrashLoopBackOff" || c.state.starts_with("Error"))
-                {
-                    "CrashLoopBackOff".to_string()
-                } else if containers.iter().all(|c| c.state == "Running") {
-                    "Running".to_string()
-                } else {
-                    containers
-                        .first()
-                        .map(|c| c.state.clone())
-                        .unwrap_or_default()
-                };
-                let proxy = plan.proxy.as_ref().map(|p| crate::status::ProxyStatus {
-                    mode: p.mode.as_str().to_string(),
-                    pid: containers.get(p.container).map_or(0, |c| c.pid),
-                    admin: format!("http://{}", p.admin),
-                    outbound_ip: p.outbound_ip.map(|ip| ip.to_string()),
-                    outbound_http: p.outbound_http.map(|a| a.to_string()),
-                    app_ip: p.app_ip.map(|ip| ip.to_string()),
-                    config_version: None,
-                    connected: false,
-                });
-                PodStatus {
-                    name: plan.name.clone(),
-                    namespace: plan.namespace.clone(),
-                    workload: plan.workload.clone(),
-                    labels: plan.labels.clone(),
-                    service_account: plan.service_account.clone(),
-                    ip: plan.ip.to_string(),
-                    ports: plan.ports.iter().map(|p| p.port).collect(),
-                    port_names: plan
-                        .ports
-                        .iter()
-                        .filter_map(|p| Some((p.name.clone()?, p.port)))
-                        .collect(),
-                    proxy,
-                    pid: containers.first().map_or(0, |c| c.pid),
-                    state,
-                    ready,
-                    restarts: containers.iter().map(|c| c.restarts).sum(),
-                    logs: containers
-                        .first()
-                        .map(|c| c.logs.clone())
-                        .unwrap_or_default(),
-                    containers,
-                }
-            })
+            .zip(&self.states)
+            .map(|(plan, st)| pod_status(plan, st))
             .collect()
     }
 
@@ -184,7 +115,7 @@ impl Cluster {
                     .ports
                     .iter()
                     .flat_map(|p| p.endpoints.iter())
-                    .filter(|(pod, _)| self.pods[*pod].ready.load(Ordering::Acquire))
+                    .filter(|(pod, _)| self.states[*pod].ready.load(Ordering::Acquire))
                     .map(|(_, a)| a.to_string())
                     .collect(),
             })
@@ -192,7 +123,7 @@ impl Cluster {
     }
 
     fn set_detail(&self, pod: usize, c: usize, state: &str, last_exit: Option<String>) {
-        if let Ok(mut d) = self.pods[pod].containers[c].detail.lock() {
+        if let Ok(mut d) = self.states[pod].containers[c].detail.lock() {
             d.0 = state.to_string();
             if last_exit.is_some() {
                 d.1 = last_exit;
@@ -202,14 +133,14 @@ impl Cluster {
     }
 
     fn set_ready(&self, pod: usize, ready: bool) {
-        if self.pods[pod].ready.swap(ready, Ordering::AcqRel) != ready {
+        if self.states[pod].ready.swap(ready, Ordering::AcqRel) != ready {
             tracing::info!(pod = %self.plan.pods[pod].name, ready, "readiness changed");
             self.changed.notify_one();
         }
     }
 
     fn all_running(&self, pod: usize) -> bool {
-        self.pods[pod]
+        self.states[pod]
             .containers
             .iter()
             .all(|c| c.pid.load(Ordering::Acquire) != 0)
@@ -237,7 +168,97 @@ impl Cluster {
     }
 }
 
-fn command_for(pod: &PodPlan, c: &ContainerPlan) -> Result<tokio::process::Command, String> {
+/// What `skein status` shows of one pod.
+fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
+    let containers: Vec<ContainerStatus> = plan
+        .containers
+        .iter()
+        .zip(&st.containers)
+        .map(|(cp, cs)| {
+            let (state, last_exit) = cs.detail.lock().map(|d| d.clone()).unwrap_or_default();
+            ContainerStatus {
+                name: cp.name.clone(),
+                pid: cs.pid.load(Ordering::Acquire),
+                state,
+                restarts: cs.restarts.load(Ordering::Acquire),
+                last_exit,
+                logs: cp.log.display().to_string(),
+                command: cp.run.describe(),
+            }
+        })
+        .collect();
+    let ready = st.ready.load(Ordering::Acquire);
+    let state = if ready {
+        "Ready".to_string()
+    } else if containers
+        .iter()
+        .any(|c| c.state == "CrashLoopBackOff" || c.state.starts_with("Error"))
+    {
+        "CrashLoopBackOff".to_string()
+    } else if containers.iter().all(|c| c.state == "Running") {
+        "Running".to_string()
+    } else {
+        containers
+            .first()
+            .map(|c| c.state.clone())
+            .unwrap_or_default()
+    };
+    let proxy = plan
+        .proxy
+        .as_ref()
+        .map(|p| crate::run::status::ProxyStatus {
+            mode: p.mode.as_str().to_string(),
+            pid: containers.get(p.container).map_or(0, |c| c.pid),
+            admin: format!("http://{}", p.admin),
+            outbound_ip: p.outbound_ip.map(|ip| ip.to_string()),
+            outbound_http: p.outbound_http.map(|a| a.to_string()),
+            app_ip: p.app_ip.map(|ip| ip.to_string()),
+            config_version: None,
+            connected: false,
+        });
+    PodStatus {
+        name: plan.name.clone(),
+        namespace: plan.namespace.clone(),
+        workload: plan.workload.clone(),
+        labels: plan.labels.clone(),
+        service_account: plan.service_account.clone(),
+        ip: plan.ip.to_string(),
+        ports: plan.ports.iter().map(|p| p.port).collect(),
+        port_names: plan
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.name.clone()?, p.port)))
+            .collect(),
+        proxy,
+        pid: containers.first().map_or(0, |c| c.pid),
+        state,
+        ready,
+        restarts: containers.iter().map(|c| c.restarts).sum(),
+        logs: containers
+            .first()
+            .map(|c| c.logs.clone())
+            .unwrap_or_default(),
+        containers,
+    }
+}
+
+/// Builds and starts the container's process. Preparing a database can block for seconds, so
+/// the command is built off the async workers.
+async fn spawn(container: &ContainerPlan) -> Result<tokio::process::Child, String> {
+    let built = {
+        let container = container.clone();
+        tokio::task::spawn_blocking(move || command_for(&container)).await
+    };
+    built
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .and_then(|mut cmd| {
+            cmd.spawn()
+                .map_err(|e| format!("cannot start {}: {e}", container.run.describe().join(" ")))
+        })
+}
+
+fn command_for(c: &ContainerPlan) -> Result<tokio::process::Command, String> {
     let (program, args) = match &c.run {
         Run::Program { program, args } => (program.clone(), args.clone()),
         Run::MariaDb(cfg) => {
@@ -273,54 +294,35 @@ fn command_for(pod: &PodPlan, c: &ContainerPlan) -> Result<tokio::process::Comma
         .stderr(log2)
         .process_group(0)
         .kill_on_drop(true);
-    let _ = pod;
     Ok(cmd)
 }
 
-async fn run_container(
-    cluster: Arc<Cluster>,
-    p: usize,
-    c: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let pod = &cluster.plan.pods[p];
+async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch::Receiver<bool>) {
+    let pod = &pods.plan.pods[p];
     let container = &pod.containers[c];
-    let state = &cluster.pods[p].containers[c];
+    let state = &pods.states[p].containers[c];
     let mut backoff = BACKOFF_START;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        // Preparing a database can block for seconds: keep it off the async workers.
-        let built = {
-            let (pod, container) = (pod.clone(), container.clone());
-            tokio::task::spawn_blocking(move || command_for(&pod, &container)).await
-        };
-        let mut child =
-            match built
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .and_then(|mut cmd| {
-                    cmd.spawn().map_err(|e| {
-                        format!("cannot start {}: {e}", container.run.describe().join(" "))
-                    })
-                }) {
-                Ok(child) => child,
-                Err(e) => {
-                    tracing::error!(pod = %pod.name, container = %container.name, "{e}");
-                    append_log(&container.log, &format!("skein: {e}"));
-                    cluster.set_detail(p, c, "Error", Some(e));
-                    state.restarts.fetch_add(1, Ordering::AcqRel);
-                    if wait_or_shutdown(backoff, &mut shutdown).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
+        let mut child = match spawn(container).await {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(pod = %pod.name, container = %container.name, "{e}");
+                append_log(&container.log, &format!("skein: {e}"));
+                pods.set_detail(p, c, "Error", Some(e));
+                state.restarts.fetch_add(1, Ordering::AcqRel);
+                if wait_or_shutdown(backoff, &mut shutdown).await {
+                    break;
                 }
-            };
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
         let pid = child.id().unwrap_or(0);
         state.pid.store(pid, Ordering::Release);
-        cluster.set_detail(p, c, "Running", None);
+        pods.set_detail(p, c, "Running", None);
         tracing::info!(pod = %pod.name, container = %container.name, pid, "started");
         let started = Instant::now();
         let exited = tokio::select! {
@@ -330,7 +332,7 @@ async fn run_container(
         match exited {
             Some(status) => {
                 state.pid.store(0, Ordering::Release);
-                cluster.set_ready(p, false);
+                pods.set_ready(p, false);
                 let exit = match status {
                     Ok(s) => describe_exit(s),
                     Err(e) => format!("wait failed: {e}"),
@@ -347,17 +349,17 @@ async fn run_container(
                     ),
                 );
                 state.restarts.fetch_add(1, Ordering::AcqRel);
-                cluster.set_detail(p, c, "CrashLoopBackOff", Some(exit));
+                pods.set_detail(p, c, "CrashLoopBackOff", Some(exit));
                 if wait_or_shutdown(backoff, &mut shutdown).await {
                     break;
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             None => {
-                cluster.set_detail(p, c, "Terminating", None);
+                pods.set_detail(p, c, "Terminating", None);
                 stop_child(&mut child, pid, pod.grace).await;
                 state.pid.store(0, Ordering::Release);
-                cluster.set_detail(p, c, "Terminated", None);
+                pods.set_detail(p, c, "Terminated", None);
                 break;
             }
         }
@@ -367,16 +369,16 @@ async fn run_container(
 /// SIGTERM to the container's process group, SIGKILL after the grace period.
 async fn stop_child(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
     if pid != 0 {
-        process::signal_group(pid, process::SIGTERM);
+        process::signal_group(pid, process::Signal::TERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         if pid != 0 {
-            process::signal_group(pid, process::SIGKILL);
+            process::signal_group(pid, process::Signal::KILL);
         }
         let _ = child.wait().await;
     } else if pid != 0 {
         // Whatever the container forked and left behind goes with it.
-        process::signal_group(pid, process::SIGKILL);
+        process::signal_group(pid, process::Signal::KILL);
     }
 }
 
@@ -414,8 +416,8 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receiver<bool>) {
-    let pod = &cluster.plan.pods[p];
+async fn probe_pod(pods: Arc<Pods>, p: usize, mut shutdown: watch::Receiver<bool>) {
+    let pod = &pods.plan.pods[p];
     let mut checks: Vec<(std::net::IpAddr, Check)> = match &pod.readiness {
         Some(r) => vec![(pod.probe_ip.into(), r.check.clone())],
         None => pod
@@ -429,7 +431,7 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
     if let Some(p) = pod
         .proxy
         .as_ref()
-        .filter(|p| p.mode == crate::mesh::ProxyMode::Sidecar)
+        .filter(|p| p.mode == crate::plan::ProxyMode::Sidecar)
     {
         checks.push((
             p.admin.ip(),
@@ -451,12 +453,12 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
     let mut failures = 0u32;
     let mut running_since: Option<Instant> = None;
     loop {
-        let ready = cluster.pods[p].ready.load(Ordering::Acquire);
+        let ready = pods.states[p].ready.load(Ordering::Acquire);
         let wait = if ready { period } else { STARTUP_PROBE_PERIOD };
         if wait_or_shutdown(wait, &mut shutdown).await {
             return;
         }
-        if !cluster.all_running(p) {
+        if !pods.all_running(p) {
             running_since = None;
             continue;
         }
@@ -473,11 +475,11 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
         }
         if ok {
             failures = 0;
-            cluster.set_ready(p, true);
+            pods.set_ready(p, true);
         } else {
             failures += 1;
             if !ready || failures >= threshold {
-                cluster.set_ready(p, false);
+                pods.set_ready(p, false);
             }
         }
     }
@@ -485,36 +487,14 @@ async fn probe_pod(cluster: Arc<Cluster>, p: usize, mut shutdown: watch::Receive
 
 /// One probe, as the kubelet does it: HTTP success is a status in 200..400.
 pub async fn run_check(ip: std::net::IpAddr, check: &Check, timeout: Duration) -> bool {
-    let attempt = async {
-        match check {
-            Check::Tcp { port } => TcpStream::connect((ip, *port)).await.is_ok(),
-            Check::Http { port, path } => {
-                let Ok(mut s) = TcpStream::connect((ip, *port)).await else {
-                    return false;
-                };
-                let req = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/skein\r\nConnection: close\r\n\r\n"
-                );
-                if s.write_all(req.as_bytes()).await.is_err() {
-                    return false;
-                }
-                let mut buf = [0u8; 32];
-                let mut n = 0;
-                while n < 12 {
-                    match s.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                head.split(' ')
-                    .nth(1)
-                    .and_then(|code| code.parse::<u16>().ok())
-                    .is_some_and(|code| (200..400).contains(&code))
-            }
+    match check {
+        Check::Tcp { port } => tokio::time::timeout(timeout, TcpStream::connect((ip, *port)))
+            .await
+            .is_ok_and(|c| c.is_ok()),
+        Check::Http { port, path } => {
+            crate::client::probe_get(SocketAddr::from((ip, *port)), path, timeout)
+                .await
+                .is_ok_and(|status| (200..400).contains(&status.as_u16()))
         }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or(false)
+    }
 }

@@ -11,10 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::plan::{Check, ContainerPlan, NamedPort, PodPlan, Readiness, Run};
-use crate::state::StateDir;
+use super::{
+    Check, ContainerPlan, MeshPlanOptions, NamedPort, PodPlan, ProxyMode, ProxyPlan, Readiness, Run,
+};
+use crate::run::state::StateDir;
 
 /// The control plane's port (Istio's plaintext xDS port).
 pub const CONTROL_PORT: u16 = 15010;
@@ -51,66 +53,6 @@ pub fn injected(
     namespace_labels
         .and_then(|l| l.get("istio-injection"))
         .is_some_and(|v| v == "enabled")
-}
-
-/// What a pod's proxy is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyMode {
-    /// A sidecar in front of the pod's app.
-    Sidecar,
-    /// The ingress gateway.
-    Gateway,
-}
-
-impl ProxyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProxyMode::Sidecar => "sidecar",
-            ProxyMode::Gateway => "gateway",
-        }
-    }
-}
-
-/// A pod's proxy, as planned.
-#[derive(Debug, Clone)]
-pub struct ProxyPlan {
-    pub mode: ProxyMode,
-    /// Index of the proxy container in the pod.
-    pub container: usize,
-    /// Admin endpoint (`/ready`, `/config_dump`, `/stats/prometheus`).
-    pub admin: SocketAddr,
-    /// The app's address (sidecars).
-    pub app_ip: Option<Ipv4Addr>,
-    /// The outbound address (sidecars).
-    pub outbound_ip: Option<Ipv4Addr>,
-    /// The app's HTTP_PROXY (sidecars).
-    pub outbound_http: Option<SocketAddr>,
-}
-
-/// Everything the mesh needs from `skein up`.
-#[derive(Debug, Clone)]
-pub struct MeshPlanOptions {
-    /// The `skein` binary (it runs the proxies and the control plane).
-    pub skein: PathBuf,
-    /// The manifests directory the control plane watches.
-    pub manifests: PathBuf,
-    /// The ingress gateway's HTTP and HTTPS addresses.
-    pub http: SocketAddr,
-    pub https: SocketAddr,
-    /// Lifetime of workload certificates (None: Istio's 24 h).
-    pub cert_ttl: Option<std::time::Duration>,
-    /// A user's own CA in Istio's plug-in layout.
-    pub plugin_ca: Option<PathBuf>,
-}
-
-/// The control plane's address in this state directory's subnet.
-pub fn control_addr(subnet: u8) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::new(127, subnet, 0, 2), CONTROL_PORT))
-}
-
-/// The per-pod hosts file of a pod with a sidecar.
-pub fn pod_hosts_file(state: &StateDir, pod: &str) -> PathBuf {
-    state.root().join("hosts.d").join(pod)
 }
 
 fn proxy_log_level() -> (String, String) {
@@ -185,7 +127,7 @@ pub fn app_env(state: &StateDir, pod_name: &str, pod_ip: Ipv4Addr) -> Vec<(Strin
         ("no_proxy".into(), "localhost,127.0.0.1".into()),
         (
             "SKEIN_HOSTS".into(),
-            pod_hosts_file(state, pod_name).display().to_string(),
+            state.pod_hosts_file(pod_name).display().to_string(),
         ),
     ]
 }
@@ -206,7 +148,6 @@ fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)])
         containers: Vec::new(),
         readiness: None,
         grace: std::time::Duration::from_secs(10),
-        source: Default::default(),
         proxy: None,
     }
 }

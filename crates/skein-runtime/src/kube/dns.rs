@@ -1,0 +1,59 @@
+//! Cluster DNS's part: a hosts file of every Service's names and cluster IP (what
+//! `SKEIN_HOSTS` points a container at), and for each pod with a sidecar its own, which
+//! points opaque-TCP Services at the sidecar's listeners.
+
+use crate::RuntimeError;
+use crate::plan::{Plan, ServicePlan, dns_names};
+use crate::run::state::StateDir;
+
+/// The cluster DNS stand-in: every Service's names, in /etc/hosts format.
+pub fn write_hosts(state: &StateDir, plan: &Plan) -> Result<(), RuntimeError> {
+    let mut text =
+        String::from("# Written by skein up: Service names -> their loopback cluster IPs.\n");
+    for (ip, names) in &plan.hosts {
+        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    let path = state.hosts_file();
+    std::fs::write(&path, &text).map_err(|e| RuntimeError::io(&path, e))?;
+
+    // A pod with a sidecar reaches opaque-TCP Services through its sidecar's listeners.
+    let opaque: Vec<&ServicePlan> = plan
+        .services
+        .iter()
+        .filter(|s| s.ports.iter().any(|p| p.opaque))
+        .collect();
+    for pod in &plan.pods {
+        let Some(out) = pod.proxy.as_ref().and_then(|p| p.outbound_ip) else {
+            continue;
+        };
+        let mut text = format!(
+            "# Written by skein up for pod {}: opaque-TCP Services -> its sidecar, the rest -> cluster IPs.\n",
+            pod.name
+        );
+        for s in &opaque {
+            let names = dns_names(&s.name, &s.namespace);
+            // A short name means the pod's own namespace, as cluster DNS search paths do.
+            let names: Vec<&String> = names
+                .iter()
+                .filter(|n| s.namespace == pod.namespace || n.contains('.'))
+                .collect();
+            text.push_str(&format!(
+                "{out}\t{}\n",
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        for (ip, names) in &plan.hosts {
+            text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+        }
+        let path = state.pod_hosts_file(&pod.name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+pub(crate) mod dns;
+pub(crate) mod ingress;
+pub(crate) mod services;

@@ -1,0 +1,195 @@
+//! The whole plan: Services first (their addresses go into every pod's hosts file), then the
+//! mesh's pods and every workload's replicas, then each Service port's endpoints and the
+//! ingress routes.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use skein_api::Manifests;
+
+use super::ingress::ingress_routes;
+use super::manifests::{ConfigData, ServiceDef, ServicePortDef, Workload, services, workloads};
+use super::pod::plan_pod;
+use super::{
+    DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan, ServicePlan,
+    ServicePortPlan, ServicePortRef, database, dns_names, mesh,
+};
+use crate::RuntimeError;
+use crate::naming::pod_name;
+use crate::run::state::{Network, StateDir};
+
+pub fn build(
+    manifests: &Manifests,
+    state: &StateDir,
+    network: &mut Network,
+    opts: &PlanOptions,
+) -> Result<Plan, RuntimeError> {
+    let mut errors = Vec::new();
+    let configs = ConfigData::collect(manifests);
+    let workloads = workloads(manifests);
+    let db_workloads: Vec<&Workload> = workloads.iter().filter(|w| w.is_database()).collect();
+    let mode = database::mode(opts.database, &db_workloads);
+
+    // Services first: pods need the hosts file, and SQLite mode needs the database's names.
+    let services = services(manifests);
+    let mut hosts = Vec::new();
+    let mut service_ips = Vec::new();
+    for s in &services {
+        let ip = network.service_ip(&format!("{}/{}", s.namespace, s.name))?;
+        service_ips.push(ip);
+        hosts.push((ip, dns_names(&s.name, &s.namespace)));
+    }
+    let db_services = database::services(&services, &db_workloads);
+    let cx = Inputs {
+        state,
+        opts,
+        configs: &configs,
+        mode,
+        db_services: &db_services,
+    };
+    let pods = plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
+    let services: Vec<ServicePlan> = services
+        .iter()
+        .zip(service_ips)
+        .map(|(s, ip)| service_plan(s, ip, &pods))
+        .collect();
+    let ingress = ingress_routes(manifests, &services, &mut errors);
+
+    if !errors.is_empty() {
+        return Err(RuntimeError::Plan(errors));
+    }
+    let location = database::location(mode, state, &db_services);
+    Ok(Plan {
+        pods,
+        services,
+        ingress,
+        database: DatabasePlan { mode, location },
+        hosts,
+    })
+}
+
+/// The mesh's own pods, planned before the workloads' (every sidecar is told the control
+/// plane's address).
+struct MeshPods<'a> {
+    control: SocketAddr,
+    skein: &'a Path,
+    istiod: PodPlan,
+    gateway: PodPlan,
+}
+
+fn mesh_pods<'a>(
+    m: &'a MeshPlanOptions,
+    state: &StateDir,
+    network: &mut Network,
+    live_names: &mut Vec<String>,
+) -> Result<MeshPods<'a>, RuntimeError> {
+    let istiod = pod_name("istiod", b"istiod", 0);
+    let gateway = pod_name("istio-ingressgateway", b"istio-ingressgateway", 0);
+    let (istiod_ip, gateway_ip) = (network.pod_ip(&istiod)?, network.pod_ip(&gateway)?);
+    live_names.extend([istiod.clone(), gateway.clone()]);
+    let control = SocketAddr::from((istiod_ip, mesh::CONTROL_PORT));
+    Ok(MeshPods {
+        control,
+        skein: &m.skein,
+        istiod: mesh::control_pod(istiod, istiod_ip, state, m, control),
+        gateway: mesh::gateway_pod(gateway, gateway_ip, state, m, control),
+    })
+}
+
+/// Every workload's replicas (each with a sidecar when injected), then the mesh's pods. A
+/// pod that cannot be planned is an error in `errors`; the others are still planned.
+fn plan_pods(
+    manifests: &Manifests,
+    workloads: &[Workload<'_>],
+    network: &mut Network,
+    cx: &Inputs<'_>,
+    errors: &mut Vec<String>,
+) -> Result<Vec<PodPlan>, RuntimeError> {
+    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = manifests
+        .namespaces()
+        .map(|n| (n.metadata.name.clone(), n.metadata.labels.clone()))
+        .collect();
+    let mut live_names = Vec::new();
+    let mesh_pods = match &cx.opts.mesh {
+        Some(m) => Some(mesh_pods(m, cx.state, network, &mut live_names)?),
+        None => None,
+    };
+    let mut pods = Vec::new();
+    for w in workloads {
+        if cx.mode == DatabaseMode::Sqlite && w.is_database() {
+            continue;
+        }
+        for ordinal in 0..w.replicas {
+            let name = pod_name(&w.name, &w.template_key, ordinal);
+            live_names.push(name.clone());
+            let ip = network.pod_ip(&name)?;
+            let meshed = mesh_pods.is_some()
+                && mesh::injected(
+                    namespace_labels.get(&w.namespace),
+                    &w.pod_labels,
+                    &w.pod_annotations,
+                );
+            match (plan_pod(w, name, ip, meshed, cx), &mesh_pods) {
+                (Ok(mut p), Some(m)) if meshed => {
+                    mesh::add_sidecar(&mut p, cx.state, m.control, m.skein);
+                    pods.push(p);
+                }
+                (Ok(p), _) => pods.push(p),
+                (Err(e), _) => errors.push(e),
+            }
+        }
+    }
+    network.retain_pods(&live_names);
+    if let Some(m) = mesh_pods {
+        pods.extend([m.istiod, m.gateway]);
+    }
+    Ok(pods)
+}
+
+fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {
+    let ports = s
+        .ports
+        .iter()
+        .map(|sp| ServicePortPlan {
+            name: sp.name.clone(),
+            port: sp.port,
+            opaque: sp.name.as_deref().is_some_and(is_opaque),
+            endpoints: endpoints(s, sp, pods),
+        })
+        .collect();
+    ServicePlan {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        cluster_ip: ip,
+        ports,
+    }
+}
+
+/// Istio's protocol selection by port name: these ports carry opaque TCP.
+fn is_opaque(port_name: &str) -> bool {
+    matches!(
+        port_name.split('-').next().unwrap_or(port_name),
+        "tcp" | "tls" | "https" | "mysql" | "mongo" | "redis"
+    )
+}
+
+/// The pods a Service port selects (by index into `pods`) and the address each is reached at.
+fn endpoints(s: &ServiceDef, sp: &ServicePortDef, pods: &[PodPlan]) -> Vec<(usize, SocketAddr)> {
+    pods.iter()
+        .enumerate()
+        .filter(|(_, p)| p.namespace == s.namespace && s.selects(&p.labels))
+        .filter_map(|(i, p)| {
+            let target = match &sp.target {
+                None => Some(sp.port),
+                Some(ServicePortRef::Number(n)) => Some(*n),
+                Some(ServicePortRef::Name(n)) => p
+                    .ports
+                    .iter()
+                    .find(|cp| cp.name.as_deref() == Some(n.as_str()))
+                    .map(|cp| cp.port),
+            }?;
+            Some((i, SocketAddr::from((p.ip, target))))
+        })
+        .collect()
+}

@@ -1,0 +1,4 @@
+pub(crate) mod process;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod supervisor;
