@@ -6,6 +6,7 @@
 //!
 //! Both servers can be run in-process: [`was::start`] and [`web::start`] bind, serve in the
 //! background and hand back a [`server::ServerHandle`].
+#![forbid(unsafe_code)]
 
 pub mod hosts;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The same CRUD suite as `was_sqlite.rs`, against a real MariaDB started through
 //! `skein_runtime::mysql::TestServer`. MariaDB must be installed (`apt-get install
 //! mariadb-server`): this test fails, never skips, without it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod common;
 

@@ -15,6 +15,7 @@
 //!
 //! `FAIL_STATUS` / `FAIL_PCT` in the environment make every request fail that way (a broken
 //! pod). Listens on `LISTEN_ADDR` (default `0.0.0.0:8080`); `GET /healthz` is always 200.
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

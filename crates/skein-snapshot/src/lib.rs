@@ -7,6 +7,7 @@
 //!
 //! The wire form is serde JSON. Every optional field has a default, so snapshots written by
 //! hand (tests, `skein proxy-config`) stay short.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

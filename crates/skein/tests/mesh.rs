@@ -2,6 +2,7 @@
 //! does with it: header-based canary routing, a weight change in the directory under load, an
 //! invalid edit, a dead control plane, `proxy-config`, the access log, and MySQL behind a
 //! sidecar.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
 

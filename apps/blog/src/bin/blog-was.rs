@@ -1,4 +1,5 @@
 //! `blog-was`: the blog's REST API. Configuration: `blog-was --help`.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

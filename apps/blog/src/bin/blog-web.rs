@@ -1,4 +1,5 @@
 //! `blog-web`: the blog's static site and `/api` reverse proxy. Configuration: `blog-web --help`.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

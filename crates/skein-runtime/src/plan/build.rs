@@ -28,7 +28,7 @@ pub fn build(
     let mut errors = Vec::new();
     let configs = ConfigData::collect(manifests);
     let workloads = workloads(manifests);
-    let db_workloads: Vec<&Workload> = workloads.iter().filter(|w| w.is_database()).collect();
+    let db_workloads: Vec<&Workload<'_>> = workloads.iter().filter(|w| w.is_database()).collect();
     let mode = database::mode(opts.database, &db_workloads);
 
     // Services first: pods need the hosts file, and SQLite mode needs the database's names.
