@@ -56,7 +56,7 @@ pub(super) fn validate_authorization_policy(
         let rp = format!("spec.rules[{i}]");
         validate_rule_from(cx, &rp, i, rule, action);
         validate_rule_to(cx, &rp, i, rule);
-        validate_conditions(cx, &rp, rule);
+        validate_conditions(cx, &rp, rule, action);
     }
 }
 
@@ -205,9 +205,23 @@ fn validate_rule_to(cx: &mut Cx<'_>, rp: &str, i: usize, rule: &Rule) {
 }
 
 /// A rule's `when` conditions.
-fn validate_conditions(cx: &mut Cx<'_>, rp: &str, rule: &Rule) {
+fn validate_conditions(cx: &mut Cx<'_>, rp: &str, rule: &Rule, action: Action) {
     for (j, w) in rule.when.iter().enumerate() {
         let wp = format!("{rp}.when[{j}]");
+        if w.key.starts_with("experimental.envoy.filters.") {
+            // Envoy dynamic metadata: the proxy has none, and its condition never matches.
+            // In an ALLOW rule that is a smaller allow; in a DENY (or CUSTOM, compiled to a
+            // DENY) rule it would silently deny nothing, so it is refused.
+            let msg = format!(
+                "skein cannot evaluate key {}: a condition on it never matches",
+                w.key
+            );
+            if matches!(action, Action::Deny | Action::Custom) {
+                cx.error(&format!("{wp}.key"), msg);
+            } else {
+                cx.warn(&format!("{wp}.key"), msg);
+            }
+        }
         if w.key.is_empty() {
             cx.error(&format!("{wp}.key"), "`key` must not be empty");
         } else if w.values.is_empty() && w.not_values.is_empty() {

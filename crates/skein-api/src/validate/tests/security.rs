@@ -225,3 +225,32 @@ spec:
         ]
     );
 }
+
+#[test]
+fn envoy_metadata_conditions_cannot_deny_silently() {
+    let ap = |action: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: a, namespace: ns}}
+spec:
+  action: {action}
+  rules:
+  - when:
+    - key: experimental.envoy.filters.http.jwt[iss]
+      values: [x]
+"
+        )
+    };
+    let msg = "spec.rules[0].when[0].key: skein cannot evaluate key experimental.envoy.filters.http.jwt[iss]: a condition on it never matches";
+    assert_eq!(
+        diags(&ap("DENY")),
+        [format!("v.yaml:8: error: AuthorizationPolicy ns/a: {msg}")]
+    );
+    assert_eq!(
+        diags(&ap("ALLOW")),
+        [format!(
+            "v.yaml:8: warning: AuthorizationPolicy ns/a: {msg}"
+        )]
+    );
+}
