@@ -87,6 +87,27 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
                 "metadata.name",
                 "Required value: name or generateName is required",
             );
+        } else if !meta.name.is_empty() {
+            let rule = match &doc.resource {
+                // Kubernetes' ValidateNamespaceName and ValidateServiceName.
+                Resource::Namespace(_) => NameRule::Dns1123Label,
+                Resource::Service(_) => NameRule::Dns1035Label,
+                _ => NameRule::Dns1123Subdomain,
+            };
+            if let Some(msg) = rule.problem(&meta.name) {
+                cx.error(
+                    "metadata.name",
+                    format!("Invalid value: {:?}: {msg}", meta.name),
+                );
+            }
+        }
+        if let Some(ns) = meta.namespace.as_deref().filter(|ns| !ns.is_empty())
+            && let Some(msg) = NameRule::Dns1123Label.problem(ns)
+        {
+            cx.error(
+                "metadata.namespace",
+                format!("Invalid value: {ns:?}: {msg}"),
+            );
         }
         match &doc.resource {
             Resource::Deployment(d) => {
@@ -249,6 +270,61 @@ impl<'a> World<'a> {
 }
 
 // === Checks shared by every kind ===
+
+/// Kubernetes' object name rules (apimachinery `validation.IsDNS1123Subdomain`,
+/// `IsDNS1123Label`, `IsDNS1035Label`), with its messages. Names end up in DNS names and, for
+/// the local runtime, in file paths, so `../x` must not pass.
+#[derive(Debug, Clone, Copy)]
+enum NameRule {
+    Dns1123Subdomain,
+    Dns1123Label,
+    Dns1035Label,
+}
+
+impl NameRule {
+    fn problem(self, s: &str) -> Option<String> {
+        let label = |l: &str, first_alpha: bool| {
+            let b = l.as_bytes();
+            let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+            let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+            match (b.first(), b.last()) {
+                (Some(f), Some(l)) => {
+                    (if first_alpha {
+                        f.is_ascii_lowercase()
+                    } else {
+                        alnum(f)
+                    }) && alnum(l)
+                        && b.iter().all(inner)
+                }
+                _ => false,
+            }
+        };
+        let (max, ok, msg) = match self {
+            NameRule::Dns1123Subdomain => (
+                253,
+                s.split('.').all(|l| label(l, false)),
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+            ),
+            NameRule::Dns1123Label => (
+                63,
+                label(s, false),
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+            ),
+            NameRule::Dns1035Label => (
+                63,
+                label(s, true),
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+            ),
+        };
+        if s.len() > max {
+            Some(format!("must be no more than {max} characters"))
+        } else if !ok {
+            Some(msg.to_string())
+        } else {
+            None
+        }
+    }
+}
 
 fn labels_text(labels: &Labels) -> String {
     labels

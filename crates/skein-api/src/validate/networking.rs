@@ -37,7 +37,34 @@ fn validate_string_match(
             path,
             format!("\"{where_}\": regex string match should not be empty"),
         );
+    } else if let Some(re) = &m.regex
+        && let Some(msg) = regex_problem(re, where_)
+    {
+        cx.error(&format!("{path}.regex"), msg);
     }
+}
+
+/// istiod's `validateStringRegexp`, compiled by the `regex` crate (RE2 syntax), as the proxy
+/// compiles it: alone and anchored for a full match.
+fn regex_problem(re: &str, where_: &str) -> Option<String> {
+    if re.len() > 1024 {
+        return Some(format!(
+            "\"{where_}\": regex is too large, max length allowed is 1024"
+        ));
+    }
+    let err = regex::Regex::new(re)
+        .and_then(|_| regex::Regex::new(&format!("^(?:{re})$")))
+        .err()?;
+    // The crate's message draws a caret under the pattern; its last line says what is wrong.
+    let err = err.to_string();
+    let what = err
+        .lines()
+        .last()
+        .map(|l| l.trim().trim_start_matches("error: "))
+        .unwrap_or("invalid");
+    Some(format!(
+        "\"{where_}\": error parsing regexp: {what}: `{re}`; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+    ))
 }
 
 /// istiod's `validateDestination`.
@@ -470,6 +497,10 @@ fn validate_http_rewrite(cx: &mut Cx<'_>, path: &str, rw: &HttpRewrite) {
             &p("rewrite.uriRegexRewrite"),
             "UriRegexRewrite requires both Rewrite and Match fields to be specified",
         );
+    } else if let Some(re) = &rw.uri_regex_rewrite
+        && let Some(msg) = regex_problem(&re.match_, "uriRegexRewrite")
+    {
+        cx.error(&p("rewrite.uriRegexRewrite.match"), msg);
     }
 }
 

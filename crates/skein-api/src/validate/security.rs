@@ -31,6 +31,20 @@ pub(super) fn validate_authorization_policy(
         Action::Audit if spec.rules.is_none() => cx.warn("spec", meaningless("AUDIT")),
         _ => {}
     }
+    if action == Action::Custom
+        && let Some(name) = spec.provider.as_ref().map(|p| p.name.as_str())
+        && !name.is_empty()
+        && spec.rules.is_some()
+    {
+        // skein has no meshConfig.extensionProviders: every provider is undefined, and Istio
+        // then installs a deny for the policy's rules (`-deny-due-to-bad-CUSTOM-action`).
+        cx.warn(
+            "spec.provider.name",
+            format!(
+                "extension provider {name:?} is not defined in meshConfig.extensionProviders (skein has no external authorizers): the requests this CUSTOM policy matches are denied"
+            ),
+        );
+    }
     if spec.provider.is_some() && action != Action::Custom {
         let name = format!("{action:?}").to_ascii_uppercase();
         cx.error(
@@ -42,7 +56,7 @@ pub(super) fn validate_authorization_policy(
         let rp = format!("spec.rules[{i}]");
         validate_rule_from(cx, &rp, i, rule, action);
         validate_rule_to(cx, &rp, i, rule);
-        validate_conditions(cx, &rp, rule);
+        validate_conditions(cx, &rp, rule, action);
     }
 }
 
@@ -101,12 +115,23 @@ fn validate_rule_from(cx: &mut Cx<'_>, rp: &str, i: usize, rule: &Rule, action: 
             );
         }
         for (name, list) in lists {
+            let key = upper_first(name);
+            let fp = format!("{sp}.{name}");
             if list.iter().flatten().any(String::is_empty) {
-                let key = upper_first(name);
-                cx.error(
-                    &format!("{sp}.{name}"),
-                    format!("empty value not allowed, found in {key}"),
-                );
+                cx.error(&fp, format!("empty value not allowed, found in {key}"));
+                continue;
+            }
+            let Some(values) = list else { continue };
+            let problem = match name {
+                "serviceAccounts" | "notServiceAccounts" => service_account_problem(&key, values),
+                "trustDomains" | "notTrustDomains" => trust_domain_problem(&key, values),
+                "ipBlocks" | "notIpBlocks" | "remoteIpBlocks" | "notRemoteIpBlocks" => {
+                    ip_problem(values)
+                }
+                _ => None,
+            };
+            if let Some(msg) = problem {
+                cx.error(&fp, msg);
             }
         }
         if action == Action::Custom {
@@ -180,9 +205,23 @@ fn validate_rule_to(cx: &mut Cx<'_>, rp: &str, i: usize, rule: &Rule) {
 }
 
 /// A rule's `when` conditions.
-fn validate_conditions(cx: &mut Cx<'_>, rp: &str, rule: &Rule) {
+fn validate_conditions(cx: &mut Cx<'_>, rp: &str, rule: &Rule, action: Action) {
     for (j, w) in rule.when.iter().enumerate() {
         let wp = format!("{rp}.when[{j}]");
+        if w.key.starts_with("experimental.envoy.filters.") {
+            // Envoy dynamic metadata: the proxy has none, and its condition never matches.
+            // In an ALLOW rule that is a smaller allow; in a DENY (or CUSTOM, compiled to a
+            // DENY) rule it would silently deny nothing, so it is refused.
+            let msg = format!(
+                "skein cannot evaluate key {}: a condition on it never matches",
+                w.key
+            );
+            if matches!(action, Action::Deny | Action::Custom) {
+                cx.error(&format!("{wp}.key"), msg);
+            } else {
+                cx.warn(&format!("{wp}.key"), msg);
+            }
+        }
         if w.key.is_empty() {
             cx.error(&format!("{wp}.key"), "`key` must not be empty");
         } else if w.values.is_empty() && w.not_values.is_empty() {
@@ -193,8 +232,152 @@ fn validate_conditions(cx: &mut Cx<'_>, rp: &str, rule: &Rule) {
                     w.key
                 ),
             );
+        } else {
+            for (field, which, values) in [
+                ("values", "value", &w.values),
+                ("notValues", "notValue", &w.not_values),
+            ] {
+                if values.is_empty() {
+                    continue;
+                }
+                if let Some(err) = attribute_problem(&w.key, values) {
+                    cx.error(
+                        &format!("{wp}.{field}"),
+                        format!("invalid `{which}` for `key` {}: {err}", w.key),
+                    );
+                }
+            }
         }
     }
+}
+
+/// istio's `security.ValidateAttribute`: the `when` keys Istio knows (`pilot/pkg/security/
+/// authz/model/model.go`) and what their values must look like.
+fn attribute_problem(key: &str, values: &[String]) -> Option<String> {
+    if values.iter().any(String::is_empty) {
+        return Some(format!("empty value not allowed, found in {key}"));
+    }
+    let map_key = |prefix: &str| {
+        let ok = key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']'));
+        (!ok).then(|| format!("bad key ({key}): should have format a[b]"))
+    };
+    match key {
+        k if k.starts_with("request.headers") => map_key("request.headers"),
+        "source.ip" | "remote.ip" | "destination.ip" => ip_problem(values),
+        "source.namespace" | "source.principal" | "connection.sni" => None,
+        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => None,
+        "source.serviceAccount" => service_account_problem(key, values),
+        "source.trustDomain" => trust_domain_problem(key, values),
+        k if k.starts_with("request.auth.claims") => map_key("request.auth.claims"),
+        "destination.port" => values
+            .iter()
+            .find(|p| p.parse::<u16>().is_err())
+            .map(|p| format!("bad port ({p})")),
+        k if k.starts_with("experimental.envoy.filters.") => {
+            // `experimental.envoy.filters.` + `a[b]`.
+            let rest = &k["experimental.envoy.filters.".len()..];
+            let open = rest.find('[');
+            let ok = rest.ends_with(']') && open.is_some_and(|o| o > 0 && o < rest.len() - 2);
+            (!ok).then(|| format!("bad key ({key}): should have format a[b]"))
+        }
+        "destination.namespace" => Some(format!(
+            "attribute {key} is replaced by the metadata.namespace"
+        )),
+        k if k.starts_with("destination.labels") => Some(format!(
+            "attribute {key} is replaced by the workload selector"
+        )),
+        "destination.name" | "destination.user" => Some(format!(
+            "deprecated attribute {key}: only supported in v1alpha1"
+        )),
+        _ => Some(format!("unknown attribute: {key}")),
+    }
+}
+
+/// istio's `security.ValidateIPs` (the proxy reads the same forms: an address, or an address
+/// and a prefix length no longer than the address).
+fn ip_problem(values: &[String]) -> Option<String> {
+    let bad = |v: &String| -> Option<String> {
+        match v.split_once('/') {
+            Some((ip, bits)) => {
+                let reason = match ip.parse::<std::net::IpAddr>() {
+                    Err(e) => format!("{e}"),
+                    Ok(ip) => {
+                        let max = if ip.is_ipv4() { 32 } else { 128 };
+                        match bits.parse::<u8>() {
+                            Ok(b) if b <= max && !bits.starts_with('+') => return None,
+                            _ => format!("bad bits after slash: {bits:?}"),
+                        }
+                    }
+                };
+                Some(format!("bad CIDR range ({v}): {reason}"))
+            }
+            None => v
+                .parse::<std::net::IpAddr>()
+                .is_err()
+                .then(|| format!("bad IP address ({v})")),
+        }
+    };
+    values.iter().find_map(bad)
+}
+
+/// istio's `security.CheckServiceAccount`: `name` (in the policy's namespace) or
+/// `namespace/name`, no wildcards, at most 16 values of at most 320 characters.
+fn service_account_problem(key: &str, values: &[String]) -> Option<String> {
+    if values.len() > 16 {
+        return Some("may not have more than 16 values".to_string());
+    }
+    values.iter().find_map(|v| {
+        let expected = "expected format 'serviceAccount' or 'namespace/serviceAccount', found";
+        if v.is_empty() {
+            Some(format!("empty value not allowed, found in {key}"))
+        } else if v.contains('*') {
+            Some(format!("wildcard not allowed, found in {key}"))
+        } else if v.matches('/').count() > 1 {
+            Some(format!("{expected} {v:?} in {key}"))
+        } else if v.len() > 320 {
+            Some(format!(
+                "value cannot exceed 320 characters, found {v:?} in {key}"
+            ))
+        } else {
+            match v.split_once('/') {
+                Some(("", _)) => Some(format!("{expected} empty namespace {v:?} in {key}")),
+                Some((_, "")) => Some(format!("{expected} empty serviceAccount {v:?} in {key}")),
+                _ => None,
+            }
+        }
+    })
+}
+
+/// istio's `security.CheckTrustDomainValues`; and a suffix pattern (`*.example.com`), which
+/// the proxy's principal patterns (exact, prefix, suffix of the whole principal) cannot
+/// express for the trust-domain part alone.
+fn trust_domain_problem(key: &str, values: &[String]) -> Option<String> {
+    values.iter().find_map(|v| {
+        let stars = v.matches('*').count();
+        if v.is_empty() {
+            Some(format!("empty value not allowed, found in {key}"))
+        } else if stars > 1 {
+            Some(format!(
+                "at most one wildcard is allowed, found in {key}: {v:?}"
+            ))
+        } else if stars == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*') {
+            Some(format!(
+                "wildcard is only allowed at the start or end, found in {key}: {v:?}"
+            ))
+        } else if v.contains('/') {
+            Some(format!(
+                "trust domain must not contain '/', found in {key}: {v:?}"
+            ))
+        } else if v != "*" && v.starts_with('*') {
+            Some(format!(
+                "skein does not support suffix trust domain patterns, found in {key}: {v:?}"
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 fn upper_first(s: &str) -> String {

@@ -181,8 +181,9 @@ fn bound_gateway(vs: &VirtualService, gateways: &BTreeSet<String>) -> Option<Str
 /// The routes of one Ingress path (named `name` where the backend's route has no name of its
 /// own): each of the backend's mesh routes, restricted to the path as [`IngressPathMatch`]
 /// reads it. Whole-segment Prefix `/api` is two match blocks (ORed): exactly `/api`, or
-/// starting `/api/`. A backend route with its own `uri` match keeps it (it is the more
-/// specific of the two).
+/// starting `/api/`. A backend route's own `uri` match is intersected with the path (see
+/// [`restrict`]): the Ingress exposes only its path, whatever the VirtualService routes; a
+/// route none of whose match blocks can lie within the path is left out.
 fn ingress_routes(name: &str, path: &IngressPathMatch, backend: Vec<Route>) -> Vec<Route> {
     let blocks: Vec<StringMatch> = match path {
         IngressPathMatch::Any => Vec::new(),
@@ -194,20 +195,27 @@ fn ingress_routes(name: &str, path: &IngressPathMatch, backend: Vec<Route>) -> V
     };
     backend
         .into_iter()
-        .map(|mut r| {
+        .filter_map(|mut r| {
             if r.name.is_empty() || r.name == "default" {
                 r.name = name.to_string();
             }
             if !blocks.is_empty() {
                 r.matches = restrict(std::mem::take(&mut r.matches), &blocks);
+                // No block left: the route cannot match within the path (and an empty list
+                // would match everything).
+                if r.matches.is_empty() {
+                    return None;
+                }
             }
-            r
+            Some(r)
         })
         .collect()
 }
 
-/// A route's match blocks ANDed with the path `blocks` (ORed): each block without a path
-/// match becomes one block per path; one with its own path match is kept.
+/// A route's match blocks ANDed with the path `blocks` (ORed): a block without a path match
+/// becomes one block per path; one with its own path match is kept once per path block
+/// where the intersection of the two is one of them (see [`path_within`]), and dropped where
+/// it is not, since a block holds one path condition.
 fn restrict(own: Vec<RouteMatch>, blocks: &[StringMatch]) -> Vec<RouteMatch> {
     let own = if own.is_empty() {
         vec![RouteMatch::default()]
@@ -216,18 +224,59 @@ fn restrict(own: Vec<RouteMatch>, blocks: &[StringMatch]) -> Vec<RouteMatch> {
     };
     own.into_iter()
         .flat_map(|m| {
-            if m.path.is_some() {
-                return vec![m];
-            }
             blocks
                 .iter()
-                .map(|b| RouteMatch {
-                    path: Some(b.clone()),
-                    ..m.clone()
+                .filter_map(|b| match &m.path {
+                    // The path is the Ingress's, matched as the Ingress matches it.
+                    None => Some(RouteMatch {
+                        path: Some(b.clone()),
+                        ignore_uri_case: false,
+                        ..m.clone()
+                    }),
+                    Some(own) => {
+                        intersect_paths(own, m.ignore_uri_case, b).map(|(path, ci)| RouteMatch {
+                            path: Some(path),
+                            ignore_uri_case: ci,
+                            ..m.clone()
+                        })
+                    }
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The paths matching both a route's `own` uri match (case-insensitive when `ci`) and the
+/// Ingress path block `b`, when that is one of the two: `own` where it lies within `b`, `b`
+/// where `b` lies within `own`. `None` when neither can be shown (disjoint, or a regex).
+fn intersect_paths(own: &StringMatch, ci: bool, b: &StringMatch) -> Option<(StringMatch, bool)> {
+    if !ci && path_within(own, b, false) {
+        return Some((own.clone(), false));
+    }
+    if path_within(b, own, ci) {
+        return Some((b.clone(), false));
+    }
+    None
+}
+
+/// Whether every path `inner` matches is also matched by `outer` (compared
+/// case-insensitively when `ci`, for an `outer` with `ignoreUriCase`). Regexes are never
+/// shown to contain or to be contained.
+fn path_within(inner: &StringMatch, outer: &StringMatch, ci: bool) -> bool {
+    let norm = |s: &str| {
+        if ci {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
+    match (inner, outer) {
+        (StringMatch::Exact(i), StringMatch::Exact(o)) => norm(i) == norm(o),
+        (StringMatch::Exact(i) | StringMatch::Prefix(i), StringMatch::Prefix(o)) => {
+            norm(i).starts_with(&norm(o))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -291,5 +340,78 @@ mod tests {
             "outbound|80|canary|web-service.blog-system.svc.cluster.local"
         );
         assert!(snap.dangling_references().is_empty());
+    }
+
+    #[test]
+    fn an_ingress_path_does_not_open_the_backends_other_routes() {
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web-service, namespace: blog-system}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-vsvc, namespace: blog-system}
+spec:
+  hosts: [web-service]
+  http:
+  - name: admin
+    match: [{uri: {prefix: /admin}}]
+    route: [{destination: {host: web-service}}]
+  - name: docs
+    match: [{uri: {prefix: /public/docs}}, {uri: {exact: /admin/public}}]
+    route: [{destination: {host: web-service}}]
+  - name: everything
+    match: [{uri: {prefix: /}}]
+    route: [{destination: {host: web-service}}]
+  - name: loud
+    match: [{uri: {regex: "/public/.*"}}, {uri: {prefix: /PUB}, ignoreUriCase: true}]
+    route: [{destination: {host: web-service}}]
+  - name: rest
+    route: [{destination: {host: web-service}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: blog-system}
+spec:
+  rules:
+  - http:
+      paths:
+      - path: /public
+        pathType: Prefix
+        backend: {service: {name: web-service, port: {number: 80}}}
+"#;
+        let m = skein_api::load_str("i.yaml", yaml).unwrap();
+        let r = registry();
+        let snap = Compiler::new(&m, &r)
+            .snapshot("istio-ingressgateway-1", "1")
+            .unwrap();
+        let vh = &snap.route_config(GATEWAY_ROUTE).unwrap().virtual_hosts[0];
+        let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["docs", "everything", "loud", "rest"],
+            "/admin is not reachable through /public"
+        );
+        let path = |r: usize| -> Vec<Option<StringMatch>> {
+            vh.routes[r]
+                .matches
+                .iter()
+                .map(|m| m.path.clone())
+                .collect()
+        };
+        let (exact, prefix) = (
+            Some(StringMatch::Exact("/public".into())),
+            Some(StringMatch::Prefix("/public/".into())),
+        );
+        assert_eq!(path(0), [Some(StringMatch::Prefix("/public/docs".into()))]);
+        assert_eq!(path(1), [exact.clone(), prefix.clone()]);
+        // The regex cannot be shown to lie within the path; `/PUB` (any case) contains it.
+        assert_eq!(path(2), [exact.clone(), prefix.clone()]);
+        assert!(vh.routes[2].matches.iter().all(|m| !m.ignore_uri_case));
+        assert_eq!(path(3), [exact, prefix]);
     }
 }

@@ -63,39 +63,59 @@ impl Compiler<'_> {
         (mtls, port_mtls)
     }
 
-    /// The AuthorizationPolicies that apply to pod `p`: the root namespace's selector-less
-    /// ones and its namespace's selector-less or selecting ones (CUSTOM skipped).
-    fn authorization_policies(&self, p: &Pod) -> Vec<skein_snapshot::AuthzPolicy> {
+    /// The AuthorizationPolicies that apply to pod `p` (a sidecar's or a gateway's), as
+    /// istiod's `ListAuthorizationPolicies` picks them: those of the root namespace and of the
+    /// pod's namespace whose selector picks the pod (see [`ap_selects`]); a root-namespace
+    /// policy with a selector applies to matching pods of every namespace. Policies with a
+    /// `targetRef` are for Kubernetes Gateways and waypoints, which skein does not run.
+    ///
+    /// CUSTOM: skein has no `meshConfig.extensionProviders`, so every provider is undefined,
+    /// and Istio then denies what the policy's rules match (`getBadCustomDenyRules`): the
+    /// policy becomes a DENY under its own name.
+    pub(super) fn authorization_policies(&self, p: &Pod) -> Vec<skein_snapshot::AuthzPolicy> {
         self.manifests
             .authorization_policies()
             .filter(|ap| {
                 let ns = ap.metadata.namespace_or_default();
-                let applies = (ns == ROOT_NAMESPACE && ap.spec.selector.is_none())
-                    || (ns == p.namespace
-                        && (ap.spec.selector.is_none() || selects(&ap.spec.selector, p)));
-                applies && ap.spec.target_ref.is_none() && ap.spec.target_refs.is_empty()
+                (ns == ROOT_NAMESPACE || ns == p.namespace)
+                    && ap_selects(&ap.spec.selector, p)
+                    && ap.spec.target_ref.is_none()
+                    && ap.spec.target_refs.is_empty()
             })
-            .filter_map(|ap| {
+            .map(|ap| {
                 use skein_api::security::Action as A;
                 let action = match ap.spec.action() {
                     A::Allow => skein_snapshot::AuthzAction::Allow,
-                    A::Deny => skein_snapshot::AuthzAction::Deny,
+                    A::Deny | A::Custom => skein_snapshot::AuthzAction::Deny,
                     A::Audit => skein_snapshot::AuthzAction::Audit,
-                    // Reported once per accepted config (see `unsupported`).
-                    A::Custom => return None,
                 };
-                Some(skein_snapshot::AuthzPolicy {
+                let namespace = ap.metadata.namespace_or_default();
+                skein_snapshot::AuthzPolicy {
                     name: ap.metadata.name.clone(),
-                    namespace: ap.metadata.namespace_or_default().to_string(),
+                    namespace: namespace.to_string(),
                     action,
-                    rules: ap.spec.rules().iter().map(authz_rule).collect(),
-                })
+                    rules: ap
+                        .spec
+                        .rules()
+                        .iter()
+                        .flat_map(|r| authz_rules(r, namespace))
+                        .collect(),
+                }
             })
             .collect()
     }
 }
 
-/// Whether a policy's `selector` picks pod `p` (an empty selector picks nothing here).
+/// Whether an AuthorizationPolicy's `selector` picks pod `p`, as Istio's
+/// `WorkloadPolicyMatcher.isSelected`: no selector picks every pod of the namespace, and so
+/// does `selector: {}` or `matchLabels: {}` (Istio's `labels.Instance.SubsetOf` is true for
+/// an empty set); otherwise every label must be on the pod.
+fn ap_selects(sel: &Option<skein_api::WorkloadSelector>, p: &Pod) -> bool {
+    sel.as_ref().is_none_or(|s| p.has_labels(&s.match_labels))
+}
+
+/// Whether a PeerAuthentication's `selector` picks pod `p` (an empty selector picks nothing
+/// here: such a policy is namespace-wide, see `has_selector`).
 fn selects(sel: &Option<skein_api::WorkloadSelector>, p: &Pod) -> bool {
     sel.as_ref()
         .is_some_and(|s| !s.match_labels.is_empty() && p.has_labels(&s.match_labels))
@@ -115,61 +135,186 @@ pub fn unsupported(m: &Manifests) -> Vec<String> {
         .filter(|ap| ap.spec.action() == skein_api::security::Action::Custom)
         .map(|ap| {
             format!(
-                "AuthorizationPolicy {}/{}: action CUSTOM (an external authorizer) is not supported; the policy is ignored",
+                "AuthorizationPolicy {}/{}: action CUSTOM: extension provider {:?} is not defined (skein has no external authorizers); the requests the policy's rules match are denied",
                 ap.metadata.namespace_or_default(),
-                ap.metadata.name
+                ap.metadata.name,
+                ap.spec.provider.as_ref().map_or("", |p| p.name.as_str()),
             )
         })
         .collect()
 }
 
-fn authz_rule(r: &skein_api::security::Rule) -> skein_snapshot::AuthzRule {
+/// A principal no peer has (SPIFFE IDs cannot contain `<`): what a source whose fields
+/// intersect to nothing compiles to, so that it never reads as "no constraint".
+const NO_PRINCIPAL: &str = "<no principal>";
+
+/// `serviceAccounts` value -> principal: `ns/sa`, or `sa` in the policy's namespace (Istio's
+/// `serviceAccountRegex`).
+fn service_account_principal(v: &str, policy_ns: &str) -> String {
+    let (ns, sa) = v.split_once('/').unwrap_or((policy_ns, v));
+    format!("{}/ns/{ns}/sa/{sa}", crate::ca::TRUST_DOMAIN)
+}
+
+/// `trustDomains` value -> principal pattern: `*` any principal, `td` the principals under
+/// `td/`, `td*` those whose trust domain starts with `td` (a trust domain has no `/`, so
+/// that is the principal's prefix). `*suffix` cannot be written as a principal pattern;
+/// validation refuses it, and here it matches no principal.
+fn trust_domain_pattern(td: &str) -> String {
+    if td == "*" || (td.ends_with('*') && !td.starts_with('*')) {
+        td.to_string()
+    } else if td.contains('*') {
+        NO_PRINCIPAL.to_string()
+    } else {
+        format!("{td}/*")
+    }
+}
+
+/// Istio's string pattern, for intersecting two.
+#[derive(Debug, Clone, PartialEq)]
+enum Pat<'a> {
+    Any,
+    Exact(&'a str),
+    Prefix(&'a str),
+    Suffix(&'a str),
+}
+
+impl<'a> Pat<'a> {
+    fn new(s: &'a str) -> Pat<'a> {
+        if s == "*" {
+            Pat::Any
+        } else if let Some(r) = s.strip_prefix('*') {
+            Pat::Suffix(r)
+        } else if let Some(r) = s.strip_suffix('*') {
+            Pat::Prefix(r)
+        } else {
+            Pat::Exact(s)
+        }
+    }
+
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            Pat::Any => !v.is_empty(),
+            Pat::Exact(e) => v == *e,
+            Pat::Prefix(p) => v.starts_with(p),
+            Pat::Suffix(s) => v.ends_with(s),
+        }
+    }
+}
+
+/// The principals matching both `a` and `b`, as one pattern: `Some(None)` when none do,
+/// `None` when the intersection is not a single pattern (a suffix and a prefix).
+fn intersect(a: &str, b: &str) -> Option<Option<String>> {
+    let (pa, pb) = (Pat::new(a), Pat::new(b));
+    Some(match (&pa, &pb) {
+        (Pat::Any, _) => Some(b.to_string()),
+        (_, Pat::Any) => Some(a.to_string()),
+        (Pat::Exact(e), p) | (p, Pat::Exact(e)) => p.matches(e).then(|| e.to_string()),
+        (Pat::Prefix(x), Pat::Prefix(y)) if x.starts_with(y) => Some(a.to_string()),
+        (Pat::Prefix(x), Pat::Prefix(y)) if y.starts_with(x) => Some(b.to_string()),
+        (Pat::Prefix(_), Pat::Prefix(_)) => None,
+        (Pat::Suffix(x), Pat::Suffix(y)) if x.ends_with(y) => Some(a.to_string()),
+        (Pat::Suffix(x), Pat::Suffix(y)) if y.ends_with(x) => Some(b.to_string()),
+        (Pat::Suffix(_), Pat::Suffix(_)) => None,
+        _ => return None,
+    })
+}
+
+/// One `from.source`, compiled; and, when its principals and trust domains cannot be
+/// intersected into one list, the trust-domain patterns the principal must also match.
+fn authz_source(
+    s: &skein_api::security::RuleSource,
+    policy_ns: &str,
+) -> (skein_snapshot::AuthzSource, Option<Vec<String>>) {
     let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
-    // `serviceAccounts: [ns/sa]` is the principal `cluster.local/ns/NS/sa/SA`.
     let sa = |v: &Option<Vec<String>>| -> Vec<String> {
         v.iter()
             .flatten()
-            .filter_map(|s| s.split_once('/'))
-            .map(|(ns, sa)| format!("{}/ns/{ns}/sa/{sa}", crate::ca::TRUST_DOMAIN))
+            .map(|v| service_account_principal(v, policy_ns))
             .collect()
     };
-    skein_snapshot::AuthzRule {
-        from: r
-            .from
-            .iter()
+    let tds = |v: &Option<Vec<String>>| -> Vec<String> {
+        v.iter()
             .flatten()
-            .filter_map(|f| f.source.as_ref())
-            .map(|s| {
-                let mut principals = list(&s.principals);
-                principals.extend(sa(&s.service_accounts));
-                if principals.is_empty() {
-                    principals.extend(s.trust_domains.iter().flatten().map(|td| format!("{td}/*")));
-                }
-                let mut not_principals = list(&s.not_principals);
-                not_principals.extend(sa(&s.not_service_accounts));
-                not_principals.extend(
-                    s.not_trust_domains
-                        .iter()
-                        .flatten()
-                        .map(|td| format!("{td}/*")),
-                );
-                skein_snapshot::AuthzSource {
-                    principals,
-                    not_principals,
-                    request_principals: list(&s.request_principals),
-                    not_request_principals: list(&s.not_request_principals),
-                    namespaces: list(&s.namespaces),
-                    not_namespaces: list(&s.not_namespaces),
-                    ip_blocks: list(&s.ip_blocks),
-                    not_ip_blocks: list(&s.not_ip_blocks),
-                    remote_ip_blocks: list(&s.remote_ip_blocks),
-                    not_remote_ip_blocks: list(&s.not_remote_ip_blocks),
-                }
-            })
-            .collect(),
-        to: r
-            .to
+            .map(|td| trust_domain_pattern(td))
+            .collect()
+    };
+    // Fields inside one source are ANDed: `principals` (or `serviceAccounts`) and
+    // `trustDomains` both constrain the peer's principal.
+    let mut principals = list(&s.principals);
+    principals.extend(sa(&s.service_accounts));
+    let trust = tds(&s.trust_domains);
+    let mut extra = None;
+    if principals.is_empty() {
+        principals = trust;
+    } else if !trust.is_empty() {
+        let both: Option<Vec<Option<String>>> = principals
             .iter()
+            .flat_map(|p| trust.iter().map(move |t| intersect(p, t)))
+            .collect();
+        match both {
+            Some(both) => {
+                let mut out: Vec<String> = Vec::new();
+                for p in both.into_iter().flatten() {
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
+                }
+                if out.is_empty() {
+                    out.push(NO_PRINCIPAL.to_string());
+                }
+                principals = out;
+            }
+            None => extra = Some(trust),
+        }
+    }
+    let mut not_principals = list(&s.not_principals);
+    not_principals.extend(sa(&s.not_service_accounts));
+    not_principals.extend(tds(&s.not_trust_domains));
+    let src = skein_snapshot::AuthzSource {
+        principals,
+        not_principals,
+        request_principals: list(&s.request_principals),
+        not_request_principals: list(&s.not_request_principals),
+        namespaces: list(&s.namespaces),
+        not_namespaces: list(&s.not_namespaces),
+        ip_blocks: list(&s.ip_blocks),
+        not_ip_blocks: list(&s.not_ip_blocks),
+        remote_ip_blocks: list(&s.remote_ip_blocks),
+        not_remote_ip_blocks: list(&s.not_remote_ip_blocks),
+    };
+    (src, extra)
+}
+
+/// A `when` condition. `source.serviceAccount` and `source.trustDomain` are written as
+/// conditions on `source.principal`, the form the proxy evaluates.
+fn authz_condition(
+    c: &skein_api::security::Condition,
+    policy_ns: &str,
+) -> skein_snapshot::AuthzCondition {
+    let map = |f: &dyn Fn(&str) -> String| skein_snapshot::AuthzCondition {
+        key: "source.principal".to_string(),
+        values: c.values.iter().map(|v| f(v)).collect(),
+        not_values: c.not_values.iter().map(|v| f(v)).collect(),
+    };
+    match c.key.as_str() {
+        "source.serviceAccount" => map(&|v| service_account_principal(v, policy_ns)),
+        "source.trustDomain" => map(&trust_domain_pattern),
+        _ => skein_snapshot::AuthzCondition {
+            key: c.key.clone(),
+            values: c.values.clone(),
+            not_values: c.not_values.clone(),
+        },
+    }
+}
+
+/// One rule, compiled. Usually one snapshot rule; when a source's principals and trust
+/// domains cannot be intersected (a `*suffix` principal), its trust domains become a
+/// `source.principal` condition, and as a condition is on the whole rule, that source gets a
+/// rule of its own (the `from` list is ORed, so the split matches what the rule matched).
+fn authz_rules(r: &skein_api::security::Rule, policy_ns: &str) -> Vec<skein_snapshot::AuthzRule> {
+    let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    let to: Vec<skein_snapshot::AuthzOperation> =
+        r.to.iter()
             .flatten()
             .filter_map(|t| t.operation.as_ref())
             .map(|o| skein_snapshot::AuthzOperation {
@@ -182,17 +327,44 @@ fn authz_rule(r: &skein_api::security::Rule) -> skein_snapshot::AuthzRule {
                 paths: list(&o.paths),
                 not_paths: list(&o.not_paths),
             })
-            .collect(),
-        when: r
-            .when
-            .iter()
-            .map(|c| skein_snapshot::AuthzCondition {
-                key: c.key.clone(),
-                values: c.values.clone(),
-                not_values: c.not_values.clone(),
-            })
-            .collect(),
+            .collect();
+    let when: Vec<skein_snapshot::AuthzCondition> = r
+        .when
+        .iter()
+        .map(|c| authz_condition(c, policy_ns))
+        .collect();
+    let sources: Vec<_> = r
+        .from
+        .iter()
+        .flatten()
+        .filter_map(|f| f.source.as_ref())
+        .map(|s| authz_source(s, policy_ns))
+        .collect();
+    let rule = |from: Vec<skein_snapshot::AuthzSource>, extra: Option<Vec<String>>| {
+        let mut when = when.clone();
+        if let Some(values) = extra {
+            when.push(skein_snapshot::AuthzCondition {
+                key: "source.principal".to_string(),
+                values,
+                not_values: Vec::new(),
+            });
+        }
+        skein_snapshot::AuthzRule {
+            from,
+            to: to.clone(),
+            when,
+        }
+    };
+    if sources.iter().all(|(_, extra)| extra.is_none()) {
+        return vec![rule(sources.into_iter().map(|(s, _)| s).collect(), None)];
     }
+    let (plain, split): (Vec<_>, Vec<_>) = sources.into_iter().partition(|(_, e)| e.is_none());
+    let mut rules = Vec::new();
+    if !plain.is_empty() {
+        rules.push(rule(plain.into_iter().map(|(s, _)| s).collect(), None));
+    }
+    rules.extend(split.into_iter().map(|(s, extra)| rule(vec![s], extra)));
+    rules
 }
 
 #[cfg(test)]
@@ -299,19 +471,174 @@ spec:
         let names: Vec<&str> = was.authz.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
-            ["deny-all"],
-            "CUSTOM is skipped; the root namespace's applies"
+            ["ext", "deny-all"],
+            "CUSTOM with an undefined provider denies; the root namespace's applies"
         );
+        assert_eq!(was.authz[0].action, skein_snapshot::AuthzAction::Deny);
         assert_eq!(
-            was.authz[0].rules[0].from[0].principals,
+            was.authz[1].rules[0].from[0].principals,
             ["cluster.local/ns/other/sa/bot"]
         );
         assert_eq!(
-            was.authz[0].rules[0].from[0].not_namespaces,
+            was.authz[1].rules[0].from[0].not_namespaces,
             ["blog-system"]
         );
         let web = compiler.snapshot("web-stable-1", "1").unwrap().inbound;
         assert_eq!(web.mtls, skein_snapshot::MtlsMode::Strict);
         assert!(web.port_mtls.is_empty());
+    }
+
+    fn with(yaml: &str) -> Manifests {
+        let mut m = example();
+        m.extend(skein_api::load_str("ap.yaml", yaml).unwrap());
+        m
+    }
+
+    fn names(p: &[skein_snapshot::AuthzPolicy]) -> Vec<&str> {
+        p.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    #[test]
+    fn policies_reach_the_gateway_the_root_namespace_and_empty_selectors() {
+        let m = with(
+            r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: gw-deny-admin, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: root-was, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: was}}
+  action: DENY
+  rules: [{from: [{source: {namespaces: [other]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: all-empty, namespace: blog-system}
+spec:
+  selector: {}
+  action: AUDIT
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: all-empty-labels, namespace: blog-system}
+spec:
+  selector: {matchLabels: {}}
+  action: AUDIT
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: blog-system}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: CUSTOM
+  provider: {name: opa}
+  rules: [{to: [{operation: {paths: [/private]}}]}]
+"#,
+        );
+        let r = registry();
+        let c = Compiler::new(&m, &r);
+        let gw = c.snapshot("istio-ingressgateway-1", "1").unwrap().inbound;
+        assert_eq!(names(&gw.authz), ["gw-deny-admin"]);
+        assert_eq!(gw.authz[0].action, skein_snapshot::AuthzAction::Deny);
+        assert_eq!(gw.authz[0].rules[0].to[0].paths, ["/admin*"]);
+        let mut was = names(&c.snapshot("was-1", "1").unwrap().inbound.authz)
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        was.sort();
+        assert_eq!(
+            was,
+            ["all-empty", "all-empty-labels", "root-was", "was-authz"],
+            "a root-namespace selector reaches blog-system; `selector: {{}}` selects all"
+        );
+        let web = c.snapshot("web-stable-1", "1").unwrap().inbound;
+        let ext = web.authz.iter().find(|p| p.name == "ext").expect("CUSTOM");
+        assert_eq!(ext.action, skein_snapshot::AuthzAction::Deny);
+        assert_eq!(ext.rules[0].to[0].paths, ["/private"]);
+        assert!(!web.authz.iter().any(|p| p.name == "root-was"));
+        assert!(
+            unsupported(&m)[0].contains("provider \"opa\" is not defined"),
+            "{:?}",
+            unsupported(&m)
+        );
+    }
+
+    #[test]
+    fn source_fields_are_anded_and_never_dropped() {
+        let m = with(
+            r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: td, namespace: blog-system}
+spec:
+  selector: {matchLabels: {app: was}}
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/a/sa/b, other/ns/a/sa/b]
+        trustDomains: [cluster.local]
+    - source:
+        principals: [other/ns/a/sa/b]
+        trustDomains: [cluster.local]
+    - source:
+        principals: ["*/sa/x"]
+        trustDomains: [cluster.local]
+    - source: {trustDomains: ["*"], notTrustDomains: [evil]}
+    to: [{operation: {methods: [GET]}}]
+  - from:
+    - source: {serviceAccounts: [web, other/bot]}
+    when:
+    - {key: source.serviceAccount, values: [web]}
+    - {key: source.trustDomain, notValues: [evil]}
+"#,
+        );
+        let r = registry();
+        let c = Compiler::new(&m, &r);
+        let was = c.snapshot("was-1", "1").unwrap().inbound;
+        let p = was.authz.iter().find(|p| p.name == "td").unwrap();
+        assert_eq!(p.rules.len(), 3, "{:#?}", p.rules);
+        let r0 = &p.rules[0];
+        assert_eq!(r0.from.len(), 3);
+        assert_eq!(r0.from[0].principals, ["cluster.local/ns/a/sa/b"]);
+        assert_eq!(r0.from[1].principals, [NO_PRINCIPAL], "nothing is in both");
+        assert_eq!(r0.from[2].principals, ["*"]);
+        assert_eq!(r0.from[2].not_principals, ["evil/*"]);
+        assert!(r0.when.is_empty());
+        // `*/sa/x` and `cluster.local/*` are not one pattern: a rule of its own, with the
+        // trust domain as a condition on the principal.
+        let r1 = &p.rules[1];
+        assert_eq!(r1.from.len(), 1);
+        assert_eq!(r1.from[0].principals, ["*/sa/x"]);
+        assert_eq!(r1.to[0].methods, ["GET"]);
+        assert_eq!(r1.when.len(), 1);
+        assert_eq!(
+            (r1.when[0].key.as_str(), r1.when[0].values.as_slice()),
+            (
+                "source.principal",
+                ["cluster.local/*".to_string()].as_slice()
+            )
+        );
+        let r2 = &p.rules[2];
+        assert_eq!(
+            r2.from[0].principals,
+            [
+                "cluster.local/ns/blog-system/sa/web",
+                "cluster.local/ns/other/sa/bot"
+            ],
+            "a bare service account is in the policy's namespace"
+        );
+        assert_eq!(r2.when[0].key, "source.principal");
+        assert_eq!(r2.when[0].values, ["cluster.local/ns/blog-system/sa/web"]);
+        assert_eq!(r2.when[1].key, "source.principal");
+        assert_eq!(r2.when[1].not_values, ["evil/*"]);
     }
 }

@@ -155,7 +155,8 @@ impl<'a> Compiler<'a> {
     }
 
     /// The snapshot of the ingress gateway pod `pod`: Ingress rules and Gateway-bound
-    /// VirtualServices in the `gateway` route config.
+    /// VirtualServices in the `gateway` route config, and the AuthorizationPolicies that
+    /// select the gateway pod (as istiod attaches them to a gateway's listeners).
     pub fn gateway(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
         let p = self
             .registry
@@ -166,6 +167,10 @@ impl<'a> Compiler<'a> {
             node: node(p),
             route_configs: vec![self.gateway_routes(p)],
             clusters: self.clusters(&p.namespace),
+            inbound: skein_snapshot::InboundPolicy {
+                authz: self.authorization_policies(p),
+                ..Default::default()
+            },
             ..Default::default()
         })
     }

@@ -48,3 +48,36 @@ fn objects_need_a_name() {
         ]
     );
 }
+
+#[test]
+fn names_are_dns_names() {
+    let cm = |name: &str, ns: &str| {
+        diags(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+        ))
+    };
+    assert!(cm("web.config-1", "a").is_empty());
+    assert_eq!(
+        cm("../../x", "a"),
+        [
+            "v.yaml:4: error: ConfigMap a/../../x: metadata.name: Invalid value: \"../../x\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        ]
+    );
+    assert_eq!(cm("Web", "a").len(), 1);
+    let ns = cm("x", "a.b");
+    assert_eq!(ns.len(), 1);
+    assert!(
+        ns[0].contains("metadata.namespace: Invalid value: \"a.b\": a lowercase RFC 1123 label"),
+        "{}",
+        ns[0]
+    );
+    // A Service name is a DNS-1035 label (no dots, starts with a letter).
+    let svc = diags(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: 1web, namespace: a}\nspec:\n  ports: [{port: 80}]\n",
+    );
+    assert!(
+        svc.iter()
+            .any(|d| d.contains("metadata.name: Invalid value: \"1web\": a DNS-1035 label")),
+        "{svc:?}"
+    );
+}

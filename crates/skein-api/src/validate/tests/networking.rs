@@ -111,3 +111,45 @@ spec:
         ]
     );
 }
+
+#[test]
+fn regexes_are_checked_as_the_proxy_compiles_them() {
+    let text = format!(
+        "{SERVICES}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: blog-system}}
+spec:
+  hosts: [web-service]
+  http:
+  - match:
+    - uri: {{regex: \"/api/(v1\"}}
+      headers:
+        x-id: {{regex: \"[0-9]+\"}}
+        x-bad: {{regex: \"a{{2,1}}\"}}
+      queryParams:
+        q: {{regex: \"(?P<n>x\"}}
+    rewrite:
+      uriRegexRewrite: {{match: \"^/(\", rewrite: /}}
+    route:
+    - destination: {{host: web-service}}
+"
+    );
+    let d = diags(&text);
+    let lines: Vec<&str> = d
+        .iter()
+        .map(|l| l.split(": error: ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        lines,
+        ["v.yaml:33", "v.yaml:36", "v.yaml:38", "v.yaml:40"],
+        "{d:#?}"
+    );
+    assert!(
+        d[0].contains("spec.http[0].match[0].uri.regex: \"uri\": error parsing regexp: unclosed group: `/api/(v1`;")
+            && d[0].ends_with("Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"),
+        "{}",
+        d[0]
+    );
+    assert!(d[3].contains("rewrite.uriRegexRewrite.match"), "{}", d[3]);
+}

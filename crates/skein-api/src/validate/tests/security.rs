@@ -114,3 +114,143 @@ spec:
         ]
     );
 }
+
+#[test]
+fn authorization_policy_values_the_proxy_would_refuse() {
+    let text = format!(
+        "{SERVICES}---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: a, namespace: blog-system}}
+spec:
+  rules:
+  - from:
+    - source:
+        serviceAccounts: [web, \"*/web\", a/b/c, /web]
+    - source:
+        ipBlocks: [10.0.0.0/33]
+        notIpBlocks: [10.0.0.1]
+        remoteIpBlocks: [not-an-ip]
+        trustDomains: [\"*.local\", td/x]
+    when:
+    - key: source.ip
+      values: [10.0.0.0/8, 300.0.0.1]
+    - key: destination.ip
+      notValues: [\"::1/129\"]
+    - key: remote.ip
+      values: [1.2.3.4]
+    - key: request.headers
+      values: [x]
+    - key: source.labels[app]
+      values: [web]
+    - key: destination.port
+      values: [\"80\", \"http\"]
+    - key: source.serviceAccount
+      values: [blog-system/web]
+"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "v.yaml:33: error: AuthorizationPolicy blog-system/a: spec.rules[0].from[0].source.serviceAccounts: wildcard not allowed, found in ServiceAccounts",
+            "v.yaml:35: error: AuthorizationPolicy blog-system/a: spec.rules[0].from[1].source.ipBlocks: bad CIDR range (10.0.0.0/33): bad bits after slash: \"33\"",
+            "v.yaml:37: error: AuthorizationPolicy blog-system/a: spec.rules[0].from[1].source.remoteIpBlocks: bad IP address (not-an-ip)",
+            "v.yaml:38: error: AuthorizationPolicy blog-system/a: spec.rules[0].from[1].source.trustDomains: skein does not support suffix trust domain patterns, found in TrustDomains: \"*.local\"",
+            "v.yaml:41: error: AuthorizationPolicy blog-system/a: spec.rules[0].when[0].values: invalid `value` for `key` source.ip: bad IP address (300.0.0.1)",
+            "v.yaml:43: error: AuthorizationPolicy blog-system/a: spec.rules[0].when[1].notValues: invalid `notValue` for `key` destination.ip: bad CIDR range (::1/129): bad bits after slash: \"129\"",
+            "v.yaml:47: error: AuthorizationPolicy blog-system/a: spec.rules[0].when[3].values: invalid `value` for `key` request.headers: bad key (request.headers): should have format a[b]",
+            "v.yaml:49: error: AuthorizationPolicy blog-system/a: spec.rules[0].when[4].values: invalid `value` for `key` source.labels[app]: unknown attribute: source.labels[app]",
+            "v.yaml:51: error: AuthorizationPolicy blog-system/a: spec.rules[0].when[5].values: invalid `value` for `key` destination.port: bad port (http)",
+        ]
+    );
+}
+
+#[test]
+fn service_accounts_take_istios_two_forms() {
+    let ap = |sa: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: a, namespace: ns}}
+spec:
+  rules:
+  - from:
+    - source:
+        serviceAccounts: [{sa}]
+"
+        )
+    };
+    // `web` is the service account web of the policy's namespace (Istio's CheckServiceAccount).
+    assert!(diags(&ap("web")).is_empty());
+    assert!(diags(&ap("other/web")).is_empty());
+    let msg = |m: &str| {
+        vec![format!(
+            "v.yaml:8: error: AuthorizationPolicy ns/a: spec.rules[0].from[0].source.serviceAccounts: {m}"
+        )]
+    };
+    assert_eq!(
+        diags(&ap("a/b/c")),
+        msg(
+            "expected format 'serviceAccount' or 'namespace/serviceAccount', found \"a/b/c\" in ServiceAccounts"
+        )
+    );
+    assert_eq!(
+        diags(&ap("/web")),
+        msg(
+            "expected format 'serviceAccount' or 'namespace/serviceAccount', found empty namespace \"/web\" in ServiceAccounts"
+        )
+    );
+    assert_eq!(
+        diags(&ap("web*")),
+        msg("wildcard not allowed, found in ServiceAccounts")
+    );
+}
+
+#[test]
+fn custom_policies_name_their_undefined_provider() {
+    let text = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: ns}
+spec:
+  action: CUSTOM
+  provider:
+    name: opa
+  rules: [{}]
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "v.yaml:7: warning: AuthorizationPolicy ns/ext: spec.provider.name: extension provider \"opa\" is not defined in meshConfig.extensionProviders (skein has no external authorizers): the requests this CUSTOM policy matches are denied"
+        ]
+    );
+}
+
+#[test]
+fn envoy_metadata_conditions_cannot_deny_silently() {
+    let ap = |action: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: a, namespace: ns}}
+spec:
+  action: {action}
+  rules:
+  - when:
+    - key: experimental.envoy.filters.http.jwt[iss]
+      values: [x]
+"
+        )
+    };
+    let msg = "spec.rules[0].when[0].key: skein cannot evaluate key experimental.envoy.filters.http.jwt[iss]: a condition on it never matches";
+    assert_eq!(
+        diags(&ap("DENY")),
+        [format!("v.yaml:8: error: AuthorizationPolicy ns/a: {msg}")]
+    );
+    assert_eq!(
+        diags(&ap("ALLOW")),
+        [format!(
+            "v.yaml:8: warning: AuthorizationPolicy ns/a: {msg}"
+        )]
+    );
+}
