@@ -62,7 +62,8 @@ pub enum ControlError {
 /// What the status file says of one proxy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyStatus {
-    /// Connected now.
+    /// Connected now (always, since a proxy's entry is removed when it disconnects; kept for
+    /// readers of the file).
     pub connected: bool,
     /// Version of the last snapshot sent.
     pub sent: Option<String>,
@@ -108,7 +109,7 @@ pub struct ControlStatus {
     pub pods: usize,
     #[serde(default)]
     pub pods_ready: usize,
-    /// Per proxy (pod name).
+    /// Per connected proxy (pod name); an entry goes when the proxy's last stream ends.
     pub proxies: BTreeMap<String, ProxyStatus>,
 }
 
@@ -126,6 +127,9 @@ struct Shared {
     cert_ttl: Duration,
     limits: Limits,
     status: Mutex<ControlStatus>,
+    /// Open streams per proxy, changed under the `status` lock: a proxy's status entry lives
+    /// while it has one.
+    streams: Mutex<BTreeMap<String, usize>>,
     status_changed: Notify,
 }
 
@@ -136,8 +140,36 @@ impl Shared {
         self.status_changed.notify_one();
     }
 
+    /// Changes a connected proxy's entry (none once it has disconnected).
     fn proxy(&self, node: &str, f: impl FnOnce(&mut ProxyStatus)) {
-        self.update(|s| f(s.proxies.entry(node.to_string()).or_default()));
+        self.update(|s| {
+            if let Some(p) = s.proxies.get_mut(node) {
+                f(p)
+            }
+        });
+    }
+
+    /// A stream of `node` starts: its entry exists while any stream does.
+    fn connected(&self, node: &str) {
+        self.update(|s| {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            *streams.entry(node.to_string()).or_default() += 1;
+            s.proxies.entry(node.to_string()).or_default().connected = true;
+        });
+    }
+
+    /// A stream of `node` ended: its entry goes with its last stream.
+    fn disconnected(&self, node: &str) {
+        self.update(|s| {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            match streams.get_mut(node) {
+                Some(n) if *n > 1 => *n -= 1,
+                _ => {
+                    streams.remove(node);
+                    s.proxies.remove(node);
+                }
+            }
+        });
     }
 }
 
@@ -248,6 +280,7 @@ impl Server {
             cert_ttl: opts.cert_ttl,
             limits,
             status: Mutex::new(status),
+            streams: Mutex::default(),
             status_changed: Notify::new(),
         });
         tracing::info!(%addr, "control plane listening");
@@ -408,7 +441,7 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
         return write_frame(&mut wr, &msg).await;
     }
     tracing::info!(%node, ?current_version, "proxy connected");
-    shared.proxy(&node, |p| p.connected = true);
+    shared.connected(&node);
 
     // Acks are read on their own task, so that a push never waits for the proxy's answer.
     // Certificate requests go to the writer, which answers them between pushes.
@@ -446,7 +479,7 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
     };
     let result = push_loop(&node, &mut wr, &shared, &mut reader, &mut csr_rx).await;
     reader.abort();
-    shared.proxy(&node, |p| p.connected = false);
+    shared.disconnected(&node);
     tracing::info!(%node, "proxy disconnected");
     result
 }
@@ -853,6 +886,44 @@ mod tests {
                 let mut p = mesh.hello(node, ns).await;
                 assert!(!p.closed_within(STEP).await, "{node:?} closed");
             }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_disconnected_proxy_leaves_the_status() {
+            let mesh = Mesh::start(Limits::default(), &[("web-0", "blog")]).await;
+            let first = mesh.hello("web-0", "blog").await;
+            let mut second = mesh.hello("web-0", "blog").await;
+            second
+                .send(&ProxyMessage::Ack {
+                    version: "1".into(),
+                })
+                .await;
+            tokio::time::sleep(STEP).await;
+            let p = &mesh.status_file().await.proxies["web-0"];
+            assert!(p.connected);
+            assert_eq!(p.acked.as_deref(), Some("1"));
+
+            // One of two streams of the same proxy ends: it is still connected.
+            drop(first);
+            tokio::time::sleep(STEP).await;
+            assert!(mesh.status().proxies["web-0"].connected);
+            drop(second);
+            tokio::time::sleep(STEP).await;
+            assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
+            assert!(mesh.status_file().await.proxies.is_empty());
+
+            // Many made-up proxies that come and go leave nothing behind.
+            for i in 0..200 {
+                let mut p = mesh.hello(&format!("ghost-{i}"), "blog").await;
+                p.send(&ProxyMessage::Nack {
+                    version: "1".into(),
+                    error: "x".repeat(1000),
+                })
+                .await;
+            }
+            tokio::time::sleep(STEP).await;
+            assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
+            assert!(mesh.status_file().await.proxies.is_empty());
         }
     }
 }
