@@ -15,7 +15,7 @@ use skein_snapshot::stream::{
     ControlMessage, MAX_PROXY_FRAME, ProxyMessage, StreamError, read_frame_limited, write_frame,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::compile::Compiler;
 use crate::registry::Registry;
@@ -190,6 +190,8 @@ struct Limits {
     hello_timeout: Duration,
     /// The largest frame a proxy may send.
     max_frame: usize,
+    /// Control connections served at once.
+    max_connections: usize,
 }
 
 impl Default for Limits {
@@ -197,6 +199,7 @@ impl Default for Limits {
         Limits {
             hello_timeout: HELLO_TIMEOUT,
             max_frame: MAX_PROXY_FRAME,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -302,6 +305,8 @@ impl Server {
         tokio::spawn(watch_sources(Arc::clone(&shared), opts));
         shared.status_changed.notify_one();
 
+        let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+        let mut warned: Option<tokio::time::Instant> = None;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -311,12 +316,26 @@ impl Server {
                     continue;
                 }
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // Closed at once; said at most once a minute, so a flood does not flood the log.
+                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        %peer,
+                        limit = shared.limits.max_connections,
+                        "too many control connections; closing new ones"
+                    );
+                    warned = Some(tokio::time::Instant::now());
+                }
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 if let Err(e) = serve_proxy(stream, shared).await {
                     tracing::debug!(%peer, error = %e, "proxy stream ended");
                 }
+                drop(slot);
             });
         }
     }
@@ -924,6 +943,31 @@ mod tests {
             tokio::time::sleep(STEP).await;
             assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
             assert!(mesh.status_file().await.proxies.is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn connections_beyond_the_cap_are_closed_at_once() {
+            let limits = Limits {
+                max_connections: 4,
+                ..Limits::default()
+            };
+            let mesh = Mesh::start(limits, &[("web-0", "blog")]).await;
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(mesh.connect().await);
+            }
+            for p in &mut held {
+                assert!(!p.closed_within(STEP).await);
+            }
+            let mut over = mesh.connect().await;
+            assert!(over.closed_within(STEP).await, "over the cap, still open");
+
+            // A slot freed is a slot for the next proxy.
+            drop(held.pop());
+            tokio::time::sleep(STEP).await;
+            let mut p = mesh.hello("web-0", "blog").await;
+            assert!(!p.closed_within(STEP).await);
+            assert_eq!(super::super::MAX_CONNECTIONS, 1024);
         }
     }
 }
