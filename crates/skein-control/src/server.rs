@@ -130,6 +130,10 @@ struct Shared {
     /// Open streams per proxy, changed under the `status` lock: a proxy's status entry lives
     /// while it has one.
     streams: Mutex<BTreeMap<String, usize>>,
+    /// Per pod with signings to pay back, when its budget is full again (a rate limit by the
+    /// generic cell rate algorithm). Keyed by pods in the registry only, and pruned as they
+    /// refill.
+    csr_budget: Mutex<BTreeMap<String, tokio::time::Instant>>,
     status_changed: Notify,
 }
 
@@ -147,6 +151,22 @@ impl Shared {
                 f(p)
             }
         });
+    }
+
+    /// Takes one of `pod`'s certificate signings, or says how long until one is free.
+    fn take_signing(&self, pod: &str) -> Result<(), Duration> {
+        let now = tokio::time::Instant::now();
+        let every = self.limits.csr_interval;
+        let burst = every.saturating_mul(self.limits.csr_burst.saturating_sub(1));
+        let mut budget = self.csr_budget.lock().unwrap_or_else(|p| p.into_inner());
+        budget.retain(|_, full_at| *full_at > now);
+        let full_at = budget.get(pod).copied().unwrap_or(now).max(now);
+        let owed = full_at - now;
+        if owed > burst {
+            return Err(owed - burst);
+        }
+        budget.insert(pod.to_string(), full_at + every);
+        Ok(())
     }
 
     /// A stream of `node` starts: its entry exists while any stream does.
@@ -192,6 +212,9 @@ struct Limits {
     max_frame: usize,
     /// Control connections served at once.
     max_connections: usize,
+    /// Signings a pod may have at once, then one per `csr_interval`.
+    csr_burst: u32,
+    csr_interval: Duration,
 }
 
 impl Default for Limits {
@@ -200,6 +223,8 @@ impl Default for Limits {
             hello_timeout: HELLO_TIMEOUT,
             max_frame: MAX_PROXY_FRAME,
             max_connections: MAX_CONNECTIONS,
+            csr_burst: CSR_BURST,
+            csr_interval: CSR_INTERVAL,
         }
     }
 }
@@ -284,6 +309,7 @@ impl Server {
             limits,
             status: Mutex::new(status),
             streams: Mutex::default(),
+            csr_budget: Mutex::default(),
             status_changed: Notify::new(),
         });
         tracing::info!(%addr, "control plane listening");
@@ -595,6 +621,19 @@ fn sign_for(shared: &Shared, node: &str, csr: &str) -> ControlMessage {
             message: format!("no pod called {node:?} is known; cannot tell its identity"),
         };
     };
+    if let Err(wait) = shared.take_signing(node) {
+        let l = &shared.limits;
+        let message = format!(
+            "too many certificate requests for pod {node}: at most {} at once, then one every \
+             {} s; retry in {:.1} s",
+            l.csr_burst,
+            l.csr_interval.as_secs_f64(),
+            wait.as_secs_f64()
+        );
+        // Debug: a peer that floods requests must not flood the log (the proxy logs it too).
+        tracing::debug!(%node, "certificate request refused: {message}");
+        return ControlMessage::CertificateError { message };
+    }
     let sa = if pod.service_account.is_empty() {
         "default"
     } else {
@@ -823,7 +862,7 @@ mod tests {
 
         use skein_snapshot::stream::{ControlMessage, MAX_PROXY_FRAME, ProxyMessage};
 
-        use super::super::{HELLO_TIMEOUT, Limits};
+        use super::super::{CSR_BURST, CSR_INTERVAL, HELLO_TIMEOUT, Limits};
         use super::peers::{Mesh, STEP};
 
         #[tokio::test(start_paused = true)]
@@ -845,6 +884,19 @@ mod tests {
                 slow.closed_within(HELLO_TIMEOUT + Duration::from_secs(1))
                     .await
             );
+        }
+
+        fn csr() -> String {
+            let key = rcgen::KeyPair::generate().unwrap();
+            rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap()
+        }
+
+        fn ask(csr_pem: String) -> ProxyMessage {
+            ProxyMessage::CertificateRequest { csr_pem }
         }
 
         #[tokio::test(start_paused = true)]
@@ -968,6 +1020,53 @@ mod tests {
             let mut p = mesh.hello("web-0", "blog").await;
             assert!(!p.closed_within(STEP).await);
             assert_eq!(super::super::MAX_CONNECTIONS, 1024);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn certificate_requests_are_rate_limited_per_pod() {
+            let mesh =
+                Mesh::start(Limits::default(), &[("web-0", "blog"), ("web-1", "blog")]).await;
+            let mut p = mesh.hello("web-0", "blog").await;
+            for i in 0..CSR_BURST {
+                p.send(&ask(csr())).await;
+                assert!(
+                    matches!(p.recv().await, Some(ControlMessage::Certificate { .. })),
+                    "request {i} of the burst"
+                );
+            }
+            p.send(&ask(csr())).await;
+            match p.recv().await {
+                Some(ControlMessage::CertificateError { message }) => {
+                    assert!(message.contains("too many"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+            // A new connection does not start over; another pod has its own budget.
+            let mut again = mesh.hello("web-0", "blog").await;
+            again.send(&ask(csr())).await;
+            assert!(matches!(
+                again.recv().await,
+                Some(ControlMessage::CertificateError { .. })
+            ));
+            let mut other = mesh.hello("web-1", "blog").await;
+            other.send(&ask(csr())).await;
+            assert!(matches!(
+                other.recv().await,
+                Some(ControlMessage::Certificate { .. })
+            ));
+
+            // The refused stream is still usable, and the budget refills with time.
+            tokio::time::sleep(CSR_INTERVAL).await;
+            p.send(&ask(csr())).await;
+            assert!(matches!(
+                p.recv().await,
+                Some(ControlMessage::Certificate { .. })
+            ));
+            p.send(&ask(csr())).await;
+            assert!(matches!(
+                p.recv().await,
+                Some(ControlMessage::CertificateError { .. })
+            ));
         }
     }
 }
