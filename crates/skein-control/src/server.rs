@@ -258,6 +258,7 @@ impl Server {
     /// Loads the CA and the config, and binds the listener.
     async fn bind(opts: ControlOptions, limits: Limits) -> Result<Server, ControlError> {
         let ca = crate::ca::Ca::load(&opts.ca_dir, opts.plugin_ca.as_deref())?;
+        ca.check_ttl(opts.cert_ttl)?;
         tracing::info!(source = %ca.source, "certificate authority ready");
         let listener =
             TcpListener::bind(opts.listen)
