@@ -5,14 +5,21 @@
 //! readable by its owner only), or a user's own, in Istio's plug-in CA layout: a directory with
 //! `ca-cert.pem` and `ca-key.pem` (the signing CA), `root-cert.pem` (the trust bundle) and
 //! optionally `cert-chain.pem` (the signing CA's chain up to the root).
+//!
+//! A root is generated only when neither `root-cert.pem` nor `root-key.pem` exists: one
+//! without the other, or a key that is not the certificate's, stops start-up instead, since a
+//! new root would split the mesh's trust (proxies holding the old root refuse the new one's
+//! certificates until they renew). Leaves never outlive the signing CA.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType,
 };
+use time::OffsetDateTime;
 
 /// The trust domain of every identity skein issues.
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -30,6 +37,34 @@ pub enum CaError {
     /// A CA file is not what it should be.
     #[error("{}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },
+    /// One of the root's two files is missing; generating a new root would fork the trust.
+    #[error(
+        "{} exists but {} does not: the root CA is incomplete. Restore {} from a backup; or, \
+         to start over with a new root on purpose, remove {} (every proxy then needs a new \
+         certificate)",
+        present.display(),
+        missing.display(),
+        missing.display(),
+        present.display()
+    )]
+    IncompleteRoot { present: PathBuf, missing: PathBuf },
+    /// The key is not the certificate's.
+    #[error(
+        "{} is not the private key of {}: restore the matching pair; or, to start over with \
+         a new root on purpose, remove both (every proxy then needs a new certificate)",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// The requested certificate lifetime is zero.
+    #[error("the workload certificate lifetime is zero; give at least one second (--cert-ttl)")]
+    ZeroTtl,
+    /// The signing CA has expired: nothing it signs would be valid.
+    #[error("the signing CA ({ca}) expired at {not_after}; renew or replace it")]
+    Expired {
+        not_after: OffsetDateTime,
+        ca: String,
+    },
     /// A CSR could not be parsed or its signature is wrong.
     #[error("the certificate signing request is invalid: {0}")]
     BadCsr(String),
@@ -52,6 +87,8 @@ pub struct Issued {
 /// A loaded CA.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
+    /// The signing CA's `notAfter`: no leaf outlives it.
+    not_after: OffsetDateTime,
     /// PEM of the signing CA and its chain, appended to every leaf.
     chain_pem: String,
     /// The trust bundle.
@@ -102,6 +139,41 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> CaError {
     }
 }
 
+fn exists(path: &Path) -> Result<bool, CaError> {
+    // An error (e.g. no permission to look) is not "absent": absent means a new root.
+    path.try_exists().map_err(|error| CaError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Writes `text` to `path` by way of a temporary file, so `path` is whole or absent.
+fn write_replacing(path: &Path, text: &str, private: bool) -> Result<(), CaError> {
+    let tmp = path.with_extension("pem.tmp");
+    if private {
+        write_private(&tmp, text)?;
+    } else {
+        std::fs::write(&tmp, text).map_err(|error| CaError::Io {
+            path: tmp.clone(),
+            error,
+        })?;
+    }
+    std::fs::rename(&tmp, path).map_err(|error| CaError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The certificate in `pem` (the first of them): its public key and `notAfter`.
+fn cert_info(path: &Path, pem: &str) -> Result<(Vec<u8>, OffsetDateTime), CaError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(path, e))?;
+    let cert = pem.parse_x509().map_err(|e| bad(path, e))?;
+    Ok((
+        cert.public_key().subject_public_key.data.to_vec(),
+        cert.validity().not_after.to_datetime(),
+    ))
+}
+
 impl Ca {
     /// The plug-in CA in `plugin` if given, else the root in `dir` (created on first use).
     pub fn load(dir: &Path, plugin: Option<&Path>) -> Result<Ca, CaError> {
@@ -118,6 +190,7 @@ impl Ca {
         let root_path = dir.join("root-cert.pem");
         let cert = read(&cert_path)?;
         let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| bad(&key_path, e))?;
+        let (_, not_after) = cert_info(&cert_path, &cert)?;
         let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| bad(&cert_path, e))?;
         let root_pem = read(&root_path)?;
         let chain_path = dir.join("cert-chain.pem");
@@ -128,54 +201,102 @@ impl Ca {
         };
         Ok(Ca {
             issuer,
+            not_after,
             chain_pem,
             root_pem,
             source: format!("plug-in CA in {}", dir.display()),
         })
     }
 
-    /// A self-signed root kept in `dir` (`root-cert.pem`, `root-key.pem` mode 0600).
+    /// A self-signed root kept in `dir` (`root-cert.pem`, `root-key.pem` mode 0600), generated
+    /// when neither file exists. One without the other, or a key that is not the
+    /// certificate's, is an error: a new root would split the mesh's trust.
     pub fn load_or_create(dir: &Path) -> Result<Ca, CaError> {
         let cert_path = dir.join("root-cert.pem");
         let key_path = dir.join("root-key.pem");
-        if !cert_path.exists() || !key_path.exists() {
-            std::fs::create_dir_all(dir).map_err(|error| CaError::Io {
-                path: dir.to_path_buf(),
-                error,
-            })?;
-            let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
-            let mut params = CertificateParams::default();
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::OrganizationName, TRUST_DOMAIN);
-            dn.push(DnType::CommonName, "skein root CA");
-            params.distinguished_name = dn;
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let now = time::OffsetDateTime::now_utc();
-            params.not_before = now - time::Duration::hours(1);
-            params.not_after = now + time::Duration::days(3650);
-            let cert = params
-                .self_signed(&key)
-                .map_err(|e| CaError::Sign(e.to_string()))?;
-            write_private(&key_path, &key.serialize_pem())?;
-            std::fs::write(&cert_path, cert.pem()).map_err(|error| CaError::Io {
-                path: cert_path.clone(),
-                error,
-            })?;
+        match (exists(&cert_path)?, exists(&key_path)?) {
+            (true, true) => {}
+            (true, false) => {
+                return Err(CaError::IncompleteRoot {
+                    present: cert_path,
+                    missing: key_path,
+                });
+            }
+            (false, true) => {
+                return Err(CaError::IncompleteRoot {
+                    present: key_path,
+                    missing: cert_path,
+                });
+            }
+            (false, false) => Self::generate(&cert_path, &key_path)?,
         }
         let cert = read(&cert_path)?;
         let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| bad(&key_path, e))?;
+        let (public_key, not_after) = cert_info(&cert_path, &cert)?;
+        if public_key != key.der_bytes() {
+            return Err(CaError::KeyMismatch {
+                cert: cert_path,
+                key: key_path,
+            });
+        }
         let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| bad(&cert_path, e))?;
         Ok(Ca {
             issuer,
+            not_after,
             chain_pem: cert.clone(),
             root_pem: cert,
             source: format!("root in {}", dir.display()),
         })
+    }
+
+    /// Generates a root into `cert_path` and `key_path` (neither exists). The key is written
+    /// first, each file whole: an interrupted start leaves a key alone, which the next start
+    /// refuses rather than replaces.
+    fn generate(cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+        if let Some(dir) = cert_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| CaError::Io {
+                path: dir.to_path_buf(),
+                error,
+            })?;
+        }
+        let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, TRUST_DOMAIN);
+        dn.push(DnType::CommonName, "skein root CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(3650);
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        write_replacing(key_path, &key.serialize_pem(), true)?;
+        write_replacing(cert_path, &cert.pem(), false)
+    }
+
+    /// Checks a workload certificate lifetime before anything is signed with it: zero is
+    /// refused; a lifetime beyond the signing CA's is clamped to it when signing.
+    pub fn check_ttl(&self, ttl: Duration) -> Result<(), CaError> {
+        if ttl.is_zero() {
+            return Err(CaError::ZeroTtl);
+        }
+        let left = self.not_after - OffsetDateTime::now_utc();
+        if time::Duration::try_from(ttl).is_ok_and(|t| t <= left) {
+            return Ok(());
+        }
+        tracing::warn!(
+            ?ttl,
+            ca_not_after = %self.not_after,
+            "the certificate lifetime outlives the signing CA; certificates expire with it"
+        );
+        Ok(())
     }
 
     /// Signs `csr_pem` for `identity`, valid for `ttl`. Whatever the CSR asks for, the
@@ -200,11 +321,23 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        let now = time::OffsetDateTime::now_utc();
+        let now = OffsetDateTime::now_utc();
+        if ttl.is_zero() {
+            return Err(CaError::ZeroTtl);
+        }
+        if self.not_after <= now {
+            return Err(CaError::Expired {
+                not_after: self.not_after,
+                ca: self.source.clone(),
+            });
+        }
         // A little slack for clocks that disagree by a few seconds.
         params.not_before = now - time::Duration::seconds(60);
-        let ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::days(1));
-        let not_after = now + ttl;
+        // Never past the signing CA's own expiry; a lifetime too long to add is that too.
+        let not_after = time::Duration::try_from(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add(ttl))
+            .map_or(self.not_after, |t| t.min(self.not_after));
         params.not_after = not_after;
         let leaf = CertificateSigningRequestParams {
             params,
@@ -308,6 +441,127 @@ mod tests {
         assert_eq!(issued.chain_pem.matches("BEGIN CERTIFICATE").count(), 3);
         let missing = Ca::load_plugin(tempfile::tempdir().unwrap().path()).unwrap_err();
         assert!(missing.to_string().contains("ca-cert.pem"), "{missing}");
+    }
+
+    #[test]
+    fn a_lost_root_file_stops_start_up_instead_of_forking_the_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (
+            dir.path().join("root-cert.pem"),
+            dir.path().join("root-key.pem"),
+        );
+        let first = Ca::load_or_create(dir.path()).unwrap();
+        let (cert_pem, key_pem) = (read(&cert).unwrap(), read(&key).unwrap());
+
+        for (lost, kept) in [(&cert, &key), (&key, &cert)] {
+            std::fs::remove_file(lost).unwrap();
+            let e = Ca::load_or_create(dir.path()).unwrap_err();
+            assert!(matches!(e, CaError::IncompleteRoot { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&lost.display().to_string())
+                    && msg.contains(&kept.display().to_string())
+                    && msg.contains("Restore"),
+                "{msg}"
+            );
+            assert!(!lost.exists(), "nothing was generated in its place");
+            std::fs::write(&cert, &cert_pem).unwrap();
+            std::fs::write(&key, &key_pem).unwrap();
+            assert_eq!(
+                Ca::load_or_create(dir.path()).unwrap().root_pem,
+                first.root_pem
+            );
+        }
+
+        // Only with both gone is there a new root.
+        std::fs::remove_file(&cert).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        let second = Ca::load_or_create(dir.path()).unwrap();
+        assert_ne!(second.root_pem, first.root_pem);
+        assert!(!dir.path().join("root-key.pem.tmp").exists());
+    }
+
+    #[test]
+    fn a_root_key_that_is_not_the_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        Ca::load_or_create(dir.path()).unwrap();
+        Ca::load_or_create(other.path()).unwrap();
+        let key = dir.path().join("root-key.pem");
+        std::fs::copy(other.path().join("root-key.pem"), &key).unwrap();
+        let e = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(e, CaError::KeyMismatch { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&key.display().to_string()) && msg.contains("root-cert.pem"),
+            "{msg}"
+        );
+    }
+
+    /// A plug-in CA whose intermediate, signed by a fresh root, expires at `not_after`.
+    fn plugin_expiring(not_after: OffsetDateTime) -> (tempfile::TempDir, Ca) {
+        let root = Ca::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.not_before = OffsetDateTime::now_utc() - time::Duration::days(2);
+        params.not_after = not_after;
+        let inter = params.signed_by(&key, &root.issuer).unwrap();
+        std::fs::write(dir.path().join("ca-cert.pem"), inter.pem()).unwrap();
+        std::fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("root-cert.pem"), &root.root_pem).unwrap();
+        let ca = Ca::load_plugin(dir.path()).unwrap();
+        (dir, ca)
+    }
+
+    #[test]
+    fn leaf_lifetimes_are_checked_and_never_outlive_the_issuer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let id = spiffe_id("a", "b");
+        let root_not_after = ca.not_after.unix_timestamp();
+
+        // Absurd lifetimes end with the root, without a panic or a wrapped date.
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(i64::MAX as u64),
+            Duration::from_secs(100 * 365 * 86_400),
+        ] {
+            let issued = ca.sign(&csr(vec![]), &id, ttl).unwrap();
+            assert_eq!(issued.not_after, root_not_after, "{ttl:?}");
+            ca.check_ttl(ttl).unwrap();
+        }
+
+        // Zero is refused, at start-up and when signing.
+        assert!(matches!(
+            ca.check_ttl(Duration::ZERO),
+            Err(CaError::ZeroTtl)
+        ));
+        assert!(matches!(
+            ca.sign(&csr(vec![]), &id, Duration::ZERO),
+            Err(CaError::ZeroTtl)
+        ));
+
+        // A plug-in intermediate's notAfter bounds its leaves.
+        let soon = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let (_dir, plugin) = plugin_expiring(soon);
+        let issued = plugin
+            .sign(&csr(vec![]), &id, Duration::from_secs(86_400))
+            .unwrap();
+        assert_eq!(issued.not_after, soon.unix_timestamp());
+        let der = rustls_pemfile_first(&issued.chain_pem);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(leaf.validity().not_after.timestamp(), soon.unix_timestamp());
+
+        // An expired one signs nothing.
+        let (_dir, expired) = plugin_expiring(OffsetDateTime::now_utc() - time::Duration::hours(1));
+        let e = expired
+            .sign(&csr(vec![]), &id, Duration::from_secs(60))
+            .unwrap_err();
+        assert!(matches!(e, CaError::Expired { .. }), "{e}");
     }
 
     fn rustls_pemfile_first(pem: &str) -> Vec<u8> {

@@ -13,6 +13,33 @@
 //! - [`server`]: the process: watches store and registry, pushes snapshots over
 //!   `skein_snapshot::stream`, records acks and rejections in its status file.
 //! - `ca`: the certificate authority that signs each proxy's CSR, served by the same stream.
+//!
+//! # Security
+//!
+//! Anything that can reach the control port is treated as a possibly hostile peer, and cannot
+//! make the control plane hold memory without bound:
+//!
+//! - at most 1,024 control connections at once ([`server::MAX_CONNECTIONS`]); beyond that a
+//!   new connection is closed at once;
+//! - a connection that sends no complete hello within 10 s ([`server::HELLO_TIMEOUT`]) is
+//!   closed;
+//! - a proxy's frames (hello, ACK/NACK, CSR) are at most 64 KiB
+//!   (`skein_snapshot::stream::MAX_PROXY_FRAME`), refused on the announced length before any
+//!   of the body is read; the control plane's own frames (snapshots) may be up to 64 MiB;
+//! - the node (pod) and namespace names of a hello are DNS-1123 names of at most 253 bytes
+//!   ([`server::MAX_NAME`]); any other hello is refused with a logged reason and the
+//!   connection closed;
+//! - a proxy's entry in the status file (and in memory) is removed when its last stream ends;
+//! - certificate signings are rate-limited per pod: a burst of 5 ([`server::CSR_BURST`]),
+//!   then one per 3 s ([`server::CSR_INTERVAL`]), across reconnects; a request over the limit
+//!   is refused with a message and the stream stays usable.
+//!
+//! The CA never forks the trust domain: a root is generated only when neither
+//! `root-cert.pem` nor `root-key.pem` exists; one without the other, or a key that is not the
+//! certificate's, stops start-up with an error naming the files. Workload certificate
+//! lifetimes are checked where the CA signs: zero is refused (at start-up too), and a leaf
+//! never outlives its issuer (the generated root, or a plug-in CA's `ca-cert.pem`), so an
+//! overlong lifetime such as `u64::MAX` seconds is clamped to the issuer's `notAfter`.
 #![forbid(unsafe_code)]
 
 mod ca;

@@ -11,9 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use skein_api::Manifests;
 use skein_snapshot::Snapshot;
-use skein_snapshot::stream::{ControlMessage, ProxyMessage, StreamError, read_frame, write_frame};
+use skein_snapshot::stream::{
+    ControlMessage, MAX_PROXY_FRAME, ProxyMessage, StreamError, read_frame_limited, write_frame,
+};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::compile::Compiler;
 use crate::registry::Registry;
@@ -60,7 +62,8 @@ pub enum ControlError {
 /// What the status file says of one proxy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyStatus {
-    /// Connected now.
+    /// Connected now (always, since a proxy's entry is removed when it disconnects; kept for
+    /// readers of the file).
     pub connected: bool,
     /// Version of the last snapshot sent.
     pub sent: Option<String>,
@@ -106,7 +109,7 @@ pub struct ControlStatus {
     pub pods: usize,
     #[serde(default)]
     pub pods_ready: usize,
-    /// Per proxy (pod name).
+    /// Per connected proxy (pod name); an entry goes when the proxy's last stream ends.
     pub proxies: BTreeMap<String, ProxyStatus>,
 }
 
@@ -122,7 +125,15 @@ struct Shared {
     current: watch::Sender<Arc<Generation>>,
     ca: crate::ca::Ca,
     cert_ttl: Duration,
+    limits: Limits,
     status: Mutex<ControlStatus>,
+    /// Open streams per proxy, changed under the `status` lock: a proxy's status entry lives
+    /// while it has one.
+    streams: Mutex<BTreeMap<String, usize>>,
+    /// Per pod with signings to pay back, when its budget is full again (a rate limit by the
+    /// generic cell rate algorithm). Keyed by pods in the registry only, and pruned as they
+    /// refill.
+    csr_budget: Mutex<BTreeMap<String, tokio::time::Instant>>,
     status_changed: Notify,
 }
 
@@ -133,8 +144,52 @@ impl Shared {
         self.status_changed.notify_one();
     }
 
+    /// Changes a connected proxy's entry (none once it has disconnected).
     fn proxy(&self, node: &str, f: impl FnOnce(&mut ProxyStatus)) {
-        self.update(|s| f(s.proxies.entry(node.to_string()).or_default()));
+        self.update(|s| {
+            if let Some(p) = s.proxies.get_mut(node) {
+                f(p)
+            }
+        });
+    }
+
+    /// Takes one of `pod`'s certificate signings, or says how long until one is free.
+    fn take_signing(&self, pod: &str) -> Result<(), Duration> {
+        let now = tokio::time::Instant::now();
+        let every = self.limits.csr_interval;
+        let burst = every.saturating_mul(self.limits.csr_burst.saturating_sub(1));
+        let mut budget = self.csr_budget.lock().unwrap_or_else(|p| p.into_inner());
+        budget.retain(|_, full_at| *full_at > now);
+        let full_at = budget.get(pod).copied().unwrap_or(now).max(now);
+        let owed = full_at - now;
+        if owed > burst {
+            return Err(owed - burst);
+        }
+        budget.insert(pod.to_string(), full_at + every);
+        Ok(())
+    }
+
+    /// A stream of `node` starts: its entry exists while any stream does.
+    fn connected(&self, node: &str) {
+        self.update(|s| {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            *streams.entry(node.to_string()).or_default() += 1;
+            s.proxies.entry(node.to_string()).or_default().connected = true;
+        });
+    }
+
+    /// A stream of `node` ended: its entry goes with its last stream.
+    fn disconnected(&self, node: &str) {
+        self.update(|s| {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            match streams.get_mut(node) {
+                Some(n) if *n > 1 => *n -= 1,
+                _ => {
+                    streams.remove(node);
+                    s.proxies.remove(node);
+                }
+            }
+        });
     }
 }
 
@@ -148,81 +203,168 @@ fn counts(r: &Registry) -> (usize, usize) {
     (r.pods.len(), r.pods.iter().filter(|p| p.ready).count())
 }
 
+/// Limits on what peers can make the control plane hold (the values are in the crate docs).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// How long a new connection may take to send its hello.
+    hello_timeout: Duration,
+    /// The largest frame a proxy may send.
+    max_frame: usize,
+    /// Control connections served at once.
+    max_connections: usize,
+    /// Signings a pod may have at once, then one per `csr_interval`.
+    csr_burst: u32,
+    csr_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hello_timeout: HELLO_TIMEOUT,
+            max_frame: MAX_PROXY_FRAME,
+            max_connections: MAX_CONNECTIONS,
+            csr_burst: CSR_BURST,
+            csr_interval: CSR_INTERVAL,
+        }
+    }
+}
+
+/// A connection that sends no complete hello within this is closed.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Control connections served at once; beyond this, new connections are closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Certificate signings a pod may have at once, before [`CSR_INTERVAL`] applies.
+pub const CSR_BURST: u32 = 5;
+
+/// After the burst, a pod gets one signing per this interval.
+pub const CSR_INTERVAL: Duration = Duration::from_secs(3);
+
 /// Runs the control plane until the process is stopped.
 pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
-    let ca = crate::ca::Ca::load(&opts.ca_dir, opts.plugin_ca.as_deref())?;
-    tracing::info!(source = %ca.source, "certificate authority ready");
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .map_err(|error| ControlError::Bind {
-            addr: opts.listen,
-            error,
-        })?;
-    let addr = listener.local_addr().unwrap_or(opts.listen);
+    Server::bind(opts, Limits::default()).await?.serve().await;
+    Ok(())
+}
 
-    let mut status = ControlStatus {
-        pid: std::process::id(),
-        address: addr.to_string(),
-        valid: true,
-        ..Default::default()
-    };
-    let manifests = match opts.store.load() {
-        Ok(m) => {
-            for u in crate::compile::unsupported(&m) {
-                tracing::warn!("{u}");
+/// A bound control plane, not yet serving.
+struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    opts: ControlOptions,
+}
+
+impl Server {
+    /// Loads the CA and the config, and binds the listener.
+    async fn bind(opts: ControlOptions, limits: Limits) -> Result<Server, ControlError> {
+        let ca = crate::ca::Ca::load(&opts.ca_dir, opts.plugin_ca.as_deref())?;
+        ca.check_ttl(opts.cert_ttl)?;
+        tracing::info!(source = %ca.source, "certificate authority ready");
+        let listener =
+            TcpListener::bind(opts.listen)
+                .await
+                .map_err(|error| ControlError::Bind {
+                    addr: opts.listen,
+                    error,
+                })?;
+        let addr = listener.local_addr().unwrap_or(opts.listen);
+
+        let mut status = ControlStatus {
+            pid: std::process::id(),
+            address: addr.to_string(),
+            valid: true,
+            ..Default::default()
+        };
+        let manifests = match opts.store.load() {
+            Ok(m) => {
+                for u in crate::compile::unsupported(&m) {
+                    tracing::warn!("{u}");
+                }
+                m
             }
-            m
-        }
-        Err(r) => {
-            tracing::error!("config refused, starting with no config:\n{r}");
-            status.valid = false;
-            status.last_rejection = Some(RejectionStatus {
-                at: now_rfc3339(),
-                errors: r.errors,
-            });
-            Manifests::default()
-        }
-    };
-    let registry = Registry::read(&opts.registry).unwrap_or_else(|e| {
-        tracing::warn!("{e}; starting with no pods");
-        Registry::default()
-    });
-    status.version = "1".to_string();
-    (status.pods, status.pods_ready) = counts(&registry);
-    let (tx, _) = watch::channel(Arc::new(Generation {
-        version: 1,
-        manifests: Arc::new(manifests),
-        registry: Arc::new(registry),
-    }));
-    let shared = Arc::new(Shared {
-        current: tx,
-        ca,
-        cert_ttl: opts.cert_ttl,
-        status: Mutex::new(status),
-        status_changed: Notify::new(),
-    });
-    tracing::info!(%addr, "control plane listening");
-
-    tokio::spawn(write_status(Arc::clone(&shared), opts.status_file.clone()));
-    tokio::spawn(watch_sources(Arc::clone(&shared), opts.clone()));
-    shared.status_changed.notify_one();
-
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+            Err(r) => {
+                tracing::error!("config refused, starting with no config:\n{r}");
+                status.valid = false;
+                status.last_rejection = Some(RejectionStatus {
+                    at: now_rfc3339(),
+                    errors: r.errors,
+                });
+                Manifests::default()
             }
         };
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            if let Err(e) = serve_proxy(stream, shared).await {
-                tracing::debug!(%peer, error = %e, "proxy stream ended");
-            }
+        let registry = Registry::read(&opts.registry).unwrap_or_else(|e| {
+            tracing::warn!("{e}; starting with no pods");
+            Registry::default()
         });
+        status.version = "1".to_string();
+        (status.pods, status.pods_ready) = counts(&registry);
+        let (tx, _) = watch::channel(Arc::new(Generation {
+            version: 1,
+            manifests: Arc::new(manifests),
+            registry: Arc::new(registry),
+        }));
+        let shared = Arc::new(Shared {
+            current: tx,
+            ca,
+            cert_ttl: opts.cert_ttl,
+            limits,
+            status: Mutex::new(status),
+            streams: Mutex::default(),
+            csr_budget: Mutex::default(),
+            status_changed: Notify::new(),
+        });
+        tracing::info!(%addr, "control plane listening");
+        Ok(Server {
+            listener,
+            shared,
+            opts,
+        })
+    }
+
+    /// Serves proxies until the process is stopped.
+    async fn serve(self) {
+        let Server {
+            listener,
+            shared,
+            opts,
+        } = self;
+        tokio::spawn(write_status(Arc::clone(&shared), opts.status_file.clone()));
+        tokio::spawn(watch_sources(Arc::clone(&shared), opts));
+        shared.status_changed.notify_one();
+
+        let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+        let mut warned: Option<tokio::time::Instant> = None;
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // Closed at once; said at most once a minute, so a flood does not flood the log.
+                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        %peer,
+                        limit = shared.limits.max_connections,
+                        "too many control connections; closing new ones"
+                    );
+                    warned = Some(tokio::time::Instant::now());
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                if let Err(e) = serve_proxy(stream, shared).await {
+                    tracing::debug!(%peer, error = %e, "proxy stream ended");
+                }
+                drop(slot);
+            });
+        }
     }
 }
 
@@ -313,15 +455,23 @@ async fn write_status(shared: Arc<Shared>, path: PathBuf) {
 /// Serves one proxy: Hello, then a snapshot whenever its config changes, and its acks.
 async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), StreamError> {
     let (mut rd, mut wr) = stream.into_split();
-    let hello: ProxyMessage =
-        match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
+    let max_frame = shared.limits.max_frame;
+    let hello: ProxyMessage = match tokio::time::timeout(
+        shared.limits.hello_timeout,
+        read_frame_limited(&mut rd, max_frame),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            tracing::debug!(timeout = ?shared.limits.hello_timeout, "no hello in time; closing");
+            return Ok(());
+        }
+    };
     let ProxyMessage::Hello {
         node,
+        namespace,
         current_version,
-        ..
     } = hello
     else {
         let msg = ControlMessage::Error {
@@ -329,8 +479,15 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
         };
         return write_frame(&mut wr, &msg).await;
     };
+    if let Err(reason) =
+        dns1123_subdomain("node", &node).and_then(|()| dns1123_subdomain("namespace", &namespace))
+    {
+        tracing::warn!("refusing a proxy: {reason}");
+        let msg = ControlMessage::Error { message: reason };
+        return write_frame(&mut wr, &msg).await;
+    }
     tracing::info!(%node, ?current_version, "proxy connected");
-    shared.proxy(&node, |p| p.connected = true);
+    shared.connected(&node);
 
     // Acks are read on their own task, so that a push never waits for the proxy's answer.
     // Certificate requests go to the writer, which answers them between pushes.
@@ -339,7 +496,7 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
         let (node, shared) = (node.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
             loop {
-                match read_frame::<_, ProxyMessage>(&mut rd).await {
+                match read_frame_limited::<_, ProxyMessage>(&mut rd, max_frame).await {
                     Ok(ProxyMessage::Ack { version }) => {
                         tracing::debug!(%node, %version, "ack");
                         shared.proxy(&node, |p| p.acked = Some(version));
@@ -354,6 +511,10 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
                         }
                     }
                     Ok(ProxyMessage::Hello { .. }) => {}
+                    Err(e @ StreamError::TooLarge(_)) => {
+                        tracing::warn!(%node, error = %e, "closing the proxy's stream");
+                        return;
+                    }
                     Err(e) => {
                         tracing::debug!(%node, error = %e, "proxy stream read ended");
                         return;
@@ -364,9 +525,48 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
     };
     let result = push_loop(&node, &mut wr, &shared, &mut reader, &mut csr_rx).await;
     reader.abort();
-    shared.proxy(&node, |p| p.connected = false);
+    shared.disconnected(&node);
     tracing::info!(%node, "proxy disconnected");
     result
+}
+
+/// The longest node or namespace name a hello may carry (a DNS-1123 subdomain's limit).
+pub const MAX_NAME: usize = 253;
+
+/// Checks that `name` is a DNS-1123 subdomain, as Kubernetes names are: at most [`MAX_NAME`]
+/// bytes of dot-separated labels, each of lowercase letters, digits and `-`, starting and
+/// ending with a letter or digit. The error is a message for the peer and the log.
+fn dns1123_subdomain(what: &str, name: &str) -> Result<(), String> {
+    let shown = || {
+        let mut s: String = name.chars().take(64).collect();
+        if s.len() < name.len() {
+            s.push_str("...");
+        }
+        s
+    };
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "the hello's {what} {:?} is {} bytes; a DNS-1123 name has at most {MAX_NAME}",
+            shown(),
+            name.len()
+        ));
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        b.first().is_some_and(alnum)
+            && b.last().is_some_and(alnum)
+            && b.iter().all(|c| alnum(c) || *c == b'-')
+    };
+    if name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the hello's {what} {:?} is not a DNS-1123 name (lowercase letters, digits, '-' \
+             and '.', starting and ending with a letter or digit)",
+            shown()
+        ))
+    }
 }
 
 /// Sends the proxy its snapshot now and after every change that alters it.
@@ -422,6 +622,19 @@ fn sign_for(shared: &Shared, node: &str, csr: &str) -> ControlMessage {
             message: format!("no pod called {node:?} is known; cannot tell its identity"),
         };
     };
+    if let Err(wait) = shared.take_signing(node) {
+        let l = &shared.limits;
+        let message = format!(
+            "too many certificate requests for pod {node}: at most {} at once, then one every \
+             {} s; retry in {:.1} s",
+            l.csr_burst,
+            l.csr_interval.as_secs_f64(),
+            wait.as_secs_f64()
+        );
+        // Debug: a peer that floods requests must not flood the log (the proxy logs it too).
+        tracing::debug!(%node, "certificate request refused: {message}");
+        return ControlMessage::CertificateError { message };
+    }
     let sa = if pod.service_account.is_empty() {
         "default"
     } else {
@@ -493,5 +706,368 @@ mod tests {
             path: "registry.json".into(),
             error: io(),
         });
+    }
+
+    mod peers {
+        //! A real server on loopback, and raw clients that speak the frame format.
+
+        use std::net::SocketAddr;
+        use std::path::PathBuf;
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use skein_snapshot::stream::{
+            ControlMessage, ProxyMessage, StreamError, read_frame, write_frame,
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+
+        use super::super::{ControlOptions, ControlStatus, Limits, Server, Shared};
+        use crate::store::Store;
+
+        /// Longer than any answer takes; shorter than any timeout under test.
+        pub const STEP: Duration = Duration::from_millis(500);
+
+        pub struct Mesh {
+            _dir: tempfile::TempDir,
+            pub addr: SocketAddr,
+            pub status_file: PathBuf,
+            shared: Arc<Shared>,
+        }
+
+        impl Mesh {
+            /// A control plane whose registry holds `pods` (name, namespace), each with a
+            /// sidecar.
+            pub async fn start(limits: Limits, pods: &[(&str, &str)]) -> Mesh {
+                let dir = tempfile::tempdir().unwrap();
+                let manifests = dir.path().join("manifests");
+                std::fs::create_dir(&manifests).unwrap();
+                let registry = dir.path().join("registry.json");
+                let pods: Vec<_> = pods
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, ns))| {
+                        serde_json::json!({
+                            "name": name, "namespace": ns, "workload": name,
+                            "service_account": "web", "ip": format!("10.0.0.{}", i + 1),
+                            "ready": true, "proxy": {"mode": "sidecar"},
+                        })
+                    })
+                    .collect();
+                std::fs::write(&registry, serde_json::json!({ "pods": pods }).to_string()).unwrap();
+                let status_file = dir.path().join("control.json");
+                let opts = ControlOptions {
+                    store: Store {
+                        dir: manifests,
+                        applied: None,
+                    },
+                    registry,
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    status_file: status_file.clone(),
+                    poll: Duration::from_millis(100),
+                    ca_dir: dir.path().join("ca"),
+                    plugin_ca: None,
+                    cert_ttl: Duration::from_secs(3600),
+                };
+                let server = Server::bind(opts, limits).await.unwrap();
+                let addr = server.listener.local_addr().unwrap();
+                let shared = Arc::clone(&server.shared);
+                tokio::spawn(server.serve());
+                Mesh {
+                    _dir: dir,
+                    addr,
+                    status_file,
+                    shared,
+                }
+            }
+
+            /// The status as held in memory.
+            pub fn status(&self) -> ControlStatus {
+                self.shared
+                    .status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            }
+
+            /// The status file, once the writer has caught up.
+            pub async fn status_file(&self) -> ControlStatus {
+                tokio::time::sleep(STEP).await;
+                serde_json::from_slice(&std::fs::read(&self.status_file).unwrap()).unwrap()
+            }
+
+            pub async fn connect(&self) -> Peer {
+                let conn = TcpStream::connect(self.addr).await.unwrap();
+                conn.set_nodelay(true).unwrap();
+                Peer { conn }
+            }
+
+            /// A peer that said hello as `node` in `namespace`.
+            pub async fn hello(&self, node: &str, namespace: &str) -> Peer {
+                let mut p = self.connect().await;
+                p.send(&ProxyMessage::Hello {
+                    node: node.into(),
+                    namespace: namespace.into(),
+                    current_version: None,
+                })
+                .await;
+                p
+            }
+        }
+
+        pub struct Peer {
+            pub conn: TcpStream,
+        }
+
+        impl Peer {
+            pub async fn send(&mut self, msg: &ProxyMessage) {
+                write_frame(&mut self.conn, msg).await.unwrap();
+            }
+
+            /// Writes raw bytes; false if the server has closed the connection.
+            pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
+                self.conn.write_all(bytes).await.is_ok()
+            }
+
+            /// The next message, skipping snapshots; None if the stream ends or nothing
+            /// comes within a step.
+            pub async fn recv(&mut self) -> Option<ControlMessage> {
+                loop {
+                    match tokio::time::timeout(STEP, read_frame(&mut self.conn)).await {
+                        Ok(Ok(ControlMessage::Snapshot { .. })) => continue,
+                        Ok(Ok(m)) => return Some(m),
+                        Ok(Err(StreamError::Closed)) | Ok(Err(_)) | Err(_) => return None,
+                    }
+                }
+            }
+
+            /// Whether the server closes the connection within `within` (whatever it sends
+            /// first is skipped).
+            pub async fn closed_within(&mut self, within: Duration) -> bool {
+                let mut buf = [0u8; 4096];
+                let read = async {
+                    loop {
+                        match self.conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                };
+                tokio::time::timeout(within, read).await.is_ok()
+            }
+        }
+    }
+
+    mod hostile_peers {
+        use std::time::Duration;
+
+        use skein_snapshot::stream::{ControlMessage, MAX_PROXY_FRAME, ProxyMessage};
+
+        use super::super::{CSR_BURST, CSR_INTERVAL, HELLO_TIMEOUT, Limits};
+        use super::peers::{Mesh, STEP};
+
+        #[tokio::test(start_paused = true)]
+        async fn a_connection_that_never_says_hello_is_closed_after_the_timeout() {
+            let mesh = Mesh::start(Limits::default(), &[]).await;
+            let mut idle = mesh.connect().await;
+            assert!(
+                !idle
+                    .closed_within(HELLO_TIMEOUT - Duration::from_secs(1))
+                    .await
+            );
+            assert!(idle.closed_within(Duration::from_secs(2)).await);
+
+            // Half a frame, then nothing: the same.
+            let mut slow = mesh.connect().await;
+            assert!(slow.send_raw(&100u32.to_be_bytes()).await);
+            assert!(slow.send_raw(b"{").await);
+            assert!(
+                slow.closed_within(HELLO_TIMEOUT + Duration::from_secs(1))
+                    .await
+            );
+        }
+
+        fn csr() -> String {
+            let key = rcgen::KeyPair::generate().unwrap();
+            rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap()
+        }
+
+        fn ask(csr_pem: String) -> ProxyMessage {
+            ProxyMessage::CertificateRequest { csr_pem }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_frame_over_the_proxy_limit_closes_the_connection_before_its_body() {
+            let mesh = Mesh::start(Limits::default(), &[("web-0", "blog")]).await;
+            let mut p = mesh.hello("web-0", "blog").await;
+            // Announce 1 MiB and send none of it: refused on the length alone.
+            assert!(p.send_raw(&(1u32 << 20).to_be_bytes()).await);
+            assert!(p.closed_within(STEP).await, "still open");
+
+            // A hello over the limit never gets as far as its name.
+            let mut p = mesh.connect().await;
+            p.send(&ProxyMessage::Hello {
+                node: "a".repeat(MAX_PROXY_FRAME),
+                namespace: "blog".into(),
+                current_version: None,
+            })
+            .await;
+            assert!(p.closed_within(STEP).await, "still open");
+            let status = mesh.status_file().await;
+            assert!(!status.proxies.keys().any(|k| k.len() > 253));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn hello_names_must_be_dns_1123_and_short() {
+            let mesh = Mesh::start(Limits::default(), &[("web-0", "blog")]).await;
+            let long = format!("{}.b", "a".repeat(252));
+            let bad = [
+                ("", "blog"),
+                ("web-0", ""),
+                ("Web-0", "blog"),
+                ("web_0", "blog"),
+                ("-web", "blog"),
+                ("web-", "blog"),
+                ("web..0", "blog"),
+                ("../../etc/passwd", "blog"),
+                ("web-0", "blog\n"),
+                ("wéb", "blog"),
+                (long.as_str(), "blog"),
+                ("web-0", long.as_str()),
+            ];
+            for (node, ns) in bad {
+                let mut p = mesh.hello(node, ns).await;
+                match p.recv().await {
+                    Some(ControlMessage::Error { message }) => {
+                        assert!(message.contains("DNS-1123"), "{node:?}/{ns:?}: {message}")
+                    }
+                    other => panic!("{node:?}/{ns:?}: {other:?}"),
+                }
+                assert!(p.closed_within(STEP).await, "{node:?}/{ns:?} still open");
+            }
+            assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
+
+            // The longest names allowed, and dotted ones, are fine.
+            let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+            assert_eq!(longest.len(), 253);
+            for (node, ns) in [(longest.as_str(), "blog"), ("web-0.v1", "blog-system")] {
+                let mut p = mesh.hello(node, ns).await;
+                assert!(!p.closed_within(STEP).await, "{node:?} closed");
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_disconnected_proxy_leaves_the_status() {
+            let mesh = Mesh::start(Limits::default(), &[("web-0", "blog")]).await;
+            let first = mesh.hello("web-0", "blog").await;
+            let mut second = mesh.hello("web-0", "blog").await;
+            second
+                .send(&ProxyMessage::Ack {
+                    version: "1".into(),
+                })
+                .await;
+            tokio::time::sleep(STEP).await;
+            let p = &mesh.status_file().await.proxies["web-0"];
+            assert!(p.connected);
+            assert_eq!(p.acked.as_deref(), Some("1"));
+
+            // One of two streams of the same proxy ends: it is still connected.
+            drop(first);
+            tokio::time::sleep(STEP).await;
+            assert!(mesh.status().proxies["web-0"].connected);
+            drop(second);
+            tokio::time::sleep(STEP).await;
+            assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
+            assert!(mesh.status_file().await.proxies.is_empty());
+
+            // Many made-up proxies that come and go leave nothing behind.
+            for i in 0..200 {
+                let mut p = mesh.hello(&format!("ghost-{i}"), "blog").await;
+                p.send(&ProxyMessage::Nack {
+                    version: "1".into(),
+                    error: "x".repeat(1000),
+                })
+                .await;
+            }
+            tokio::time::sleep(STEP).await;
+            assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
+            assert!(mesh.status_file().await.proxies.is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn connections_beyond_the_cap_are_closed_at_once() {
+            let limits = Limits {
+                max_connections: 4,
+                ..Limits::default()
+            };
+            let mesh = Mesh::start(limits, &[("web-0", "blog")]).await;
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(mesh.connect().await);
+            }
+            for p in &mut held {
+                assert!(!p.closed_within(STEP).await);
+            }
+            let mut over = mesh.connect().await;
+            assert!(over.closed_within(STEP).await, "over the cap, still open");
+
+            // A slot freed is a slot for the next proxy.
+            drop(held.pop());
+            tokio::time::sleep(STEP).await;
+            let mut p = mesh.hello("web-0", "blog").await;
+            assert!(!p.closed_within(STEP).await);
+            assert_eq!(super::super::MAX_CONNECTIONS, 1024);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn certificate_requests_are_rate_limited_per_pod() {
+            let mesh =
+                Mesh::start(Limits::default(), &[("web-0", "blog"), ("web-1", "blog")]).await;
+            let mut p = mesh.hello("web-0", "blog").await;
+            for i in 0..CSR_BURST {
+                p.send(&ask(csr())).await;
+                assert!(
+                    matches!(p.recv().await, Some(ControlMessage::Certificate { .. })),
+                    "request {i} of the burst"
+                );
+            }
+            p.send(&ask(csr())).await;
+            match p.recv().await {
+                Some(ControlMessage::CertificateError { message }) => {
+                    assert!(message.contains("too many"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+            // A new connection does not start over; another pod has its own budget.
+            let mut again = mesh.hello("web-0", "blog").await;
+            again.send(&ask(csr())).await;
+            assert!(matches!(
+                again.recv().await,
+                Some(ControlMessage::CertificateError { .. })
+            ));
+            let mut other = mesh.hello("web-1", "blog").await;
+            other.send(&ask(csr())).await;
+            assert!(matches!(
+                other.recv().await,
+                Some(ControlMessage::Certificate { .. })
+            ));
+
+            // The refused stream is still usable, and the budget refills with time.
+            tokio::time::sleep(CSR_INTERVAL).await;
+            p.send(&ask(csr())).await;
+            assert!(matches!(
+                p.recv().await,
+                Some(ControlMessage::Certificate { .. })
+            ));
+            p.send(&ask(csr())).await;
+            assert!(matches!(
+                p.recv().await,
+                Some(ControlMessage::CertificateError { .. })
+            ));
+        }
     }
 }

@@ -12,8 +12,22 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Snapshot;
 
-/// Frames larger than this are refused (a snapshot of a large mesh is a few MiB).
+/// Frames larger than this are refused (a snapshot of a large mesh is a few MiB). The limit of
+/// control-to-proxy frames, and the default of [`read_frame`] and [`read_frame_bytes`].
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// The limit of proxy-to-control frames (hello, ACK/NACK, CSR: each well under a few KiB), so
+/// that a peer cannot make the control plane buffer [`MAX_FRAME`] per connection.
+pub const MAX_PROXY_FRAME: usize = 64 * 1024;
+
+/// A frame's announced length, and the limit it exceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversize {
+    /// The frame's length.
+    pub len: usize,
+    /// The reader's or writer's limit.
+    pub limit: usize,
+}
 
 /// What a proxy sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,9 +105,13 @@ pub enum StreamError {
     /// The peer closed the connection.
     #[error("config stream closed by the peer")]
     Closed,
-    /// A frame was larger than [`MAX_FRAME`].
-    #[error("config stream frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    /// A frame was larger than the limit ([`MAX_FRAME`] unless the reader was given another).
+    #[error(
+        "config stream frame of {} bytes exceeds the {}-byte limit",
+        .0.len,
+        .0.limit
+    )]
+    TooLarge(Oversize),
     /// A frame was not valid JSON for the expected message.
     #[error("config stream frame is not a valid message: {0}")]
     Json(#[from] serde_json::Error),
@@ -106,10 +124,16 @@ where
     T: Serialize,
 {
     let body = serde_json::to_vec(msg)?;
+    let too_large = || {
+        StreamError::TooLarge(Oversize {
+            len: body.len(),
+            limit: MAX_FRAME,
+        })
+    };
     if body.len() > MAX_FRAME {
-        return Err(StreamError::TooLarge(body.len()));
+        return Err(too_large());
     }
-    let len = u32::try_from(body.len()).map_err(|_| StreamError::TooLarge(body.len()))?;
+    let len = u32::try_from(body.len()).map_err(|_| too_large())?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&body);
@@ -118,9 +142,19 @@ where
     Ok(())
 }
 
-/// Reads one frame's bytes. The buffer grows with the data rather than trusting the announced
-/// length up front, so a peer cannot make the reader allocate [`MAX_FRAME`] with four bytes.
+/// Reads one frame's bytes, of at most [`MAX_FRAME`].
 pub async fn read_frame_bytes<R>(r: &mut R) -> Result<Vec<u8>, StreamError>
+where
+    R: AsyncRead + Unpin,
+{
+    read_frame_bytes_limited(r, MAX_FRAME).await
+}
+
+/// Reads one frame's bytes, of at most `limit`: a larger announced length is refused before
+/// anything of the body is read or allocated. The buffer grows with the data rather than
+/// trusting the announced length up front, so a peer cannot make the reader allocate `limit`
+/// with four bytes.
+pub async fn read_frame_bytes_limited<R>(r: &mut R, limit: usize) -> Result<Vec<u8>, StreamError>
 where
     R: AsyncRead + Unpin,
 {
@@ -131,8 +165,8 @@ where
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(StreamError::TooLarge(len));
+    if len > limit {
+        return Err(StreamError::TooLarge(Oversize { len, limit }));
     }
     let mut body = Vec::with_capacity(len.min(1 << 20));
     r.take(len as u64).read_to_end(&mut body).await?;
@@ -142,13 +176,22 @@ where
     Ok(body)
 }
 
-/// Reads one frame and parses it.
+/// Reads one frame of at most [`MAX_FRAME`] and parses it.
 pub async fn read_frame<R, T>(r: &mut R) -> Result<T, StreamError>
 where
     R: AsyncRead + Unpin,
     T: for<'de> Deserialize<'de>,
 {
-    let body = read_frame_bytes(r).await?;
+    read_frame_limited(r, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `limit` bytes (see [`read_frame_bytes_limited`]) and parses it.
+pub async fn read_frame_limited<R, T>(r: &mut R, limit: usize) -> Result<T, StreamError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let body = read_frame_bytes_limited(r, limit).await?;
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -198,5 +241,54 @@ mod tests {
             read_frame::<_, ProxyMessage>(&mut b).await,
             Err(StreamError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_reader_refuses_a_frame_over_its_limit_before_reading_the_body() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        // Exactly the limit is accepted.
+        let body = vec![b' '; MAX_PROXY_FRAME];
+        a.write_all(&u32::try_from(body.len()).unwrap().to_be_bytes())
+            .await
+            .unwrap();
+        a.write_all(&body).await.unwrap();
+        let got = read_frame_bytes_limited(&mut b, MAX_PROXY_FRAME)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), MAX_PROXY_FRAME);
+
+        // One byte more is refused on the length alone: no body is ever sent here, so a reader
+        // that waited for it would hang.
+        let len = MAX_PROXY_FRAME + 1;
+        a.write_all(&u32::try_from(len).unwrap().to_be_bytes())
+            .await
+            .unwrap();
+        let e = read_frame_limited::<_, ProxyMessage>(&mut b, MAX_PROXY_FRAME)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StreamError::TooLarge(Oversize {
+                    len: l,
+                    limit: MAX_PROXY_FRAME
+                }) if l == len
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "config stream frame of 65537 bytes exceeds the 65536-byte limit"
+        );
+
+        // The default reader keeps the larger limit of snapshots.
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let body = format!("\"{}\"", "x".repeat(MAX_PROXY_FRAME));
+        a.write_all(&u32::try_from(body.len()).unwrap().to_be_bytes())
+            .await
+            .unwrap();
+        a.write_all(body.as_bytes()).await.unwrap();
+        let got: String = read_frame(&mut b).await.unwrap();
+        assert_eq!(got.len(), MAX_PROXY_FRAME);
     }
 }
