@@ -20,7 +20,8 @@
 //!   - `ingress`: `IngressRoute`: the Ingress rules, ordered, and how a request matches one.
 //! - `run/`: the kubelet's part.
 //!   - `supervisor`: `Pods`: one process per container, restarts, readiness, ready endpoints.
-//!   - `process`: signals and liveness of processes (through `rustix`).
+//!   - `process`: signals, liveness and start times of processes (through `rustix`).
+//!   - `logs`: containers' logs, rotated by size.
 //!   - `state`: the state directory's files and the loopback addresses kept across runs.
 //!   - `status`: the status document `skein status` reads.
 //! - `kube/`: the cluster's networking, on loopback.
@@ -30,8 +31,9 @@
 //! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
 //! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
 //! - `tls`: the ingress's self-signed certificate.
-//! - `naming`: pods' Kubernetes-style names, and the hash behind them.
-//! - `fs`: owner-only files and the executable check.
+//! - `naming`: pods' Kubernetes-style names, the hash behind them, and the check a name
+//!   passes before it becomes a path.
+//! - `fs`: owner-only files and directories, and the executable check.
 //!
 //! Dependencies point one way: `up` → `kube` → `run::supervisor` → `plan` → `run::state`;
 //! nothing imports `up`, and inside `plan` it is `build` → `pod` → `env` → `database` →
@@ -55,12 +57,13 @@ use std::path::{Path, PathBuf};
 pub use client::{HttpGetError, http_get};
 pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
+pub use run::logs::{LOG_FILES_ENV, LOG_MAX_SIZE_ENV, LogRotation, LogRotationError};
 pub use run::state::StateDir;
 pub use run::status::{
     ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, ProxyStatus, ServiceStatus, Status,
     SupervisorStatus,
 };
-pub use up::{Running, UpOptions, mesh_synced, stop, up};
+pub use up::{NotOurs, Running, Stopped, UpOptions, mesh_synced, stop, up};
 
 /// Why `skein up` (or reading its state) failed. Each message includes the underlying error
 /// and no variant returns it again from `source()`, so a chain printer shows it once.

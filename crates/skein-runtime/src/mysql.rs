@@ -293,7 +293,7 @@ fn arg(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
 pub(crate) fn prepare(cfg: &MariaDbConfig, bins: &ServerBinaries) -> Result<bool, MysqlError> {
     cfg.validate()?;
     let dir = cfg.data_dir_abs()?;
-    std::fs::create_dir_all(&dir).map_err(io_err(format!(
+    crate::fs::private_dir(&dir).map_err(io_err(format!(
         "cannot create the MariaDB data directory {}",
         dir.display()
     )))?;

@@ -1,5 +1,6 @@
 //! Kubernetes-style names for pods: `<workload>-<template-hash>-<suffix>`, derived
-//! deterministically so a pod keeps its name (and so its address and logs) across runs.
+//! deterministically so a pod keeps its name (and so its address and logs) across runs; and
+//! the check every name passes before the runtime builds a path from it.
 
 /// FNV-1a: tiny, stable across Rust versions (unlike `DefaultHasher`), good enough for names.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -31,9 +32,37 @@ pub fn pod_name(workload: &str, template: &[u8], ordinal: usize) -> String {
     format!("{workload}-{hash}-{suffix}")
 }
 
+/// Refuses a name the runtime would put into a path (a pod's log directory, a database file)
+/// unless it is one plain path component: not empty, not `.`, no `/`, no `..`, no NUL.
+/// The API validates names too; this check keeps the state directory safe without it.
+pub fn path_component<'a>(what: &str, name: &'a str) -> Result<&'a str, String> {
+    if name.is_empty()
+        || name == "."
+        || name.contains('/')
+        || name.contains("..")
+        || name.contains('\0')
+    {
+        return Err(format!(
+            "{what} `{}` cannot name a file: it must not be empty or `.`, or contain `/`, `..` or NUL",
+            name.escape_debug()
+        ));
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_components_name_files() {
+        assert_eq!(path_component("workload", "blog-was"), Ok("blog-was"));
+        assert_eq!(path_component("service", "db.v1"), Ok("db.v1"));
+        for bad in ["", ".", "..", "../etc", "a/b", "/abs", "x..y", "nul\0"] {
+            let e = path_component("workload", bad).unwrap_err();
+            assert!(e.starts_with("workload `"), "{e}");
+        }
+    }
 
     #[test]
     fn names_are_stable_and_distinct() {

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::kube::{ingress, services};
 use crate::plan::{self, MeshPlanOptions, Plan, PlanOptions};
+use crate::run::logs::LogRotation;
 use crate::run::process;
-use crate::run::state::{Network, StateDir};
+use crate::run::state::{Network, StateDir, Supervisor};
 use crate::run::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
 use crate::run::supervisor::Pods;
 use crate::{DatabaseMode, RuntimeError, tls};
@@ -34,6 +35,8 @@ pub struct UpOptions {
     pub cert_ttl: Option<Duration>,
     /// A plug-in CA directory (Istio's cacerts layout).
     pub plugin_ca: Option<PathBuf>,
+    /// When containers' logs are rotated and how many files are kept.
+    pub log_rotation: LogRotation,
 }
 
 /// The manifests, running. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
@@ -88,11 +91,9 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     let tls = tls::ingress_server_config(&state.certs())?;
     let base = base_status(&opts, &state, &plan, http_addr, https_addr);
 
-    let pods = Pods::new(plan);
+    let pods = Pods::new(plan, opts.log_rotation);
     let service_listeners = services::bind(&pods).await?;
-    let pid_file = state.pid_file();
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| RuntimeError::io(&pid_file, e))?;
+    state.record_supervisor()?;
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = pods.start(rx.clone());
@@ -155,11 +156,14 @@ fn base_status(
 ) -> Status {
     Status {
         manifests: opts.manifests.display().to_string(),
+        running: true,
+        stopped_at: None,
         supervisor: SupervisorStatus {
             pid: std::process::id(),
             state: "running".into(),
             started_at: now_rfc3339(),
             log: state.supervisor_log().display().to_string(),
+            proc_start: process::start_time(std::process::id()),
         },
         ingress: IngressStatus {
             http: format!("http://{http}"),
@@ -202,27 +206,98 @@ impl Running {
         }
         let _ = self.writer.await;
         let mut last = snapshot(&self.pods, &self.base);
-        last.supervisor.state = "stopped".into();
+        last.mark_stopped(Some(now_rfc3339()));
         let _ = last.write(&self.state.status_file());
         let _ = std::fs::remove_file(self.state.pid_file());
     }
 }
 
-/// Asks the supervisor using `state` to stop and waits for it; `Ok(None)` if none was running.
-pub async fn stop(state: &StateDir, timeout: Duration) -> Result<Option<u32>, RuntimeError> {
-    let Some(pid) = state.running_supervisor() else {
-        return Ok(None);
-    };
-    process::signal(pid, process::Signal::TERM);
-    let deadline = tokio::time::Instant::now() + timeout;
-    while process::is_alive(pid) {
-        if tokio::time::Instant::now() >= deadline {
-            process::signal(pid, process::Signal::KILL);
-            break;
+/// What [`stop`] did.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// The supervisor it stopped, if one was running.
+    pub supervisor: Option<u32>,
+    /// Containers a supervisor that died had left running, stopped now.
+    pub leftovers: Vec<u32>,
+    /// Pids the state directory names that belong to other processes now (the pid was
+    /// reused): not signalled.
+    pub not_ours: Vec<NotOurs>,
+}
+
+/// A recorded pid that is no longer skein's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotOurs {
+    pub pid: u32,
+    /// What skein had started with that pid: "the supervisor", "pod P container C".
+    pub was: String,
+}
+
+/// Asks the supervisor using `state` to stop and waits for it, then stops whatever a
+/// supervisor that died left running. A pid is signalled only while it is still the process
+/// skein started (its start time matches the one recorded at spawn).
+pub async fn stop(state: &StateDir, timeout: Duration) -> Result<Stopped, RuntimeError> {
+    let mut stopped = Stopped::default();
+    match state.supervisor() {
+        Supervisor::Running(pid) => {
+            process::signal(pid, process::Signal::TERM);
+            let deadline = tokio::time::Instant::now() + timeout;
+            while process::is_alive(pid) {
+                if tokio::time::Instant::now() >= deadline {
+                    process::signal(pid, process::Signal::KILL);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stopped.supervisor = Some(pid);
         }
+        Supervisor::Stale(pid) => {
+            stopped.not_ours.push(NotOurs {
+                pid,
+                was: "the supervisor".into(),
+            });
+            let _ = std::fs::remove_file(state.pid_file());
+        }
+        Supervisor::NotRunning => {}
+    }
+    let path = state.status_file();
+    let Ok(mut status) = Status::read(&path) else {
+        return Ok(stopped);
+    };
+    let mut ours = Vec::new();
+    for pod in &status.pods {
+        for c in pod.containers.iter().filter(|c| c.pid != 0) {
+            match c.proc_start {
+                Some(started) if process::is_same(c.pid, started) => ours.push((c.pid, started)),
+                _ if process::is_alive(c.pid) => stopped.not_ours.push(NotOurs {
+                    pid: c.pid,
+                    was: format!("pod {} container {}", pod.name, c.name),
+                }),
+                _ => {}
+            }
+        }
+    }
+    // Each container leads its own process group: its helpers go with it.
+    for (pid, _) in &ours {
+        process::signal_group(*pid, process::Signal::TERM);
+    }
+    let deadline = tokio::time::Instant::now() + timeout.min(Duration::from_secs(30));
+    while ours.iter().any(|(pid, t)| process::is_same(*pid, *t))
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Some(pid))
+    for (pid, started) in &ours {
+        if process::is_same(*pid, *started) {
+            process::signal_group(*pid, process::Signal::KILL);
+        }
+    }
+    stopped.leftovers = ours.into_iter().map(|(pid, _)| pid).collect();
+    if status.running || status.pods.iter().any(|p| p.pid != 0 || p.ready) {
+        // The supervisor died without saying so: the status says it now.
+        status.mark_stopped(Some(now_rfc3339()));
+        status.write(&path)?;
+    }
+    Ok(stopped)
 }
 
 fn snapshot(pods: &Pods, base: &Status) -> Status {

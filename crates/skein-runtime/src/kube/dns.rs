@@ -51,7 +51,7 @@ pub fn write_hosts(state: &StateDir, plan: &Plan) -> Result<(), RuntimeError> {
         }
         let path = state.pod_hosts_file(&pod.name);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+            crate::fs::private_dir(dir).map_err(|e| RuntimeError::io(dir, e))?;
         }
         std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
     }

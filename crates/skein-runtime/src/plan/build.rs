@@ -41,6 +41,14 @@ pub fn build(
         hosts.push((ip, dns_names(&s.name, &s.namespace)));
     }
     let db_services = database::services(&services, &db_workloads);
+    if mode == DatabaseMode::Sqlite {
+        // Each database Service names an SQLite file.
+        for s in &db_services {
+            if let Err(e) = crate::naming::path_component("Service", &s.name) {
+                errors.push(format!("{}/{}: {e}", s.namespace, s.name));
+            }
+        }
+    }
     let cx = Inputs {
         state,
         opts,

@@ -17,6 +17,12 @@ pub(super) fn plan_pod(
     cx: &Inputs<'_>,
 ) -> Result<PodPlan, String> {
     let at = |msg: String| format!("{}: {}/{}: {msg}", w.source, w.namespace, w.name);
+    // The pod's name (from the workload's) and its containers' names become paths in the
+    // state directory: its logs, its hosts file, MariaDB's data directory.
+    crate::naming::path_component("workload", &w.name).map_err(at)?;
+    for c in &w.spec.containers {
+        crate::naming::path_component("container", &c.name).map_err(at)?;
+    }
     let facts = pod_facts(w, &name, ip, meshed);
     let mut ports = Vec::new();
     let mut containers = Vec::new();

@@ -1,3 +1,4 @@
+pub(crate) mod logs;
 pub(crate) mod process;
 pub(crate) mod state;
 pub(crate) mod status;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::RuntimeError;
+use crate::run::process;
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -34,11 +35,30 @@ impl StateDir {
         Ok(StateDir { root })
     }
 
-    pub fn create(&self) -> Result<(), RuntimeError> {
-        for dir in [self.root.clone(), self.logs(), self.data(), self.certs()] {
-            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
+    /// Creates the state directory and the directories under it that hold keys, certificates,
+    /// databases and logs, each with mode 0700 (only the owner gets in), and brings existing
+    /// ones to 0700. Returns the directories that were looser, with the mode they had.
+    pub fn create(&self) -> Result<Vec<(PathBuf, u32)>, RuntimeError> {
+        let mut loosened = Vec::new();
+        for dir in [
+            self.root.clone(),
+            self.logs(),
+            self.data(),
+            self.certs(),
+            self.ca_dir(),
+            self.root.join("hosts.d"),
+        ] {
+            if let Some(mode) =
+                crate::fs::private_dir(&dir).map_err(|e| RuntimeError::io(&dir, e))?
+            {
+                tracing::warn!(
+                    "{} was open to other users (mode {mode:04o}); it is now 0700",
+                    dir.display()
+                );
+                loosened.push((dir, mode));
+            }
         }
-        Ok(())
+        Ok(loosened)
     }
 
     pub fn root(&self) -> &Path {
@@ -80,16 +100,64 @@ impl StateDir {
     pub fn certs(&self) -> PathBuf {
         self.root.join("certs")
     }
+    /// The control plane's CA (its root key among it).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.certs().join("ca")
+    }
     pub fn container_log(&self, pod: &str, container: &str) -> PathBuf {
         self.logs().join(pod).join(format!("{container}.log"))
     }
 
-    /// The pid of a live supervisor using this state directory, if any.
+    /// The pid of a live supervisor using this state directory, if any: the process the pid
+    /// file names, if it is still that process (not a later one that reuses its pid).
     pub fn running_supervisor(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.pid_file()).ok()?;
-        let pid: u32 = text.trim().parse().ok()?;
-        crate::run::process::is_alive(pid).then_some(pid)
+        match self.supervisor() {
+            Supervisor::Running(pid) => Some(pid),
+            Supervisor::NotRunning | Supervisor::Stale(_) => None,
+        }
     }
+
+    /// What the pid file says, checked against the process table.
+    pub(crate) fn supervisor(&self) -> Supervisor {
+        let Ok(text) = std::fs::read_to_string(self.pid_file()) else {
+            return Supervisor::NotRunning;
+        };
+        let mut fields = text.split_whitespace();
+        let Some(pid) = fields.next().and_then(|p| p.parse::<u32>().ok()) else {
+            return Supervisor::NotRunning;
+        };
+        if !process::is_alive(pid) {
+            return Supervisor::NotRunning;
+        }
+        let ours = match fields.next().and_then(|t| t.parse::<u64>().ok()) {
+            Some(started) => process::start_time(pid) == Some(started),
+            // A pid file from before start times were recorded: the process must at least
+            // be a skein binary.
+            None => process::exe_name(pid).is_some_and(|n| n.starts_with("skein")),
+        };
+        if ours {
+            Supervisor::Running(pid)
+        } else {
+            Supervisor::Stale(pid)
+        }
+    }
+
+    /// Records this process as the supervisor: its pid and start time.
+    pub(crate) fn record_supervisor(&self) -> Result<(), RuntimeError> {
+        let pid = std::process::id();
+        let started = process::start_time(pid).unwrap_or(0);
+        let path = self.pid_file();
+        std::fs::write(&path, format!("{pid} {started}\n")).map_err(|e| RuntimeError::io(&path, e))
+    }
+}
+
+/// The supervisor the pid file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Supervisor {
+    NotRunning,
+    Running(u32),
+    /// The pid is alive but is another process now.
+    Stale(u32),
 }
 
 /// Loopback addresses handed out to pods and services, kept across runs so a pod keeps its

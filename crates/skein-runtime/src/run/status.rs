@@ -12,6 +12,13 @@ use crate::RuntimeError;
 pub struct Status {
     /// The manifests directory the runtime was started on.
     pub manifests: String,
+    /// Whether the supervisor is running; false once it stopped (or died), when the rest
+    /// is the last known state.
+    #[serde(default)]
+    pub running: bool,
+    /// When it stopped (RFC 3339), if it stopped cleanly or `skein down` saw it gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
     pub supervisor: SupervisorStatus,
     pub ingress: IngressStatus,
     pub database: DatabaseStatus,
@@ -26,6 +33,10 @@ pub struct SupervisorStatus {
     pub state: String,
     pub started_at: String,
     pub log: String,
+    /// The supervisor's start time in clock ticks after boot (`/proc/PID/stat`), which tells
+    /// it apart from a later process that reuses its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_start: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -57,7 +68,8 @@ pub struct PodStatus {
     pub port_names: BTreeMap<String, u16>,
     /// The pid of the pod's main (first) container, 0 while it is not running.
     pub pid: u32,
-    /// `Pending`, `Running`, `Ready`, `CrashLoopBackOff` or `Terminated`.
+    /// `Pending`, `Running`, `Ready`, `CrashLoopBackOff`, `Terminated`, or `Stopped` once skein
+    /// is not running.
     pub state: String,
     pub ready: bool,
     pub restarts: u32,
@@ -100,6 +112,10 @@ pub struct ContainerStatus {
     pub last_exit: Option<String>,
     pub logs: String,
     pub command: Vec<String>,
+    /// The process's start time in clock ticks after boot, recorded at spawn: `skein down`
+    /// signals `pid` only while it is still this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_start: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -126,11 +142,121 @@ impl Status {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&tmp, text).map_err(|e| RuntimeError::io(&tmp, e))?;
+        // Owner-only: commands may carry values from Secrets.
+        crate::fs::write_private(&tmp, &text).map_err(|e| RuntimeError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io(path, e))
     }
 
     pub fn all_ready(&self) -> bool {
         !self.pods.is_empty() && self.pods.iter().all(|p| p.ready)
+    }
+
+    /// The status of a system that is not running: nothing ready, no pids, no endpoints.
+    /// `at` is when it stopped, if known and not recorded yet.
+    pub fn mark_stopped(&mut self, at: Option<String>) {
+        self.running = false;
+        if self.stopped_at.is_none() {
+            self.stopped_at = at;
+        }
+        self.supervisor.state = "stopped".into();
+        for pod in &mut self.pods {
+            pod.state = "Stopped".into();
+            pod.ready = false;
+            pod.pid = 0;
+            for c in &mut pod.containers {
+                c.pid = 0;
+                c.proc_start = None;
+                if c.state != "Terminated" {
+                    c.state = "Stopped".into();
+                }
+            }
+            if let Some(p) = &mut pod.proxy {
+                p.pid = 0;
+                p.connected = false;
+            }
+        }
+        for s in &mut self.services {
+            s.endpoints.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_status() -> Status {
+        Status {
+            running: true,
+            supervisor: SupervisorStatus {
+                pid: 42,
+                state: "running".into(),
+                ..SupervisorStatus::default()
+            },
+            pods: vec![PodStatus {
+                name: "web-1".into(),
+                pid: 7,
+                state: "Ready".into(),
+                ready: true,
+                containers: vec![ContainerStatus {
+                    name: "web".into(),
+                    pid: 7,
+                    state: "Running".into(),
+                    proc_start: Some(1),
+                    ..ContainerStatus::default()
+                }],
+                ..PodStatus::default()
+            }],
+            services: vec![ServiceStatus {
+                endpoints: vec!["127.1.1.1:80".into()],
+                ..ServiceStatus::default()
+            }],
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn a_stopped_status_says_so_and_nothing_is_ready() {
+        let mut s = ready_status();
+        s.mark_stopped(Some("2024-01-01T00:00:00Z".into()));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["running"], false);
+        assert_eq!(v["stopped_at"], "2024-01-01T00:00:00Z");
+        assert_eq!(v["supervisor"]["state"], "stopped");
+        assert_eq!(v["pods"][0]["state"], "Stopped");
+        assert_eq!(v["pods"][0]["ready"], false);
+        assert_eq!(v["pods"][0]["pid"], 0);
+        assert_eq!(v["pods"][0]["containers"][0]["pid"], 0);
+        assert!(!s.all_ready());
+        assert!(s.services[0].endpoints.is_empty());
+        s.mark_stopped(Some("later".into()));
+        assert_eq!(
+            s.stopped_at.as_deref(),
+            Some("2024-01-01T00:00:00Z"),
+            "kept"
+        );
+    }
+
+    #[test]
+    fn the_status_file_is_owner_only_and_reads_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("status.json");
+        let s = ready_status();
+        s.write(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(Status::read(&path).unwrap(), s);
+    }
+
+    #[test]
+    fn a_status_file_without_the_new_fields_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("status.json");
+        let mut v = serde_json::to_value(ready_status()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("running");
+        std::fs::write(&path, v.to_string()).unwrap();
+        assert!(!Status::read(&path).unwrap().running);
     }
 }

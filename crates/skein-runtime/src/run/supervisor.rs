@@ -3,14 +3,16 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use crate::plan::{Check, ContainerPlan, Plan, PodPlan, Run};
+use crate::run::logs::{LogFile, LogRotation};
 use crate::run::process;
 use crate::run::status::{ContainerStatus, PodStatus, ServiceStatus};
 
@@ -37,16 +39,18 @@ struct PodState {
     containers: Vec<ContainerState>,
 }
 
-#[derive(Default)]
 struct ContainerState {
     pid: AtomicU32,
+    /// The running process's start time (`/proc/PID/stat`), 0 when unknown.
+    proc_start: AtomicU64,
     restarts: AtomicU32,
+    log: Arc<LogFile>,
     /// Human state and the last exit, read only by the status writer.
     detail: Mutex<(String, Option<String>)>,
 }
 
 impl Pods {
-    pub fn new(plan: Plan) -> Arc<Pods> {
+    pub fn new(plan: Plan, logs: LogRotation) -> Arc<Pods> {
         let states = plan
             .pods
             .iter()
@@ -55,9 +59,12 @@ impl Pods {
                 containers: p
                     .containers
                     .iter()
-                    .map(|_| ContainerState {
+                    .map(|c| ContainerState {
+                        pid: AtomicU32::new(0),
+                        proc_start: AtomicU64::new(0),
+                        restarts: AtomicU32::new(0),
+                        log: Arc::new(LogFile::new(c.log.clone(), logs)),
                         detail: Mutex::new(("Pending".into(), None)),
-                        ..ContainerState::default()
                     })
                     .collect(),
             })
@@ -179,6 +186,7 @@ fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
             ContainerStatus {
                 name: cp.name.clone(),
                 pid: cs.pid.load(Ordering::Acquire),
+                proc_start: Some(cs.proc_start.load(Ordering::Acquire)).filter(|t| *t != 0),
                 state,
                 restarts: cs.restarts.load(Ordering::Acquire),
                 last_exit,
@@ -273,25 +281,14 @@ fn command_for(c: &ContainerPlan) -> Result<tokio::process::Command, String> {
             (program, args)
         }
     };
-    if let Some(dir) = c.log.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&c.log)
-        .map_err(|e| format!("cannot open {}: {e}", c.log.display()))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| format!("cannot open {}: {e}", c.log.display()))?;
+    // Output goes through the supervisor, which writes it to the rotated log.
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args)
         .env_clear()
         .envs(c.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     Ok(cmd)
@@ -310,7 +307,7 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(pod = %pod.name, container = %container.name, "{e}");
-                append_log(&container.log, &format!("skein: {e}"));
+                state.log.line(&format!("skein: {e}"));
                 pods.set_detail(p, c, "Error", Some(e));
                 state.restarts.fetch_add(1, Ordering::AcqRel);
                 if wait_or_shutdown(backoff, &mut shutdown).await {
@@ -321,6 +318,13 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
             }
         };
         let pid = child.id().unwrap_or(0);
+        let pumps = [
+            child.stdout.take().map(|o| pump(o, state.log.clone())),
+            child.stderr.take().map(|o| pump(o, state.log.clone())),
+        ];
+        state
+            .proc_start
+            .store(process::start_time(pid).unwrap_or(0), Ordering::Release);
         state.pid.store(pid, Ordering::Release);
         pods.set_detail(p, c, "Running", None);
         tracing::info!(pod = %pod.name, container = %container.name, pid, "started");
@@ -332,6 +336,8 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
         match exited {
             Some(status) => {
                 state.pid.store(0, Ordering::Release);
+                state.proc_start.store(0, Ordering::Release);
+                drain(pumps).await;
                 pods.set_ready(p, false);
                 let exit = match status {
                     Ok(s) => describe_exit(s),
@@ -341,13 +347,10 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
                     backoff = BACKOFF_START;
                 }
                 tracing::warn!(pod = %pod.name, container = %container.name, %exit, "container exited; restarting in {:?}", backoff);
-                append_log(
-                    &container.log,
-                    &format!(
-                        "skein: container exited ({exit}); restarting in {}s",
-                        backoff.as_secs()
-                    ),
-                );
+                state.log.line(&format!(
+                    "skein: container exited ({exit}); restarting in {}s",
+                    backoff.as_secs()
+                ));
                 state.restarts.fetch_add(1, Ordering::AcqRel);
                 pods.set_detail(p, c, "CrashLoopBackOff", Some(exit));
                 if wait_or_shutdown(backoff, &mut shutdown).await {
@@ -359,6 +362,8 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
                 pods.set_detail(p, c, "Terminating", None);
                 stop_child(&mut child, pid, pod.grace).await;
                 state.pid.store(0, Ordering::Release);
+                state.proc_start.store(0, Ordering::Release);
+                drain(pumps).await;
                 pods.set_detail(p, c, "Terminated", None);
                 break;
             }
@@ -391,14 +396,37 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
     }
 }
 
-fn append_log(path: &std::path::Path, line: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "{line}");
+/// Copies a container's stdout or stderr into its log until every writer has closed it.
+fn pump<R>(mut from: R, log: Arc<LogFile>) -> tokio::task::JoinHandle<()>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut warned = false;
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    // Keep reading even when the log cannot be written, so the container
+                    // never blocks on a full pipe.
+                    if let Err(e) = log.write(&buf[..n])
+                        && !warned
+                    {
+                        tracing::warn!("cannot write {}: {e}", log.path().display());
+                        warned = true;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Lets the pumps write what the exited container left in its pipes (a helper it forked
+/// may keep them open: that is not waited for).
+async fn drain(pumps: [Option<tokio::task::JoinHandle<()>>; 2]) {
+    for p in pumps.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_millis(500), p).await;
     }
 }
 

@@ -19,7 +19,20 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         &state,
         Duration::from_secs(args.timeout),
     ))?;
-    match stopped {
+    for n in &stopped.not_ours {
+        println!(
+            "pid {} was {} but is another process now; not signalled",
+            n.pid, n.was
+        );
+    }
+    if !stopped.leftovers.is_empty() {
+        let pids: Vec<String> = stopped.leftovers.iter().map(u32::to_string).collect();
+        println!(
+            "stopped containers a failed supervisor left running (pids {})",
+            pids.join(", ")
+        );
+    }
+    match stopped.supervisor {
         Some(pid) => println!(
             "stopped skein (pid {pid}); data kept in {}",
             state.root().display()

@@ -30,10 +30,17 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
     let mut status = Status::read(&path)?;
     let running = state.running_supervisor().is_some();
-    if !running {
-        status.supervisor.state = "stopped".into();
+    let mut control = control_plane(&state, &mut status);
+    if running {
+        // A status file from before `running` was recorded.
+        status.running = true;
+    } else {
+        // The supervisor stopped, or died without saying so: nothing of it runs.
+        status.mark_stopped(None);
+        if let Some(c) = &mut control {
+            c.pid = 0;
+        }
     }
-    let control = control_plane(&state, &mut status);
     match args.output {
         Format::Json => {
             let mut v = serde_json::to_value(&status)?;
@@ -44,7 +51,14 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         Format::Table => {
             if !running {
-                println!("skein is not running; the last known state was:\n");
+                match &status.stopped_at {
+                    Some(at) => println!(
+                        "skein is stopped (since {at}); it is not running. The last known state was:\n"
+                    ),
+                    None => {
+                        println!("skein is stopped; it is not running. The last known state was:\n")
+                    }
+                }
             }
             println!(
                 "ingress:  {}  {}",

@@ -6,7 +6,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use skein_runtime::{DatabaseMode, StateDir, Status, UpOptions};
+use skein_runtime::{DatabaseMode, LogRotation, StateDir, Status, UpOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -82,6 +82,8 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         } else {
             Some(std::env::current_exe().context("cannot find the skein binary")?)
         },
+        // SKEIN_LOG_MAX_SIZE and SKEIN_LOG_FILES; the detached supervisor inherits them.
+        log_rotation: LogRotation::from_env()?,
     };
     crate::runtime()?.block_on(async move {
         let started = Instant::now();
@@ -125,7 +127,14 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
             state.root().display()
         );
     }
-    state.create()?;
+    // Checked here too, so a bad setting is said in this terminal.
+    LogRotation::from_env()?;
+    for (dir, mode) in state.create()? {
+        eprintln!(
+            "warning: {} was open to other users (mode {mode:04o}); it is now 0700",
+            dir.display()
+        );
+    }
     let log_path = state.supervisor_log();
     let log = std::fs::OpenOptions::new()
         .create(true)
