@@ -2,6 +2,7 @@
 //! rotation, `stop` that signals only the processes it started, a status that says when
 //! nothing runs, and names that cannot lead a path out of the state directory. These run the
 //! real supervisor on small manifests (programs from `PATH`: `sh`, `sleep`, `seq`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
