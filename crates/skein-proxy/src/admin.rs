@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::state::Shared;
+use crate::shared::Shared;
 
 fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -31,7 +31,7 @@ pub fn clusters_text(shared: &Shared) -> String {
     let mut names: Vec<_> = snap.clusters.keys().collect();
     names.sort();
     let mut out = String::new();
-    let mut list: Vec<&Arc<crate::cluster::ClusterState>> =
+    let mut list: Vec<&Arc<crate::upstream::cluster::ClusterState>> =
         names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
     list.extend(snap.inbound.iter());
     for c in list {
@@ -71,7 +71,7 @@ pub fn clusters_text(shared: &Shared) -> String {
 }
 
 /// Per-cluster endpoint status for /config_dump (`endpoint_status`): outbound and inbound
-/// clusters, each a list of [`crate::outlier::EndpointStatus`].
+/// clusters, each a list of [`crate::upstream::outlier::EndpointStatus`].
 pub fn endpoint_status_json(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
     let snap = shared.current.load();
     snap.clusters
@@ -117,7 +117,7 @@ async fn handle(
         (_, "/ready") | (_, "/healthz/ready") => {
             // A proxy fed by the control plane is ready once it has its config and its
             // workload certificate (as Istio's agent waits for both).
-            let needs_cert = matches!(shared.config.source, crate::SourceConfig::Control { .. });
+            let needs_cert = matches!(shared.config.source, crate::config::SourceConfig::Control { .. });
             let configured =
                 shared.loaded.load(Ordering::Acquire) && shared.bound.load(Ordering::Acquire);
             let certified = !needs_cert || shared.identity.current().is_some();

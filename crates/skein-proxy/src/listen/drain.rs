@@ -17,11 +17,6 @@ impl DrainSignal {
         // An error means the sender is gone, which only happens at shutdown: same meaning.
         let _ = self.rx.wait_for(|d| *d).await;
     }
-
-    /// True once draining has started.
-    pub fn is_draining(&self) -> bool {
-        *self.rx.borrow()
-    }
 }
 
 /// Held by every live connection and listener; drain completes when all are dropped.

@@ -14,18 +14,19 @@
 //! unusable certificate) keeps the old certificate and retries with backoff.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+pub use skein_snapshot::dump::{ControlNack, ControlStatus};
 use skein_snapshot::stream::{self, ControlMessage, ProxyMessage, StreamError};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::identity::{IdentityStatus, IdentityStore, PendingKey, renewal_delay, unix_now_f64};
-use crate::source::{ConfigSource, SnapshotSink, SourceFuture};
+use crate::identity::{IdentityStore, PendingKey, renewal_delay, unix_now_f64};
+use crate::snapshot::source::{ConfigSource, ControlState, SnapshotSink, SourceFuture};
 
 /// First reconnect delay.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -65,54 +66,6 @@ pub enum ControlError {
     /// The control plane sent [`ControlMessage::Error`] (it closes the stream after it).
     #[error("control plane at {addr} refused this proxy: {message}")]
     Refused { addr: SocketAddr, message: String },
-}
-
-/// A snapshot the proxy refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlNack {
-    /// The refused snapshot's version.
-    pub version: String,
-    /// Why (the error's Display, as sent in the NACK).
-    pub error: String,
-}
-
-/// The control-plane stream as `/control` and `/config_dump` show it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlStatus {
-    /// The control plane's address; `None` when the proxy has no control-plane source.
-    pub address: Option<SocketAddr>,
-    /// The node id sent in Hello.
-    pub node: String,
-    /// The namespace sent in Hello.
-    pub namespace: String,
-    /// True while the stream is up (connected and Hello sent).
-    pub connected: bool,
-    /// The last snapshot version applied and ACKed.
-    pub last_ack_version: Option<String>,
-    /// The last snapshot refused (kept after later ACKs; compare versions).
-    pub last_nack: Option<ControlNack>,
-    /// How many times the stream came back up after the first connection.
-    pub reconnects: u64,
-    /// Why the stream last went down or could not be set up.
-    pub last_error: Option<String>,
-    /// The workload certificate (whether it came from the control plane or not).
-    #[serde(default)]
-    pub identity: IdentityStatus,
-}
-
-/// Shared, lock-protected [`ControlStatus`]; written by the source, read by the admin endpoint.
-#[derive(Debug, Default)]
-pub struct ControlState(Mutex<ControlStatus>);
-
-impl ControlState {
-    /// A copy of the current status.
-    pub fn get(&self) -> ControlStatus {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut ControlStatus)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
 }
 
 /// Marks the stream down however the session ends, including when the proxy shuts down and
@@ -299,7 +252,7 @@ pub struct ControlSource {
 /// Per-source bookkeeping across sessions.
 struct Session<'a> {
     src: &'a ControlSource,
-    sink: &'a SnapshotSink,
+    sink: &'a dyn SnapshotSink,
     status: &'a ControlState,
     backoff: Backoff,
     logged: Logged,
@@ -522,19 +475,16 @@ impl Session<'_> {
 }
 
 impl ConfigSource for ControlSource {
-    fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture {
+    fn run(self: Box<Self>, sink: Arc<dyn SnapshotSink>) -> SourceFuture {
         Box::pin(async move {
-            let shared = &sink.inner.shared;
-            let status = &shared.control;
+            let status = sink.control();
             // A static identity is not replaced by the control plane's.
-            let cert = shared
-                .config
-                .identity
-                .is_none()
-                .then(|| CertState::new(Arc::clone(&shared.identity), self.node.clone()));
+            let cert = sink
+                .identity()
+                .map(|store| CertState::new(store, self.node.clone()));
             let session = Session {
                 src: &self,
-                sink: &sink,
+                sink: &*sink,
                 status,
                 backoff: Backoff::new(),
                 logged: Logged::Nothing,

@@ -5,13 +5,16 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use skein_snapshot::Snapshot;
 use tokio::sync::Notify;
 
-use crate::ProxyError;
+use super::CompileError;
+use crate::identity::IdentityStore;
+use crate::listen::bind::BindError;
+use skein_snapshot::dump::ControlStatus;
 
 /// Errors of a config source.
 #[derive(Debug, thiserror::Error)]
@@ -30,31 +33,34 @@ pub enum SourceError {
     },
 }
 
-/// Applies snapshots to a running proxy.
-#[derive(Clone, Debug)]
-pub struct SnapshotSink {
-    pub(crate) inner: Arc<crate::Inner>,
+/// Why a snapshot was not applied; the previous config stays in force (a NACK).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The snapshot does not compile.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A listener it names could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
-impl SnapshotSink {
+/// What a config source feeds: the running proxy.
+pub trait SnapshotSink: Send + Sync + 'static {
     /// Compiles and swaps in a snapshot. On error the previous config stays (a NACK).
-    pub fn apply(&self, snap: Snapshot) -> Result<(), ProxyError> {
-        self.inner.apply(snap)
-    }
+    fn apply(&self, snap: Snapshot) -> Result<(), ApplyError>;
 
     /// Version of the config in force.
-    pub fn version(&self) -> String {
-        self.inner.shared.current.load().snapshot.version.clone()
-    }
+    fn version(&self) -> String;
 
-    /// Resolves when a reload was requested (SIGHUP).
-    pub async fn reload_requested(&self) {
-        self.inner.reload.notified().await
-    }
+    /// Notified when a reload was requested (SIGHUP).
+    fn reload(&self) -> &Notify;
 
-    pub(crate) fn reload_notify(&self) -> &Notify {
-        &self.inner.reload
-    }
+    /// Where a control-plane source reports its stream's state.
+    fn control(&self) -> &ControlState;
+
+    /// The identity store a control-plane source fills with signed certificates; None when
+    /// the proxy was given a static identity (the control plane's does not replace it).
+    fn identity(&self) -> Option<Arc<IdentityStore>>;
 }
 
 /// Boxed future returned by [`ConfigSource::run`].
@@ -64,7 +70,22 @@ pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + S
 /// ([`crate::ControlSource`]).
 pub trait ConfigSource: Send + 'static {
     /// Runs until the proxy shuts down, calling `sink.apply` for every new snapshot.
-    fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture;
+    fn run(self: Box<Self>, sink: Arc<dyn SnapshotSink>) -> SourceFuture;
+}
+
+/// Shared, lock-protected [`ControlStatus`]; written by the source, read by the admin endpoint.
+#[derive(Debug, Default)]
+pub struct ControlState(Mutex<ControlStatus>);
+
+impl ControlState {
+    /// A copy of the current status.
+    pub fn get(&self) -> ControlStatus {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ControlStatus)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Reads a JSON snapshot file; re-reads it when its modification time or size changes and on
@@ -78,7 +99,7 @@ pub struct FileSource {
 }
 
 /// Reads and parses a snapshot file.
-pub fn read_snapshot(path: &PathBuf) -> Result<Snapshot, SourceError> {
+pub(crate) fn read_snapshot(path: &PathBuf) -> Result<Snapshot, SourceError> {
     let bytes = std::fs::read(path).map_err(|source| SourceError::Read {
         path: path.clone(),
         source,
@@ -95,7 +116,7 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 }
 
 impl ConfigSource for FileSource {
-    fn run(self: Box<Self>, sink: SnapshotSink) -> SourceFuture {
+    fn run(self: Box<Self>, sink: Arc<dyn SnapshotSink>) -> SourceFuture {
         Box::pin(async move {
             let mut last = stamp(&self.path);
             let mut tick = tokio::time::interval(self.poll_interval.max(Duration::from_millis(10)));
@@ -103,7 +124,7 @@ impl ConfigSource for FileSource {
             loop {
                 let forced = tokio::select! {
                     _ = tick.tick() => false,
-                    _ = sink.reload_notify().notified() => true,
+                    _ = sink.reload().notified() => true,
                 };
                 let now = stamp(&self.path);
                 if !forced && now == last {

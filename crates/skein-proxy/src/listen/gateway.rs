@@ -1,11 +1,20 @@
-//! TLS termination for gateway HTTPS listeners (rustls with the ring provider).
+//! Gateway HTTPS: TLS termination (rustls with the ring provider), then HTTP.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use super::accept_loop;
+use super::drain::{ConnToken, DrainSignal};
+use crate::conn::ConnInfo;
+use crate::http::HttpCtx;
+
+/// Bound on the TLS handshake of a gateway HTTPS connection.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Errors loading a certificate and key.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +35,7 @@ pub enum TlsError {
 }
 
 /// Builds an acceptor offering h2 and http/1.1 via ALPN.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsError::Cert {
             path: cert.display().to_string(),
@@ -54,4 +63,45 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// A gateway HTTPS listener: TLS handshake (bounded), then HTTP with the SNI recorded.
+pub(crate) async fn serve_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ctx: Arc<HttpCtx>,
+    drain: DrainSignal,
+    token: ConnToken,
+) {
+    let signal = drain.clone();
+    accept_loop(
+        listener,
+        "gateway HTTPS",
+        drain,
+        None,
+        |stream, local, remote| {
+            let acceptor = acceptor.clone();
+            let ctx = Arc::clone(&ctx);
+            let drain = signal.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let tls =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let sni = tls.get_ref().1.server_name().map(Arc::from);
+                let info = Arc::new(ConnInfo {
+                    sni,
+                    ..ConnInfo::plain(local, remote)
+                });
+                crate::http::serve_connection(tls, ctx, info, drain, token).await;
+            });
+        },
+    )
+    .await
 }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::access_log::ResponseFlags;
+use crate::telemetry::access_log::ResponseFlags;
 
 /// Envoy's default histogram buckets in milliseconds (Istio uses them unchanged).
 pub const ENVOY_BUCKETS_MS: [f64; 19] = [
@@ -63,7 +63,7 @@ impl TypedMetric for AtomicHistogram {
 }
 
 impl EncodeMetric for AtomicHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let mut buckets = [(0.0, 0u64); 20];
         for (i, slot) in buckets.iter_mut().enumerate() {
             let bound = ENVOY_BUCKETS_MS.get(i).copied().unwrap_or(f64::MAX);

@@ -1,4 +1,4 @@
-//! The compiled form of a snapshot and the shared proxy state.
+//! The compiled form of a snapshot.
 //!
 //! A [`Compiled`] is immutable; the proxy holds the current one in an `ArcSwap`. Each request
 //! and connection loads the `Arc` once and keeps it, so in-flight work finishes on the config
@@ -6,24 +6,23 @@
 //! their pools and counters survive a push.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+pub(crate) mod control;
+pub(crate) mod source;
+
+use skein_snapshot::names::Direction;
 use skein_snapshot::{
     BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind, OutboundTrafficPolicy, PASSTHROUGH_CLUSTER,
     Protocol, Snapshot, SnapshotError,
 };
 
-use crate::access_log::AccessLog;
-use crate::authz::{AuthzError, Engine};
-use crate::cluster::ClusterState;
 use crate::config::{InboundConfig, Mode, ProxyConfig};
-use crate::control::{ControlState, ControlStatus};
 use crate::identity::IdentityStore;
-use crate::metrics::{Metrics, Peer, Reporter, RequestMetrics, base_labels};
+use crate::policy::authz::{AuthzError, Engine};
 use crate::route::{CompiledRouteConfig, RouteError};
+use crate::telemetry::metrics::{Peer, Reporter, RequestMetrics, base_labels};
+use crate::upstream::cluster::ClusterState;
 
 /// Errors turning a snapshot into run-time config. The previous config stays in force.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +77,9 @@ fn peer(snap: &Snapshot) -> Peer {
 }
 
 fn cluster_metrics(c: &Cluster, local: &Peer) -> RequestMetrics {
-    let reporter = if c.name.starts_with("inbound|") {
-        Reporter::Destination
-    } else {
-        Reporter::Source
+    let reporter = match Direction::of_cluster(&c.name) {
+        Direction::Inbound => Reporter::Destination,
+        Direction::Outbound => Reporter::Source,
     };
     let proto = if c.protocol == Protocol::Tcp {
         "tcp"
@@ -229,42 +227,5 @@ impl Compiled {
             inbound,
             authz,
         })
-    }
-}
-
-/// State shared by every listener and connection.
-#[derive(Debug)]
-pub struct Shared {
-    /// The current config.
-    pub current: ArcSwap<Compiled>,
-    /// Access log.
-    pub access_log: AccessLog,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// The proxy's own config.
-    pub config: ProxyConfig,
-    /// True once a snapshot was applied.
-    pub loaded: AtomicBool,
-    /// True once the static listeners are bound.
-    pub bound: AtomicBool,
-    /// True once draining started (`/ready` then answers 503).
-    pub draining: AtomicBool,
-    /// Asked to quit (admin /quitquitquit).
-    pub quit: tokio::sync::Notify,
-    /// Bound inbound listener addresses, index-aligned with `config.inbound` (set once the
-    /// listeners are bound; for /config_dump).
-    pub inbound_addrs: OnceLock<Vec<SocketAddr>>,
-    /// State of the control-plane stream (/control, /config_dump).
-    pub control: ControlState,
-    /// The workload identity (mTLS certificate, key, trust bundle).
-    pub identity: Arc<IdentityStore>,
-}
-
-impl Shared {
-    /// The control-plane stream's status with the identity's (what /control serves).
-    pub fn control_status(&self) -> ControlStatus {
-        let mut s = self.control.get();
-        s.identity = self.identity.status();
-        s
     }
 }

@@ -26,8 +26,6 @@ use crate::identity::PeerIdentity;
 
 /// Details of a denial when no ALLOW policy matched.
 pub const DENIED_NO_MATCH: &str = "rbac_access_denied_matched_policy[none]";
-/// The body Envoy's RBAC filter answers a denied request with.
-pub const DENIED_BODY: &str = "RBAC: access denied";
 
 /// A policy that cannot be enforced as written (the snapshot is refused).
 #[derive(Debug, thiserror::Error)]
@@ -191,17 +189,10 @@ pub enum Decision {
 }
 
 impl Decision {
+    #[cfg(test)]
     /// True when allowed.
     pub fn allowed(&self) -> bool {
         matches!(self, Decision::Allow { .. })
-    }
-
-    /// The access log details of a denial (None when allowed).
-    pub fn details(&self) -> Option<Cow<'static, str>> {
-        match self {
-            Decision::Allow { .. } => None,
-            Decision::Deny { details, .. } => Some(Cow::Owned(details.to_string())),
-        }
     }
 }
 
@@ -289,7 +280,7 @@ impl Value<'_> {
             (Value::Absent, _) => false,
             (Value::Str(s), Values::Str(p)) => p.iter().any(|p| p.matches(s)),
             (Value::Host(h), Values::Str(p)) => {
-                let bare = crate::route::strip_port(h);
+                let bare = crate::authority::strip_port(h);
                 p.iter().any(|p| p.matches(h) || p.matches(bare))
             }
             (Value::Ip(ip), Values::Ip(c)) => c.iter().any(|c| c.contains(*ip)),

@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-use serde::{Deserialize, Serialize};
+pub use skein_snapshot::dump::{IdentitySource, IdentityStatus};
 
 /// ALPN the inbound mTLS listener accepts; the decrypted stream is sniffed anyway. `istio` is
 /// last so an Envoy peer's opaque-TCP hello (`istio-peer-exchange`, `istio`) finds a match
@@ -88,16 +88,6 @@ impl fmt::Debug for StaticIdentity {
             .field("root_pem", &format_args!("{} bytes", self.root_pem.len()))
             .finish()
     }
-}
-
-/// Where the installed identity came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentitySource {
-    /// [`StaticIdentity`] (config or [`crate::ProxyHandle::install_identity`]).
-    Static,
-    /// Signed by the control plane from this proxy's CSR.
-    Control,
 }
 
 /// A SPIFFE identity as authorization sees it.
@@ -437,32 +427,6 @@ fn build(
         client_h2: client(&[b"h2"])?,
         client_tcp: client(&[])?,
     })
-}
-
-/// What `/config_dump`, `/control` and [`crate::ProxyHandle::identity_status`] show.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct IdentityStatus {
-    /// True when a certificate is installed.
-    pub loaded: bool,
-    /// The SPIFFE URI of the installed certificate.
-    pub identity: Option<String>,
-    /// Its `notAfter` (Unix seconds).
-    pub not_after: Option<i64>,
-    /// True when `notAfter` has passed.
-    pub expired: bool,
-    /// Where it came from.
-    pub source: Option<IdentitySource>,
-    /// Lowercase hex SHA-256 of the leaf.
-    pub cert_sha256: Option<String>,
-    /// How many certificates were installed since start.
-    pub installs: u64,
-    /// Certificate requests sent to the control plane.
-    pub requests: u64,
-    /// When the next renewal is due (Unix seconds), for a control-plane identity.
-    pub next_renewal: Option<i64>,
-    /// The last failure to obtain or install a certificate (cleared by the next install).
-    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Default)]

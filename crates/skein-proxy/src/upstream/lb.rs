@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::HeaderMap;
 use skein_snapshot::{HashKey, LbPolicy};
 
-use crate::cluster::EndpointState;
+use crate::upstream::endpoint::EndpointState;
 
 /// What a hash key can be taken from.
 #[derive(Debug, Clone, Copy)]
@@ -143,9 +143,10 @@ impl Balancer {
         }
     }
 
+    #[cfg(test)]
     /// Picks an endpoint index, skipping endpoints that outlier detection ejected (their
     /// `skipped` flag, which is off while the cluster is in panic); None when there is no
-    /// endpoint to pick. Scans the flags; [`crate::cluster::ClusterState::pick`] knows
+    /// endpoint to pick. Scans the flags; [`crate::upstream::cluster::ClusterState::pick`] knows
     /// whether any is set without a scan.
     pub fn pick(&self, endpoints: &[Arc<EndpointState>], ctx: &PickCtx<'_>) -> Option<usize> {
         let skipping = endpoints.iter().any(|e| e.outlier.skipped());
@@ -293,7 +294,7 @@ mod tests {
 
     #[test]
     fn every_policy_skips_ejected_endpoints() {
-        use crate::outlier::{Clock, DEFAULT_MAX_EJECTION_MS, Detector, Params, Trip};
+        use crate::upstream::outlier::{Clock, DEFAULT_MAX_EJECTION_MS, Detector, Params, Trip};
         let e: Vec<_> = (0..4)
             .map(|i| {
                 Arc::new(

@@ -22,16 +22,16 @@
 //! when a counter trips or an ejection ends, never per request. The load balancer reads one
 //! `AtomicBool` per endpoint (`skipped`) and one per cluster.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 
-use serde::Serialize;
 use skein_snapshot::OutlierDetection;
+pub use skein_snapshot::dump::EndpointStatus;
 
-use crate::cluster::EndpointState;
+use crate::upstream::endpoint::EndpointState;
 
 /// Envoy's default `max_ejection_time` (300 s); Istio does not set it.
 pub const DEFAULT_MAX_EJECTION_MS: u64 = 300_000;
@@ -43,6 +43,7 @@ pub enum Clock {
     /// Time since the epoch instant, on tokio's clock.
     Tokio(tokio::time::Instant),
     /// A hand-driven clock (milliseconds).
+    #[cfg(test)]
     Manual(Arc<AtomicU64>),
 }
 
@@ -52,6 +53,7 @@ impl Clock {
         Clock::Tokio(tokio::time::Instant::now())
     }
 
+    #[cfg(test)]
     /// A manual clock at 0 and the handle that moves it.
     pub fn manual() -> (Clock, Arc<AtomicU64>) {
         let t = Arc::new(AtomicU64::new(0));
@@ -62,6 +64,7 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         match self {
             Clock::Tokio(epoch) => epoch.elapsed().as_millis() as u64,
+            #[cfg(test)]
             Clock::Manual(t) => t.load(Ordering::Acquire),
         }
     }
@@ -182,58 +185,6 @@ impl HostBook {
     }
 }
 
-/// The per-endpoint part kept in [`EndpointState`]: counters and flags read on the request
-/// path.
-#[derive(Debug, Default)]
-pub struct HostOutlier {
-    index: usize,
-    consecutive_5xx: AtomicU32,
-    consecutive_gateway: AtomicU32,
-    ejected: AtomicBool,
-    skipped: AtomicBool,
-}
-
-impl HostOutlier {
-    /// State for the endpoint at `index` in its cluster.
-    pub fn new(index: usize) -> HostOutlier {
-        HostOutlier {
-            index,
-            ..Default::default()
-        }
-    }
-
-    /// The endpoint is ejected (Envoy's `/failed_outlier_check`), panic or not.
-    pub fn ejected(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed)
-    }
-
-    /// The load balancer skips the endpoint: ejected and the cluster is not in panic.
-    pub fn skipped(&self) -> bool {
-        self.skipped.load(Ordering::Relaxed)
-    }
-
-    /// Consecutive 5xx (and connect failures) so far.
-    pub fn consecutive_5xx(&self) -> u32 {
-        self.consecutive_5xx.load(Ordering::Relaxed)
-    }
-
-    /// Consecutive gateway errors so far.
-    pub fn consecutive_gateway(&self) -> u32 {
-        self.consecutive_gateway.load(Ordering::Relaxed)
-    }
-
-    fn reset(&self) {
-        // Read first: a healthy endpoint's counters are 0 and stay unwritten (no cache-line
-        // traffic between workers).
-        if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
-            self.consecutive_5xx.store(0, Ordering::Relaxed);
-        }
-        if self.consecutive_gateway.load(Ordering::Relaxed) != 0 {
-            self.consecutive_gateway.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Which counter tripped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trip {
@@ -241,25 +192,6 @@ pub enum Trip {
     Consecutive5xx,
     /// `consecutiveGatewayErrors`.
     ConsecutiveGateway,
-}
-
-/// Status of one endpoint for /config_dump's `endpoint_status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EndpointStatus {
-    /// `ip:port`.
-    pub address: SocketAddr,
-    /// `healthy` or `ejected`.
-    pub status: &'static str,
-    /// Times ejected.
-    pub ejections: u64,
-    /// Milliseconds until the ejection ends (None: not ejected).
-    pub ejected_until_ms: Option<u64>,
-    /// Consecutive 5xx (connect failures and resets included).
-    pub consecutive_5xx: u32,
-    /// Consecutive gateway errors (502, 503, 504, connect failures).
-    pub consecutive_gateway_errors: u32,
-    /// The ejection time multiplier (the next ejection lasts base x (this + 1), capped).
-    pub multiplier: u32,
 }
 
 /// One cluster's outlier detector.
@@ -297,16 +229,6 @@ impl Detector {
         }
     }
 
-    /// Settings.
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
-    /// The clock.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
     /// Ejections so far.
     pub fn ejections_total(&self) -> u64 {
         self.ejections_total.load(Ordering::Relaxed)
@@ -316,11 +238,6 @@ impl Detector {
     /// wins, so a cluster reused across pushes keeps its counter.
     pub fn attach_counter(&self, counter: impl FnOnce() -> Counter) {
         let _ = self.counter.get_or_init(counter);
-    }
-
-    /// Trips that did not eject because of `maxEjectionPercent`.
-    pub fn overflows(&self) -> u64 {
-        self.overflows.load(Ordering::Relaxed)
     }
 
     /// True when the load balancer must skip some endpoints.
@@ -462,7 +379,7 @@ impl Detector {
             .zip(books.iter())
             .map(|(ep, b)| EndpointStatus {
                 address: ep.addr,
-                status: if b.is_ejected() { "ejected" } else { "healthy" },
+                status: Cow::Borrowed(if b.is_ejected() { "ejected" } else { "healthy" }),
                 ejections: b.ejections,
                 ejected_until_ms: b.is_ejected().then(|| b.ejected_until.saturating_sub(now)),
                 consecutive_5xx: ep.outlier.consecutive_5xx(),
@@ -515,7 +432,7 @@ pub fn healthy_status(eps: &[Arc<EndpointState>]) -> Vec<EndpointStatus> {
     eps.iter()
         .map(|ep| EndpointStatus {
             address: ep.addr,
-            status: "healthy",
+            status: Cow::Borrowed("healthy"),
             ejections: 0,
             ejected_until_ms: None,
             consecutive_5xx: 0,
@@ -528,6 +445,7 @@ pub fn healthy_status(eps: &[Arc<EndpointState>]) -> Vec<EndpointStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn params(base_ms: u64, interval_ms: u64) -> Params {
         Params {

@@ -1,5 +1,8 @@
 //! Compiled HTTP routing: virtual host lookup by authority, route matching, header ops.
 
+pub(crate) mod fault;
+pub(crate) mod retry;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,10 +14,47 @@ use skein_snapshot::{
     RouteMatch, StringMatch,
 };
 
-use crate::cluster::ClusterState;
-use crate::fault::Fault;
-use crate::mirror::Mirror;
-use crate::retry::RetryPolicy;
+use crate::authority::strip_port;
+use crate::route::fault::Fault;
+use crate::route::retry::RetryPolicy;
+use crate::upstream::cluster::ClusterState;
+
+/// A compiled `mirror` + `mirrorPercentage`.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// The mirror cluster.
+    pub cluster: Arc<ClusterState>,
+    /// Percentage of requests mirrored (0..=100).
+    pub percentage: f64,
+}
+
+impl Mirror {
+    /// Compiles a route's mirror; None when its cluster is unknown.
+    pub fn compile(
+        m: &skein_snapshot::Mirror,
+        cluster: &dyn Fn(&str) -> Option<Arc<ClusterState>>,
+    ) -> Option<Mirror> {
+        let Some(c) = cluster(&m.cluster) else {
+            tracing::warn!(cluster = %m.cluster, "mirror cluster not found; not mirroring");
+            return None;
+        };
+        let percentage = match m.percentage {
+            None => 100.0,
+            Some(p) if p.is_finite() => p.clamp(0.0, 100.0),
+            Some(_) => 0.0,
+        };
+        Some(Mirror {
+            cluster: c,
+            percentage,
+        })
+    }
+
+    /// Draws whether this request is mirrored.
+    pub fn sample(&self) -> bool {
+        self.percentage >= 100.0
+            || (self.percentage > 0.0 && fastrand::f64() * 100.0 < self.percentage)
+    }
+}
 
 /// Errors compiling routes.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +70,7 @@ pub enum RouteError {
     #[error("route {route:?}: {source}")]
     Retry {
         route: String,
-        source: crate::retry::RetryError,
+        source: crate::route::retry::RetryError,
     },
     /// A header name or value is not valid HTTP.
     #[error("route {route:?}: invalid header {name:?}: {detail}")]
@@ -269,11 +309,6 @@ impl Mutation {
         })
     }
 
-    /// True when there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-
     /// Applies remove, then set, then add.
     pub fn apply(&self, h: &mut HeaderMap) {
         for n in &self.remove {
@@ -415,8 +450,6 @@ impl CompiledRoute {
 /// A compiled virtual host.
 #[derive(Debug)]
 pub struct CompiledVhost {
-    /// Name.
-    pub name: Arc<str>,
     /// Routes, first match wins.
     pub routes: Vec<CompiledRoute>,
 }
@@ -475,10 +508,7 @@ impl CompiledRouteConfig {
             for r in &vh.routes {
                 routes.push(compile_route(r, cluster)?);
             }
-            out.vhosts.push(CompiledVhost {
-                name: Arc::from(vh.name.as_str()),
-                routes,
-            });
+            out.vhosts.push(CompiledVhost { routes });
         }
         // Longest suffix first.
         out.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
@@ -502,20 +532,6 @@ impl CompiledRouteConfig {
                 .or(self.star)
         })?;
         self.vhosts.get(idx)
-    }
-}
-
-/// `host:port` -> `host` (IPv6 literals in brackets keep their brackets).
-pub fn strip_port(authority: &str) -> &str {
-    match authority.rfind(':') {
-        Some(i)
-            if authority[i + 1..].bytes().all(|b| b.is_ascii_digit())
-                && !authority[..i].ends_with(':')
-                && (!authority.starts_with('[') || authority[..i].ends_with(']')) =>
-        {
-            &authority[..i]
-        }
-        _ => authority,
     }
 }
 
@@ -601,14 +617,6 @@ fn compile_route(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strip_port_forms() {
-        assert_eq!(strip_port("a.b:8080"), "a.b");
-        assert_eq!(strip_port("a.b"), "a.b");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-    }
 
     #[test]
     fn substitution_converts_backrefs() {

@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-/// Body of an injected abort (Envoy's).
-pub const ABORT_BODY: &str = "fault filter abort";
-
 /// A compiled `fault`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {

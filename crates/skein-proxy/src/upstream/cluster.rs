@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,14 +16,17 @@ use rustls::pki_types::ServerName;
 use skein_snapshot::{Cluster, Endpoint, Protocol, UpstreamTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
-use crate::body::ReqBody;
 use crate::identity::{IdentityStore, TlsAlpn};
-use crate::lb::{Balancer, PickCtx};
-use crate::metrics::RequestMetrics;
-use crate::outlier::{Detector, EndpointStatus, HostOutlier};
+use crate::telemetry::metrics::RequestMetrics;
+pub(crate) use crate::upstream::endpoint::{
+    ActiveGuard, Conn, EndpointState, H1Conn, UpstreamProto,
+};
+use crate::upstream::endpoint::{ConnSlot, H2Slot, IdleH1};
+use crate::upstream::lb::{Balancer, PickCtx};
+use crate::upstream::outlier::{Detector, EndpointStatus};
 
+use skein_snapshot::names::Direction;
 pub use skein_snapshot::names::TLS_MODE_LABEL;
 
 /// Errors getting an upstream connection.
@@ -70,11 +73,6 @@ impl UpstreamStream {
             UpstreamStream::Plain(s) => s.local_addr(),
             UpstreamStream::Tls(t) => t.get_ref().0.local_addr(),
         }
-    }
-
-    /// True for mTLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, UpstreamStream::Tls(_))
     }
 }
 
@@ -164,218 +162,6 @@ pub fn istio_sni(c: &Cluster) -> Option<ServerName<'static>> {
     ServerName::try_from(s).ok()
 }
 
-/// Which HTTP version to speak upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProto {
-    /// HTTP/1.1.
-    H1,
-    /// HTTP/2 (prior knowledge).
-    H2,
-}
-
-/// One upstream host.
-#[derive(Debug)]
-pub struct EndpointState {
-    /// Address.
-    pub addr: SocketAddr,
-    /// Load balancing weight.
-    pub weight: u32,
-    /// Connections to this endpoint use Istio mTLS.
-    pub mtls: bool,
-    /// Outlier detection counters and ejection flags.
-    pub outlier: HostOutlier,
-    active: AtomicU64,
-    total: AtomicU64,
-    connections: AtomicU32,
-    idle: Mutex<Vec<IdleH1>>,
-    h2: Mutex<Option<H2Slot>>,
-    h2_connect: tokio::sync::Mutex<()>,
-    released: Notify,
-}
-
-#[derive(Debug)]
-struct IdleH1 {
-    conn: H1Conn,
-    since: Instant,
-}
-
-#[derive(Debug)]
-struct H2Slot {
-    tx: http2::SendRequest<ReqBody>,
-    local: Option<SocketAddr>,
-    generation: u64,
-    uses: u32,
-    last_used: Instant,
-}
-
-/// A pooled HTTP/1.1 connection.
-#[derive(Debug)]
-pub struct H1Conn {
-    /// Request sender.
-    pub tx: http1::SendRequest<ReqBody>,
-    /// Local address of the upstream connection.
-    pub local: Option<SocketAddr>,
-    uses: u32,
-    /// Identity generation the connection was made with (0: plaintext).
-    generation: u64,
-}
-
-/// A checked-out upstream connection.
-#[derive(Debug)]
-pub enum Conn {
-    /// HTTP/1.1, exclusively ours until checked in.
-    H1(H1Conn),
-    /// HTTP/2, shared.
-    H2(http2::SendRequest<ReqBody>, Option<SocketAddr>),
-}
-
-impl Conn {
-    /// Local address of the upstream connection.
-    pub fn local(&self) -> Option<SocketAddr> {
-        match self {
-            Conn::H1(c) => c.local,
-            Conn::H2(_, l) => *l,
-        }
-    }
-}
-
-/// Holds one unit of an endpoint's connection count; released on drop.
-#[derive(Debug)]
-pub struct ConnSlot {
-    ep: Weak<EndpointState>,
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        if let Some(ep) = self.ep.upgrade() {
-            ep.connections.fetch_sub(1, Ordering::AcqRel);
-            ep.released.notify_one();
-        }
-    }
-}
-
-impl EndpointState {
-    /// A fresh endpoint.
-    pub fn new(addr: SocketAddr, weight: u32) -> Self {
-        EndpointState {
-            addr,
-            weight,
-            mtls: false,
-            outlier: HostOutlier::new(0),
-            active: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            connections: AtomicU32::new(0),
-            idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
-            h2_connect: tokio::sync::Mutex::new(()),
-            released: Notify::new(),
-        }
-    }
-
-    /// Active requests (and TCP connections) on this endpoint.
-    pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// Requests (and TCP connections) ever sent to this endpoint.
-    pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    /// Open upstream connections.
-    pub fn connections(&self) -> u32 {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    /// Marks a request as started; the guard ends it.
-    pub fn start_request(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard {
-            ep: Arc::clone(self),
-        }
-    }
-
-    /// Takes one unit of the connection limit, if below `max`.
-    pub fn try_reserve_connection(self: &Arc<Self>, max: u32) -> Option<ConnSlot> {
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ConnSlot {
-                ep: Arc::downgrade(self),
-            })
-    }
-
-    /// Sets the endpoint's index in its cluster (outlier detection bookkeeping).
-    pub fn with_index(mut self, index: usize) -> Self {
-        self.outlier = HostOutlier::new(index);
-        self
-    }
-
-    /// Marks connections to this endpoint as mTLS.
-    pub fn with_mtls(mut self, mtls: bool) -> Self {
-        self.mtls = mtls;
-        self
-    }
-
-    fn pop_idle(&self, idle_timeout: Duration, generation: u64) -> Option<H1Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = idle.pop() {
-            // A connection made with a rotated-out certificate is closed, not reused.
-            if c.conn.tx.is_closed()
-                || c.since.elapsed() >= idle_timeout
-                || c.conn.generation != generation
-            {
-                continue;
-            }
-            return Some(c.conn);
-        }
-        None
-    }
-
-    /// Closes idle connections older than `idle_timeout`.
-    pub fn sweep(&self, idle_timeout: Duration) {
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain(|c| !c.conn.tx.is_closed() && c.since.elapsed() < idle_timeout);
-        }
-        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        if h2
-            .as_ref()
-            .is_some_and(|s| s.tx.is_closed() || s.last_used.elapsed() >= idle_timeout)
-        {
-            *h2 = None;
-        }
-    }
-
-    /// Drops every pooled connection (cluster removed).
-    pub fn close_all(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
-/// Ends an active request on drop.
-#[derive(Debug)]
-pub struct ActiveGuard {
-    ep: Arc<EndpointState>,
-}
-
-impl ActiveGuard {
-    /// The endpoint.
-    pub fn endpoint(&self) -> &Arc<EndpointState> {
-        &self.ep
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.ep.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// A cluster at run time. Reused across snapshots while its definition is unchanged, so
 /// pools and counters survive config pushes.
 #[derive(Debug)]
@@ -384,6 +170,8 @@ pub struct ClusterState {
     pub config: Cluster,
     /// Name (shared with log records).
     pub name: Arc<str>,
+    /// Inbound (to the workload behind this sidecar) or outbound, from the name.
+    pub direction: Direction,
     /// Endpoints.
     pub endpoints: Vec<Arc<EndpointState>>,
     /// Load balancer.
@@ -404,7 +192,7 @@ pub struct ClusterState {
     /// SNI sent to mTLS endpoints.
     pub sni: Option<ServerName<'static>>,
     /// Retry budget and mirror admission (see `retry.rs`).
-    pub resilience: Arc<crate::retry::ClusterResilience>,
+    pub resilience: Arc<crate::upstream::budget::ClusterResilience>,
     /// DestinationRule outlierDetection (None: off).
     pub outlier: Option<Detector>,
 }
@@ -423,12 +211,7 @@ pub struct ClusterRequest {
     cluster: Arc<ClusterState>,
 }
 
-impl ClusterRequest {
-    /// The cluster.
-    pub fn cluster(&self) -> &Arc<ClusterState> {
-        &self.cluster
-    }
-}
+impl ClusterRequest {}
 
 impl Drop for ClusterRequest {
     fn drop(&mut self) {
@@ -501,6 +284,7 @@ impl ClusterState {
         let idle_timeout = Duration::from_millis(config.connection_pool.idle_timeout_ms.max(1));
         ClusterState {
             name: Arc::from(config.name.as_str()),
+            direction: Direction::of_cluster(&config.name),
             config,
             endpoints,
             balancer,
@@ -566,7 +350,7 @@ impl ClusterState {
     pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
         match &self.outlier {
             Some(d) => d.status(&self.endpoints),
-            None => crate::outlier::healthy_status(&self.endpoints),
+            None => crate::upstream::outlier::healthy_status(&self.endpoints),
         }
     }
 
@@ -582,11 +366,6 @@ impl ClusterState {
             (Some(id), true) => id.generation(),
             _ => 0,
         }
-    }
-
-    /// True when any endpoint uses mTLS.
-    pub fn uses_mtls(&self) -> bool {
-        self.endpoints.iter().any(|e| e.mtls)
     }
 
     /// Connects to `ep`: TCP, then the mTLS handshake when the endpoint wants it. Returns the

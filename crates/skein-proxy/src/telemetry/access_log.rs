@@ -85,11 +85,6 @@ impl ResponseFlags {
     pub fn contains(self, other: ResponseFlags) -> bool {
         self.0 & other.0 == other.0
     }
-
-    /// Raw bits (for caching).
-    pub fn bits(self) -> u16 {
-        self.0
-    }
 }
 
 impl std::ops::BitOr for ResponseFlags {
@@ -365,11 +360,6 @@ impl AccessLog {
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Records dropped because the writer fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
