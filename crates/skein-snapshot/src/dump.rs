@@ -128,3 +128,76 @@ pub struct ControlStatus {
     #[serde(default)]
     pub identity: IdentityStatus,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ConfigDump {
+        let addr: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        let status = EndpointStatus {
+            address: addr,
+            status: Cow::Borrowed("ejected"),
+            ejections: 1,
+            ejected_until_ms: Some(30_000),
+            consecutive_5xx: 0,
+            consecutive_gateway_errors: 0,
+            multiplier: 1,
+        };
+        ConfigDump {
+            version: "v1".into(),
+            loaded: true,
+            snapshot: Snapshot {
+                version: "v1".into(),
+                ..Default::default()
+            },
+            inbound: vec![InboundListener {
+                listen: addr,
+                app: "127.0.0.1:9080".parse().unwrap(),
+                cluster: "inbound|9080||".into(),
+            }],
+            endpoint_status: [("outbound|80||a".to_string(), vec![status])].into(),
+            identity: IdentityStatus {
+                loaded: true,
+                source: Some(IdentitySource::Control),
+                ..Default::default()
+            },
+            control: ControlStatus {
+                node: "web-0".into(),
+                last_nack: Some(ControlNack {
+                    version: "v0".into(),
+                    error: "bad".into(),
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The shape `/config_dump` had when it was built with `json!`: the typed dump
+    /// serialises to the same JSON value, and reads back as itself.
+    #[test]
+    fn same_json_as_the_untyped_dump() {
+        let d = sample();
+        let untyped = serde_json::json!({
+            "version": d.version,
+            "loaded": d.loaded,
+            "snapshot": &d.snapshot,
+            "inbound": [{"listen": "10.0.0.1:8080", "app": "127.0.0.1:9080", "cluster": "inbound|9080||"}],
+            "endpoint_status": {"outbound|80||a": [{
+                "address": "10.0.0.1:8080", "status": "ejected", "ejections": 1,
+                "ejected_until_ms": 30000, "consecutive_5xx": 0,
+                "consecutive_gateway_errors": 0, "multiplier": 1,
+            }]},
+            "identity": &d.identity,
+            "control": &d.control,
+        });
+        let typed = serde_json::to_value(&d).unwrap();
+        assert_eq!(typed, untyped);
+        assert_eq!(
+            serde_json::to_string_pretty(&typed).unwrap(),
+            serde_json::to_string_pretty(&untyped).unwrap()
+        );
+        let back: ConfigDump = serde_json::from_value(typed).unwrap();
+        assert_eq!(back, d);
+    }
+}
