@@ -481,3 +481,48 @@ pub fn run_blocking(config: ProxyConfig) -> Result<(), ProxyError> {
         .map_err(ProxyError::Runtime)?;
     rt.block_on(run(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[tokio::test]
+    async fn two_inbound_listeners_cannot_share_a_cluster() {
+        let app = SocketAddr::from(([127, 0, 0, 1], 9080));
+        let config = ProxyConfig::sidecar(loopback())
+            .with_inbound(loopback(), app)
+            .with_inbound(loopback(), app);
+        match bind_static(&config) {
+            Err(ProxyError::DuplicateInbound { name }) => assert_eq!(name, "inbound|9080||"),
+            other => panic!("expected DuplicateInbound, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_names_the_listener() {
+        let taken = std::net::TcpListener::bind(loopback()).unwrap();
+        let config = ProxyConfig::sidecar(taken.local_addr().unwrap());
+        let err = bind_static(&config).map(|_| ()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot bind outbound HTTP listener on 127.0.0.1:"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(is another process using the port?)"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gateway_binds_only_gateway_listeners() {
+        let config = ProxyConfig::gateway(loopback()).with_inbound(loopback(), loopback());
+        let l = bind_static(&config).unwrap();
+        assert!(l.outbound.is_none() && l.inbound.is_empty() && l.gateway_https.is_none());
+        assert!(l.gateway_http.is_some() && l.admin.is_some());
+    }
+}

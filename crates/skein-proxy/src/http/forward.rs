@@ -467,3 +467,70 @@ async fn try_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::retry::parse_retry_on;
+
+    fn policy(on: &[&str]) -> RetryPolicy {
+        let list: Vec<String> = on.iter().map(|s| s.to_string()).collect();
+        let (on, codes) = parse_retry_on(&list).unwrap();
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout: None,
+            on,
+            codes,
+        }
+    }
+
+    fn marked(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(NOT_DELIVERED.clone(), HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn a_peers_undelivered_503_is_a_connect_failure() {
+        let p = policy(&["connect-failure"]);
+        let s503 = StatusCode::SERVICE_UNAVAILABLE;
+        let f = |h: &HeaderMap, bodiless, safe| failure_of(s503, h, bodiless, safe, &p);
+        assert_eq!(
+            f(&marked("connect-failure"), true, false),
+            Failure::ConnectFailure
+        );
+        assert_eq!(f(&marked("reset"), true, true), Failure::ConnectFailure);
+        // The app may have acted on an unsafe request; a body may be gone.
+        assert_eq!(f(&marked("reset"), true, false), Failure::Status(503, None));
+        assert_eq!(
+            f(&marked("connect-failure"), false, true),
+            Failure::Status(503, None)
+        );
+        assert_eq!(f(&HeaderMap::new(), true, true), Failure::Status(503, None));
+        // Only under a policy that retries connect failures.
+        let none = RetryPolicy::none();
+        let h = marked("connect-failure");
+        assert_eq!(
+            failure_of(s503, &h, true, true, &none),
+            Failure::Status(503, None)
+        );
+    }
+
+    #[test]
+    fn grpc_status_is_read() {
+        let mut h = HeaderMap::new();
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from_static("14"));
+        let f = failure_of(StatusCode::OK, &h, true, true, &policy(&["unavailable"]));
+        assert_eq!(f, Failure::Status(200, Some(14)));
+    }
+
+    #[test]
+    fn the_earlier_deadline_bounds_a_try() {
+        let now = Deadline::now();
+        let later = now + std::time::Duration::from_secs(1);
+        assert_eq!(earliest(Some(later), Some(now)), Some(now));
+        assert_eq!(earliest(None, Some(later)), Some(later));
+        assert_eq!(earliest(Some(now), None), Some(now));
+        assert_eq!(earliest(None, None), None);
+    }
+}

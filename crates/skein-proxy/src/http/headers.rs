@@ -188,3 +188,118 @@ pub(crate) fn clone_head(req: &Request<ReqBody>) -> Request<()> {
     *p.headers_mut() = req.headers().clone();
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnInfo {
+        let a = "127.0.0.1:1".parse().unwrap();
+        ConnInfo::plain(a, a)
+    }
+
+    #[test]
+    fn the_uri_authority_wins_over_host() {
+        let req = Request::get("http://a.b:80/x")
+            .header(header::HOST, "c.d")
+            .body(())
+            .unwrap();
+        assert_eq!(authority(&req).unwrap(), "a.b:80");
+        let req = Request::get("/x")
+            .header(header::HOST, "c.d")
+            .body(())
+            .unwrap();
+        assert_eq!(authority(&req).unwrap(), "c.d");
+        assert!(authority(&Request::get("/x").body(()).unwrap()).is_none());
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4_and_kept() {
+        let mut h = HeaderMap::new();
+        ensure_request_id(&mut h);
+        let id = h.get(&X_REQUEST_ID).unwrap().to_str().unwrap().to_string();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.as_bytes()[14], b'4');
+        assert_eq!(id.matches('-').count(), 4);
+        ensure_request_id(&mut h);
+        assert_eq!(h.get(&X_REQUEST_ID).unwrap(), id.as_str());
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, [10, 0, 0, 1].into());
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.1");
+        append_forwarded_for(&mut h, [10, 0, 0, 2].into());
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn xfcc_is_appended_on_mtls_and_removed_on_plaintext() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_CLIENT_CERT.clone(),
+            HeaderValue::from_static("By=a"),
+        );
+        set_xfcc(&mut h, &conn());
+        assert!(h.get(&X_FORWARDED_CLIENT_CERT).is_none());
+        let mine = ConnInfo {
+            xfcc: Some(HeaderValue::from_static("By=me")),
+            ..conn()
+        };
+        set_xfcc(&mut h, &mine);
+        assert_eq!(h.get(&X_FORWARDED_CLIENT_CERT).unwrap(), "By=me");
+        set_xfcc(&mut h, &mine);
+        assert_eq!(h.get(&X_FORWARDED_CLIENT_CERT).unwrap(), "By=me,By=me");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "close, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "basic x"),
+            ("te", "gzip"),
+            ("x-kept", "1"),
+        ] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+    }
+
+    fn upstream(uri: &str, proto: UpstreamProto) -> Request<ReqBody> {
+        let mut req = Request::get(uri)
+            .header(header::HOST, "orig")
+            .header(header::CONNECTION, "keep-alive")
+            .body(ReqBody::empty())
+            .unwrap();
+        prepare_upstream(&mut req, Some(HeaderValue::from_static("svc:8080")), proto);
+        req
+    }
+
+    #[test]
+    fn upstream_heads_are_origin_form_for_h1_and_absolute_for_h2() {
+        let h1 = upstream("http://a/p?q=1", UpstreamProto::H1);
+        assert_eq!(h1.uri(), "/p?q=1");
+        assert_eq!(h1.version(), Version::HTTP_11);
+        assert_eq!(h1.headers().get(header::HOST).unwrap(), "svc:8080");
+        assert!(h1.headers().get(header::CONNECTION).is_none());
+        let h2 = upstream("/p", UpstreamProto::H2);
+        assert_eq!(h2.uri(), "http://svc:8080/p");
+        assert_eq!(h2.version(), Version::HTTP_2);
+        assert!(h2.headers().get(header::HOST).is_none());
+        assert_eq!(clone_head(&h2).uri(), h2.uri());
+        assert_eq!(protocol_str(Version::HTTP_10), "HTTP/1.0");
+    }
+}

@@ -105,3 +105,27 @@ fn hosts_lookup(text: &str, name: &str) -> Option<IpAddr> {
             words.any(|w| w.eq_ignore_ascii_case(name)).then_some(ip)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_lines() {
+        let text = "# comment\n10.0.0.1 a.b  A-Alias # trailing\nbad line\n10.0.0.2 c.d\n";
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(hosts_lookup(text, "a-alias"), ip("10.0.0.1"));
+        assert_eq!(hosts_lookup(text, "c.d"), ip("10.0.0.2"));
+        assert_eq!(hosts_lookup(text, "trailing"), None);
+        assert_eq!(hosts_lookup(text, "line"), None);
+    }
+
+    #[tokio::test]
+    async fn literal_addresses_resolve_without_dns() {
+        let a = |s: &str| s.parse::<SocketAddr>().ok();
+        assert_eq!(resolve("10.0.0.1:8080").await, a("10.0.0.1:8080"));
+        assert_eq!(resolve("10.0.0.1").await, a("10.0.0.1:80"));
+        assert_eq!(resolve("[::1]:81").await, a("[::1]:81"));
+        assert_eq!(resolve("10.0.0.1:x").await, None);
+    }
+}

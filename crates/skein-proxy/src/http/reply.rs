@@ -192,3 +192,209 @@ impl From<PoolError> for LocalReply {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Owned = (u16, ResponseFlags, String, String, Option<(String, String)>);
+
+    /// Status, flag, details, body and extra header of a reply.
+    fn row(r: &LocalReply) -> Owned {
+        let p = r.parts();
+        let header = p.header.map(|(n, v)| {
+            let v = v.to_str().unwrap_or("").to_string();
+            (n.to_string(), v)
+        });
+        let body = String::from_utf8(p.body.to_vec()).unwrap_or_default();
+        (p.status, p.flags, p.details.into_owned(), body, header)
+    }
+
+    #[test]
+    fn every_local_reply_is_envoys() {
+        use ResponseFlags as F;
+        // (reply, (status, flag, details, body)), as Envoy (and the proxy before this table) sent them.
+        type Row = (u16, ResponseFlags, &'static str, &'static str);
+        let cases: Vec<(LocalReply, Row)> = vec![
+            (
+                LocalReply::ConnectNotSupported,
+                (
+                    405,
+                    F::NONE,
+                    "connect_not_supported",
+                    "CONNECT is not supported; send plain HTTP through the proxy",
+                ),
+            ),
+            (
+                LocalReply::ClusterNotFound,
+                (503, F::NC, "cluster_not_found", ""),
+            ),
+            (
+                LocalReply::Denied {
+                    details: Arc::from(
+                        "rbac_access_denied_matched_policy[ns[blog]-policy[deny]-rule[0]]",
+                    ),
+                },
+                (
+                    403,
+                    F::NONE,
+                    "rbac_access_denied_matched_policy[ns[blog]-policy[deny]-rule[0]]",
+                    "RBAC: access denied",
+                ),
+            ),
+            (
+                LocalReply::RouteNotFound,
+                (404, F::NR, "route_not_found", ""),
+            ),
+            (
+                LocalReply::Direct {
+                    status: 418,
+                    body: Bytes::from_static(b"teapot"),
+                },
+                (418, F::NONE, "direct_response", "teapot"),
+            ),
+            (LocalReply::Blackhole, (502, F::NONE, "direct_response", "")),
+            (
+                LocalReply::FaultAbort { status: 503 },
+                (503, F::FI, "fault_filter_abort", "fault filter abort"),
+            ),
+            (
+                LocalReply::Overflow,
+                (
+                    503,
+                    F::UO,
+                    "upstream_reset_before_response_started{overflow}",
+                    "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                ),
+            ),
+            (
+                LocalReply::ConnectFailure(ConnectFailure::Dns),
+                (
+                    503,
+                    F::UF,
+                    "upstream_reset_before_response_started{connection_failure}",
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                ),
+            ),
+            (
+                LocalReply::NoHealthyUpstream,
+                (503, F::UH, "no_healthy_upstream", "no healthy upstream"),
+            ),
+            (
+                LocalReply::Timeout,
+                (504, F::UT, "response_timeout", "upstream request timeout"),
+            ),
+            (
+                LocalReply::PerTryTimeout,
+                (
+                    504,
+                    F::UT,
+                    "upstream_per_try_timeout",
+                    "upstream request timeout",
+                ),
+            ),
+            (
+                LocalReply::Reset { to_app: false },
+                (
+                    503,
+                    F::UC,
+                    "upstream_reset_before_response_started{connection_termination}",
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                ),
+            ),
+        ];
+        for (reply, (status, flags, details, body)) in cases {
+            assert_eq!(
+                row(&reply),
+                (status, flags, details.to_string(), body.to_string(), None),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn redirects_carry_their_location() {
+        let r = LocalReply::Redirect {
+            status: 301,
+            location: Some(HeaderValue::from_static("http://b/x")),
+        };
+        let want = Some(("location".to_string(), "http://b/x".to_string()));
+        assert_eq!(
+            row(&r),
+            (
+                301,
+                ResponseFlags::NONE,
+                "direct_response".into(),
+                String::new(),
+                want
+            )
+        );
+    }
+
+    #[test]
+    fn undelivered_replies_are_marked_for_the_next_proxy() {
+        let refused = LocalReply::ConnectFailure(ConnectFailure::Refused);
+        let (_, _, _, _, h) = row(&refused);
+        let mark = |v: &str| Some(("x-skein-not-delivered".to_string(), v.to_string()));
+        assert_eq!(h, mark("connect-failure"));
+        assert_eq!(row(&LocalReply::Reset { to_app: true }).4, mark("reset"));
+        assert_eq!(
+            row(&LocalReply::ConnectFailure(ConnectFailure::Dns)).4,
+            None
+        );
+    }
+
+    #[test]
+    fn connect_failures_name_their_transport_failure() {
+        let tf = |c: ConnectFailure| LocalReply::ConnectFailure(c).transport_failure();
+        assert_eq!(
+            tf(ConnectFailure::Refused).as_deref(),
+            Some("connection_failure")
+        );
+        assert_eq!(
+            tf(ConnectFailure::Timeout).as_deref(),
+            Some("connect_timeout")
+        );
+        assert_eq!(
+            tf(ConnectFailure::Handshake).as_deref(),
+            Some("handshake_failure")
+        );
+        assert_eq!(
+            tf(ConnectFailure::Dns).as_deref(),
+            Some("dns_resolution_failure")
+        );
+        let tls = LocalReply::ConnectFailure(ConnectFailure::Tls("TLS_error:bad cert".into()));
+        assert_eq!(
+            tls.transport_failure().as_deref(),
+            Some("TLS_error:bad cert")
+        );
+        assert_eq!(
+            row(&tls).3,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS_error:bad cert"
+        );
+        assert_eq!(LocalReply::Overflow.transport_failure(), None);
+    }
+
+    #[test]
+    fn pool_errors_map_to_replies() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(LocalReply::from(PoolError::Overflow), LocalReply::Overflow);
+        let timeout = PoolError::ConnectTimeout {
+            addr,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(
+            LocalReply::from(timeout),
+            LocalReply::ConnectFailure(ConnectFailure::Timeout)
+        );
+        let refused = PoolError::Connect {
+            addr,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(
+            LocalReply::from(refused),
+            LocalReply::ConnectFailure(ConnectFailure::Refused)
+        );
+        assert_eq!(LocalReply::status_code(1000), StatusCode::BAD_GATEWAY);
+    }
+}

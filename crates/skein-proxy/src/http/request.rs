@@ -90,3 +90,15 @@ pub(crate) fn admit(p: &Prepared) -> Result<(), LocalReply> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_http2_or_http11() {
+        assert_eq!(response_version(Version::HTTP_2), Version::HTTP_2);
+        assert_eq!(response_version(Version::HTTP_10), Version::HTTP_11);
+        assert_eq!(response_version(Version::HTTP_11), Version::HTTP_11);
+    }
+}

@@ -661,3 +661,66 @@ impl ClusterState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::{Peer, Reporter, base_labels};
+
+    fn state(name: &str, protocol: Protocol, max_requests: u32) -> Arc<ClusterState> {
+        let mut c = Cluster {
+            name: name.into(),
+            protocol,
+            ..Default::default()
+        };
+        c.connection_pool.http2_max_requests = max_requests;
+        let labels = base_labels(Reporter::Source, &Peer::default(), name, "http");
+        Arc::new(ClusterState::new(c, RequestMetrics::new(labels)))
+    }
+
+    #[test]
+    fn direction_comes_from_the_name_once() {
+        let inbound = state("inbound|8080||", Protocol::Http1, 10);
+        assert_eq!(inbound.direction, Direction::Inbound);
+        let outbound = state("outbound|80||a.b.svc.cluster.local", Protocol::Http1, 10);
+        assert_eq!(outbound.direction, Direction::Outbound);
+    }
+
+    #[test]
+    fn the_circuit_breaker_counts_active_requests() {
+        let c = state("outbound|80||a", Protocol::Http1, 2);
+        let a = c.try_start_request();
+        let b = c.try_start_request();
+        assert!(a.is_some() && b.is_some());
+        assert!(c.try_start_request().is_none(), "http2MaxRequests reached");
+        assert_eq!(c.active(), 2);
+        drop(a);
+        assert!(c.try_start_request().is_some());
+    }
+
+    #[test]
+    fn upstream_protocol_follows_the_cluster_then_the_client() {
+        let up = |p, h2| state("c", p, 1).upstream_proto(h2);
+        assert_eq!(up(Protocol::Http2, false), UpstreamProto::H2);
+        assert_eq!(up(Protocol::Http1, true), UpstreamProto::H1);
+        assert_eq!(up(Protocol::Tcp, true), UpstreamProto::H1);
+        assert_eq!(up(Protocol::Auto, true), UpstreamProto::H2);
+        assert_eq!(up(Protocol::Auto, false), UpstreamProto::H1);
+    }
+
+    #[test]
+    fn auto_mtls_needs_the_istio_label() {
+        let c = Cluster {
+            auto_mtls: true,
+            ..Default::default()
+        };
+        let mut e = Endpoint {
+            address: "10.0.0.1:80".parse().unwrap(),
+            labels: Default::default(),
+            weight: 1,
+        };
+        assert!(!wants_mtls(&c, &e));
+        e.labels.insert(TLS_MODE_LABEL.into(), "istio".into());
+        assert!(wants_mtls(&c, &e));
+    }
+}
