@@ -31,6 +31,7 @@
 
 mod admin;
 mod authority;
+mod backoff;
 mod config;
 mod conn;
 mod http;

@@ -9,6 +9,8 @@
 //! `Arc`. Each install bumps a generation; pooled upstream mTLS connections made under an older
 //! generation are not reused, so a rotated certificate reaches peers as pools turn over.
 
+pub(crate) mod rotate;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
