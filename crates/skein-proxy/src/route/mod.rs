@@ -1,60 +1,27 @@
 //! Compiled HTTP routing: virtual host lookup by authority, route matching, header ops.
 
+mod action;
 pub(crate) mod fault;
+mod matcher;
 pub(crate) mod retry;
+
+pub(crate) use action::{Action, Dest, Mirror, Ops, RegexRewrite};
+#[cfg(test)]
+use matcher::Matcher;
+pub(crate) use matcher::{CompiledMatch, RequestView};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use regex::Regex;
-use skein_snapshot::{
-    HeaderMatch, HeaderMutation, HeaderOps, QueryParamMatch, Redirect, RouteAction, RouteConfig,
-    RouteMatch, StringMatch,
-};
+use skein_snapshot::{RouteAction, RouteConfig};
 
 use crate::authority::strip_port;
 use crate::route::fault::Fault;
 use crate::route::retry::RetryPolicy;
 use crate::upstream::cluster::ClusterState;
-
-/// A compiled `mirror` + `mirrorPercentage`.
-#[derive(Debug, Clone)]
-pub struct Mirror {
-    /// The mirror cluster.
-    pub cluster: Arc<ClusterState>,
-    /// Percentage of requests mirrored (0..=100).
-    pub percentage: f64,
-}
-
-impl Mirror {
-    /// Compiles a route's mirror; None when its cluster is unknown.
-    pub fn compile(
-        m: &skein_snapshot::Mirror,
-        cluster: &dyn Fn(&str) -> Option<Arc<ClusterState>>,
-    ) -> Option<Mirror> {
-        let Some(c) = cluster(&m.cluster) else {
-            tracing::warn!(cluster = %m.cluster, "mirror cluster not found; not mirroring");
-            return None;
-        };
-        let percentage = match m.percentage {
-            None => 100.0,
-            Some(p) if p.is_finite() => p.clamp(0.0, 100.0),
-            Some(_) => 0.0,
-        };
-        Some(Mirror {
-            cluster: c,
-            percentage,
-        })
-    }
-
-    /// Draws whether this request is mirrored.
-    pub fn sample(&self) -> bool {
-        self.percentage >= 100.0
-            || (self.percentage > 0.0 && fastrand::f64() * 100.0 < self.percentage)
-    }
-}
 
 /// Errors compiling routes.
 #[derive(Debug, thiserror::Error)]
@@ -81,333 +48,12 @@ pub enum RouteError {
     },
 }
 
-/// A compiled `StringMatch`.
-#[derive(Debug)]
-pub enum Matcher {
-    /// Exact.
-    Exact(String),
-    /// Prefix.
-    Prefix(String),
-    /// Full-match regex.
-    Regex(Regex),
-}
-
-impl Matcher {
-    fn compile(m: &StringMatch, ignore_case: bool, route: &str) -> Result<Matcher, RouteError> {
-        Ok(match m {
-            StringMatch::Exact(s) if ignore_case => Matcher::Exact(s.to_ascii_lowercase()),
-            StringMatch::Exact(s) => Matcher::Exact(s.clone()),
-            StringMatch::Prefix(s) if ignore_case => Matcher::Prefix(s.to_ascii_lowercase()),
-            StringMatch::Prefix(s) => Matcher::Prefix(s.clone()),
-            StringMatch::Regex(p) => {
-                let full = if ignore_case {
-                    format!("(?i)^(?:{p})$")
-                } else {
-                    format!("^(?:{p})$")
-                };
-                Matcher::Regex(Regex::new(&full).map_err(|source| RouteError::Regex {
-                    route: route.to_string(),
-                    pattern: p.clone(),
-                    source,
-                })?)
-            }
-        })
-    }
-
-    /// Tests a value.
-    pub fn matches(&self, v: &str, ignore_case: bool) -> bool {
-        match self {
-            Matcher::Exact(s) if ignore_case => v.eq_ignore_ascii_case(s),
-            Matcher::Exact(s) => v == s,
-            Matcher::Prefix(p) if ignore_case => {
-                v.len() >= p.len()
-                    && v.is_char_boundary(p.len())
-                    && v[..p.len()].eq_ignore_ascii_case(p)
-            }
-            Matcher::Prefix(p) => v.starts_with(p.as_str()),
-            Matcher::Regex(r) => r.is_match(v),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct CompiledHeaderMatch {
-    name: HeaderName,
-    value: Option<Matcher>,
-}
-
-impl CompiledHeaderMatch {
-    fn compile(h: &HeaderMatch, route: &str) -> Result<Self, RouteError> {
-        Ok(CompiledHeaderMatch {
-            name: header_name(&h.name, route)?,
-            value: h
-                .value
-                .as_ref()
-                .map(|m| Matcher::compile(m, false, route))
-                .transpose()?,
-        })
-    }
-
-    fn matches(&self, headers: &HeaderMap) -> bool {
-        match (&self.value, headers.get(&self.name)) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(m), Some(v)) => v.to_str().is_ok_and(|s| m.matches(s, false)),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct CompiledQueryMatch {
-    name: String,
-    value: Option<Matcher>,
-}
-
-impl CompiledQueryMatch {
-    fn compile(q: &QueryParamMatch, route: &str) -> Result<Self, RouteError> {
-        Ok(CompiledQueryMatch {
-            name: q.name.clone(),
-            value: q
-                .value
-                .as_ref()
-                .map(|m| Matcher::compile(m, false, route))
-                .transpose()?,
-        })
-    }
-
-    fn matches(&self, query: Option<&str>) -> bool {
-        let Some(q) = query else { return false };
-        q.split('&').any(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            k == self.name && self.value.as_ref().is_none_or(|m| m.matches(v, false))
-        })
-    }
-}
-
-/// The request attributes routes look at.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    /// Path without query.
-    pub path: &'a str,
-    /// Query string.
-    pub query: Option<&'a str>,
-    /// Method.
-    pub method: &'a str,
-    /// Authority as received.
-    pub authority: &'a str,
-    /// Headers.
-    pub headers: &'a HeaderMap,
-}
-
-/// A compiled match block.
-#[derive(Debug)]
-pub struct CompiledMatch {
-    path: Option<Matcher>,
-    path_is_prefix_or_exact: Option<usize>,
-    headers: Vec<CompiledHeaderMatch>,
-    query: Vec<CompiledQueryMatch>,
-    method: Option<Matcher>,
-    authority: Option<Matcher>,
-    without: Vec<CompiledHeaderMatch>,
-    ignore_uri_case: bool,
-}
-
-impl CompiledMatch {
-    fn compile(m: &RouteMatch, route: &str) -> Result<Self, RouteError> {
-        let path_is_prefix_or_exact = match &m.path {
-            Some(StringMatch::Prefix(p)) | Some(StringMatch::Exact(p)) => Some(p.len()),
-            _ => None,
-        };
-        Ok(CompiledMatch {
-            path: m
-                .path
-                .as_ref()
-                .map(|p| Matcher::compile(p, m.ignore_uri_case, route))
-                .transpose()?,
-            path_is_prefix_or_exact,
-            headers: m
-                .headers
-                .iter()
-                .map(|h| CompiledHeaderMatch::compile(h, route))
-                .collect::<Result<_, _>>()?,
-            query: m
-                .query_params
-                .iter()
-                .map(|q| CompiledQueryMatch::compile(q, route))
-                .collect::<Result<_, _>>()?,
-            method: m
-                .method
-                .as_ref()
-                .map(|x| Matcher::compile(x, false, route))
-                .transpose()?,
-            authority: m
-                .authority
-                .as_ref()
-                .map(|x| Matcher::compile(x, true, route))
-                .transpose()?,
-            without: m
-                .without_headers
-                .iter()
-                .map(|h| CompiledHeaderMatch::compile(h, route))
-                .collect::<Result<_, _>>()?,
-            ignore_uri_case: m.ignore_uri_case,
-        })
-    }
-
-    /// Tests a request (all conditions ANDed).
-    pub fn matches(&self, r: &RequestView<'_>) -> bool {
-        self.path
-            .as_ref()
-            .is_none_or(|m| m.matches(r.path, self.ignore_uri_case))
-            && self
-                .method
-                .as_ref()
-                .is_none_or(|m| m.matches(r.method, false))
-            && self
-                .authority
-                .as_ref()
-                .is_none_or(|m| m.matches(r.authority, true))
-            && self.headers.iter().all(|h| h.matches(r.headers))
-            && self.query.iter().all(|q| q.matches(r.query))
-            && !self.without.iter().any(|h| h.matches(r.headers))
-    }
-
-    /// Length of the matched path prefix, for `rewrite.uri` (exact and prefix matches only).
-    pub fn matched_prefix_len(&self) -> Option<usize> {
-        self.path_is_prefix_or_exact
-    }
-}
-
-/// Compiled header mutations.
-#[derive(Debug, Default)]
-pub struct Mutation {
-    set: Vec<(HeaderName, HeaderValue)>,
-    add: Vec<(HeaderName, HeaderValue)>,
-    remove: Vec<HeaderName>,
-}
-
-impl Mutation {
-    fn compile(m: &HeaderMutation, route: &str) -> Result<Self, RouteError> {
-        let pair = |(k, v): (&String, &String)| -> Result<(HeaderName, HeaderValue), RouteError> {
-            Ok((
-                header_name(k, route)?,
-                HeaderValue::from_str(v).map_err(|e| RouteError::Header {
-                    route: route.to_string(),
-                    name: k.clone(),
-                    detail: e.to_string(),
-                })?,
-            ))
-        };
-        Ok(Mutation {
-            set: m.set.iter().map(pair).collect::<Result<_, _>>()?,
-            add: m.add.iter().map(pair).collect::<Result<_, _>>()?,
-            remove: m
-                .remove
-                .iter()
-                .map(|n| header_name(n, route))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
-    /// Applies remove, then set, then add.
-    pub fn apply(&self, h: &mut HeaderMap) {
-        for n in &self.remove {
-            h.remove(n);
-        }
-        for (n, v) in &self.set {
-            h.insert(n.clone(), v.clone());
-        }
-        for (n, v) in &self.add {
-            h.append(n.clone(), v.clone());
-        }
-    }
-}
-
-/// Compiled request + response header operations.
-#[derive(Debug, Default)]
-pub struct Ops {
-    /// On the request.
-    pub request: Mutation,
-    /// On the response.
-    pub response: Mutation,
-}
-
-impl Ops {
-    fn compile(o: &HeaderOps, route: &str) -> Result<Self, RouteError> {
-        Ok(Ops {
-            request: Mutation::compile(&o.request, route)?,
-            response: Mutation::compile(&o.response, route)?,
-        })
-    }
-}
-
 fn header_name(n: &str, route: &str) -> Result<HeaderName, RouteError> {
     HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).map_err(|e| RouteError::Header {
         route: route.to_string(),
         name: n.to_string(),
         detail: e.to_string(),
     })
-}
-
-/// One weighted destination.
-#[derive(Debug)]
-pub struct Dest {
-    /// Cluster name.
-    pub name: Arc<str>,
-    /// The cluster; None for BlackHoleCluster / PassthroughCluster destinations.
-    pub cluster: Option<Arc<ClusterState>>,
-    /// Cumulative weight bound (exclusive).
-    pub upto: u32,
-    /// Per-destination header ops.
-    pub ops: Ops,
-}
-
-/// A compiled action.
-#[derive(Debug)]
-pub enum Action {
-    /// Weighted clusters.
-    Route {
-        /// Destinations with cumulative weights.
-        dests: Vec<Dest>,
-        /// Sum of weights.
-        total: u32,
-    },
-    /// Direct response.
-    Direct {
-        /// Status.
-        status: u16,
-        /// Body.
-        body: Bytes,
-    },
-    /// Redirect.
-    Redirect(Redirect),
-}
-
-impl Action {
-    /// Picks a destination by weight.
-    pub fn pick(&self) -> Option<&Dest> {
-        let Action::Route { dests, total } = self else {
-            return None;
-        };
-        if *total == 0 {
-            return None;
-        }
-        let r = if dests.len() == 1 {
-            0
-        } else {
-            fastrand::u32(..*total)
-        };
-        dests.iter().find(|d| r < d.upto)
-    }
-}
-
-/// A compiled uri regex rewrite.
-#[derive(Debug)]
-pub struct RegexRewrite {
-    /// Pattern.
-    pub re: Regex,
-    /// Replacement in `regex` syntax (`${1}`).
-    pub with: String,
 }
 
 /// A compiled route.
