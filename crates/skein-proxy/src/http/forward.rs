@@ -102,9 +102,28 @@ pub(crate) async fn forward(
     let Some(idx) = cluster.pick(&pick_ctx) else {
         return Err(LocalReply::NoHealthyUpstream);
     };
-    let ep = Arc::clone(&cluster.endpoints[idx]);
-    let (mut tries, up_req) = Tries::new(&cluster, route, p, authority, conn.remote.ip());
-    let (answer, ep) = tries.run(inflight, ep, up_req).await?;
+    let mut ep = Arc::clone(&cluster.endpoints[idx]);
+    let (mut tries, mut up_req) = Tries::new(&cluster, route, p, authority, conn.remote.ip());
+    // The tries, awaited here rather than in helpers: each nested future would be one more
+    // copy of the request in the handler's state, which hyper moves on every request.
+    let (answer, ep) = loop {
+        let deadline = tries.start_try(inflight, &ep, &mut up_req);
+        let fut = try_once(&cluster, &ep, tries.proto, up_req, &tries.local);
+        let mut outcome = match deadline {
+            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+            None => Some(fut.await),
+        };
+        tries.end_try(inflight, &ep, &outcome)?;
+        let failure = tries.failure(&outcome);
+        let Some(req) = tries.retry(inflight, failure, &mut outcome) else {
+            break tries.last(outcome, ep)?;
+        };
+        tracing::debug!(cluster = %cluster.name, host = %ep.addr, ?failure, attempt = tries.attempt, "retrying");
+        drop(outcome);
+        tries.pause().await?;
+        ep = tries.next_endpoint(ep);
+        up_req = req;
+    };
     let held = Held {
         cluster_req,
         active: answer.active,
@@ -197,49 +216,14 @@ impl<'a> Tries<'a> {
         (tries, up_req)
     }
 
-    /// Tries until one answers, or the last failure as its local reply.
-    async fn run(
+    /// Before a try on `ep`: the attempt count, the log's host, and the try's deadline (the
+    /// per-try timeout or the route's, whichever is first).
+    fn start_try(
         &mut self,
         inflight: &mut InFlight,
-        mut ep: Arc<EndpointState>,
-        mut up_req: Request<ReqBody>,
-    ) -> Result<(Answered, Arc<EndpointState>), LocalReply> {
-        loop {
-            let mut outcome = self.attempt(inflight, &ep, up_req).await;
-            if outcome.is_none() && self.deadline.is_some_and(|d| Deadline::now() >= d) {
-                return Err(LocalReply::Timeout);
-            }
-            if let Some(TryOutcome::ConnectFailed(PoolError::Overflow, _)) = outcome {
-                // Per-host maxConnections overflow: answered at once, as Envoy does.
-                return Err(LocalReply::Overflow);
-            }
-            self.record_outlier(&ep, &outcome);
-            let failure = self.failure(&outcome);
-            let Some(req) = self.retry(inflight, failure, &mut outcome) else {
-                return self.last(outcome, ep);
-            };
-            tracing::debug!(cluster = %self.cluster.name, host = %ep.addr, ?failure, attempt = self.attempt, "retrying");
-            drop(outcome);
-            let pause = backoff(self.attempt);
-            match self.deadline {
-                Some(d) if Deadline::now() + pause >= d => {
-                    tokio::time::sleep_until(d).await;
-                    return Err(LocalReply::Timeout);
-                }
-                _ => tokio::time::sleep(pause).await,
-            }
-            ep = self.next_endpoint(ep);
-            up_req = req;
-        }
-    }
-
-    /// One try on `ep`, bounded by the per-try timeout and the route's (None: timed out).
-    async fn attempt(
-        &mut self,
-        inflight: &mut InFlight,
-        ep: &Arc<EndpointState>,
-        mut up_req: Request<ReqBody>,
-    ) -> Option<TryOutcome> {
+        ep: &EndpointState,
+        up_req: &mut Request<ReqBody>,
+    ) -> Option<Deadline> {
         self.attempt += 1;
         if self.count_attempts {
             up_req
@@ -248,13 +232,42 @@ impl<'a> Tries<'a> {
         }
         inflight.fin().rec.upstream_host = Some(ep.addr);
         let per_try = self.policy.per_try_timeout.map(|d| Deadline::now() + d);
-        let fut = try_once(self.cluster, ep, self.proto, up_req, &self.local);
-        let outcome = match earliest(per_try, self.deadline) {
-            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-            None => Some(fut.await),
-        };
+        earliest(per_try, self.deadline)
+    }
+
+    /// After a try (None: it timed out): the log's local address, the answers that end the
+    /// request at once (the route timeout, a per-host overflow), and outlier detection.
+    fn end_try(
+        &self,
+        inflight: &mut InFlight,
+        ep: &EndpointState,
+        outcome: &Option<TryOutcome>,
+    ) -> Result<(), LocalReply> {
         inflight.fin().rec.upstream_local = self.local.lock().ok().and_then(|l| *l);
-        outcome
+        if outcome.is_none() && self.deadline.is_some_and(|d| Deadline::now() >= d) {
+            return Err(LocalReply::Timeout);
+        }
+        if let Some(TryOutcome::ConnectFailed(PoolError::Overflow, _)) = outcome {
+            // Per-host maxConnections overflow: answered at once, as Envoy does.
+            return Err(LocalReply::Overflow);
+        }
+        self.record_outlier(ep, outcome);
+        Ok(())
+    }
+
+    /// Waits the backoff before the next try; Err when the route timeout passes first.
+    async fn pause(&self) -> Result<(), LocalReply> {
+        let pause = backoff(self.attempt);
+        match self.deadline {
+            Some(d) if Deadline::now() + pause >= d => {
+                tokio::time::sleep_until(d).await;
+                Err(LocalReply::Timeout)
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+        }
     }
 
     /// Outlier detection counts each try (connect failures are counted in `checkout`).

@@ -35,10 +35,7 @@ use crate::listen::drain::{ConnToken, DrainSignal};
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
 use body::ProxyBody;
-use inflight::InFlight;
 use outbound::Routed;
-use reply::LocalReply;
-use request::Prepared;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +63,9 @@ pub(crate) struct HttpCtx {
 }
 
 /// Handles one request: the phases, then the one place a local reply becomes the response,
-/// the log record and the metrics.
+/// the log record and the metrics. The phases are awaited here, not in a helper: every
+/// nested future is one more copy of the request in the handler's state, which hyper moves
+/// on every request.
 async fn handle(
     ctx: Arc<HttpCtx>,
     conn: Arc<ConnInfo>,
@@ -74,43 +73,49 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
-    let (prepared, mut inflight) = request::prepare(&ctx, &conn, req, started);
-    let version = prepared.version;
-    Ok(
-        match dispatch(&ctx, &snap, &conn, prepared, &mut inflight).await {
-            Ok(resp) => resp,
-            Err(reply) => inflight.reply(reply, version),
-        },
-    )
-}
-
-/// Admit, then the inbound or the outbound path.
-async fn dispatch(
-    ctx: &HttpCtx,
-    snap: &Compiled,
-    conn: &ConnInfo,
-    mut p: Prepared,
-    inflight: &mut InFlight,
-) -> Result<Response<ProxyBody>, LocalReply> {
-    request::admit(&p)?;
-    if ctx.role == Role::Inbound {
-        let cluster = inbound::authorize(ctx, snap, conn, &mut p, inflight)?;
-        let target = forward::Target::inbound(cluster, p.authority.clone());
-        return forward::forward(inflight, conn, p, target).await;
-    }
-    match outbound::route(ctx, snap, &p, inflight)? {
-        Routed::Passthrough(authority) => {
-            passthrough::passthrough(inflight, snap, conn, p, &authority).await
-        }
-        Routed::Route(route, block) => {
-            match outbound::act(snap, conn, route, block, &mut p, inflight).await? {
-                outbound::Act::Forward(target) => forward::forward(inflight, conn, p, target).await,
-                outbound::Act::Passthrough(authority) => {
-                    passthrough::passthrough(inflight, snap, conn, p, &authority).await
+    let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started);
+    let version = p.version;
+    let inflight = &mut inflight;
+    let result = match request::admit(&p) {
+        Err(reply) => Err(reply),
+        Ok(()) if ctx.role == Role::Inbound => {
+            match inbound::authorize(&ctx, &snap, &conn, &mut p, inflight) {
+                Ok(cluster) => {
+                    let target = forward::Target::inbound(cluster, p.authority.clone());
+                    forward::forward(inflight, &conn, p, target).await
                 }
+                Err(reply) => Err(reply),
             }
         }
-    }
+        Ok(()) => match outbound::route(&ctx, &snap, &p, inflight) {
+            Ok(Routed::Passthrough(authority)) => {
+                passthrough::passthrough(inflight, &snap, &conn, p, &authority).await
+            }
+            Ok(Routed::Route(route, block)) => {
+                match outbound::act(&snap, route, block, &mut p, inflight) {
+                    Ok(outbound::Act::Forward(target)) => {
+                        let fault = match &route.fault {
+                            Some(f) => outbound::inject_fault(f, &target, &conn, inflight).await,
+                            None => Ok(()),
+                        };
+                        match fault {
+                            Ok(()) => forward::forward(inflight, &conn, p, target).await,
+                            Err(reply) => Err(reply),
+                        }
+                    }
+                    Ok(outbound::Act::Passthrough(authority)) => {
+                        passthrough::passthrough(inflight, &snap, &conn, p, &authority).await
+                    }
+                    Err(reply) => Err(reply),
+                }
+            }
+            Err(reply) => Err(reply),
+        },
+    };
+    Ok(match result {
+        Ok(resp) => resp,
+        Err(reply) => inflight.reply(reply, version),
+    })
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on one connection until it closes or the

@@ -17,6 +17,7 @@ use super::request::Prepared;
 use super::{HttpCtx, Role};
 use crate::authority::{lowercase, strip_port};
 use crate::conn::ConnInfo;
+use crate::route::fault::Fault;
 use crate::route::{Action, CompiledRoute, Dest, RequestView};
 use crate::snapshot::Compiled;
 use crate::telemetry::access_log::ResponseFlags;
@@ -91,9 +92,8 @@ pub(crate) fn route<'s>(
 }
 
 /// The route's action: a local answer, or where to forward.
-pub(crate) async fn act<'s>(
+pub(crate) fn act<'s>(
     snap: &'s Compiled,
-    conn: &ConnInfo,
     route: &'s CompiledRoute,
     block: usize,
     p: &mut Prepared,
@@ -130,7 +130,7 @@ pub(crate) async fn act<'s>(
             if dest.cluster.is_none() {
                 return special_cluster(snap, dest, p, inflight);
             }
-            to_cluster(conn, route, block, dest, p, inflight).await
+            to_cluster(route, block, dest, p)
         }
     }
 }
@@ -153,14 +153,12 @@ fn special_cluster<'s>(
     Err(LocalReply::ClusterNotFound)
 }
 
-/// Rewrites, header operations and fault injection, then the cluster to forward to.
-async fn to_cluster<'s>(
-    conn: &ConnInfo,
+/// Rewrites and header operations, then the cluster to forward to.
+fn to_cluster<'s>(
     route: &'s CompiledRoute,
     block: usize,
     dest: &'s Dest,
     p: &mut Prepared,
-    inflight: &mut InFlight,
 ) -> Result<Act<'s>, LocalReply> {
     let Some(cluster) = dest.cluster.clone() else {
         return Err(LocalReply::ClusterNotFound);
@@ -186,25 +184,34 @@ async fn to_cluster<'s>(
         .rewrite_authority
         .clone()
         .or_else(|| p.authority.clone());
-    if let Some(fault) = &route.fault {
-        let d = fault.decide();
-        if let Some(delay) = d.delay {
-            tokio::time::sleep(delay).await;
-            inflight.fin().rec.flags |= ResponseFlags::DI;
-        }
-        if let Some(status) = d.abort {
-            let f = inflight.fin();
-            f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-            f.metrics = Some(conn.metrics_for(&cluster));
-            return Err(LocalReply::FaultAbort { status });
-        }
-    }
     Ok(Act::Forward(Target {
         cluster,
         route: Some(route),
         dest: Some(dest),
         authority,
     }))
+}
+
+/// The route's fault injection, before forwarding to `target`: a delay (flag DI), then
+/// perhaps an abort.
+pub(crate) async fn inject_fault(
+    fault: &Fault,
+    target: &Target<'_>,
+    conn: &ConnInfo,
+    inflight: &mut InFlight,
+) -> Result<(), LocalReply> {
+    let d = fault.decide();
+    if let Some(delay) = d.delay {
+        tokio::time::sleep(delay).await;
+        inflight.fin().rec.flags |= ResponseFlags::DI;
+    }
+    if let Some(status) = d.abort {
+        let f = inflight.fin();
+        f.rec.upstream_cluster = Some(Arc::clone(&target.cluster.name));
+        f.metrics = Some(conn.metrics_for(&target.cluster));
+        return Err(LocalReply::FaultAbort { status });
+    }
+    Ok(())
 }
 
 /// BlackHoleCluster: recorded as its own cluster and route, answered 502.
