@@ -22,6 +22,7 @@ pub use skein_snapshot::dump::{ControlNack, ControlStatus};
 use skein_snapshot::stream::{self, ControlMessage, ProxyMessage, StreamError};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -167,31 +168,10 @@ impl Session<'_> {
 
     /// One connection: returns why it ended (it only ends on an error).
     async fn run_once(&mut self) -> ControlError {
-        let addr = self.src.addr;
-        let conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(source)) => return ControlError::Connect { addr, source },
-            Err(_) => return self.timeout("connect"),
+        let (rd, mut conn) = match self.hello().await {
+            Ok(halves) => halves,
+            Err(e) => return e,
         };
-        let _ = conn.set_nodelay(true);
-        let (mut rd, mut conn) = conn.into_split();
-        let current = self.sink.version();
-        let hello = ProxyMessage::Hello {
-            node: self.src.node.clone(),
-            namespace: self.src.namespace.clone(),
-            current_version: (!current.is_empty()).then_some(current),
-        };
-        if let Err(e) = self.send(&mut conn, &hello).await {
-            return e;
-        }
-        let reconnect = self.ever_connected;
-        self.ever_connected = true;
-        self.status.update(|s| {
-            s.connected = true;
-            if reconnect {
-                s.reconnects += 1;
-            }
-        });
         let _guard = ConnectedGuard(self.status);
         if let Some(msg) = self
             .cert
@@ -206,6 +186,7 @@ impl Session<'_> {
         // its bytes, a channel receive loses nothing.
         let (tx, mut frames) = mpsc::channel(4);
         let _reader = AbortOnDrop(tokio::spawn(async move {
+            let mut rd = rd;
             loop {
                 let r = stream::read_frame_bytes(&mut rd).await;
                 let end = r.is_err();
@@ -233,83 +214,132 @@ impl Session<'_> {
                     continue;
                 }
             };
-            let (version, result) = match serde_json::from_slice::<ControlMessage>(&frame) {
-                Ok(ControlMessage::Snapshot { snapshot }) => {
-                    let version = snapshot.version.clone();
-                    (
-                        version,
-                        self.sink.apply(*snapshot).map_err(|e| e.to_string()),
-                    )
-                }
-                Ok(ControlMessage::Error { message }) => {
-                    return ControlError::Refused { addr, message };
-                }
-                Ok(ControlMessage::Certificate {
-                    cert_chain_pem,
-                    root_cert_pem,
-                    identity,
-                    not_after,
-                }) => {
-                    match self.cert.as_mut() {
-                        Some(c) => {
-                            c.on_certificate(&cert_chain_pem, &root_cert_pem, &identity, not_after)
-                        }
-                        None => tracing::debug!(
-                            "ignoring a certificate: this proxy has a static identity"
-                        ),
-                    }
-                    continue;
-                }
-                Ok(ControlMessage::CertificateError { message }) => {
-                    if let Some(c) = self.cert.as_mut() {
-                        c.on_error(&message);
-                    }
-                    continue;
-                }
-                Err(e) => match unparsable_snapshot_version(&frame) {
-                    // A snapshot we cannot read (e.g. a newer schema): refuse it by version so
-                    // the control plane sees why.
-                    Some(version) => (version, Err(format!("snapshot is not valid JSON: {e}"))),
-                    // Some other message we do not know: ignore it, the stream stays usable.
-                    None => {
-                        tracing::debug!(%addr, error = %e, "ignoring an unknown control message");
-                        continue;
-                    }
-                },
-            };
-            let reply = match result {
-                Ok(()) => {
-                    tracing::info!(%version, "control plane snapshot applied");
-                    self.status
-                        .update(|s| s.last_ack_version = Some(version.clone()));
-                    ProxyMessage::Ack { version }
-                }
-                Err(error) => {
-                    tracing::warn!(%version, %error, "control plane snapshot rejected; keeping the previous config");
-                    self.status.update(|s| {
-                        s.last_nack = Some(ControlNack {
-                            version: version.clone(),
-                            error: error.clone(),
-                        })
-                    });
-                    ProxyMessage::Nack { version, error }
-                }
+            let reply = match self.on_frame(&frame) {
+                Ok(Some(reply)) => reply,
+                Ok(None) => continue,
+                Err(e) => return e,
             };
             if let Err(e) = self.send(&mut conn, &reply).await {
                 return e;
             }
             if !answered {
-                // The Hello exchange worked: the next outage starts over at the short delay.
                 answered = true;
-                self.backoff.reset();
-                self.last_refusal = None;
-                if self.logged != Logged::Up {
-                    tracing::info!(%addr, node = %self.src.node, "connected to the control plane");
-                    self.logged = Logged::Up;
-                }
-                self.status.update(|s| s.last_error = None);
+                self.on_first_answer();
             }
         }
+    }
+
+    /// Connects and says Hello (with the version in force); the stream is up.
+    async fn hello(&mut self) -> Result<(OwnedReadHalf, OwnedWriteHalf), ControlError> {
+        let addr = self.src.addr;
+        let conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => return Err(ControlError::Connect { addr, source }),
+            Err(_) => return Err(self.timeout("connect")),
+        };
+        let _ = conn.set_nodelay(true);
+        let (rd, mut conn) = conn.into_split();
+        let current = self.sink.version();
+        let hello = ProxyMessage::Hello {
+            node: self.src.node.clone(),
+            namespace: self.src.namespace.clone(),
+            current_version: (!current.is_empty()).then_some(current),
+        };
+        self.send(&mut conn, &hello).await?;
+        let reconnect = self.ever_connected;
+        self.ever_connected = true;
+        self.status.update(|s| {
+            s.connected = true;
+            if reconnect {
+                s.reconnects += 1;
+            }
+        });
+        Ok((rd, conn))
+    }
+
+    /// One frame from the control plane: the answer to send (an ACK or a NACK for a
+    /// snapshot), nothing (certificates, unknown messages), or the end of the session.
+    fn on_frame(&mut self, frame: &[u8]) -> Result<Option<ProxyMessage>, ControlError> {
+        let addr = self.src.addr;
+        let (version, result) = match serde_json::from_slice::<ControlMessage>(frame) {
+            Ok(ControlMessage::Snapshot { snapshot }) => {
+                let version = snapshot.version.clone();
+                (
+                    version,
+                    self.sink.apply(*snapshot).map_err(|e| e.to_string()),
+                )
+            }
+            Ok(ControlMessage::Error { message }) => {
+                return Err(ControlError::Refused { addr, message });
+            }
+            Ok(ControlMessage::Certificate {
+                cert_chain_pem,
+                root_cert_pem,
+                identity,
+                not_after,
+            }) => {
+                match self.cert.as_mut() {
+                    Some(c) => {
+                        c.on_certificate(&cert_chain_pem, &root_cert_pem, &identity, not_after)
+                    }
+                    None => {
+                        tracing::debug!("ignoring a certificate: this proxy has a static identity")
+                    }
+                }
+                return Ok(None);
+            }
+            Ok(ControlMessage::CertificateError { message }) => {
+                if let Some(c) = self.cert.as_mut() {
+                    c.on_error(&message);
+                }
+                return Ok(None);
+            }
+            Err(e) => match unparsable_snapshot_version(frame) {
+                // A snapshot we cannot read (e.g. a newer schema): refuse it by version so
+                // the control plane sees why.
+                Some(version) => (version, Err(format!("snapshot is not valid JSON: {e}"))),
+                // Some other message we do not know: ignore it, the stream stays usable.
+                None => {
+                    tracing::debug!(%addr, error = %e, "ignoring an unknown control message");
+                    return Ok(None);
+                }
+            },
+        };
+        Ok(Some(self.verdict(version, result)))
+    }
+
+    /// The ACK or NACK of a snapshot, recorded in the status.
+    fn verdict(&self, version: String, result: Result<(), String>) -> ProxyMessage {
+        match result {
+            Ok(()) => {
+                tracing::info!(%version, "control plane snapshot applied");
+                self.status
+                    .update(|s| s.last_ack_version = Some(version.clone()));
+                ProxyMessage::Ack { version }
+            }
+            Err(error) => {
+                tracing::warn!(%version, %error, "control plane snapshot rejected; keeping the previous config");
+                self.status.update(|s| {
+                    s.last_nack = Some(ControlNack {
+                        version: version.clone(),
+                        error: error.clone(),
+                    })
+                });
+                ProxyMessage::Nack { version, error }
+            }
+        }
+    }
+
+    /// The Hello exchange worked: the next outage starts over at the short delay.
+    fn on_first_answer(&mut self) {
+        self.backoff.reset();
+        self.last_refusal = None;
+        if self.logged != Logged::Up {
+            let addr = self.src.addr;
+            tracing::info!(%addr, node = %self.src.node, "connected to the control plane");
+            self.logged = Logged::Up;
+        }
+        self.status.update(|s| s.last_error = None);
     }
 
     fn log_down(&mut self, err: &ControlError) {

@@ -147,27 +147,7 @@ impl Compiled {
         })?;
         let local = peer(&snap);
         let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
-        let reuse = |c: &Cluster| -> Option<Arc<ClusterState>> {
-            let p = prev?.clusters.get(&c.name)?;
-            (same_node && p.config == *c).then(|| Arc::clone(p))
-        };
-        let mut clusters = HashMap::with_capacity(snap.clusters.len());
-        for c in &snap.clusters {
-            let state = reuse(c).unwrap_or_else(|| {
-                let mut st = ClusterState::new(c.clone(), cluster_metrics(c, &local))
-                    .with_source_ip(snap.node.ip);
-                // Endpoints that stay keep their outlier state (ejections survive a push
-                // that changes the endpoint set).
-                if let Some(p) = prev.and_then(|p| p.clusters.get(&c.name)) {
-                    st = st.with_outlier_state_from(p);
-                }
-                if let Some(id) = identity {
-                    st = st.with_identity(Arc::clone(id));
-                }
-                Arc::new(st)
-            });
-            clusters.insert(c.name.clone(), state);
-        }
+        let clusters = compile_clusters(&snap, prev, same_node, &local, identity);
         let mut route_configs = HashMap::with_capacity(snap.route_configs.len());
         for rc in &snap.route_configs {
             let lookup = |name: &str| clusters.get(name).cloned();
@@ -179,29 +159,7 @@ impl Compiled {
             })?;
             route_configs.insert(rc.name.clone(), compiled);
         }
-        let inbound = match proxy.mode {
-            Mode::Sidecar => proxy
-                .inbound
-                .iter()
-                .enumerate()
-                .map(|(i, ib)| {
-                    let def = inbound_cluster(&snap, ib);
-                    // Index-aligned with the proxy config, which does not change at run time.
-                    match prev.and_then(|p| p.inbound.get(i)) {
-                        Some(p) if same_node && p.config == def => Arc::clone(p),
-                        Some(p) => {
-                            let m = cluster_metrics(&def, &local);
-                            Arc::new(ClusterState::new(def, m).with_outlier_state_from(p))
-                        }
-                        None => {
-                            let m = cluster_metrics(&def, &local);
-                            Arc::new(ClusterState::new(def, m))
-                        }
-                    }
-                })
-                .collect(),
-            Mode::Gateway => Vec::new(),
-        };
+        let inbound = compile_inbound(&snap, prev, same_node, &local, proxy);
         let listeners = snap
             .listeners
             .iter()
@@ -228,4 +186,66 @@ impl Compiled {
             authz,
         })
     }
+}
+
+/// The snapshot's clusters: unchanged ones reused from `prev` (same node, same definition),
+/// new ones with the outlier state of endpoints that stay.
+fn compile_clusters(
+    snap: &Snapshot,
+    prev: Option<&Compiled>,
+    same_node: bool,
+    local: &Peer,
+    identity: Option<&Arc<IdentityStore>>,
+) -> HashMap<String, Arc<ClusterState>> {
+    let reuse = |c: &Cluster| -> Option<Arc<ClusterState>> {
+        let p = prev?.clusters.get(&c.name)?;
+        (same_node && p.config == *c).then(|| Arc::clone(p))
+    };
+    let mut clusters = HashMap::with_capacity(snap.clusters.len());
+    for c in &snap.clusters {
+        let state = reuse(c).unwrap_or_else(|| {
+            let mut st = ClusterState::new(c.clone(), cluster_metrics(c, local))
+                .with_source_ip(snap.node.ip);
+            // Endpoints that stay keep their outlier state (ejections survive a push
+            // that changes the endpoint set).
+            if let Some(p) = prev.and_then(|p| p.clusters.get(&c.name)) {
+                st = st.with_outlier_state_from(p);
+            }
+            if let Some(id) = identity {
+                st = st.with_identity(Arc::clone(id));
+            }
+            Arc::new(st)
+        });
+        clusters.insert(c.name.clone(), state);
+    }
+    clusters
+}
+
+/// The sidecar's inbound clusters, index-aligned with the proxy config (which does not
+/// change at run time); none for a gateway.
+fn compile_inbound(
+    snap: &Snapshot,
+    prev: Option<&Compiled>,
+    same_node: bool,
+    local: &Peer,
+    proxy: &ProxyConfig,
+) -> Vec<Arc<ClusterState>> {
+    if proxy.mode == Mode::Gateway {
+        return Vec::new();
+    }
+    let one = |(i, ib): (usize, &InboundConfig)| {
+        let def = inbound_cluster(snap, ib);
+        match prev.and_then(|p| p.inbound.get(i)) {
+            Some(p) if same_node && p.config == def => Arc::clone(p),
+            Some(p) => {
+                let m = cluster_metrics(&def, local);
+                Arc::new(ClusterState::new(def, m).with_outlier_state_from(p))
+            }
+            None => {
+                let m = cluster_metrics(&def, local);
+                Arc::new(ClusterState::new(def, m))
+            }
+        }
+    };
+    proxy.inbound.iter().enumerate().map(one).collect()
 }
