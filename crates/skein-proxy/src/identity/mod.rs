@@ -345,6 +345,56 @@ fn build(
     generation: u64,
     announced: Option<&str>,
 ) -> Result<Identity, IdentityError> {
+    let provider = provider();
+    let leaf = m.chain[0].clone();
+    let Checked {
+        spiffe_id,
+        not_before,
+        not_after,
+    } = check(&m, &provider, announced)?;
+    let server = server_config(&m, &provider)?;
+    let verifier = Arc::new(MeshServerVerifier {
+        roots: Arc::clone(&m.roots),
+        algs: provider.signature_verification_algorithms,
+    });
+    let client = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, IdentityError> {
+        let mut c = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_auth_cert(m.chain.clone(), m.key.clone_key())?;
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        c.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(c))
+    };
+    Ok(Identity {
+        spiffe_id,
+        not_before,
+        not_after,
+        cert_sha256: sha256_hex(leaf.as_ref()),
+        source,
+        generation,
+        server,
+        client_h1: client(&[b"http/1.1"])?,
+        client_h2: client(&[b"h2"])?,
+        client_tcp: client(&[])?,
+    })
+}
+
+/// What [`check`] found in a certificate.
+struct Checked {
+    spiffe_id: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// The leaf's SPIFFE identity (the announced one, if any) and validity; the chain to the
+/// bundle; the key against the leaf.
+fn check(
+    m: &Material,
+    provider: &Arc<CryptoProvider>,
+    announced: Option<&str>,
+) -> Result<Checked, IdentityError> {
     let leaf = m.chain[0].clone();
     let (not_before, not_after) = {
         let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
@@ -364,7 +414,6 @@ fn build(
             announced: a.to_string(),
         });
     }
-    let provider = provider();
     // Chain check at a moment the leaf is valid: an expired certificate is still installed
     // (a peer will refuse it, as with Envoy), but one from another CA is not.
     let at = unix_now().clamp(not_before, not_after.max(not_before));
@@ -389,11 +438,24 @@ fn build(
         Err(e) => return Err(IdentityError::KeyMismatch(e.to_string())),
     }
 
+    Ok(Checked {
+        spiffe_id,
+        not_before,
+        not_after,
+    })
+}
+
+/// The inbound mTLS server config: TLS 1.3, a client certificate chained to the bundle, no
+/// resumption.
+fn server_config(
+    m: &Material,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, IdentityError> {
     let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::clone(&m.roots), Arc::clone(&provider))
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&m.roots), Arc::clone(provider))
             .build()
             .map_err(|e| IdentityError::Roots(e.to_string()))?;
-    let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let mut server = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(m.chain.clone(), m.key.clone_key())?;
@@ -403,32 +465,7 @@ fn build(
     server.session_storage = Arc::new(NoServerSessionStorage {});
     server.send_tls13_tickets = 0;
 
-    let verifier = Arc::new(MeshServerVerifier {
-        roots: Arc::clone(&m.roots),
-        algs: provider.signature_verification_algorithms,
-    });
-    let client = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, IdentityError> {
-        let mut c = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_client_auth_cert(m.chain.clone(), m.key.clone_key())?;
-        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        c.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(c))
-    };
-    Ok(Identity {
-        spiffe_id,
-        not_before,
-        not_after,
-        cert_sha256: sha256_hex(leaf.as_ref()),
-        source,
-        generation,
-        server: Arc::new(server),
-        client_h1: client(&[b"http/1.1"])?,
-        client_h2: client(&[b"h2"])?,
-        client_tcp: client(&[])?,
-    })
+    Ok(Arc::new(server))
 }
 
 #[derive(Debug, Default)]
