@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::state::Shared;
+use skein_snapshot::dump::{ConfigDump, InboundListener};
+
+use crate::shared::Shared;
 
 fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -26,12 +28,12 @@ fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<
 }
 
 /// Envoy-style `/clusters` text: `name::host::stat::value`.
-pub fn clusters_text(shared: &Shared) -> String {
+pub(crate) fn clusters_text(shared: &Shared) -> String {
     let snap = shared.current.load();
     let mut names: Vec<_> = snap.clusters.keys().collect();
     names.sort();
     let mut out = String::new();
-    let mut list: Vec<&Arc<crate::cluster::ClusterState>> =
+    let mut list: Vec<&Arc<crate::upstream::cluster::ClusterState>> =
         names.iter().filter_map(|n| snap.clusters.get(*n)).collect();
     list.extend(snap.inbound.iter());
     for c in list {
@@ -70,24 +72,28 @@ pub fn clusters_text(shared: &Shared) -> String {
     out
 }
 
-/// Per-cluster endpoint status for /config_dump (`endpoint_status`): outbound and inbound
-/// clusters, each a list of [`crate::outlier::EndpointStatus`].
-pub fn endpoint_status_json(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
+/// What `/config_dump` serves.
+fn config_dump(shared: &Shared) -> ConfigDump {
     let snap = shared.current.load();
-    snap.clusters
+    let endpoint_status = snap
+        .clusters
         .values()
         .chain(snap.inbound.iter())
-        .map(|c| {
-            (
-                c.name.to_string(),
-                serde_json::to_value(c.endpoint_status()).unwrap_or_default(),
-            )
-        })
-        .collect()
+        .map(|c| (c.name.to_string(), c.endpoint_status()))
+        .collect();
+    ConfigDump {
+        version: snap.snapshot.version.clone(),
+        loaded: shared.loaded.load(Ordering::Acquire),
+        snapshot: (*snap.snapshot).clone(),
+        inbound: inbound_listeners(shared),
+        endpoint_status,
+        identity: shared.identity.status(),
+        control: shared.control_status(),
+    }
 }
 
 /// The sidecar's inbound listeners for /config_dump: bound address, app and cluster.
-fn inbound_json(shared: &Shared) -> Vec<serde_json::Value> {
+fn inbound_listeners(shared: &Shared) -> Vec<InboundListener> {
     if shared.config.mode != crate::config::Mode::Sidecar {
         return Vec::new();
     }
@@ -97,15 +103,20 @@ fn inbound_json(shared: &Shared) -> Vec<serde_json::Value> {
         .inbound
         .iter()
         .enumerate()
-        .map(|(i, ib)| {
-            let listen = bound.and_then(|b| b.get(i)).copied().unwrap_or(ib.listen);
-            serde_json::json!({
-                "listen": listen,
-                "app": ib.app,
-                "cluster": ib.cluster_name(),
-            })
+        .map(|(i, ib)| InboundListener {
+            listen: bound.and_then(|b| b.get(i)).copied().unwrap_or(ib.listen),
+            app: ib.app,
+            cluster: ib.cluster_name(),
         })
         .collect()
+}
+
+/// Pretty JSON with every object's keys in sorted order (through `serde_json::Value`), as
+/// `/config_dump` has always been written.
+fn sorted_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default()
 }
 
 async fn handle(
@@ -117,7 +128,7 @@ async fn handle(
         (_, "/ready") | (_, "/healthz/ready") => {
             // A proxy fed by the control plane is ready once it has its config and its
             // workload certificate (as Istio's agent waits for both).
-            let needs_cert = matches!(shared.config.source, crate::SourceConfig::Control { .. });
+            let needs_cert = matches!(shared.config.source, crate::config::SourceConfig::Control { .. });
             let configured =
                 shared.loaded.load(Ordering::Acquire) && shared.bound.load(Ordering::Acquire);
             let certified = !needs_cert || shared.identity.current().is_some();
@@ -131,23 +142,11 @@ async fn handle(
                 _ => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "NOT READY\n".into()),
             }
         }
-        (_, "/config_dump") => {
-            let snap = shared.current.load();
-            let body = serde_json::json!({
-                "version": snap.snapshot.version,
-                "loaded": shared.loaded.load(Ordering::Acquire),
-                "snapshot": &*snap.snapshot,
-                "inbound": inbound_json(&shared),
-                "endpoint_status": endpoint_status_json(&shared),
-                "identity": shared.identity.status(),
-                "control": shared.control_status(),
-            });
-            text(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            )
-        }
+        (_, "/config_dump") => text(
+            StatusCode::OK,
+            "application/json",
+            sorted_json(&config_dump(&shared)),
+        ),
         (_, "/control") => text(
             StatusCode::OK,
             "application/json",
@@ -180,7 +179,7 @@ async fn handle(
 
 /// Serves the admin endpoint. It keeps serving while the proxy drains (then `/ready` says
 /// 503); the owner aborts the task when the drain is over.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

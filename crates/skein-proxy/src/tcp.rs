@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::access_log::{LogRecord, ResponseFlags};
-use crate::authz::{Attrs, Decision};
-use crate::cluster::{ClusterState, PoolError};
-use crate::http::ConnInfo;
-use crate::lb::PickCtx;
-use crate::state::{Compiled, Shared};
+use crate::conn::ConnInfo;
+use crate::policy::authz::{Attrs, Decision};
+use crate::shared::Shared;
+use crate::snapshot::Compiled;
+use crate::telemetry::access_log::{LogRecord, ResponseFlags};
+use crate::upstream::cluster::{ClusterState, PoolError};
+use crate::upstream::lb::PickCtx;
 
 /// Forwards an inbound connection to the app's cluster after AuthorizationPolicy allowed it.
 /// A denied connection is closed without a byte read, and logged with Envoy's RBAC details.

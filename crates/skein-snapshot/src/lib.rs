@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod dump;
 pub mod names;
 pub mod stream;
 

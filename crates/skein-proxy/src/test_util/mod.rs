@@ -6,6 +6,7 @@
 //! the access log's file writes, which tokio counts as work in progress. Sockets set
 //! `TCP_NODELAY`: a small write that Nagle holds back for a delayed ACK is a real-time wait the
 //! runtime cannot see, and paused time would jump to the next timer meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed step fails the test here
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -3,6 +3,7 @@
 //!
 //! Timers run on paused time (`start_paused`) unless a module says why a test needs the wall
 //! clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod bench;
 mod control;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use crate::admin_client::admin_get;
 use anyhow::Context;
 use skein_runtime::{StateDir, Status};
-use skein_snapshot::{LbPolicy, ListenerKind, RouteAction, Snapshot, StringMatch, UpstreamTls};
+use skein_snapshot::dump::ConfigDump;
+use skein_snapshot::{LbPolicy, ListenerKind, RouteAction, StringMatch, UpstreamTls};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,31 +72,31 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         )
     })?;
     let dump = admin_get(&proxy.admin, "/config_dump")?;
-    let v: serde_json::Value = serde_json::from_str(&dump).context("/config_dump is not JSON")?;
+    let dump: ConfigDump =
+        serde_json::from_str(&dump).context("/config_dump is not a proxy config dump")?;
     if args.output == Format::Json {
         let part = match args.kind {
-            Kind::All => v.clone(),
-            Kind::Clusters | Kind::Endpoints => v["snapshot"]["clusters"].clone(),
-            Kind::Routes => v["snapshot"]["route_configs"].clone(),
+            Kind::All => serde_json::to_value(&dump)?,
+            Kind::Clusters | Kind::Endpoints => serde_json::to_value(&dump.snapshot.clusters)?,
+            Kind::Routes => serde_json::to_value(&dump.snapshot.route_configs)?,
             Kind::Listeners => serde_json::json!({
-                "inbound": v["inbound"],
-                "snapshot": v["snapshot"]["listeners"],
+                "inbound": dump.inbound,
+                "snapshot": dump.snapshot.listeners,
             }),
         };
         println!("{}", serde_json::to_string_pretty(&part)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let snap: Snapshot =
-        serde_json::from_value(v["snapshot"].clone()).context("/config_dump has no snapshot")?;
+    let snap = &dump.snapshot;
     let all = args.kind == Kind::All;
     let mut out = String::new();
     if all || args.kind == Kind::Listeners {
         let mut rows = Vec::new();
-        for ib in v["inbound"].as_array().into_iter().flatten() {
+        for ib in &dump.inbound {
             rows.push(vec![
-                ib["listen"].as_str().unwrap_or("").to_string(),
+                ib.listen.to_string(),
                 "ALL".into(),
-                format!("Inline Route -> {}", ib["cluster"].as_str().unwrap_or("")),
+                format!("Inline Route -> {}", ib.cluster),
             ]);
         }
         if let Some(out_http) = &proxy.outbound_http {
@@ -222,9 +223,8 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        for ib in v["inbound"].as_array().into_iter().flatten() {
-            let name = ib["cluster"].as_str().unwrap_or("").to_string();
-            let port = name.split('|').nth(1).unwrap_or("").to_string();
+        for ib in &dump.inbound {
+            let port = ib.cluster.split('|').nth(1).unwrap_or("").to_string();
             rows.push(vec![
                 String::new(),
                 port,
@@ -257,14 +257,11 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let mut rows = Vec::new();
         for c in &snap.clusters {
             // Outlier detection's view, where the proxy reports one (`endpoint_status`).
-            let status = v["endpoint_status"][c.name.as_str()].as_array();
+            let status = dump.endpoint_status.get(&c.name);
             for e in &c.endpoints {
                 let addr = e.address.to_string();
-                let st = status.and_then(|list| {
-                    list.iter()
-                        .find(|s| s["address"].as_str() == Some(addr.as_str()))
-                });
-                let ejected = st.is_some_and(|s| s["status"] == "ejected");
+                let st = status.and_then(|list| list.iter().find(|s| s.address == e.address));
+                let ejected = st.is_some_and(|s| s.status == "ejected");
                 rows.push(vec![
                     addr,
                     if ejected { "UNHEALTHY" } else { "HEALTHY" }.into(),

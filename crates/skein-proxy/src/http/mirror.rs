@@ -1,0 +1,85 @@
+//! VirtualService mirroring: a fire-and-forget copy of a request to another cluster.
+//!
+//! The copy never delays or fails the primary: it is sent from its own task once the primary's
+//! body has been copied, its response is read and discarded, and at most
+//! [`MAX_IN_FLIGHT`] copies per mirror cluster are in flight (more are dropped and counted).
+//! Copies keep the Host/authority (Istio 1.28+ no longer appends `-shadow`) and carry
+//! `x-skein-mirror: 1` so that receivers can tell them apart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use http::header::{HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+
+use super::headers::prepare_upstream;
+use crate::route::Mirror;
+use crate::upstream::body::{BodyCopy, ReqBody};
+use crate::upstream::cluster::Conn;
+use crate::upstream::lb::PickCtx;
+
+/// At most this many mirrored requests in flight per mirror cluster.
+pub(crate) const MAX_IN_FLIGHT: u32 = 64;
+/// A mirrored request (body wait, connect, response) is abandoned after this long.
+pub(crate) const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
+/// Marks a mirrored copy.
+pub(crate) static MIRROR_HEADER: HeaderName = HeaderName::from_static("x-skein-mirror");
+
+/// Sends a copy of a request whose head is `head` (as received, after route header
+/// operations) and whose body is being copied into `body`.
+pub(crate) fn spawn(
+    mirror: &Mirror,
+    head: &Request<ReqBody>,
+    authority: Option<HeaderValue>,
+    body: BodyCopy,
+    h2: bool,
+) {
+    let cluster = Arc::clone(&mirror.cluster);
+    let Some(slot) = cluster.resilience.try_mirror(MAX_IN_FLIGHT) else {
+        tracing::debug!(cluster = %cluster.name, "too many mirrored requests in flight; copy dropped");
+        return;
+    };
+    let mut copy = Request::new(());
+    *copy.method_mut() = head.method().clone();
+    *copy.uri_mut() = head.uri().clone();
+    *copy.version_mut() = head.version();
+    *copy.headers_mut() = head.headers().clone();
+    copy.headers_mut()
+        .insert(MIRROR_HEADER.clone(), HeaderValue::from_static("1"));
+    tokio::spawn(async move {
+        let send = async {
+            let body = body.wait_replay().await?;
+            let proto = cluster.upstream_proto(h2);
+            let ctx = PickCtx {
+                headers: Some(copy.headers()),
+                query: copy.uri().query(),
+                source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            };
+            let idx = cluster.pick(&ctx)?;
+            let ep = Arc::clone(cluster.endpoints.get(idx)?);
+            let conn = cluster.checkout(&ep, proto).await.ok()?;
+            let (parts, ()) = copy.into_parts();
+            let mut req = Request::from_parts(parts, body);
+            prepare_upstream(&mut req, authority, proto);
+            let _active = ep.start_request();
+            match conn {
+                Conn::H1(mut c) => {
+                    let resp = c.tx.send_request(req).await.ok()?;
+                    if resp.into_body().collect().await.is_ok() {
+                        cluster.checkin(&ep, c);
+                    }
+                }
+                Conn::H2(mut tx, _) => {
+                    let resp = tx.send_request(req).await.ok()?;
+                    let _ = resp.into_body().collect().await;
+                }
+            }
+            Some(())
+        };
+        if tokio::time::timeout(MIRROR_TIMEOUT, send).await.is_err() {
+            tracing::debug!(cluster = %cluster.name, "mirrored request timed out");
+        }
+        drop(slot);
+    });
+}

@@ -1,0 +1,310 @@
+//! Inbound protocol detection: peek at the first bytes of a connection, look into a TLS
+//! ClientHello without consuming it, and sniff a decrypted mTLS stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// What the first bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    /// A TLS ClientHello: mTLS from a mesh peer, or the app's own TLS.
+    Tls,
+    /// The HTTP/2 connection preface (h2c prior knowledge).
+    Http2,
+    /// An HTTP/1 request line.
+    Http1,
+    /// Anything else, or nothing within the detection timeout (server-first protocols).
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"TRACE ",
+    b"CONNECT ",
+];
+
+/// Classifies a prefix; None when more bytes are needed.
+pub fn classify(buf: &[u8]) -> Option<Detected> {
+    if buf.is_empty() {
+        return None;
+    }
+    if buf[0] == 0x16 {
+        return Some(Detected::Tls);
+    }
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return if n == H2_PREFACE.len() {
+            Some(Detected::Http2)
+        } else {
+            None
+        };
+    }
+    let mut maybe = false;
+    for m in METHODS {
+        let k = buf.len().min(m.len());
+        if buf[..k] == m[..k] {
+            if k == m.len() {
+                return Some(Detected::Http1);
+            }
+            maybe = true;
+        }
+    }
+    if maybe { None } else { Some(Detected::Opaque) }
+}
+
+/// Peeks until the protocol is known or `timeout` passes (then: opaque).
+pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
+        match peeked {
+            Err(_) => return Detected::Opaque,
+            Ok(Err(_)) | Ok(Ok(0)) => return Detected::Opaque,
+            Ok(Ok(n)) => {
+                if let Some(d) = classify(&buf[..n]) {
+                    return d;
+                }
+                if n == buf.len() {
+                    return Detected::Opaque;
+                }
+                // Partial prefix: wait a moment for the rest.
+                if tokio::time::Instant::now() >= deadline {
+                    return Detected::Opaque;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+/// What a ClientHello asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHelloInfo {
+    /// SNI.
+    pub sni: Option<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl ClientHelloInfo {
+    /// A mesh peer's mTLS: Istio's SNI (`outbound_.PORT_.SUBSET_.HOST`) or an `istio*` ALPN.
+    /// Anything else is the app's own TLS, which PERMISSIVE passes through untouched.
+    pub fn is_mesh(&self) -> bool {
+        self.sni
+            .as_deref()
+            .is_some_and(|s| s.starts_with("outbound_"))
+            || self.alpn.iter().any(|p| p.starts_with(b"istio"))
+    }
+}
+
+/// Largest ClientHello looked at (a hello with post-quantum key shares is a few KiB).
+const MAX_HELLO: usize = 16 * 1024 + 5;
+
+/// Parses the ClientHello at the start of `stream` without consuming it (the real handshake
+/// or the passthrough then sees every byte). None when it is not a complete, valid hello
+/// within `timeout`.
+pub async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Option<ClientHelloInfo> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_HELLO];
+    let mut last = 0;
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n > last {
+            last = n;
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut rd = &buf[..n];
+            while !rd.is_empty() {
+                match acceptor.read_tls(&mut rd) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let hello = accepted.client_hello();
+                    return Some(ClientHelloInfo {
+                        sni: hello.server_name().map(str::to_string),
+                        alpn: hello
+                            .alpn()
+                            .map(|it| it.map(<[u8]>::to_vec).collect())
+                            .unwrap_or_default(),
+                    });
+                }
+                Ok(None) if n < buf.len() => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+        // The rest of the hello is on its way.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Reads until the protocol of a decrypted stream is known or `timeout` passes (then:
+/// opaque). Returns the bytes read, to be replayed with [`Rewind`].
+pub async fn detect_read<S: AsyncRead + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+) -> (Detected, Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    let mut chunk = [0u8; H2_PREFACE.len()];
+    loop {
+        match classify(&buf) {
+            // TLS inside mTLS is the app's business: opaque.
+            Some(Detected::Tls) => return (Detected::Opaque, buf),
+            Some(d) => return (d, buf),
+            None if buf.len() >= H2_PREFACE.len() => return (Detected::Opaque, buf),
+            None => {}
+        }
+        let want = H2_PREFACE.len() - buf.len();
+        // `read` is cancel-safe: a timeout loses no bytes.
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return (Detected::Opaque, buf),
+        }
+    }
+}
+
+/// A stream that first yields bytes already read from it.
+#[derive(Debug)]
+pub struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// `prefix` is served before `inner`'s own bytes.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Rewind {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn decrypted_streams_are_sniffed_and_replayed() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+        let (d, prefix) = detect_read(&mut b, Duration::from_millis(200)).await;
+        assert_eq!(d, Detected::Http1);
+        let mut r = Rewind::new(prefix, b);
+        let mut got = vec![0u8; 18];
+        r.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\n");
+        // A server-first protocol says nothing: opaque after the timeout, nothing consumed.
+        let (_a2, mut b2) = tokio::io::duplex(64);
+        let (d, prefix) = detect_read(&mut b2, Duration::from_millis(20)).await;
+        assert_eq!((d, prefix.len()), (Detected::Opaque, 0));
+    }
+
+    #[test]
+    fn mesh_hellos_are_recognised() {
+        let mesh = ClientHelloInfo {
+            sni: Some("outbound_.8080_._.was.blog.svc.cluster.local".into()),
+            alpn: vec![b"h2".to_vec()],
+        };
+        assert!(mesh.is_mesh());
+        let istio_alpn = ClientHelloInfo {
+            sni: None,
+            alpn: vec![b"istio-peer-exchange".to_vec()],
+        };
+        assert!(istio_alpn.is_mesh());
+        let app = ClientHelloInfo {
+            sni: Some("example.com".into()),
+            alpn: vec![b"h2".to_vec()],
+        };
+        assert!(!app.is_mesh());
+    }
+
+    #[test]
+    fn classifies_prefixes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Detected::Http2)
+        );
+        assert_eq!(classify(b"PRI * HT"), None);
+        assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(Detected::Tls));
+        assert_eq!(classify(b"\x00\x01hello"), Some(Detected::Opaque));
+        assert_eq!(classify(b"GEX"), Some(Detected::Opaque));
+    }
+}

@@ -1,0 +1,178 @@
+//! One inbound connection: detect the protocol, apply PeerAuthentication (terminate mesh
+//! mTLS, refuse plaintext under STRICT, pass the app's own TLS through), then serve HTTP or
+//! forward TCP through AuthorizationPolicy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use super::detect::{self, Detected};
+use super::drain::{ConnToken, DrainSignal};
+use crate::conn::ConnInfo;
+use crate::http::HttpCtx;
+use crate::identity::PeerIdentity;
+use crate::policy::peer_authn;
+use crate::shared::Shared;
+use crate::snapshot::Compiled;
+
+/// How long a peer may take to finish its ClientHello once it started one.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on the inbound mTLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Logs a connection the inbound listener refused before reading it.
+fn refuse(shared: &Shared, local: SocketAddr, remote: SocketAddr, why: &'static str) {
+    tracing::debug!(%remote, %local, why, "inbound connection refused");
+    if shared.access_log.enabled() {
+        shared.access_log.log(peer_authn::refusal(local, remote));
+    }
+}
+
+/// What one inbound connection needs beyond its stream.
+struct Inbound {
+    ctx: Arc<HttpCtx>,
+    snap: Arc<Compiled>,
+    workload_port: u16,
+    drain: DrainSignal,
+    token: ConnToken,
+}
+
+impl Inbound {
+    async fn http<I>(self, io: I, info: Arc<ConnInfo>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        crate::http::serve_connection(io, self.ctx, info, self.drain, self.token).await;
+    }
+
+    async fn tcp<I>(self, io: I, info: &ConnInfo)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::clone(&self.ctx.shared);
+        let ib = self.ctx.inbound;
+        crate::tcp::forward_inbound(shared, &self.snap, io, info, ib, self.workload_port).await;
+        drop((self.drain, self.token));
+    }
+}
+
+/// One inbound connection (see the module docs).
+pub(crate) async fn inbound_conn(
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    ctx: Arc<HttpCtx>,
+    drain: DrainSignal,
+    token: ConnToken,
+) {
+    let shared = Arc::clone(&ctx.shared);
+    let workload_port = ctx
+        .inbound
+        .and_then(|i| shared.config.inbound.get(i))
+        .map_or(0, |ib| ib.app.port());
+    let detected = detect::detect(&stream, shared.config.detect_timeout).await;
+    let snap = shared.current.load_full();
+    let mode = snap.snapshot.inbound.mtls_for(workload_port);
+    let conn = Inbound {
+        ctx,
+        snap,
+        workload_port,
+        drain,
+        token,
+    };
+    let plain = || ConnInfo::plain(local, remote);
+    match detected {
+        Detected::Http1 | Detected::Http2 | Detected::Opaque => {
+            let http = detected != Detected::Opaque;
+            if let Err(why) = peer_authn::plaintext(mode, http) {
+                return refuse(&shared, local, remote, why);
+            }
+            if http {
+                conn.http(stream, Arc::new(plain())).await;
+            } else {
+                conn.tcp(stream, &plain()).await;
+            }
+        }
+        Detected::Tls => {
+            let hello = if peer_authn::peek_hello(mode) {
+                detect::peek_client_hello(&stream, HELLO_TIMEOUT).await
+            } else {
+                None
+            };
+            let mesh = hello.as_ref().is_some_and(detect::ClientHelloInfo::is_mesh);
+            if !peer_authn::terminates(mode, mesh) {
+                let info = ConnInfo {
+                    sni: hello.and_then(|h| h.sni).map(Arc::from),
+                    ..plain()
+                };
+                return conn.tcp(stream, &info).await;
+            }
+            mesh_mtls(conn, &shared, stream, local, remote).await;
+        }
+    }
+}
+
+/// Terminates mesh mTLS, then serves HTTP (by ALPN, or sniffed) or forwards TCP.
+async fn mesh_mtls(
+    conn: Inbound,
+    shared: &Shared,
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
+    let Some(id) = shared.identity.current() else {
+        let why = "mTLS but no workload certificate loaded yet";
+        return refuse(shared, local, remote, why);
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config());
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, %local, error = %e, "inbound mTLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, %local, "inbound mTLS handshake timed out");
+            return;
+        }
+    };
+    let info = Arc::new(peer_info(&tls, &id.spiffe_id, local, remote));
+    // The client said which HTTP it speaks; otherwise sniff the decrypted bytes.
+    if matches!(tls.get_ref().1.alpn_protocol(), Some(b"h2" | b"http/1.1")) {
+        return conn.http(tls, info).await;
+    }
+    let (d, prefix) = detect::detect_read(&mut tls, shared.config.detect_timeout).await;
+    let io = detect::Rewind::new(prefix, tls);
+    match d {
+        Detected::Http1 | Detected::Http2 => conn.http(io, info).await,
+        _ => conn.tcp(io, &info).await,
+    }
+}
+
+/// The facts of an mTLS connection: SNI, the peer's SPIFFE identity and its XFCC element.
+fn peer_info(
+    tls: &TlsStream<TcpStream>,
+    own_id: &str,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> ConnInfo {
+    let (_, conn) = tls.get_ref();
+    let peer = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| PeerIdentity::from_cert(c))
+        .map(Arc::new);
+    let xfcc = peer
+        .as_ref()
+        .and_then(|p| ::http::HeaderValue::from_str(&p.xfcc(own_id)).ok());
+    ConnInfo {
+        sni: conn.server_name().map(Arc::from),
+        peer,
+        xfcc,
+        ..ConnInfo::plain(local, remote)
+    }
+}

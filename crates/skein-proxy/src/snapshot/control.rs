@@ -1,0 +1,451 @@
+//! The control-plane config source: the proxy's end of `skein_snapshot::stream`.
+//!
+//! Connect, say [`ProxyMessage::Hello`], then apply every [`ControlMessage::Snapshot`] and
+//! answer it with an `Ack` or a `Nack`. When the stream breaks (or never comes up) the proxy
+//! keeps serving the config it has and reconnects with jittered exponential backoff; the
+//! reconnect Hello carries the version in force so the control plane knows what we run.
+//! Nothing the peer sends can panic the proxy: bad frames end the stream or are NACKed.
+//!
+//! The same stream carries the workload certificate (unless the proxy was given a static
+//! identity): right after Hello, when no certificate is loaded or a renewal is due, the proxy
+//! sends a [`ProxyMessage::CertificateRequest`] with a CSR for a key it just generated, and
+//! installs the [`ControlMessage::Certificate`] that answers it. Renewal is due at 80% of the
+//! life the certificate had when it arrived; a [`ControlMessage::CertificateError`] (or an
+//! unusable certificate) keeps the old certificate and retries with backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+pub use skein_snapshot::dump::{ControlNack, ControlStatus};
+use skein_snapshot::stream::{self, ControlMessage, ProxyMessage, StreamError};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::identity::rotate::CertState;
+use crate::snapshot::source::{ConfigSource, ControlState, SnapshotSink, SourceFuture};
+
+/// First reconnect delay.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Bound on connecting and on each write, so a wedged peer cannot stall the source forever.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why a control-plane session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The TCP connection could not be made.
+    #[error("cannot connect to the control plane at {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Connecting or writing took longer than the I/O timeout (10 s).
+    #[error("control plane at {addr}: {what} timed out after {timeout:?}")]
+    Timeout {
+        addr: SocketAddr,
+        what: &'static str,
+        timeout: Duration,
+    },
+    /// Reading or writing a frame failed, or the peer closed the stream.
+    #[error("control plane at {addr}: {source}")]
+    Stream {
+        addr: SocketAddr,
+        source: StreamError,
+    },
+    /// The control plane sent [`ControlMessage::Error`] (it closes the stream after it).
+    #[error("control plane at {addr} refused this proxy: {message}")]
+    Refused { addr: SocketAddr, message: String },
+}
+
+/// Marks the stream down however the session ends, including when the proxy shuts down and
+/// drops the source's future mid-read.
+struct ConnectedGuard<'a>(&'a ControlState);
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.update(|s| s.connected = false);
+    }
+}
+
+/// Sleeps until `t`, or forever when there is nothing scheduled.
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Aborts the frame reader when a session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What was last logged, so an outage gives one warn line rather than one per attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Logged {
+    Nothing,
+    Up,
+    Down,
+}
+
+/// The version of a snapshot frame that did not parse as a [`ControlMessage`].
+fn unparsable_snapshot_version(frame: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        snapshot: PeekSnapshot,
+    }
+    #[derive(Deserialize)]
+    struct PeekSnapshot {
+        #[serde(default)]
+        version: String,
+    }
+    let p: Peek = serde_json::from_slice(frame).ok()?;
+    (p.kind == "snapshot").then_some(p.snapshot.version)
+}
+
+/// Streams snapshots from the skein control plane (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ControlSource {
+    /// The control plane's stream address.
+    pub addr: SocketAddr,
+    /// Proxy id sent in Hello: the pod name for a sidecar, the gateway's name for a gateway.
+    pub node: String,
+    /// The pod's namespace, sent in Hello.
+    pub namespace: String,
+}
+
+/// Per-source bookkeeping across sessions.
+struct Session<'a> {
+    src: &'a ControlSource,
+    sink: &'a dyn SnapshotSink,
+    status: &'a ControlState,
+    backoff: Backoff,
+    logged: Logged,
+    last_refusal: Option<String>,
+    ever_connected: bool,
+    cert: Option<CertState>,
+}
+
+impl Session<'_> {
+    fn timeout(&self, what: &'static str) -> ControlError {
+        ControlError::Timeout {
+            addr: self.src.addr,
+            what,
+            timeout: IO_TIMEOUT,
+        }
+    }
+
+    fn stream_err(&self, source: StreamError) -> ControlError {
+        ControlError::Stream {
+            addr: self.src.addr,
+            source,
+        }
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        conn: &mut W,
+        msg: &ProxyMessage,
+    ) -> Result<(), ControlError> {
+        match tokio::time::timeout(IO_TIMEOUT, stream::write_frame(conn, msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.stream_err(e)),
+            Err(_) => Err(self.timeout("write")),
+        }
+    }
+
+    /// One connection: returns why it ended (it only ends on an error).
+    async fn run_once(&mut self) -> ControlError {
+        let (rd, mut conn) = match self.hello().await {
+            Ok(halves) => halves,
+            Err(e) => return e,
+        };
+        let _guard = ConnectedGuard(self.status);
+        if let Some(msg) = self
+            .cert
+            .as_mut()
+            .filter(|c| c.wanted_on_connect())
+            .and_then(CertState::request)
+            && let Err(e) = self.send(&mut conn, &msg).await
+        {
+            return e;
+        }
+        // Frames are read by their own task: a read cut short by the renewal timer would lose
+        // its bytes, a channel receive loses nothing.
+        let (tx, mut frames) = mpsc::channel(4);
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            let mut rd = rd;
+            loop {
+                let r = stream::read_frame_bytes(&mut rd).await;
+                let end = r.is_err();
+                if tx.send(r).await.is_err() || end {
+                    return;
+                }
+            }
+        }));
+        let mut answered = false;
+        loop {
+            let wake = self.cert.as_ref().and_then(CertState::next_at);
+            let frame = tokio::select! {
+                f = frames.recv() => match f {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => return self.stream_err(e),
+                    None => return self.stream_err(StreamError::Closed),
+                },
+                _ = sleep_until_opt(wake) => {
+                    let msg = self.cert.as_mut().and_then(CertState::request);
+                    if let Some(msg) = msg
+                        && let Err(e) = self.send(&mut conn, &msg).await
+                    {
+                        return e;
+                    }
+                    continue;
+                }
+            };
+            let reply = match self.on_frame(&frame) {
+                Ok(Some(reply)) => reply,
+                Ok(None) => continue,
+                Err(e) => return e,
+            };
+            if let Err(e) = self.send(&mut conn, &reply).await {
+                return e;
+            }
+            if !answered {
+                answered = true;
+                self.on_first_answer();
+            }
+        }
+    }
+
+    /// Connects and says Hello (with the version in force); the stream is up.
+    async fn hello(&mut self) -> Result<(OwnedReadHalf, OwnedWriteHalf), ControlError> {
+        let addr = self.src.addr;
+        let conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => return Err(ControlError::Connect { addr, source }),
+            Err(_) => return Err(self.timeout("connect")),
+        };
+        let _ = conn.set_nodelay(true);
+        let (rd, mut conn) = conn.into_split();
+        let current = self.sink.version();
+        let hello = ProxyMessage::Hello {
+            node: self.src.node.clone(),
+            namespace: self.src.namespace.clone(),
+            current_version: (!current.is_empty()).then_some(current),
+        };
+        self.send(&mut conn, &hello).await?;
+        let reconnect = self.ever_connected;
+        self.ever_connected = true;
+        self.status.update(|s| {
+            s.connected = true;
+            if reconnect {
+                s.reconnects += 1;
+            }
+        });
+        Ok((rd, conn))
+    }
+
+    /// One frame from the control plane: the answer to send (an ACK or a NACK for a
+    /// snapshot), nothing (certificates, unknown messages), or the end of the session.
+    fn on_frame(&mut self, frame: &[u8]) -> Result<Option<ProxyMessage>, ControlError> {
+        let addr = self.src.addr;
+        let (version, result) = match serde_json::from_slice::<ControlMessage>(frame) {
+            Ok(ControlMessage::Snapshot { snapshot }) => {
+                let version = snapshot.version.clone();
+                (
+                    version,
+                    self.sink.apply(*snapshot).map_err(|e| e.to_string()),
+                )
+            }
+            Ok(ControlMessage::Error { message }) => {
+                return Err(ControlError::Refused { addr, message });
+            }
+            Ok(ControlMessage::Certificate {
+                cert_chain_pem,
+                root_cert_pem,
+                identity,
+                not_after,
+            }) => {
+                match self.cert.as_mut() {
+                    Some(c) => {
+                        c.on_certificate(&cert_chain_pem, &root_cert_pem, &identity, not_after)
+                    }
+                    None => {
+                        tracing::debug!("ignoring a certificate: this proxy has a static identity")
+                    }
+                }
+                return Ok(None);
+            }
+            Ok(ControlMessage::CertificateError { message }) => {
+                if let Some(c) = self.cert.as_mut() {
+                    c.on_error(&message);
+                }
+                return Ok(None);
+            }
+            Err(e) => match unparsable_snapshot_version(frame) {
+                // A snapshot we cannot read (e.g. a newer schema): refuse it by version so
+                // the control plane sees why.
+                Some(version) => (version, Err(format!("snapshot is not valid JSON: {e}"))),
+                // Some other message we do not know: ignore it, the stream stays usable.
+                None => {
+                    tracing::debug!(%addr, error = %e, "ignoring an unknown control message");
+                    return Ok(None);
+                }
+            },
+        };
+        Ok(Some(self.verdict(version, result)))
+    }
+
+    /// The ACK or NACK of a snapshot, recorded in the status.
+    fn verdict(&self, version: String, result: Result<(), String>) -> ProxyMessage {
+        match result {
+            Ok(()) => {
+                tracing::info!(%version, "control plane snapshot applied");
+                self.status
+                    .update(|s| s.last_ack_version = Some(version.clone()));
+                ProxyMessage::Ack { version }
+            }
+            Err(error) => {
+                tracing::warn!(%version, %error, "control plane snapshot rejected; keeping the previous config");
+                self.status.update(|s| {
+                    s.last_nack = Some(ControlNack {
+                        version: version.clone(),
+                        error: error.clone(),
+                    })
+                });
+                ProxyMessage::Nack { version, error }
+            }
+        }
+    }
+
+    /// The Hello exchange worked: the next outage starts over at the short delay.
+    fn on_first_answer(&mut self) {
+        self.backoff.reset();
+        self.last_refusal = None;
+        if self.logged != Logged::Up {
+            let addr = self.src.addr;
+            tracing::info!(%addr, node = %self.src.node, "connected to the control plane");
+            self.logged = Logged::Up;
+        }
+        self.status.update(|s| s.last_error = None);
+    }
+
+    fn log_down(&mut self, err: &ControlError) {
+        let version = self.sink.version();
+        let refusal = match err {
+            ControlError::Refused { message, .. } => Some(message.clone()),
+            _ => None,
+        };
+        // A refusal is worth a line each time its text changes; other failures only on the
+        // way down.
+        let new_refusal = refusal.is_some() && refusal != self.last_refusal;
+        if self.logged != Logged::Down || new_refusal {
+            tracing::warn!(error = %err, config_version = %version, "control plane stream down; keeping the last config and reconnecting");
+        } else {
+            tracing::debug!(error = %err, "control plane still unreachable");
+        }
+        self.logged = Logged::Down;
+        if refusal.is_some() {
+            self.last_refusal = refusal;
+        }
+    }
+
+    async fn run(mut self) {
+        self.status.update(|s| {
+            s.address = Some(self.src.addr);
+            s.node = self.src.node.clone();
+            s.namespace = self.src.namespace.clone();
+        });
+        loop {
+            let err = self.run_once().await;
+            self.status.update(|s| {
+                s.connected = false;
+                s.last_error = Some(err.to_string());
+            });
+            self.log_down(&err);
+            tokio::time::sleep(self.backoff.next_delay()).await;
+        }
+    }
+}
+
+impl ConfigSource for ControlSource {
+    fn run(self: Box<Self>, sink: Arc<dyn SnapshotSink>) -> SourceFuture {
+        Box::pin(async move {
+            let status = sink.control();
+            // A static identity is not replaced by the control plane's.
+            let cert = sink
+                .identity()
+                .map(|store| CertState::new(store, self.node.clone()));
+            let session = Session {
+                src: &self,
+                sink: &*sink,
+                status,
+                backoff: Backoff::between(BACKOFF_START, BACKOFF_CAP),
+                logged: Logged::Nothing,
+                last_refusal: None,
+                ever_connected: false,
+                cert,
+            };
+            session.run().await;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn raw_frames_refuse_oversize_and_truncation() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        stream::write_frame(
+            &mut a,
+            &ControlMessage::Error {
+                message: "x".into(),
+            },
+        )
+        .await
+        .expect("write");
+        let f = stream::read_frame_bytes(&mut b).await.expect("frame");
+        assert!(matches!(
+            serde_json::from_slice(&f),
+            Ok(ControlMessage::Error { .. })
+        ));
+        a.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        assert!(matches!(
+            stream::read_frame_bytes(&mut b).await,
+            Err(StreamError::TooLarge(_))
+        ));
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&10u32.to_be_bytes()).await.expect("write");
+        a.write_all(b"{}").await.expect("write");
+        drop(a);
+        assert!(matches!(
+            stream::read_frame_bytes(&mut b).await,
+            Err(StreamError::Closed)
+        ));
+    }
+
+    #[test]
+    fn unparsable_snapshots_are_found_by_version() {
+        let bad = br#"{"type":"snapshot","snapshot":{"version":"v9","clusters":[{"name":1}]}}"#;
+        assert!(serde_json::from_slice::<ControlMessage>(bad).is_err());
+        assert_eq!(unparsable_snapshot_version(bad).as_deref(), Some("v9"));
+        assert_eq!(unparsable_snapshot_version(br#"{"type":"ping"}"#), None);
+        assert_eq!(unparsable_snapshot_version(b"\xff"), None);
+    }
+}

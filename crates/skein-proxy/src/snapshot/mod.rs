@@ -1,0 +1,251 @@
+//! The compiled form of a snapshot.
+//!
+//! A [`Compiled`] is immutable; the proxy holds the current one in an `ArcSwap`. Each request
+//! and connection loads the `Arc` once and keeps it, so in-flight work finishes on the config
+//! it started with. Clusters whose definition did not change are carried over by `Arc`, so
+//! their pools and counters survive a push.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) mod control;
+pub(crate) mod source;
+
+use skein_snapshot::names::Direction;
+use skein_snapshot::{
+    BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind, OutboundTrafficPolicy, PASSTHROUGH_CLUSTER,
+    Protocol, Snapshot, SnapshotError,
+};
+
+use crate::config::{InboundConfig, Mode, ProxyConfig};
+use crate::identity::IdentityStore;
+use crate::policy::authz::{AuthzError, Engine};
+use crate::route::{CompiledRouteConfig, RouteError};
+use crate::telemetry::metrics::{Peer, Reporter, RequestMetrics, base_labels};
+use crate::upstream::cluster::ClusterState;
+
+/// Errors turning a snapshot into run-time config. The previous config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The snapshot is inconsistent.
+    #[error("snapshot {version:?} rejected: {source}")]
+    Snapshot {
+        version: String,
+        source: SnapshotError,
+    },
+    /// A route does not compile.
+    #[error("snapshot {version:?} rejected: {source}")]
+    Route { version: String, source: RouteError },
+    /// An AuthorizationPolicy cannot be enforced as written.
+    #[error("snapshot {version:?} rejected: {source}")]
+    Authz { version: String, source: AuthzError },
+}
+
+/// A snapshot compiled for the data path.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The snapshot as received (for /config_dump).
+    pub snapshot: Arc<Snapshot>,
+    /// Route configs by name.
+    pub route_configs: HashMap<String, CompiledRouteConfig>,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<ClusterState>>,
+    /// Snapshot listeners by name.
+    pub listeners: HashMap<String, ListenerKind>,
+    /// REGISTRY_ONLY.
+    pub registry_only: bool,
+    /// The sidecar's inbound clusters (`inbound|PORT||`), index-aligned with
+    /// `ProxyConfig::inbound` (empty for a gateway).
+    pub inbound: Vec<Arc<ClusterState>>,
+    /// Metrics for PassthroughCluster.
+    pub passthrough_metrics: Arc<RequestMetrics>,
+    /// Metrics for BlackHoleCluster.
+    pub blackhole_metrics: Arc<RequestMetrics>,
+    /// Metrics for requests without a route.
+    pub no_route_metrics: Arc<RequestMetrics>,
+    /// The inbound AuthorizationPolicies, compiled.
+    pub authz: Engine,
+}
+
+fn peer(snap: &Snapshot) -> Peer {
+    Peer {
+        workload: snap.node.workload.clone(),
+        namespace: snap.node.namespace.clone(),
+        app: snap.node.labels.get("app").cloned().unwrap_or_default(),
+        version: snap.node.labels.get("version").cloned().unwrap_or_default(),
+    }
+}
+
+fn cluster_metrics(c: &Cluster, local: &Peer) -> RequestMetrics {
+    let reporter = match Direction::of_cluster(&c.name) {
+        Direction::Inbound => Reporter::Destination,
+        Direction::Outbound => Reporter::Source,
+    };
+    let proto = if c.protocol == Protocol::Tcp {
+        "tcp"
+    } else {
+        "http"
+    };
+    let service = if c.service.is_empty() {
+        c.name.as_str()
+    } else {
+        c.service.as_str()
+    };
+    RequestMetrics::new(base_labels(reporter, local, service, proto))
+}
+
+/// The cluster behind one inbound listener: the snapshot's `inbound|PORT||` policy (pool
+/// limits, timeouts) if it has one, with the app's address as the only endpoint.
+fn inbound_cluster(snap: &Snapshot, ib: &InboundConfig) -> Cluster {
+    let port = ib.cluster_port();
+    let name = ib.cluster_name();
+    let mut def = snap.cluster(&name).cloned().unwrap_or_else(|| Cluster {
+        name: name.clone(),
+        port,
+        ..Default::default()
+    });
+    if def.service.is_empty() {
+        def.service = name;
+    }
+    // The hop to the app is plaintext on the pod's own network; mTLS ends at this proxy.
+    def.tls = skein_snapshot::UpstreamTls::Disable;
+    def.auto_mtls = false;
+    def.endpoints = vec![Endpoint {
+        address: ib.app,
+        labels: Default::default(),
+        weight: 1,
+    }];
+    def
+}
+
+impl Compiled {
+    /// The config before any snapshot arrived: no routes, no clusters, passthrough allowed.
+    pub fn empty(proxy: &ProxyConfig) -> Self {
+        // Compiling an empty snapshot cannot fail.
+        match Self::compile(Snapshot::default(), None, proxy, None) {
+            Ok(c) => c,
+            Err(e) => unreachable!("empty snapshot failed to compile: {e}"),
+        }
+    }
+
+    /// Compiles `snap`, reusing unchanged clusters from `prev`. Clusters get `identity` for
+    /// their mTLS endpoints.
+    pub fn compile(
+        snap: Snapshot,
+        prev: Option<&Compiled>,
+        proxy: &ProxyConfig,
+        identity: Option<&Arc<IdentityStore>>,
+    ) -> Result<Compiled, CompileError> {
+        let version = snap.version.clone();
+        snap.validate().map_err(|source| CompileError::Snapshot {
+            version: version.clone(),
+            source,
+        })?;
+        let authz = Engine::compile(&snap.inbound.authz).map_err(|source| CompileError::Authz {
+            version: version.clone(),
+            source,
+        })?;
+        let local = peer(&snap);
+        let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
+        let clusters = compile_clusters(&snap, prev, same_node, &local, identity);
+        let mut route_configs = HashMap::with_capacity(snap.route_configs.len());
+        for rc in &snap.route_configs {
+            let lookup = |name: &str| clusters.get(name).cloned();
+            let compiled = CompiledRouteConfig::compile(rc, &lookup).map_err(|source| {
+                CompileError::Route {
+                    version: version.clone(),
+                    source,
+                }
+            })?;
+            route_configs.insert(rc.name.clone(), compiled);
+        }
+        let inbound = compile_inbound(&snap, prev, same_node, &local, proxy);
+        let listeners = snap
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.kind.clone()))
+            .collect();
+        let special = |name: &str| {
+            Arc::new(RequestMetrics::new(base_labels(
+                Reporter::Source,
+                &local,
+                name,
+                "http",
+            )))
+        };
+        Ok(Compiled {
+            registry_only: snap.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly,
+            passthrough_metrics: special(PASSTHROUGH_CLUSTER),
+            blackhole_metrics: special(BLACKHOLE_CLUSTER),
+            no_route_metrics: special("unknown"),
+            snapshot: Arc::new(snap),
+            route_configs,
+            clusters,
+            listeners,
+            inbound,
+            authz,
+        })
+    }
+}
+
+/// The snapshot's clusters: unchanged ones reused from `prev` (same node, same definition),
+/// new ones with the outlier state of endpoints that stay.
+fn compile_clusters(
+    snap: &Snapshot,
+    prev: Option<&Compiled>,
+    same_node: bool,
+    local: &Peer,
+    identity: Option<&Arc<IdentityStore>>,
+) -> HashMap<String, Arc<ClusterState>> {
+    let reuse = |c: &Cluster| -> Option<Arc<ClusterState>> {
+        let p = prev?.clusters.get(&c.name)?;
+        (same_node && p.config == *c).then(|| Arc::clone(p))
+    };
+    let mut clusters = HashMap::with_capacity(snap.clusters.len());
+    for c in &snap.clusters {
+        let state = reuse(c).unwrap_or_else(|| {
+            let mut st = ClusterState::new(c.clone(), cluster_metrics(c, local))
+                .with_source_ip(snap.node.ip);
+            // Endpoints that stay keep their outlier state (ejections survive a push
+            // that changes the endpoint set).
+            if let Some(p) = prev.and_then(|p| p.clusters.get(&c.name)) {
+                st = st.with_outlier_state_from(p);
+            }
+            if let Some(id) = identity {
+                st = st.with_identity(Arc::clone(id));
+            }
+            Arc::new(st)
+        });
+        clusters.insert(c.name.clone(), state);
+    }
+    clusters
+}
+
+/// The sidecar's inbound clusters, index-aligned with the proxy config (which does not
+/// change at run time); none for a gateway.
+fn compile_inbound(
+    snap: &Snapshot,
+    prev: Option<&Compiled>,
+    same_node: bool,
+    local: &Peer,
+    proxy: &ProxyConfig,
+) -> Vec<Arc<ClusterState>> {
+    if proxy.mode == Mode::Gateway {
+        return Vec::new();
+    }
+    let one = |(i, ib): (usize, &InboundConfig)| {
+        let def = inbound_cluster(snap, ib);
+        match prev.and_then(|p| p.inbound.get(i)) {
+            Some(p) if same_node && p.config == def => Arc::clone(p),
+            Some(p) => {
+                let m = cluster_metrics(&def, local);
+                Arc::new(ClusterState::new(def, m).with_outlier_state_from(p))
+            }
+            None => {
+                let m = cluster_metrics(&def, local);
+                Arc::new(ClusterState::new(def, m))
+            }
+        }
+    };
+    proxy.inbound.iter().enumerate().map(one).collect()
+}

@@ -1,0 +1,428 @@
+//! Access log in Istio's default TEXT format.
+//!
+//! The request path only fills a [`LogRecord`] (mostly cheap clones of header values) and
+//! hands it to a bounded channel; one writer task formats and writes lines in batches, so lines
+//! never interleave and no lock is taken on the hot path. When the writer falls behind, records
+//! are dropped and counted rather than queued without bound.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Method};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::config::AccessLogSink;
+
+/// Errors of the access log.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// The log file could not be opened.
+    #[error(
+        "cannot open access log file {path}: {source} (check the directory exists and is writable)"
+    )]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Envoy response flags (a bit set), printed comma separated, `-` when empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ResponseFlags(u16);
+
+impl ResponseFlags {
+    /// No flags.
+    pub const NONE: ResponseFlags = ResponseFlags(0);
+    /// No healthy upstream (503).
+    pub const UH: ResponseFlags = ResponseFlags(1);
+    /// Upstream connection failure (503).
+    pub const UF: ResponseFlags = ResponseFlags(1 << 1);
+    /// Upstream overflow / circuit breaking (503).
+    pub const UO: ResponseFlags = ResponseFlags(1 << 2);
+    /// No route (404).
+    pub const NR: ResponseFlags = ResponseFlags(1 << 3);
+    /// Upstream retry limit exceeded.
+    pub const URX: ResponseFlags = ResponseFlags(1 << 4);
+    /// Upstream request timeout (504).
+    pub const UT: ResponseFlags = ResponseFlags(1 << 5);
+    /// Downstream connection terminated.
+    pub const DC: ResponseFlags = ResponseFlags(1 << 6);
+    /// Upstream connection terminated.
+    pub const UC: ResponseFlags = ResponseFlags(1 << 7);
+    /// Cluster not found.
+    pub const NC: ResponseFlags = ResponseFlags(1 << 8);
+    /// Request delayed by fault injection.
+    pub const DI: ResponseFlags = ResponseFlags(1 << 9);
+    /// Request aborted by fault injection.
+    pub const FI: ResponseFlags = ResponseFlags(1 << 10);
+
+    const NAMES: [(ResponseFlags, &'static str); 11] = [
+        (Self::UH, "UH"),
+        (Self::UF, "UF"),
+        (Self::UO, "UO"),
+        (Self::NR, "NR"),
+        (Self::URX, "URX"),
+        (Self::UT, "UT"),
+        (Self::DC, "DC"),
+        (Self::UC, "UC"),
+        (Self::NC, "NC"),
+        (Self::DI, "DI"),
+        (Self::FI, "FI"),
+    ];
+
+    /// True when no flag is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// True when every flag of `other` is set.
+    pub fn contains(self, other: ResponseFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for ResponseFlags {
+    type Output = ResponseFlags;
+    fn bitor(self, rhs: Self) -> Self {
+        ResponseFlags(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for ResponseFlags {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl std::fmt::Display for ResponseFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, name) in Self::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything one access log line needs. Filled on the request path, formatted by the writer.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// START_TIME.
+    pub start: SystemTime,
+    /// REQ(:METHOD); None for TCP.
+    pub method: Option<Method>,
+    /// REQ(X-ENVOY-ORIGINAL-PATH?:PATH): the path as received, before rewrites.
+    pub path: Option<http::uri::PathAndQuery>,
+    /// PROTOCOL: `HTTP/1.1`, `HTTP/2`, or None for TCP.
+    pub protocol: Option<&'static str>,
+    /// RESPONSE_CODE (0 when no response was sent).
+    pub code: u16,
+    /// RESPONSE_FLAGS.
+    pub flags: ResponseFlags,
+    /// RESPONSE_CODE_DETAILS (owned only for the rare dynamic ones, e.g. RBAC denials).
+    pub details: Cow<'static, str>,
+    /// UPSTREAM_TRANSPORT_FAILURE_REASON.
+    pub transport_failure: Option<Cow<'static, str>>,
+    /// BYTES_RECEIVED (request body bytes, or bytes from downstream for TCP).
+    pub bytes_received: u64,
+    /// BYTES_SENT (response body bytes, or bytes to downstream for TCP).
+    pub bytes_sent: u64,
+    /// DURATION in milliseconds.
+    pub duration_ms: u64,
+    /// RESP(X-ENVOY-UPSTREAM-SERVICE-TIME) in milliseconds.
+    pub upstream_service_time: Option<u64>,
+    /// REQ(X-FORWARDED-FOR).
+    pub xff: Option<HeaderValue>,
+    /// REQ(USER-AGENT).
+    pub user_agent: Option<HeaderValue>,
+    /// REQ(X-REQUEST-ID).
+    pub request_id: Option<HeaderValue>,
+    /// REQ(:AUTHORITY).
+    pub authority: Option<HeaderValue>,
+    /// UPSTREAM_HOST.
+    pub upstream_host: Option<SocketAddr>,
+    /// UPSTREAM_CLUSTER_RAW.
+    pub upstream_cluster: Option<Arc<str>>,
+    /// UPSTREAM_LOCAL_ADDRESS.
+    pub upstream_local: Option<SocketAddr>,
+    /// DOWNSTREAM_LOCAL_ADDRESS.
+    pub downstream_local: SocketAddr,
+    /// DOWNSTREAM_REMOTE_ADDRESS.
+    pub downstream_remote: SocketAddr,
+    /// REQUESTED_SERVER_NAME (TLS SNI).
+    pub sni: Option<Arc<str>>,
+    /// The mTLS peer: DOWNSTREAM_PEER_URI_SAN is its `spiffe_id`. Not in Istio's default
+    /// format, so not printed; kept for other sinks and formats.
+    pub peer: Option<Arc<crate::identity::PeerIdentity>>,
+    /// ROUTE_NAME.
+    pub route_name: Option<Arc<str>>,
+}
+
+impl LogRecord {
+    /// A record for a connection accepted now.
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        LogRecord {
+            start: SystemTime::now(),
+            method: None,
+            path: None,
+            protocol: None,
+            code: 0,
+            flags: ResponseFlags::NONE,
+            details: Cow::Borrowed(""),
+            transport_failure: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: 0,
+            upstream_service_time: None,
+            xff: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_local: None,
+            downstream_local: local,
+            downstream_remote: remote,
+            sni: None,
+            peer: None,
+            route_name: None,
+        }
+    }
+
+    /// Formats the record as one line (with the trailing newline) into `out`.
+    pub fn format_into(&self, out: &mut String) {
+        out.push('[');
+        format_time(self.start, out);
+        out.push_str("] \"");
+        opt(out, self.method.as_ref().map(Method::as_str));
+        out.push(' ');
+        opt(out, self.path.as_ref().map(|p| p.as_str()));
+        out.push(' ');
+        opt(out, self.protocol);
+        let _ = write!(out, "\" {} {} ", self.code, self.flags);
+        opt(out, Some(&self.details));
+        out.push_str(" - \"");
+        opt(out, self.transport_failure.as_deref());
+        let _ = write!(
+            out,
+            "\" {} {} {} ",
+            self.bytes_received, self.bytes_sent, self.duration_ms
+        );
+        match self.upstream_service_time {
+            Some(t) => {
+                let _ = write!(out, "{t}");
+            }
+            None => out.push('-'),
+        }
+        for h in [
+            &self.xff,
+            &self.user_agent,
+            &self.request_id,
+            &self.authority,
+        ] {
+            out.push_str(" \"");
+            opt(out, h.as_ref().and_then(|v| v.to_str().ok()));
+            out.push('"');
+        }
+        out.push_str(" \"");
+        addr(out, self.upstream_host);
+        out.push_str("\" ");
+        opt(out, self.upstream_cluster.as_deref());
+        out.push(' ');
+        addr(out, self.upstream_local);
+        out.push(' ');
+        addr(out, Some(self.downstream_local));
+        out.push(' ');
+        addr(out, Some(self.downstream_remote));
+        out.push(' ');
+        opt(out, self.sni.as_deref());
+        out.push(' ');
+        opt(out, self.route_name.as_deref());
+        out.push('\n');
+    }
+}
+
+fn opt(out: &mut String, v: Option<&str>) {
+    match v {
+        Some(s) if !s.is_empty() => out.push_str(s),
+        _ => out.push('-'),
+    }
+}
+
+fn addr(out: &mut String, a: Option<SocketAddr>) {
+    match a {
+        Some(a) => {
+            let _ = write!(out, "{a}");
+        }
+        None => out.push('-'),
+    }
+}
+
+/// Envoy's START_TIME default: `2024-05-01T12:34:56.789Z` (UTC, milliseconds).
+pub fn format_time(t: SystemTime, out: &mut String) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let ms = d.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    );
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Capacity of the record channel; beyond it records are dropped and counted.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+/// The request path's handle on the access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: Option<mpsc::Sender<Box<LogRecord>>>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// A disabled log.
+    pub fn off() -> Self {
+        AccessLog {
+            tx: None,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Opens the sink and spawns the writer task (needs a tokio runtime).
+    pub async fn start(sink: &AccessLogSink) -> Result<Self, AccessLogError> {
+        let writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match sink {
+            AccessLogSink::Off => return Ok(Self::off()),
+            AccessLogSink::Stdout => Box::new(tokio::io::stdout()),
+            AccessLogSink::File(path) => Box::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|source| AccessLogError::Open {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        tokio::spawn(write_loop(rx, writer));
+        Ok(AccessLog {
+            tx: Some(tx),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// True when records are written somewhere.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues one record.
+    pub fn log(&self, rec: Box<LogRecord>) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(rec).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Box<LogRecord>>,
+    mut w: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    let mut buf = String::with_capacity(64 * 1024);
+    loop {
+        if rx.recv_many(&mut batch, 256).await == 0 {
+            break;
+        }
+        buf.clear();
+        for rec in batch.drain(..) {
+            rec.format_into(&mut buf);
+        }
+        if let Err(e) = w.write_all(buf.as_bytes()).await {
+            tracing::warn!(error = %e, "access log write failed");
+            continue;
+        }
+        if rx.is_empty() {
+            let _ = w.flush().await;
+        }
+    }
+    let _ = w.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format_is_envoys() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_714_566_896_789);
+        let mut s = String::new();
+        format_time(t, &mut s);
+        assert_eq!(s, "2024-05-01T12:34:56.789Z");
+        s.clear();
+        format_time(UNIX_EPOCH, &mut s);
+        assert_eq!(s, "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn flags_print_like_envoy() {
+        assert_eq!(ResponseFlags::NONE.to_string(), "-");
+        assert_eq!(ResponseFlags::UO.to_string(), "UO");
+        assert_eq!(
+            (ResponseFlags::UF | ResponseFlags::URX).to_string(),
+            "UF,URX"
+        );
+    }
+
+    #[test]
+    fn empty_fields_are_dashes() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
+        let mut r = LogRecord::new(a, a);
+        r.start = UNIX_EPOCH;
+        let mut s = String::new();
+        r.format_into(&mut s);
+        assert_eq!(
+            s,
+            "[1970-01-01T00:00:00.000Z] \"- - -\" 0 - - - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - 127.0.0.1:1 127.0.0.1:1 - -\n"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! What the proxy reports: Istio's standard metrics and the Envoy-format access log.
+
+pub(crate) mod access_log;
+pub(crate) mod metrics;
