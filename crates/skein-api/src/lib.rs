@@ -2,6 +2,11 @@
 //! YAML unchanged, with `file:line` and the field path in every error, and validated with
 //! Istio's and Kubernetes' own messages.
 //!
+//! Layout: the kinds, one module per API group (`k8s`, `networking`, `security`,
+//! `telemetry`), with `resource` holding the `Resource` sum and `types` the shared field types;
+//! `load` (with `lines` for positions) turns YAML documents into resources; `validate` checks
+//! them, one module per API group plus `cross` for checks across objects.
+//!
 //! ```
 //! let m = skein_api::load_str("-", "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system}\n").unwrap();
 //! assert_eq!(m.namespaces().next().unwrap().metadata.name, "blog-system");

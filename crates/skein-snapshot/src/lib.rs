@@ -7,6 +7,11 @@
 //!
 //! The wire form is serde JSON. Every optional field has a default, so snapshots written by
 //! hand (tests, `skein proxy-config`) stay short.
+//!
+//! Layout: this file holds the snapshot types; `names` every naming rule the two sides and
+//! validation share (Service FQDNs, the short-name rule, cluster names); `stream` the control
+//! stream's length-prefixed frames; `dump` what a proxy's `/config_dump` serves; `build`
+//! helpers that write snapshots for tests and examples.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
