@@ -81,10 +81,19 @@ fn config_dump(shared: &Shared) -> ConfigDump {
         .chain(snap.inbound.iter())
         .map(|c| (c.name.to_string(), c.endpoint_status()))
         .collect();
+    let mut snapshot = (*snap.snapshot).clone();
+    // Key material from credentialName Secrets never leaves the proxy.
+    for c in &mut snapshot.clusters {
+        if let skein_snapshot::UpstreamTls::Simple { origin, .. }
+        | skein_snapshot::UpstreamTls::Mutual { origin, .. } = &mut c.tls
+        {
+            origin.redact();
+        }
+    }
     ConfigDump {
         version: snap.snapshot.version.clone(),
         loaded: shared.loaded.load(Ordering::Acquire),
-        snapshot: (*snap.snapshot).clone(),
+        snapshot,
         inbound: inbound_listeners(shared),
         endpoint_status,
         identity: shared.identity.status(),

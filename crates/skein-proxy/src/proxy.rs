@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use skein_snapshot::{Snapshot, UpstreamTls};
+use skein_snapshot::Snapshot;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -48,14 +48,6 @@ impl Inner {
         let prev = self.shared.current.load_full();
         for d in snap.dangling_references() {
             tracing::warn!(version = %snap.version, "{d}; such requests get 503 NC");
-        }
-        for c in &snap.clusters {
-            if matches!(
-                c.tls,
-                UpstreamTls::Simple { .. } | UpstreamTls::Mutual { .. }
-            ) {
-                tracing::warn!(cluster = %c.name, "DestinationRule TLS modes SIMPLE and MUTUAL are not implemented; connecting in plaintext (ISTIO_MUTUAL works)");
-            }
         }
         let shared = &self.shared;
         let compiled =

@@ -9,6 +9,7 @@ mod bench;
 mod control;
 mod mtls;
 mod ops;
+mod origination;
 mod outlier;
 mod pool;
 mod resilience;
