@@ -98,6 +98,7 @@ fn config_dump(shared: &Shared) -> ConfigDump {
         endpoint_status,
         identity: shared.identity.status(),
         control: shared.control_status(),
+        config_errors: snap.policy_errors.clone(),
     }
 }
 

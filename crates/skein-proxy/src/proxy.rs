@@ -52,6 +52,12 @@ impl Inner {
         let shared = &self.shared;
         let compiled =
             Compiled::compile(snap, Some(&prev), &shared.config, Some(&shared.identity))?;
+        if !compiled.policy_errors.is_empty() {
+            shared
+                .metrics
+                .config_policy_errors
+                .inc_by(compiled.policy_errors.len() as u64);
+        }
         for c in compiled.clusters.values().chain(compiled.inbound.iter()) {
             if let Some(d) = &c.outlier {
                 d.attach_counter(|| shared.metrics.outlier_ejections(&c.name));

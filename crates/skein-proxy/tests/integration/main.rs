@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod bench;
+mod config_errors;
 mod control;
 mod mtls;
 mod ops;
