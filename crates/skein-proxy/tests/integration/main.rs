@@ -5,6 +5,7 @@
 //! clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
+mod admin;
 mod bench;
 mod config_errors;
 mod control;
