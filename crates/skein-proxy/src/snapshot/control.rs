@@ -36,6 +36,25 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Bound on connecting and on each write, so a wedged peer cannot stall the source forever.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest NACK error text sent (and kept in the status): well under the control plane's
+/// 64 KiB cap on proxy frames, so a long error cannot close the stream in a reconnect loop.
+const NACK_TEXT_MAX: usize = 4096;
+
+/// `error` cut to at most [`NACK_TEXT_MAX`] bytes on a character boundary, marked when cut.
+fn truncate_nack(mut error: String) -> String {
+    const MARK: &str = " ... (truncated)";
+    if error.len() <= NACK_TEXT_MAX {
+        return error;
+    }
+    let mut end = NACK_TEXT_MAX - MARK.len();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    error.truncate(end);
+    error.push_str(MARK);
+    error
+}
+
 /// Why a control-plane session ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -319,6 +338,7 @@ impl Session<'_> {
             }
             Err(error) => {
                 tracing::warn!(%version, %error, "control plane snapshot rejected; keeping the previous config");
+                let error = truncate_nack(error);
                 self.status.update(|s| {
                     s.last_nack = Some(ControlNack {
                         version: version.clone(),
@@ -438,6 +458,21 @@ mod tests {
             stream::read_frame_bytes(&mut b).await,
             Err(StreamError::Closed)
         ));
+    }
+
+    #[test]
+    fn nack_text_is_cut_well_under_the_frame_cap() {
+        assert_eq!(truncate_nack("short".into()), "short");
+        let long = "é".repeat(40_000);
+        let cut = truncate_nack(long);
+        assert!(cut.len() <= NACK_TEXT_MAX, "{}", cut.len());
+        assert!(cut.ends_with("(truncated)"));
+        let frame = serde_json::to_vec(&ProxyMessage::Nack {
+            version: "v".repeat(253),
+            error: cut,
+        })
+        .expect("json");
+        assert!(frame.len() < 8 * 1024, "{}", frame.len());
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
+mod admin;
 mod bench;
+mod config_errors;
 mod control;
 mod mtls;
 mod ops;
+mod origination;
 mod outlier;
 mod pool;
 mod resilience;
