@@ -7,6 +7,7 @@
 
 mod bench;
 mod control;
+mod control_tls;
 mod mtls;
 mod ops;
 mod outlier;
