@@ -245,6 +245,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 addr: *addr,
                 node: node.clone(),
                 namespace: namespace.clone(),
+                tls: config.control_tls.clone(),
             })),
         ),
         SourceConfig::Pushed => (None, None),

@@ -9,6 +9,7 @@ mod admin;
 mod bench;
 mod config_errors;
 mod control;
+mod control_tls;
 mod mtls;
 mod ops;
 mod origination;

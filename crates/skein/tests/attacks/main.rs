@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod config;
+mod identity;
 #[path = "../support/mod.rs"]
 mod support;
