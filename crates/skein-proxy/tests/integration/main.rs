@@ -7,6 +7,7 @@
 
 mod bench;
 mod control;
+mod edge;
 mod mtls;
 mod ops;
 mod outlier;
