@@ -10,6 +10,7 @@ mod bench;
 mod config_errors;
 mod control;
 mod control_tls;
+mod edge;
 mod mtls;
 mod ops;
 mod origination;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod config;
+mod edge;
 mod identity;
 #[path = "../support/mod.rs"]
 mod support;
