@@ -46,7 +46,7 @@ pub const GATEWAY_ROUTE: &str = "gateway";
 pub enum SnapshotError {
     /// The JSON could not be parsed into a snapshot.
     #[error("snapshot is not valid JSON for schema v{SCHEMA_VERSION}: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// A route points at a cluster that the snapshot does not define.
     #[error(
         "route {route:?} in route config {route_config:?} points at cluster {cluster:?}, which the snapshot does not define; add the cluster or fix the destination"
@@ -72,6 +72,14 @@ pub enum SnapshotError {
         "route {route:?} in route config {route_config:?}: total destination weight = 0 (give at least one destination a weight > 0)"
     )]
     ZeroWeight { route_config: String, route: String },
+}
+
+// By hand rather than `#[from]`: the message already says the cause, so it is not also
+// returned as `source()` (an error chain would print it twice).
+impl From<serde_json::Error> for SnapshotError {
+    fn from(e: serde_json::Error) -> Self {
+        SnapshotError::Json(e)
+    }
 }
 
 /// The whole configuration of one proxy at one point in time.

@@ -107,7 +107,7 @@ pub enum ControlMessage {
 pub enum StreamError {
     /// The connection failed.
     #[error("config stream I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The peer closed the connection.
     #[error("config stream closed by the peer")]
     Closed,
@@ -120,7 +120,21 @@ pub enum StreamError {
     TooLarge(Oversize),
     /// A frame was not valid JSON for the expected message.
     #[error("config stream frame is not a valid message: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+// By hand rather than `#[from]`: the messages already say the cause, so it is not also
+// returned as `source()` (an error chain would print it twice).
+impl From<std::io::Error> for StreamError {
+    fn from(e: std::io::Error) -> Self {
+        StreamError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for StreamError {
+    fn from(e: serde_json::Error) -> Self {
+        StreamError::Json(e)
+    }
 }
 
 /// Writes one message as a frame.

@@ -403,7 +403,7 @@ mod tests {
         );
         let refused = PoolError::Connect {
             addr,
-            source: std::io::ErrorKind::ConnectionRefused.into(),
+            error: std::io::ErrorKind::ConnectionRefused.into(),
         };
         assert_eq!(
             LocalReply::from(refused),

@@ -33,7 +33,7 @@ impl Matcher {
                 Matcher::Regex(Regex::new(&full).map_err(|source| RouteError::Regex {
                     route: route.to_string(),
                     pattern: p.clone(),
-                    source,
+                    error: source,
                 })?)
             }
         })

@@ -27,17 +27,17 @@ use crate::upstream::cluster::ClusterState;
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// A regex does not compile.
-    #[error("route {route:?}: invalid regex {pattern:?}: {source}")]
+    #[error("route {route:?}: invalid regex {pattern:?}: {error}")]
     Regex {
         route: String,
         pattern: String,
-        source: regex::Error,
+        error: regex::Error,
     },
     /// A retry policy does not compile.
-    #[error("route {route:?}: {source}")]
+    #[error("route {route:?}: {error}")]
     Retry {
         route: String,
-        source: crate::route::retry::RetryError,
+        error: crate::route::retry::RetryError,
     },
     /// A header name or value is not valid HTTP.
     #[error("route {route:?}: invalid header {name:?}: {detail}")]
@@ -214,7 +214,7 @@ fn compile_route(
         Some(_) => RetryPolicy::none(),
         None => RetryPolicy::compile(r.retries.as_ref()).map_err(|source| RouteError::Retry {
             route: name.to_string(),
-            source,
+            error: source,
         })?,
     };
     Ok(CompiledRoute {
@@ -250,7 +250,7 @@ fn compile_route(
                     re: Regex::new(&rr.pattern).map_err(|source| RouteError::Regex {
                         route: name.to_string(),
                         pattern: rr.pattern.clone(),
-                        source,
+                        error: source,
                     })?,
                     with: convert_substitution(&rr.substitution),
                 })

@@ -28,18 +28,18 @@ use crate::upstream::cluster::ClusterState;
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// The snapshot is inconsistent.
-    #[error("snapshot {version:?} rejected: {source}")]
+    #[error("snapshot {version:?} rejected: {error}")]
     Snapshot {
         version: String,
-        source: SnapshotError,
+        error: SnapshotError,
     },
     /// A route does not compile.
-    #[error("snapshot {version:?} rejected: {source}")]
-    Route { version: String, source: RouteError },
+    #[error("snapshot {version:?} rejected: {error}")]
+    Route { version: String, error: RouteError },
     /// The AuthorizationPolicies cannot be enforced even with DENY-all stand-ins for the
     /// ones that do not compile (not expected: stand-ins always compile).
-    #[error("snapshot {version:?} rejected: {source}")]
-    Authz { version: String, source: AuthzError },
+    #[error("snapshot {version:?} rejected: {error}")]
+    Authz { version: String, error: AuthzError },
 }
 
 /// A snapshot compiled for the data path.
@@ -172,12 +172,12 @@ impl Compiled {
         let version = snap.version.clone();
         snap.validate().map_err(|source| CompileError::Snapshot {
             version: version.clone(),
-            source,
+            error: source,
         })?;
         let (authz, policy_errors) = compile_authz(&snap.inbound.authz);
         let authz = authz.map_err(|source| CompileError::Authz {
             version: version.clone(),
-            source,
+            error: source,
         })?;
         let local = peer(&snap);
         let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
@@ -188,7 +188,7 @@ impl Compiled {
             let compiled = CompiledRouteConfig::compile(rc, &lookup).map_err(|source| {
                 CompileError::Route {
                     version: version.clone(),
-                    source,
+                    error: source,
                 }
             })?;
             route_configs.insert(rc.name.clone(), compiled);
@@ -283,4 +283,30 @@ fn compile_inbound(
         }
     };
     proxy.inbound.iter().enumerate().map(one).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Each error says its cause once: in its message, not again as `source()`, so a cause
+    /// chain printed by the CLI does not repeat it.
+    #[test]
+    fn errors_say_their_cause_once() {
+        let snap = SnapshotError::from(
+            serde_json::from_str::<serde_json::Value>("{").expect_err("bad JSON"),
+        );
+        let e = CompileError::Snapshot {
+            version: "v1".into(),
+            error: snap,
+        };
+        assert!(e.to_string().contains("EOF"), "{e}");
+        assert!(e.source().is_none());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let s = skein_snapshot::stream::StreamError::from(io);
+        assert!(s.to_string().contains("reset"), "{s}");
+        assert!(s.source().is_none());
+    }
 }

@@ -20,16 +20,16 @@ use skein_snapshot::dump::ControlStatus;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The snapshot file could not be read.
-    #[error("cannot read snapshot file {path}: {source}")]
+    #[error("cannot read snapshot file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The snapshot file is not a valid snapshot.
-    #[error("snapshot file {path} is invalid: {source}")]
+    #[error("snapshot file {path} is invalid: {error}")]
     Parse {
         path: PathBuf,
-        source: skein_snapshot::SnapshotError,
+        error: skein_snapshot::SnapshotError,
     },
 }
 
@@ -102,11 +102,11 @@ pub struct FileSource {
 pub(crate) fn read_snapshot(path: &PathBuf) -> Result<Snapshot, SourceError> {
     let bytes = std::fs::read(path).map_err(|source| SourceError::Read {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     Snapshot::from_json(&bytes).map_err(|source| SourceError::Parse {
         path: path.clone(),
-        source,
+        error: source,
     })
 }
 

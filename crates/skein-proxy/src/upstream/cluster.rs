@@ -37,19 +37,19 @@ pub enum PoolError {
     #[error("circuit breaker overflow: connection pool limits of the cluster are reached")]
     Overflow,
     /// The TCP connect failed (flag UF).
-    #[error("connect to {addr} failed: {source}")]
+    #[error("connect to {addr} failed: {error}")]
     Connect {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TCP connect did not finish within the cluster's connect timeout (flag UF).
     #[error("connect to {addr} timed out after {timeout:?} (DestinationRule connectTimeout)")]
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
     /// The HTTP handshake failed (flag UF).
-    #[error("HTTP handshake with {addr} failed: {source}")]
+    #[error("HTTP handshake with {addr} failed: {error}")]
     Handshake {
         addr: SocketAddr,
-        source: hyper::Error,
+        error: hyper::Error,
     },
     /// The TLS handshake failed, no workload certificate is loaded yet, the upstream's
     /// identity is not one the service may have, or the DestinationRule's TLS cannot be set
@@ -253,7 +253,7 @@ async fn connect_tcp(
     };
     match tokio::time::timeout(timeout, connect).await {
         Err(_) => Err(PoolError::ConnectTimeout { addr, timeout }),
-        Ok(Err(source)) => Err(PoolError::Connect { addr, source }),
+        Ok(Err(error)) => Err(PoolError::Connect { addr, error }),
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)
@@ -589,7 +589,7 @@ impl ClusterState {
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| PoolError::Handshake { addr, source })?;
+            .map_err(|error| PoolError::Handshake { addr, error })?;
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = conn.await {
@@ -665,7 +665,7 @@ impl ClusterState {
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| PoolError::Handshake { addr, source })?;
+            .map_err(|error| PoolError::Handshake { addr, error })?;
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = conn.await {
