@@ -1,7 +1,6 @@
 //! Load balancing, circuit breaking, connection pools, HTTP/2.
 //!
-//! On paused time, except `idle_timeout_closes_idle_connections`: the pool ages idle
-//! connections by `std::time::Instant`, which paused time does not move.
+//! On paused time: the pool ages idle connections by tokio's clock.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -251,14 +250,17 @@ async fn keep_alive_reuses_one_upstream_connection() {
     assert_eq!(ups[0].requests.load(Ordering::SeqCst), 25);
 }
 
-/// Wall clock: the pool's idle age is a `std::time::Instant`. The sleep is twice the idle
-/// timeout and a slow machine only makes it longer, so this cannot flake.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_idle_connections() {
     let ups = upstreams(1).await;
     let (h, _) = sidecar(snapshot(&ups, |c| c.connection_pool.idle_timeout_ms = 200)).await;
     assert_eq!(get(outbound(&h), URL, &[]).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Within the idle timeout the connection is reused ...
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(get(outbound(&h), URL, &[]).await.status, 200);
+    assert_eq!(ups[0].accepts(), 1);
+    // ... and once it has been idle longer, a new one is opened.
+    tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(get(outbound(&h), URL, &[]).await.status, 200);
     assert_eq!(ups[0].accepts(), 2);
 }
