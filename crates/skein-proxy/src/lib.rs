@@ -49,7 +49,7 @@ pub mod test_util;
 mod upstream;
 
 pub use config::{
-    AccessLogSink, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
+    AccessLogSink, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
 };
 pub use identity::{IdentityError, IdentitySource, IdentityStatus, PeerIdentity, StaticIdentity};
 pub use listen::bind::BindError;

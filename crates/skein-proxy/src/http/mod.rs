@@ -30,8 +30,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::config::Limits;
 use crate::conn::ConnInfo;
 use crate::listen::drain::{ConnToken, DrainSignal};
+use crate::listen::limit::{Busy, ConnSlot};
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
 use body::ProxyBody;
@@ -66,10 +68,12 @@ pub(crate) struct HttpCtx {
 /// the log record and the metrics. The phases are awaited here, not in a helper: every
 /// nested future is one more copy of the request in the handler's state, which hyper moves
 /// on every request.
+/// `_busy` counts the request on its connection until the response head is ready.
 async fn handle(
     ctx: Arc<HttpCtx>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    _busy: Busy,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
@@ -118,34 +122,71 @@ async fn handle(
     })
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on one connection until it closes or the
-/// proxy drains (then it finishes in-flight requests and closes).
+/// The server side of a downstream connection, with the proxy's [`Limits`]: HTTP/1 heads
+/// at most `max_request_headers_bytes` and `max_request_headers` (hyper answers `431` and
+/// closes), read within `request_headers_timeout`; HTTP/2 with its header list size, stream
+/// count, windows and keep-alive pings.
+fn server_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper's floor is 8 KiB.
+        .max_buf_size(limits.max_request_headers_bytes.max(8192))
+        .max_headers(limits.max_request_headers)
+        .header_read_timeout(limits.request_headers_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_stream_window_size(limits.h2_stream_window)
+        .initial_connection_window_size(limits.h2_connection_window)
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
+    builder
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on one connection until it closes, the proxy
+/// drains, the connection is shed to make room for another, or it has had no request for
+/// `idle_timeout` (then it finishes in-flight requests and closes; HTTP/2 sends GOAWAY).
 pub(crate) async fn serve_connection<I>(
     io: I,
     ctx: Arc<HttpCtx>,
     info: Arc<ConnInfo>,
     mut drain: DrainSignal,
     token: ConnToken,
+    slot: ConnSlot,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc =
-        hyper::service::service_fn(move |req| handle(Arc::clone(&ctx), Arc::clone(&info), req));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let limits = &ctx.shared.config.limits;
+    let builder = server_builder(limits);
+    let idle_timeout = limits.idle_timeout;
+    let state = Arc::clone(slot.state());
+    let svc = hyper::service::service_fn(move |req| {
+        let busy = state.begin();
+        handle(Arc::clone(&ctx), Arc::clone(&info), req, busy)
+    });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let state = slot.state();
+    let why = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "downstream connection ended with an error");
             }
+            None
         }
-        _ = drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+        _ = drain.signaled() => Some("drain"),
+        _ = state.shed() => Some("shed to make room for a new connection"),
+        _ = state.idle_for(idle_timeout) => Some("idle timeout"),
+    };
+    if let Some(why) = why {
+        tracing::trace!(why, "closing downstream connection");
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
-    drop(token);
+    drop((token, slot));
 }
