@@ -146,11 +146,13 @@ pub struct ProxyConfig {
 }
 
 /// Downstream limits, after Envoy's HTTP connection manager settings and its overload
-/// manager's `downstream_connections`. The defaults are sized for a sidecar in front of one
-/// workload; a gateway uses the same ones unless it is configured otherwise.
+/// manager's `downstream_connections`. [`Limits::default`] is sized for a sidecar in front of
+/// one workload; [`Limits::gateway`] caps connections lower, as a gateway faces clients from
+/// outside.
 ///
-/// Memory a client can pin in request heads is bounded by `max_connections` times
-/// `max_request_headers_bytes` (64 MiB with the defaults, at most 32 MiB on one listener).
+/// Memory clients can pin in request heads is bounded by `max_connections` times about twice
+/// `max_request_headers_bytes` (the read buffer grows by doubling): about 130 KiB per
+/// connection, 128 MiB for a sidecar's 1,024 and 48 MiB for a gateway's 384.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest HTTP/1 request head (request line and headers) and HTTP/2 header list, in
@@ -196,6 +198,18 @@ pub struct Limits {
     /// then it is closed. Envoy's `listener_filters_timeout` (15 s, with
     /// `continue_on_listener_filters_timeout` false).
     pub client_hello_timeout: Duration,
+}
+
+impl Limits {
+    /// A gateway's limits: the defaults with at most 256 connections per listener and 384 in
+    /// all.
+    pub fn gateway() -> Self {
+        Limits {
+            max_connections_per_listener: 256,
+            max_connections: 384,
+            ..Limits::default()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -251,6 +265,7 @@ impl ProxyConfig {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            limits: Limits::gateway(),
             ..ProxyConfig::sidecar(http)
         }
     }

@@ -180,13 +180,21 @@ pub(crate) async fn serve_connection<I>(
             None
         }
         _ = drain.signaled() => Some("drain"),
-        _ = state.shed() => Some("shed to make room for a new connection"),
+        _ = state.shed() => Some("shed"),
         _ = state.idle_for(idle_timeout) => Some("idle timeout"),
     };
-    if let Some(why) = why {
-        tracing::trace!(why, "closing downstream connection");
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+    match why {
+        // Shed with no request in flight: closed at once. hyper's graceful shutdown would
+        // wait for a request head still coming in, which is what a slow client never finishes.
+        Some("shed") if state.is_idle() => {
+            tracing::trace!("downstream connection shed to make room for a new one");
+        }
+        Some(why) => {
+            tracing::trace!(why, "closing downstream connection");
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        None => {}
     }
     drop((token, slot));
 }

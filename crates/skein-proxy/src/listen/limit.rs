@@ -42,7 +42,8 @@ impl ConnState {
         self.requests.fetch_add(ONE_ACTIVE, Ordering::Relaxed);
     }
 
-    fn idle(&self) -> bool {
+    /// No request in flight.
+    pub(crate) fn is_idle(&self) -> bool {
         self.requests.load(Ordering::Relaxed) as u32 == 0
     }
 
@@ -75,7 +76,7 @@ impl ConnState {
         loop {
             tokio::time::sleep(tick).await;
             let started = self.started();
-            if self.idle() && started == last {
+            if self.is_idle() && started == last {
                 quiet += 1;
                 if quiet > 4 {
                     return;
@@ -121,7 +122,7 @@ impl Registry {
         let victim = self
             .conns
             .iter()
-            .find(|(_, e)| listener.is_none_or(|l| e.listener == l) && e.state.idle())
+            .find(|(_, e)| listener.is_none_or(|l| e.listener == l) && e.state.is_idle())
             .map(|(id, _)| *id);
         let Some(entry) = victim.and_then(|id| self.conns.remove(&id)) else {
             return false;
