@@ -178,7 +178,7 @@ async fn idle_for(counts: &[AtomicU64; 2], timeout: Duration) {
         let now = total();
         if now == last {
             quiet += 1;
-            if quiet > 4 {
+            if quiet >= 4 {
                 return;
             }
         } else {

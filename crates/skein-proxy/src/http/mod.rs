@@ -76,6 +76,10 @@ async fn handle(
     _busy: Busy,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let max_head = ctx.shared.config.limits.max_request_headers_bytes;
+    if req.version() != http::Version::HTTP_2 && head_size(&req) > max_head {
+        return Ok(headers_too_large());
+    }
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
     let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started);
     let version = p.version;
@@ -120,6 +124,27 @@ async fn handle(
         Ok(resp) => resp,
         Err(reply) => inflight.reply(reply, version),
     })
+}
+
+/// The bytes of an HTTP/1 request head: request target and header names and values (what
+/// Envoy counts against `max_request_headers_kb`). hyper bounds the head by its read buffer,
+/// which a head arriving in one burst can overshoot; this is the exact check.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers()
+        .iter()
+        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len())
+}
+
+/// `431` for a request head over the limit; the connection closes after it.
+fn headers_too_large() -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full("Request Header Fields Too Large"));
+    *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// The server side of a downstream connection, with the proxy's [`Limits`]: HTTP/1 heads

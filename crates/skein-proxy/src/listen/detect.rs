@@ -324,6 +324,46 @@ mod tests {
         assert_eq!((d, prefix.len()), (Detected::Opaque, 0));
     }
 
+    #[tokio::test]
+    async fn a_client_hello_in_pieces_is_awaited_on_readiness() {
+        use std::sync::Arc;
+        use tokio::io::AsyncWriteExt;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("example.com").expect("name");
+        let mut tls = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+        let mut hello = Vec::new();
+        tls.write_tls(&mut hello).expect("hello");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        c.set_nodelay(true).expect("nodelay");
+        let (s, _) = l.accept().await.expect("accept");
+        let (first, rest) = hello.split_at(hello.len() / 2);
+        c.write_all(first).await.expect("write");
+        let rest = rest.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(&rest).await.expect("write");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let got = peek_client_hello(&s, Duration::from_secs(5)).await;
+        let Hello::Parsed(info) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(info.sni.as_deref(), Some("example.com"));
+        // Nothing was consumed.
+        let mut b = [0u8; 1];
+        assert_eq!(s.peek(&mut b).await.expect("peek"), 1);
+    }
+
     #[test]
     fn mesh_hellos_are_recognised() {
         let mesh = ClientHelloInfo {

@@ -7,6 +7,7 @@
 
 mod bench;
 mod control;
+mod limits;
 mod mtls;
 mod ops;
 mod outlier;
