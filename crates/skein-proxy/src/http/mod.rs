@@ -68,17 +68,17 @@ pub(crate) struct HttpCtx {
 /// the log record and the metrics. The phases are awaited here, not in a helper: every
 /// nested future is one more copy of the request in the handler's state, which hyper moves
 /// on every request.
-/// `_busy` counts the request on its connection until the response head is ready.
+/// `busy` counts the request on its connection until its response body has been sent.
 async fn handle(
     ctx: Arc<HttpCtx>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    _busy: Busy,
-) -> Result<Response<ProxyBody>, Infallible> {
+    busy: Busy,
+) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
     let max_head = ctx.shared.config.limits.max_request_headers_bytes;
     if req.version() != http::Version::HTTP_2 && head_size(&req) > max_head {
-        return Ok(headers_too_large());
+        return Ok(headers_too_large().map(|inner| ServedBody { inner, _busy: busy }));
     }
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
     let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started);
@@ -120,10 +120,39 @@ async fn handle(
             Err(reply) => Err(reply),
         },
     };
-    Ok(match result {
+    let resp = match result {
         Ok(resp) => resp,
         Err(reply) => inflight.reply(reply, version),
-    })
+    };
+    Ok(resp.map(|inner| ServedBody { inner, _busy: busy }))
+}
+
+/// A response body that keeps its request counted on the connection until it is sent (a
+/// connection still sending a response is not idle, so never shed).
+#[derive(Debug)]
+struct ServedBody {
+    inner: ProxyBody,
+    _busy: Busy,
+}
+
+impl http_body::Body for ServedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The bytes of an HTTP/1 request head: request target and header names and values (what

@@ -323,3 +323,67 @@ async fn an_unfinished_client_hello_is_closed_after_15_s() {
         "closed at 15 s, not passed through"
     );
 }
+
+/// A response body that sends one chunk and then nothing more (a long download).
+struct Trickle(bool);
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from("first")))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_still_sending_its_response_is_not_shed() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: http::Request<_>| async move {
+                    Ok::<_, Infallible>(http::Response::new(Trickle(false)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let limits = Limits {
+        max_connections_per_listener: 1,
+        ..Limits::default()
+    };
+    let h = proxy(limits, app).await;
+    let inbound = h.addrs.inbound.expect("inbound");
+    let mut a = connect(inbound).await;
+    a.write_all(b"GET /download HTTP/1.1\r\nHost: was-service:8080\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(status_of(&mut a).await, 200);
+    let mut chunk = [0u8; 10];
+    a.read_exact(&mut chunk).await.expect("first chunk");
+    assert_eq!(&chunk, b"5\r\nfirst\r\n");
+    // The head is sent, the body is still coming: a newcomer is refused, a stays.
+    let mut b = connect(inbound).await;
+    let _ = b
+        .write_all(b"GET / HTTP/1.1\r\nHost: was-service:8080\r\n\r\n")
+        .await;
+    assert_eq!(read_until_closed(&mut b).await, Some(Vec::new()));
+    let mut one = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.read(&mut one))
+            .await
+            .is_err(),
+        "the downloading connection is still open"
+    );
+}
