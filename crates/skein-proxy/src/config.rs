@@ -161,6 +161,96 @@ pub struct ProxyConfig {
     /// TLS for a [`SourceConfig::Control`] stream (the `skein` CLI always sets it). None: the
     /// stream is plaintext and unauthenticated, for in-process tests and embedding only.
     pub control_tls: Option<ControlTls>,
+    /// What one downstream client may make the proxy hold: header sizes, timeouts,
+    /// connection caps, HTTP/2 settings.
+    pub limits: Limits,
+}
+
+/// Downstream limits, after Envoy's HTTP connection manager settings and its overload
+/// manager's `downstream_connections`. [`Limits::default`] is sized for a sidecar in front of
+/// one workload; [`Limits::gateway`] caps connections lower, as a gateway faces clients from
+/// outside.
+///
+/// Memory clients can pin in request heads is bounded by `max_connections` times about twice
+/// `max_request_headers_bytes` (the read buffer grows by doubling): about 130 KiB per
+/// connection, 128 MiB for a sidecar's 1,024 and 48 MiB for a gateway's 384.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest HTTP/1 request head (request line and headers) and HTTP/2 header list, in
+    /// bytes; beyond it the request gets `431` and the connection closes (HTTP/2: the stream
+    /// is refused). Envoy's `max_request_headers_kb`, default 60 KiB.
+    pub max_request_headers_bytes: usize,
+    /// Most headers in an HTTP/1 request (`431` beyond). Envoy's `max_headers_count`,
+    /// default 100.
+    pub max_request_headers: usize,
+    /// How long an HTTP/1 connection may take to send a complete request head, counted from
+    /// when the proxy starts waiting for one (the connection opened, or the previous response
+    /// was sent: an idle keep-alive connection is closed after it too). Envoy's
+    /// `request_headers_timeout`, unset in Envoy and Istio; 10 s here.
+    pub request_headers_timeout: Duration,
+    /// Most downstream connections one listener holds at once. At the cap a new connection
+    /// sheds the oldest idle one (no request in flight: a keep-alive connection, or one still
+    /// sending its request head); when none is idle the new one is closed at once.
+    pub max_connections_per_listener: usize,
+    /// Most downstream connections the whole proxy holds at once (Envoy's overload manager
+    /// `envoy.resource_monitors.downstream_connections`), shed the same way.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` offered to clients (Envoy's edge
+    /// recommendation: 100).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 initial stream window (Envoy's edge recommendation: 64 KiB).
+    pub h2_stream_window: u32,
+    /// HTTP/2 initial connection window (Envoy's edge recommendation: 1 MiB).
+    pub h2_connection_window: u32,
+    /// HTTP/2 keep-alive: a PING after this long without frames from the client (Envoy's
+    /// `connection_keepalive.interval`); None sends none.
+    pub h2_keepalive_interval: Option<Duration>,
+    /// HTTP/2 keep-alive: the connection closes when a PING is not answered within this.
+    pub h2_keepalive_timeout: Duration,
+    /// A downstream HTTP connection with no request in flight for this long is closed
+    /// (HTTP/2: GOAWAY first), checked every quarter of it: closed between 1 and 1.25 times
+    /// this after its last request. Envoy's `common_http_protocol_options.idle_timeout`,
+    /// Istio's default 1 h.
+    pub idle_timeout: Duration,
+    /// An opaque TCP connection with no bytes either way for this long is closed, checked as
+    /// `idle_timeout` is. Istio's default `idle_timeout` on `tcp_proxy`: 1 h.
+    pub tcp_idle_timeout: Duration,
+    /// How long an inbound connection that started a TLS ClientHello may take to finish it;
+    /// then it is closed. Envoy's `listener_filters_timeout` (15 s, with
+    /// `continue_on_listener_filters_timeout` false).
+    pub client_hello_timeout: Duration,
+}
+
+impl Limits {
+    /// A gateway's limits: the defaults with at most 256 connections per listener and 384 in
+    /// all.
+    pub fn gateway() -> Self {
+        Limits {
+            max_connections_per_listener: 256,
+            max_connections: 384,
+            ..Limits::default()
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_headers_bytes: 60 * 1024,
+            max_request_headers: 100,
+            request_headers_timeout: Duration::from_secs(10),
+            max_connections_per_listener: 512,
+            max_connections: 1024,
+            h2_max_concurrent_streams: 100,
+            h2_stream_window: 64 * 1024,
+            h2_connection_window: 1024 * 1024,
+            h2_keepalive_interval: Some(Duration::from_secs(300)),
+            h2_keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(3600),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            client_hello_timeout: Duration::from_secs(15),
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -184,6 +274,7 @@ impl ProxyConfig {
             idle_sweep_interval: Duration::from_secs(1),
             identity: None,
             control_tls: None,
+            limits: Limits::default(),
         }
     }
 
@@ -196,6 +287,7 @@ impl ProxyConfig {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            limits: Limits::gateway(),
             ..ProxyConfig::sidecar(http)
         }
     }

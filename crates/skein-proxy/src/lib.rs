@@ -55,7 +55,8 @@ pub mod headers {
 }
 
 pub use config::{
-    AccessLogSink, ControlTls, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
+    AccessLogSink, ControlTls, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig,
+    TlsListenerConfig,
 };
 pub use identity::{IdentityError, IdentitySource, IdentityStatus, PeerIdentity, StaticIdentity};
 pub use listen::bind::BindError;

@@ -17,6 +17,7 @@ use crate::http::{HttpCtx, Role};
 use crate::identity::{IdentityStatus, IdentityStore, StaticIdentity};
 use crate::listen::bind::bind;
 use crate::listen::drain::{ConnToken, Drain, DrainSignal};
+use crate::listen::limit::ConnLimiter;
 use crate::listen::snapshot::SnapshotListeners;
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
@@ -341,11 +342,13 @@ fn bind_static(config: &ProxyConfig) -> Result<StaticListeners, ProxyError> {
 fn serve_static(
     l: StaticListeners,
     shared: &Arc<Shared>,
+    limiter: &Arc<ConnLimiter>,
     drain: &Drain,
     token: &ConnToken,
 ) -> (BoundAddrs, Option<tokio::task::JoinHandle<()>>) {
     use crate::listen::{gateway::serve_https, serve_http, serve_inbound};
     let config = &shared.config;
+    let limit = || limiter.listener(config.limits.max_connections_per_listener);
     let ctx = |role: Role, route: &str, inbound: Option<usize>| {
         Arc::new(HttpCtx {
             shared: Arc::clone(shared),
@@ -361,6 +364,7 @@ fn serve_static(
         tokio::spawn(serve_http(
             l,
             "outbound HTTP",
+            limit(),
             c,
             drain.signal(),
             token.clone(),
@@ -372,6 +376,7 @@ fn serve_static(
         tokio::spawn(serve_inbound(
             l,
             "inbound",
+            limit(),
             c,
             drain.signal(),
             token.clone(),
@@ -385,6 +390,7 @@ fn serve_static(
         tokio::spawn(serve_http(
             l,
             "gateway HTTP",
+            limit(),
             c,
             drain.signal(),
             token.clone(),
@@ -393,7 +399,8 @@ fn serve_static(
     if let Some((l, acceptor)) = l.gateway_https {
         addrs.gateway_https = l.local_addr().ok();
         let c = ctx(Role::Gateway, &config.gateway_route, None);
-        tokio::spawn(serve_https(l, acceptor, c, drain.signal(), token.clone()));
+        let drain = drain.signal();
+        tokio::spawn(serve_https(l, limit(), acceptor, c, drain, token.clone()));
     }
     let admin_task = l.admin.map(|l| {
         addrs.admin = l.local_addr().ok();
@@ -423,19 +430,20 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         control: Default::default(),
         identity,
     });
+    let limiter = ConnLimiter::new(shared.config.limits.max_connections);
     let drain = Drain::new();
     let Some(token) = drain.token() else {
         unreachable!("a new drain has a token")
     };
     let inner = Arc::new(Inner {
         shared: Arc::clone(&shared),
-        listeners: SnapshotListeners::default(),
+        listeners: SnapshotListeners::new(Arc::clone(&limiter)),
         drain: drain.signal(),
         token: Mutex::new(Some(token.clone())),
         apply_lock: Mutex::new(()),
         reload: Notify::new(),
     });
-    let (addrs, admin_task) = serve_static(listeners, &shared, &drain, &token);
+    let (addrs, admin_task) = serve_static(listeners, &shared, &limiter, &drain, &token);
     tokio::spawn(sweep_idle(Arc::clone(&shared), drain.signal()));
     shared.bound.store(true, Ordering::Release);
     drop(token);

@@ -3,10 +3,13 @@
 //! cluster's policy says so.
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision};
@@ -68,7 +71,8 @@ pub async fn forward_inbound<D>(
 ///
 /// Overflow of `maxConnections` closes the downstream at once (flag UO); a failed or timed out
 /// connect or mTLS handshake closes it too (flag UF). A drain does not cut established TCP
-/// streams; the drain timeout bounds how long the process waits for them.
+/// streams; the drain timeout bounds how long the process waits for them. A stream with no
+/// bytes either way for `Limits::tcp_idle_timeout` is closed (both sides).
 pub async fn forward<D>(
     shared: Arc<Shared>,
     mut down: D,
@@ -131,12 +135,29 @@ pub async fn forward<D>(
     };
     let _active = ep.start_request();
     rec.upstream_local = up.local_addr().ok();
-    let (received, sent) = match tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        Ok((from_down, from_up)) => (from_down, from_up),
-        Err(e) => {
+    let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+    let copied = {
+        let mut down = Counted::new(&mut down, &counts[0]);
+        let mut up = Counted::new(&mut up, &counts[1]);
+        let idle = idle_for(&counts, shared.config.limits.tcp_idle_timeout);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut down, &mut up) => Some(r),
+            _ = idle => None,
+        }
+    };
+    let (received, sent) = match copied {
+        Some(Ok((from_down, from_up))) => (from_down, from_up),
+        Some(Err(e)) => {
             tracing::debug!(cluster = %cluster.name, error = %e, "TCP stream ended with an error");
             rec.flags |= ResponseFlags::UC;
             (0, 0)
+        }
+        None => {
+            tracing::debug!(cluster = %cluster.name, remote = %remote, "TCP stream idle timeout");
+            (
+                counts[0].load(Ordering::Relaxed),
+                counts[1].load(Ordering::Relaxed),
+            )
         }
     };
     drop(slot);
@@ -144,4 +165,84 @@ pub async fn forward<D>(
     rec.bytes_sent = sent;
     shared.metrics.tcp_close(&base, sent, received);
     finish(rec, &shared);
+}
+
+/// Resolves once neither counter has moved for `timeout`, checked every quarter of it
+/// (between 1 and 1.25 times `timeout` after the last byte).
+async fn idle_for(counts: &[AtomicU64; 2], timeout: Duration) {
+    let total = || counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed);
+    let mut last = total();
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(timeout / 4).await;
+        let now = total();
+        if now == last {
+            quiet += 1;
+            if quiet >= 4 {
+                return;
+            }
+        } else {
+            quiet = 0;
+            last = now;
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<'a, S> {
+    inner: &'a mut S,
+    read: &'a AtomicU64,
+}
+
+impl<'a, S> Counted<'a, S> {
+    fn new(inner: &'a mut S, read: &'a AtomicU64) -> Self {
+        Counted { inner, read }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
 }

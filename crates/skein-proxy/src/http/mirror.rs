@@ -1,7 +1,8 @@
 //! VirtualService mirroring: a fire-and-forget copy of a request to another cluster.
 //!
 //! The copy never delays or fails the primary: it is sent from its own task once the primary's
-//! body has been copied, its response is read and discarded, and at most
+//! body has been copied, its response is read and dropped frame by frame as it streams (never
+//! held whole), and at most
 //! [`MAX_IN_FLIGHT`] copies per mirror cluster are in flight (more are dropped and counted).
 //! Copies keep the Host/authority (Istio 1.28+ no longer appends `-shadow`) and carry
 //! `x-skein-mirror: 1` so that receivers can tell them apart.
@@ -66,13 +67,13 @@ pub(crate) fn spawn(
             match conn {
                 Conn::H1(mut c) => {
                     let resp = c.tx.send_request(req).await.ok()?;
-                    if resp.into_body().collect().await.is_ok() {
+                    if drain(resp.into_body()).await {
                         cluster.checkin(&ep, c);
                     }
                 }
                 Conn::H2(mut tx, _) => {
                     let resp = tx.send_request(req).await.ok()?;
-                    let _ = resp.into_body().collect().await;
+                    drain(resp.into_body()).await;
                 }
             }
             Some(())
@@ -82,4 +83,19 @@ pub(crate) fn spawn(
         }
         drop(slot);
     });
+}
+
+/// Reads a mirrored response body to its end, dropping each frame as it arrives; true when it
+/// ended cleanly (the connection can be reused).
+async fn drain<B>(mut body: B) -> bool
+where
+    B: http_body::Body + Unpin,
+{
+    loop {
+        match body.frame().await {
+            None => return true,
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return false,
+        }
+    }
 }

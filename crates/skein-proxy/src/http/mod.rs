@@ -32,8 +32,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::config::Limits;
 use crate::conn::ConnInfo;
 use crate::listen::drain::{ConnToken, DrainSignal};
+use crate::listen::limit::{Busy, ConnSlot};
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
 use body::ProxyBody;
@@ -68,12 +70,18 @@ pub(crate) struct HttpCtx {
 /// the log record and the metrics. The phases are awaited here, not in a helper: every
 /// nested future is one more copy of the request in the handler's state, which hyper moves
 /// on every request.
+/// `busy` counts the request on its connection until its response body has been sent.
 async fn handle(
     ctx: Arc<HttpCtx>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    busy: Busy,
+) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
+    let max_head = ctx.shared.config.limits.max_request_headers_bytes;
+    if req.version() != http::Version::HTTP_2 && head_size(&req) > max_head {
+        return Ok(headers_too_large().map(|inner| ServedBody { inner, _busy: busy }));
+    }
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
     let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started);
     let version = p.version;
@@ -120,40 +128,135 @@ async fn handle(
             Err(reply) => Err(reply),
         },
     };
-    Ok(match result {
+    let resp = match result {
         Ok(resp) => resp,
         Err(reply) => inflight.reply(reply, version),
-    })
+    };
+    Ok(resp.map(|inner| ServedBody { inner, _busy: busy }))
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on one connection until it closes or the
-/// proxy drains (then it finishes in-flight requests and closes).
+/// A response body that keeps its request counted on the connection until it is sent (a
+/// connection still sending a response is not idle, so never shed).
+#[derive(Debug)]
+struct ServedBody {
+    inner: ProxyBody,
+    _busy: Busy,
+}
+
+impl http_body::Body for ServedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The bytes of an HTTP/1 request head: request target and header names and values (what
+/// Envoy counts against `max_request_headers_kb`). hyper bounds the head by its read buffer,
+/// which a head arriving in one burst can overshoot; this is the exact check.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers()
+        .iter()
+        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len())
+}
+
+/// `431` for a request head over the limit; the connection closes after it.
+fn headers_too_large() -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full("Request Header Fields Too Large"));
+    *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
+/// The server side of a downstream connection, with the proxy's [`Limits`]: HTTP/1 heads
+/// at most `max_request_headers_bytes` and `max_request_headers` (hyper answers `431` and
+/// closes), read within `request_headers_timeout`; HTTP/2 with its header list size, stream
+/// count, windows and keep-alive pings.
+fn server_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper's floor is 8 KiB.
+        .max_buf_size(limits.max_request_headers_bytes.max(8192))
+        .max_headers(limits.max_request_headers)
+        .header_read_timeout(limits.request_headers_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_stream_window_size(limits.h2_stream_window)
+        .initial_connection_window_size(limits.h2_connection_window)
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
+    builder
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on one connection until it closes, the proxy
+/// drains, the connection is shed to make room for another, or it has had no request for
+/// `idle_timeout` (then it finishes in-flight requests and closes; HTTP/2 sends GOAWAY).
 pub(crate) async fn serve_connection<I>(
     io: I,
     ctx: Arc<HttpCtx>,
     info: Arc<ConnInfo>,
     mut drain: DrainSignal,
     token: ConnToken,
+    slot: ConnSlot,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc =
-        hyper::service::service_fn(move |req| handle(Arc::clone(&ctx), Arc::clone(&info), req));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let limits = &ctx.shared.config.limits;
+    let builder = server_builder(limits);
+    let idle_timeout = limits.idle_timeout;
+    let state = Arc::clone(slot.state());
+    let svc = hyper::service::service_fn(move |req| {
+        let busy = state.begin();
+        handle(Arc::clone(&ctx), Arc::clone(&info), req, busy)
+    });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let state = slot.state();
+    let why = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "downstream connection ended with an error");
             }
+            None
         }
-        _ = drain.signaled() => {
+        _ = drain.signaled() => Some("drain"),
+        _ = state.shed() => Some("shed"),
+        _ = state.idle_for(idle_timeout) => Some("idle timeout"),
+    };
+    match why {
+        // Shed with no request in flight: closed at once. hyper's graceful shutdown would
+        // wait for a request head still coming in, which is what a slow client never finishes.
+        Some("shed") if state.is_idle() => {
+            tracing::trace!("downstream connection shed to make room for a new one");
+        }
+        Some(why) => {
+            tracing::trace!(why, "closing downstream connection");
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        None => {}
     }
-    drop(token);
+    drop((token, slot));
 }

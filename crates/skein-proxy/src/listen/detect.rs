@@ -67,11 +67,13 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 24];
+    let mut peeker = None;
+    let mut have = 0;
     loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
-        match peeked {
-            Err(_) => return Detected::Opaque,
-            Ok(Err(_)) | Ok(Ok(0)) => return Detected::Opaque,
+        let peeked =
+            tokio::time::timeout_at(deadline, peek_more(stream, &mut peeker, &mut buf, have));
+        match peeked.await {
+            Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Detected::Opaque,
             Ok(Ok(n)) => {
                 if let Some(d) = classify(&buf[..n]) {
                     return d;
@@ -79,12 +81,50 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
                 if n == buf.len() {
                     return Detected::Opaque;
                 }
-                // Partial prefix: wait a moment for the rest.
-                if tokio::time::Instant::now() >= deadline {
-                    return Detected::Opaque;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                // A partial prefix: wait for the rest.
+                have = n;
             }
+        }
+    }
+}
+
+/// Peeks at `stream` into `buf` once more than `have` bytes are there (or `buf` is full, or
+/// the peer closed: 0). Waits on the socket's readiness, without consuming anything and
+/// without polling: after a peek that brought nothing new, readiness is cleared and the next
+/// segment wakes the task. The first call peeks through `stream` itself; later ones through
+/// `peeker`, a duplicate of its descriptor made once (std's peek is synchronous, which is what
+/// lets the check run inside tokio's readiness guard).
+async fn peek_more(
+    stream: &TcpStream,
+    peeker: &mut Option<std::net::TcpStream>,
+    buf: &mut [u8],
+    have: usize,
+) -> std::io::Result<usize> {
+    if have == 0 {
+        return stream.peek(buf).await;
+    }
+    let dup = match peeker {
+        Some(d) => d,
+        None => {
+            use std::os::fd::AsFd;
+            let fd = stream.as_fd().try_clone_to_owned()?;
+            peeker.insert(std::net::TcpStream::from(fd))
+        }
+    };
+    loop {
+        stream.readable().await?;
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = dup.peek(buf)?;
+            if n > have || n == buf.len() || n == 0 {
+                Ok(n)
+            } else {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+        });
+        match peeked {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -112,49 +152,58 @@ impl ClientHelloInfo {
 /// Largest ClientHello looked at (a hello with post-quantum key shares is a few KiB).
 const MAX_HELLO: usize = 16 * 1024 + 5;
 
+/// What [`peek_client_hello`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// A complete, valid ClientHello.
+    Parsed(ClientHelloInfo),
+    /// Not a valid ClientHello (or larger than the proxy looks at), or the peer closed.
+    Invalid,
+    /// The hello was still incomplete when the timeout passed.
+    TimedOut,
+}
+
 /// Parses the ClientHello at the start of `stream` without consuming it (the real handshake
-/// or the passthrough then sees every byte). None when it is not a complete, valid hello
-/// within `timeout`.
-pub async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Option<ClientHelloInfo> {
+/// or the passthrough then sees every byte), waiting for the rest of it on the socket's
+/// readiness (no polling) at most `timeout`.
+pub async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Hello {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = vec![0u8; MAX_HELLO];
-    let mut last = 0;
+    let mut peeker = None;
+    let mut have = 0;
     loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        if n > last {
-            last = n;
-            let mut acceptor = rustls::server::Acceptor::default();
-            let mut rd = &buf[..n];
-            while !rd.is_empty() {
-                match acceptor.read_tls(&mut rd) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(_) => return None,
-                }
-            }
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    let hello = accepted.client_hello();
-                    return Some(ClientHelloInfo {
-                        sni: hello.server_name().map(str::to_string),
-                        alpn: hello
-                            .alpn()
-                            .map(|it| it.map(<[u8]>::to_vec).collect())
-                            .unwrap_or_default(),
-                    });
-                }
-                Ok(None) if n < buf.len() => {}
-                Ok(None) | Err(_) => return None,
+        let peeked =
+            tokio::time::timeout_at(deadline, peek_more(stream, &mut peeker, &mut buf, have));
+        let n = match peeked.await {
+            Err(_) => return Hello::TimedOut,
+            Ok(Err(_)) | Ok(Ok(0)) => return Hello::Invalid,
+            Ok(Ok(n)) => n,
+        };
+        have = n;
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut rd = &buf[..n];
+        while !rd.is_empty() {
+            match acceptor.read_tls(&mut rd) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return Hello::Invalid,
             }
         }
-        // The rest of the hello is on its way.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                return Hello::Parsed(ClientHelloInfo {
+                    sni: hello.server_name().map(str::to_string),
+                    alpn: hello
+                        .alpn()
+                        .map(|it| it.map(<[u8]>::to_vec).collect())
+                        .unwrap_or_default(),
+                });
+            }
+            // The rest of the hello is on its way.
+            Ok(None) if n < buf.len() => {}
+            Ok(None) | Err(_) => return Hello::Invalid,
+        }
     }
 }
 
@@ -273,6 +322,46 @@ mod tests {
         let (_a2, mut b2) = tokio::io::duplex(64);
         let (d, prefix) = detect_read(&mut b2, Duration::from_millis(20)).await;
         assert_eq!((d, prefix.len()), (Detected::Opaque, 0));
+    }
+
+    #[tokio::test]
+    async fn a_client_hello_in_pieces_is_awaited_on_readiness() {
+        use std::sync::Arc;
+        use tokio::io::AsyncWriteExt;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("example.com").expect("name");
+        let mut tls = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+        let mut hello = Vec::new();
+        tls.write_tls(&mut hello).expect("hello");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        c.set_nodelay(true).expect("nodelay");
+        let (s, _) = l.accept().await.expect("accept");
+        let (first, rest) = hello.split_at(hello.len() / 2);
+        c.write_all(first).await.expect("write");
+        let rest = rest.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(&rest).await.expect("write");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let got = peek_client_hello(&s, Duration::from_secs(5)).await;
+        let Hello::Parsed(info) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(info.sni.as_deref(), Some("example.com"));
+        // Nothing was consumed.
+        let mut b = [0u8; 1];
+        assert_eq!(s.peek(&mut b).await.expect("peek"), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::accept_loop;
 use super::drain::{ConnToken, DrainSignal};
+use super::limit::ListenerLimit;
 use crate::conn::ConnInfo;
 use crate::http::HttpCtx;
 
@@ -68,6 +69,7 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError>
 /// A gateway HTTPS listener: TLS handshake (bounded), then HTTP with the SNI recorded.
 pub(crate) async fn serve_https(
     listener: TcpListener,
+    limit: ListenerLimit,
     acceptor: TlsAcceptor,
     ctx: Arc<HttpCtx>,
     drain: DrainSignal,
@@ -77,29 +79,34 @@ pub(crate) async fn serve_https(
     accept_loop(
         listener,
         "gateway HTTPS",
+        limit,
         drain,
         None,
-        |stream, local, remote| {
+        |stream, local, remote, slot| {
             let acceptor = acceptor.clone();
             let ctx = Arc::clone(&ctx);
             let drain = signal.clone();
             let token = token.clone();
             tokio::spawn(async move {
-                let tls =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let tls = tokio::select! {
+                    r = handshake => match r {
                         Ok(Ok(t)) => t,
                         Ok(Err(e)) => {
                             tracing::debug!(%remote, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
-                    };
+                    },
+                    // Shed to make room while still in the handshake.
+                    _ = slot.state().shed() => return,
+                };
                 let sni = tls.get_ref().1.server_name().map(Arc::from);
                 let info = Arc::new(ConnInfo {
                     sni,
                     ..ConnInfo::plain(local, remote)
                 });
-                crate::http::serve_connection(tls, ctx, info, drain, token).await;
+                crate::http::serve_connection(tls, ctx, info, drain, token, slot).await;
             });
         },
     )

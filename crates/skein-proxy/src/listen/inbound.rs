@@ -10,8 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::detect::{self, Detected};
+use super::detect::{self, Detected, Hello};
 use super::drain::{ConnToken, DrainSignal};
+use super::limit::ConnSlot;
 use crate::conn::ConnInfo;
 use crate::http::HttpCtx;
 use crate::identity::PeerIdentity;
@@ -19,8 +20,6 @@ use crate::policy::peer_authn;
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
 
-/// How long a peer may take to finish its ClientHello once it started one.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on the inbound mTLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +38,7 @@ struct Inbound {
     workload_port: u16,
     drain: DrainSignal,
     token: ConnToken,
+    slot: ConnSlot,
 }
 
 impl Inbound {
@@ -46,17 +46,21 @@ impl Inbound {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        crate::http::serve_connection(io, self.ctx, info, self.drain, self.token).await;
+        crate::http::serve_connection(io, self.ctx, info, self.drain, self.token, self.slot).await;
     }
 
     async fn tcp<I>(self, io: I, info: &ConnInfo)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        if self.slot.state().is_shed() {
+            return;
+        }
+        self.slot.state().pin_busy();
         let shared = Arc::clone(&self.ctx.shared);
         let ib = self.ctx.inbound;
         crate::tcp::forward_inbound(shared, &self.snap, io, info, ib, self.workload_port).await;
-        drop((self.drain, self.token));
+        drop((self.drain, self.token, self.slot));
     }
 }
 
@@ -68,6 +72,7 @@ pub(crate) async fn inbound_conn(
     ctx: Arc<HttpCtx>,
     drain: DrainSignal,
     token: ConnToken,
+    slot: ConnSlot,
 ) {
     let shared = Arc::clone(&ctx.shared);
     let workload_port = ctx
@@ -83,6 +88,7 @@ pub(crate) async fn inbound_conn(
         workload_port,
         drain,
         token,
+        slot,
     };
     let plain = || ConnInfo::plain(local, remote);
     match detected {
@@ -99,7 +105,22 @@ pub(crate) async fn inbound_conn(
         }
         Detected::Tls => {
             let hello = if peer_authn::peek_hello(mode) {
-                detect::peek_client_hello(&stream, HELLO_TIMEOUT).await
+                let timeout = shared.config.limits.client_hello_timeout;
+                let state = Arc::clone(conn.slot.state());
+                let peeked = tokio::select! {
+                    h = detect::peek_client_hello(&stream, timeout) => h,
+                    _ = state.shed() => return,
+                };
+                match peeked {
+                    Hello::Parsed(h) => Some(h),
+                    Hello::Invalid => None,
+                    Hello::TimedOut => {
+                        // Envoy's listener_filters_timeout without
+                        // continue_on_listener_filters_timeout: the connection is closed.
+                        tracing::debug!(%remote, %local, ?timeout, "no complete TLS ClientHello in time; connection closed");
+                        return;
+                    }
+                }
             } else {
                 None
             };

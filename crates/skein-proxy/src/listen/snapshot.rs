@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::accept_loop;
 use super::bind::{BindError, bind};
 use super::drain::{ConnToken, DrainSignal};
+use super::limit::{ConnLimiter, ListenerLimit};
 use crate::conn::ConnInfo;
 use crate::http::{HttpCtx, Role};
 use crate::shared::Shared;
@@ -26,12 +27,22 @@ struct DynListener {
 }
 
 /// The bound snapshot listeners by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SnapshotListeners {
     map: Mutex<HashMap<String, DynListener>>,
+    /// The proxy-wide connection cap each listener's own cap is part of.
+    limiter: Arc<ConnLimiter>,
 }
 
 impl SnapshotListeners {
+    /// No listeners yet; those bound later share `limiter`.
+    pub(crate) fn new(limiter: Arc<ConnLimiter>) -> Self {
+        SnapshotListeners {
+            map: Mutex::default(),
+            limiter,
+        }
+    }
+
     /// Makes the bound listeners those of `wanted`. New ones are bound first, so a bind
     /// failure leaves everything as it was; then `commit` runs (the config swap), then the
     /// new listeners start serving (when `serve` has the drain signal and a token; a proxy
@@ -65,9 +76,13 @@ impl SnapshotListeners {
             if let Some((drain, token)) = &serve {
                 let shared = Arc::clone(shared);
                 let (drain, token) = (drain.clone(), token.clone());
+                let limit = self
+                    .limiter
+                    .listener(shared.config.limits.max_connections_per_listener);
                 tokio::spawn(serve_listener(
                     listener,
                     name.clone(),
+                    limit,
                     shared,
                     rx,
                     drain,
@@ -104,6 +119,7 @@ impl SnapshotListeners {
 async fn serve_listener(
     listener: TcpListener,
     name: String,
+    limit: ListenerLimit,
     shared: Arc<Shared>,
     stop: oneshot::Receiver<()>,
     drain: DrainSignal,
@@ -113,9 +129,10 @@ async fn serve_listener(
     accept_loop(
         listener,
         &name,
+        limit,
         drain,
         Some(stop),
-        |stream, local, remote| {
+        |stream, local, remote, slot| {
             let snap = shared.current.load_full();
             let Some(kind) = snap.listeners.get(&name) else {
                 return;
@@ -126,10 +143,11 @@ async fn serve_listener(
                     let state = snap.clusters.get(cluster).cloned();
                     let cluster = cluster.clone();
                     let shared = Arc::clone(&shared);
+                    slot.state().pin_busy();
                     tokio::spawn(async move {
                         let info = ConnInfo::plain(local, remote);
                         crate::tcp::forward(shared, stream, &info, state, &cluster).await;
-                        drop(token);
+                        drop((token, slot));
                     });
                 }
                 ListenerKind::Http { route_config } => {
@@ -140,8 +158,14 @@ async fn serve_listener(
                         inbound: None,
                     });
                     let info = Arc::new(ConnInfo::plain(local, remote));
-                    let conn =
-                        crate::http::serve_connection(stream, ctx, info, signal.clone(), token);
+                    let conn = crate::http::serve_connection(
+                        stream,
+                        ctx,
+                        info,
+                        signal.clone(),
+                        token,
+                        slot,
+                    );
                     tokio::spawn(conn);
                 }
             }

@@ -6,5 +6,7 @@
 mod config;
 mod edge;
 mod identity;
+mod limits;
+
 #[path = "../support/mod.rs"]
 mod support;
