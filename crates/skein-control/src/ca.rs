@@ -10,6 +10,23 @@
 //! without the other, or a key that is not the certificate's, stops start-up instead, since a
 //! new root would split the mesh's trust (proxies holding the old root refuse the new one's
 //! certificates until they renew). Leaves never outlive the signing CA.
+//!
+//! `root-cert.pem` is a trust bundle: it may hold several roots, and every one of them is
+//! pushed to proxies with each certificate (proxies trust them all for peers, and add them to
+//! the roots they pin for this control plane). The signing key is one: the plug-in CA's
+//! `ca-key.pem`, or, for the generated root, `root-key.pem`, which must be the key of the
+//! *first* certificate in `root-cert.pem`. Beside a generated root, an optional
+//! `extra-roots.pem` holds further roots to keep trusting, pushed with it.
+//!
+//! Changing the root without splitting the mesh, as in Istio: (1) add the new root to the
+//! bundle (`root-cert.pem` of a plug-in CA, after the current one; or `extra-roots.pem` beside
+//! a generated root) and restart istiod; (2) wait until every proxy has renewed its
+//! certificate, so it trusts both roots for peers and for the control plane; (3) switch the
+//! signing CA to the new root (plug-in `ca-cert.pem`/`ca-key.pem`/`cert-chain.pem`, or put the
+//! new root first in `root-cert.pem` with its key as `root-key.pem` and the old one in
+//! `extra-roots.pem`) and restart istiod; (4) wait at least one workload certificate lifetime,
+//! so no certificate from the old root is left; (5) remove the old root from the bundle and
+//! restart istiod.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,6 +181,43 @@ fn write_replacing(path: &Path, text: &str, private: bool) -> Result<(), CaError
     })
 }
 
+/// The certificates of a trust bundle, each as its own PEM block (text around them dropped),
+/// each one that parses: at least one.
+fn bundle_certs(path: &Path, pem: &str) -> Result<Vec<String>, CaError> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let block = &rest[start..];
+        if !block.starts_with(BEGIN) {
+            return Err(bad(path, "a PEM block that is not a CERTIFICATE"));
+        }
+        let mut end = block
+            .find(END)
+            .ok_or_else(|| bad(path, "a CERTIFICATE block without its END line"))?
+            + END.len();
+        // The line end as written (rcgen writes CRLF), or a newline when there is none.
+        let newline = ["\r\n", "\n"]
+            .into_iter()
+            .find(|n| block[end..].starts_with(n));
+        end += newline.map_or(0, str::len);
+        let mut text = block[..end].to_string();
+        if newline.is_none() {
+            text.push('\n');
+        }
+        let (_, parsed) =
+            x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|e| bad(path, e))?;
+        parsed.parse_x509().map_err(|e| bad(path, e))?;
+        certs.push(text);
+        rest = &block[end..];
+    }
+    if certs.is_empty() {
+        return Err(bad(path, "no certificate in it"));
+    }
+    Ok(certs)
+}
+
 /// The certificate in `pem` (the first of them): its public key and `notAfter`.
 fn cert_info(path: &Path, pem: &str) -> Result<(Vec<u8>, OffsetDateTime), CaError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(path, e))?;
@@ -193,6 +247,7 @@ impl Ca {
         let (_, not_after) = cert_info(&cert_path, &cert)?;
         let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| bad(&cert_path, e))?;
         let root_pem = read(&root_path)?;
+        bundle_certs(&root_path, &root_pem)?;
         let chain_path = dir.join("cert-chain.pem");
         let chain_pem = if chain_path.exists() {
             read(&chain_path)?
@@ -230,7 +285,10 @@ impl Ca {
             }
             (false, false) => Self::generate(&cert_path, &key_path)?,
         }
-        let cert = read(&cert_path)?;
+        let bundle = read(&cert_path)?;
+        let mut roots = bundle_certs(&cert_path, &bundle)?;
+        // The signing root is the first certificate; any after it are only trusted.
+        let cert = roots[0].clone();
         let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| bad(&key_path, e))?;
         let (public_key, not_after) = cert_info(&cert_path, &cert)?;
         if public_key != key.der_bytes() {
@@ -240,11 +298,15 @@ impl Ca {
             });
         }
         let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| bad(&cert_path, e))?;
+        let extra_path = dir.join("extra-roots.pem");
+        if exists(&extra_path)? {
+            roots.extend(bundle_certs(&extra_path, &read(&extra_path)?)?);
+        }
         Ok(Ca {
             issuer,
             not_after,
-            chain_pem: cert.clone(),
-            root_pem: cert,
+            chain_pem: cert,
+            root_pem: roots.concat(),
             source: format!("root in {}", dir.display()),
         })
     }
@@ -614,6 +676,90 @@ mod tests {
             .sign(&csr(vec![]), &id, Duration::from_secs(60))
             .unwrap_err();
         assert!(matches!(e, CaError::Expired { .. }), "{e}");
+    }
+
+    fn cert_count(pem: &str) -> usize {
+        pem.matches("BEGIN CERTIFICATE").count()
+    }
+
+    #[test]
+    fn every_root_of_the_bundle_is_pushed_and_the_first_one_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Ca::load_or_create(dir.path()).unwrap();
+        let new = Ca::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let third = Ca::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let cert = dir.path().join("root-cert.pem");
+
+        // root-cert.pem as a bundle: the key is the first certificate's; both are pushed.
+        std::fs::write(&cert, format!("{}{}", old.root_pem, new.root_pem)).unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.root_pem, format!("{}{}", old.root_pem, new.root_pem));
+        assert_eq!(
+            ca.chain_pem, old.root_pem,
+            "only the signing root follows leaves"
+        );
+        let issued = ca
+            .sign(&csr(vec![]), &spiffe_id("a", "b"), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(cert_count(&issued.chain_pem), 2);
+        let (serving, _) = ca
+            .serving_cert(
+                &["istiod"],
+                &spiffe_id("istio-system", "istiod"),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(
+            cert_count(&serving),
+            2,
+            "leaf and the signing root, not the bundle"
+        );
+
+        // The key is checked against the first certificate only.
+        std::fs::write(&cert, format!("{}{}", new.root_pem, old.root_pem)).unwrap();
+        let e = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(e, CaError::KeyMismatch { .. }), "{e}");
+
+        // extra-roots.pem beside the generated root is pushed with it.
+        std::fs::write(&cert, &old.root_pem).unwrap();
+        std::fs::write(
+            dir.path().join("extra-roots.pem"),
+            format!("{}{}", new.root_pem, third.root_pem),
+        )
+        .unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            ca.root_pem,
+            format!("{}{}{}", old.root_pem, new.root_pem, third.root_pem)
+        );
+        assert_eq!(ca.chain_pem, old.root_pem);
+
+        // A bundle with something else in it stops start-up, naming the file.
+        std::fs::write(
+            dir.path().join("extra-roots.pem"),
+            "-----BEGIN PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("extra-roots.pem"), "{e}");
+        std::fs::write(dir.path().join("extra-roots.pem"), "").unwrap();
+        let e = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_plugin_ca_pushes_its_whole_trust_bundle() {
+        let (dir, _) = plugin_expiring(OffsetDateTime::now_utc() + time::Duration::days(1));
+        let other = Ca::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let root_path = dir.path().join("root-cert.pem");
+        let bundle = format!("{}{}", read(&root_path).unwrap(), other.root_pem);
+        std::fs::write(&root_path, &bundle).unwrap();
+        let ca = Ca::load_plugin(dir.path()).unwrap();
+        assert_eq!(ca.root_pem, bundle);
+        assert_eq!(cert_count(&ca.root_pem), 2);
+        std::fs::write(&root_path, "not pem").unwrap();
+        let e = Ca::load_plugin(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("root-cert.pem"), "{e}");
     }
 
     fn rustls_pemfile_first(pem: &str) -> Vec<u8> {

@@ -904,7 +904,17 @@ mod tests {
             /// A control plane whose registry holds `pods` (name, namespace), each with a
             /// sidecar.
             pub async fn start(limits: Limits, pods: &[(&str, &str)]) -> Mesh {
+                Self::start_with_ca(limits, pods, |_| {}).await
+            }
+
+            /// The same, with the CA directory prepared by `ca` first.
+            pub async fn start_with_ca(
+                limits: Limits,
+                pods: &[(&str, &str)],
+                ca: impl FnOnce(&std::path::Path),
+            ) -> Mesh {
                 let dir = tempfile::tempdir().unwrap();
+                ca(&dir.path().join("ca"));
                 let manifests = dir.path().join("manifests");
                 std::fs::create_dir(&manifests).unwrap();
                 let registry = dir.path().join("registry.json");
@@ -1461,6 +1471,56 @@ mod tests {
                 "only the genuine proxy is listed"
             );
             drop(genuine);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn every_root_of_the_bundle_is_pushed_and_authenticates_renewals() {
+            // The generated root, with a new one beside it in extra-roots.pem.
+            let new_dir = tempfile::tempdir().unwrap();
+            let new = crate::ca::Ca::load_or_create(new_dir.path()).unwrap();
+            let extra = new.root_pem.clone();
+            let mesh = Mesh::start_with_ca(Limits::default(), &[("web-0", "blog")], |ca| {
+                crate::ca::Ca::load_or_create(ca).unwrap();
+                std::fs::write(ca.join("extra-roots.pem"), &extra).unwrap();
+            })
+            .await;
+            let bundle = mesh.root_pem();
+            assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+            assert!(bundle.ends_with(&new.root_pem), "{bundle}");
+
+            // A proxy whose certificate is from the new root renews, and gets both roots.
+            let web = spiffe_id("blog", "web");
+            let key = rcgen::KeyPair::generate().unwrap();
+            let csr_pem = rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap();
+            let current = new
+                .sign(&csr_pem, &web, std::time::Duration::from_secs(3600))
+                .unwrap();
+            let mut p = mesh
+                .hello_with(
+                    "web-0",
+                    "blog",
+                    None,
+                    Some((current.chain_pem, key.serialize_pem())),
+                )
+                .await;
+            p.send(&csr()).await;
+            match p.recv().await {
+                Some(ControlMessage::Certificate {
+                    identity,
+                    root_cert_pem,
+                    cert_chain_pem,
+                    ..
+                }) => {
+                    assert_eq!(identity, web);
+                    assert_eq!(root_cert_pem, bundle, "every root is pushed");
+                    assert_eq!(cert_chain_pem.matches("BEGIN CERTIFICATE").count(), 2);
+                }
+                other => panic!("expected a certificate, got {other:?}"),
+            }
         }
 
         #[tokio::test(start_paused = true)]

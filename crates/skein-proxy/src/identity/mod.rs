@@ -729,4 +729,71 @@ mod tests {
         assert!(store.current().is_none());
         assert_eq!(store.generation(), 0);
     }
+
+    /// A full in-memory handshake; the error of whichever side refused.
+    fn handshake(
+        client: Arc<ClientConfig>,
+        server: Arc<ServerConfig>,
+    ) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from("web.blog.svc.cluster.local").expect("name");
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        fn pump(
+            from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+            to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+        ) -> Result<(), rustls::Error> {
+            let mut buf = Vec::new();
+            while from.wants_write() {
+                from.write_tls(&mut buf).expect("write to a Vec");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                to.read_tls(&mut rd).expect("read from a slice");
+                to.process_new_packets()?;
+            }
+            Ok(())
+        }
+        for _ in 0..10 {
+            pump(&mut c, &mut s)?;
+            pump(&mut s, &mut c)?;
+            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General(
+            "the handshake made no progress".into(),
+        ))
+    }
+
+    #[test]
+    fn every_root_of_the_bundle_is_trusted_for_peers() {
+        use crate::test_util::pki::{Ca, spiffe};
+        let (a, b, c) = (Ca::new("root A"), Ca::new("root B"), Ca::new("root C"));
+        let bundle = format!("{}{}", a.pem, b.pem);
+        let ours = IdentityStore::default();
+        let mut mine = a.identity(&spiffe("blog", "web"));
+        mine.root_pem = bundle.clone();
+        let ours = ours.install_static(&mine).expect("installed");
+
+        for (name, ca, trusted) in [("A", &a, true), ("B", &b, true), ("C", &c, false)] {
+            // The peer trusts all three, so any refusal is ours.
+            let mut peer = ca.identity(&spiffe("blog", "peer"));
+            peer.root_pem = format!("{}{}{}", a.pem, b.pem, c.pem);
+            let peer = IdentityStore::default()
+                .install_static(&peer)
+                .expect("peer installed");
+            let outbound = handshake(ours.client_config(TlsAlpn::None), peer.server_config());
+            let inbound = handshake(peer.client_config(TlsAlpn::None), ours.server_config());
+            assert_eq!(
+                outbound.is_ok(),
+                trusted,
+                "upstream from root {name}: {outbound:?}"
+            );
+            assert_eq!(
+                inbound.is_ok(),
+                trusted,
+                "client from root {name}: {inbound:?}"
+            );
+        }
+    }
 }

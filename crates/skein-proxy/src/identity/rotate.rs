@@ -90,17 +90,18 @@ impl CertState {
         self.next_at = Some(Instant::now() + self.backoff.next_delay());
     }
 
-    /// Installs a certificate answering our request and schedules its renewal.
+    /// Installs a certificate answering our request and schedules its renewal; true when it
+    /// was installed (its roots are then the mesh's trust bundle).
     pub(crate) fn on_certificate(
         &mut self,
         chain: &str,
         roots: &str,
         identity: &str,
         not_after: i64,
-    ) {
+    ) -> bool {
         let Some(key) = self.pending.take() else {
             tracing::warn!(%identity, "ignoring a certificate that answers no pending request");
-            return;
+            return false;
         };
         let received = unix_now_f64();
         match self.store.install_signed(&key, chain, roots, identity) {
@@ -111,10 +112,12 @@ impl CertState {
                 self.store
                     .note_next_renewal(Some((received + delay.as_secs_f64()) as i64));
                 self.backoff.reset();
+                true
             }
             Err(e) => {
                 tracing::warn!(error = %e, "control plane sent an unusable certificate; keeping the current one and retrying");
                 self.fail(&e.to_string());
+                false
             }
         }
     }
@@ -180,7 +183,7 @@ mod tests {
             panic!("a certificate request");
         };
         let (chain, root, not_after) = sign(&csr_pem, id, 100);
-        c.on_certificate(&chain, &root, id, not_after);
+        assert!(c.on_certificate(&chain, &root, id, not_after));
         let st = store.status();
         assert!(st.loaded && st.last_error.is_none(), "{st:?}");
         assert_eq!(st.identity.as_deref(), Some(id));
@@ -202,7 +205,7 @@ mod tests {
 
         // A certificate nobody asked for is ignored.
         let generation = store.generation();
-        c.on_certificate(&chain, &root, id, not_after);
+        assert!(!c.on_certificate(&chain, &root, id, not_after));
         assert_eq!(store.generation(), generation);
     }
 }

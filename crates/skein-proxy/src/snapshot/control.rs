@@ -20,6 +20,12 @@
 //! one (the last config stays, reconnects back off). The proxy proves which pod it is with its
 //! current certificate as the TLS client certificate, or, while it has no valid one, with the
 //! pod's bootstrap token in the hello (sent only over the verified stream).
+//!
+//! The pin follows the mesh's trust bundle: the roots of each certificate installed from the
+//! verified stream are added to it (never replacing it, and never from anything unverified),
+//! and the next connection trusts them too. So during a root change, when istiod restarts
+//! with a serving certificate from the new root, proxies that received the bundle with both
+//! roots reconnect to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,7 +200,10 @@ struct Session<'a> {
     last_refusal: Option<String>,
     ever_connected: bool,
     cert: Option<CertState>,
-    /// The TLS client config, built once the pinned root has been read.
+    /// The pinned roots: the `--control-root` file (read on first use), then every root
+    /// pushed over the verified stream. Only ever grows.
+    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The TLS client config for [`Self::pinned`], built on first use and after it grows.
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -289,8 +298,8 @@ impl Session<'_> {
         }
     }
 
-    /// The TLS client config: the pinned root (read on first use, then kept) and the current
-    /// certificate as the client certificate.
+    /// The TLS client config: the pinned roots (the file read on first use, then kept, plus
+    /// the roots pushed since) and the current certificate as the client certificate.
     fn tls_config(&mut self, tls: &ControlTls) -> Result<Arc<rustls::ClientConfig>, ControlError> {
         if let Some(c) = &self.tls {
             return Ok(Arc::clone(c));
@@ -301,12 +310,16 @@ impl Session<'_> {
             path: tls.roots.clone(),
             reason,
         };
-        let pem = std::fs::read(&tls.roots).map_err(|e| bad(e.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&pem) {
-            roots
-                .add(c.map_err(|e| bad(e.to_string()))?)
+        if self.pinned.is_empty() {
+            let pem = std::fs::read(&tls.roots).map_err(|e| bad(e.to_string()))?;
+            let pinned: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
                 .map_err(|e| bad(e.to_string()))?;
+            self.pinned = pinned;
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &self.pinned {
+            roots.add(c.clone()).map_err(|e| bad(e.to_string()))?;
         }
         if roots.is_empty() {
             return Err(bad("no certificate in it".into()));
@@ -325,6 +338,34 @@ impl Session<'_> {
         let config = Arc::new(config);
         self.tls = Some(Arc::clone(&config));
         Ok(config)
+    }
+
+    /// Adds the roots of a certificate installed from this (verified) stream to the pin; the
+    /// next connection trusts them. Only on a TLS stream whose pin is loaded: a plaintext
+    /// stream has no pin to add to, and nothing it sends may become one.
+    fn pin_pushed_roots(&mut self, root_cert_pem: &str) {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        if self.src.tls.is_none() || self.pinned.is_empty() {
+            return;
+        }
+        let mut added = 0;
+        for c in CertificateDer::pem_slice_iter(root_cert_pem.as_bytes()) {
+            // The bundle parsed when the certificate was installed; skip what does not.
+            let Ok(c) = c else { continue };
+            if !self.pinned.contains(&c) {
+                self.pinned.push(c);
+                added += 1;
+            }
+        }
+        if added > 0 {
+            tracing::info!(
+                added,
+                pinned = self.pinned.len(),
+                "control plane roots: trusting the mesh roots pushed over the verified stream"
+            );
+            self.tls = None;
+        }
     }
 
     /// Connects (TLS when configured) and says Hello (with the version in force, and the
@@ -420,13 +461,17 @@ impl Session<'_> {
                 identity,
                 not_after,
             }) => {
-                match self.cert.as_mut() {
+                let installed = match self.cert.as_mut() {
                     Some(c) => {
                         c.on_certificate(&cert_chain_pem, &root_cert_pem, &identity, not_after)
                     }
                     None => {
-                        tracing::debug!("ignoring a certificate: this proxy has a static identity")
+                        tracing::debug!("ignoring a certificate: this proxy has a static identity");
+                        false
                     }
+                };
+                if installed {
+                    self.pin_pushed_roots(&root_cert_pem);
                 }
                 return Ok(None);
             }
@@ -540,6 +585,7 @@ impl ConfigSource for ControlSource {
                 last_refusal: None,
                 ever_connected: false,
                 cert,
+                pinned: Vec::new(),
                 tls: None,
             };
             session.run().await;

@@ -178,3 +178,124 @@ async fn the_genuine_control_plane_gets_the_token_and_serves_snapshots() {
     }
     assert_eq!(h.version(), "v1");
 }
+
+/// Accepts one connection on `cp` with a certificate from `issuer`: the TLS stream, or the
+/// handshake's error when the proxy refuses it.
+async fn accept_one(
+    cp: &TcpListener,
+    issuer: &Issuer<'static, KeyPair>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let (tcp, _) = tokio::time::timeout(STEP, cp.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tokio::time::timeout(STEP, acceptor(issuer).accept(tcp))
+        .await
+        .unwrap()
+}
+
+/// Reads frames until the proxy's certificate request; returns its CSR.
+async fn next_csr(s: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> String {
+    loop {
+        match tokio::time::timeout(STEP, read_frame::<_, ProxyMessage>(s))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ProxyMessage::CertificateRequest { csr_pem } => return csr_pem,
+            _ => continue,
+        }
+    }
+}
+
+/// Signs `csr_pem` for `spiffe` with `issuer`, valid for an hour.
+fn sign(csr_pem: &str, spiffe: &str, issuer: &Issuer<'static, KeyPair>) -> (String, i64) {
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    csr.params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    csr.params.subject_alt_names = vec![SanType::URI(spiffe.try_into().unwrap())];
+    csr.params.not_before = now - time::Duration::minutes(1);
+    csr.params.not_after = now + time::Duration::hours(1);
+    let not_after = csr.params.not_after.unix_timestamp();
+    (csr.signed_by(issuer).unwrap().pem(), not_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn roots_pushed_over_the_verified_stream_are_pinned_for_the_next_control_plane() {
+    let dir = scratch_dir();
+    let (root_a, issuer_a) = ca("root A");
+    let (root_b, issuer_b) = ca("root B");
+    let (root_c, issuer_c) = ca("root C");
+    let id = format!("spiffe://cluster.local/ns/{NS}/sa/web");
+    let cp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let h = start_proxy(&dir, &root_a, cp.local_addr().unwrap()).await;
+
+    // Before any bundle, a control plane from B is refused.
+    assert!(
+        accept_one(&cp, &issuer_b).await.is_err(),
+        "B is not pinned yet"
+    );
+
+    // The genuine control plane (root A) first sends a certificate the proxy cannot use
+    // (another identity than announced) with C in its bundle: not installed, C not pinned.
+    let mut s = accept_one(&cp, &issuer_a).await.unwrap();
+    let csr = next_csr(&mut s).await;
+    let (chain, not_after) = sign(&csr, &id, &issuer_c);
+    write_frame(
+        &mut s,
+        &ControlMessage::Certificate {
+            cert_chain_pem: chain,
+            root_cert_pem: format!("{root_a}{root_c}"),
+            identity: format!("spiffe://cluster.local/ns/{NS}/sa/other"),
+            not_after,
+        },
+    )
+    .await
+    .unwrap();
+    // The retry (after the backoff) is answered with the bundle {A, B}.
+    let csr = next_csr(&mut s).await;
+    let (chain, not_after) = sign(&csr, &id, &issuer_a);
+    write_frame(
+        &mut s,
+        &ControlMessage::Certificate {
+            cert_chain_pem: chain,
+            root_cert_pem: format!("{root_a}{root_b}"),
+            identity: id.clone(),
+            not_after,
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + STEP;
+    while h.identity_status().installs == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was not installed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // istiod restarts serving a certificate from B: the proxy reconnects to it.
+    drop(s);
+    let mut s = accept_one(&cp, &issuer_b)
+        .await
+        .expect("a control plane from a pushed root is trusted");
+    let hello: ProxyMessage = tokio::time::timeout(STEP, read_frame(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(hello, ProxyMessage::Hello { .. }), "{hello:?}");
+
+    // One from C (only in the refused certificate's bundle) is still refused, as is the
+    // pinned file left as it was.
+    drop(s);
+    assert!(
+        accept_one(&cp, &issuer_c).await.is_err(),
+        "C came with a certificate that was not installed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("root-cert.pem")).unwrap(),
+        root_a
+    );
+}
