@@ -58,13 +58,21 @@ pub enum IdentityError {
     KeyMismatch(String),
     /// rustls refused the material.
     #[error("cannot build the mTLS config from the workload certificate: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// Key or CSR generation failed.
     #[error("cannot create the workload key or CSR: {0}")]
     Csr(String),
     /// A certificate arrived while no request was outstanding (its key is unknown).
     #[error("certificate received but no certificate request is pending; ignoring it")]
     Unsolicited,
+}
+
+// By hand rather than `#[from]`: the message already says the cause, so it is not also
+// returned as `source()`.
+impl From<rustls::Error> for IdentityError {
+    fn from(e: rustls::Error) -> Self {
+        IdentityError::Tls(e)
+    }
 }
 
 /// Identity material given directly (tests, embedding) instead of by the control plane.

@@ -32,7 +32,15 @@ pub enum TlsError {
     Key { path: String, detail: String },
     /// rustls rejected the pair.
     #[error("certificate and key do not form a usable server config: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
+}
+
+// By hand rather than `#[from]`: the message already says the cause, so it is not also
+// returned as `source()`.
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Config(e)
+    }
 }
 
 /// Builds an acceptor offering h2 and http/1.1 via ALPN.

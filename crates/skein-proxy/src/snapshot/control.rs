@@ -73,10 +73,10 @@ fn truncate_nack(mut error: String) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// The TCP connection could not be made.
-    #[error("cannot connect to the control plane at {addr}: {source}")]
+    #[error("cannot connect to the control plane at {addr}: {error}")]
     Connect {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Connecting or writing took longer than the I/O timeout (10 s).
     #[error("control plane at {addr}: {what} timed out after {timeout:?}")]
@@ -86,10 +86,10 @@ pub enum ControlError {
         timeout: Duration,
     },
     /// Reading or writing a frame failed, or the peer closed the stream.
-    #[error("control plane at {addr}: {source}")]
+    #[error("control plane at {addr}: {error}")]
     Stream {
         addr: SocketAddr,
-        source: StreamError,
+        error: StreamError,
     },
     /// The control plane sent [`ControlMessage::Error`] (it closes the stream after it).
     #[error("control plane at {addr} refused this proxy: {message}")]
@@ -101,21 +101,21 @@ pub enum ControlError {
         reason: String,
     },
     /// The bootstrap token file could not be read.
-    #[error("cannot read the bootstrap token {}: {source}", path.display())]
+    #[error("cannot read the bootstrap token {}: {error}", path.display())]
     Token {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TLS handshake failed: above all, a control plane whose certificate does not chain to
     /// the pinned root or does not name the expected server.
     #[error(
         "control plane at {addr} failed TLS verification (expected a certificate for \
-         {server_name} from the mesh root): {source}"
+         {server_name} from the mesh root): {error}"
     )]
     Tls {
         addr: SocketAddr,
         server_name: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -219,7 +219,7 @@ impl Session<'_> {
     fn stream_err(&self, source: StreamError) -> ControlError {
         ControlError::Stream {
             addr: self.src.addr,
-            source,
+            error: source,
         }
     }
 
@@ -378,7 +378,7 @@ impl Session<'_> {
         };
         let tcp = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(c)) => c,
-            Ok(Err(source)) => return Err(ControlError::Connect { addr, source }),
+            Ok(Err(error)) => return Err(ControlError::Connect { addr, error }),
             Err(_) => return Err(self.timeout("connect")),
         };
         let _ = tcp.set_nodelay(true);
@@ -390,7 +390,7 @@ impl Session<'_> {
                     |e| ControlError::Tls {
                         addr,
                         server_name: t.server_name.clone(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
                     },
                 )?;
                 let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
@@ -400,7 +400,7 @@ impl Session<'_> {
                         return Err(ControlError::Tls {
                             addr,
                             server_name: t.server_name,
-                            source,
+                            error: source,
                         });
                     }
                     Err(_) => return Err(self.timeout("TLS handshake")),
@@ -413,7 +413,7 @@ impl Session<'_> {
                     let text =
                         std::fs::read_to_string(path).map_err(|source| ControlError::Token {
                             path: path.clone(),
-                            source,
+                            error: source,
                         })?;
                     token = Some(text.trim().to_string());
                 }
