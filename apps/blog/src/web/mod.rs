@@ -101,14 +101,13 @@ pub enum WebError {
         value: String,
         reason: String,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("server error: {0}")]
-    Serve(#[source] std::io::Error),
+    Serve(std::io::Error),
 }
 
 fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> WebError {
@@ -345,9 +344,9 @@ pub async fn start(config: Config) -> Result<ServerHandle, WebError> {
     let app = router(&config)?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
-        .map_err(|source| WebError::Bind {
+        .map_err(|error| WebError::Bind {
             addr: config.listen_addr,
-            source,
+            error,
         })?;
     let handle = ServerHandle::spawn(listener, app).map_err(WebError::Serve)?;
     tracing::info!(

@@ -36,11 +36,11 @@ pub enum OriginError {
     #[error("{0}")]
     Control(String),
     /// A file named by the DestinationRule could not be read.
-    #[error("cannot read {field} file {path}: {source}")]
+    #[error("cannot read {field} file {path}: {error}")]
     Read {
         field: &'static str,
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A PEM value holds no usable certificate or key.
     #[error("{field}: {reason}")]
@@ -93,10 +93,10 @@ pub fn origination(c: &Cluster) -> Option<Result<Arc<Origination>, OriginError>>
 }
 
 fn read(field: &'static str, path: &str) -> Result<String, OriginError> {
-    std::fs::read_to_string(path).map_err(|source| OriginError::Read {
+    std::fs::read_to_string(path).map_err(|error| OriginError::Read {
         field,
         path: path.to_string(),
-        source,
+        error,
     })
 }
 
