@@ -1,8 +1,9 @@
 //! The YAML manifest loader and validation: arbitrary bytes as one manifest file.
 //!
 //! Invariants: nothing panics; `load_str` fails exactly when `load_str_partial` reports
-//! errors; every error and diagnostic points at a line of the file (1..=lines+1); the
-//! diagnostics come sorted by file and line, as `validate` promises.
+//! errors; every error and diagnostic points at a line of the file (1..=lines+1, counting
+//! line breaks as YAML does); the diagnostics come sorted by file and line, as `validate`
+//! promises.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,8 +22,13 @@ fuzz_target!(|data: &[u8]| {
     );
 
     // A file of n lines has lines 1..=n; one more for a document that starts after the last
-    // newline (an error "at end of input").
-    let last_line = text.lines().count() + 1;
+    // line break (an error "at end of input"). The YAML parser's line breaks are those of
+    // YAML 1.1: CR LF, and CR, LF, NEL, LS and PS alone.
+    let breaks = text
+        .replace("\r\n", "\n")
+        .matches(['\r', '\n', '\u{85}', '\u{2028}', '\u{2029}'])
+        .count();
+    let last_line = breaks + 1;
     for e in &errors {
         let _ = e.to_string();
         if let Some(at) = e.at() {
