@@ -16,12 +16,8 @@ pub const SKEIN_HOSTS_ENV: &str = "SKEIN_HOSTS";
 pub enum ResolveError {
     #[error("no address found for host `{0}`")]
     NotFound(String),
-    #[error("DNS lookup of `{host}` failed: {source}")]
-    Dns {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("DNS lookup of `{host}` failed: {error}")]
+    Dns { host: String, error: io::Error },
 }
 
 /// A parsed hosts file: `ADDRESS NAME [ALIAS...]` per line, `#` starts a comment.
@@ -148,7 +144,7 @@ impl Resolver {
             .await
             .map_err(|source| ResolveError::Dns {
                 host: host.to_owned(),
-                source,
+                error: source,
             })?
             .collect();
         if addrs.is_empty() {

@@ -299,6 +299,58 @@ impl Ca {
         Ok(())
     }
 
+    /// The control plane's own serving certificate, for a key made here that never leaves
+    /// the process: the DNS names proxies check (`istiod.istio-system.svc`, ...) and
+    /// istiod's SPIFFE identity, valid for `ttl` (never past the signing CA). Returns the
+    /// chain (leaf first, then the signing CA's chain) and the key, PEM.
+    pub fn serving_cert(
+        &self,
+        dns_names: &[&str],
+        identity: &str,
+        ttl: Duration,
+    ) -> Result<(String, String), CaError> {
+        let sign_err = |e: rcgen::Error| CaError::Sign(e.to_string());
+        let key = KeyPair::generate().map_err(sign_err)?;
+        let mut params = CertificateParams::default();
+        let mut sans = Vec::new();
+        for name in dns_names {
+            sans.push(SanType::DnsName((*name).try_into().map_err(sign_err)?));
+        }
+        sans.push(SanType::URI(identity.try_into().map_err(sign_err)?));
+        params.subject_alt_names = sans;
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            dns_names.first().copied().unwrap_or("istiod"),
+        );
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        if self.not_after <= now {
+            return Err(CaError::Expired {
+                not_after: self.not_after,
+                ca: self.source.clone(),
+            });
+        }
+        params.not_before = now - time::Duration::seconds(60);
+        params.not_after = time::Duration::try_from(ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add(ttl))
+            .map_or(self.not_after, |t| t.min(self.not_after));
+        let cert = params.signed_by(&key, &self.issuer).map_err(sign_err)?;
+        let mut chain_pem = cert.pem();
+        if !chain_pem.ends_with('\n') {
+            chain_pem.push('\n');
+        }
+        chain_pem.push_str(&self.chain_pem);
+        Ok((chain_pem, key.serialize_pem()))
+    }
+
     /// Signs `csr_pem` for `identity`, valid for `ttl`. Whatever the CSR asks for, the
     /// certificate carries exactly this identity as its only SAN.
     pub fn sign(&self, csr_pem: &str, identity: &str, ttl: Duration) -> Result<Issued, CaError> {

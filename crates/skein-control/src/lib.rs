@@ -16,6 +16,22 @@
 //!
 //! # Security
 //!
+//! The control stream is TLS 1.3. The control plane's serving certificate is made at each start
+//! for a key that never leaves the process, signed by the mesh CA for `istiod.istio-system.svc`
+//! ([`server::SERVER_NAMES`]); proxies verify it against the mesh root they were given at start,
+//! so a process that binds the control port cannot feed them roots or snapshots.
+//!
+//! A stream serves a pod only once its proxy has proved it is that pod's ([`server`]'s
+//! `authenticate`): the hello carries the pod's bootstrap token (the runtime writes one per pod,
+//! mode 0600, in the pod's own directory, and lists its SHA-256 in the registry; compared in
+//! constant time), or the stream's client certificate, verified against the mesh root, names
+//! the pod's identity. Anything else (another pod's token, none, a certificate for another
+//! identity) is refused with a message and the connection closed: no snapshot, no certificate.
+//! A renewal is authenticated by the current certificate rather than by the token again: it is
+//! proof of possession of the key, it cannot widen the identity (the CA signs only the identity
+//! the certificate already has), and it keeps working if the token file is gone or rotated.
+//! Proxies send the token only while they have no valid certificate.
+//!
 //! Anything that can reach the control port is treated as a possibly hostile peer, and cannot
 //! make the control plane hold memory without bound:
 //!

@@ -57,6 +57,13 @@ pub struct Pod {
     pub ready: bool,
     /// The pod's proxy, when it has one (a sidecar or a gateway).
     pub proxy: Option<ProxyInfo>,
+    /// Lowercase hex SHA-256 of the pod's bootstrap token: the secret the runtime wrote
+    /// (mode 0600) into the pod's own directory for its proxy, the local stand-in for a
+    /// projected ServiceAccount token. The control plane signs a first certificate for this
+    /// pod only for a hello that carries the token. None: no token was issued, so only a
+    /// current certificate for the pod's identity authenticates its proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token_sha256: Option<String>,
 }
 
 /// Where a pod's proxy listens.
@@ -131,7 +138,24 @@ fn extra_files(status_file: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Lowercase hex SHA-256 of a bootstrap token, as [`Pod::bootstrap_token_sha256`] holds it.
+pub fn token_sha256(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Pod {
+    /// Whether `token` is this pod's bootstrap token, compared in constant time (on the
+    /// hashes, so neither the token's length nor its content shows in the timing).
+    pub fn token_matches(&self, token: &str) -> bool {
+        let Some(expected) = &self.bootstrap_token_sha256 else {
+            return false;
+        };
+        let given = token_sha256(token);
+        let (a, b) = (given.as_bytes(), expected.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
     /// The pod IP, parsed.
     pub fn ip(&self) -> Option<IpAddr> {
         self.ip.parse().ok()

@@ -14,8 +14,10 @@ use skein_snapshot::Snapshot;
 use skein_snapshot::stream::{
     ControlMessage, MAX_PROXY_FRAME, ProxyMessage, StreamError, read_frame_limited, write_frame,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::compile::Compiler;
 use crate::registry::Registry;
@@ -57,6 +59,68 @@ pub enum ControlError {
     /// The certificate authority could not be loaded or created.
     #[error("certificate authority")]
     Ca(#[from] crate::ca::CaError),
+    /// The control stream's TLS config could not be built from the CA's material.
+    #[error("cannot set up TLS for the control stream: {0}")]
+    Tls(String),
+}
+
+/// The DNS names of the control plane's serving certificate; proxies check the first.
+pub const SERVER_NAMES: [&str; 3] = [
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "istiod",
+];
+
+/// Lifetime of the control plane's serving certificate (a new one is made at each start;
+/// never past the signing CA).
+pub const SERVING_CERT_TTL: Duration = Duration::from_secs(365 * 86_400);
+
+/// The control stream's TLS: the serving certificate signed by the mesh CA, and a client
+/// certificate that is optional (a first connection has none yet) but, when given, must chain
+/// to the mesh root; whose identity it names is checked at hello.
+fn tls_acceptor(ca: &crate::ca::Ca) -> Result<TlsAcceptor, ControlError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = |e: &dyn std::fmt::Display| ControlError::Tls(e.to_string());
+    let identity = crate::ca::spiffe_id("istio-system", "istiod-service-account");
+    let (chain_pem, key_pem) = ca.serving_cert(&SERVER_NAMES, &identity, SERVING_CERT_TTL)?;
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.root_pem.as_bytes()) {
+        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| tls(&e))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(clients)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls(&e))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The SPIFFE identity of the client certificate a TLS peer presented (verified against the
+/// mesh root by the handshake), if any.
+fn peer_identity<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<String> {
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
+            Some(u.to_string())
+        }
+        _ => None,
+    })
 }
 
 /// What the status file says of one proxy.
@@ -124,6 +188,7 @@ struct Generation {
 struct Shared {
     current: watch::Sender<Arc<Generation>>,
     ca: crate::ca::Ca,
+    tls: TlsAcceptor,
     cert_ttl: Duration,
     limits: Limits,
     status: Mutex<ControlStatus>,
@@ -260,6 +325,7 @@ impl Server {
         let ca = crate::ca::Ca::load(&opts.ca_dir, opts.plugin_ca.as_deref())?;
         ca.check_ttl(opts.cert_ttl)?;
         tracing::info!(source = %ca.source, "certificate authority ready");
+        let tls = tls_acceptor(&ca)?;
         let listener =
             TcpListener::bind(opts.listen)
                 .await
@@ -306,6 +372,7 @@ impl Server {
         let shared = Arc::new(Shared {
             current: tx,
             ca,
+            tls,
             cert_ttl: opts.cert_ttl,
             limits,
             status: Mutex::new(status),
@@ -359,8 +426,18 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                if let Err(e) = serve_proxy(stream, shared).await {
-                    tracing::debug!(%peer, error = %e, "proxy stream ended");
+                // One deadline for the TLS handshake and the hello together.
+                let deadline = tokio::time::Instant::now() + shared.limits.hello_timeout;
+                let accept = shared.tls.accept(stream);
+                match tokio::time::timeout_at(deadline, accept).await {
+                    Ok(Ok(tls)) => {
+                        let identity = peer_identity(&tls);
+                        if let Err(e) = serve_proxy(tls, identity, deadline, shared).await {
+                            tracing::debug!(%peer, error = %e, "proxy stream ended");
+                        }
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "no TLS handshake in time; closing"),
                 }
                 drop(slot);
             });
@@ -452,12 +529,22 @@ async fn write_status(shared: Arc<Shared>, path: PathBuf) {
     }
 }
 
-/// Serves one proxy: Hello, then a snapshot whenever its config changes, and its acks.
-async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), StreamError> {
-    let (mut rd, mut wr) = stream.into_split();
+/// Serves one proxy over its TLS stream: Hello (authenticated by the pod's bootstrap token or
+/// by a client certificate for the pod's identity), then a snapshot whenever its config
+/// changes, its acks, and its certificate requests.
+async fn serve_proxy<S>(
+    stream: S,
+    peer_identity: Option<String>,
+    deadline: tokio::time::Instant,
+    shared: Arc<Shared>,
+) -> Result<(), StreamError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let max_frame = shared.limits.max_frame;
-    let hello: ProxyMessage = match tokio::time::timeout(
-        shared.limits.hello_timeout,
+    let hello: ProxyMessage = match tokio::time::timeout_at(
+        deadline,
         read_frame_limited(&mut rd, max_frame),
     )
     .await
@@ -472,6 +559,7 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
         node,
         namespace,
         current_version,
+        bootstrap_token,
     } = hello
     else {
         let msg = ControlMessage::Error {
@@ -486,7 +574,24 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
         let msg = ControlMessage::Error { message: reason };
         return write_frame(&mut wr, &msg).await;
     }
-    tracing::info!(%node, ?current_version, "proxy connected");
+    let how = match authenticate(
+        &shared,
+        &node,
+        &namespace,
+        bootstrap_token.as_deref(),
+        peer_identity.as_deref(),
+        deadline,
+    )
+    .await
+    {
+        Ok(how) => how,
+        Err(reason) => {
+            tracing::warn!(%node, %namespace, "refusing a proxy: {reason}");
+            let msg = ControlMessage::Error { message: reason };
+            return write_frame(&mut wr, &msg).await;
+        }
+    };
+    tracing::info!(%node, ?current_version, authenticated_by = how, "proxy connected");
     shared.connected(&node);
 
     // Acks are read on their own task, so that a push never waits for the proxy's answer.
@@ -530,6 +635,70 @@ async fn serve_proxy(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Strea
     result
 }
 
+/// Whether a hello for pod `node` in `namespace` comes from that pod's proxy: it carries the
+/// pod's bootstrap token, or the stream's client certificate (verified against the mesh root
+/// by the handshake) names the pod's identity. Says how, or why not (a message for the peer
+/// and the log, which never echoes the token). A pod the registry does not list yet is waited
+/// for until `deadline` (the runtime lists pods as it starts them).
+async fn authenticate(
+    shared: &Shared,
+    node: &str,
+    namespace: &str,
+    token: Option<&str>,
+    peer_identity: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Result<&'static str, String> {
+    let mut rx = shared.current.subscribe();
+    let pod = loop {
+        let generation = rx.borrow_and_update().clone();
+        if let Some(pod) = generation.registry.pod(node) {
+            break pod.clone();
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(format!(
+                    "no pod called {node:?} is known; cannot tell its identity"
+                ));
+            }
+        }
+    };
+    if pod.namespace != namespace {
+        return Err(format!(
+            "pod {node} is in namespace {:?}, not {namespace:?}",
+            pod.namespace
+        ));
+    }
+    let identity = pod_identity(&pod);
+    if peer_identity == Some(identity.as_str()) {
+        return Ok("certificate");
+    }
+    if token.is_some_and(|t| pod.token_matches(t)) {
+        return Ok("bootstrap token");
+    }
+    Err(match (peer_identity, token) {
+        (Some(other), _) => format!(
+            "the client certificate is for {other}, not for pod {node} ({identity}); and no \
+             valid bootstrap token for the pod was given"
+        ),
+        (None, Some(_)) => format!("the bootstrap token is not pod {node}'s"),
+        (None, None) => format!(
+            "pod {node} must authenticate: give its bootstrap token (--bootstrap-token) or \
+             present its current certificate"
+        ),
+    })
+}
+
+/// `spiffe://cluster.local/ns/NS/sa/SA` of a pod's ServiceAccount.
+fn pod_identity(pod: &crate::registry::Pod) -> String {
+    let sa = if pod.service_account.is_empty() {
+        "default"
+    } else {
+        &pod.service_account
+    };
+    crate::ca::spiffe_id(&pod.namespace, sa)
+}
+
 /// The longest node or namespace name a hello may carry (a DNS-1123 subdomain's limit).
 pub const MAX_NAME: usize = 253;
 
@@ -570,9 +739,9 @@ fn dns1123_subdomain(what: &str, name: &str) -> Result<(), String> {
 }
 
 /// Sends the proxy its snapshot now and after every change that alters it.
-async fn push_loop(
+async fn push_loop<W: AsyncWrite + Unpin>(
     node: &str,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut W,
     shared: &Shared,
     reader: &mut tokio::task::JoinHandle<()>,
     csrs: &mut tokio::sync::mpsc::Receiver<String>,
@@ -635,12 +804,7 @@ fn sign_for(shared: &Shared, node: &str, csr: &str) -> ControlMessage {
         tracing::debug!(%node, "certificate request refused: {message}");
         return ControlMessage::CertificateError { message };
     }
-    let sa = if pod.service_account.is_empty() {
-        "default"
-    } else {
-        &pod.service_account
-    };
-    let identity = crate::ca::spiffe_id(&pod.namespace, sa);
+    let identity = pod_identity(pod);
     match shared.ca.sign(csr, &identity, shared.cert_ttl) {
         Ok(issued) => {
             tracing::info!(%node, %identity, not_after = issued.not_after, "certificate issued");
@@ -721,6 +885,7 @@ mod tests {
         };
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio::net::TcpStream;
+        use tokio_rustls::client::TlsStream;
 
         use super::super::{ControlOptions, ControlStatus, Limits, Server, Shared};
         use crate::store::Store;
@@ -751,6 +916,7 @@ mod tests {
                             "name": name, "namespace": ns, "workload": name,
                             "service_account": "web", "ip": format!("10.0.0.{}", i + 1),
                             "ready": true, "proxy": {"mode": "sidecar"},
+                            "bootstrap_token_sha256": crate::registry::token_sha256(&token(name)),
                         })
                     })
                     .collect();
@@ -796,44 +962,136 @@ mod tests {
                 serde_json::from_slice(&std::fs::read(&self.status_file).unwrap()).unwrap()
             }
 
-            pub async fn connect(&self) -> Peer {
-                let conn = TcpStream::connect(self.addr).await.unwrap();
-                conn.set_nodelay(true).unwrap();
-                Peer { conn }
+            /// The mesh's root certificate (what the runtime gives each proxy).
+            pub fn root_pem(&self) -> String {
+                self.shared.ca.root_pem.clone()
             }
 
-            /// A peer that said hello as `node` in `namespace`.
+            /// Signs a workload certificate for `identity` as the mesh CA does; returns the
+            /// chain and key (PEM).
+            pub fn issue(&self, identity: &str) -> (String, String) {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let csr = rcgen::CertificateParams::default()
+                    .serialize_request(&key)
+                    .unwrap()
+                    .pem()
+                    .unwrap();
+                let issued = self
+                    .shared
+                    .ca
+                    .sign(&csr, identity, Duration::from_secs(3600))
+                    .unwrap();
+                (issued.chain_pem, key.serialize_pem())
+            }
+
+            /// A TLS connection that verifies the control plane against the mesh root, with
+            /// no client certificate.
+            pub async fn connect(&self) -> Peer {
+                self.connect_as(None).await
+            }
+
+            /// A TLS connection presenting `client` (chain, key) if given.
+            pub async fn connect_as(&self, client: Option<(String, String)>) -> Peer {
+                // A connection closed before its handshake ends (over the cap) is a peer that
+                // is closed already.
+                Peer {
+                    conn: tls_connect(self.addr, &self.root_pem(), client).await.ok(),
+                }
+            }
+
+            /// A peer that said hello as `node` in `namespace`, with the pod's token.
             pub async fn hello(&self, node: &str, namespace: &str) -> Peer {
-                let mut p = self.connect().await;
+                self.hello_with(node, namespace, Some(&token(node)), None)
+                    .await
+            }
+
+            /// A peer that said hello with `token` and `client` certificate as given.
+            pub async fn hello_with(
+                &self,
+                node: &str,
+                namespace: &str,
+                token: Option<&str>,
+                client: Option<(String, String)>,
+            ) -> Peer {
+                let mut p = self.connect_as(client).await;
                 p.send(&ProxyMessage::Hello {
                     node: node.into(),
                     namespace: namespace.into(),
                     current_version: None,
+                    bootstrap_token: token.map(str::to_string),
                 })
                 .await;
                 p
             }
         }
 
+        /// The bootstrap token of test pod `name`.
+        pub fn token(name: &str) -> String {
+            format!("token-of-{name}")
+        }
+
+        /// A TLS client to the control plane: its certificate must chain to `root_pem` and
+        /// name istiod's DNS name; `client` (chain, key) is presented if given.
+        pub async fn tls_connect(
+            addr: SocketAddr,
+            root_pem: &str,
+            client: Option<(String, String)>,
+        ) -> std::io::Result<TlsStream<TcpStream>> {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
+            let config = match client {
+                Some((chain, key)) => builder
+                    .with_client_auth_cert(
+                        CertificateDer::pem_slice_iter(chain.as_bytes())
+                            .collect::<Result<Vec<_>, _>>()
+                            .unwrap(),
+                        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                    )
+                    .unwrap(),
+                None => builder.with_no_client_auth(),
+            };
+            let conn = TcpStream::connect(addr).await?;
+            conn.set_nodelay(true)?;
+            let name = ServerName::try_from(super::super::SERVER_NAMES[0]).unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, conn)
+                .await
+        }
+
         pub struct Peer {
-            pub conn: TcpStream,
+            pub conn: Option<TlsStream<TcpStream>>,
         }
 
         impl Peer {
             pub async fn send(&mut self, msg: &ProxyMessage) {
-                write_frame(&mut self.conn, msg).await.unwrap();
+                write_frame(self.conn.as_mut().expect("connected"), msg)
+                    .await
+                    .unwrap();
             }
 
             /// Writes raw bytes; false if the server has closed the connection.
             pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
-                self.conn.write_all(bytes).await.is_ok()
+                let Some(conn) = self.conn.as_mut() else {
+                    return false;
+                };
+                conn.write_all(bytes).await.is_ok() && conn.flush().await.is_ok()
             }
 
             /// The next message, skipping snapshots; None if the stream ends or nothing
             /// comes within a step.
             pub async fn recv(&mut self) -> Option<ControlMessage> {
+                let conn = self.conn.as_mut()?;
                 loop {
-                    match tokio::time::timeout(STEP, read_frame(&mut self.conn)).await {
+                    match tokio::time::timeout(STEP, read_frame(&mut *conn)).await {
                         Ok(Ok(ControlMessage::Snapshot { .. })) => continue,
                         Ok(Ok(m)) => return Some(m),
                         Ok(Err(StreamError::Closed)) | Ok(Err(_)) | Err(_) => return None,
@@ -845,9 +1103,12 @@ mod tests {
             /// first is skipped).
             pub async fn closed_within(&mut self, within: Duration) -> bool {
                 let mut buf = [0u8; 4096];
+                let Some(conn) = self.conn.as_mut() else {
+                    return true;
+                };
                 let read = async {
                     loop {
-                        match self.conn.read(&mut buf).await {
+                        match conn.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(_) => {}
                         }
@@ -914,6 +1175,7 @@ mod tests {
                 node: "a".repeat(MAX_PROXY_FRAME),
                 namespace: "blog".into(),
                 current_version: None,
+                bootstrap_token: None,
             })
             .await;
             assert!(p.closed_within(STEP).await, "still open");
@@ -923,7 +1185,13 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn hello_names_must_be_dns_1123_and_short() {
-            let mesh = Mesh::start(Limits::default(), &[("web-0", "blog")]).await;
+            let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+            let pods = [
+                ("web-0", "blog"),
+                (longest.as_str(), "blog"),
+                ("web-0.v1", "blog-system"),
+            ];
+            let mesh = Mesh::start(Limits::default(), &pods).await;
             let long = format!("{}.b", "a".repeat(252));
             let bad = [
                 ("", "blog"),
@@ -952,7 +1220,6 @@ mod tests {
             assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
 
             // The longest names allowed, and dotted ones, are fine.
-            let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
             assert_eq!(longest.len(), 253);
             for (node, ns) in [(longest.as_str(), "blog"), ("web-0.v1", "blog-system")] {
                 let mut p = mesh.hello(node, ns).await;
@@ -1068,6 +1335,165 @@ mod tests {
                 p.recv().await,
                 Some(ControlMessage::CertificateError { .. })
             ));
+        }
+    }
+
+    mod identity {
+        //! Who gets a certificate: only the proxy of the pod the hello names, by the pod's
+        //! bootstrap token or by its current certificate.
+
+        use skein_snapshot::stream::{ControlMessage, ProxyMessage};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use super::super::Limits;
+        use super::peers::{Mesh, Peer, STEP, tls_connect, token};
+        use crate::ca::spiffe_id;
+
+        fn csr() -> ProxyMessage {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let csr_pem = rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap();
+            ProxyMessage::CertificateRequest { csr_pem }
+        }
+
+        async fn pods() -> Mesh {
+            Mesh::start(Limits::default(), &[("web-0", "blog"), ("was-0", "blog")]).await
+        }
+
+        /// Refused with a message naming `expect`, then closed; a CSR sent anyway is never
+        /// answered with a certificate.
+        async fn refused(mut p: Peer, expect: &str) {
+            match p.recv().await {
+                Some(ControlMessage::Error { message }) => {
+                    assert!(message.contains(expect), "{message}")
+                }
+                other => panic!("expected a refusal naming {expect:?}, got {other:?}"),
+            }
+            if let Some(c) = p.conn.as_mut() {
+                let _ = skein_snapshot::stream::write_frame(c, &csr()).await;
+            }
+            assert!(p.recv().await.is_none(), "nothing after the refusal");
+            assert!(p.closed_within(STEP).await, "still open");
+        }
+
+        async fn certified(p: &mut Peer) -> String {
+            p.send(&csr()).await;
+            match p.recv().await {
+                Some(ControlMessage::Certificate { identity, .. }) => identity,
+                other => panic!("expected a certificate, got {other:?}"),
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_hello_for_another_pod_without_its_token_is_refused() {
+            let mesh = pods().await;
+            // Another pod's token, a made-up one, none at all.
+            let theirs = token("was-0");
+            for t in [Some(theirs.as_str()), Some("guess"), Some(""), None] {
+                let p = mesh.hello_with("web-0", "blog", t, None).await;
+                let expect = if t.is_some() {
+                    "not pod web-0's"
+                } else {
+                    "must authenticate"
+                };
+                refused(p, expect).await;
+            }
+            // The right token in the wrong namespace.
+            let p = mesh
+                .hello_with("web-0", "other", Some(&token("web-0")), None)
+                .await;
+            refused(p, "namespace").await;
+            assert!(mesh.status().proxies.is_empty(), "{:?}", mesh.status());
+
+            // The pod's own token: its certificate, for its ServiceAccount.
+            let mut p = mesh.hello("web-0", "blog").await;
+            assert_eq!(certified(&mut p).await, spiffe_id("blog", "web"));
+            assert!(mesh.status().proxies.contains_key("web-0"));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_renewal_needs_a_current_certificate_for_the_pod() {
+            let mesh = pods().await;
+            let web = spiffe_id("blog", "web");
+
+            // The current certificate alone authenticates the pod's proxy (no token).
+            let current = mesh.issue(&web);
+            let mut genuine = mesh.hello_with("web-0", "blog", None, Some(current)).await;
+            assert_eq!(certified(&mut genuine).await, web);
+
+            // A certificate of the mesh for another identity does not.
+            let other = mesh.issue(&spiffe_id("other", "web"));
+            let p = mesh.hello_with("web-0", "blog", None, Some(other)).await;
+            refused(
+                p,
+                "client certificate is for spiffe://cluster.local/ns/other/sa/web",
+            )
+            .await;
+
+            // One from another CA does not even finish the handshake.
+            let foreign_dir = tempfile::tempdir().unwrap();
+            let foreign = crate::ca::Ca::load_or_create(foreign_dir.path()).unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let csr = rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap();
+            let forged = foreign
+                .sign(&csr, &web, std::time::Duration::from_secs(3600))
+                .unwrap();
+            let mut p = mesh
+                .hello_with(
+                    "web-0",
+                    "blog",
+                    None,
+                    Some((forged.chain_pem, key.serialize_pem())),
+                )
+                .await;
+            assert!(p.recv().await.is_none());
+            assert!(p.closed_within(STEP).await);
+            assert_eq!(
+                mesh.status().proxies.keys().collect::<Vec<_>>(),
+                ["web-0"],
+                "only the genuine proxy is listed"
+            );
+            drop(genuine);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_stream_is_tls_with_the_mesh_root() {
+            let mesh = pods().await;
+            // A plaintext hello gets no frame back, only the end of the connection.
+            let mut raw = tokio::net::TcpStream::connect(mesh.addr).await.unwrap();
+            raw.set_nodelay(true).unwrap();
+            let body = serde_json::to_vec(&ProxyMessage::Hello {
+                node: "web-0".into(),
+                namespace: "blog".into(),
+                current_version: None,
+                bootstrap_token: Some(token("web-0")),
+            })
+            .unwrap();
+            let _ = raw.write_all(&(body.len() as u32).to_be_bytes()).await;
+            let _ = raw.write_all(&body).await;
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(STEP, raw.read_to_end(&mut got)).await;
+            assert!(
+                skein_snapshot::stream::read_frame::<_, ControlMessage>(&mut got.as_slice())
+                    .await
+                    .is_err(),
+                "a plaintext peer got a frame"
+            );
+
+            // A client pinned to another root refuses this control plane.
+            let other_dir = tempfile::tempdir().unwrap();
+            let other = crate::ca::Ca::load_or_create(other_dir.path()).unwrap();
+            let e = tls_connect(mesh.addr, &other.root_pem, None)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("certificate"), "{e}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Every change is loaded and validated as a whole. A change with an error is refused with
 //! each error's `file:line` and reason, and the last good config stays in force.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -64,6 +64,35 @@ impl Store {
 
     /// Loads and validates everything. Objects from `applied` replace same-named ones.
     pub fn load(&self) -> Result<Manifests, Rejection> {
+        let merged = dedupe(self.load_unvalidated()?);
+        let errors: Vec<String> = skein_api::validate(&merged)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        if errors.is_empty() {
+            Ok(merged)
+        } else {
+            Err(Rejection { errors })
+        }
+    }
+
+    /// The errors `change` would bring if `skein apply` added it to the current config (its
+    /// objects replacing same-named ones), each with the change's own `file:line`. Errors the
+    /// current config already has elsewhere are not the change's and are left out.
+    pub fn check_apply(&self, change: &Manifests) -> Vec<String> {
+        let mut merged = self.load_unvalidated().unwrap_or_default();
+        merged.extend(change.clone());
+        let files: HashSet<&Path> = change.iter().map(|d| d.source.file.as_path()).collect();
+        skein_api::validate(&dedupe(merged))
+            .into_iter()
+            .filter(|d| d.is_error() && files.contains(d.source.file.as_path()))
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    /// The directory's objects followed by the applied ones, as loaded (not yet validated).
+    fn load_unvalidated(&self) -> Result<Manifests, Rejection> {
         let mut errors = Vec::new();
         let mut merged = match skein_api::load_path(&self.dir) {
             Ok(m) => m,
@@ -82,15 +111,6 @@ impl Store {
                 Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
             }
         }
-        if !errors.is_empty() {
-            return Err(Rejection { errors });
-        }
-        let merged = dedupe(merged);
-        let errors: Vec<String> = skein_api::validate(&merged)
-            .into_iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.to_string())
-            .collect();
         if errors.is_empty() {
             Ok(merged)
         } else {

@@ -97,6 +97,24 @@ pub enum SourceConfig {
     Pushed,
 }
 
+/// How the proxy authenticates the control plane and itself on the control stream.
+#[derive(Debug, Clone)]
+pub struct ControlTls {
+    /// The mesh root certificates (PEM) the control plane's serving certificate must chain
+    /// to, pinned at start: the file is read once (retried until it can be) and kept.
+    pub roots: PathBuf,
+    /// The DNS name the control plane's certificate must carry (`istiod.istio-system.svc`).
+    pub server_name: String,
+    /// The pod's bootstrap token file, sent in the hello while the proxy has no valid
+    /// certificate (then its current certificate authenticates it instead).
+    pub bootstrap_token: Option<PathBuf>,
+}
+
+impl ControlTls {
+    /// The control plane's DNS name that proxies check by default.
+    pub const SERVER_NAME: &'static str = "istiod.istio-system.svc";
+}
+
 /// Configuration of one proxy process.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -140,6 +158,9 @@ pub struct ProxyConfig {
     /// [`SourceConfig::Control`] source the proxy asks the control plane to sign one; with
     /// other sources it has none until [`crate::ProxyHandle::install_identity`].
     pub identity: Option<StaticIdentity>,
+    /// TLS for a [`SourceConfig::Control`] stream (the `skein` CLI always sets it). None: the
+    /// stream is plaintext and unauthenticated, for in-process tests and embedding only.
+    pub control_tls: Option<ControlTls>,
 }
 
 impl ProxyConfig {
@@ -162,6 +183,7 @@ impl ProxyConfig {
             detect_timeout: Duration::from_millis(100),
             idle_sweep_interval: Duration::from_secs(1),
             identity: None,
+            control_tls: None,
         }
     }
 

@@ -48,8 +48,14 @@ mod telemetry;
 pub mod test_util;
 mod upstream;
 
+/// Header hygiene shared with other HTTP intermediaries (the local runtime's ingress):
+/// hop-by-hop removal and `x-forwarded-for`.
+pub mod headers {
+    pub use crate::http::headers::{append_forwarded_for, strip_hop_by_hop};
+}
+
 pub use config::{
-    AccessLogSink, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
+    AccessLogSink, ControlTls, InboundConfig, Mode, ProxyConfig, SourceConfig, TlsListenerConfig,
 };
 #[cfg(feature = "fuzzing")]
 pub use http::fuzzing;

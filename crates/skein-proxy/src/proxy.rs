@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use skein_snapshot::{Snapshot, UpstreamTls};
+use skein_snapshot::Snapshot;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -49,17 +49,15 @@ impl Inner {
         for d in snap.dangling_references() {
             tracing::warn!(version = %snap.version, "{d}; such requests get 503 NC");
         }
-        for c in &snap.clusters {
-            if matches!(
-                c.tls,
-                UpstreamTls::Simple { .. } | UpstreamTls::Mutual { .. }
-            ) {
-                tracing::warn!(cluster = %c.name, "DestinationRule TLS modes SIMPLE and MUTUAL are not implemented; connecting in plaintext (ISTIO_MUTUAL works)");
-            }
-        }
         let shared = &self.shared;
         let compiled =
             Compiled::compile(snap, Some(&prev), &shared.config, Some(&shared.identity))?;
+        if !compiled.policy_errors.is_empty() {
+            shared
+                .metrics
+                .config_policy_errors
+                .inc_by(compiled.policy_errors.len() as u64);
+        }
         for c in compiled.clusters.values().chain(compiled.inbound.iter()) {
             if let Some(d) = &c.outlier {
                 d.attach_counter(|| shared.metrics.outlier_ejections(&c.name));
@@ -247,6 +245,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 addr: *addr,
                 node: node.clone(),
                 namespace: namespace.clone(),
+                tls: config.control_tls.clone(),
             })),
         ),
         SourceConfig::Pushed => (None, None),

@@ -28,6 +28,10 @@ pub struct ConfigDump {
     pub identity: IdentityStatus,
     /// The control-plane stream.
     pub control: ControlStatus,
+    /// Parts of the snapshot in force that did not compile and what stands in for them
+    /// (an AuthorizationPolicy that did not compile denies the traffic it selects).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config_errors: Vec<String>,
 }
 
 /// One inbound listener of a sidecar.
@@ -170,6 +174,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            config_errors: Vec::new(),
         }
     }
 

@@ -562,7 +562,7 @@ pub struct Cluster {
     pub connection_pool: ConnectionPool,
     /// DestinationRule `trafficPolicy.outlierDetection` (None: disabled).
     pub outlier_detection: Option<OutlierDetection>,
-    /// DestinationRule `trafficPolicy.tls` (placeholder until mTLS lands).
+    /// DestinationRule `trafficPolicy.tls`.
     pub tls: UpstreamTls,
     /// Endpoints of the service (or of the subset's pods), from EndpointSlices / ServiceEntry.
     pub endpoints: Vec<Endpoint>,
@@ -706,7 +706,7 @@ impl Default for OutlierDetection {
     }
 }
 
-/// DestinationRule `tls.mode` (placeholder until mTLS lands).
+/// DestinationRule `tls.mode` and what originating it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamTls {
@@ -720,6 +720,9 @@ pub enum UpstreamTls {
         /// `tls.sni`.
         #[serde(default)]
         sni: Option<String>,
+        /// What the proxy needs to originate TLS (CA, SANs, ...).
+        #[serde(flatten)]
+        origin: OriginTls,
     },
     /// `MUTUAL` with file paths or `credentialName`.
     Mutual {
@@ -729,7 +732,92 @@ pub enum UpstreamTls {
         /// `tls.credentialName`.
         #[serde(default)]
         credential_name: Option<String>,
+        /// What the proxy needs to originate TLS (CA, client certificate, SANs, ...).
+        #[serde(flatten)]
+        origin: OriginTls,
     },
+}
+
+impl UpstreamTls {
+    /// The origination settings of `SIMPLE` and `MUTUAL` (None for the other modes).
+    pub fn origin(&self) -> Option<(Option<&str>, &OriginTls)> {
+        match self {
+            UpstreamTls::Simple { sni, origin } | UpstreamTls::Mutual { sni, origin, .. } => {
+                Some((sni.as_deref(), origin))
+            }
+            UpstreamTls::Disable | UpstreamTls::IstioMutual => None,
+        }
+    }
+}
+
+/// The text that replaces key material in dumps.
+pub const REDACTED: &str = "[redacted]";
+
+/// DestinationRule `SIMPLE` / `MUTUAL` TLS origination, as the proxy needs it: files named by
+/// the DestinationRule stay paths (read by the proxy), a `credentialName` Secret arrives as
+/// PEM. The proxy never falls back to plaintext: when this cannot be set up, the cluster
+/// answers 503 `UF`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct OriginTls {
+    /// `tls.caCertificates`: a PEM file of the CAs that verify the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// CA certificates from the `credentialName` Secret (`ca.crt` / `cacert`), PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// `tls.clientCertificate`: the client certificate chain file (MUTUAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// `tls.privateKey`: the client key file (MUTUAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// The client certificate chain from the Secret (`tls.crt` / `cert`), PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_chain_pem: Option<String>,
+    /// The client key from the Secret (`tls.key` / `key`), PEM. Never logged; dumps show
+    /// [`REDACTED`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<String>,
+    /// `tls.subjectAltNames`: the upstream certificate must carry one of them (DNS name,
+    /// IP address or URI). Empty: it must be valid for the SNI.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// `tls.insecureSkipVerify`: neither the CA signature nor the names are checked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// Why the control plane could not resolve the settings (e.g. a missing Secret); the
+    /// proxy answers 503 `UF` for the cluster and logs this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl OriginTls {
+    /// Replaces key material with [`REDACTED`] (for dumps).
+    pub fn redact(&mut self) {
+        if self.key_pem.is_some() {
+            self.key_pem = Some(REDACTED.to_string());
+        }
+    }
+}
+
+impl std::fmt::Debug for OriginTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginTls")
+            .field("ca_certificates", &self.ca_certificates)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("client_certificate", &self.client_certificate)
+            .field("private_key", &self.private_key)
+            .field(
+                "cert_chain_pem",
+                &self.cert_chain_pem.as_ref().map(|_| "<pem>"),
+            )
+            .field("key_pem", &self.key_pem.as_ref().map(|_| REDACTED))
+            .field("subject_alt_names", &self.subject_alt_names)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// One upstream host.

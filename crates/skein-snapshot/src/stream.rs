@@ -1,6 +1,7 @@
 //! The push stream between the control plane and a proxy.
 //!
-//! One TCP connection per proxy, on loopback. Each message is a frame: a 4-byte big-endian
+//! One TLS connection per proxy, on loopback (the control plane's serving certificate is
+//! verified against the mesh root the proxy was given at start). Each message is a frame: a 4-byte big-endian
 //! length, then that many bytes of JSON. The proxy speaks first with [`ProxyMessage::Hello`];
 //! the control plane answers with a [`ControlMessage::Snapshot`] whenever that proxy's config
 //! changes, and the proxy answers every snapshot with an `Ack` (applied) or a `Nack` (refused,
@@ -42,6 +43,11 @@ pub enum ProxyMessage {
         /// Version of the config the proxy is running (after a reconnect), if any.
         #[serde(default)]
         current_version: Option<String>,
+        /// The pod's bootstrap credential (the contents of the token file the runtime wrote
+        /// for it), sent only over a TLS stream whose server certificate chained to the pinned
+        /// mesh root, and only while the proxy has no valid certificate to present instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bootstrap_token: Option<String>,
     },
     /// A certificate signing request for the proxy's workload identity (PEM, PKCS#10). The
     /// key stays in the proxy; the control plane decides the identity from the pod's
@@ -218,6 +224,7 @@ mod tests {
             node: "web-1".into(),
             namespace: "blog-system".into(),
             current_version: None,
+            bootstrap_token: None,
         };
         write_frame(&mut a, &hello).await.unwrap();
         let got: ProxyMessage = read_frame(&mut b).await.unwrap();

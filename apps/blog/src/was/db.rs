@@ -44,22 +44,18 @@ pub enum DbError {
     UnsupportedScheme(String),
     #[error("invalid DATABASE_URL: {0}")]
     InvalidUrl(String),
-    #[error("cannot create the directory of the SQLite file {path}: {source}")]
-    CreateDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot create the directory of the SQLite file {path}: {error}")]
+    CreateDir { path: String, error: std::io::Error },
     /// The database cannot be reached (down, refused, pool exhausted or closed, locked).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(sqlx::Error),
     /// Any other driver error.
     #[error("database error: {0}")]
-    Query(#[source] sqlx::Error),
+    Query(sqlx::Error),
     #[error("connecting to the database timed out after {0:?}")]
     ConnectTimeout(Duration),
     #[error("schema migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("gave up connecting to the database after {attempts} attempts in {waited:?}: {last}")]
     GaveUp {
         attempts: u32,
@@ -289,8 +285,8 @@ impl Db {
 
     async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Db::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
-            Db::MySql(pool) => MYSQL_MIGRATOR.run(pool).await?,
+            Db::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await.map_err(DbError::Migrate)?,
+            Db::MySql(pool) => MYSQL_MIGRATOR.run(pool).await.map_err(DbError::Migrate)?,
         }
         Ok(())
     }
@@ -429,7 +425,7 @@ fn ensure_parent_dir(file: &Path) -> Result<(), DbError> {
     {
         std::fs::create_dir_all(parent).map_err(|source| DbError::CreateDir {
             path: file.display().to_string(),
-            source,
+            error: source,
         })?;
     }
     Ok(())

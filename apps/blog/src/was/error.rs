@@ -11,9 +11,9 @@ use crate::was::model::{PageError, ValidationError};
 /// Every way a request can fail, each with its status and short code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
+    #[error(transparent)]
     Validation(#[from] ValidationError),
-    #[error("{0}")]
+    #[error(transparent)]
     Paging(#[from] PageError),
     #[error("{0}")]
     InvalidJson(String),

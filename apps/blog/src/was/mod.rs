@@ -128,14 +128,13 @@ impl From<Args> for Config {
 pub enum WasError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("server error: {0}")]
-    Serve(#[source] std::io::Error),
+    Serve(std::io::Error),
 }
 
 /// Shared state of the handlers.
@@ -236,7 +235,7 @@ pub async fn start(config: Config) -> Result<WasServer, WasError> {
             db.close().await;
             return Err(WasError::Bind {
                 addr: config.listen_addr,
-                source,
+                error: source,
             });
         }
     };

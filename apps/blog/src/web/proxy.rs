@@ -256,7 +256,9 @@ impl Proxy {
     pub async fn forward(self: Arc<Self>, req: Request) -> Response {
         // Shadow traffic (a mesh mirror's copy, marked `x-skein-mirror`) must not write: the
         // canary shares the was and its database with stable, so a mirrored POST or DELETE
-        // would run twice. Reads go through; writes are acknowledged and dropped here.
+        // would run twice. Reads go through; writes are acknowledged and dropped here. The
+        // marker is the mesh's: a skein gateway and a plaintext inbound remove a client's
+        // `x-skein-*` headers, so a forged one never gets here through the mesh.
         let mirrored = req.headers().contains_key(MIRROR_HEADER);
         if mirrored && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
             tracing::info!(method = %req.method(), uri = %req.uri(), "mirrored write not forwarded");

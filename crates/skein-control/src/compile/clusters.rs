@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use skein_api::networking::{self as net, DestinationRule, TrafficPolicy};
 use skein_snapshot::names::TLS_MODE_LABEL;
 use skein_snapshot::{
-    Cluster, ConnectionPool, ConsistentHash, Endpoint, HashKey, LbPolicy, OutlierDetection,
-    Protocol, UpstreamTls, outbound_cluster_name,
+    Cluster, ConnectionPool, ConsistentHash, Endpoint, HashKey, LbPolicy, OriginTls,
+    OutlierDetection, Protocol, UpstreamTls, outbound_cluster_name,
 };
 
 use super::services::{Service, ServicePort};
@@ -60,13 +60,13 @@ impl Policy {
         }
     }
 
-    fn apply(&self, c: &mut Cluster) {
+    fn apply(&self, c: &mut Cluster, secrets: &Secrets<'_>) {
         // No DestinationRule TLS mode: Istio's auto mTLS (per endpoint, by its sidecar label).
         c.auto_mtls = self.tls.as_ref().and_then(|t| t.mode).is_none();
         c.lb_policy = lb_policy(self.lb.as_ref());
         c.connection_pool = connection_pool(self.pool.as_ref());
         c.outlier_detection = self.outlier.as_ref().map(outlier_detection);
-        c.tls = upstream_tls(self.tls.as_ref());
+        c.tls = upstream_tls(self.tls.as_ref(), secrets);
         if let Some(p) = self.pool.as_ref().and_then(|p| p.http.as_ref())
             && p.h2_upgrade_policy == Some(net::H2UpgradePolicy::Upgrade)
             && c.protocol != Protocol::Tcp
@@ -183,13 +183,91 @@ fn outlier_detection(o: &net::OutlierDetection) -> OutlierDetection {
     }
 }
 
-fn upstream_tls(t: Option<&net::ClientTlsSettings>) -> UpstreamTls {
+/// The Secrets a proxy's `credentialName` may name: those of the proxy's own namespace (as
+/// Istio requires: "the secret must exist in the namespace of the proxy using the
+/// certificates").
+pub(super) struct Secrets<'a> {
+    manifests: &'a skein_api::Manifests,
+    namespace: &'a str,
+}
+
+impl Secrets<'_> {
+    fn get(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.manifests
+            .secrets()
+            .find(|s| {
+                s.metadata.name == name && s.metadata.namespace_or_default() == self.namespace
+            })
+            .map(|s| s.decoded_data())
+    }
+}
+
+/// The first of `keys` the Secret holds.
+fn secret_value(data: &BTreeMap<String, String>, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| data.get(*k).cloned())
+}
+
+/// SIMPLE / MUTUAL: file paths stay paths (the proxy reads them); a `credentialName` Secret
+/// is resolved here into PEM (it replaces the file fields, as Istio allows only one of the
+/// two). Istio's keys: a TLS Secret's `tls.crt`, `tls.key`, `ca.crt`, or a generic one's
+/// `cert`, `key`, `cacert`; the CA may also come from a Secret named `<name>-cacert`. What
+/// cannot be resolved becomes `error`, and the proxy answers 503 UF (never plaintext).
+fn origin_tls(t: &net::ClientTlsSettings, mutual: bool, secrets: &Secrets<'_>) -> OriginTls {
+    let mut o = OriginTls {
+        ca_certificates: t.ca_certificates.clone().filter(|s| !s.is_empty()),
+        client_certificate: t.client_certificate.clone().filter(|s| !s.is_empty()),
+        private_key: t.private_key.clone().filter(|s| !s.is_empty()),
+        subject_alt_names: t.subject_alt_names.clone(),
+        insecure_skip_verify: t.insecure_skip_verify == Some(true),
+        ..Default::default()
+    };
+    let Some(name) = t.credential_name.as_deref().filter(|n| !n.is_empty()) else {
+        return o;
+    };
+    o.ca_certificates = None;
+    o.client_certificate = None;
+    o.private_key = None;
+    let ns = secrets.namespace;
+    let Some(data) = secrets.get(name) else {
+        o.error = Some(format!(
+            "DestinationRule tls.credentialName: Secret {ns}/{name} not found (it must be in the proxy's namespace)"
+        ));
+        return o;
+    };
+    const CA: &[&str] = &["ca.crt", "cacert"];
+    o.ca_pem = secret_value(&data, CA).or_else(|| {
+        secrets
+            .get(&format!("{name}-cacert"))
+            .and_then(|d| secret_value(&d, CA))
+    });
+    if mutual {
+        o.cert_chain_pem = secret_value(&data, &["tls.crt", "cert"]);
+        o.key_pem = secret_value(&data, &["tls.key", "key"]);
+        if o.cert_chain_pem.is_none() || o.key_pem.is_none() {
+            o.error = Some(format!(
+                "DestinationRule tls.credentialName: Secret {ns}/{name} has no client certificate and key (tls.crt and tls.key, or cert and key)"
+            ));
+        }
+    }
+    if o.ca_pem.is_none() && !o.insecure_skip_verify && o.error.is_none() {
+        o.error = Some(format!(
+            "DestinationRule tls.credentialName: Secret {ns}/{name} has no CA certificate (ca.crt or cacert, or a Secret {name}-cacert)"
+        ));
+    }
+    o
+}
+
+fn upstream_tls(t: Option<&net::ClientTlsSettings>, secrets: &Secrets<'_>) -> UpstreamTls {
     match t.and_then(|t| t.mode.map(|m| (m, t))) {
         Some((net::ClientTlsMode::IstioMutual, _)) => UpstreamTls::IstioMutual,
-        Some((net::ClientTlsMode::Simple, t)) => UpstreamTls::Simple { sni: t.sni.clone() },
+        Some((net::ClientTlsMode::Simple, t)) => UpstreamTls::Simple {
+            sni: t.sni.clone(),
+            origin: origin_tls(t, false, secrets),
+        },
         Some((net::ClientTlsMode::Mutual, t)) => UpstreamTls::Mutual {
             sni: t.sni.clone(),
             credential_name: t.credential_name.clone(),
+            origin: origin_tls(t, true, secrets),
         },
         _ => UpstreamTls::Disable,
     }
@@ -301,6 +379,10 @@ impl Compiler<'_> {
     /// DestinationRule subset.
     pub(super) fn clusters(&self, client_ns: &str) -> Vec<Cluster> {
         let mut out = Vec::new();
+        let secrets = Secrets {
+            manifests: self.manifests,
+            namespace: client_ns,
+        };
         for svc in &self.services {
             let dr = self.destination_rule(&svc.fqdn, client_ns);
             for port in &svc.ports {
@@ -319,7 +401,7 @@ impl Compiler<'_> {
                     endpoints: self.endpoints(svc, port, None),
                     ..Default::default()
                 };
-                base.apply(&mut c);
+                base.apply(&mut c, &secrets);
                 out.push(c);
                 for subset in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
                     let policy = base.clone().overridden_by(Policy::from_traffic_policy(
@@ -336,7 +418,7 @@ impl Compiler<'_> {
                         endpoints: self.endpoints(svc, port, Some(&subset.labels)),
                         ..Default::default()
                     };
-                    policy.apply(&mut c);
+                    policy.apply(&mut c, &secrets);
                     out.push(c);
                 }
             }
@@ -349,6 +431,105 @@ impl Compiler<'_> {
 mod tests {
     use crate::compile::fixtures::*;
     use crate::compile::{CompileError, Compiler};
+    use skein_snapshot::{OriginTls, UpstreamTls};
+
+    const PAYMENTS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: payments, namespace: blog-system}
+spec:
+  selector: {app: payments}
+  ports: [{name: https, port: 443}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: payments, namespace: blog-system}
+spec:
+  host: payments
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+      credentialName: payments-client
+      sni: pay.example.com
+      subjectAltNames: [pay.example.com]
+  subsets:
+  - name: files
+    labels: {version: files}
+    trafficPolicy:
+      tls:
+        mode: SIMPLE
+        caCertificates: /etc/pay/ca.pem
+  - name: missing
+    labels: {version: missing}
+    trafficPolicy:
+      tls: {mode: MUTUAL, credentialName: nope}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: payments-client, namespace: blog-system}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: CHAIN
+  tls.key: KEY
+  ca.crt: ROOTS
+"#;
+
+    fn payments(subset: &str) -> UpstreamTls {
+        let mut m = example();
+        m.extend(skein_api::load_str("payments.yaml", PAYMENTS).unwrap());
+        let r = registry();
+        let snap = Compiler::new(&m, &r).snapshot("web-stable-1", "1").unwrap();
+        let fqdn = "payments.blog-system.svc.cluster.local";
+        snap.cluster(&skein_snapshot::outbound_cluster_name(
+            443,
+            (!subset.is_empty()).then_some(subset),
+            fqdn,
+        ))
+        .unwrap()
+        .tls
+        .clone()
+    }
+
+    #[test]
+    fn a_credential_name_secret_becomes_pem_in_the_snapshot_and_files_stay_paths() {
+        assert_eq!(
+            payments(""),
+            UpstreamTls::Mutual {
+                sni: Some("pay.example.com".into()),
+                credential_name: Some("payments-client".into()),
+                origin: OriginTls {
+                    ca_pem: Some("ROOTS".into()),
+                    cert_chain_pem: Some("CHAIN".into()),
+                    key_pem: Some("KEY".into()),
+                    subject_alt_names: vec!["pay.example.com".into()],
+                    ..Default::default()
+                },
+            }
+        );
+        assert_eq!(
+            payments("files"),
+            UpstreamTls::Simple {
+                sni: None,
+                origin: OriginTls {
+                    ca_certificates: Some("/etc/pay/ca.pem".into()),
+                    ..Default::default()
+                },
+            }
+        );
+        let UpstreamTls::Mutual { origin, .. } = payments("missing") else {
+            panic!("MUTUAL expected");
+        };
+        assert_eq!(
+            origin.error.as_deref(),
+            Some(
+                "DestinationRule tls.credentialName: Secret blog-system/nope not found (it must be in the proxy's namespace)"
+            )
+        );
+        assert!(
+            !format!("{origin:?}").contains("KEY"),
+            "key material never in Debug output"
+        );
+    }
 
     #[test]
     fn unready_pods_are_not_endpoints_and_unknown_nodes_are_errors() {

@@ -32,6 +32,7 @@ pub(super) fn pod(
             mode: mode.into(),
             outbound_ip: Some(ip.replace(".1.", ".4.")),
         }),
+        ..Pod::default()
     }
 }
 

@@ -114,7 +114,7 @@ pub(crate) async fn forward(
             None => Some(fut.await),
         };
         tries.end_try(inflight, &ep, &outcome)?;
-        let failure = tries.failure(&outcome);
+        let failure = tries.failure(&outcome, ep.mtls);
         let Some(req) = tries.retry(inflight, failure, &mut outcome) else {
             break tries.last(outcome, ep)?;
         };
@@ -282,8 +282,9 @@ impl<'a> Tries<'a> {
         }
     }
 
-    /// What went wrong with a try, in the retry policy's terms.
-    fn failure(&self, outcome: &Option<TryOutcome>) -> Failure {
+    /// What went wrong with a try, in the retry policy's terms (`mesh`: the try's host was
+    /// reached over mTLS, so it is a mesh peer).
+    fn failure(&self, outcome: &Option<TryOutcome>, mesh: bool) -> Failure {
         match outcome {
             None => Failure::PerTryTimeout,
             Some(TryOutcome::ConnectFailed(..)) => Failure::ConnectFailure,
@@ -295,6 +296,7 @@ impl<'a> Tries<'a> {
                 self.bodiless,
                 self.safe,
                 self.policy,
+                mesh,
             ),
         }
     }
@@ -403,19 +405,23 @@ fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
 
 /// What a response means to the retry policy. A peer sidecar that could not reach its app
 /// marks its 503 (`x-skein-not-delivered`): that counts as a connect failure for a bodiless
-/// request (a `reset` one only for a safe method: the app may have acted on it).
+/// request (a `reset` one only for a safe method: the app may have acted on it). Only a mesh
+/// peer reached over mTLS (`mesh`) can say so: an app or a plaintext upstream cannot make
+/// the client retry.
 fn failure_of(
     status: StatusCode,
     headers: &HeaderMap,
     bodiless: bool,
     safe: bool,
     policy: &RetryPolicy,
+    mesh: bool,
 ) -> Failure {
     let grpc = headers
         .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok());
-    let undelivered = status == StatusCode::SERVICE_UNAVAILABLE
+    let undelivered = mesh
+        && status == StatusCode::SERVICE_UNAVAILABLE
         && bodiless
         && match headers.get(&NOT_DELIVERED).map(HeaderValue::as_bytes) {
             Some(b"connect-failure") => true,
@@ -507,7 +513,7 @@ mod tests {
     fn a_peers_undelivered_503_is_a_connect_failure() {
         let p = policy(&["connect-failure"]);
         let s503 = StatusCode::SERVICE_UNAVAILABLE;
-        let f = |h: &HeaderMap, bodiless, safe| failure_of(s503, h, bodiless, safe, &p);
+        let f = |h: &HeaderMap, bodiless, safe| failure_of(s503, h, bodiless, safe, &p, true);
         assert_eq!(
             f(&marked("connect-failure"), true, false),
             Failure::ConnectFailure
@@ -524,16 +530,37 @@ mod tests {
         let none = RetryPolicy::none();
         let h = marked("connect-failure");
         assert_eq!(
-            failure_of(s503, &h, true, true, &none),
+            failure_of(s503, &h, true, true, &none, true),
             Failure::Status(503, None)
         );
+    }
+
+    #[test]
+    fn only_a_mesh_peer_can_mark_a_503_not_delivered() {
+        let p = policy(&["connect-failure"]);
+        let s503 = StatusCode::SERVICE_UNAVAILABLE;
+        // The same marked 503 from an app or a plaintext upstream is just a 503.
+        for v in ["connect-failure", "reset"] {
+            assert_eq!(
+                failure_of(s503, &marked(v), true, true, &p, false),
+                Failure::Status(503, None),
+                "{v}"
+            );
+        }
     }
 
     #[test]
     fn grpc_status_is_read() {
         let mut h = HeaderMap::new();
         h.insert(GRPC_STATUS.clone(), HeaderValue::from_static("14"));
-        let f = failure_of(StatusCode::OK, &h, true, true, &policy(&["unavailable"]));
+        let f = failure_of(
+            StatusCode::OK,
+            &h,
+            true,
+            true,
+            &policy(&["unavailable"]),
+            true,
+        );
         assert_eq!(f, Failure::Status(200, Some(14)));
     }
 

@@ -1,10 +1,18 @@
 //! Header work on the request path: the names the proxy reads and writes, hop-by-hop
-//! removal, `x-request-id`, `x-forwarded-for`, `x-forwarded-client-cert`, and the request
-//! head as it goes upstream.
+//! removal, the proxy-owned headers a client may not send, `x-request-id`,
+//! `x-forwarded-for` (and the trusted client address it gives), `x-forwarded-client-cert`,
+//! and the request head as it goes upstream.
+//!
+//! Order on a request (see `request::prepare`): hop-by-hop headers go first (including the
+//! names a client lists in `Connection`), so that nothing the client nominates can remove a
+//! header the proxy adds afterwards (`x-skein-mirror`, `x-forwarded-for`, XFCC, ...).
+//! [`strip_hop_by_hop`] and [`append_forwarded_for`] are public (`skein_proxy::headers`) so
+//! that the local runtime's ingress applies the same hygiene.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
+use std::net::IpAddr;
 
 use crate::conn::ConnInfo;
 use crate::upstream::body::ReqBody;
@@ -12,7 +20,8 @@ use crate::upstream::cluster::UpstreamProto;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub(crate) static X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
 pub(crate) static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 pub(crate) static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -20,6 +29,30 @@ pub(crate) static X_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// The prefix of the headers only a skein proxy writes (`x-skein-mirror`,
+/// `x-skein-not-delivered`).
+const SKEIN_PREFIX: &[u8] = b"x-skein-";
+/// Envoy's internal request headers, removed from external requests (Envoy's "HTTP header
+/// sanitizing" list; XFCC, XFF and `x-request-id` are handled on their own).
+const ENVOY_INTERNAL: &[&str] = &[
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-max-retries",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-stream-duration-ms",
+];
 
 /// The request's authority: absolute-form (HTTP proxy requests) and HTTP/2 requests carry
 /// it in the URI, which wins (the Host header's bytes are reused when they say the same, to
@@ -66,8 +99,8 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// A gateway appends the client's address to `x-forwarded-for`.
-pub(crate) fn append_forwarded_for(h: &mut HeaderMap, client: std::net::IpAddr) {
+/// A gateway (or an ingress) appends the client's address to `x-forwarded-for`.
+pub fn append_forwarded_for(h: &mut HeaderMap, client: std::net::IpAddr) {
     let Ok(ip) = HeaderValue::from_str(&client.to_string()) else {
         return;
     };
@@ -106,18 +139,51 @@ pub(crate) fn set_xfcc(h: &mut HeaderMap, conn: &ConnInfo) {
     }
 }
 
-/// Removes the hop-by-hop headers (those `Connection` names too; `TE: trailers` stays).
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.remove(header::CONNECTION)
-        && let Ok(list) = conn.to_str()
-    {
-        for name in list.split(',') {
-            let name = name.trim();
-            if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
-                h.remove(name);
+/// Removes the hop-by-hop headers of a message as it was received: those every `Connection`
+/// header lists, `Connection` itself, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`,
+/// `Upgrade`, `Trailer`, `Proxy-Authorization`, `Proxy-Authenticate`, and `TE` unless it is
+/// `trailers`. Call it before adding any header of one's own: a nominated name is removed
+/// whatever it is.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut values = h.get_all(header::CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => {}
+        (Some(_), None) => {
+            if let Some(v) = h.remove(header::CONNECTION) {
+                remove_nominated(h, &v);
+            }
+        }
+        // Several `Connection` headers (rare): each one's names go.
+        (Some(_), Some(_)) => {
+            let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+            h.remove(header::CONNECTION);
+            for v in &all {
+                remove_nominated(h, v);
             }
         }
     }
+    strip_connection_headers(h);
+    h.remove(header::TRAILER);
+    h.remove(header::PROXY_AUTHENTICATE);
+}
+
+/// The names a `Connection` value lists (except `close`, which names no header).
+fn remove_nominated(h: &mut HeaderMap, conn: &HeaderValue) {
+    let Ok(list) = conn.to_str() else {
+        return;
+    };
+    for name in list.split(',') {
+        let name = name.trim();
+        if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
+            h.remove(name);
+        }
+    }
+}
+
+/// The connection-specific headers by their fixed names (what an upstream request must not
+/// carry, e.g. after header operations); the names `Connection` lists are not read here.
+fn strip_connection_headers(h: &mut HeaderMap) {
+    h.remove(header::CONNECTION);
     h.remove(&PROXY_CONNECTION);
     h.remove(&KEEP_ALIVE);
     h.remove(header::TRANSFER_ENCODING);
@@ -127,6 +193,57 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
         && te.as_bytes() != b"trailers"
     {
         h.remove(header::TE);
+    }
+}
+
+/// Removes what only the mesh may say from a request that does not come from a mesh peer
+/// (every gateway request; a plaintext inbound one): `x-skein-*`, Envoy's internal
+/// `x-envoy-*` headers and `x-forwarded-client-cert` (Istio's gateway default
+/// `SANITIZE_SET`; the element of an mTLS peer, if any, is set afterwards by [`set_xfcc`]).
+/// One pass over the names; nothing allocated unless something is removed.
+pub(crate) fn sanitize_external(h: &mut HeaderMap) {
+    let internal = |n: &HeaderName| {
+        let b = n.as_str().as_bytes();
+        b.starts_with(SKEIN_PREFIX)
+            || *n == X_FORWARDED_CLIENT_CERT
+            || (b.starts_with(b"x-envoy-") && ENVOY_INTERNAL.contains(&n.as_str()))
+    };
+    if !h.keys().any(internal) {
+        return;
+    }
+    let names: Vec<HeaderName> = h.keys().filter(|n| internal(n)).cloned().collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+/// The trusted client address (Envoy's; what `remote.ip` and `remoteIpBlocks` use): the
+/// `from_right`-th address from the right of `x-forwarded-for` as it goes upstream, or the
+/// downstream peer when `from_right` is 0, the header has fewer addresses, or that one does
+/// not parse. Never the leftmost entry, which the client chose. See [`xff_from_right`].
+pub(crate) fn trusted_client_ip(
+    xff: Option<&HeaderValue>,
+    peer: IpAddr,
+    from_right: u32,
+) -> IpAddr {
+    if from_right == 0 {
+        return peer;
+    }
+    xff.and_then(|v| v.to_str().ok())
+        .and_then(|list| list.rsplit(',').nth(from_right as usize - 1))
+        .and_then(|a| a.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer)
+}
+
+/// Which XFF entry is the client for Envoy with `xff_num_trusted_hops` = `num_trusted`.
+/// `use_remote_address` (Istio's gateways) and the peer appended by this proxy: 0 trusted
+/// hops is the peer itself, N the N-th address from the right of what the client sent, i.e.
+/// the (N+1)-th after the append. Otherwise (sidecars, nothing appended): the (N+1)-th from
+/// the right.
+pub(crate) fn xff_from_right(use_remote_address: bool, num_trusted: u32) -> u32 {
+    match (use_remote_address, num_trusted) {
+        (true, 0) => 0,
+        (_, n) => n.saturating_add(1),
     }
 }
 
@@ -145,7 +262,9 @@ pub(crate) fn prepare_upstream(
     authority: Option<HeaderValue>,
     proto: UpstreamProto,
 ) {
-    strip_hop_by_hop(req.headers_mut());
+    // The client's hop-by-hop headers went when the request came in; this only keeps
+    // connection-specific headers that header operations may have added off the upstream.
+    strip_connection_headers(req.headers_mut());
     let pq = req
         .uri()
         .path_and_query()

@@ -1,9 +1,11 @@
-//! Phase 2, inbound listeners: the listener's cluster, XFCC, and AuthorizationPolicy.
+//! Phase 2: AuthorizationPolicy. On an inbound listener: the listener's cluster, XFCC, then
+//! the policies; on a gateway: the policies that select the gateway, before the virtual host
+//! is looked up.
 
 use std::sync::Arc;
 
 use super::HttpCtx;
-use super::headers::set_xfcc;
+use super::headers::{X_FORWARDED_FOR, set_xfcc, trusted_client_ip, xff_from_right};
 use super::inflight::InFlight;
 use super::reply::LocalReply;
 use super::request::Prepared;
@@ -11,6 +13,12 @@ use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision, HttpAttrs};
 use crate::snapshot::Compiled;
 use crate::upstream::cluster::ClusterState;
+
+/// Istio's `numTrustedProxies` (`gatewayTopology`, from mesh config or a gateway's
+/// `proxy.istio.io/config` annotation). The snapshot does not carry it yet, so it is Istio's
+/// default, 0: at a gateway the client is the downstream peer, at a sidecar the rightmost
+/// X-Forwarded-For address (what the gateway in front appended).
+const NUM_TRUSTED_PROXIES: u32 = 0;
 
 /// The cluster of the app behind this inbound listener, once the request is authorized.
 pub(crate) fn authorize(
@@ -32,7 +40,55 @@ pub(crate) fn authorize(
         .inbound
         .and_then(|i| ctx.shared.config.inbound.get(i))
         .map_or(0, |ib| ib.app.port());
-    let decision = snap.authz.evaluate(&Attrs {
+    // Sidecars: Envoy's `use_remote_address: false`.
+    let from_right = xff_from_right(false, NUM_TRUSTED_PROXIES);
+    if let Decision::Deny { details, audit } = evaluate(snap, conn, p, workload_port, from_right) {
+        tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy");
+        let f = inflight.fin();
+        f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+        f.metrics = Some(conn.metrics_for(&cluster));
+        return Err(LocalReply::Denied { details });
+    }
+    Ok(cluster)
+}
+
+/// A gateway's AuthorizationPolicies (those selecting the gateway workload), evaluated after
+/// X-Forwarded-For is appended and before the virtual host; the port is the listener's.
+pub(crate) fn authorize_gateway(
+    snap: &Compiled,
+    conn: &ConnInfo,
+    p: &Prepared,
+    inflight: &mut InFlight,
+) -> Result<(), LocalReply> {
+    if snap.authz.is_empty() {
+        return Ok(());
+    }
+    // Gateways: Envoy's `use_remote_address: true`.
+    let from_right = xff_from_right(true, NUM_TRUSTED_PROXIES);
+    if let Decision::Deny { details, audit } =
+        evaluate(snap, conn, p, conn.local.port(), from_right)
+    {
+        tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy at the gateway");
+        inflight.fin().metrics = Some(Arc::clone(&snap.no_route_metrics));
+        return Err(LocalReply::Denied { details });
+    }
+    Ok(())
+}
+
+fn evaluate(
+    snap: &Compiled,
+    conn: &ConnInfo,
+    p: &Prepared,
+    workload_port: u16,
+    xff_from_right: u32,
+) -> Decision {
+    let headers = p.req.headers();
+    let remote = trusted_client_ip(
+        headers.get(&X_FORWARDED_FOR),
+        conn.remote.ip(),
+        xff_from_right,
+    );
+    snap.authz.evaluate(&Attrs {
         source: conn.remote.ip(),
         destination: conn.local,
         workload_port,
@@ -42,15 +98,8 @@ pub(crate) fn authorize(
             host: p.authority_str(),
             method: p.req.method().as_str(),
             path: p.req.uri().path(),
-            headers: p.req.headers(),
+            headers,
+            remote,
         }),
-    });
-    if let Decision::Deny { details, audit } = decision {
-        tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy");
-        let f = inflight.fin();
-        f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-        f.metrics = Some(conn.metrics_for(&cluster));
-        return Err(LocalReply::Denied { details });
-    }
-    Ok(cluster)
+    })
 }

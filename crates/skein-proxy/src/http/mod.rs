@@ -1,8 +1,10 @@
 //! One HTTP request, in the order it is handled, for outbound, inbound and gateway
 //! listeners alike:
 //!
-//! 1. [`request`]: prepare (authority, `x-request-id`, XFF, the log record) and admit;
-//! 2. [`inbound`]: on an inbound listener, XFCC and AuthorizationPolicy;
+//! 1. [`request`]: prepare (authority, hop-by-hop and proxy-owned headers, `x-request-id`,
+//!    XFF, the log record) and admit (path form, path normalisation);
+//! 2. [`inbound`]: on an inbound listener, XFCC and AuthorizationPolicy; on a gateway,
+//!    AuthorizationPolicy;
 //! 3. [`outbound`]: otherwise virtual host, route, and the route's action;
 //! 4. [`forward`]: tries against the cluster's endpoints (retries, timeouts), or
 //!    [`passthrough`] to the address the client asked for.
@@ -78,7 +80,13 @@ async fn handle(
     let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started);
     let version = p.version;
     let inflight = &mut inflight;
-    let result = match request::admit(&p) {
+    let admitted = match request::admit(&mut p, inflight) {
+        Ok(()) if ctx.role == Role::Gateway => {
+            inbound::authorize_gateway(&snap, &conn, &p, inflight)
+        }
+        other => other,
+    };
+    let result = match admitted {
         Err(reply) => Err(reply),
         Ok(()) if ctx.role == Role::Inbound => {
             match inbound::authorize(&ctx, &snap, &conn, &mut p, inflight) {

@@ -52,6 +52,10 @@ pub(crate) enum ConnectFailure {
 pub(crate) enum LocalReply {
     /// 405: CONNECT is not proxied.
     ConnectNotSupported,
+    /// 404: the path is not origin-form (`OPTIONS *`), as Envoy's `absolute_path_rejected`.
+    AbsolutePath,
+    /// 400: the path cannot be normalised (a `%00`), as Envoy's `path_normalization_failed`.
+    PathNormalizationFailed,
     /// 503 NC: the route (or the inbound listener) names a cluster the snapshot lacks.
     ClusterNotFound,
     /// 403: AuthorizationPolicy denied the request; `details` names the policy.
@@ -108,6 +112,8 @@ impl LocalReply {
         };
         match self {
             R::ConnectNotSupported => row(405, F::NONE, "connect_not_supported", CONNECT_BODY),
+            R::AbsolutePath => row(404, F::NONE, "absolute_path_rejected", ""),
+            R::PathNormalizationFailed => row(400, F::NONE, "path_normalization_failed", ""),
             R::ClusterNotFound => row(503, F::NC, "cluster_not_found", ""),
             R::Denied { details } => Parts {
                 details: Cow::Owned(details.to_string()),
@@ -228,6 +234,14 @@ mod tests {
             (
                 LocalReply::ClusterNotFound,
                 (503, F::NC, "cluster_not_found", ""),
+            ),
+            (
+                LocalReply::AbsolutePath,
+                (404, F::NONE, "absolute_path_rejected", ""),
+            ),
+            (
+                LocalReply::PathNormalizationFailed,
+                (400, F::NONE, "path_normalization_failed", ""),
             ),
             (
                 LocalReply::Denied {

@@ -208,6 +208,8 @@ pub struct Identity {
     /// Install counter value of this identity.
     pub generation: u64,
     server: Arc<ServerConfig>,
+    /// The chain and key, for the control stream's client certificate.
+    certified: Arc<rustls::sign::CertifiedKey>,
     client_h1: Arc<ClientConfig>,
     client_h2: Arc<ClientConfig>,
     client_tcp: Arc<ClientConfig>,
@@ -351,6 +353,7 @@ fn build(
         spiffe_id,
         not_before,
         not_after,
+        certified,
     } = check(&m, &provider, announced)?;
     let server = server_config(&m, &provider)?;
     let verifier = Arc::new(MeshServerVerifier {
@@ -375,6 +378,7 @@ fn build(
         source,
         generation,
         server,
+        certified,
         client_h1: client(&[b"http/1.1"])?,
         client_h2: client(&[b"h2"])?,
         client_tcp: client(&[])?,
@@ -386,6 +390,7 @@ struct Checked {
     spiffe_id: String,
     not_before: i64,
     not_after: i64,
+    certified: Arc<rustls::sign::CertifiedKey>,
 }
 
 /// The leaf's SPIFFE identity (the announced one, if any) and validity; the chain to the
@@ -442,6 +447,7 @@ fn check(
         spiffe_id,
         not_before,
         not_after,
+        certified: Arc::new(ck),
     })
 }
 
@@ -474,6 +480,27 @@ struct Book {
     requests: u64,
     next_renewal: Option<i64>,
     last_error: Option<String>,
+}
+
+/// The control stream's client certificate: the store's current identity while it is valid
+/// (the control plane renews only for the identity it names), none before the first one or
+/// once it has expired (the proxy then authenticates with its bootstrap token).
+#[derive(Debug)]
+pub(crate) struct CurrentClientCert(pub(crate) Arc<IdentityStore>);
+
+impl rustls::client::ResolvesClientCert for CurrentClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let id = self.0.current()?;
+        (!id.expired()).then(|| Arc::clone(&id.certified))
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.current().is_some_and(|id| !id.expired())
+    }
 }
 
 /// Holds the current identity; shared by listeners, clusters and the control source.

@@ -48,6 +48,17 @@ impl CertState {
         self.next_at
     }
 
+    /// Whether a certificate that is still valid is loaded (presented on the control stream
+    /// instead of the bootstrap token).
+    pub(crate) fn has_valid_certificate(&self) -> bool {
+        self.store.current().is_some_and(|id| !id.expired())
+    }
+
+    /// The store, for the control stream's client certificate.
+    pub(crate) fn store(&self) -> &Arc<IdentityStore> {
+        &self.store
+    }
+
     /// Whether a new session should ask at once.
     pub(crate) fn wanted_on_connect(&self) -> bool {
         self.store.current().is_none()

@@ -12,6 +12,14 @@
 //! installs the [`ControlMessage::Certificate`] that answers it. Renewal is due at 80% of the
 //! life the certificate had when it arrived; a [`ControlMessage::CertificateError`] (or an
 //! unusable certificate) keeps the old certificate and retries with backoff.
+//!
+//! With [`ControlTls`] (what the `skein` CLI always gives) the stream is TLS: the control
+//! plane's certificate must chain to the mesh root read from a file at start and kept (pinned)
+//! and name `istiod.istio-system.svc`, so a process that binds the control port cannot feed
+//! the proxy roots or snapshots; a control plane that fails verification is treated as a dead
+//! one (the last config stays, reconnects back off). The proxy proves which pod it is with its
+//! current certificate as the TLS client certificate, or, while it has no valid one, with the
+//! pod's bootstrap token in the hello (sent only over the verified stream).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,13 +28,13 @@ use std::time::Duration;
 use serde::Deserialize;
 pub use skein_snapshot::dump::{ControlNack, ControlStatus};
 use skein_snapshot::stream::{self, ControlMessage, ProxyMessage, StreamError};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::config::ControlTls;
 use crate::identity::rotate::CertState;
 use crate::snapshot::source::{ConfigSource, ControlState, SnapshotSink, SourceFuture};
 
@@ -36,6 +44,25 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Bound on connecting and on each write, so a wedged peer cannot stall the source forever.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest NACK error text sent (and kept in the status): well under the control plane's
+/// 64 KiB cap on proxy frames, so a long error cannot close the stream in a reconnect loop.
+const NACK_TEXT_MAX: usize = 4096;
+
+/// `error` cut to at most [`NACK_TEXT_MAX`] bytes on a character boundary, marked when cut.
+fn truncate_nack(mut error: String) -> String {
+    const MARK: &str = " ... (truncated)";
+    if error.len() <= NACK_TEXT_MAX {
+        return error;
+    }
+    let mut end = NACK_TEXT_MAX - MARK.len();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    error.truncate(end);
+    error.push_str(MARK);
+    error
+}
+
 /// Why a control-plane session ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -61,7 +88,36 @@ pub enum ControlError {
     /// The control plane sent [`ControlMessage::Error`] (it closes the stream after it).
     #[error("control plane at {addr} refused this proxy: {message}")]
     Refused { addr: SocketAddr, message: String },
+    /// The pinned mesh root could not be read (the control plane may not have written it yet).
+    #[error("cannot load the mesh root {} to verify the control plane: {reason}", path.display())]
+    Roots {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// The bootstrap token file could not be read.
+    #[error("cannot read the bootstrap token {}: {source}", path.display())]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed: above all, a control plane whose certificate does not chain to
+    /// the pinned root or does not name the expected server.
+    #[error(
+        "control plane at {addr} failed TLS verification (expected a certificate for \
+         {server_name} from the mesh root): {source}"
+    )]
+    Tls {
+        addr: SocketAddr,
+        server_name: String,
+        source: std::io::Error,
+    },
 }
+
+/// A control stream: plain TCP, or TLS over it.
+trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
+type ConnRead = ReadHalf<Box<dyn Conn>>;
+type ConnWrite = WriteHalf<Box<dyn Conn>>;
 
 /// Marks the stream down however the session ends, including when the proxy shuts down and
 /// drops the source's future mid-read.
@@ -124,6 +180,8 @@ pub struct ControlSource {
     pub node: String,
     /// The pod's namespace, sent in Hello.
     pub namespace: String,
+    /// TLS and authentication of the stream; None: plaintext (tests, embedding).
+    pub tls: Option<ControlTls>,
 }
 
 /// Per-source bookkeeping across sessions.
@@ -136,6 +194,8 @@ struct Session<'a> {
     last_refusal: Option<String>,
     ever_connected: bool,
     cert: Option<CertState>,
+    /// The TLS client config, built once the pinned root has been read.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Session<'_> {
@@ -229,21 +289,103 @@ impl Session<'_> {
         }
     }
 
-    /// Connects and says Hello (with the version in force); the stream is up.
-    async fn hello(&mut self) -> Result<(OwnedReadHalf, OwnedWriteHalf), ControlError> {
+    /// The TLS client config: the pinned root (read on first use, then kept) and the current
+    /// certificate as the client certificate.
+    fn tls_config(&mut self, tls: &ControlTls) -> Result<Arc<rustls::ClientConfig>, ControlError> {
+        if let Some(c) = &self.tls {
+            return Ok(Arc::clone(c));
+        }
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let bad = |reason: String| ControlError::Roots {
+            path: tls.roots.clone(),
+            reason,
+        };
+        let pem = std::fs::read(&tls.roots).map_err(|e| bad(e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(c.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match &self.cert {
+            Some(c) => builder.with_client_cert_resolver(Arc::new(
+                crate::identity::CurrentClientCert(Arc::clone(c.store())),
+            )),
+            None => builder.with_no_client_auth(),
+        };
+        let config = Arc::new(config);
+        self.tls = Some(Arc::clone(&config));
+        Ok(config)
+    }
+
+    /// Connects (TLS when configured) and says Hello (with the version in force, and the
+    /// bootstrap token while no valid certificate authenticates us); the stream is up.
+    async fn hello(&mut self) -> Result<(ConnRead, ConnWrite), ControlError> {
         let addr = self.src.addr;
-        let conn = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
+        let tls = match &self.src.tls {
+            Some(t) => Some((t.clone(), self.tls_config(t)?)),
+            None => None,
+        };
+        let tcp = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(c)) => c,
             Ok(Err(source)) => return Err(ControlError::Connect { addr, source }),
             Err(_) => return Err(self.timeout("connect")),
         };
-        let _ = conn.set_nodelay(true);
-        let (rd, mut conn) = conn.into_split();
+        let _ = tcp.set_nodelay(true);
+        let mut token = None;
+        let conn: Box<dyn Conn> = match tls {
+            None => Box::new(tcp),
+            Some((t, config)) => {
+                let name = rustls::pki_types::ServerName::try_from(t.server_name.clone()).map_err(
+                    |e| ControlError::Tls {
+                        addr,
+                        server_name: t.server_name.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                    },
+                )?;
+                let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+                let conn = match tokio::time::timeout(IO_TIMEOUT, connect).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(source)) => {
+                        return Err(ControlError::Tls {
+                            addr,
+                            server_name: t.server_name,
+                            source,
+                        });
+                    }
+                    Err(_) => return Err(self.timeout("TLS handshake")),
+                };
+                let certified = self
+                    .cert
+                    .as_ref()
+                    .is_some_and(CertState::has_valid_certificate);
+                if let (Some(path), false) = (&t.bootstrap_token, certified) {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| ControlError::Token {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    token = Some(text.trim().to_string());
+                }
+                Box::new(conn)
+            }
+        };
+        let (rd, mut conn) = tokio::io::split(conn);
         let current = self.sink.version();
         let hello = ProxyMessage::Hello {
             node: self.src.node.clone(),
             namespace: self.src.namespace.clone(),
             current_version: (!current.is_empty()).then_some(current),
+            bootstrap_token: token,
         };
         self.send(&mut conn, &hello).await?;
         let reconnect = self.ever_connected;
@@ -319,6 +461,7 @@ impl Session<'_> {
             }
             Err(error) => {
                 tracing::warn!(%version, %error, "control plane snapshot rejected; keeping the previous config");
+                let error = truncate_nack(error);
                 self.status.update(|s| {
                     s.last_nack = Some(ControlNack {
                         version: version.clone(),
@@ -397,6 +540,7 @@ impl ConfigSource for ControlSource {
                 last_refusal: None,
                 ever_connected: false,
                 cert,
+                tls: None,
             };
             session.run().await;
             Ok(())
@@ -438,6 +582,21 @@ mod tests {
             stream::read_frame_bytes(&mut b).await,
             Err(StreamError::Closed)
         ));
+    }
+
+    #[test]
+    fn nack_text_is_cut_well_under_the_frame_cap() {
+        assert_eq!(truncate_nack("short".into()), "short");
+        let long = "é".repeat(40_000);
+        let cut = truncate_nack(long);
+        assert!(cut.len() <= NACK_TEXT_MAX, "{}", cut.len());
+        assert!(cut.ends_with("(truncated)"));
+        let frame = serde_json::to_vec(&ProxyMessage::Nack {
+            version: "v".repeat(253),
+            error: cut,
+        })
+        .expect("json");
+        assert!(frame.len() < 8 * 1024, "{}", frame.len());
     }
 
     #[test]

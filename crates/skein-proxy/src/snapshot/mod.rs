@@ -13,8 +13,8 @@ pub(crate) mod source;
 
 use skein_snapshot::names::Direction;
 use skein_snapshot::{
-    BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind, OutboundTrafficPolicy, PASSTHROUGH_CLUSTER,
-    Protocol, Snapshot, SnapshotError,
+    AuthzAction, AuthzPolicy, AuthzRule, BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind,
+    OutboundTrafficPolicy, PASSTHROUGH_CLUSTER, Protocol, Snapshot, SnapshotError,
 };
 
 use crate::config::{InboundConfig, Mode, ProxyConfig};
@@ -36,7 +36,8 @@ pub enum CompileError {
     /// A route does not compile.
     #[error("snapshot {version:?} rejected: {source}")]
     Route { version: String, source: RouteError },
-    /// An AuthorizationPolicy cannot be enforced as written.
+    /// The AuthorizationPolicies cannot be enforced even with DENY-all stand-ins for the
+    /// ones that do not compile (not expected: stand-ins always compile).
     #[error("snapshot {version:?} rejected: {source}")]
     Authz { version: String, source: AuthzError },
 }
@@ -65,6 +66,38 @@ pub struct Compiled {
     pub no_route_metrics: Arc<RequestMetrics>,
     /// The inbound AuthorizationPolicies, compiled.
     pub authz: Engine,
+    /// AuthorizationPolicies that did not compile, each replaced by a DENY-all stand-in of
+    /// the same name (for /config_dump and `skein_config_policy_errors_total`).
+    pub policy_errors: Vec<String>,
+}
+
+/// The workload's AuthorizationPolicies, compiled one by one: a policy that does not compile
+/// (e.g. a bad CIDR that slipped past validation) becomes a DENY policy of the same name with
+/// one rule that matches everything, so the traffic it selects is denied (fail closed, and the
+/// access log's matched policy names it) while the rest of the snapshot still applies. An
+/// AUDIT policy that does not compile is left out (it never allowed or denied anything).
+fn compile_authz(policies: &[AuthzPolicy]) -> (Result<Engine, AuthzError>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut effective: Vec<AuthzPolicy> = Vec::with_capacity(policies.len());
+    for p in policies {
+        let Err(e) = Engine::compile(std::slice::from_ref(p)) else {
+            effective.push(p.clone());
+            continue;
+        };
+        let error = format!("{e}; the workload's traffic for this policy is denied");
+        tracing::warn!(policy = %format!("{}/{}", p.namespace, p.name), error = %e, "AuthorizationPolicy cannot be compiled; a DENY-all stand-in of the same name denies the workload's traffic for it");
+        errors.push(error);
+        if p.action == AuthzAction::Audit {
+            continue;
+        }
+        effective.push(AuthzPolicy {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            action: AuthzAction::Deny,
+            rules: vec![AuthzRule::default()],
+        });
+    }
+    (Engine::compile(&effective), errors)
 }
 
 fn peer(snap: &Snapshot) -> Peer {
@@ -141,7 +174,8 @@ impl Compiled {
             version: version.clone(),
             source,
         })?;
-        let authz = Engine::compile(&snap.inbound.authz).map_err(|source| CompileError::Authz {
+        let (authz, policy_errors) = compile_authz(&snap.inbound.authz);
+        let authz = authz.map_err(|source| CompileError::Authz {
             version: version.clone(),
             source,
         })?;
@@ -184,6 +218,7 @@ impl Compiled {
             listeners,
             inbound,
             authz,
+            policy_errors,
         })
     }
 }

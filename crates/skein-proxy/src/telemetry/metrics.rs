@@ -118,6 +118,9 @@ pub struct Metrics {
     tcp_sent: Family<Labels, Counter>,
     tcp_received: Family<Labels, Counter>,
     outlier_ejections: Family<Vec<(String, String)>, Counter>,
+    /// `skein_config_policy_errors_total`: AuthorizationPolicies that did not compile (each
+    /// replaced by a DENY-all stand-in), counted per snapshot applied.
+    pub config_policy_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -169,8 +172,15 @@ impl Metrics {
             "Endpoints ejected by outlier detection",
             outlier_ejections.clone(),
         );
+        let config_policy_errors = Counter::default();
+        registry.register(
+            "skein_config_policy_errors",
+            "AuthorizationPolicies that did not compile and deny the workload's traffic instead",
+            config_policy_errors.clone(),
+        );
         Metrics {
             registry,
+            config_policy_errors,
             outlier_ejections,
             requests,
             duration,

@@ -25,6 +25,7 @@ pub(crate) use crate::upstream::endpoint::{
 use crate::upstream::endpoint::{ConnSlot, H2Slot, IdleH1};
 use crate::upstream::lb::{Balancer, PickCtx};
 use crate::upstream::outlier::{Detector, EndpointStatus};
+use crate::upstream::tls::Origination;
 
 use skein_snapshot::names::Direction;
 pub use skein_snapshot::names::TLS_MODE_LABEL;
@@ -50,10 +51,10 @@ pub enum PoolError {
         addr: SocketAddr,
         source: hyper::Error,
     },
-    /// The mTLS handshake failed, no workload certificate is loaded yet, or the upstream's
-    /// identity is not one the service may have (flag UF; `reason` is the access log's
-    /// UPSTREAM_TRANSPORT_FAILURE_REASON).
-    #[error("mTLS to {addr} failed: {reason}")]
+    /// The TLS handshake failed, no workload certificate is loaded yet, the upstream's
+    /// identity is not one the service may have, or the DestinationRule's TLS cannot be set
+    /// up (flag UF; `reason` is the access log's UPSTREAM_TRANSPORT_FAILURE_REASON).
+    #[error("TLS to {addr} failed: {reason}")]
     Tls { addr: SocketAddr, reason: String },
 }
 
@@ -142,8 +143,7 @@ pub fn wants_mtls(c: &Cluster, e: &Endpoint) -> bool {
         UpstreamTls::Disable => {
             c.auto_mtls && e.labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")
         }
-        // SIMPLE / MUTUAL with the app's own certificates are not implemented (warned on
-        // apply); they stay plaintext.
+        // SIMPLE / MUTUAL originate TLS with the app's own certificates (`ClusterState::origin`).
         UpstreamTls::Simple { .. } | UpstreamTls::Mutual { .. } => false,
     }
 }
@@ -195,6 +195,9 @@ pub struct ClusterState {
     pub resilience: Arc<crate::upstream::budget::ClusterResilience>,
     /// DestinationRule outlierDetection (None: off).
     pub outlier: Option<Detector>,
+    /// DestinationRule SIMPLE / MUTUAL: the TLS every connection originates, or why it cannot
+    /// be set up (every connection then fails with UF; never plaintext). None: other modes.
+    pub origin: Option<Result<Arc<Origination>, Arc<str>>>,
 }
 
 impl Drop for ClusterState {
@@ -278,6 +281,12 @@ impl ClusterState {
             .as_ref()
             .map(|o| Detector::new(o, endpoints.len()));
         let sni = istio_sni(&config);
+        let origin = crate::upstream::tls::origination(&config).map(|r| {
+            r.map_err(|e| {
+                tracing::warn!(cluster = %config.name, error = %e, "DestinationRule TLS cannot be set up; requests to this cluster get 503 UF (never plaintext)");
+                Arc::from(e.to_string())
+            })
+        });
         let balancer = Balancer::new(&config.lb_policy, &endpoints);
         let connect_timeout =
             Duration::from_millis(config.connection_pool.connect_timeout_ms.max(1));
@@ -298,6 +307,7 @@ impl ClusterState {
             sni,
             resilience: Arc::default(),
             outlier,
+            origin,
         }
     }
 
@@ -376,6 +386,9 @@ impl ClusterState {
         alpn: TlsAlpn,
     ) -> Result<(UpstreamStream, u64), PoolError> {
         let addr = ep.addr;
+        if let Some(origin) = &self.origin {
+            return self.connect_origin(addr, origin, alpn).await;
+        }
         if !ep.mtls {
             let s = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
             return Ok((UpstreamStream::Plain(s), 0));
@@ -432,6 +445,43 @@ impl ClusterState {
             }
         }
         Ok((UpstreamStream::Tls(Box::new(tls)), id.generation))
+    }
+
+    /// Connects to `addr` with the DestinationRule's SIMPLE / MUTUAL TLS; fails (UF) when the
+    /// cluster's TLS could not be set up or the handshake fails, never in plaintext.
+    async fn connect_origin(
+        &self,
+        addr: SocketAddr,
+        origin: &Result<Arc<Origination>, Arc<str>>,
+        alpn: TlsAlpn,
+    ) -> Result<(UpstreamStream, u64), PoolError> {
+        let o = match origin {
+            Ok(o) => o,
+            Err(reason) => {
+                return Err(PoolError::Tls {
+                    addr,
+                    reason: format!("TLS_error: DestinationRule TLS cannot be set up: {reason}"),
+                });
+            }
+        };
+        let tcp = connect_tcp(addr, self.source_ip, self.connect_timeout).await?;
+        let connector = tokio_rustls::TlsConnector::from(o.client_config(alpn));
+        match tokio::time::timeout(self.connect_timeout, connector.connect(o.sni.clone(), tcp))
+            .await
+        {
+            Ok(Ok(t)) => Ok((UpstreamStream::Tls(Box::new(t)), 0)),
+            Ok(Err(e)) => Err(PoolError::Tls {
+                addr,
+                reason: format!("TLS_error: {e}"),
+            }),
+            Err(_) => Err(PoolError::Tls {
+                addr,
+                reason: format!(
+                    "TLS_error: handshake timed out after {:?}",
+                    self.connect_timeout
+                ),
+            }),
+        }
     }
 
     /// Connects from `ip` (the pod's address) where the destination can be reached from it.

@@ -1,5 +1,6 @@
 //! Where a request leaves: clusters and their endpoints, connection pools, load balancing,
-//! outlier detection, the retry budget, and the request body on its way out.
+//! outlier detection, the retry budget, the request body on its way out, and the TLS a
+//! DestinationRule's SIMPLE or MUTUAL mode originates.
 
 pub(crate) mod body;
 pub(crate) mod budget;
@@ -7,3 +8,4 @@ pub(crate) mod cluster;
 pub(crate) mod endpoint;
 pub(crate) mod lb;
 pub(crate) mod outlier;
+pub(crate) mod tls;

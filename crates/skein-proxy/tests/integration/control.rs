@@ -83,6 +83,7 @@ fn hello(current_version: Option<&str>) -> ProxyMessage {
         node: NODE.into(),
         namespace: NS.into(),
         current_version: current_version.map(str::to_string),
+        bootstrap_token: None,
     }
 }
 

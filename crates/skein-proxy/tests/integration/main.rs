@@ -5,10 +5,15 @@
 //! clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
+mod admin;
 mod bench;
+mod config_errors;
 mod control;
+mod control_tls;
+mod edge;
 mod mtls;
 mod ops;
+mod origination;
 mod outlier;
 mod pool;
 mod resilience;

@@ -1,9 +1,11 @@
 //! Requests that never reached an app go to another host: a refused connect (Istio's default
 //! policy retries connect-failure twice), and a peer sidecar whose app is down (its 503 says
-//! nothing was delivered).
+//! nothing was delivered). Only a peer reached over mTLS can say that: the same 503 from a
+//! plaintext upstream is an answer like any other.
 
 use std::net::SocketAddr;
 
+use skein_proxy::test_util::pki::{Ca, spiffe};
 use skein_proxy::test_util::*;
 use skein_proxy::{ProxyConfig, ProxyHandle, SourceConfig};
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn, route_to};
@@ -76,29 +78,41 @@ async fn a_policy_without_connect_failure_does_not_retry_it() {
     assert!(statuses.contains(&200), "{statuses:?}");
 }
 
-/// A server-side sidecar in front of `app`; returns the proxy and its inbound address.
-async fn server_sidecar(app: SocketAddr) -> (ProxyHandle, SocketAddr) {
-    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+/// A server-side sidecar in front of `app` (with a workload certificate from `ca` when
+/// given); returns the proxy and its inbound address.
+async fn server_sidecar(app: SocketAddr, ca: Option<&Ca>) -> (ProxyHandle, SocketAddr) {
+    let mut cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
         .with_inbound("127.0.0.1:0".parse().expect("addr"), app)
         .with_source(SourceConfig::Static(Box::new(Snapshot {
             version: "v1".into(),
             ..Default::default()
         })));
+    cfg.identity = ca.map(|ca| ca.identity(&spiffe(NS, "was")));
     let h = skein_proxy::start(cfg).await.expect("server sidecar");
     let inbound = h.addrs.inbound.expect("inbound");
     (h, inbound)
 }
 
+/// A client sidecar whose `svc` cluster is ISTIO_MUTUAL with a certificate from `ca`.
+async fn mesh_client(endpoints: &[&str], ca: &Ca) -> ProxyHandle {
+    let mut cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"));
+    cfg.identity = Some(ca.identity(&spiffe(NS, "web")));
+    let h = skein_proxy::start(cfg).await.expect("client sidecar");
+    let mut snap = snapshot(endpoints, None);
+    for c in &mut snap.clusters {
+        c.tls = UpstreamTls::IstioMutual;
+    }
+    h.apply(snap).expect("apply");
+    h
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_peer_whose_app_is_down_is_skipped_for_a_bodiless_request() {
     let live = Upstream::start("live").await;
-    let (_down, down_inbound) = server_sidecar(dead_addr().await).await;
-    let (_up, up_inbound) = server_sidecar(live.addr).await;
-    let (h, _) = sidecar(snapshot(
-        &[&down_inbound.to_string(), &up_inbound.to_string()],
-        None,
-    ))
-    .await;
+    let ca = Ca::new("mesh");
+    let (_down, down_inbound) = server_sidecar(dead_addr().await, Some(&ca)).await;
+    let (_up, up_inbound) = server_sidecar(live.addr, Some(&ca)).await;
+    let h = mesh_client(&[&down_inbound.to_string(), &up_inbound.to_string()], &ca).await;
     for i in 0..10 {
         let r = get(outbound(&h), URL, &[]).await;
         assert_eq!(r.status, 200, "request {i}: {r:?}");
@@ -147,13 +161,10 @@ async fn dying_app() -> SocketAddr {
 #[tokio::test(start_paused = true)]
 async fn a_get_whose_app_died_mid_request_goes_elsewhere_but_a_post_does_not() {
     let live = Upstream::start("live").await;
-    let (_dying, dying_inbound) = server_sidecar(dying_app().await).await;
-    let (_up, up_inbound) = server_sidecar(live.addr).await;
-    let (h, _) = sidecar(snapshot(
-        &[&dying_inbound.to_string(), &up_inbound.to_string()],
-        None,
-    ))
-    .await;
+    let ca = Ca::new("mesh");
+    let (_dying, dying_inbound) = server_sidecar(dying_app().await, Some(&ca)).await;
+    let (_up, up_inbound) = server_sidecar(live.addr, Some(&ca)).await;
+    let h = mesh_client(&[&dying_inbound.to_string(), &up_inbound.to_string()], &ca).await;
     for i in 0..6 {
         let r = get(outbound(&h), URL, &[]).await;
         assert_eq!(r.status, 200, "GET {i}: {r:?}");
@@ -172,4 +183,26 @@ async fn a_get_whose_app_died_mid_request_goes_elsewhere_but_a_post_does_not() {
         statuses.contains(&503),
         "a POST is never replayed: {statuses:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plaintext_upstreams_not_delivered_503_is_not_retried() {
+    // The same down pod, reached in plaintext: its marked 503 could come from any app, so it
+    // goes back to the client and the next host is not tried for it.
+    let live = Upstream::start("live").await;
+    let (_down, down_inbound) = server_sidecar(dead_addr().await, None).await;
+    let (_up, up_inbound) = server_sidecar(live.addr, None).await;
+    let (h, _) = sidecar(snapshot(
+        &[&down_inbound.to_string(), &up_inbound.to_string()],
+        None,
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = get(outbound(&h), URL, &[]).await;
+        assert!(!r.headers.contains_key("x-skein-not-delivered"));
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
 }

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skein_proxy::headers::{append_forwarded_for, strip_hop_by_hop};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -138,7 +139,9 @@ impl Ingress {
             Ok(b) => b,
             Err(reply) => return reply,
         };
+        // The client's hop-by-hop headers go before any of the ingress's own are added.
         strip_hop_by_hop(&mut parts.headers);
+        strip_proxy_owned(&mut parts.headers);
         forwarded_headers(&mut parts.headers, peer, https, host.as_deref());
         let path_and_query = parts
             .uri
@@ -237,48 +240,30 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// The header prefix only a skein proxy writes (`x-skein-mirror` marks a mirrored copy that
+/// apps acknowledge without acting on): a client may not send it.
+const SKEIN_PREFIX: &str = "x-skein-";
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
+/// Headers of a request from outside: `x-skein-*` go (see [`SKEIN_PREFIX`]).
+fn strip_proxy_owned(h: &mut HeaderMap) {
+    let owned: Vec<header::HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with(SKEIN_PREFIX))
+        .cloned()
         .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
-        h.remove(name);
+    for k in owned {
+        h.remove(k);
     }
 }
 
 fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, https: bool, host: Option<&str>) {
     let ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
-    };
+    append_forwarded_for(h, peer.ip());
     let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(k, v);
         }
     };
-    set(h, "x-forwarded-for", &xff);
     set(h, "x-real-ip", &ip);
     set(h, "x-forwarded-proto", if https { "https" } else { "http" });
     if let Some(host) = host {
@@ -292,4 +277,35 @@ fn forwarded_headers(h: &mut HeaderMap, peer: SocketAddr, https: bool, host: Opt
 /// 128 random bits in hex, as ingress-nginx's `$req_id`.
 fn request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_headers_are_cleaned_with_the_proxys_hygiene() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "x-private, x-forwarded-proto"),
+            ("x-private", "1"),
+            ("keep-alive", "5"),
+            ("x-skein-mirror", "1"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-kept", "1"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        strip_proxy_owned(&mut h);
+        let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
+        forwarded_headers(&mut h, peer, true, Some("blog.local"));
+        for gone in ["connection", "x-private", "keep-alive", "x-skein-mirror"] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
+        // Nominated by the client, then set by the ingress itself.
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-kept"], "1");
+    }
 }

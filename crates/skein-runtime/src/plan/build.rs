@@ -81,6 +81,8 @@ pub fn build(
 /// plane's address).
 struct MeshPods<'a> {
     control: SocketAddr,
+    /// The mesh root the proxies pin to verify the control plane.
+    root: std::path::PathBuf,
     skein: &'a Path,
     istiod: PodPlan,
     gateway: PodPlan,
@@ -99,9 +101,10 @@ fn mesh_pods<'a>(
     let control = SocketAddr::from((istiod_ip, mesh::CONTROL_PORT));
     Ok(MeshPods {
         control,
+        root: state.mesh_root_file(m.plugin_ca.as_deref()),
         skein: &m.skein,
         istiod: mesh::control_pod(istiod, istiod_ip, state, m, control),
-        gateway: mesh::gateway_pod(gateway, gateway_ip, state, m, control),
+        gateway: mesh::gateway_pod(gateway, gateway_ip, state, m, control)?,
     })
 }
 
@@ -140,7 +143,7 @@ fn plan_pods(
                 );
             match (plan_pod(w, name, ip, meshed, cx), &mesh_pods) {
                 (Ok(mut p), Some(m)) if meshed => {
-                    mesh::add_sidecar(&mut p, cx.state, m.control, m.skein);
+                    mesh::add_sidecar(&mut p, cx.state, m.control, &m.root, m.skein)?;
                     pods.push(p);
                 }
                 (Ok(p), _) => pods.push(p),

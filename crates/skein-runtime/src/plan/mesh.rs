@@ -16,6 +16,7 @@ use std::path::Path;
 use super::{
     Check, ContainerPlan, MeshPlanOptions, NamedPort, PodPlan, ProxyMode, ProxyPlan, Readiness, Run,
 };
+use crate::RuntimeError;
 use crate::run::state::StateDir;
 
 /// The control plane's port (Istio's plaintext xDS port).
@@ -62,8 +63,35 @@ fn proxy_log_level() -> (String, String) {
     )
 }
 
+/// The arguments that connect a proxy to the control plane: its address, the mesh root the
+/// proxy pins to verify it, and the pod's bootstrap token (newly issued; its hash goes into
+/// the pod's plan, hence the registry).
+fn control_args(
+    pod: &mut PodPlan,
+    state: &StateDir,
+    control: SocketAddr,
+    root: &Path,
+) -> Result<Vec<String>, RuntimeError> {
+    pod.bootstrap_token_sha256 = Some(state.issue_bootstrap_token(&pod.name)?);
+    Ok(vec![
+        "--control".into(),
+        control.to_string(),
+        "--control-root".into(),
+        root.display().to_string(),
+        "--bootstrap-token".into(),
+        state.bootstrap_token_file(&pod.name).display().to_string(),
+    ])
+}
+
 /// Adds a sidecar to `pod`, whose app containers were planned with `app_ip` as their pod IP.
-pub fn add_sidecar(pod: &mut PodPlan, state: &StateDir, control: SocketAddr, skein: &Path) {
+/// `root` is the mesh root the sidecar pins to verify the control plane.
+pub fn add_sidecar(
+    pod: &mut PodPlan,
+    state: &StateDir,
+    control: SocketAddr,
+    root: &Path,
+    skein: &Path,
+) -> Result<(), RuntimeError> {
     let out_ip = outbound_ip(pod.ip);
     let app = app_ip(pod.ip);
     let admin = SocketAddr::from((out_ip, ADMIN_PORT));
@@ -74,15 +102,16 @@ pub fn add_sidecar(pod: &mut PodPlan, state: &StateDir, control: SocketAddr, ske
         pod.name.clone(),
         "--namespace".into(),
         pod.namespace.clone(),
-        "--control".into(),
-        control.to_string(),
+    ];
+    args.extend(control_args(pod, state, control, root)?);
+    args.extend([
         "--outbound-http".into(),
         outbound_http.to_string(),
         "--admin".into(),
         admin.to_string(),
         "--access-log".into(),
         "stdout".into(),
-    ];
+    ]);
     for p in &pod.ports {
         args.push("--inbound".into());
         args.push(format!("{}:{}={}:{}", pod.ip, p.port, app, p.port));
@@ -112,6 +141,7 @@ pub fn add_sidecar(pod: &mut PodPlan, state: &StateDir, control: SocketAddr, ske
         outbound_ip: Some(out_ip),
         outbound_http: Some(outbound_http),
     });
+    Ok(())
 }
 
 /// The environment an app in a pod with a sidecar gets on top of its own.
@@ -149,6 +179,7 @@ fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)])
         readiness: None,
         grace: std::time::Duration::from_secs(10),
         proxy: None,
+        bootstrap_token_sha256: None,
     }
 }
 
@@ -221,7 +252,7 @@ pub fn gateway_pod(
     state: &StateDir,
     opts: &MeshPlanOptions,
     control: SocketAddr,
-) -> PodPlan {
+) -> Result<PodPlan, RuntimeError> {
     let mut pod = mesh_pod(
         name,
         ip,
@@ -230,7 +261,7 @@ pub fn gateway_pod(
     );
     let admin = SocketAddr::from((ip, ADMIN_PORT));
     let certs = state.certs();
-    let args = vec![
+    let mut args = vec![
         "proxy".to_string(),
         "--mode".into(),
         "gateway".into(),
@@ -238,8 +269,10 @@ pub fn gateway_pod(
         pod.name.clone(),
         "--namespace".into(),
         MESH_NAMESPACE.into(),
-        "--control".into(),
-        control.to_string(),
+    ];
+    let root = state.mesh_root_file(opts.plugin_ca.as_deref());
+    args.extend(control_args(&mut pod, state, control, &root)?);
+    args.extend([
         "--gateway-http".into(),
         opts.http.to_string(),
         "--gateway-https".into(),
@@ -252,7 +285,7 @@ pub fn gateway_pod(
         admin.to_string(),
         "--access-log".into(),
         "stdout".into(),
-    ];
+    ]);
     pod.containers.push(ContainerPlan {
         name: "istio-proxy".into(),
         run: Run::Program {
@@ -274,7 +307,7 @@ pub fn gateway_pod(
         outbound_ip: None,
         outbound_http: None,
     });
-    pod
+    Ok(pod)
 }
 
 #[cfg(test)]

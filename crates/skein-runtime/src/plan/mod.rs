@@ -79,6 +79,9 @@ pub struct PodPlan {
     pub grace: std::time::Duration,
     /// The pod's proxy (a sidecar, or the gateway's own).
     pub proxy: Option<ProxyPlan>,
+    /// SHA-256 (hex) of the bootstrap token written for the pod's proxy, listed in the
+    /// registry so the control plane can tell the pod's proxy from any other process.
+    pub bootstrap_token_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,6 +67,7 @@ pub(super) fn plan_pod(
                 .clamp(1, 30) as u64,
         ),
         proxy: None,
+        bootstrap_token_sha256: None,
     })
 }
 

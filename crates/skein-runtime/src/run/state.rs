@@ -104,6 +104,42 @@ impl StateDir {
     pub fn ca_dir(&self) -> PathBuf {
         self.certs().join("ca")
     }
+    /// A pod's own directory (its bootstrap token).
+    pub fn pod_dir(&self, pod: &str) -> PathBuf {
+        self.root.join("pods").join(pod)
+    }
+    /// The bootstrap token of a pod's proxy: the local stand-in for a projected
+    /// ServiceAccount token.
+    pub fn bootstrap_token_file(&self, pod: &str) -> PathBuf {
+        self.pod_dir(pod).join("token")
+    }
+    /// The mesh root the proxies pin to verify the control plane: the generated root, or the
+    /// plug-in CA's trust bundle.
+    pub fn mesh_root_file(&self, plugin_ca: Option<&Path>) -> PathBuf {
+        match plugin_ca {
+            Some(dir) => dir.join("root-cert.pem"),
+            None => self.ca_dir().join("root-cert.pem"),
+        }
+    }
+
+    /// Writes a new bootstrap token for `pod`'s proxy: 32 bytes from the system's CSPRNG, hex,
+    /// mode 0600 in the pod's own directory (0700). Returns its SHA-256 (hex), what the
+    /// registry lists. Each `skein up` issues new tokens.
+    pub fn issue_bootstrap_token(&self, pod: &str) -> Result<String, RuntimeError> {
+        use ring::rand::SecureRandom;
+        let dir = self.pod_dir(pod);
+        crate::fs::private_dir(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
+        let mut bytes = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| RuntimeError::io(&dir, std::io::Error::other("no system randomness")))?;
+        let token = hex(&bytes);
+        let path = self.bootstrap_token_file(pod);
+        crate::fs::write_private(&path, token.as_bytes())
+            .map_err(|e| RuntimeError::io(&path, e))?;
+        Ok(token_sha256(&token))
+    }
+
     pub fn container_log(&self, pod: &str, container: &str) -> PathBuf {
         self.logs().join(pod).join(format!("{container}.log"))
     }
@@ -149,6 +185,16 @@ impl StateDir {
         let path = self.pid_file();
         std::fs::write(&path, format!("{pid} {started}\n")).map_err(|e| RuntimeError::io(&path, e))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (hex) of a bootstrap token, as the control plane's registry compares it (of the
+/// token without surrounding whitespace).
+pub fn token_sha256(token: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes()).as_ref())
 }
 
 /// The supervisor the pid file names.

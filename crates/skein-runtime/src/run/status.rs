@@ -79,6 +79,10 @@ pub struct PodStatus {
     /// The pod's proxy: its sidecar, or the gateway itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyStatus>,
+    /// SHA-256 (hex) of the pod's bootstrap token (the token itself is only in the pod's own
+    /// directory, mode 0600); the control plane reads it from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -238,6 +238,7 @@ fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
             .filter_map(|p| Some((p.name.clone()?, p.port)))
             .collect(),
         proxy,
+        bootstrap_token_sha256: plan.bootstrap_token_sha256.clone(),
         pid: containers.first().map_or(0, |c| c.pid),
         state,
         ready,

@@ -40,6 +40,22 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Validate the change against the config it joins, so every error names the user's own
+    // file:line (the control plane only sees its stored copies).
+    if let Ok(status) = skein_runtime::Status::read(&state.status_file()) {
+        let store = skein_control::Store {
+            dir: PathBuf::from(&status.manifests),
+            applied: Some(state.applied_dir()),
+        };
+        let errors = store.check_apply(&manifests);
+        if !errors.is_empty() {
+            eprintln!("error: the change does not validate; nothing was applied:");
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     let before = control_status(&state).context(
         "the control plane has not reported its status yet; is the mesh running (`skein up` without --no-mesh)?",
     )?;

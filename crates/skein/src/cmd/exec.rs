@@ -30,9 +30,10 @@ pub struct Args {
     command: Vec<String>,
 }
 
-/// Removes the one-off pod's registry entry and stops its proxy, whatever happens.
+/// Removes the one-off pod's registry entry and token and stops its proxy, whatever happens.
 struct Cleanup {
     registry_file: Option<PathBuf>,
+    pod_dir: Option<PathBuf>,
     proxy: Option<std::process::Child>,
 }
 
@@ -40,6 +41,9 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(f) = &self.registry_file {
             let _ = std::fs::remove_file(f);
+        }
+        if let Some(d) = &self.pod_dir {
+            let _ = std::fs::remove_dir_all(d);
         }
         if let Some(mut child) = self.proxy.take() {
             // SIGTERM for a graceful drain, then make sure it is gone.
@@ -104,6 +108,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
     let mut cleanup = Cleanup {
         registry_file: None,
+        pod_dir: None,
         proxy: None,
     };
     let mut proxy = Command::new(&exe);
@@ -125,6 +130,18 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let dir = state.root().join("registry.d");
         std::fs::create_dir_all(&dir)?;
         let file = dir.join(format!("{name}.json"));
+        // Its bootstrap token, as the runtime issues one to each pod with a sidecar.
+        cleanup.pod_dir = Some(state.pod_dir(&name));
+        let token_sha256 = state.issue_bootstrap_token(&name)?;
+        // The root the control plane's certificate must chain to: a plug-in CA's if istiod
+        // was started with one.
+        let plugin_ca = istiod
+            .containers
+            .iter()
+            .flat_map(|c| c.command.windows(2))
+            .find(|w| w[0] == "--plugin-ca")
+            .map(|w| PathBuf::from(&w[1]));
+        let root = state.mesh_root_file(plugin_ca.as_deref());
         let pod = skein_control::registry::Pod {
             name: name.clone(),
             namespace: args.namespace.clone(),
@@ -138,10 +155,15 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 mode: "sidecar".into(),
                 outbound_ip: Some(ip.to_string()),
             }),
+            bootstrap_token_sha256: Some(token_sha256),
         };
         std::fs::write(&file, serde_json::to_vec(&pod)?)?;
         cleanup.registry_file = Some(file);
         proxy.args(["--control", &control]);
+        proxy.arg("--control-root").arg(&root);
+        proxy
+            .arg("--bootstrap-token")
+            .arg(state.bootstrap_token_file(&name));
     }
     cleanup.proxy = Some(proxy.spawn().context("cannot start the pod's proxy")?);
 

@@ -22,9 +22,21 @@ pub struct Args {
     /// The pod's namespace.
     #[arg(long)]
     namespace: String,
-    /// The control plane's stream address.
-    #[arg(long, conflicts_with = "snapshot")]
+    /// The control plane's stream address (TLS; with --control-root).
+    #[arg(long, conflicts_with = "snapshot", requires = "control_root")]
     control: Option<SocketAddr>,
+    /// The mesh root certificates (PEM) the control plane's certificate must chain to,
+    /// pinned at start (the state directory's `certs/ca/root-cert.pem`, or a plug-in CA's
+    /// `root-cert.pem`).
+    #[arg(long, requires = "control")]
+    control_root: Option<PathBuf>,
+    /// The DNS name the control plane's certificate must carry.
+    #[arg(long, default_value = skein_proxy::ControlTls::SERVER_NAME)]
+    control_server_name: String,
+    /// The pod's bootstrap token file (written by the runtime, mode 0600): proves to the
+    /// control plane which pod this proxy is until it has a certificate.
+    #[arg(long, requires = "control")]
+    bootstrap_token: Option<PathBuf>,
     /// A snapshot JSON file instead of a control plane (re-read when it changes).
     #[arg(long)]
     snapshot: Option<PathBuf>,
@@ -135,6 +147,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cert_chain_pem: read(cert)?,
             key_pem: read(key)?,
             root_pem: read(roots)?,
+        });
+    }
+    if let Some(roots) = args.control_root {
+        config.control_tls = Some(skein_proxy::ControlTls {
+            roots,
+            server_name: args.control_server_name.clone(),
+            bootstrap_token: args.bootstrap_token.clone(),
         });
     }
     config.source = match (args.control, args.snapshot) {

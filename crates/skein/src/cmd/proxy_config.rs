@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::admin_client::admin_get;
 use anyhow::Context;
-use skein_runtime::{StateDir, Status};
+use skein_runtime::{ProxyStatus, StateDir, Status};
 use skein_snapshot::dump::ConfigDump;
 use skein_snapshot::{LbPolicy, ListenerKind, RouteAction, StringMatch, UpstreamTls};
 
@@ -55,6 +55,9 @@ fn limit(n: u32) -> String {
     }
 }
 
+/// Renders one of `istioctl proxy-config`'s tables from a proxy's config dump.
+type Table = fn(&ConfigDump, &ProxyStatus) -> String;
+
 pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let state = StateDir::resolve(state_dir.as_deref())?;
     let status = Status::read(&state.status_file())
@@ -87,197 +90,199 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&part)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let snap = &dump.snapshot;
-    let all = args.kind == Kind::All;
-    let mut out = String::new();
-    if all || args.kind == Kind::Listeners {
-        let mut rows = Vec::new();
-        for ib in &dump.inbound {
-            rows.push(vec![
-                ib.listen.to_string(),
-                "ALL".into(),
-                format!("Inline Route -> {}", ib.cluster),
-            ]);
-        }
-        if let Some(out_http) = &proxy.outbound_http {
-            rows.push(vec![
-                out_http.clone(),
-                "HTTP (the app's HTTP_PROXY)".into(),
-                "Route: outbound".into(),
-            ]);
-        }
-        for l in &snap.listeners {
-            let dest = match &l.kind {
-                ListenerKind::Tcp { cluster } => format!("Cluster: {cluster}"),
-                ListenerKind::Http { route_config } => format!("Route: {route_config}"),
-            };
-            rows.push(vec![l.address.to_string(), "ALL".into(), dest]);
-        }
-        out.push_str(&crate::table::render(
-            &["ADDRESS:PORT", "MATCH", "DESTINATION"],
-            &rows,
-        ));
+    let tables: [(Kind, Table); 4] = [
+        (Kind::Listeners, listeners_table),
+        (Kind::Routes, routes_table),
+        (Kind::Clusters, clusters_table),
+        (Kind::Endpoints, endpoints_table),
+    ];
+    let out: Vec<String> = tables
+        .iter()
+        .filter(|(k, _)| args.kind == Kind::All || args.kind == *k)
+        .map(|(_, table)| table(&dump, proxy))
+        .collect();
+    print!("{}", out.join("\n"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `istioctl proxy-config listeners`: inbound listeners, the app's HTTP proxy, snapshot listeners.
+fn listeners_table(dump: &ConfigDump, proxy: &ProxyStatus) -> String {
+    let mut rows = Vec::new();
+    for ib in &dump.inbound {
+        rows.push(vec![
+            ib.listen.to_string(),
+            "ALL".into(),
+            format!("Inline Route -> {}", ib.cluster),
+        ]);
     }
-    if all || args.kind == Kind::Routes {
-        let mut rows = Vec::new();
-        for rc in &snap.route_configs {
-            for vh in &rc.virtual_hosts {
-                for r in &vh.routes {
-                    let m = if r.matches.is_empty() {
-                        "/*".to_string()
-                    } else {
-                        r.matches
-                            .iter()
-                            .map(|m| {
-                                let mut s = fmt_match(&m.path);
-                                for h in &m.headers {
-                                    s.push_str(&format!(" {}={}", h.name, fmt_match(&h.value)));
-                                }
-                                s
-                            })
-                            .collect::<Vec<_>>()
-                            .join(" | ")
-                    };
-                    let dest = match &r.action {
-                        RouteAction::Route(d) => d
-                            .iter()
-                            .map(|w| format!("{} ({})", w.cluster, w.weight))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        RouteAction::DirectResponse { status, .. } => format!("direct {status}"),
-                        RouteAction::Redirect(_) => "redirect".into(),
-                    };
-                    rows.push(vec![
-                        rc.name.clone(),
-                        vh.name.clone(),
-                        r.name.clone(),
-                        m,
-                        dest,
-                    ]);
-                }
-            }
-        }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&crate::table::render(
-            &[
-                "ROUTE CONFIG",
-                "VIRTUAL HOST",
-                "ROUTE",
-                "MATCH",
-                "DESTINATION (WEIGHT)",
-            ],
-            &rows,
-        ));
+    if let Some(out_http) = &proxy.outbound_http {
+        rows.push(vec![
+            out_http.clone(),
+            "HTTP (the app's HTTP_PROXY)".into(),
+            "Route: outbound".into(),
+        ]);
     }
-    if all || args.kind == Kind::Clusters {
-        let mut rows: Vec<Vec<String>> = snap
-            .clusters
-            .iter()
-            .map(|c| {
-                let p = &c.connection_pool;
-                let od = c.outlier_detection.as_ref().map_or("-".to_string(), |o| {
-                    format!(
-                        "{}x5xx/{}s eject {}s max {}% minHealth {}%",
-                        o.consecutive_5xx_errors,
-                        o.interval_ms / 1000,
-                        o.base_ejection_time_ms / 1000,
-                        o.max_ejection_percent,
-                        o.min_health_percent
-                    )
-                });
-                vec![
-                    if c.service.is_empty() {
-                        c.name.clone()
-                    } else {
-                        c.service.clone()
-                    },
-                    c.port.to_string(),
-                    c.subset.clone().unwrap_or_else(|| "-".into()),
-                    "outbound".into(),
-                    match &c.lb_policy {
-                        LbPolicy::RoundRobin => "ROUND_ROBIN".into(),
-                        LbPolicy::LeastRequest => "LEAST_REQUEST".into(),
-                        LbPolicy::Random => "RANDOM".into(),
-                        LbPolicy::ConsistentHash(_) => "RING_HASH".into(),
-                    },
-                    match &c.tls {
-                        UpstreamTls::Disable => "DISABLE".into(),
-                        UpstreamTls::IstioMutual => "ISTIO_MUTUAL".into(),
-                        UpstreamTls::Simple { .. } => "SIMPLE".into(),
-                        UpstreamTls::Mutual { .. } => "MUTUAL".into(),
-                    },
-                    format!(
-                        "{}/{}/{}/{}",
-                        limit(p.max_connections),
-                        limit(p.http1_max_pending_requests),
-                        limit(p.http2_max_requests),
-                        if p.max_requests_per_connection == 0 {
-                            "-".into()
-                        } else {
-                            p.max_requests_per_connection.to_string()
-                        }
-                    ),
-                    od,
-                ]
-            })
-            .collect();
-        for ib in &dump.inbound {
-            let port = ib.cluster.split('|').nth(1).unwrap_or("").to_string();
-            rows.push(vec![
-                String::new(),
-                port,
-                "-".into(),
-                "inbound".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
-        }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&crate::table::render(
-            &[
-                "SERVICE FQDN",
-                "PORT",
-                "SUBSET",
-                "DIRECTION",
-                "LB",
-                "TLS",
-                "MAXCONN/PENDING/MAXREQ/PERCONN",
-                "OUTLIER DETECTION",
-            ],
-            &rows,
-        ));
+    for l in &dump.snapshot.listeners {
+        let dest = match &l.kind {
+            ListenerKind::Tcp { cluster } => format!("Cluster: {cluster}"),
+            ListenerKind::Http { route_config } => format!("Route: {route_config}"),
+        };
+        rows.push(vec![l.address.to_string(), "ALL".into(), dest]);
     }
-    if all || args.kind == Kind::Endpoints {
-        let mut rows = Vec::new();
-        for c in &snap.clusters {
-            // Outlier detection's view, where the proxy reports one (`endpoint_status`).
-            let status = dump.endpoint_status.get(&c.name);
-            for e in &c.endpoints {
-                let addr = e.address.to_string();
-                let st = status.and_then(|list| list.iter().find(|s| s.address == e.address));
-                let ejected = st.is_some_and(|s| s.status == "ejected");
+    crate::table::render(&["ADDRESS:PORT", "MATCH", "DESTINATION"], &rows)
+}
+
+/// `istioctl proxy-config routes`: one row per route of every virtual host.
+fn routes_table(dump: &ConfigDump, _proxy: &ProxyStatus) -> String {
+    let mut rows = Vec::new();
+    for rc in &dump.snapshot.route_configs {
+        for vh in &rc.virtual_hosts {
+            for r in &vh.routes {
+                let m = if r.matches.is_empty() {
+                    "/*".to_string()
+                } else {
+                    r.matches
+                        .iter()
+                        .map(|m| {
+                            let mut s = fmt_match(&m.path);
+                            for h in &m.headers {
+                                s.push_str(&format!(" {}={}", h.name, fmt_match(&h.value)));
+                            }
+                            s
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                };
+                let dest = match &r.action {
+                    RouteAction::Route(d) => d
+                        .iter()
+                        .map(|w| format!("{} ({})", w.cluster, w.weight))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    RouteAction::DirectResponse { status, .. } => format!("direct {status}"),
+                    RouteAction::Redirect(_) => "redirect".into(),
+                };
                 rows.push(vec![
-                    addr,
-                    if ejected { "UNHEALTHY" } else { "HEALTHY" }.into(),
-                    if ejected { "FAILED" } else { "OK" }.into(),
-                    c.name.clone(),
+                    rc.name.clone(),
+                    vh.name.clone(),
+                    r.name.clone(),
+                    m,
+                    dest,
                 ]);
             }
         }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&crate::table::render(
-            &["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"],
-            &rows,
-        ));
     }
-    print!("{out}");
-    Ok(ExitCode::SUCCESS)
+    crate::table::render(
+        &[
+            "ROUTE CONFIG",
+            "VIRTUAL HOST",
+            "ROUTE",
+            "MATCH",
+            "DESTINATION (WEIGHT)",
+        ],
+        &rows,
+    )
+}
+
+/// `istioctl proxy-config clusters`: outbound clusters with their policies, then inbound ones.
+fn clusters_table(dump: &ConfigDump, _proxy: &ProxyStatus) -> String {
+    let mut rows: Vec<Vec<String>> = dump
+        .snapshot
+        .clusters
+        .iter()
+        .map(|c| {
+            let p = &c.connection_pool;
+            let od = c.outlier_detection.as_ref().map_or("-".to_string(), |o| {
+                format!(
+                    "{}x5xx/{}s eject {}s max {}% minHealth {}%",
+                    o.consecutive_5xx_errors,
+                    o.interval_ms / 1000,
+                    o.base_ejection_time_ms / 1000,
+                    o.max_ejection_percent,
+                    o.min_health_percent
+                )
+            });
+            vec![
+                if c.service.is_empty() {
+                    c.name.clone()
+                } else {
+                    c.service.clone()
+                },
+                c.port.to_string(),
+                c.subset.clone().unwrap_or_else(|| "-".into()),
+                "outbound".into(),
+                match &c.lb_policy {
+                    LbPolicy::RoundRobin => "ROUND_ROBIN".into(),
+                    LbPolicy::LeastRequest => "LEAST_REQUEST".into(),
+                    LbPolicy::Random => "RANDOM".into(),
+                    LbPolicy::ConsistentHash(_) => "RING_HASH".into(),
+                },
+                match &c.tls {
+                    UpstreamTls::Disable => "DISABLE".into(),
+                    UpstreamTls::IstioMutual => "ISTIO_MUTUAL".into(),
+                    UpstreamTls::Simple { .. } => "SIMPLE".into(),
+                    UpstreamTls::Mutual { .. } => "MUTUAL".into(),
+                },
+                format!(
+                    "{}/{}/{}/{}",
+                    limit(p.max_connections),
+                    limit(p.http1_max_pending_requests),
+                    limit(p.http2_max_requests),
+                    if p.max_requests_per_connection == 0 {
+                        "-".into()
+                    } else {
+                        p.max_requests_per_connection.to_string()
+                    }
+                ),
+                od,
+            ]
+        })
+        .collect();
+    for ib in &dump.inbound {
+        let port = ib.cluster.split('|').nth(1).unwrap_or("").to_string();
+        rows.push(vec![
+            String::new(),
+            port,
+            "-".into(),
+            "inbound".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    crate::table::render(
+        &[
+            "SERVICE FQDN",
+            "PORT",
+            "SUBSET",
+            "DIRECTION",
+            "LB",
+            "TLS",
+            "MAXCONN/PENDING/MAXREQ/PERCONN",
+            "OUTLIER DETECTION",
+        ],
+        &rows,
+    )
+}
+
+/// `istioctl proxy-config endpoints`: every endpoint with outlier detection's verdict.
+fn endpoints_table(dump: &ConfigDump, _proxy: &ProxyStatus) -> String {
+    let mut rows = Vec::new();
+    for c in &dump.snapshot.clusters {
+        // Outlier detection's view, where the proxy reports one (`endpoint_status`).
+        let status = dump.endpoint_status.get(&c.name);
+        for e in &c.endpoints {
+            let addr = e.address.to_string();
+            let st = status.and_then(|list| list.iter().find(|s| s.address == e.address));
+            let ejected = st.is_some_and(|s| s.status == "ejected");
+            rows.push(vec![
+                addr,
+                if ejected { "UNHEALTHY" } else { "HEALTHY" }.into(),
+                if ejected { "FAILED" } else { "OK" }.into(),
+                c.name.clone(),
+            ]);
+        }
+    }
+    crate::table::render(&["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], &rows)
 }

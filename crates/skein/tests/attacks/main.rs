@@ -3,5 +3,8 @@
 //! outcome. Each module covers one part of the trust boundary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
+mod config;
+mod edge;
+mod identity;
 #[path = "../support/mod.rs"]
 mod support;

@@ -13,9 +13,8 @@
 //! with no policies costs one emptiness check.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use http::HeaderMap;
 use skein_snapshot::{
@@ -30,6 +29,16 @@ pub const DENIED_NO_MATCH: &str = "rbac_access_denied_matched_policy[none]";
 /// A policy that cannot be enforced as written (the snapshot is refused).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
+    /// A `when` key the engine cannot evaluate: refused rather than never matching (which
+    /// would make a DENY deny nothing).
+    #[error(
+        "AuthorizationPolicy {namespace}/{name}: condition key {key:?} is not supported (supported: request.headers[NAME], source.ip, source.namespace, source.principal, remote.ip, destination.ip, destination.port, connection.sni, request.auth.*)"
+    )]
+    UnsupportedKey {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     /// An IP block is neither an address nor a CIDR.
     #[error(
         "AuthorizationPolicy {namespace}/{name}: {field} value {value:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"
@@ -157,17 +166,17 @@ pub struct HttpAttrs<'a> {
     pub path: &'a str,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// The trusted client address (Envoy's downstream remote address after its
+    /// X-Forwarded-For handling with Istio's `numTrustedProxies`; the proxy works it out,
+    /// never from the leftmost XFF entry a client chose).
+    pub remote: IpAddr,
 }
 
 impl Attrs<'_> {
-    /// `remote.ip` / `remoteIpBlocks`: the first X-Forwarded-For address, else the source.
+    /// `remote.ip` / `remoteIpBlocks`: the trusted client address; on opaque TCP (no
+    /// X-Forwarded-For, no PROXY protocol) the source.
     fn remote_ip(&self) -> IpAddr {
-        self.http
-            .and_then(|h| h.headers.get("x-forwarded-for"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-            .unwrap_or(self.source)
+        self.http.map_or(self.source, |h| h.remote)
     }
 }
 
@@ -210,19 +219,18 @@ enum Key {
     /// `request.auth.*`: only set by RequestAuthentication (JWT), which skein does not do:
     /// always absent, so `values` never match and `notValues` always do.
     RequestAuth,
-    /// A key skein does not know: the condition never matches.
-    Unsupported,
 }
 
 impl Key {
-    fn parse(k: &str) -> Key {
+    /// None for a key skein does not know (the policy is refused).
+    fn parse(k: &str) -> Option<Key> {
         if let Some(h) = k
             .strip_prefix("request.headers[")
             .and_then(|r| r.strip_suffix(']'))
         {
-            return Key::Header(h.to_ascii_lowercase());
+            return Some(Key::Header(h.to_ascii_lowercase()));
         }
-        match k {
+        Some(match k {
             "source.ip" => Key::SourceIp,
             "remote.ip" => Key::RemoteIp,
             "source.namespace" => Key::SourceNamespace,
@@ -231,8 +239,8 @@ impl Key {
             "destination.ip" => Key::DestinationIp,
             "connection.sni" => Key::ConnectionSni,
             k if k.starts_with("request.auth.") => Key::RequestAuth,
-            _ => Key::Unsupported,
-        }
+            _ => return None,
+        })
     }
 
     fn http_only(&self) -> bool {
@@ -382,7 +390,6 @@ impl Attr {
                     Some(_) => Value::Absent,
                     None => Value::NotApplicable,
                 },
-                Key::Unsupported => Value::Absent,
             },
         }
     }
@@ -391,9 +398,6 @@ impl Attr {
 impl Field {
     /// `na` is what a field that does not apply (HTTP-only on TCP) counts as.
     fn matches(&self, a: &Attrs<'_>, na: bool) -> bool {
-        if matches!(self.attr, Attr::Key(Key::Unsupported)) {
-            return false;
-        }
         let v = self.attr.value(a);
         let yes = self.yes.is_empty() || v.any(&self.yes).unwrap_or(na);
         let no = self.no.is_empty() || v.any(&self.no).map_or(na, |m| !m);
@@ -441,20 +445,6 @@ pub struct Engine {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
-}
-
-fn warn_unsupported_once(key: &str) {
-    static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let mut set = WARNED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if set.insert(key.to_string()) {
-        tracing::warn!(
-            key,
-            "AuthorizationPolicy condition key is not supported by skein; conditions on it never match"
-        );
-    }
 }
 
 struct Compiler<'a> {
@@ -540,10 +530,13 @@ impl Compiler<'_> {
     }
 
     fn condition(&self, c: &AuthzCondition) -> Result<Field, AuthzError> {
-        let key = Key::parse(&c.key);
-        if matches!(key, Key::Unsupported) {
-            warn_unsupported_once(&c.key);
-        }
+        let Some(key) = Key::parse(&c.key) else {
+            return Err(AuthzError::UnsupportedKey {
+                namespace: self.policy.namespace.clone(),
+                name: self.policy.name.clone(),
+                key: c.key.clone(),
+            });
+        };
         let (yes, no) = if key.is_ip() {
             (
                 self.ips(&c.values, "when.values")?,
