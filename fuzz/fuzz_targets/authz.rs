@@ -2,7 +2,8 @@
 //! JSON) compiled as the proxy compiles them, then one request or connection evaluated.
 //!
 //! Input: JSON `{"policies": [AuthzPolicy...], "request": {...}}`, the request's fields all
-//! optional (see `Req`); no `method` makes it an opaque TCP connection.
+//! optional (see `Req`); no `method` makes it an opaque TCP connection, `gateway` evaluates
+//! it as a gateway does.
 //!
 //! Invariants: nothing panics; compiling and evaluating are deterministic; and Istio's
 //! order holds whatever the policies say: adding an ALLOW policy that matches everything
@@ -32,6 +33,7 @@ struct Req {
     destination: Option<SocketAddr>,
     peer: Option<String>,
     sni: Option<String>,
+    gateway: bool,
     method: Option<String>,
     path: String,
     host: Option<String>,
@@ -108,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
     if r.method.is_some() && req.is_none() {
         return; // hyper would have answered 400
     }
-    let eval = |e: &Engine| fuzzing::authorize(e, &conn, req.as_ref());
+    let eval = |e: &Engine| fuzzing::authorize(e, &conn, r.gateway, req.as_ref());
 
     let decision = eval(&engine);
     assert_eq!(decision, eval(&engine), "evaluation is not deterministic");

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 use skein_snapshot::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, Snapshot};
 
@@ -13,8 +14,11 @@ pub use crate::identity::PeerIdentity;
 pub use crate::policy::authz::{Attrs, AuthzError, DENIED_NO_MATCH, Decision, Engine, HttpAttrs};
 pub use crate::snapshot::{CompileError, Compiled};
 
-use super::headers::{X_ORIGINAL_PATH, authority};
+use super::headers::{
+    X_FORWARDED_FOR, X_ORIGINAL_PATH, authority, trusted_client_ip, xff_from_right,
+};
 use super::outbound::rewrite_path;
+use super::request::normalize_path;
 use crate::authority::{lowercase, strip_port};
 use crate::config::{InboundConfig, ProxyConfig};
 use crate::route::Action;
@@ -41,7 +45,9 @@ pub fn compile(snap: Snapshot, gateway: bool) -> Result<Compiled, CompileError> 
 }
 
 /// The request hyper would hand the proxy for this method, request target and header
-/// lines; None where hyper answers 400 itself (an invalid method, target or header).
+/// lines, once admitted (phase 1, `request::admit`: its path normalised); None where hyper
+/// answers 400 itself (an invalid method, target or header) or the proxy refuses it
+/// (CONNECT, a path that is not origin-form or cannot be normalised).
 pub fn request(method: &[u8], target: &[u8], headers: &[(&[u8], &[u8])]) -> Option<Request<()>> {
     let mut req = Request::new(());
     *req.method_mut() = Method::from_bytes(method).ok()?;
@@ -51,6 +57,22 @@ pub fn request(method: &[u8], target: &[u8], headers: &[(&[u8], &[u8])]) -> Opti
         let value = HeaderValue::from_bytes(value).ok()?;
         req.headers_mut().append(name, value);
     }
+    if req.method() == Method::CONNECT {
+        return None;
+    }
+    let Some(pq) = req.uri().path_and_query() else {
+        return Some(req);
+    };
+    let Some(normal) = normalize_path(pq.path()).ok()? else {
+        return Some(req);
+    };
+    let full = match pq.query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(full).ok()?);
+    *req.uri_mut() = Uri::from_parts(parts).ok()?;
     Some(req)
 }
 
@@ -197,20 +219,33 @@ pub struct Connection {
     pub sni: Option<String>,
 }
 
-/// Phase 2 (`inbound::authorize`): the compiled AuthorizationPolicies on a request
-/// to [`WORKLOAD_PORT`]; `req` None evaluates an opaque TCP connection instead.
-pub fn authorize(engine: &Engine, conn: &Connection, req: Option<&Request<()>>) -> Decision {
+/// Phase 2 (`inbound::authorize`, or `inbound::authorize_gateway` at a gateway): the
+/// compiled AuthorizationPolicies on a request to [`WORKLOAD_PORT`] (a gateway: to the
+/// listener's port), with Istio's default `numTrustedProxies` of 0; `req` None evaluates an
+/// opaque TCP connection instead.
+pub fn authorize(
+    engine: &Engine,
+    conn: &Connection,
+    gateway: bool,
+    req: Option<&Request<()>>,
+) -> Decision {
     let host = req.and_then(authority);
+    let from_right = xff_from_right(gateway, 0);
     let http = req.map(|req| HttpAttrs {
         host: host.as_ref().and_then(|a| a.to_str().ok()).unwrap_or(""),
         method: req.method().as_str(),
         path: req.uri().path(),
         headers: req.headers(),
+        remote: trusted_client_ip(req.headers().get(&X_FORWARDED_FOR), conn.source, from_right),
     });
     engine.evaluate(&Attrs {
         source: conn.source,
         destination: conn.destination,
-        workload_port: WORKLOAD_PORT,
+        workload_port: if gateway {
+            conn.destination.port()
+        } else {
+            WORKLOAD_PORT
+        },
         peer: conn.peer.as_ref(),
         sni: conn.sni.as_deref(),
         http,
