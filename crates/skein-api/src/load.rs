@@ -287,9 +287,12 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            // The parser puts the end of a text without a final line break on the line after
+            // it: point at the document's last line instead.
+            let last_line = raw.first_line + yaml_line_breaks(&raw.text);
             let line = inner
                 .location()
-                .map_or(raw.first_line, |l| l.line() + offset);
+                .map_or(raw.first_line, |l| (l.line() + offset).min(last_line));
             let message = clean_message(&inner, &path, offset);
             return Err(LoadError::Syntax {
                 at: at(line),
@@ -403,6 +406,14 @@ fn unreachable_kind(
         kind,
         api_version,
     })
+}
+
+/// Line breaks as YAML counts them: CR LF, or CR, LF, NEL, LS or PS alone.
+fn yaml_line_breaks(text: &str) -> usize {
+    let crlf = text.matches("\r\n").count();
+    text.matches(['\r', '\n', '\u{85}', '\u{2028}', '\u{2029}'])
+        .count()
+        - crlf
 }
 
 /// Turns a serde_norway message into the text after `file:line: object: path: `:
@@ -643,6 +654,22 @@ mod tests {
             errs[0]
         );
         assert!(errs[0].contains("line 8"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_syntax_error_at_the_end_of_a_text_without_a_final_newline_is_on_its_last_line() {
+        // Found by fuzzing: the parser placed it on line 4 of a 3-line file.
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  b";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("t.yaml:5: YAML syntax error: could not find expected ':'"),
+            "{}",
+            errs[0]
+        );
+        // With the final newline, the end is the empty line after it, as before.
+        let errs = errors(&format!("{text}\n"));
+        assert!(errs[0].starts_with("t.yaml:6: "), "{}", errs[0]);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub use config::{
     AccessLogSink, ControlTls, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig,
     TlsListenerConfig,
 };
+#[cfg(feature = "fuzzing")]
+pub use http::fuzzing;
 pub use identity::{IdentityError, IdentitySource, IdentityStatus, PeerIdentity, StaticIdentity};
 pub use listen::bind::BindError;
 pub use proxy::{BoundAddrs, ProxyHandle, run, run_blocking, start, start_with_source};

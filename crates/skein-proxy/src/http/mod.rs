@@ -15,6 +15,8 @@
 pub(crate) mod body;
 mod finish;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub(crate) mod headers;
 mod inbound;
 mod inflight;
