@@ -478,10 +478,20 @@ pub async fn run(config: ProxyConfig) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Builds a multi-thread tokio runtime with `config.workers` workers and runs [`run`] on it.
+/// Builds a tokio runtime for `config.workers` workers and runs [`run`] on it.
+///
+/// One worker (a sidecar's default) gets the current-thread scheduler: every task, the I/O
+/// driver and the timers on the calling thread, with no work-stealing queues, no cross-thread
+/// wake-ups and no second thread. More workers get the multi-thread scheduler.
 pub fn run_blocking(config: ProxyConfig) -> Result<(), ProxyError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers.max(1))
+    let mut builder = if config.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.workers);
+        b
+    };
+    let rt = builder
         .thread_name("skein-proxy")
         .enable_all()
         .build()
