@@ -145,6 +145,13 @@ pub(crate) fn set_xfcc(h: &mut HeaderMap, conn: &ConnInfo) {
 /// `trailers`. Call it before adding any header of one's own: a nominated name is removed
 /// whatever it is.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names (standard names compare as
+    // enums) instead of a hashed `remove` per name.
+    if !h.keys().any(|n| {
+        is_connection_specific(n) || n == header::TRAILER || n == header::PROXY_AUTHENTICATE
+    }) {
+        return;
+    }
     let mut values = h.get_all(header::CONNECTION).iter();
     match (values.next(), values.next()) {
         (None, _) => {}
@@ -162,7 +169,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             }
         }
     }
-    strip_connection_headers(h);
+    remove_connection_headers(h);
     h.remove(header::TRAILER);
     h.remove(header::PROXY_AUTHENTICATE);
 }
@@ -180,9 +187,27 @@ fn remove_nominated(h: &mut HeaderMap, conn: &HeaderValue) {
     }
 }
 
+/// A connection-specific header by its fixed name; `TE` counts (it stays only as
+/// `trailers`, which [`remove_connection_headers`] checks).
+fn is_connection_specific(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHORIZATION
+        || n == header::TE
+        || n == PROXY_CONNECTION
+        || n == KEEP_ALIVE
+}
+
 /// The connection-specific headers by their fixed names (what an upstream request must not
 /// carry, e.g. after header operations); the names `Connection` lists are not read here.
 fn strip_connection_headers(h: &mut HeaderMap) {
+    if h.keys().any(is_connection_specific) {
+        remove_connection_headers(h);
+    }
+}
+
+fn remove_connection_headers(h: &mut HeaderMap) {
     h.remove(header::CONNECTION);
     h.remove(&PROXY_CONNECTION);
     h.remove(&KEEP_ALIVE);
@@ -395,6 +420,37 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_on_its_own() {
+        // The fast path skips the removals when no such name is present; every name alone
+        // must still take the slow path.
+        for n in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "proxy-authenticate",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("x"));
+            h.insert(
+                HeaderName::from_static("x-kept"),
+                HeaderValue::from_static("1"),
+            );
+            strip_hop_by_hop(&mut h);
+            let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, ["x-kept"], "{n}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        strip_connection_headers(&mut h);
+        assert!(h.is_empty());
     }
 
     fn upstream(uri: &str, proto: UpstreamProto) -> Request<ReqBody> {
