@@ -217,6 +217,12 @@ impl ProxyHandle {
         if let Some(t) = self.admin_task {
             t.abort();
         }
+        // The access log writer batches lines; what the drained requests logged goes out now.
+        self.inner
+            .shared
+            .access_log
+            .flush(std::time::Duration::from_secs(1))
+            .await;
         done
     }
 }

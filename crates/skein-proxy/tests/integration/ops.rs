@@ -408,3 +408,19 @@ async fn gateway_routes_http_and_https_by_host() {
         "{lines:#?}"
     );
 }
+
+/// The writer holds lines for a moment to batch them; a proxy that shuts down (drain on
+/// SIGTERM) still writes every line of the requests it served.
+#[tokio::test]
+async fn shutdown_writes_the_access_log_lines_still_held() {
+    let up = Upstream::start("was").await;
+    let (h, log) = sidecar(was_snapshot("v1", &up)).await;
+    let proxy = outbound(&h);
+    for _ in 0..3 {
+        let r = get(proxy, "http://was-service:8080/x", &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(h.shutdown().await, "drained");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
