@@ -108,10 +108,16 @@ pub(crate) async fn forward(
     // copy of the request in the handler's state, which hyper moves on every request.
     let (answer, ep) = loop {
         let deadline = tries.start_try(inflight, &ep, &mut up_req);
-        let fut = try_once(&cluster, &ep, tries.proto, up_req, &tries.local);
+        // The try's future is built inside each arm: bound to a local first, it would be
+        // stored twice in this future's state (the local and the `Timeout` holding it).
         let mut outcome = match deadline {
-            Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-            None => Some(fut.await),
+            Some(d) => tokio::time::timeout_at(
+                d,
+                try_once(&cluster, &ep, tries.proto, up_req, &tries.local),
+            )
+            .await
+            .ok(),
+            None => Some(try_once(&cluster, &ep, tries.proto, up_req, &tries.local).await),
         };
         tries.end_try(inflight, &ep, &outcome)?;
         let failure = tries.failure(&outcome, ep.mtls);

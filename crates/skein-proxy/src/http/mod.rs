@@ -105,15 +105,22 @@ async fn handle(
                 Err(reply) => Err(reply),
             }
         }
+        // Passthrough and fault injection are boxed: rare paths whose futures would otherwise
+        // grow the state of every request (hyper keeps one per connection).
         Ok(()) => match outbound::route(&ctx, &snap, &p, inflight) {
             Ok(Routed::Passthrough(authority)) => {
-                passthrough::passthrough(inflight, &snap, &conn, p, &authority).await
+                Box::pin(passthrough::passthrough(
+                    inflight, &snap, &conn, p, &authority,
+                ))
+                .await
             }
             Ok(Routed::Route(route, block)) => {
                 match outbound::act(&snap, route, block, &mut p, inflight) {
                     Ok(outbound::Act::Forward(target)) => {
                         let fault = match &route.fault {
-                            Some(f) => outbound::inject_fault(f, &target, &conn, inflight).await,
+                            Some(f) => {
+                                Box::pin(outbound::inject_fault(f, &target, &conn, inflight)).await
+                            }
                             None => Ok(()),
                         };
                         match fault {
@@ -122,7 +129,10 @@ async fn handle(
                         }
                     }
                     Ok(outbound::Act::Passthrough(authority)) => {
-                        passthrough::passthrough(inflight, &snap, &conn, p, &authority).await
+                        Box::pin(passthrough::passthrough(
+                            inflight, &snap, &conn, p, &authority,
+                        ))
+                        .await
                     }
                     Err(reply) => Err(reply),
                 }

@@ -558,7 +558,9 @@ impl ClusterState {
             }
             if let Some(slot) = ep.try_reserve_connection(pool.max_connections) {
                 drop(pending);
-                return self.connect_h1(ep, slot).await;
+                // Boxed: the connect (TCP, TLS handshake, HTTP/1 handshake) is a large future
+                // that only a new connection needs; inline it would grow every request's state.
+                return Box::pin(self.connect_h1(ep, slot)).await;
             }
             if pending.is_none() {
                 let max = pool.http1_max_pending_requests;
@@ -661,6 +663,11 @@ impl ClusterState {
         let slot = ep
             .try_reserve_connection(self.config.connection_pool.max_connections)
             .ok_or(PoolError::Overflow)?;
+        // Boxed for the same reason as the HTTP/1 connect.
+        Box::pin(self.connect_h2(ep, slot)).await
+    }
+
+    async fn connect_h2(&self, ep: &Arc<EndpointState>, slot: ConnSlot) -> Result<Conn, PoolError> {
         let addr = ep.addr;
         let (stream, generation) = self.connect_upstream(ep, TlsAlpn::Http2).await?;
         let local = stream.local_addr().ok();
