@@ -173,12 +173,17 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
     let routes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("routes JSON");
     assert!(routes.to_string().contains("canary-testing"));
 
-    // The web sidecar's access log names the was cluster as Istio does.
-    let out = skein.run(&["logs", "web-stable", "-c", "proxy"]);
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        log.contains(" outbound|8080||was-service.blog-system.svc.cluster.local "),
-        "web proxy log:\n{log}"
+    // The web sidecar's access log names the was cluster as Istio does (lines are written
+    // in batches, within 100 ms).
+    eventually(
+        Duration::from_secs(5),
+        "the was cluster in web's proxy log",
+        || {
+            let out = skein.run(&["logs", "web-stable", "-c", "proxy"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(" outbound|8080||was-service.blog-system.svc.cluster.local ")
+                .then_some(())
+        },
     );
 
     // 50/50 in the directory: traffic shifts within a second, with no failed request.

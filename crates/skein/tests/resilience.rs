@@ -232,20 +232,25 @@ fn the_canary_sees_mirrored_traffic_and_a_was_fault_reaches_the_user() {
         "web's own pages are not delayed"
     );
     let web = skein.pods("web-stable");
-    let logs: String = web
-        .iter()
-        .map(|p| {
-            String::from_utf8_lossy(
-                &skein
-                    .run(&["logs", p["name"].as_str().expect("name"), "-c", "proxy"])
-                    .stdout,
-            )
-            .to_string()
-        })
-        .collect();
-    assert!(
-        logs.lines()
-            .any(|l| l.contains(" DI ") && l.contains("outbound|8080||was-service")),
-        "web's sidecar logs the injected delay (DI)"
+    // Access-log lines are written in batches (within 100 ms): wait for the line.
+    eventually(
+        Duration::from_secs(5),
+        "web's sidecar logs the injected delay (DI)",
+        || {
+            let logs: String = web
+                .iter()
+                .map(|p| {
+                    String::from_utf8_lossy(
+                        &skein
+                            .run(&["logs", p["name"].as_str().expect("name"), "-c", "proxy"])
+                            .stdout,
+                    )
+                    .to_string()
+                })
+                .collect();
+            logs.lines()
+                .any(|l| l.contains(" DI ") && l.contains("outbound|8080||was-service"))
+                .then_some(())
+        },
     );
 }

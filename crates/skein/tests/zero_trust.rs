@@ -118,15 +118,19 @@ fn the_seed_zero_trust_setup_holds() {
     let (code, body) = plain_get(&was_addr, "/api/posts").expect("PERMISSIVE answers");
     assert_eq!(code, 403);
     assert_eq!(body, "RBAC: access denied");
-    let log = String::from_utf8_lossy(
-        &skein
-            .run(&["logs", was["name"].as_str().expect("name"), "-c", "proxy"])
-            .stdout,
-    )
-    .to_string();
-    assert!(
-        log.contains("rbac_access_denied_matched_policy[none]"),
-        "the was proxy logs the denial:\n{log}"
+    // Access-log lines are written in batches (within 100 ms).
+    eventually(
+        Duration::from_secs(5),
+        "the was proxy logs the denial",
+        || {
+            String::from_utf8_lossy(
+                &skein
+                    .run(&["logs", was["name"].as_str().expect("name"), "-c", "proxy"])
+                    .stdout,
+            )
+            .contains("rbac_access_denied_matched_policy[none]")
+            .then_some(())
+        },
     );
 
     // A capture of the web -> was hop shows TLS and no plaintext HTTP.

@@ -123,15 +123,15 @@ spec:
     }
     let r = get(&format!("{base}/api/posts"));
     assert_eq!(r.status, 200, "{r:?}");
-    let log = skein.proxy_log(
-        skein.pods("istio-ingressgateway")[0]["name"]
-            .as_str()
-            .expect("gateway pod"),
-    );
-    assert!(
-        log.contains(
-            "rbac_access_denied_matched_policy[ns[istio-system]-policy[deny-admin]-rule[0]]"
-        ),
-        "{log}"
+    // The access log is written in batches (within 100 ms): wait for the line.
+    let gateway = skein.pods("istio-ingressgateway")[0]["name"]
+        .as_str()
+        .expect("gateway pod")
+        .to_string();
+    let wanted = "rbac_access_denied_matched_policy[ns[istio-system]-policy[deny-admin]-rule[0]]";
+    eventually(
+        Duration::from_secs(5),
+        "the denial in the access log",
+        || skein.proxy_log(&gateway).contains(wanted).then_some(()),
     );
 }
