@@ -233,12 +233,17 @@ def ratio_cell(r, pr):
 budget = []
 
 
-def met(key, r):
+def met(key, r, pr=None):
+    """(target, verdict); the verdict says "unsteady" when the per-round ratios fall on both
+    sides of the target, i.e. the rounds disagree and the median alone decides."""
     if key not in TARGETS or r is None:
         return "", ""
     op, lim = TARGETS[key]
     ok = r <= lim if op == "<=" else r >= lim
-    return f"{op} {lim:g}×", "met" if ok else "**missed**"
+    verdict = "met" if ok else "**missed**"
+    if pr is not None and pr["n"] > 1 and pr["min"] < lim < pr["max"]:
+        verdict += " (unsteady)"
+    return f"{op} {lim:g}×", verdict
 
 
 m = out["machine"]
@@ -308,10 +313,11 @@ for sk, en, title in VARIANTS:
             continue
         r, pr = ratio(sk, en, key)
         show_ratio = key in TARGETS or key.startswith("cpu_") or key.endswith("_rps") or key == "tcp_mib_s"
-        tgt, ok = met(key, r)
+        tgt, ok = met(key, r, pr)
         if key in TARGETS:
             budget.append({"variant": title, "metric": key, "ratio": r, "per_round_ratio": pr,
-                           "target": tgt, "met": ok == "met", "skein": S.get(key), "envoy": E.get(key)})
+                           "target": tgt, "met": ok.startswith("met"), "unsteady": ok.endswith("(unsteady)"),
+                           "skein": S.get(key), "envoy": E.get(key)})
         dcell = cell(D.get(key), digits) if has_direct else "–"
         md.append(f"| {label} | {dcell} | {cell(S.get(key), digits, plus)} | {cell(E.get(key), digits, plus)} | "
                   f"{ratio_cell(r, pr) if show_ratio else '–'} | {tgt} | {ok} |")
