@@ -21,18 +21,21 @@
 
 mod clusters;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod gateway;
 mod hosts;
 mod inbound;
 mod routes;
 mod services;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use skein_api::Manifests;
 use skein_api::networking as net;
-use skein_snapshot::{Listener, ListenerKind, Node, Protocol, Snapshot, outbound_cluster_name};
+use skein_snapshot::{
+    Cluster, Listener, ListenerKind, Node, Protocol, Snapshot, outbound_cluster_name,
+};
 
 use crate::registry::{Pod, Registry};
 use routes::Client;
@@ -48,7 +51,81 @@ const ROOT_NAMESPACE: &str = "istio-system";
 pub struct Compiler<'a> {
     manifests: &'a Manifests,
     registry: &'a Registry,
+    index: IndexRef<'a>,
+}
+
+/// What every compile of one generation (resources + pods) shares: the Services with the pods
+/// each selects, found by host name. Built once per generation rather than once per proxy.
+#[derive(Debug)]
+pub struct Index {
     services: Vec<Service>,
+    by_fqdn: HashMap<String, usize>,
+}
+
+impl Index {
+    /// The index of `manifests` and `registry`.
+    pub fn new(manifests: &Manifests, registry: &Registry) -> Index {
+        let services = services(manifests, registry);
+        let mut by_fqdn = HashMap::with_capacity(services.len());
+        for (i, s) in services.iter().enumerate() {
+            // The first Service of a name wins, as a linear search found it.
+            by_fqdn.entry(s.fqdn.clone()).or_insert(i);
+        }
+        Index { services, by_fqdn }
+    }
+
+    /// The position of the Service `fqdn` in index order.
+    pub fn position(&self, fqdn: &str) -> Option<usize> {
+        self.by_fqdn.get(fqdn).copied()
+    }
+
+    /// How many Services there are (cluster sets are kept per Service, in this order).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The Services whose clusters may differ between `prev` (over `prev_registry`) and this
+    /// index (over `registry`), for the same resources: those whose selected pods changed.
+    /// None when the Services themselves differ (then anything may have changed).
+    pub fn changed_services(
+        &self,
+        registry: &Registry,
+        prev: &Index,
+        prev_registry: &Registry,
+    ) -> Option<Vec<usize>> {
+        if self.services.len() != prev.services.len() {
+            return None;
+        }
+        let mut changed = Vec::new();
+        for (i, (a, b)) in self.services.iter().zip(&prev.services).enumerate() {
+            if a.fqdn != b.fqdn {
+                return None;
+            }
+            let now = a.pods.iter().map(|&p| registry.pods.get(p));
+            let before = b.pods.iter().map(|&p| prev_registry.pods.get(p));
+            if a.pods.len() != b.pods.len() || !now.eq(before) {
+                changed.push(i);
+            }
+        }
+        Some(changed)
+    }
+}
+
+/// A compiler's index: its own (built by [`Compiler::new`]) or a generation's.
+#[derive(Debug)]
+enum IndexRef<'a> {
+    Own(Box<Index>),
+    Shared(&'a Index),
+}
+
+impl std::ops::Deref for IndexRef<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        match self {
+            IndexRef::Own(i) => i,
+            IndexRef::Shared(i) => i,
+        }
+    }
 }
 
 /// Errors compiling a proxy's snapshot.
@@ -65,8 +142,62 @@ impl<'a> Compiler<'a> {
         Compiler {
             manifests,
             registry,
-            services: services(manifests),
+            index: IndexRef::Own(Box::new(Index::new(manifests, registry))),
         }
+    }
+
+    /// A compiler over the resources and pods, with their [`Index`] built already.
+    pub fn with_index(
+        manifests: &'a Manifests,
+        registry: &'a Registry,
+        index: &'a Index,
+    ) -> Compiler<'a> {
+        Compiler {
+            manifests,
+            registry,
+            index: IndexRef::Shared(index),
+        }
+    }
+
+    /// The outbound clusters of Service number `service` (in [`Index`] order) for a proxy in
+    /// namespace `client_ns`: the same for every sidecar of that namespace.
+    pub fn service_clusters_at(&self, service: usize, client_ns: &str) -> Vec<Cluster> {
+        self.index
+            .services
+            .get(service)
+            .map(|svc| self.service_clusters(svc, client_ns))
+            .unwrap_or_default()
+    }
+
+    /// The parts of the sidecar snapshot of pod `pod` that are its own (everything but the
+    /// outbound clusters, which [`Compiler::service_clusters_at`] gives per Service). Its
+    /// `clusters` hold only the inbound ones.
+    pub fn sidecar_own(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
+        let p = self
+            .registry
+            .pod(pod)
+            .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
+        let client = Client {
+            namespace: &p.namespace,
+            labels: &p.labels,
+            gateway: None,
+        };
+        Ok(Snapshot {
+            version: version.to_string(),
+            node: node(p),
+            outbound_traffic_policy: self.outbound_traffic_policy(p),
+            listeners: self.tcp_listeners(p),
+            route_configs: vec![self.outbound_routes(client)],
+            clusters: self.inbound_clusters(p),
+            inbound: self.inbound_policy(p),
+        })
+    }
+
+    /// Whether pod `pod`'s proxy is a gateway.
+    pub fn is_gateway(&self, pod: &str) -> bool {
+        self.registry
+            .pod(pod)
+            .is_some_and(|p| p.proxy.as_ref().is_some_and(|x| x.mode == "gateway"))
     }
 
     /// The snapshot of the sidecar of pod `pod`.
@@ -105,7 +236,7 @@ impl<'a> Compiler<'a> {
             return Vec::new();
         };
         let mut listeners = Vec::new();
-        for svc in &self.services {
+        for svc in &self.index.services {
             for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
                 listeners.push(Listener {

@@ -273,7 +273,7 @@ impl Compiler<'_> {
     /// The outbound route config of a sidecar in `client`'s namespace.
     pub(super) fn outbound_routes(&self, client: Client<'_>) -> RouteConfig {
         let mut vhosts = Vec::new();
-        for svc in &self.services {
+        for svc in &self.index.services {
             for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
                 let routes = self.service_routes(svc, port.port, client);
                 vhosts.push(VirtualHost {
