@@ -208,6 +208,9 @@ struct Generation {
     /// Per client namespace, the outbound clusters of every Service, compiled and serialised
     /// once for all the sidecars of that namespace.
     outbound: Mutex<HashMap<String, Arc<OnceLock<Arc<Outbound>>>>>,
+    /// Per client namespace, the sidecars' outbound routes compiled and serialised once
+    /// (when they depend on the namespace alone: [`Index::routes_by_namespace`]).
+    routes: Mutex<HashMap<String, Arc<OnceLock<Arc<SharedRoutes>>>>>,
     /// Service cluster sets compiled, over all generations.
     compiled: Arc<AtomicU64>,
 }
@@ -217,6 +220,13 @@ struct Generation {
 struct ServiceClusters {
     clusters: Vec<skein_snapshot::Cluster>,
     /// `clusters` serialised, comma-separated, without brackets.
+    json: Vec<u8>,
+}
+
+/// The outbound route config of the sidecars of one namespace.
+#[derive(Debug)]
+struct SharedRoutes {
+    /// `[config]` serialised: the snapshot's `route_configs`.
     json: Vec<u8>,
 }
 
@@ -249,8 +259,13 @@ impl Generation {
             prev_version: prev.map_or(0, |p| p.version),
             changed,
             outbound: Mutex::default(),
+            routes: Mutex::default(),
             compiled,
         };
+        // Routes depend on the resources only: the same ones keep them.
+        if let Some(prev) = prev.filter(|p| Arc::ptr_eq(&p.manifests, &generation.manifests)) {
+            generation.routes = Mutex::new(lock(&prev.routes).clone());
+        }
         if let (Some(prev), Some(changed)) = (prev, generation.changed.as_ref()) {
             let compiler = Compiler::with_index(
                 &generation.manifests,
@@ -292,6 +307,22 @@ impl Generation {
         Arc::clone(out)
     }
 
+    /// The outbound routes of the sidecars of namespace `ns`, compiled on first use; None
+    /// when they depend on more than the namespace.
+    fn routes(&self, ns: &str) -> Option<Arc<SharedRoutes>> {
+        if !self.index.routes_by_namespace() {
+            return None;
+        }
+        let cell = Arc::clone(lock(&self.routes).entry(ns.to_string()).or_default());
+        let routes = cell.get_or_init(|| {
+            let config = self.compiler().namespace_routes(ns);
+            // Plain data: serialising it to memory does not fail.
+            let json = serde_json::to_vec(&[config]).unwrap_or_default();
+            Arc::new(SharedRoutes { json })
+        });
+        Some(Arc::clone(routes))
+    }
+
     fn compiler(&self) -> Compiler<'_> {
         Compiler::with_index(&self.manifests, &self.registry, &self.index)
     }
@@ -317,7 +348,11 @@ fn service_clusters(compiler: &Compiler<'_>, service: usize, ns: &str) -> Servic
 /// The frame of a sidecar's snapshot from its own parts and its namespace's outbound
 /// clusters: byte for byte what serialising `ControlMessage::Snapshot` of the whole snapshot
 /// gives (the field order of [`Snapshot`]; outbound clusters first, then the inbound ones).
-fn sidecar_frame(own: &Snapshot, outbound: &Outbound) -> Result<Vec<u8>, serde_json::Error> {
+fn sidecar_frame(
+    own: &Snapshot,
+    routes: Option<&SharedRoutes>,
+    outbound: &Outbound,
+) -> Result<Vec<u8>, serde_json::Error> {
     let size: usize = outbound.services.iter().map(|s| s.json.len() + 1).sum();
     let mut b = Vec::with_capacity(size + 64 * 1024);
     b.extend_from_slice(br#"{"type":"snapshot","snapshot":{"version":"#);
@@ -329,7 +364,10 @@ fn sidecar_frame(own: &Snapshot, outbound: &Outbound) -> Result<Vec<u8>, serde_j
     b.extend_from_slice(br#","listeners":"#);
     serde_json::to_writer(&mut b, &own.listeners)?;
     b.extend_from_slice(br#","route_configs":"#);
-    serde_json::to_writer(&mut b, &own.route_configs)?;
+    match routes {
+        Some(r) => b.extend_from_slice(&r.json),
+        None => serde_json::to_writer(&mut b, &own.route_configs)?,
+    }
     b.extend_from_slice(br#","clusters":["#);
     let mut first = true;
     for s in outbound.services.iter().filter(|s| !s.json.is_empty()) {
@@ -934,6 +972,7 @@ enum SentKind {
     /// A sidecar: its own parts, and its namespace's outbound clusters.
     Sidecar {
         own: Snapshot,
+        routes: Option<Arc<SharedRoutes>>,
         outbound: Arc<Outbound>,
     },
     /// A gateway's whole snapshot.
@@ -954,6 +993,14 @@ fn changed_clusters(
         })
         .flatten()
         .collect()
+}
+
+fn same_routes(a: Option<&Arc<SharedRoutes>>, b: Option<&Arc<SharedRoutes>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.json == b.json,
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 fn same_outbound(a: &Outbound, b: &Outbound) -> bool {
@@ -990,7 +1037,11 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                     && s.generation.registry.pod(node) == generation.registry.pod(node) =>
             {
                 match s.kind {
-                    SentKind::Sidecar { own, outbound } => {
+                    SentKind::Sidecar {
+                        own,
+                        routes,
+                        outbound,
+                    } => {
                         let after = generation.outbound(&own.node.namespace);
                         let clusters = changed_clusters(changed, &outbound, &after);
                         let mut version_now = s.version;
@@ -1016,6 +1067,7 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                             version: version_now,
                             kind: SentKind::Sidecar {
                                 own,
+                                routes,
                                 outbound: after,
                             },
                         });
@@ -1039,10 +1091,20 @@ async fn push_loop<W: AsyncWrite + Unpin>(
             let compiled = if gateway {
                 compiler.snapshot(node, &version).map(SentKind::Whole)
             } else {
-                compiler.sidecar_own(node, &version).map(|own| {
-                    let outbound = generation.outbound(&own.node.namespace);
-                    SentKind::Sidecar { own, outbound }
-                })
+                let routes = generation
+                    .registry
+                    .pod(node)
+                    .and_then(|p| generation.routes(&p.namespace));
+                compiler
+                    .sidecar_own(node, &version, routes.is_none())
+                    .map(|own| {
+                        let outbound = generation.outbound(&own.node.namespace);
+                        SentKind::Sidecar {
+                            own,
+                            routes,
+                            outbound,
+                        }
+                    })
             };
             match compiled {
                 Ok(kind) => {
@@ -1051,13 +1113,19 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                         (
                             Some(SentKind::Sidecar {
                                 own: a,
+                                routes: r,
                                 outbound: x,
                             }),
                             SentKind::Sidecar {
                                 own: b,
+                                routes: s,
                                 outbound: y,
                             },
-                        ) => same_but_version(a, b) && same_outbound(x, y),
+                        ) => {
+                            same_but_version(a, b)
+                                && same_routes(r.as_ref(), s.as_ref())
+                                && same_outbound(x, y)
+                        }
                         _ => false,
                     };
                     let version_now = match sent.take() {
@@ -1070,8 +1138,13 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                                     };
                                     write_frame(wr, &msg).await?;
                                 }
-                                SentKind::Sidecar { own, outbound } => {
-                                    write_frame_bytes(wr, &sidecar_frame(own, outbound)?).await?;
+                                SentKind::Sidecar {
+                                    own,
+                                    routes,
+                                    outbound,
+                                } => {
+                                    let body = sidecar_frame(own, routes.as_deref(), outbound)?;
+                                    write_frame_bytes(wr, &body).await?;
                                 }
                             }
                             shared.proxy(node, |p| p.sent = Some(version.clone()));
@@ -1215,7 +1288,25 @@ mod tests {
 
         #[test]
         fn a_spliced_frame_is_byte_identical_to_the_whole_snapshot_serialised() {
-            let (m, r) = (Arc::new(example()), Arc::new(registry()));
+            // The example's three Services.
+            assert_eq!(spliced_frames_are_whole_frames(example(), true), 3);
+
+            // A route on sourceLabels: each sidecar's routes are its own, the frame the same.
+            let mut m = example();
+            m.extend(
+                skein_api::load_str(
+                    "by-labels.yaml",
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: by-labels, namespace: blog-system}\nspec:\n  hosts: [mysql]\n  http:\n  - match: [{sourceLabels: {app: web}}]\n    route: [{destination: {host: was-service}}]\n",
+                )
+                .unwrap(),
+            );
+            spliced_frames_are_whole_frames(m, false);
+        }
+
+        /// Checks every sidecar's spliced frame against the whole snapshot's; the number of
+        /// Services of the example.
+        fn spliced_frames_are_whole_frames(m: skein_api::Manifests, by_namespace: bool) -> u64 {
+            let (m, r) = (Arc::new(m), Arc::new(registry()));
             let generation = Generation::new(7, Arc::clone(&m), Arc::clone(&r), None);
             let mut sidecars = 0;
             for p in r.pods.iter().filter(|p| p.proxy.is_some()) {
@@ -1223,8 +1314,21 @@ mod tests {
                     continue;
                 }
                 sidecars += 1;
-                let own = generation.compiler().sidecar_own(&p.name, "7").unwrap();
-                let frame = sidecar_frame(&own, &generation.outbound(&p.namespace)).unwrap();
+                let routes = generation.routes(&p.namespace);
+                assert_eq!(routes.is_some(), by_namespace);
+                let own = generation
+                    .compiler()
+                    .sidecar_own(&p.name, "7", routes.is_none())
+                    .unwrap();
+                let outbound = generation.outbound(&p.namespace);
+                let frame = sidecar_frame(&own, routes.as_deref(), &outbound).unwrap();
+                // The same with the pod's own routes.
+                let own = generation
+                    .compiler()
+                    .sidecar_own(&p.name, "7", true)
+                    .unwrap();
+                let own_routes = sidecar_frame(&own, None, &outbound).unwrap();
+                assert!(frame == own_routes, "{}", p.name);
                 let whole = Compiler::new(&m, &r).snapshot(&p.name, "7").unwrap();
                 let expected = serde_json::to_vec(&ControlMessage::Snapshot {
                     snapshot: Box::new(whole),
@@ -1241,6 +1345,7 @@ mod tests {
             // The outbound clusters were compiled once for the namespace's four sidecars.
             let services = generation.index.service_count() as u64;
             assert_eq!(generation.compiled.load(Ordering::Relaxed), services);
+            services
         }
 
         #[test]

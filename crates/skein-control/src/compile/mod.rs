@@ -34,7 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use skein_api::Manifests;
 use skein_api::networking as net;
 use skein_snapshot::{
-    Cluster, Listener, ListenerKind, Node, Protocol, Snapshot, outbound_cluster_name,
+    Cluster, Listener, ListenerKind, Node, Protocol, RouteConfig, Snapshot, outbound_cluster_name,
 };
 
 use crate::registry::{Pod, Registry};
@@ -60,6 +60,9 @@ pub struct Compiler<'a> {
 pub struct Index {
     services: Vec<Service>,
     by_fqdn: HashMap<String, usize>,
+    /// Whether some VirtualService route matches on `sourceLabels`: then a sidecar's routes
+    /// depend on its pod's labels, not on its namespace alone.
+    routes_by_labels: bool,
 }
 
 impl Index {
@@ -71,7 +74,23 @@ impl Index {
             // The first Service of a name wins, as a linear search found it.
             by_fqdn.entry(s.fqdn.clone()).or_insert(i);
         }
-        Index { services, by_fqdn }
+        let routes_by_labels = manifests.virtual_services().any(|v| {
+            v.spec
+                .http
+                .iter()
+                .any(|r| r.match_.iter().any(|m| !m.source_labels.is_empty()))
+        });
+        Index {
+            services,
+            by_fqdn,
+            routes_by_labels,
+        }
+    }
+
+    /// Whether sidecars' outbound routes depend only on their namespace (no VirtualService
+    /// matches on `sourceLabels`), so that one route config serves a whole namespace.
+    pub fn routes_by_namespace(&self) -> bool {
+        !self.routes_by_labels
     }
 
     /// The position of the Service `fqdn` in index order.
@@ -169,10 +188,27 @@ impl<'a> Compiler<'a> {
             .unwrap_or_default()
     }
 
+    /// The outbound route config of the sidecars of namespace `ns` when
+    /// [`Index::routes_by_namespace`] (else that of a pod without labels).
+    pub fn namespace_routes(&self, ns: &str) -> RouteConfig {
+        let labels = std::collections::BTreeMap::new();
+        self.outbound_routes(Client {
+            namespace: ns,
+            labels: &labels,
+            gateway: None,
+        })
+    }
+
     /// The parts of the sidecar snapshot of pod `pod` that are its own (everything but the
-    /// outbound clusters, which [`Compiler::service_clusters_at`] gives per Service). Its
-    /// `clusters` hold only the inbound ones.
-    pub fn sidecar_own(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
+    /// outbound clusters, which [`Compiler::service_clusters_at`] gives per Service, and, when
+    /// `routes` is false, the outbound routes, which [`Compiler::namespace_routes`] gives).
+    /// Its `clusters` hold only the inbound ones.
+    pub fn sidecar_own(
+        &self,
+        pod: &str,
+        version: &str,
+        routes: bool,
+    ) -> Result<Snapshot, CompileError> {
         let p = self
             .registry
             .pod(pod)
@@ -187,7 +223,11 @@ impl<'a> Compiler<'a> {
             node: node(p),
             outbound_traffic_policy: self.outbound_traffic_policy(p),
             listeners: self.tcp_listeners(p),
-            route_configs: vec![self.outbound_routes(client)],
+            route_configs: if routes {
+                vec![self.outbound_routes(client)]
+            } else {
+                Vec::new()
+            },
             clusters: self.inbound_clusters(p),
             inbound: self.inbound_policy(p),
         })
