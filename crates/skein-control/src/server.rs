@@ -1348,6 +1348,48 @@ mod tests {
             services
         }
 
+        /// The frames of the blog-system example as the control plane sent them before the
+        /// frames were spliced from shared parts (serialised whole, one compile per proxy).
+        const BEFORE: &str = include_str!("testdata/blog-system-frames.json");
+
+        #[test]
+        fn the_blog_system_frames_are_byte_identical_to_before() {
+            let before: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(BEFORE).unwrap();
+            let (m, r) = (Arc::new(example()), Arc::new(registry()));
+            let generation = Generation::new(7, Arc::clone(&m), Arc::clone(&r), None);
+            let mut proxies: Vec<&str> = r
+                .pods
+                .iter()
+                .filter(|p| p.proxy.is_some())
+                .map(|p| p.name.as_str())
+                .collect();
+            proxies.sort_unstable();
+            assert_eq!(
+                proxies,
+                before.keys().map(String::as_str).collect::<Vec<_>>()
+            );
+            for p in r.pods.iter().filter(|p| p.proxy.is_some()) {
+                let compiler = generation.compiler();
+                let frame = if compiler.is_gateway(&p.name) {
+                    let snapshot = Box::new(compiler.snapshot(&p.name, "7").unwrap());
+                    serde_json::to_vec(&ControlMessage::Snapshot { snapshot }).unwrap()
+                } else {
+                    let routes = generation.routes(&p.namespace);
+                    let own = compiler
+                        .sidecar_own(&p.name, "7", routes.is_none())
+                        .unwrap();
+                    sidecar_frame(&own, routes.as_deref(), &generation.outbound(&p.namespace))
+                        .unwrap()
+                };
+                assert!(
+                    String::from_utf8(frame).unwrap() == before[&p.name],
+                    "{}: not the frame sent before",
+                    p.name
+                );
+            }
+        }
+
         #[test]
         fn a_pod_change_compiles_only_the_services_that_select_it() {
             let (m, r) = (Arc::new(example()), Arc::new(registry()));
