@@ -307,15 +307,15 @@ impl Generation {
         Arc::clone(out)
     }
 
-    /// The outbound routes of the sidecars of namespace `ns`, compiled on first use; None
-    /// when they depend on more than the namespace.
-    fn routes(&self, ns: &str) -> Option<Arc<SharedRoutes>> {
+    /// The outbound routes of the sidecars of namespace `ns` with the scope `key` (which
+    /// sees `visible`), compiled on first use; None when they depend on more than that.
+    fn routes(&self, key: &str, ns: &str, visible: Option<&[bool]>) -> Option<Arc<SharedRoutes>> {
         if !self.index.routes_by_namespace() {
             return None;
         }
-        let cell = Arc::clone(lock(&self.routes).entry(ns.to_string()).or_default());
+        let cell = Arc::clone(lock(&self.routes).entry(key.to_string()).or_default());
         let routes = cell.get_or_init(|| {
-            let config = self.compiler().namespace_routes(ns);
+            let config = self.compiler().namespace_routes(ns, visible);
             // Plain data: serialising it to memory does not fail.
             let json = serde_json::to_vec(&[config]).unwrap_or_default();
             Arc::new(SharedRoutes { json })
@@ -352,6 +352,7 @@ fn sidecar_frame(
     own: &Snapshot,
     routes: Option<&SharedRoutes>,
     outbound: &Outbound,
+    visible: Option<&[bool]>,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let size: usize = outbound.services.iter().map(|s| s.json.len() + 1).sum();
     let mut b = Vec::with_capacity(size + 64 * 1024);
@@ -370,7 +371,13 @@ fn sidecar_frame(
     }
     b.extend_from_slice(br#","clusters":["#);
     let mut first = true;
-    for s in outbound.services.iter().filter(|s| !s.json.is_empty()) {
+    let seen = |i: usize| visible.is_none_or(|v| v.get(i).copied().unwrap_or(false));
+    for (_, s) in outbound
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| seen(*i) && !s.json.is_empty())
+    {
         if !first {
             b.push(b',');
         }
@@ -974,19 +981,24 @@ enum SentKind {
         own: Snapshot,
         routes: Option<Arc<SharedRoutes>>,
         outbound: Arc<Outbound>,
+        /// The Services its Sidecar resource lets it see (None: all).
+        visible: Option<Arc<[bool]>>,
     },
     /// A gateway's whole snapshot.
     Whole(Snapshot),
 }
 
-/// The clusters of `changed` Services that differ between `before` and `after`.
+/// The clusters of `changed` Services seen by `visible` that differ between `before` and
+/// `after`.
 fn changed_clusters(
     changed: &[usize],
     before: &Outbound,
     after: &Outbound,
+    visible: Option<&[bool]>,
 ) -> Vec<skein_snapshot::Cluster> {
     changed
         .iter()
+        .filter(|&&i| visible.is_none_or(|v| v.get(i).copied().unwrap_or(false)))
         .filter_map(|&i| {
             let (a, b) = (after.services.get(i)?, before.services.get(i)?);
             (!Arc::ptr_eq(a, b) && a.json != b.json).then(|| a.clusters.clone())
@@ -1003,12 +1015,15 @@ fn same_routes(a: Option<&Arc<SharedRoutes>>, b: Option<&Arc<SharedRoutes>>) -> 
     }
 }
 
-fn same_outbound(a: &Outbound, b: &Outbound) -> bool {
+/// Whether `a` and `b` hold the same clusters for a sidecar that sees `visible`.
+fn same_outbound(a: &Outbound, b: &Outbound, visible: Option<&[bool]>) -> bool {
     a.services.len() == b.services.len()
         && a.services
             .iter()
             .zip(&b.services)
-            .all(|(x, y)| Arc::ptr_eq(x, y) || x.json == y.json)
+            .enumerate()
+            .filter(|(i, _)| visible.is_none_or(|v| v.get(*i).copied().unwrap_or(false)))
+            .all(|(_, (x, y))| Arc::ptr_eq(x, y) || x.json == y.json)
 }
 
 /// Sends the proxy its snapshot now and after every change that alters it. A change of pods
@@ -1041,9 +1056,11 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                         own,
                         routes,
                         outbound,
+                        visible,
                     } => {
                         let after = generation.outbound(&own.node.namespace);
-                        let clusters = changed_clusters(changed, &outbound, &after);
+                        let clusters =
+                            changed_clusters(changed, &outbound, &after, visible.as_deref());
                         let mut version_now = s.version;
                         if !clusters.is_empty() {
                             let msg = ControlMessage::Clusters {
@@ -1069,6 +1086,7 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                                 own,
                                 routes,
                                 outbound: after,
+                                visible,
                             },
                         });
                         true
@@ -1091,18 +1109,25 @@ async fn push_loop<W: AsyncWrite + Unpin>(
             let compiled = if gateway {
                 compiler.snapshot(node, &version).map(SentKind::Whole)
             } else {
+                let (key, visible) = generation
+                    .registry
+                    .pod(node)
+                    .map(|p| compiler.sidecar_scope(p))
+                    .unwrap_or_default();
+                let visible: Option<Arc<[bool]>> = visible.map(Arc::from);
                 let routes = generation
                     .registry
                     .pod(node)
-                    .and_then(|p| generation.routes(&p.namespace));
+                    .and_then(|p| generation.routes(&key, &p.namespace, visible.as_deref()));
                 compiler
-                    .sidecar_own(node, &version, routes.is_none())
+                    .sidecar_own(node, &version, routes.is_none(), visible.as_deref())
                     .map(|own| {
                         let outbound = generation.outbound(&own.node.namespace);
                         SentKind::Sidecar {
                             own,
                             routes,
                             outbound,
+                            visible,
                         }
                     })
             };
@@ -1115,16 +1140,19 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                                 own: a,
                                 routes: r,
                                 outbound: x,
+                                visible: v,
                             }),
                             SentKind::Sidecar {
                                 own: b,
                                 routes: s,
                                 outbound: y,
+                                visible: w,
                             },
                         ) => {
-                            same_but_version(a, b)
+                            v == w
+                                && same_but_version(a, b)
                                 && same_routes(r.as_ref(), s.as_ref())
-                                && same_outbound(x, y)
+                                && same_outbound(x, y, w.as_deref())
                         }
                         _ => false,
                     };
@@ -1142,8 +1170,14 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                                     own,
                                     routes,
                                     outbound,
+                                    visible,
                                 } => {
-                                    let body = sidecar_frame(own, routes.as_deref(), outbound)?;
+                                    let body = sidecar_frame(
+                                        own,
+                                        routes.as_deref(),
+                                        outbound,
+                                        visible.as_deref(),
+                                    )?;
                                     write_frame_bytes(wr, &body).await?;
                                 }
                             }
@@ -1301,6 +1335,17 @@ mod tests {
                 .unwrap(),
             );
             spliced_frames_are_whole_frames(m, false);
+
+            // A Sidecar resource that scopes the web pods to was-service.
+            let mut m = example();
+            m.extend(
+                skein_api::load_str(
+                    "scope.yaml",
+                    "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  egress: [{hosts: [./was-service.blog-system.svc.cluster.local]}]\n",
+                )
+                .unwrap(),
+            );
+            spliced_frames_are_whole_frames(m, true);
         }
 
         /// Checks every sidecar's spliced frame against the whole snapshot's; the number of
@@ -1314,20 +1359,22 @@ mod tests {
                     continue;
                 }
                 sidecars += 1;
-                let routes = generation.routes(&p.namespace);
+                let (key, visible) = generation.compiler().sidecar_scope(p);
+                let visible = visible.as_deref();
+                let routes = generation.routes(&key, &p.namespace, visible);
                 assert_eq!(routes.is_some(), by_namespace);
                 let own = generation
                     .compiler()
-                    .sidecar_own(&p.name, "7", routes.is_none())
+                    .sidecar_own(&p.name, "7", routes.is_none(), visible)
                     .unwrap();
                 let outbound = generation.outbound(&p.namespace);
-                let frame = sidecar_frame(&own, routes.as_deref(), &outbound).unwrap();
+                let frame = sidecar_frame(&own, routes.as_deref(), &outbound, visible).unwrap();
                 // The same with the pod's own routes.
                 let own = generation
                     .compiler()
-                    .sidecar_own(&p.name, "7", true)
+                    .sidecar_own(&p.name, "7", true, visible)
                     .unwrap();
-                let own_routes = sidecar_frame(&own, None, &outbound).unwrap();
+                let own_routes = sidecar_frame(&own, None, &outbound, visible).unwrap();
                 assert!(frame == own_routes, "{}", p.name);
                 let whole = Compiler::new(&m, &r).snapshot(&p.name, "7").unwrap();
                 let expected = serde_json::to_vec(&ControlMessage::Snapshot {
@@ -1375,12 +1422,12 @@ mod tests {
                     let snapshot = Box::new(compiler.snapshot(&p.name, "7").unwrap());
                     serde_json::to_vec(&ControlMessage::Snapshot { snapshot }).unwrap()
                 } else {
-                    let routes = generation.routes(&p.namespace);
+                    let routes = generation.routes(&p.namespace, &p.namespace, None);
                     let own = compiler
-                        .sidecar_own(&p.name, "7", routes.is_none())
+                        .sidecar_own(&p.name, "7", routes.is_none(), None)
                         .unwrap();
-                    sidecar_frame(&own, routes.as_deref(), &generation.outbound(&p.namespace))
-                        .unwrap()
+                    let outbound = generation.outbound(&p.namespace);
+                    sidecar_frame(&own, routes.as_deref(), &outbound, None).unwrap()
                 };
                 assert!(
                     String::from_utf8(frame).unwrap() == before[&p.name],
@@ -1860,6 +1907,81 @@ mod tests {
             tokio::time::sleep(STEP).await;
             assert_eq!(compiles(&mesh, "web-0"), 2);
             assert_eq!(compiles(&mesh, "was-0"), 2, "one full push after the NACK");
+        }
+    }
+
+    mod scoped_pushes {
+        //! With Sidecar resources' egress hosts, a change of pods reaches only the proxies
+        //! that see the Service.
+
+        use skein_snapshot::stream::{ControlMessage, ProxyMessage};
+
+        use super::peers::{Mesh, Peer, STEP};
+
+        const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: blog}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: was, namespace: blog}\nspec:\n  selector: {app: was}\n  ports: [{name: http, port: 8080}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: was-only, namespace: blog}\nspec:\n  workloadSelector: {labels: {app: db}}\n  egress: [{hosts: [./was.blog.svc.cluster.local]}]\n";
+
+        async fn first(p: &mut Peer) -> skein_snapshot::Snapshot {
+            match p.recv_any().await {
+                Some(ControlMessage::Snapshot { snapshot }) => {
+                    p.send(&ProxyMessage::Ack {
+                        version: snapshot.version.clone(),
+                    })
+                    .await;
+                    *snapshot
+                }
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_pod_change_reaches_only_the_proxies_that_see_its_service() {
+            let pods = [
+                ("web-0", "blog"),
+                ("web-1", "blog"),
+                ("was-0", "blog"),
+                ("db-0", "blog"),
+            ];
+            let mesh = Mesh::start_with_manifests(&pods, MESH).await;
+            let mut was = mesh.hello("was-0", "blog").await;
+            let mut db = mesh.hello("db-0", "blog").await;
+            let all = first(&mut was).await;
+            let scoped = first(&mut db).await;
+            let web = "outbound|80||web.blog.svc.cluster.local";
+            assert!(all.cluster(web).is_some());
+            assert!(scoped.cluster(web).is_none(), "db-0 does not see web");
+            assert!(
+                scoped
+                    .cluster("outbound|8080||was.blog.svc.cluster.local")
+                    .is_some()
+            );
+            tokio::time::sleep(STEP).await;
+
+            // web-1 turns unready: was-0 (sees web) gets the cluster; db-0 nothing at all,
+            // and its snapshot is not compiled again.
+            mesh.set_ready("web-1", false);
+            match was.recv_any().await {
+                Some(ControlMessage::Clusters { clusters, .. }) => {
+                    assert_eq!(clusters.len(), 1);
+                    assert_eq!(clusters[0].name, web);
+                }
+                other => panic!("expected a cluster update, got {other:?}"),
+            }
+            assert!(db.recv_any().await.is_none(), "db-0 does not use web");
+            let status = mesh.status_file().await;
+            assert_eq!(
+                (
+                    status.proxies["db-0"].compiles,
+                    status.proxies["db-0"].cluster_updates
+                ),
+                (1, 0)
+            );
+            assert_eq!(
+                (
+                    status.proxies["was-0"].compiles,
+                    status.proxies["was-0"].cluster_updates
+                ),
+                (1, 1)
+            );
         }
     }
 

@@ -190,24 +190,29 @@ impl<'a> Compiler<'a> {
 
     /// The outbound route config of the sidecars of namespace `ns` when
     /// [`Index::routes_by_namespace`] (else that of a pod without labels).
-    pub fn namespace_routes(&self, ns: &str) -> RouteConfig {
+    /// (else that of a pod without labels), for sidecars that see `visible`
+    /// ([`Compiler::sidecar_scope`]).
+    pub fn namespace_routes(&self, ns: &str, visible: Option<&[bool]>) -> RouteConfig {
         let labels = std::collections::BTreeMap::new();
         self.outbound_routes(Client {
             namespace: ns,
             labels: &labels,
             gateway: None,
+            visible,
         })
     }
 
     /// The parts of the sidecar snapshot of pod `pod` that are its own (everything but the
     /// outbound clusters, which [`Compiler::service_clusters_at`] gives per Service, and, when
     /// `routes` is false, the outbound routes, which [`Compiler::namespace_routes`] gives).
-    /// Its `clusters` hold only the inbound ones.
+    /// Its `clusters` hold only the inbound ones. `visible`: the pod's
+    /// [`Compiler::sidecar_scope`].
     pub fn sidecar_own(
         &self,
         pod: &str,
         version: &str,
         routes: bool,
+        visible: Option<&[bool]>,
     ) -> Result<Snapshot, CompileError> {
         let p = self
             .registry
@@ -217,12 +222,13 @@ impl<'a> Compiler<'a> {
             namespace: &p.namespace,
             labels: &p.labels,
             gateway: None,
+            visible,
         };
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
             outbound_traffic_policy: self.outbound_traffic_policy(p),
-            listeners: self.tcp_listeners(p),
+            listeners: self.tcp_listeners(p, visible),
             route_configs: if routes {
                 vec![self.outbound_routes(client)]
             } else {
@@ -246,18 +252,28 @@ impl<'a> Compiler<'a> {
             .registry
             .pod(pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
+        let (_, visible) = self.sidecar_scope(p);
+        let visible = visible.as_deref();
         let client = Client {
             namespace: &p.namespace,
             labels: &p.labels,
             gateway: None,
+            visible,
         };
-        let mut clusters = self.clusters(&p.namespace);
+        let mut clusters: Vec<Cluster> = self
+            .index
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| visible.is_none_or(|v| v.get(*i).copied().unwrap_or(false)))
+            .flat_map(|(_, svc)| self.service_clusters(svc, &p.namespace))
+            .collect();
         clusters.extend(self.inbound_clusters(p));
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
             outbound_traffic_policy: self.outbound_traffic_policy(p),
-            listeners: self.tcp_listeners(p),
+            listeners: self.tcp_listeners(p, visible),
             route_configs: vec![self.outbound_routes(client)],
             clusters,
             inbound: self.inbound_policy(p),
@@ -266,7 +282,7 @@ impl<'a> Compiler<'a> {
 
     /// One listener per opaque-TCP Service port, on the sidecar's outbound address (none when
     /// the pod has no outbound address).
-    fn tcp_listeners(&self, p: &Pod) -> Vec<Listener> {
+    fn tcp_listeners(&self, p: &Pod, visible: Option<&[bool]>) -> Vec<Listener> {
         let Some(ip) = p
             .proxy
             .as_ref()
@@ -276,7 +292,10 @@ impl<'a> Compiler<'a> {
             return Vec::new();
         };
         let mut listeners = Vec::new();
-        for svc in &self.index.services {
+        for (i, svc) in self.index.services.iter().enumerate() {
+            if visible.is_some_and(|v| !v.get(i).copied().unwrap_or(false)) {
+                continue;
+            }
             for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
                 listeners.push(Listener {
@@ -289,9 +308,23 @@ impl<'a> Compiler<'a> {
         listeners
     }
 
-    /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`: a workload's own Sidecar,
-    /// else its namespace's selector-less one, else the root namespace's (Istio's order).
+    /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`.
     fn outbound_traffic_policy(&self, p: &Pod) -> skein_snapshot::OutboundTrafficPolicy {
+        let mode = self
+            .sidecar_resource(p)
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|o| o.mode);
+        match mode {
+            Some(net::OutboundMode::RegistryOnly) => {
+                skein_snapshot::OutboundTrafficPolicy::RegistryOnly
+            }
+            _ => skein_snapshot::OutboundTrafficPolicy::AllowAny,
+        }
+    }
+
+    /// The Sidecar resource of pod `p`: a workload's own Sidecar, else its namespace's
+    /// selector-less one, else the root namespace's (Istio's order).
+    fn sidecar_resource(&self, p: &Pod) -> Option<&net::Sidecar> {
         let sidecars: Vec<&net::Sidecar> = self.manifests.sidecars().collect();
         let selected = |s: &&&net::Sidecar| {
             s.spec
@@ -313,15 +346,61 @@ impl<'a> Compiler<'a> {
                 })
                 .copied()
         };
-        let mode = in_ns(&p.namespace)
-            .or_else(|| in_ns(ROOT_NAMESPACE))
-            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
-            .and_then(|o| o.mode);
-        match mode {
-            Some(net::OutboundMode::RegistryOnly) => {
-                skein_snapshot::OutboundTrafficPolicy::RegistryOnly
-            }
-            _ => skein_snapshot::OutboundTrafficPolicy::AllowAny,
+        in_ns(&p.namespace).or_else(|| in_ns(ROOT_NAMESPACE))
+    }
+
+    /// Which Services (by index position) pod `p`'s sidecar sees: those its Sidecar
+    /// resource's `egress[].hosts` name (`namespace/dnsName`; `*` any namespace, `.` the pod's
+    /// own, `~` none; `dnsName` an FQDN, `*` or `*.suffix`), over all its egress listeners
+    /// (their ports and binds are not used). None: all of them (no Sidecar resource, or one
+    /// without egress), as in Istio. With the key of the scope: pods with the same key see the
+    /// same Services and routes.
+    pub fn sidecar_scope(&self, p: &Pod) -> (String, Option<Vec<bool>>) {
+        let Some(sidecar) = self
+            .sidecar_resource(p)
+            .filter(|s| !s.spec.egress.is_empty())
+        else {
+            return (p.namespace.clone(), None);
+        };
+        let hosts: Vec<(&str, String)> = sidecar
+            .spec
+            .egress
+            .iter()
+            .flat_map(|e| &e.hosts)
+            .map(|h| {
+                let (ns, dns) = h.split_once('/').unwrap_or(("*", h));
+                let ns = if ns == "." { p.namespace.as_str() } else { ns };
+                (ns, dns.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .collect();
+        let visible = self
+            .index
+            .services
+            .iter()
+            .map(|svc| {
+                hosts.iter().any(|(ns, dns)| {
+                    (*ns == "*" || *ns == svc.namespace)
+                        && skein_snapshot::names::host_covers(dns, &svc.fqdn)
+                })
+            })
+            .collect();
+        let key = format!(
+            "{}|{}/{}",
+            p.namespace,
+            sidecar.metadata.namespace_or_default(),
+            sidecar.metadata.name
+        );
+        (key, Some(visible))
+    }
+
+    /// Whether a sidecar that sees `visible` sees the Service `fqdn`.
+    pub(super) fn sees(&self, visible: Option<&[bool]>, fqdn: &str) -> bool {
+        match visible {
+            None => true,
+            Some(v) => self
+                .index
+                .position(fqdn)
+                .is_some_and(|i| v.get(i).copied().unwrap_or(false)),
         }
     }
 
@@ -486,6 +565,52 @@ mod tests {
             !rc.virtual_hosts
                 .iter()
                 .any(|v| v.name.starts_with("mysql."))
+        );
+    }
+
+    #[test]
+    fn a_sidecar_resources_egress_hosts_scope_what_the_sidecar_sees() {
+        let mut m = example();
+        m.extend(
+            skein_api::load_str(
+                "s.yaml",
+                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  egress:\n  - hosts: [./was-service.blog-system.svc.cluster.local, istio-system/*]\n",
+            )
+            .unwrap(),
+        );
+        let r = registry();
+        let compiler = Compiler::new(&m, &r);
+        let web = compiler.snapshot("web-stable-1", "1").unwrap();
+        web.validate().unwrap();
+        assert!(
+            web.dangling_references().is_empty(),
+            "{:?}",
+            web.dangling_references()
+        );
+        let outbound: Vec<&str> = web
+            .clusters
+            .iter()
+            .filter(|c| c.name.starts_with("outbound|"))
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            outbound,
+            ["outbound|8080||was-service.blog-system.svc.cluster.local"]
+        );
+        let rc = web.route_config(SIDECAR_OUTBOUND_ROUTE).unwrap();
+        let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(hosts, ["was-service.blog-system.svc.cluster.local:8080"]);
+        assert!(web.listeners.is_empty(), "mysql is not in scope");
+        // Inbound clusters are the pod's own, whatever the scope.
+        assert!(web.cluster("inbound|80||").is_some());
+
+        // Pods the Sidecar does not select see everything.
+        let was = compiler.snapshot("was-1", "1").unwrap();
+        assert_eq!(
+            was,
+            Compiler::new(&example(), &r)
+                .snapshot("was-1", "1")
+                .unwrap()
         );
     }
 
