@@ -88,6 +88,20 @@ struct Scale {
     namespaces: usize,
     /// Services with a DestinationRule (two subsets) and a weighted VirtualService.
     routed: usize,
+    /// Proxies (the odd-numbered ones, up to this many) whose Sidecar resource scopes them to
+    /// their own namespace's Services (`egress: [{hosts: ["./*"]}]`).
+    scoped: usize,
+}
+
+impl Scale {
+    fn is_scoped(&self, proxy: usize) -> bool {
+        proxy % 2 == 1 && proxy < 2 * self.scoped
+    }
+
+    /// Whether proxy `proxy` sees Service `svc`.
+    fn sees(&self, proxy: usize, svc: usize) -> bool {
+        !self.is_scoped(proxy) || proxy % self.namespaces == svc % self.namespaces
+    }
 }
 
 fn ns(scale: &Scale, svc: usize) -> String {
@@ -122,6 +136,9 @@ fn pod(scale: &Scale, j: usize, ready: bool) -> Value {
         "ip": format!("10.{}.{}.{}", 1 + (j >> 16), (j >> 8) & 255, j & 255),
         "ready": ready,
     });
+    if scale.is_scoped(j) && j < scale.proxies {
+        p["labels"]["scope"] = json!("namespace");
+    }
     if j < scale.proxies {
         p["proxy"] = json!({"mode": "sidecar"});
         p["bootstrap_token_sha256"] = json!(skein_control::registry::token_sha256(&token(&name)));
@@ -138,6 +155,14 @@ fn manifests(scale: &Scale, weight: u32) -> String {
             n = svc_name(i),
             ns = ns(scale, i)
         );
+    }
+    if scale.scoped > 0 {
+        for n in 0..scale.namespaces {
+            let _ = write!(
+                y,
+                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: own-namespace, namespace: bench-{n}}}\nspec:\n  workloadSelector: {{labels: {{scope: namespace}}}}\n  egress: [{{hosts: [\"./*\"]}}]\n---\n"
+            );
+        }
     }
     for i in 0..scale.routed {
         for v in ["v1", "v2"] {
@@ -448,6 +473,7 @@ fn run(args: &[String]) -> Result<(), Error> {
         proxies: flag(&f, "proxies", 100),
         namespaces: flag(&f, "namespaces", 10),
         routed: flag(&f, "routed", 10),
+        scoped: 0,
     };
     if scale.proxies > scale.services
         || scale.pods < scale.services
@@ -457,9 +483,42 @@ fn run(args: &[String]) -> Result<(), Error> {
     }
     let rounds: usize = flag(&f, "rounds", 5);
     let poll_ms: u64 = flag(&f, "poll-ms", 10);
+    let scoped: usize = flag(&f, "scoped", scale.proxies / 2);
     let out = path_flag(&f, "out")?;
     let results = path_flag(&f, "results")?;
-    let _ = std::fs::remove_dir_all(&out);
+    // Every proxy sees every Service; then half of them scoped to their own namespace.
+    let all = scenario(&scale, rounds, poll_ms, &out.join("all"))?;
+    let scoped = scenario(
+        &Scale { scoped, ..scale },
+        rounds,
+        poll_ms,
+        &out.join("scoped"),
+    )?;
+    let report = json!({"all_see_all": all, "scoped": scoped});
+
+    let machine = json!({
+        "date": std::process::Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output().ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "git": std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()),
+    });
+    let mut report = report;
+    report["machine"] = machine;
+    std::fs::write(
+        results.with_extension("json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(results.with_extension("md"), markdown(&report))?;
+    print!("{}", markdown(&report));
+    Ok(())
+}
+
+/// One scenario: its files, the control plane started, the proxies connected, the
+/// measurements, the control plane stopped.
+fn scenario(scale: &Scale, rounds: usize, poll_ms: u64, out: &Path) -> Result<Value, Error> {
+    let scale = *scale;
+    let _ = std::fs::remove_dir_all(out);
     let manifests_dir = out.join("manifests");
     std::fs::create_dir_all(&manifests_dir)?;
     let registry = out.join("registry.json");
@@ -537,7 +596,9 @@ fn run(args: &[String]) -> Result<(), Error> {
         let cpu_connect = cpu_ms(pid) - cpu0;
         fleet.settle(Duration::from_millis(500)).await;
 
-        // 2. Full pushes: a VirtualService every proxy routes by changes its weights.
+        // 2. Full pushes: a VirtualService (of svc-0000) changes its weights; every proxy that
+        // sees svc-0000 gets a new snapshot.
+        let vs_users: Vec<usize> = (0..scale.proxies).filter(|&i| scale.sees(i, 0)).collect();
         let mut full = Vec::new();
         let mut full_cpu = Vec::new();
         let mut full_proxies_cpu = Vec::new();
@@ -548,16 +609,22 @@ fn run(args: &[String]) -> Result<(), Error> {
             let own = own_cpu_ms();
             let t = Instant::now();
             write_atomic(&mesh, manifests(&scale, weight).as_bytes())?;
-            let last = fleet.wait_all(&all, &above, Duration::from_secs(300)).await?;
+            let last = fleet.wait_all(&vs_users, &above, Duration::from_secs(300)).await?;
             full.push((last - t).as_secs_f64() * 1e3);
             fleet.settle(Duration::from_millis(300)).await;
             full_cpu.push((cpu_ms(pid) - c) as f64);
             full_proxies_cpu.push((own_cpu_ms() - own) as f64);
         }
 
-        // 3. Endpoint changes: one pod of a service every proxy uses turns unready, then ready.
-        let target = scale.services / 2 + scale.services * (scale.pods / scale.services - 1);
+        // 3. Endpoint changes: one pod of a Service turns unready, then ready; the proxies that
+        // see the Service get it.
+        // In namespace bench-1 (with the defaults), where some scoped proxies live too.
+        let target = scale.services / 2 + 1 + scale.services * (scale.pods / scale.services - 1);
         let target_svc = svc_name(target % scale.services);
+        let users: Vec<usize> = (0..scale.proxies)
+            .filter(|&i| scale.sees(i, target % scale.services))
+            .collect();
+        let mut to_others = 0;
         let mut ep = Vec::new();
         let mut ep_cpu = Vec::new();
         let mut ep_bytes = Vec::new();
@@ -572,7 +639,7 @@ fn run(args: &[String]) -> Result<(), Error> {
             let c = cpu_ms(pid);
             let t = Instant::now();
             write_registry(&registry, &scale, r.is_multiple_of(2).then_some(target))?;
-            let last = fleet.wait_all(&all, &above, Duration::from_secs(300)).await?;
+            let last = fleet.wait_all(&users, &above, Duration::from_secs(300)).await?;
             ep.push((last - t).as_secs_f64() * 1e3);
             fleet.settle(Duration::from_millis(300)).await;
             ep_cpu.push((cpu_ms(pid) - c) as f64);
@@ -581,6 +648,7 @@ fn run(args: &[String]) -> Result<(), Error> {
             for e in events {
                 *ep_kinds.entry(e.kind.clone()).or_default() += 1;
             }
+            to_others += events.iter().filter(|e| !users.contains(&e.proxy)).count();
             tokio::time::sleep(Duration::from_millis(250)).await;
             let after = compiles(&status(&status_file));
             let d: Vec<u64> = after.iter().map(|(k, v)| v - before.get(k).copied().unwrap_or(0)).collect();
@@ -594,7 +662,8 @@ fn run(args: &[String]) -> Result<(), Error> {
         });
         Ok(json!({
             "scale": {"services": scale.services, "pods": scale.pods, "proxies": scale.proxies,
-                      "namespaces": scale.namespaces, "routed": scale.routed},
+                      "namespaces": scale.namespaces, "routed": scale.routed, "scoped": scale.scoped},
+            "full_push_proxies": vs_users.len(),
             "rounds": rounds,
             "poll_ms": poll_ms,
             "control_start_ms": start_ms,
@@ -607,7 +676,8 @@ fn run(args: &[String]) -> Result<(), Error> {
             "load_average": std::fs::read_to_string("/proc/loadavg").ok().map(|l| l.trim().to_string()),
             "endpoint_change": {
                 "service": target_svc,
-                "proxies_using_it": scale.proxies,
+                "proxies_using_it": users.len(),
+                "frames_to_proxies_not_using_it": to_others,
                 "ms": stats(&ep),
                 "cpu_ms": stats(&ep_cpu),
                 "largest_frame_bytes": stats(&ep_bytes),
@@ -616,32 +686,16 @@ fn run(args: &[String]) -> Result<(), Error> {
                 "proxies_recompiled": stats(&ep_recompiled),
             },
             "control_plane": {"vm_hwm_kib": hwm, "vm_rss_kib": rss, "cpu_ms_total": cpu_ms(pid),
-                              "status_compile": final_status.get("compile").cloned().unwrap_or(Value::Null)},
+                              "service_cluster_compiles": final_status["service_cluster_compiles"].clone()},
             "all_acked_in_status": acked_all,
         }))
     })?;
     drop(child);
     rt.shutdown_timeout(Duration::from_secs(1));
-
-    let machine = json!({
-        "date": std::process::Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output().ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "git": std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()),
-    });
-    let mut report = report;
-    report["machine"] = machine;
-    std::fs::write(
-        results.with_extension("json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
-    std::fs::write(results.with_extension("md"), markdown(&report))?;
-    print!("{}", markdown(&report));
-    Ok(())
+    Ok(report)
 }
 
-fn markdown(r: &Value) -> String {
+fn markdown(report: &Value) -> String {
     let s = |v: &Value| {
         format!(
             "{:.1} ({:.1}–{:.1})",
@@ -650,96 +704,124 @@ fn markdown(r: &Value) -> String {
             v["max"].as_f64().unwrap_or(0.0)
         )
     };
-    let e = &r["endpoint_change"];
-    let c = &r["control_plane"];
+    let a = &report["all_see_all"];
+    let mach = &report["machine"];
     let mut m = String::new();
     let _ = writeln!(m, "# Control plane at scale\n");
     let _ = writeln!(
         m,
-        "{} Services, {} pods (endpoints), {} simulated proxies over TLS (hello with bootstrap token, ACK each frame), {} namespaces, {} Services with a DestinationRule and a weighted VirtualService. Poll interval {} ms (included in the times). Median (min–max) of {} rounds. Machine: {} CPUs, {} (git {}).\n",
-        r["scale"]["services"],
-        r["scale"]["pods"],
-        r["scale"]["proxies"],
-        r["scale"]["namespaces"],
-        r["scale"]["routed"],
-        r["poll_ms"],
-        r["rounds"],
-        r["machine"]["cpus"],
-        r["machine"]["date"].as_str().unwrap_or(""),
-        r["machine"]["git"].as_str().unwrap_or("")
+        "{} Services over {} namespaces, {} pods (endpoints), {} simulated proxies (one pod each) over TLS verified against the mesh root, hello with the pod's bootstrap token, an ACK for each config frame; {} Services with a DestinationRule (two subsets) and a weighted VirtualService. Times run from the file write to the last ACK and include the control plane's poll interval ({} ms). Median (min–max) of {} rounds. {} CPUs shared with other work, {} (git {}). `bench/control-plane/run`.\n",
+        a["scale"]["services"],
+        a["scale"]["namespaces"],
+        a["scale"]["pods"],
+        a["scale"]["proxies"],
+        a["scale"]["routed"],
+        a["poll_ms"],
+        a["rounds"],
+        mach["cpus"],
+        mach["date"].as_str().unwrap_or(""),
+        mach["git"].as_str().unwrap_or("")
     );
-    let _ = writeln!(m, "| measure | value |\n|---|---|");
-    let _ = writeln!(
-        m,
-        "| connect + first snapshot to all proxies | {:.1} ms |",
-        r["connect_and_first_push_ms"].as_f64().unwrap_or(0.0)
-    );
-    let _ = writeln!(
-        m,
-        "| snapshot frame | {} bytes |",
-        r["snapshot_frame_bytes"]
-    );
-    let _ = writeln!(
-        m,
-        "| full push (VirtualService change) to last ACK | {} ms |",
-        s(&r["full_push_ms"])
-    );
-    let _ = writeln!(
-        m,
-        "| full push: control-plane CPU | {} ms |",
-        s(&r["full_push_cpu_ms"])
-    );
-    let _ = writeln!(
-        m,
-        "| endpoint change ({} pod readiness, {} proxies use it) to last ACK | {} ms |",
-        e["service"].as_str().unwrap_or(""),
-        e["proxies_using_it"],
-        s(&e["ms"])
-    );
-    let _ = writeln!(
-        m,
-        "| endpoint change: control-plane CPU | {} ms |",
-        s(&e["cpu_ms"])
-    );
-    let _ = writeln!(
-        m,
-        "| endpoint change: largest frame | {} bytes |",
-        s(&e["largest_frame_bytes"])
-    );
-    let _ = writeln!(
-        m,
-        "| endpoint change: frames by kind | {} |",
-        e["frames_by_kind"]
-    );
-    let _ = writeln!(
-        m,
-        "| endpoint change: per-proxy compiles | {} |",
-        s(&e["compiles"])
-    );
-    let _ = writeln!(
-        m,
-        "| endpoint change: proxies recompiled | {} |",
-        s(&e["proxies_recompiled"])
-    );
-    let _ = writeln!(
-        m,
-        "| control plane peak RSS (VmHWM) | {:.1} MiB |",
-        c["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0
-    );
-    let _ = writeln!(
-        m,
-        "| control plane RSS at the end | {:.1} MiB |",
-        c["vm_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
-    );
-    let _ = writeln!(
-        m,
-        "| control plane CPU, whole run | {} ms |",
-        c["cpu_ms_total"]
-    );
-    let _ = writeln!(
-        m,
-        "| every proxy's sent == acked in the status | {} |",
-        r["all_acked_in_status"]
-    );
+    for (title, r) in [
+        ("Every proxy sees every Service", a),
+        (
+            "Half the proxies scoped to their namespace (Sidecar egress `./*`)",
+            &report["scoped"],
+        ),
+    ] {
+        let e = &r["endpoint_change"];
+        let c = &r["control_plane"];
+        let _ = writeln!(m, "## {title}\n");
+        let _ = writeln!(m, "| measure | value |\n|---|---|");
+        let _ = writeln!(
+            m,
+            "| connect + first snapshot to all {} proxies | {:.1} ms |",
+            r["scale"]["proxies"],
+            r["connect_and_first_push_ms"].as_f64().unwrap_or(0.0)
+        );
+        let _ = writeln!(
+            m,
+            "| largest snapshot frame | {} bytes |",
+            r["snapshot_frame_bytes"]
+        );
+        let _ = writeln!(
+            m,
+            "| full push (a VirtualService changes) to the last of {} proxies that see it | {} ms |",
+            r["full_push_proxies"],
+            s(&r["full_push_ms"])
+        );
+        let _ = writeln!(
+            m,
+            "| full push: control-plane CPU | {} ms |",
+            s(&r["full_push_cpu_ms"])
+        );
+        let _ = writeln!(
+            m,
+            "| full push: simulated proxies' CPU (TLS, read the version) | {} ms |",
+            s(&r["full_push_simulated_proxies_cpu_ms"])
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change ({} pod readiness) to the last of {} proxies that see it | {} ms |",
+            e["service"].as_str().unwrap_or(""),
+            e["proxies_using_it"],
+            s(&e["ms"])
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change: frames to proxies that do not see it | {} |",
+            e["frames_to_proxies_not_using_it"]
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change: control-plane CPU | {} ms |",
+            s(&e["cpu_ms"])
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change: largest frame | {} bytes |",
+            s(&e["largest_frame_bytes"])
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change: frames by kind, all rounds | {} |",
+            e["frames_by_kind"]
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change: proxy snapshots compiled | {} |",
+            s(&e["compiles"])
+        );
+        let _ = writeln!(
+            m,
+            "| endpoint change: proxies recompiled | {} |",
+            s(&e["proxies_recompiled"])
+        );
+        let _ = writeln!(
+            m,
+            "| control plane peak RSS (VmHWM) | {:.1} MiB |",
+            c["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0
+        );
+        let _ = writeln!(
+            m,
+            "| control plane CPU, whole scenario | {} ms |",
+            c["cpu_ms_total"]
+        );
+        let _ = writeln!(
+            m,
+            "| Service cluster sets compiled, whole scenario | {} |",
+            c["service_cluster_compiles"]
+        );
+        let _ = writeln!(
+            m,
+            "| every proxy's sent == acked in the status | {} |",
+            r["all_acked_in_status"]
+        );
+        let _ = writeln!(
+            m,
+            "| load average at the end | {} |\n",
+            r["load_average"].as_str().unwrap_or("")
+        );
+    }
     m
 }
