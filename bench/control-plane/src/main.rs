@@ -487,6 +487,8 @@ fn run(args: &[String]) -> Result<(), Error> {
     let out = path_flag(&f, "out")?;
     let results = path_flag(&f, "results")?;
     // Every proxy sees every Service; then half of them scoped to their own namespace.
+    // Full pushes may be left out (`--full-rounds 0`) to profile endpoint changes alone.
+    let rounds = (flag(&f, "full-rounds", rounds), rounds);
     let all = scenario(&scale, rounds, poll_ms, &out.join("all"))?;
     let scoped = scenario(
         &Scale { scoped, ..scale },
@@ -516,7 +518,12 @@ fn run(args: &[String]) -> Result<(), Error> {
 
 /// One scenario: its files, the control plane started, the proxies connected, the
 /// measurements, the control plane stopped.
-fn scenario(scale: &Scale, rounds: usize, poll_ms: u64, out: &Path) -> Result<Value, Error> {
+fn scenario(
+    scale: &Scale,
+    (full_rounds, rounds): (usize, usize),
+    poll_ms: u64,
+    out: &Path,
+) -> Result<Value, Error> {
     let scale = *scale;
     let _ = std::fs::remove_dir_all(out);
     let manifests_dir = out.join("manifests");
@@ -602,7 +609,7 @@ fn scenario(scale: &Scale, rounds: usize, poll_ms: u64, out: &Path) -> Result<Va
         let mut full = Vec::new();
         let mut full_cpu = Vec::new();
         let mut full_proxies_cpu = Vec::new();
-        for _ in 0..rounds {
+        for _ in 0..full_rounds {
             let above = fleet.acked.clone();
             weight = if weight == 90 { 80 } else { 90 };
             let c = cpu_ms(pid);

@@ -323,6 +323,11 @@ impl Generation {
         Some(Arc::clone(routes))
     }
 
+    /// The pod called `name`.
+    fn pod(&self, name: &str) -> Option<&crate::registry::Pod> {
+        self.index.pod(&self.registry, name)
+    }
+
     fn compiler(&self) -> Compiler<'_> {
         Compiler::with_index(&self.manifests, &self.registry, &self.index)
     }
@@ -1049,7 +1054,7 @@ async fn push_loop<W: AsyncWrite + Unpin>(
         let delta = match (sent.take(), generation.changed.as_deref()) {
             (Some(s), Some(changed))
                 if s.generation.version == generation.prev_version
-                    && s.generation.registry.pod(node) == generation.registry.pod(node) =>
+                    && s.generation.pod(node) == generation.pod(node) =>
             {
                 match s.kind {
                     SentKind::Sidecar {
@@ -1110,13 +1115,11 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                 compiler.snapshot(node, &version).map(SentKind::Whole)
             } else {
                 let (key, visible) = generation
-                    .registry
                     .pod(node)
                     .map(|p| compiler.sidecar_scope(p))
                     .unwrap_or_default();
                 let visible: Option<Arc<[bool]>> = visible.map(Arc::from);
                 let routes = generation
-                    .registry
                     .pod(node)
                     .and_then(|p| generation.routes(&key, &p.namespace, visible.as_deref()));
                 compiler

@@ -60,6 +60,8 @@ pub struct Compiler<'a> {
 pub struct Index {
     services: Vec<Service>,
     by_fqdn: HashMap<String, usize>,
+    /// The registry's pods by name (the first of a name, as [`Registry::pod`] finds it).
+    pods: HashMap<String, usize>,
     /// Whether some VirtualService route matches on `sourceLabels`: then a sidecar's routes
     /// depend on its pod's labels, not on its namespace alone.
     routes_by_labels: bool,
@@ -80,9 +82,14 @@ impl Index {
                 .iter()
                 .any(|r| r.match_.iter().any(|m| !m.source_labels.is_empty()))
         });
+        let mut pods = HashMap::with_capacity(registry.pods.len());
+        for (i, p) in registry.pods.iter().enumerate() {
+            pods.entry(p.name.clone()).or_insert(i);
+        }
         Index {
             services,
             by_fqdn,
+            pods,
             routes_by_labels,
         }
     }
@@ -91,6 +98,11 @@ impl Index {
     /// matches on `sourceLabels`), so that one route config serves a whole namespace.
     pub fn routes_by_namespace(&self) -> bool {
         !self.routes_by_labels
+    }
+
+    /// The pod called `name` in `registry` (the one this index was built over).
+    pub fn pod<'r>(&self, registry: &'r Registry, name: &str) -> Option<&'r Pod> {
+        self.pods.get(name).and_then(|&i| registry.pods.get(i))
     }
 
     /// The position of the Service `fqdn` in index order.
@@ -215,8 +227,8 @@ impl<'a> Compiler<'a> {
         visible: Option<&[bool]>,
     ) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(pod)
+            .index
+            .pod(self.registry, pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
         let client = Client {
             namespace: &p.namespace,
@@ -241,16 +253,16 @@ impl<'a> Compiler<'a> {
 
     /// Whether pod `pod`'s proxy is a gateway.
     pub fn is_gateway(&self, pod: &str) -> bool {
-        self.registry
-            .pod(pod)
+        self.index
+            .pod(self.registry, pod)
             .is_some_and(|p| p.proxy.as_ref().is_some_and(|x| x.mode == "gateway"))
     }
 
     /// The snapshot of the sidecar of pod `pod`.
     pub fn sidecar(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(pod)
+            .index
+            .pod(self.registry, pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
         let (_, visible) = self.sidecar_scope(p);
         let visible = visible.as_deref();
@@ -409,8 +421,8 @@ impl<'a> Compiler<'a> {
     /// select the gateway pod (as istiod attaches them to a gateway's listeners).
     pub fn gateway(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(pod)
+            .index
+            .pod(self.registry, pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
         Ok(Snapshot {
             version: version.to_string(),
@@ -428,8 +440,8 @@ impl<'a> Compiler<'a> {
     /// The snapshot for proxy `node`, whichever kind it is.
     pub fn snapshot(&self, node: &str, version: &str) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(node)
+            .index
+            .pod(self.registry, node)
             .ok_or_else(|| CompileError::UnknownNode(node.to_string()))?;
         match p.proxy.as_ref().map(|x| x.mode.as_str()) {
             Some("gateway") => self.gateway(node, version),

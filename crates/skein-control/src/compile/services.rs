@@ -62,14 +62,25 @@ pub(super) fn port_protocol(name: Option<&str>, app_protocol: Option<&str>) -> P
 
 /// The Services, each with the pods it selects.
 pub(super) fn services(manifests: &Manifests, registry: &Registry) -> Vec<Service> {
-    let mut by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
+    // Pods by (namespace, label, value): a Service's candidates are the pods with its
+    // selector's first label, rather than every pod of its namespace.
+    let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
     for (i, p) in registry.pods.iter().enumerate() {
-        by_ns.entry(p.namespace.as_str()).or_default().push(i);
+        for (k, v) in &p.labels {
+            by_label
+                .entry((p.namespace.as_str(), k.as_str(), v.as_str()))
+                .or_default()
+                .push(i);
+        }
     }
     let mut out = all_services(manifests);
     for svc in &mut out {
-        svc.pods = by_ns
-            .get(svc.namespace.as_str())
+        // An empty selector selects nothing.
+        let Some((k, v)) = svc.selector.iter().next() else {
+            continue;
+        };
+        svc.pods = by_label
+            .get(&(svc.namespace.as_str(), k.as_str(), v.as_str()))
             .map(|pods| {
                 pods.iter()
                     .copied()
