@@ -5,7 +5,9 @@
 //! length, then that many bytes of JSON. The proxy speaks first with [`ProxyMessage::Hello`];
 //! the control plane answers with a [`ControlMessage::Snapshot`] whenever that proxy's config
 //! changes, and the proxy answers every snapshot with an `Ack` (applied) or a `Nack` (refused,
-//! the previous config stays in force). Either side closing the connection ends the stream; the
+//! the previous config stays in force). When only endpoints changed, the control plane may send
+//! [`ControlMessage::Clusters`] instead: the changed clusters, applied on top of the version they
+//! name and answered the same way. Either side closing the connection ends the stream; the
 //! proxy reconnects with backoff and keeps serving its last config meanwhile.
 
 use serde::{Deserialize, Serialize};

@@ -177,7 +177,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// A compiler over the resources and pods, with their [`Index`] built already.
+    /// A compiler over the resources and pods, with their `Index` built already.
     pub fn with_index(
         manifests: &'a Manifests,
         registry: &'a Registry,
@@ -190,7 +190,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// The outbound clusters of Service number `service` (in [`Index`] order) for a proxy in
+    /// The outbound clusters of Service number `service` (in `Index` order) for a proxy in
     /// namespace `client_ns`: the same for every sidecar of that namespace.
     pub fn service_clusters_at(&self, service: usize, client_ns: &str) -> Vec<Cluster> {
         self.index
@@ -200,10 +200,9 @@ impl<'a> Compiler<'a> {
             .unwrap_or_default()
     }
 
-    /// The outbound route config of the sidecars of namespace `ns` when
-    /// [`Index::routes_by_namespace`] (else that of a pod without labels).
-    /// (else that of a pod without labels), for sidecars that see `visible`
-    /// ([`Compiler::sidecar_scope`]).
+    /// The outbound route config of the sidecars of namespace `ns` that see `visible`
+    /// ([`Compiler::sidecar_scope`]), when `Index::routes_by_namespace` (else that of a pod
+    /// without labels).
     pub fn namespace_routes(&self, ns: &str, visible: Option<&[bool]>) -> RouteConfig {
         let labels = std::collections::BTreeMap::new();
         self.outbound_routes(Client {

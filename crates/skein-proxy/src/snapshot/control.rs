@@ -1,7 +1,9 @@
 //! The control-plane config source: the proxy's end of `skein_snapshot::stream`.
 //!
 //! Connect, say [`ProxyMessage::Hello`], then apply every [`ControlMessage::Snapshot`] and
-//! answer it with an `Ack` or a `Nack`. When the stream breaks (or never comes up) the proxy
+//! answer it with an `Ack` or a `Nack`. A [`ControlMessage::Clusters`] (an endpoint change) is
+//! applied the same way to a copy of the snapshot in force with its clusters replaced, only if
+//! that snapshot is the version it names, and whole or not at all. When the stream breaks (or never comes up) the proxy
 //! keeps serving the config it has and reconnects with jittered exponential backoff; the
 //! reconnect Hello carries the version in force so the control plane knows what we run.
 //! Nothing the peer sends can panic the proxy: bad frames end the stream or are NACKed.
