@@ -11,7 +11,14 @@
 //!   (DestinationRule merge, subsets, endpoints), `routes` (VirtualService), `inbound`
 //!   (PeerAuthentication, AuthorizationPolicy), `gateway` (Gateway, Ingress).
 //! - [`server`]: the process: watches store and registry, pushes snapshots over
-//!   `skein_snapshot::stream`, records acks and rejections in its status file.
+//!   `skein_snapshot::stream`, records acks and rejections in its status file. Each generation
+//!   (a change of either) builds one `compile::Index` (Services with their pods, pods by name)
+//!   and compiles each Service's outbound clusters once per client namespace, serialised once
+//!   and shared by the sidecars of that namespace, as are the outbound routes; a change of pods
+//!   only compiles the Services whose pods changed again and reaches the proxies that see them
+//!   as cluster updates, without compiling their snapshots.
+//! - Sidecar resources: `outboundTrafficPolicy`, and `egress[].hosts`, which limit the Services
+//!   a sidecar sees (clusters, routes, TCP listeners).
 //! - `ca`: the certificate authority that signs each proxy's CSR, served by the same stream.
 //!
 //! # Security

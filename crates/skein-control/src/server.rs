@@ -2,10 +2,11 @@
 //! them to connected proxies over the stream of `skein_snapshot::stream`, and records what each
 //! proxy acknowledged in a status file that `skein status` reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,13 +14,14 @@ use skein_api::Manifests;
 use skein_snapshot::Snapshot;
 use skein_snapshot::stream::{
     ControlMessage, MAX_PROXY_FRAME, ProxyMessage, StreamError, read_frame_limited, write_frame,
+    write_frame_bytes,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::compile::Compiler;
+use crate::compile::{Compiler, Index};
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -135,6 +137,14 @@ pub struct ProxyStatus {
     pub acked: Option<String>,
     /// The last snapshot the proxy refused, and why.
     pub nack: Option<Nack>,
+    /// How many times this proxy's own snapshot was compiled on this stream (the first one,
+    /// then once per generation that could change it).
+    #[serde(default)]
+    pub compiles: u64,
+    /// How many cluster updates (pods changed, the rest of its snapshot did not) it was sent
+    /// instead of a compile of its snapshot.
+    #[serde(default)]
+    pub cluster_updates: u64,
 }
 
 /// A refused snapshot.
@@ -173,16 +183,223 @@ pub struct ControlStatus {
     pub pods: usize,
     #[serde(default)]
     pub pods_ready: usize,
+    /// Outbound cluster sets compiled (one per Service and client namespace) since start:
+    /// shared by the sidecars of a namespace, and after a change of pods only those of the
+    /// Services whose pods changed.
+    #[serde(default)]
+    pub service_cluster_compiles: u64,
     /// Per connected proxy (pod name); an entry goes when the proxy's last stream ends.
     pub proxies: BTreeMap<String, ProxyStatus>,
 }
 
-/// The config in force: resources and pods, with a version.
+/// The config in force: resources and pods, with a version, and what the compiles of its
+/// proxies share.
 #[derive(Debug)]
 struct Generation {
     version: u64,
     manifests: Arc<Manifests>,
     registry: Arc<Registry>,
+    index: Index,
+    /// The generation this one follows (0: none).
+    prev_version: u64,
+    /// The Services (in `index` order) whose clusters changed since `prev_version`, when only
+    /// pods changed; None when the resources changed (anything may have).
+    changed: Option<Vec<usize>>,
+    /// Per client namespace, the outbound clusters of every Service, compiled and serialised
+    /// once for all the sidecars of that namespace.
+    outbound: Mutex<HashMap<String, Arc<OnceLock<Arc<Outbound>>>>>,
+    /// Per client namespace, the sidecars' outbound routes compiled and serialised once
+    /// (when they depend on the namespace alone: [`Index::routes_by_namespace`]).
+    routes: Mutex<HashMap<String, Arc<OnceLock<Arc<SharedRoutes>>>>>,
+    /// Service cluster sets compiled, over all generations.
+    compiled: Arc<AtomicU64>,
+}
+
+/// The outbound clusters of one Service for the sidecars of one namespace.
+#[derive(Debug, PartialEq)]
+struct ServiceClusters {
+    clusters: Vec<skein_snapshot::Cluster>,
+    /// `clusters` serialised, comma-separated, without brackets.
+    json: Vec<u8>,
+}
+
+/// The outbound route config of the sidecars of one namespace.
+#[derive(Debug)]
+struct SharedRoutes {
+    /// `[config]` serialised: the snapshot's `route_configs`.
+    json: Vec<u8>,
+}
+
+/// Every Service's outbound clusters for the sidecars of one namespace, in index order.
+#[derive(Debug)]
+struct Outbound {
+    services: Vec<Arc<ServiceClusters>>,
+}
+
+impl Generation {
+    /// The generation of `manifests` and `registry` after `prev` (none at start). When only
+    /// the pods changed, the namespaces' outbound clusters are carried over and only those of
+    /// the Services whose pods changed are compiled again.
+    fn new(
+        version: u64,
+        manifests: Arc<Manifests>,
+        registry: Arc<Registry>,
+        prev: Option<&Generation>,
+    ) -> Generation {
+        let index = Index::new(&manifests, &registry);
+        let compiled = prev.map_or_else(Arc::default, |p| Arc::clone(&p.compiled));
+        let changed = prev
+            .filter(|p| Arc::ptr_eq(&p.manifests, &manifests))
+            .and_then(|p| index.changed_services(&registry, &p.index, &p.registry));
+        let mut generation = Generation {
+            version,
+            manifests,
+            registry,
+            index,
+            prev_version: prev.map_or(0, |p| p.version),
+            changed,
+            outbound: Mutex::default(),
+            routes: Mutex::default(),
+            compiled,
+        };
+        // Routes depend on the resources only: the same ones keep them.
+        if let Some(prev) = prev.filter(|p| Arc::ptr_eq(&p.manifests, &generation.manifests)) {
+            generation.routes = Mutex::new(lock(&prev.routes).clone());
+        }
+        if let (Some(prev), Some(changed)) = (prev, generation.changed.as_ref()) {
+            let compiler = Compiler::with_index(
+                &generation.manifests,
+                &generation.registry,
+                &generation.index,
+            );
+            let mut carried = HashMap::new();
+            for (ns, cell) in lock(&prev.outbound).iter() {
+                let Some(before) = cell.get() else { continue };
+                let mut services = before.services.clone();
+                for &i in changed {
+                    if let Some(slot) = services.get_mut(i) {
+                        *slot = Arc::new(service_clusters(&compiler, i, ns));
+                        generation.compiled.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let cell = OnceLock::new();
+                let _ = cell.set(Arc::new(Outbound { services }));
+                carried.insert(ns.clone(), Arc::new(cell));
+            }
+            generation.outbound = Mutex::new(carried);
+        }
+        generation
+    }
+
+    /// The outbound clusters for the sidecars of namespace `ns`, compiled on first use.
+    fn outbound(&self, ns: &str) -> Arc<Outbound> {
+        let cell = Arc::clone(lock(&self.outbound).entry(ns.to_string()).or_default());
+        let out = cell.get_or_init(|| {
+            let compiler = Compiler::with_index(&self.manifests, &self.registry, &self.index);
+            let n = self.index.service_count();
+            self.compiled.fetch_add(n as u64, Ordering::Relaxed);
+            Arc::new(Outbound {
+                services: (0..n)
+                    .map(|i| Arc::new(service_clusters(&compiler, i, ns)))
+                    .collect(),
+            })
+        });
+        Arc::clone(out)
+    }
+
+    /// The outbound routes of the sidecars of namespace `ns` with the scope `key` (which
+    /// sees `visible`), compiled on first use; None when they depend on more than that.
+    fn routes(&self, key: &str, ns: &str, visible: Option<&[bool]>) -> Option<Arc<SharedRoutes>> {
+        if !self.index.routes_by_namespace() {
+            return None;
+        }
+        let cell = Arc::clone(lock(&self.routes).entry(key.to_string()).or_default());
+        let routes = cell.get_or_init(|| {
+            let config = self.compiler().namespace_routes(ns, visible);
+            // Plain data: serialising it to memory does not fail.
+            let json = serde_json::to_vec(&[config]).unwrap_or_default();
+            Arc::new(SharedRoutes { json })
+        });
+        Some(Arc::clone(routes))
+    }
+
+    /// The pod called `name`.
+    fn pod(&self, name: &str) -> Option<&crate::registry::Pod> {
+        self.index.pod(&self.registry, name)
+    }
+
+    fn compiler(&self) -> Compiler<'_> {
+        Compiler::with_index(&self.manifests, &self.registry, &self.index)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn service_clusters(compiler: &Compiler<'_>, service: usize, ns: &str) -> ServiceClusters {
+    let clusters = compiler.service_clusters_at(service, ns);
+    let mut json = Vec::new();
+    for (i, c) in clusters.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        // A Cluster is plain data: serialising it to memory does not fail.
+        let _ = serde_json::to_writer(&mut json, c);
+    }
+    ServiceClusters { clusters, json }
+}
+
+/// The frame of a sidecar's snapshot from its own parts and its namespace's outbound
+/// clusters: byte for byte what serialising `ControlMessage::Snapshot` of the whole snapshot
+/// gives (the field order of [`Snapshot`]; outbound clusters first, then the inbound ones).
+fn sidecar_frame(
+    own: &Snapshot,
+    routes: Option<&SharedRoutes>,
+    outbound: &Outbound,
+    visible: Option<&[bool]>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let size: usize = outbound.services.iter().map(|s| s.json.len() + 1).sum();
+    let mut b = Vec::with_capacity(size + 64 * 1024);
+    b.extend_from_slice(br#"{"type":"snapshot","snapshot":{"version":"#);
+    serde_json::to_writer(&mut b, &own.version)?;
+    b.extend_from_slice(br#","node":"#);
+    serde_json::to_writer(&mut b, &own.node)?;
+    b.extend_from_slice(br#","outbound_traffic_policy":"#);
+    serde_json::to_writer(&mut b, &own.outbound_traffic_policy)?;
+    b.extend_from_slice(br#","listeners":"#);
+    serde_json::to_writer(&mut b, &own.listeners)?;
+    b.extend_from_slice(br#","route_configs":"#);
+    match routes {
+        Some(r) => b.extend_from_slice(&r.json),
+        None => serde_json::to_writer(&mut b, &own.route_configs)?,
+    }
+    b.extend_from_slice(br#","clusters":["#);
+    let mut first = true;
+    let seen = |i: usize| visible.is_none_or(|v| v.get(i).copied().unwrap_or(false));
+    for (_, s) in outbound
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| seen(*i) && !s.json.is_empty())
+    {
+        if !first {
+            b.push(b',');
+        }
+        first = false;
+        b.extend_from_slice(&s.json);
+    }
+    for c in &own.clusters {
+        if !first {
+            b.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut b, c)?;
+    }
+    b.extend_from_slice(br#"],"inbound":"#);
+    serde_json::to_writer(&mut b, &own.inbound)?;
+    b.extend_from_slice(b"}}");
+    Ok(b)
 }
 
 struct Shared {
@@ -364,11 +581,12 @@ impl Server {
         });
         status.version = "1".to_string();
         (status.pods, status.pods_ready) = counts(&registry);
-        let (tx, _) = watch::channel(Arc::new(Generation {
-            version: 1,
-            manifests: Arc::new(manifests),
-            registry: Arc::new(registry),
-        }));
+        let (tx, _) = watch::channel(Arc::new(Generation::new(
+            1,
+            Arc::new(manifests),
+            Arc::new(registry),
+            None,
+        )));
         let shared = Arc::new(Shared {
             current: tx,
             ca,
@@ -493,11 +711,13 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
             continue;
         }
         let prev = shared.current.borrow().clone();
-        let next = Generation {
-            version: prev.version + 1,
-            manifests: manifests.unwrap_or_else(|| Arc::clone(&prev.manifests)),
-            registry: registry.unwrap_or_else(|| Arc::clone(&prev.registry)),
-        };
+        let next = Generation::new(
+            prev.version + 1,
+            manifests.unwrap_or_else(|| Arc::clone(&prev.manifests)),
+            registry.unwrap_or_else(|| Arc::clone(&prev.registry)),
+            Some(&prev),
+        );
+        drop(prev);
         let version = next.version.to_string();
         let (pods, ready) = counts(&next.registry);
         shared.current.send_replace(Arc::new(next));
@@ -514,11 +734,13 @@ async fn write_status(shared: Arc<Shared>, path: PathBuf) {
     loop {
         shared.status_changed.notified().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let s = shared
+        let compiles = shared.current.borrow().compiled.load(Ordering::Relaxed);
+        let mut s = shared
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        s.service_cluster_compiles = compiles;
         let tmp = path.with_extension("json.tmp");
         let Ok(text) = serde_json::to_vec_pretty(&s) else {
             continue;
@@ -597,6 +819,7 @@ where
     // Acks are read on their own task, so that a push never waits for the proxy's answer.
     // Certificate requests go to the writer, which answers them between pushes.
     let (csr_tx, mut csr_rx) = tokio::sync::mpsc::channel::<String>(4);
+    let (nack_tx, mut nack_rx) = tokio::sync::mpsc::channel::<String>(4);
     let mut reader = {
         let (node, shared) = (node.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
@@ -608,6 +831,8 @@ where
                     }
                     Ok(ProxyMessage::Nack { version, error }) => {
                         tracing::warn!(%node, %version, %error, "proxy refused its snapshot");
+                        // Full: the push loop is sending, and a full snapshot follows anyway.
+                        let _ = nack_tx.try_send(version.clone());
                         shared.proxy(&node, |p| p.nack = Some(Nack { version, error }));
                     }
                     Ok(ProxyMessage::CertificateRequest { csr_pem }) => {
@@ -628,7 +853,15 @@ where
             }
         })
     };
-    let result = push_loop(&node, &mut wr, &shared, &mut reader, &mut csr_rx).await;
+    let result = push_loop(
+        &node,
+        &mut wr,
+        &shared,
+        &mut reader,
+        &mut csr_rx,
+        &mut nack_rx,
+    )
+    .await;
     reader.abort();
     shared.disconnected(&node);
     tracing::info!(%node, "proxy disconnected");
@@ -738,37 +971,234 @@ fn dns1123_subdomain(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// Sends the proxy its snapshot now and after every change that alters it.
+/// What a proxy was last sent, and from which generation.
+struct Sent {
+    /// The generation whose config the proxy was last brought to.
+    generation: Arc<Generation>,
+    /// The version it was sent (it runs it once it acks).
+    version: String,
+    kind: SentKind,
+}
+
+enum SentKind {
+    /// A sidecar: its own parts, and its namespace's outbound clusters.
+    Sidecar {
+        own: Snapshot,
+        routes: Option<Arc<SharedRoutes>>,
+        outbound: Arc<Outbound>,
+        /// The Services its Sidecar resource lets it see (None: all).
+        visible: Option<Arc<[bool]>>,
+    },
+    /// A gateway's whole snapshot.
+    Whole(Snapshot),
+}
+
+/// The clusters of `changed` Services seen by `visible` that differ between `before` and
+/// `after`.
+fn changed_clusters(
+    changed: &[usize],
+    before: &Outbound,
+    after: &Outbound,
+    visible: Option<&[bool]>,
+) -> Vec<skein_snapshot::Cluster> {
+    changed
+        .iter()
+        .filter(|&&i| visible.is_none_or(|v| v.get(i).copied().unwrap_or(false)))
+        .filter_map(|&i| {
+            let (a, b) = (after.services.get(i)?, before.services.get(i)?);
+            (!Arc::ptr_eq(a, b) && a.json != b.json).then(|| a.clusters.clone())
+        })
+        .flatten()
+        .collect()
+}
+
+fn same_routes(a: Option<&Arc<SharedRoutes>>, b: Option<&Arc<SharedRoutes>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.json == b.json,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Whether `a` and `b` hold the same clusters for a sidecar that sees `visible`.
+fn same_outbound(a: &Outbound, b: &Outbound, visible: Option<&[bool]>) -> bool {
+    a.services.len() == b.services.len()
+        && a.services
+            .iter()
+            .zip(&b.services)
+            .enumerate()
+            .filter(|(i, _)| visible.is_none_or(|v| v.get(*i).copied().unwrap_or(false)))
+            .all(|(_, (x, y))| Arc::ptr_eq(x, y) || x.json == y.json)
+}
+
+/// Sends the proxy its snapshot now and after every change that alters it. A change of pods
+/// only (the resources are the same) that leaves the proxy's own pod as it was is sent as the
+/// clusters it changed ([`ControlMessage::Clusters`]), or not at all when it changed none of
+/// the proxy's; anything else compiles the proxy's snapshot, which is sent when it differs from
+/// the last one. A refused cluster update is followed by the full snapshot.
 async fn push_loop<W: AsyncWrite + Unpin>(
     node: &str,
     wr: &mut W,
     shared: &Shared,
     reader: &mut tokio::task::JoinHandle<()>,
     csrs: &mut tokio::sync::mpsc::Receiver<String>,
+    nacks: &mut tokio::sync::mpsc::Receiver<String>,
 ) -> Result<(), StreamError> {
     let mut rx = shared.current.subscribe();
-    let mut last_sent: Option<Snapshot> = None;
+    let mut sent: Option<Sent> = None;
+    // The versions last sent as cluster updates: a NACK of one of them asks for a full push.
+    let mut updates: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     loop {
         let generation = rx.borrow_and_update().clone();
         let version = generation.version.to_string();
-        let compiler = Compiler::new(&generation.manifests, &generation.registry);
-        match compiler.snapshot(node, &version) {
-            Ok(snap) => {
-                let unchanged = last_sent
-                    .as_ref()
-                    .is_some_and(|prev| same_but_version(prev, &snap));
-                if !unchanged {
-                    let msg = ControlMessage::Snapshot {
-                        snapshot: Box::new(snap.clone()),
-                    };
-                    write_frame(wr, &msg).await?;
-                    shared.proxy(node, |p| p.sent = Some(version.clone()));
-                    last_sent = Some(snap);
+        let delta = match (sent.take(), generation.changed.as_deref()) {
+            (Some(s), Some(changed))
+                if s.generation.version == generation.prev_version
+                    && s.generation.pod(node) == generation.pod(node) =>
+            {
+                match s.kind {
+                    SentKind::Sidecar {
+                        own,
+                        routes,
+                        outbound,
+                        visible,
+                    } => {
+                        let after = generation.outbound(&own.node.namespace);
+                        let clusters =
+                            changed_clusters(changed, &outbound, &after, visible.as_deref());
+                        let mut version_now = s.version;
+                        if !clusters.is_empty() {
+                            let msg = ControlMessage::Clusters {
+                                version: version.clone(),
+                                base_version: version_now,
+                                clusters,
+                            };
+                            write_frame(wr, &msg).await?;
+                            shared.proxy(node, |p| {
+                                p.sent = Some(version.clone());
+                                p.cluster_updates += 1;
+                            });
+                            updates.push_back(version.clone());
+                            if updates.len() > 8 {
+                                updates.pop_front();
+                            }
+                            version_now = version.clone();
+                        }
+                        sent = Some(Sent {
+                            generation: Arc::clone(&generation),
+                            version: version_now,
+                            kind: SentKind::Sidecar {
+                                own,
+                                routes,
+                                outbound: after,
+                                visible,
+                            },
+                        });
+                        true
+                    }
+                    kind => {
+                        sent = Some(Sent { kind, ..s });
+                        false
+                    }
                 }
             }
-            // Not known yet (the runtime lists pods as they start): wait for the registry.
-            Err(e) => tracing::debug!(%node, error = %e, "no snapshot yet"),
+            (s, _) => {
+                sent = s;
+                false
+            }
+        };
+        if !delta {
+            shared.proxy(node, |p| p.compiles += 1);
+            let compiler = generation.compiler();
+            let gateway = compiler.is_gateway(node);
+            let compiled = if gateway {
+                compiler.snapshot(node, &version).map(SentKind::Whole)
+            } else {
+                let (key, visible) = generation
+                    .pod(node)
+                    .map(|p| compiler.sidecar_scope(p))
+                    .unwrap_or_default();
+                let visible: Option<Arc<[bool]>> = visible.map(Arc::from);
+                let routes = generation
+                    .pod(node)
+                    .and_then(|p| generation.routes(&key, &p.namespace, visible.as_deref()));
+                compiler
+                    .sidecar_own(node, &version, routes.is_none(), visible.as_deref())
+                    .map(|own| {
+                        let outbound = generation.outbound(&own.node.namespace);
+                        SentKind::Sidecar {
+                            own,
+                            routes,
+                            outbound,
+                            visible,
+                        }
+                    })
+            };
+            match compiled {
+                Ok(kind) => {
+                    let unchanged = match (sent.as_ref().map(|s| &s.kind), &kind) {
+                        (Some(SentKind::Whole(a)), SentKind::Whole(b)) => same_but_version(a, b),
+                        (
+                            Some(SentKind::Sidecar {
+                                own: a,
+                                routes: r,
+                                outbound: x,
+                                visible: v,
+                            }),
+                            SentKind::Sidecar {
+                                own: b,
+                                routes: s,
+                                outbound: y,
+                                visible: w,
+                            },
+                        ) => {
+                            v == w
+                                && same_but_version(a, b)
+                                && same_routes(r.as_ref(), s.as_ref())
+                                && same_outbound(x, y, w.as_deref())
+                        }
+                        _ => false,
+                    };
+                    let version_now = match sent.take() {
+                        Some(s) if unchanged => s.version,
+                        _ => {
+                            match &kind {
+                                SentKind::Whole(snap) => {
+                                    let msg = ControlMessage::Snapshot {
+                                        snapshot: Box::new(snap.clone()),
+                                    };
+                                    write_frame(wr, &msg).await?;
+                                }
+                                SentKind::Sidecar {
+                                    own,
+                                    routes,
+                                    outbound,
+                                    visible,
+                                } => {
+                                    let body = sidecar_frame(
+                                        own,
+                                        routes.as_deref(),
+                                        outbound,
+                                        visible.as_deref(),
+                                    )?;
+                                    write_frame_bytes(wr, &body).await?;
+                                }
+                            }
+                            shared.proxy(node, |p| p.sent = Some(version.clone()));
+                            version.clone()
+                        }
+                    };
+                    sent = Some(Sent {
+                        generation: Arc::clone(&generation),
+                        version: version_now,
+                        kind,
+                    });
+                }
+                // Not known yet (the runtime lists pods as they start): wait for the registry.
+                Err(e) => tracing::debug!(%node, error = %e, "no snapshot yet"),
+            }
         }
+        drop(generation);
         // Wait for a change, answering certificate requests meanwhile.
         loop {
             tokio::select! {
@@ -777,6 +1207,15 @@ async fn push_loop<W: AsyncWrite + Unpin>(
                 Some(csr) = csrs.recv() => {
                     let msg = sign_for(shared, node, &csr);
                     write_frame(wr, &msg).await?;
+                }
+                Some(v) = nacks.recv() => {
+                    if updates.contains(&v) {
+                        tracing::info!(%node, version = %v, "cluster update refused; sending the full snapshot");
+                        updates.clear();
+                        sent = None;
+                        rx.mark_changed();
+                        break;
+                    }
                 }
             }
         }
@@ -872,6 +1311,181 @@ mod tests {
         });
     }
 
+    mod generations {
+        //! What the proxies of a generation share, and what a change of pods compiles again.
+
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        use skein_snapshot::stream::ControlMessage;
+
+        use super::super::{Generation, sidecar_frame};
+        use crate::compile::Compiler;
+        use crate::compile::fixtures::{example, registry};
+
+        #[test]
+        fn a_spliced_frame_is_byte_identical_to_the_whole_snapshot_serialised() {
+            // The example's three Services.
+            assert_eq!(spliced_frames_are_whole_frames(example(), true), 3);
+
+            // A route on sourceLabels: each sidecar's routes are its own, the frame the same.
+            let mut m = example();
+            m.extend(
+                skein_api::load_str(
+                    "by-labels.yaml",
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: by-labels, namespace: blog-system}\nspec:\n  hosts: [mysql]\n  http:\n  - match: [{sourceLabels: {app: web}}]\n    route: [{destination: {host: was-service}}]\n",
+                )
+                .unwrap(),
+            );
+            spliced_frames_are_whole_frames(m, false);
+
+            // A Sidecar resource that scopes the web pods to was-service.
+            let mut m = example();
+            m.extend(
+                skein_api::load_str(
+                    "scope.yaml",
+                    "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  egress: [{hosts: [./was-service.blog-system.svc.cluster.local]}]\n",
+                )
+                .unwrap(),
+            );
+            spliced_frames_are_whole_frames(m, true);
+        }
+
+        /// Checks every sidecar's spliced frame against the whole snapshot's; the number of
+        /// Services of the example.
+        fn spliced_frames_are_whole_frames(m: skein_api::Manifests, by_namespace: bool) -> u64 {
+            let (m, r) = (Arc::new(m), Arc::new(registry()));
+            let generation = Generation::new(7, Arc::clone(&m), Arc::clone(&r), None);
+            let mut sidecars = 0;
+            for p in r.pods.iter().filter(|p| p.proxy.is_some()) {
+                if generation.compiler().is_gateway(&p.name) {
+                    continue;
+                }
+                sidecars += 1;
+                let (key, visible) = generation.compiler().sidecar_scope(p);
+                let visible = visible.as_deref();
+                let routes = generation.routes(&key, &p.namespace, visible);
+                assert_eq!(routes.is_some(), by_namespace);
+                let own = generation
+                    .compiler()
+                    .sidecar_own(&p.name, "7", routes.is_none(), visible)
+                    .unwrap();
+                let outbound = generation.outbound(&p.namespace);
+                let frame = sidecar_frame(&own, routes.as_deref(), &outbound, visible).unwrap();
+                // The same with the pod's own routes.
+                let own = generation
+                    .compiler()
+                    .sidecar_own(&p.name, "7", true, visible)
+                    .unwrap();
+                let own_routes = sidecar_frame(&own, None, &outbound, visible).unwrap();
+                assert!(frame == own_routes, "{}", p.name);
+                let whole = Compiler::new(&m, &r).snapshot(&p.name, "7").unwrap();
+                let expected = serde_json::to_vec(&ControlMessage::Snapshot {
+                    snapshot: Box::new(whole),
+                })
+                .unwrap();
+                assert_eq!(
+                    String::from_utf8(frame).unwrap(),
+                    String::from_utf8(expected).unwrap(),
+                    "{}",
+                    p.name
+                );
+            }
+            assert_eq!(sidecars, 4);
+            // The outbound clusters were compiled once for the namespace's four sidecars.
+            let services = generation.index.service_count() as u64;
+            assert_eq!(generation.compiled.load(Ordering::Relaxed), services);
+            services
+        }
+
+        /// The frames of the blog-system example as the control plane sent them before the
+        /// frames were spliced from shared parts (serialised whole, one compile per proxy).
+        const BEFORE: &str = include_str!("testdata/blog-system-frames.json");
+
+        #[test]
+        fn the_blog_system_frames_are_byte_identical_to_before() {
+            let before: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(BEFORE).unwrap();
+            let (m, r) = (Arc::new(example()), Arc::new(registry()));
+            let generation = Generation::new(7, Arc::clone(&m), Arc::clone(&r), None);
+            let mut proxies: Vec<&str> = r
+                .pods
+                .iter()
+                .filter(|p| p.proxy.is_some())
+                .map(|p| p.name.as_str())
+                .collect();
+            proxies.sort_unstable();
+            assert_eq!(
+                proxies,
+                before.keys().map(String::as_str).collect::<Vec<_>>()
+            );
+            for p in r.pods.iter().filter(|p| p.proxy.is_some()) {
+                let compiler = generation.compiler();
+                let frame = if compiler.is_gateway(&p.name) {
+                    let snapshot = Box::new(compiler.snapshot(&p.name, "7").unwrap());
+                    serde_json::to_vec(&ControlMessage::Snapshot { snapshot }).unwrap()
+                } else {
+                    let routes = generation.routes(&p.namespace, &p.namespace, None);
+                    let own = compiler
+                        .sidecar_own(&p.name, "7", routes.is_none(), None)
+                        .unwrap();
+                    let outbound = generation.outbound(&p.namespace);
+                    sidecar_frame(&own, routes.as_deref(), &outbound, None).unwrap()
+                };
+                assert!(
+                    String::from_utf8(frame).unwrap() == before[&p.name],
+                    "{}: not the frame sent before",
+                    p.name
+                );
+            }
+        }
+
+        #[test]
+        fn a_pod_change_compiles_only_the_services_that_select_it() {
+            let (m, r) = (Arc::new(example()), Arc::new(registry()));
+            let first = Generation::new(1, Arc::clone(&m), Arc::clone(&r), None);
+            let before = first.outbound("blog-system");
+            let compiled = first.compiled.load(Ordering::Relaxed);
+
+            // was-2 turns unready: only was-service's clusters change.
+            let mut r2 = registry();
+            r2.pods[3].ready = false;
+            let second = Generation::new(2, Arc::clone(&m), Arc::new(r2), Some(&first));
+            let was = second
+                .index
+                .position("was-service.blog-system.svc.cluster.local")
+                .unwrap();
+            assert_eq!(second.changed.as_deref(), Some(&[was][..]));
+            assert_eq!(second.prev_version, 1);
+            assert_eq!(second.compiled.load(Ordering::Relaxed), compiled + 1);
+            let after = second.outbound("blog-system");
+            for (i, (a, b)) in after.services.iter().zip(&before.services).enumerate() {
+                assert_eq!(Arc::ptr_eq(a, b), i != was, "service {i}");
+            }
+            let eps = |o: &super::super::Outbound| o.services[was].clusters[0].endpoints.len();
+            assert_eq!((eps(&before), eps(&after)), (2, 1));
+            // No namespace compiled again: the carried one is used.
+            assert_eq!(second.compiled.load(Ordering::Relaxed), compiled + 1);
+
+            // A pod no Service selects changes nothing anyone compiles.
+            let mut r3 = (*second.registry).clone();
+            r3.pods.push(crate::compile::fixtures::pod(
+                "lonely-1",
+                &[("app", "lonely")],
+                "127.9.1.9",
+                ("http", 80),
+                "",
+            ));
+            let third = Generation::new(3, Arc::clone(&m), Arc::new(r3), Some(&second));
+            assert_eq!(third.changed.as_deref(), Some(&[][..]));
+            assert_eq!(third.compiled.load(Ordering::Relaxed), compiled + 1);
+
+            // A change of resources: anything may have changed.
+            let fourth = Generation::new(4, Arc::new(example()), Arc::clone(&r), Some(&third));
+            assert_eq!(fourth.changed, None);
+        }
+    }
+
     mod peers {
         //! A real server on loopback, and raw clients that speak the frame format.
 
@@ -913,17 +1527,37 @@ mod tests {
                 pods: &[(&str, &str)],
                 ca: impl FnOnce(&std::path::Path),
             ) -> Mesh {
+                Self::start_full(limits, pods, "", ca).await
+            }
+
+            /// A control plane with `manifests` (YAML) and `pods`, each labelled `app` with
+            /// its name up to the last `-`.
+            pub async fn start_with_manifests(pods: &[(&str, &str)], manifests: &str) -> Mesh {
+                Self::start_full(Limits::default(), pods, manifests, |_| {}).await
+            }
+
+            async fn start_full(
+                limits: Limits,
+                pods: &[(&str, &str)],
+                manifests_yaml: &str,
+                ca: impl FnOnce(&std::path::Path),
+            ) -> Mesh {
                 let dir = tempfile::tempdir().unwrap();
                 ca(&dir.path().join("ca"));
                 let manifests = dir.path().join("manifests");
                 std::fs::create_dir(&manifests).unwrap();
+                if !manifests_yaml.is_empty() {
+                    std::fs::write(manifests.join("m.yaml"), manifests_yaml).unwrap();
+                }
                 let registry = dir.path().join("registry.json");
                 let pods: Vec<_> = pods
                     .iter()
                     .enumerate()
                     .map(|(i, (name, ns))| {
+                        let app = name.rsplit_once('-').map_or(*name, |x| x.0);
                         serde_json::json!({
                             "name": name, "namespace": ns, "workload": name,
+                            "labels": {"app": app},
                             "service_account": "web", "ip": format!("10.0.0.{}", i + 1),
                             "ready": true, "proxy": {"mode": "sidecar"},
                             "bootstrap_token_sha256": crate::registry::token_sha256(&token(name)),
@@ -955,6 +1589,19 @@ mod tests {
                     status_file,
                     shared,
                 }
+            }
+
+            /// Sets pod `name`'s readiness in the registry file.
+            pub fn set_ready(&self, name: &str, ready: bool) {
+                let path = self._dir.path().join("registry.json");
+                let mut reg: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                for p in reg["pods"].as_array_mut().unwrap() {
+                    if p["name"] == name {
+                        p["ready"] = serde_json::Value::Bool(ready);
+                    }
+                }
+                std::fs::write(&path, reg.to_string()).unwrap();
             }
 
             /// The status as held in memory.
@@ -1109,6 +1756,16 @@ mod tests {
                 }
             }
 
+            /// The next message of any kind; None if the stream ends or nothing comes
+            /// within a step.
+            pub async fn recv_any(&mut self) -> Option<ControlMessage> {
+                let conn = self.conn.as_mut()?;
+                match tokio::time::timeout(STEP, read_frame(&mut *conn)).await {
+                    Ok(Ok(m)) => Some(m),
+                    _ => None,
+                }
+            }
+
             /// Whether the server closes the connection within `within` (whatever it sends
             /// first is skipped).
             pub async fn closed_within(&mut self, within: Duration) -> bool {
@@ -1126,6 +1783,208 @@ mod tests {
                 };
                 tokio::time::timeout(within, read).await.is_ok()
             }
+        }
+    }
+
+    mod pushes {
+        //! What a change reaches: a change of pods as cluster updates to the proxies whose
+        //! clusters it changes, without compiling their snapshots again.
+
+        use skein_snapshot::stream::{ControlMessage, ProxyMessage};
+
+        use super::peers::{Mesh, Peer, STEP};
+
+        const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: blog}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: was, namespace: blog}\nspec:\n  selector: {app: was}\n  ports: [{name: http, port: 8080}]\n";
+
+        /// The first snapshot's version, acked.
+        async fn first(p: &mut Peer) -> String {
+            match p.recv_any().await {
+                Some(ControlMessage::Snapshot { snapshot }) => {
+                    let version = snapshot.version.clone();
+                    p.send(&ProxyMessage::Ack {
+                        version: version.clone(),
+                    })
+                    .await;
+                    version
+                }
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_pod_change_reaches_its_services_users_as_cluster_updates() {
+            let pods = [
+                ("web-0", "blog"),
+                ("web-1", "blog"),
+                ("was-0", "blog"),
+                ("lonely-0", "blog"),
+            ];
+            let mesh = Mesh::start_with_manifests(&pods, SERVICES).await;
+            let mut web = mesh.hello("web-0", "blog").await;
+            let mut was = mesh.hello("was-0", "blog").await;
+            let v1 = first(&mut web).await;
+            assert_eq!(first(&mut was).await, v1);
+            tokio::time::sleep(STEP).await;
+            let compiles = |m: &Mesh, n: &str| m.status().proxies[n].compiles;
+            assert_eq!((compiles(&mesh, "web-0"), compiles(&mesh, "was-0")), (1, 1));
+            let sets = mesh.status_file().await.service_cluster_compiles;
+            assert_eq!(sets, 2, "one cluster set per Service for the namespace");
+
+            // A pod no Service selects: nothing to send, nothing compiled.
+            mesh.set_ready("lonely-0", false);
+            assert!(web.recv_any().await.is_none());
+            assert!(was.recv_any().await.is_none());
+            assert_eq!((compiles(&mesh, "web-0"), compiles(&mesh, "was-0")), (1, 1));
+            assert_eq!(mesh.status_file().await.service_cluster_compiles, sets);
+
+            // web-1 turns unready: both proxies use web, and get its cluster alone.
+            mesh.set_ready("web-1", false);
+            let mut versions = Vec::new();
+            for p in [&mut web, &mut was] {
+                match p.recv_any().await {
+                    Some(ControlMessage::Clusters {
+                        version,
+                        base_version,
+                        clusters,
+                    }) => {
+                        assert_eq!(base_version, v1);
+                        let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+                        assert_eq!(names, ["outbound|80||web.blog.svc.cluster.local"]);
+                        assert_eq!(clusters[0].endpoints.len(), 1);
+                        assert_eq!(clusters[0].endpoints[0].address.to_string(), "10.0.0.1:80");
+                        p.send(&ProxyMessage::Ack {
+                            version: version.clone(),
+                        })
+                        .await;
+                        versions.push(version);
+                    }
+                    other => panic!("expected a cluster update, got {other:?}"),
+                }
+            }
+            tokio::time::sleep(STEP).await;
+            let status = mesh.status_file().await;
+            for n in ["web-0", "was-0"] {
+                let p = &status.proxies[n];
+                assert_eq!((p.compiles, p.cluster_updates), (1, 1), "{n}");
+                assert_eq!(p.acked, p.sent, "{n}");
+                assert_eq!(p.sent.as_deref(), Some(versions[0].as_str()));
+            }
+            assert_eq!(status.service_cluster_compiles, sets + 1);
+
+            // A refused update is followed by the full snapshot.
+            mesh.set_ready("web-1", true);
+            let Some(ControlMessage::Clusters { version, .. }) = was.recv_any().await else {
+                panic!("expected a cluster update");
+            };
+            was.send(&ProxyMessage::Nack {
+                version: version.clone(),
+                error: "not for me".into(),
+            })
+            .await;
+            match was.recv_any().await {
+                Some(ControlMessage::Snapshot { snapshot }) => {
+                    assert_eq!(snapshot.version, version);
+                    let web = snapshot
+                        .cluster("outbound|80||web.blog.svc.cluster.local")
+                        .unwrap();
+                    assert_eq!(web.endpoints.len(), 2);
+                }
+                other => panic!("expected the full snapshot, got {other:?}"),
+            }
+            assert!(matches!(
+                web.recv_any().await,
+                Some(ControlMessage::Clusters { .. })
+            ));
+
+            // A proxy's own pod changes: its snapshot is compiled again; the other one gets
+            // the cluster it changed.
+            mesh.set_ready("web-0", false);
+            assert!(matches!(
+                web.recv_any().await,
+                Some(ControlMessage::Snapshot { .. })
+            ));
+            assert!(matches!(
+                was.recv_any().await,
+                Some(ControlMessage::Clusters { .. })
+            ));
+            tokio::time::sleep(STEP).await;
+            assert_eq!(compiles(&mesh, "web-0"), 2);
+            assert_eq!(compiles(&mesh, "was-0"), 2, "one full push after the NACK");
+        }
+    }
+
+    mod scoped_pushes {
+        //! With Sidecar resources' egress hosts, a change of pods reaches only the proxies
+        //! that see the Service.
+
+        use skein_snapshot::stream::{ControlMessage, ProxyMessage};
+
+        use super::peers::{Mesh, Peer, STEP};
+
+        const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: blog}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: was, namespace: blog}\nspec:\n  selector: {app: was}\n  ports: [{name: http, port: 8080}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: was-only, namespace: blog}\nspec:\n  workloadSelector: {labels: {app: db}}\n  egress: [{hosts: [./was.blog.svc.cluster.local]}]\n";
+
+        async fn first(p: &mut Peer) -> skein_snapshot::Snapshot {
+            match p.recv_any().await {
+                Some(ControlMessage::Snapshot { snapshot }) => {
+                    p.send(&ProxyMessage::Ack {
+                        version: snapshot.version.clone(),
+                    })
+                    .await;
+                    *snapshot
+                }
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_pod_change_reaches_only_the_proxies_that_see_its_service() {
+            let pods = [
+                ("web-0", "blog"),
+                ("web-1", "blog"),
+                ("was-0", "blog"),
+                ("db-0", "blog"),
+            ];
+            let mesh = Mesh::start_with_manifests(&pods, MESH).await;
+            let mut was = mesh.hello("was-0", "blog").await;
+            let mut db = mesh.hello("db-0", "blog").await;
+            let all = first(&mut was).await;
+            let scoped = first(&mut db).await;
+            let web = "outbound|80||web.blog.svc.cluster.local";
+            assert!(all.cluster(web).is_some());
+            assert!(scoped.cluster(web).is_none(), "db-0 does not see web");
+            assert!(
+                scoped
+                    .cluster("outbound|8080||was.blog.svc.cluster.local")
+                    .is_some()
+            );
+            tokio::time::sleep(STEP).await;
+
+            // web-1 turns unready: was-0 (sees web) gets the cluster; db-0 nothing at all,
+            // and its snapshot is not compiled again.
+            mesh.set_ready("web-1", false);
+            match was.recv_any().await {
+                Some(ControlMessage::Clusters { clusters, .. }) => {
+                    assert_eq!(clusters.len(), 1);
+                    assert_eq!(clusters[0].name, web);
+                }
+                other => panic!("expected a cluster update, got {other:?}"),
+            }
+            assert!(db.recv_any().await.is_none(), "db-0 does not use web");
+            let status = mesh.status_file().await;
+            assert_eq!(
+                (
+                    status.proxies["db-0"].compiles,
+                    status.proxies["db-0"].cluster_updates
+                ),
+                (1, 0)
+            );
+            assert_eq!(
+                (
+                    status.proxies["was-0"].compiles,
+                    status.proxies["was-0"].cluster_updates
+                ),
+                (1, 1)
+            );
         }
     }
 

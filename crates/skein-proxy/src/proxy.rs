@@ -85,6 +85,10 @@ impl SnapshotSink for Inner {
         self.shared.current.load().snapshot.version.clone()
     }
 
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.shared.current.load().snapshot)
+    }
+
     fn reload(&self) -> &Notify {
         &self.reload
     }

@@ -5,7 +5,9 @@
 //! length, then that many bytes of JSON. The proxy speaks first with [`ProxyMessage::Hello`];
 //! the control plane answers with a [`ControlMessage::Snapshot`] whenever that proxy's config
 //! changes, and the proxy answers every snapshot with an `Ack` (applied) or a `Nack` (refused,
-//! the previous config stays in force). Either side closing the connection ends the stream; the
+//! the previous config stays in force). When only endpoints changed, the control plane may send
+//! [`ControlMessage::Clusters`] instead: the changed clusters, applied on top of the version they
+//! name and answered the same way. Either side closing the connection ends the stream; the
 //! proxy reconnects with backoff and keeps serving its last config meanwhile.
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +80,19 @@ pub enum ControlMessage {
     Snapshot {
         /// The snapshot.
         snapshot: Box<Snapshot>,
+    },
+    /// Clusters that replace the ones of the same names in the snapshot of `base_version`,
+    /// making the snapshot of `version`: the rest of it is unchanged (an endpoint change, like
+    /// Envoy's EDS next to a full push). The proxy applies it only on top of `base_version`,
+    /// as a whole (else it refuses it and keeps its config), and answers with an `Ack` or a
+    /// `Nack` of `version`; a control plane that gets the `Nack` sends the full snapshot.
+    Clusters {
+        /// The version this makes.
+        version: String,
+        /// The version it applies to.
+        base_version: String,
+        /// The new clusters, each replacing the one of its name.
+        clusters: Vec<crate::Cluster>,
     },
     /// A signed workload certificate, answering a `CertificateRequest`.
     Certificate {
@@ -158,6 +173,27 @@ where
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&body);
     w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Writes one frame of a message serialised already (`body`: its JSON).
+pub async fn write_frame_bytes<W>(w: &mut W, body: &[u8]) -> Result<(), StreamError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let too_large = || {
+        StreamError::TooLarge(Oversize {
+            len: body.len(),
+            limit: MAX_FRAME,
+        })
+    };
+    if body.len() > MAX_FRAME {
+        return Err(too_large());
+    }
+    let len = u32::try_from(body.len()).map_err(|_| too_large())?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(body).await?;
     w.flush().await?;
     Ok(())
 }

@@ -305,10 +305,8 @@ impl Compiler<'_> {
         port: &ServicePort,
         subset: Option<&BTreeMap<String, String>>,
     ) -> Vec<Endpoint> {
-        self.registry
-            .pods
-            .iter()
-            .filter(|p| p.ready && p.namespace == svc.namespace && p.selected_by(&svc.selector))
+        self.pods_of(svc)
+            .filter(|p| p.ready)
             .filter(|p| subset.is_none_or(|l| p.has_labels(l)))
             .filter_map(|p| {
                 let ip = p.ip()?;
@@ -332,6 +330,7 @@ impl Compiler<'_> {
     pub(super) fn inbound_clusters(&self, p: &Pod) -> Vec<Cluster> {
         let mut out: Vec<Cluster> = Vec::new();
         for svc in self
+            .index
             .services
             .iter()
             .filter(|s| s.namespace == p.namespace && p.selected_by(&s.selector))
@@ -359,10 +358,7 @@ impl Compiler<'_> {
     /// The SPIFFE identities of the pods behind a service (its pods' ServiceAccounts).
     fn identities(&self, svc: &Service) -> Vec<String> {
         let ids: BTreeSet<String> = self
-            .registry
-            .pods
-            .iter()
-            .filter(|p| p.namespace == svc.namespace && p.selected_by(&svc.selector))
+            .pods_of(svc)
             .map(|p| {
                 let sa = if p.service_account.is_empty() {
                     "default"
@@ -378,12 +374,22 @@ impl Compiler<'_> {
     /// Every outbound cluster a proxy in `client_ns` can use: per Service port, plus one per
     /// DestinationRule subset.
     pub(super) fn clusters(&self, client_ns: &str) -> Vec<Cluster> {
+        self.index
+            .services
+            .iter()
+            .flat_map(|svc| self.service_clusters(svc, client_ns))
+            .collect()
+    }
+
+    /// The outbound clusters of one Service for a proxy in `client_ns`: per port, plus one per
+    /// DestinationRule subset.
+    pub(super) fn service_clusters(&self, svc: &Service, client_ns: &str) -> Vec<Cluster> {
         let mut out = Vec::new();
         let secrets = Secrets {
             manifests: self.manifests,
             namespace: client_ns,
         };
-        for svc in &self.services {
+        {
             let dr = self.destination_rule(&svc.fqdn, client_ns);
             for port in &svc.ports {
                 let base = Policy::from_traffic_policy(

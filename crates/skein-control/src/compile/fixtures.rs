@@ -4,12 +4,12 @@ use skein_api::Manifests;
 
 use crate::registry::{Pod, ProxyInfo, Registry};
 
-pub(super) fn example() -> Manifests {
+pub(crate) fn example() -> Manifests {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/blog-system");
     skein_api::load_path(&dir).expect("the example loads")
 }
 
-pub(super) fn pod(
+pub(crate) fn pod(
     name: &str,
     labels: &[(&str, &str)],
     ip: &str,
@@ -36,7 +36,7 @@ pub(super) fn pod(
     }
 }
 
-pub(super) fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     Registry {
         pods: vec![
             pod(

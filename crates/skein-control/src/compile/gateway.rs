@@ -66,6 +66,7 @@ impl Compiler<'_> {
                 namespace: &p.namespace,
                 labels: &p.labels,
                 gateway: Some(&gw),
+                visible: None,
             };
             let routes: Vec<Route> = vs
                 .spec
@@ -91,6 +92,7 @@ impl Compiler<'_> {
             namespace: &p.namespace,
             labels: &p.labels,
             gateway: None,
+            visible: None,
         };
         let mut by_host: BTreeMap<String, Vec<(IngressOrder, Route)>> = BTreeMap::new();
         let mut add = |host: &str,

@@ -21,18 +21,21 @@
 
 mod clusters;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod gateway;
 mod hosts;
 mod inbound;
 mod routes;
 mod services;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use skein_api::Manifests;
 use skein_api::networking as net;
-use skein_snapshot::{Listener, ListenerKind, Node, Protocol, Snapshot, outbound_cluster_name};
+use skein_snapshot::{
+    Cluster, Listener, ListenerKind, Node, Protocol, RouteConfig, Snapshot, outbound_cluster_name,
+};
 
 use crate::registry::{Pod, Registry};
 use routes::Client;
@@ -48,7 +51,112 @@ const ROOT_NAMESPACE: &str = "istio-system";
 pub struct Compiler<'a> {
     manifests: &'a Manifests,
     registry: &'a Registry,
+    index: IndexRef<'a>,
+}
+
+/// What every compile of one generation (resources + pods) shares: the Services with the pods
+/// each selects, found by host name. Built once per generation rather than once per proxy.
+#[derive(Debug)]
+pub struct Index {
     services: Vec<Service>,
+    by_fqdn: HashMap<String, usize>,
+    /// The registry's pods by name (the first of a name, as [`Registry::pod`] finds it).
+    pods: HashMap<String, usize>,
+    /// Whether some VirtualService route matches on `sourceLabels`: then a sidecar's routes
+    /// depend on its pod's labels, not on its namespace alone.
+    routes_by_labels: bool,
+}
+
+impl Index {
+    /// The index of `manifests` and `registry`.
+    pub fn new(manifests: &Manifests, registry: &Registry) -> Index {
+        let services = services(manifests, registry);
+        let mut by_fqdn = HashMap::with_capacity(services.len());
+        for (i, s) in services.iter().enumerate() {
+            // The first Service of a name wins, as a linear search found it.
+            by_fqdn.entry(s.fqdn.clone()).or_insert(i);
+        }
+        let routes_by_labels = manifests.virtual_services().any(|v| {
+            v.spec
+                .http
+                .iter()
+                .any(|r| r.match_.iter().any(|m| !m.source_labels.is_empty()))
+        });
+        let mut pods = HashMap::with_capacity(registry.pods.len());
+        for (i, p) in registry.pods.iter().enumerate() {
+            pods.entry(p.name.clone()).or_insert(i);
+        }
+        Index {
+            services,
+            by_fqdn,
+            pods,
+            routes_by_labels,
+        }
+    }
+
+    /// Whether sidecars' outbound routes depend only on their namespace (no VirtualService
+    /// matches on `sourceLabels`), so that one route config serves a whole namespace.
+    pub fn routes_by_namespace(&self) -> bool {
+        !self.routes_by_labels
+    }
+
+    /// The pod called `name` in `registry` (the one this index was built over).
+    pub fn pod<'r>(&self, registry: &'r Registry, name: &str) -> Option<&'r Pod> {
+        self.pods.get(name).and_then(|&i| registry.pods.get(i))
+    }
+
+    /// The position of the Service `fqdn` in index order.
+    pub fn position(&self, fqdn: &str) -> Option<usize> {
+        self.by_fqdn.get(fqdn).copied()
+    }
+
+    /// How many Services there are (cluster sets are kept per Service, in this order).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The Services whose clusters may differ between `prev` (over `prev_registry`) and this
+    /// index (over `registry`), for the same resources: those whose selected pods changed.
+    /// None when the Services themselves differ (then anything may have changed).
+    pub fn changed_services(
+        &self,
+        registry: &Registry,
+        prev: &Index,
+        prev_registry: &Registry,
+    ) -> Option<Vec<usize>> {
+        if self.services.len() != prev.services.len() {
+            return None;
+        }
+        let mut changed = Vec::new();
+        for (i, (a, b)) in self.services.iter().zip(&prev.services).enumerate() {
+            if a.fqdn != b.fqdn {
+                return None;
+            }
+            let now = a.pods.iter().map(|&p| registry.pods.get(p));
+            let before = b.pods.iter().map(|&p| prev_registry.pods.get(p));
+            if a.pods.len() != b.pods.len() || !now.eq(before) {
+                changed.push(i);
+            }
+        }
+        Some(changed)
+    }
+}
+
+/// A compiler's index: its own (built by [`Compiler::new`]) or a generation's.
+#[derive(Debug)]
+enum IndexRef<'a> {
+    Own(Box<Index>),
+    Shared(&'a Index),
+}
+
+impl std::ops::Deref for IndexRef<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        match self {
+            IndexRef::Own(i) => i,
+            IndexRef::Shared(i) => i,
+        }
+    }
 }
 
 /// Errors compiling a proxy's snapshot.
@@ -65,28 +173,118 @@ impl<'a> Compiler<'a> {
         Compiler {
             manifests,
             registry,
-            services: services(manifests),
+            index: IndexRef::Own(Box::new(Index::new(manifests, registry))),
         }
     }
 
-    /// The snapshot of the sidecar of pod `pod`.
-    pub fn sidecar(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
+    /// A compiler over the resources and pods, with their `Index` built already.
+    pub fn with_index(
+        manifests: &'a Manifests,
+        registry: &'a Registry,
+        index: &'a Index,
+    ) -> Compiler<'a> {
+        Compiler {
+            manifests,
+            registry,
+            index: IndexRef::Shared(index),
+        }
+    }
+
+    /// The outbound clusters of Service number `service` (in `Index` order) for a proxy in
+    /// namespace `client_ns`: the same for every sidecar of that namespace.
+    pub fn service_clusters_at(&self, service: usize, client_ns: &str) -> Vec<Cluster> {
+        self.index
+            .services
+            .get(service)
+            .map(|svc| self.service_clusters(svc, client_ns))
+            .unwrap_or_default()
+    }
+
+    /// The outbound route config of the sidecars of namespace `ns` that see `visible`
+    /// ([`Compiler::sidecar_scope`]), when `Index::routes_by_namespace` (else that of a pod
+    /// without labels).
+    pub fn namespace_routes(&self, ns: &str, visible: Option<&[bool]>) -> RouteConfig {
+        let labels = std::collections::BTreeMap::new();
+        self.outbound_routes(Client {
+            namespace: ns,
+            labels: &labels,
+            gateway: None,
+            visible,
+        })
+    }
+
+    /// The parts of the sidecar snapshot of pod `pod` that are its own (everything but the
+    /// outbound clusters, which [`Compiler::service_clusters_at`] gives per Service, and, when
+    /// `routes` is false, the outbound routes, which [`Compiler::namespace_routes`] gives).
+    /// Its `clusters` hold only the inbound ones. `visible`: the pod's
+    /// [`Compiler::sidecar_scope`].
+    pub fn sidecar_own(
+        &self,
+        pod: &str,
+        version: &str,
+        routes: bool,
+        visible: Option<&[bool]>,
+    ) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(pod)
+            .index
+            .pod(self.registry, pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
         let client = Client {
             namespace: &p.namespace,
             labels: &p.labels,
             gateway: None,
+            visible,
         };
-        let mut clusters = self.clusters(&p.namespace);
+        Ok(Snapshot {
+            version: version.to_string(),
+            node: node(p),
+            outbound_traffic_policy: self.outbound_traffic_policy(p),
+            listeners: self.tcp_listeners(p, visible),
+            route_configs: if routes {
+                vec![self.outbound_routes(client)]
+            } else {
+                Vec::new()
+            },
+            clusters: self.inbound_clusters(p),
+            inbound: self.inbound_policy(p),
+        })
+    }
+
+    /// Whether pod `pod`'s proxy is a gateway.
+    pub fn is_gateway(&self, pod: &str) -> bool {
+        self.index
+            .pod(self.registry, pod)
+            .is_some_and(|p| p.proxy.as_ref().is_some_and(|x| x.mode == "gateway"))
+    }
+
+    /// The snapshot of the sidecar of pod `pod`.
+    pub fn sidecar(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
+        let p = self
+            .index
+            .pod(self.registry, pod)
+            .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
+        let (_, visible) = self.sidecar_scope(p);
+        let visible = visible.as_deref();
+        let client = Client {
+            namespace: &p.namespace,
+            labels: &p.labels,
+            gateway: None,
+            visible,
+        };
+        let mut clusters: Vec<Cluster> = self
+            .index
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| visible.is_none_or(|v| v.get(*i).copied().unwrap_or(false)))
+            .flat_map(|(_, svc)| self.service_clusters(svc, &p.namespace))
+            .collect();
         clusters.extend(self.inbound_clusters(p));
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
             outbound_traffic_policy: self.outbound_traffic_policy(p),
-            listeners: self.tcp_listeners(p),
+            listeners: self.tcp_listeners(p, visible),
             route_configs: vec![self.outbound_routes(client)],
             clusters,
             inbound: self.inbound_policy(p),
@@ -95,7 +293,7 @@ impl<'a> Compiler<'a> {
 
     /// One listener per opaque-TCP Service port, on the sidecar's outbound address (none when
     /// the pod has no outbound address).
-    fn tcp_listeners(&self, p: &Pod) -> Vec<Listener> {
+    fn tcp_listeners(&self, p: &Pod, visible: Option<&[bool]>) -> Vec<Listener> {
         let Some(ip) = p
             .proxy
             .as_ref()
@@ -105,7 +303,10 @@ impl<'a> Compiler<'a> {
             return Vec::new();
         };
         let mut listeners = Vec::new();
-        for svc in &self.services {
+        for (i, svc) in self.index.services.iter().enumerate() {
+            if visible.is_some_and(|v| !v.get(i).copied().unwrap_or(false)) {
+                continue;
+            }
             for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
                 listeners.push(Listener {
@@ -118,9 +319,23 @@ impl<'a> Compiler<'a> {
         listeners
     }
 
-    /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`: a workload's own Sidecar,
-    /// else its namespace's selector-less one, else the root namespace's (Istio's order).
+    /// The Sidecar resource's `outboundTrafficPolicy` for pod `p`.
     fn outbound_traffic_policy(&self, p: &Pod) -> skein_snapshot::OutboundTrafficPolicy {
+        let mode = self
+            .sidecar_resource(p)
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|o| o.mode);
+        match mode {
+            Some(net::OutboundMode::RegistryOnly) => {
+                skein_snapshot::OutboundTrafficPolicy::RegistryOnly
+            }
+            _ => skein_snapshot::OutboundTrafficPolicy::AllowAny,
+        }
+    }
+
+    /// The Sidecar resource of pod `p`: a workload's own Sidecar, else its namespace's
+    /// selector-less one, else the root namespace's (Istio's order).
+    fn sidecar_resource(&self, p: &Pod) -> Option<&net::Sidecar> {
         let sidecars: Vec<&net::Sidecar> = self.manifests.sidecars().collect();
         let selected = |s: &&&net::Sidecar| {
             s.spec
@@ -142,15 +357,61 @@ impl<'a> Compiler<'a> {
                 })
                 .copied()
         };
-        let mode = in_ns(&p.namespace)
-            .or_else(|| in_ns(ROOT_NAMESPACE))
-            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
-            .and_then(|o| o.mode);
-        match mode {
-            Some(net::OutboundMode::RegistryOnly) => {
-                skein_snapshot::OutboundTrafficPolicy::RegistryOnly
-            }
-            _ => skein_snapshot::OutboundTrafficPolicy::AllowAny,
+        in_ns(&p.namespace).or_else(|| in_ns(ROOT_NAMESPACE))
+    }
+
+    /// Which Services (by index position) pod `p`'s sidecar sees: those its Sidecar
+    /// resource's `egress[].hosts` name (`namespace/dnsName`; `*` any namespace, `.` the pod's
+    /// own, `~` none; `dnsName` an FQDN, `*` or `*.suffix`), over all its egress listeners
+    /// (their ports and binds are not used). None: all of them (no Sidecar resource, or one
+    /// without egress), as in Istio. With the key of the scope: pods with the same key see the
+    /// same Services and routes.
+    pub fn sidecar_scope(&self, p: &Pod) -> (String, Option<Vec<bool>>) {
+        let Some(sidecar) = self
+            .sidecar_resource(p)
+            .filter(|s| !s.spec.egress.is_empty())
+        else {
+            return (p.namespace.clone(), None);
+        };
+        let hosts: Vec<(&str, String)> = sidecar
+            .spec
+            .egress
+            .iter()
+            .flat_map(|e| &e.hosts)
+            .map(|h| {
+                let (ns, dns) = h.split_once('/').unwrap_or(("*", h));
+                let ns = if ns == "." { p.namespace.as_str() } else { ns };
+                (ns, dns.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .collect();
+        let visible = self
+            .index
+            .services
+            .iter()
+            .map(|svc| {
+                hosts.iter().any(|(ns, dns)| {
+                    (*ns == "*" || *ns == svc.namespace)
+                        && skein_snapshot::names::host_covers(dns, &svc.fqdn)
+                })
+            })
+            .collect();
+        let key = format!(
+            "{}|{}/{}",
+            p.namespace,
+            sidecar.metadata.namespace_or_default(),
+            sidecar.metadata.name
+        );
+        (key, Some(visible))
+    }
+
+    /// Whether a sidecar that sees `visible` sees the Service `fqdn`.
+    pub(super) fn sees(&self, visible: Option<&[bool]>, fqdn: &str) -> bool {
+        match visible {
+            None => true,
+            Some(v) => self
+                .index
+                .position(fqdn)
+                .is_some_and(|i| v.get(i).copied().unwrap_or(false)),
         }
     }
 
@@ -159,8 +420,8 @@ impl<'a> Compiler<'a> {
     /// select the gateway pod (as istiod attaches them to a gateway's listeners).
     pub fn gateway(&self, pod: &str, version: &str) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(pod)
+            .index
+            .pod(self.registry, pod)
             .ok_or_else(|| CompileError::UnknownNode(pod.to_string()))?;
         Ok(Snapshot {
             version: version.to_string(),
@@ -178,8 +439,8 @@ impl<'a> Compiler<'a> {
     /// The snapshot for proxy `node`, whichever kind it is.
     pub fn snapshot(&self, node: &str, version: &str) -> Result<Snapshot, CompileError> {
         let p = self
-            .registry
-            .pod(node)
+            .index
+            .pod(self.registry, node)
             .ok_or_else(|| CompileError::UnknownNode(node.to_string()))?;
         match p.proxy.as_ref().map(|x| x.mode.as_str()) {
             Some("gateway") => self.gateway(node, version),
@@ -315,6 +576,52 @@ mod tests {
             !rc.virtual_hosts
                 .iter()
                 .any(|v| v.name.starts_with("mysql."))
+        );
+    }
+
+    #[test]
+    fn a_sidecar_resources_egress_hosts_scope_what_the_sidecar_sees() {
+        let mut m = example();
+        m.extend(
+            skein_api::load_str(
+                "s.yaml",
+                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  egress:\n  - hosts: [./was-service.blog-system.svc.cluster.local, istio-system/*]\n",
+            )
+            .unwrap(),
+        );
+        let r = registry();
+        let compiler = Compiler::new(&m, &r);
+        let web = compiler.snapshot("web-stable-1", "1").unwrap();
+        web.validate().unwrap();
+        assert!(
+            web.dangling_references().is_empty(),
+            "{:?}",
+            web.dangling_references()
+        );
+        let outbound: Vec<&str> = web
+            .clusters
+            .iter()
+            .filter(|c| c.name.starts_with("outbound|"))
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            outbound,
+            ["outbound|8080||was-service.blog-system.svc.cluster.local"]
+        );
+        let rc = web.route_config(SIDECAR_OUTBOUND_ROUTE).unwrap();
+        let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(hosts, ["was-service.blog-system.svc.cluster.local:8080"]);
+        assert!(web.listeners.is_empty(), "mysql is not in scope");
+        // Inbound clusters are the pod's own, whatever the scope.
+        assert!(web.cluster("inbound|80||").is_some());
+
+        // Pods the Sidecar does not select see everything.
+        let was = compiler.snapshot("was-1", "1").unwrap();
+        assert_eq!(
+            was,
+            Compiler::new(&example(), &r)
+                .snapshot("was-1", "1")
+                .unwrap()
         );
     }
 

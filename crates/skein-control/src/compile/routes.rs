@@ -51,6 +51,8 @@ pub(super) struct Client<'a> {
     pub(super) labels: &'a BTreeMap<String, String>,
     /// `mesh` for sidecars, the Gateway's `ns/name` for gateways.
     pub(super) gateway: Option<&'a str>,
+    /// The Services (by index position) a sidecar's Sidecar resource lets it see; None: all.
+    pub(super) visible: Option<&'a [bool]>,
 }
 
 fn default_route(fqdn: &str, port: u16) -> Route {
@@ -67,17 +69,22 @@ fn default_route(fqdn: &str, port: u16) -> Route {
 
 impl Compiler<'_> {
     /// The cluster a VirtualService destination names, or BlackHoleCluster when the host is
-    /// not a known service.
+    /// not a known service (or one the client's Sidecar resource does not let it see: it has
+    /// no cluster for it).
     fn destination_cluster(
         &self,
         d: &net::Destination,
         rule_ns: &str,
         default_port: u16,
+        visible: Option<&[bool]>,
     ) -> String {
         let host = self.resolve(&d.host, rule_ns);
         let Some(svc) = self.service(&host) else {
             return BLACKHOLE_CLUSTER.to_string();
         };
+        if !self.sees(visible, &svc.fqdn) {
+            return BLACKHOLE_CLUSTER.to_string();
+        }
         let port = d
             .port
             .as_ref()
@@ -170,19 +177,25 @@ impl Compiler<'_> {
         Some(Route {
             name: r.name.clone().unwrap_or_default(),
             matches,
-            action: self.route_action(r, rule_ns, default_port),
+            action: self.route_action(r, rule_ns, default_port, client.visible),
             rewrite: r.rewrite.as_ref().map(rewrite),
             headers: header_ops(r.headers.as_ref()),
             timeout_ms: millis(r.timeout.as_ref()),
             retries: r.retries.as_ref().map(retry_policy),
-            mirror: self.mirror(r, rule_ns, default_port),
+            mirror: self.mirror(r, rule_ns, default_port, client.visible),
             fault: r.fault.as_ref().map(fault),
         })
     }
 
     /// What a route does: a direct response, a redirect, or weighted destinations (a single
     /// destination without weight gets 100).
-    fn route_action(&self, r: &HttpRoute, rule_ns: &str, default_port: u16) -> RouteAction {
+    fn route_action(
+        &self,
+        r: &HttpRoute,
+        rule_ns: &str,
+        default_port: u16,
+        visible: Option<&[bool]>,
+    ) -> RouteAction {
         if let Some(d) = &r.direct_response {
             RouteAction::DirectResponse {
                 status: u16::try_from(d.status).unwrap_or(500),
@@ -202,7 +215,12 @@ impl Compiler<'_> {
                 r.route
                     .iter()
                     .map(|d| WeightedCluster {
-                        cluster: self.destination_cluster(&d.destination, rule_ns, default_port),
+                        cluster: self.destination_cluster(
+                            &d.destination,
+                            rule_ns,
+                            default_port,
+                            visible,
+                        ),
                         weight: match d.weight {
                             None if single => 100,
                             w => w.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
@@ -215,12 +233,18 @@ impl Compiler<'_> {
     }
 
     /// `mirror` (or the first of `mirrors`) with its percentage.
-    fn mirror(&self, r: &HttpRoute, rule_ns: &str, default_port: u16) -> Option<Mirror> {
+    fn mirror(
+        &self,
+        r: &HttpRoute,
+        rule_ns: &str,
+        default_port: u16,
+        visible: Option<&[bool]>,
+    ) -> Option<Mirror> {
         r.mirror
             .as_ref()
             .or_else(|| r.mirrors.first().map(|m| &m.destination))
             .map(|d| Mirror {
-                cluster: self.destination_cluster(d, rule_ns, default_port),
+                cluster: self.destination_cluster(d, rule_ns, default_port, visible),
                 percentage: r
                     .mirror_percentage
                     .as_ref()
@@ -273,7 +297,13 @@ impl Compiler<'_> {
     /// The outbound route config of a sidecar in `client`'s namespace.
     pub(super) fn outbound_routes(&self, client: Client<'_>) -> RouteConfig {
         let mut vhosts = Vec::new();
-        for svc in &self.services {
+        for (i, svc) in self.index.services.iter().enumerate() {
+            if client
+                .visible
+                .is_some_and(|v| !v.get(i).copied().unwrap_or(false))
+            {
+                continue;
+            }
             for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
                 let routes = self.service_routes(svc, port.port, client);
                 vhosts.push(VirtualHost {

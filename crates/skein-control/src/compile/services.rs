@@ -1,13 +1,13 @@
 //! Kubernetes Services, reduced to what compiling needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use skein_api::Manifests;
 use skein_snapshot::Protocol;
 use skein_snapshot::names::fqdn;
 
 use super::Compiler;
-use crate::registry::Pod;
+use crate::registry::{Pod, Registry};
 
 /// A Service port, with its protocol as Istio derives it.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub(super) struct Service {
     pub(super) fqdn: String,
     pub(super) selector: BTreeMap<String, String>,
     pub(super) ports: Vec<ServicePort>,
+    /// The registry's pods (indices) in the Service's namespace that its selector selects.
+    pub(super) pods: Vec<usize>,
 }
 
 /// Istio's protocol selection: `appProtocol`, else the port name's prefix before `-`.
@@ -58,7 +60,39 @@ pub(super) fn port_protocol(name: Option<&str>, app_protocol: Option<&str>) -> P
     }
 }
 
-pub(super) fn services(manifests: &Manifests) -> Vec<Service> {
+/// The Services, each with the pods it selects.
+pub(super) fn services(manifests: &Manifests, registry: &Registry) -> Vec<Service> {
+    // Pods by (namespace, label, value): a Service's candidates are the pods with its
+    // selector's first label, rather than every pod of its namespace.
+    let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for (i, p) in registry.pods.iter().enumerate() {
+        for (k, v) in &p.labels {
+            by_label
+                .entry((p.namespace.as_str(), k.as_str(), v.as_str()))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut out = all_services(manifests);
+    for svc in &mut out {
+        // An empty selector selects nothing.
+        let Some((k, v)) = svc.selector.iter().next() else {
+            continue;
+        };
+        svc.pods = by_label
+            .get(&(svc.namespace.as_str(), k.as_str(), v.as_str()))
+            .map(|pods| {
+                pods.iter()
+                    .copied()
+                    .filter(|&i| registry.pods[i].selected_by(&svc.selector))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    out
+}
+
+fn all_services(manifests: &Manifests) -> Vec<Service> {
     manifests
         .services()
         .map(|s| {
@@ -90,6 +124,7 @@ pub(super) fn services(manifests: &Manifests) -> Vec<Service> {
                         })
                     })
                     .collect(),
+                pods: Vec::new(),
             }
         })
         .collect()
@@ -97,7 +132,15 @@ pub(super) fn services(manifests: &Manifests) -> Vec<Service> {
 
 impl Compiler<'_> {
     pub(super) fn service(&self, fqdn: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.fqdn == fqdn)
+        self.index
+            .by_fqdn
+            .get(fqdn)
+            .and_then(|&i| self.index.services.get(i))
+    }
+
+    /// The pods a Service selects.
+    pub(super) fn pods_of<'s>(&'s self, svc: &'s Service) -> impl Iterator<Item = &'s Pod> {
+        svc.pods.iter().filter_map(|&i| self.registry.pods.get(i))
     }
 }
 

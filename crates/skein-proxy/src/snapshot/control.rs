@@ -1,7 +1,9 @@
 //! The control-plane config source: the proxy's end of `skein_snapshot::stream`.
 //!
 //! Connect, say [`ProxyMessage::Hello`], then apply every [`ControlMessage::Snapshot`] and
-//! answer it with an `Ack` or a `Nack`. When the stream breaks (or never comes up) the proxy
+//! answer it with an `Ack` or a `Nack`. A [`ControlMessage::Clusters`] (an endpoint change) is
+//! applied the same way to a copy of the snapshot in force with its clusters replaced, only if
+//! that snapshot is the version it names, and whole or not at all. When the stream breaks (or never comes up) the proxy
 //! keeps serving the config it has and reconnects with jittered exponential backoff; the
 //! reconnect Hello carries the version in force so the control plane knows what we run.
 //! Nothing the peer sends can panic the proxy: bad frames end the stream or are NACKed.
@@ -175,6 +177,42 @@ fn unparsable_snapshot_version(frame: &[u8]) -> Option<String> {
     }
     let p: Peek = serde_json::from_slice(frame).ok()?;
     (p.kind == "snapshot").then_some(p.snapshot.version)
+}
+
+/// The snapshot `current` with `clusters` in place of the ones of the same names, as version
+/// `version`: a cluster update ([`ControlMessage::Clusters`]) applies only on top of the
+/// version it was made for, and only whole (a cluster it names that the snapshot does not
+/// have refuses all of it).
+fn with_clusters(
+    current: &skein_snapshot::Snapshot,
+    version: &str,
+    base_version: &str,
+    clusters: Vec<skein_snapshot::Cluster>,
+) -> Result<skein_snapshot::Snapshot, String> {
+    if current.version != base_version {
+        return Err(format!(
+            "cluster update {version} is for snapshot {base_version:?}, but {:?} is in force",
+            current.version
+        ));
+    }
+    let mut next = current.clone();
+    next.version = version.to_string();
+    let at: std::collections::HashMap<&str, usize> = current
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    for c in clusters {
+        let Some(&i) = at.get(c.name.as_str()) else {
+            return Err(format!(
+                "cluster update {version} replaces cluster {:?}, which snapshot {base_version:?} does not have",
+                c.name
+            ));
+        };
+        next.clusters[i] = c;
+    }
+    Ok(next)
 }
 
 /// Streams snapshots from the skein control plane (see the module docs).
@@ -451,6 +489,16 @@ impl Session<'_> {
                     version,
                     self.sink.apply(*snapshot).map_err(|e| e.to_string()),
                 )
+            }
+            Ok(ControlMessage::Clusters {
+                version,
+                base_version,
+                clusters,
+            }) => {
+                let result =
+                    with_clusters(&self.sink.snapshot(), &version, &base_version, clusters)
+                        .and_then(|snap| self.sink.apply(snap).map_err(|e| e.to_string()));
+                (version, result)
             }
             Ok(ControlMessage::Error { message }) => {
                 return Err(ControlError::Refused { addr, message });

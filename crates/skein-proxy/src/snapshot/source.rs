@@ -52,6 +52,9 @@ pub trait SnapshotSink: Send + Sync + 'static {
     /// Version of the config in force.
     fn version(&self) -> String;
 
+    /// The snapshot in force (what a cluster update applies to).
+    fn snapshot(&self) -> Arc<Snapshot>;
+
     /// Notified when a reload was requested (SIGHUP).
     fn reload(&self) -> &Notify;
 

@@ -206,6 +206,48 @@ async fn invalid_snapshot_is_nacked_and_the_previous_config_stays() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cluster_update_applies_on_its_base_version_whole_or_not_at_all() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let (cp, cp_addr) = control_plane().await;
+    let h = start_proxy(cp_addr).await;
+    let (mut s, _) = accept(&cp).await;
+    assert_eq!(s.push(snapshot("v1", &a)).await, ack("v1"));
+    let to_b = || cluster(&fqdn("was-service", NS), 8080, None, &[&b.addr_str()]);
+    let update = |version: &str, base: &str, clusters| ControlMessage::Clusters {
+        version: version.into(),
+        base_version: base.into(),
+        clusters,
+    };
+
+    // On another base than the version in force: refused, the config stays.
+    s.send(&update("v2", "v0", vec![to_b()])).await;
+    let reply = s.recv().await;
+    assert!(
+        matches!(&reply, ProxyMessage::Nack { version, error } if version == "v2" && error.contains("\"v1\" is in force")),
+        "{reply:?}"
+    );
+    // Naming a cluster the snapshot does not have: refused whole, even the known one.
+    let unknown = cluster(&fqdn("nope", NS), 80, None, &[&b.addr_str()]);
+    s.send(&update("v2", "v1", vec![to_b(), unknown])).await;
+    let reply = s.recv().await;
+    assert!(
+        matches!(&reply, ProxyMessage::Nack { version, error } if version == "v2" && error.contains("nope")),
+        "{reply:?}"
+    );
+    assert_eq!(h.version(), "v1");
+    assert_eq!(request(&h).await.upstream(), "a");
+
+    // On the version in force: applied and acked; the rest of the snapshot is unchanged.
+    s.send(&update("v2", "v1", vec![to_b()])).await;
+    assert_eq!(s.recv().await, ack("v2"));
+    assert_eq!(h.version(), "v2");
+    assert_eq!(request(&h).await.upstream(), "b");
+    let dump = admin_json(&h, "/config_dump").await;
+    assert!(dump.to_string().contains(&b.addr_str()), "{dump}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn bad_frames_are_nacked_ignored_or_end_the_stream_without_harm() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
