@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+mod copy;
+
 use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision};
 use crate::shared::Shared;
@@ -139,18 +141,19 @@ pub async fn forward<D>(
     let copied = {
         let mut down = Counted::new(&mut down, &counts[0]);
         let mut up = Counted::new(&mut up, &counts[1]);
-        let idle = idle_for(&counts, shared.config.limits.tcp_idle_timeout);
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut down, &mut up) => Some(r),
-            _ = idle => None,
-        }
+        let mut bidi = copy::Bidi::new(&mut down, &mut up);
+        copy_until_idle(&mut bidi, &counts, shared.config.limits.tcp_idle_timeout).await
     };
     let (received, sent) = match copied {
         Some(Ok((from_down, from_up))) => (from_down, from_up),
         Some(Err(e)) => {
             tracing::debug!(cluster = %cluster.name, error = %e, "TCP stream ended with an error");
             rec.flags |= ResponseFlags::UC;
-            (0, 0)
+            // What was read before the error (forwarded or not), like Envoy's byte counts.
+            (
+                counts[0].load(Ordering::Relaxed),
+                counts[1].load(Ordering::Relaxed),
+            )
         }
         None => {
             tracing::debug!(cluster = %cluster.name, remote = %remote, "TCP stream idle timeout");
@@ -167,22 +170,44 @@ pub async fn forward<D>(
     finish(rec, &shared);
 }
 
-/// Resolves once neither counter has moved for `timeout`, checked every quarter of it
-/// (between 1 and 1.25 times `timeout` after the last byte).
-async fn idle_for(counts: &[AtomicU64; 2], timeout: Duration) {
+/// How soon a connection that went quiet gives its grown copy buffers back.
+const RELEASE_AFTER: Duration = Duration::from_secs(10);
+
+/// Runs `bidi` to its end, or until neither counter has moved for `timeout` (then: None).
+/// The counters are checked every quarter of the timeout (so the stream closes between 1
+/// and 1.25 times `timeout` after the last byte), and every [`RELEASE_AFTER`] at most while
+/// the copy holds grown buffers, which a quiet check gives back. No timer is touched per
+/// read or write.
+async fn copy_until_idle<A, B>(
+    bidi: &mut copy::Bidi<'_, A, B>,
+    counts: &[AtomicU64; 2],
+    timeout: Duration,
+) -> Option<std::io::Result<(u64, u64)>>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let total = || counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed);
     let mut last = total();
-    let mut quiet = 0;
+    let mut quiet = Duration::ZERO;
     loop {
-        tokio::time::sleep(timeout / 4).await;
+        let mut period = timeout / 4;
+        if bidi.grown() {
+            period = period.min(RELEASE_AFTER);
+        }
+        tokio::select! {
+            r = &mut *bidi => return Some(r),
+            () = tokio::time::sleep(period) => {}
+        }
         let now = total();
         if now == last {
-            quiet += 1;
-            if quiet >= 4 {
-                return;
+            bidi.release_idle();
+            quiet += period;
+            if quiet >= timeout {
+                return None;
             }
         } else {
-            quiet = 0;
+            quiet = Duration::ZERO;
             last = now;
         }
     }
