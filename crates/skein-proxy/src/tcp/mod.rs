@@ -13,6 +13,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod copy;
 
+/// How much ciphertext rustls may queue on an mTLS connection that forwards opaque TCP
+/// (rustls' default is 64 KiB): a full copy buffer ([`copy::SIZES`]) is then encrypted and
+/// handed to the socket in one write instead of four. It bounds what is queued, it is not
+/// allocated up front.
+pub(crate) const TLS_WRITE_LIMIT: usize = 256 * 1024 + 4 * 1024;
+
 use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision};
 use crate::shared::Shared;
