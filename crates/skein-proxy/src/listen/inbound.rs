@@ -51,7 +51,7 @@ impl Inbound {
 
     async fn tcp<I>(self, io: I, info: &ConnInfo)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: crate::tcp::Downstream + Send + 'static,
     {
         if self.slot.state().is_shed() {
             return;
