@@ -51,7 +51,7 @@ impl Inbound {
 
     async fn tcp<I>(self, io: I, info: &ConnInfo)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: crate::tcp::Downstream + Send + 'static,
     {
         if self.slot.state().is_shed() {
             return;
@@ -167,6 +167,11 @@ async fn mesh_mtls(
         return conn.http(tls, info).await;
     }
     let (d, prefix) = detect::detect_read(&mut tls, shared.config.detect_timeout).await;
+    if !matches!(d, Detected::Http1 | Detected::Http2) {
+        tls.get_mut()
+            .1
+            .set_buffer_limit(Some(crate::tcp::TLS_WRITE_LIMIT));
+    }
     let io = detect::Rewind::new(prefix, tls);
     match d {
         Detected::Http1 | Detected::Http2 => conn.http(io, info).await,

@@ -287,3 +287,101 @@ async fn sidecar_serves_several_inbound_ports_each_with_its_own_cluster() {
     let err = skein_proxy::start(dup).await.expect_err("duplicate port");
     assert!(err.to_string().contains(&web_cluster), "{err}");
 }
+
+/// A stream with bytes at least every second outlives a 2 s idle timeout; once quiet it is
+/// closed (both sides) between 2 and 2.5 s after its last byte, and logged with its counts.
+#[tokio::test(start_paused = true)]
+async fn tcp_idle_timeout_closes_quiet_streams_only() {
+    let echo = echo_server().await;
+    let log = temp_path("tcp-idle");
+    let mut cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_access_log(AccessLogSink::File(log.clone()));
+    cfg.limits = skein_proxy::Limits {
+        tcp_idle_timeout: Duration::from_secs(2),
+        ..skein_proxy::Limits::default()
+    };
+    let h = skein_proxy::start(cfg).await.expect("start");
+    h.apply(mysql_snapshot(&[&echo.to_string()], 10))
+        .expect("apply");
+    let addr = h.listener_addr(MYSQL).expect("tcp listener bound");
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"ping").await.expect("write");
+    assert_eq!(read_n(&mut c, 4).await, b"ping");
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.write_all(b"x").await.expect("write while active");
+        assert_eq!(read_n(&mut c, 1).await, b"x");
+    }
+    let quiet = tokio::time::Instant::now();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+        .await
+        .expect("the idle stream is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_secs(2) && after <= Duration::from_millis(2600),
+        "closed {after:?} after the last byte"
+    );
+    let lines = log_lines(&log, 1).await;
+    assert!(lines[0].contains(" 10 10 "), "{lines:?}");
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i % 241) as u8).wrapping_add(seed))
+        .collect()
+}
+
+/// Plain TCP on both sides (spliced in the kernel): several MiB each way at once arrive
+/// intact, each side's EOF reaches the other, and the access log has the exact counts.
+#[tokio::test]
+async fn plain_tcp_bulk_both_ways_is_intact_half_closed_and_counted() {
+    const UP: usize = 6 * 1024 * 1024 + 5;
+    const DOWN: usize = 4 * 1024 * 1024 + 77;
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = l.local_addr().expect("addr");
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        let (mut r, mut w) = s.split();
+        let reply = pattern(DOWN, 5);
+        let send = async {
+            w.write_all(&reply).await.expect("app write");
+            w.shutdown().await.expect("app shutdown");
+        };
+        let mut got = Vec::new();
+        let ((), read) = tokio::join!(send, r.read_to_end(&mut got));
+        read.expect("app read");
+        let _ = got_tx.send(got);
+    });
+    let (h, log) = sidecar(mysql_snapshot(&[&app.to_string()], 10)).await;
+    let addr = h.listener_addr(MYSQL).expect("tcp listener bound");
+    let up = pattern(UP, 1);
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let (mut r, mut w) = s.split();
+    let send = async {
+        w.write_all(&up).await.expect("client write");
+        w.shutdown().await.expect("client shutdown");
+    };
+    let mut down = Vec::new();
+    let ((), read) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(send, r.read_to_end(&mut down))
+    })
+    .await
+    .expect("transfer finished");
+    read.expect("client read");
+    assert!(
+        down == pattern(DOWN, 5),
+        "reply differs ({} bytes)",
+        down.len()
+    );
+    let got = tokio::time::timeout(Duration::from_secs(5), got_rx)
+        .await
+        .expect("app done")
+        .expect("app result");
+    assert!(got == up, "upload differs ({} bytes)", got.len());
+    let lines = log_lines(&log, 1).await;
+    assert!(lines[0].contains(&format!(" {UP} {DOWN} ")), "{lines:?}");
+}

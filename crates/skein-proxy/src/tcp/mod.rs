@@ -3,6 +3,7 @@
 //! cluster's policy says so.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+mod copy;
+#[cfg(target_os = "linux")]
+mod splice;
+
+/// How much ciphertext rustls may queue on an mTLS connection that forwards opaque TCP
+/// (rustls' default is 64 KiB): a full copy buffer ([`copy::SIZES`]) is then encrypted and
+/// handed to the socket in one write instead of four. It bounds what is queued, it is not
+/// allocated up front.
+pub(crate) const TLS_WRITE_LIMIT: usize = 256 * 1024 + 4 * 1024;
 
 use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision};
@@ -18,6 +30,23 @@ use crate::snapshot::Compiled;
 use crate::telemetry::access_log::{LogRecord, ResponseFlags};
 use crate::upstream::cluster::{ClusterState, PoolError};
 use crate::upstream::lb::PickCtx;
+
+/// A downstream stream [`forward`] can take apart: a plain socket is spliced to a plain
+/// upstream (see `splice.rs`); anything else (mTLS, bytes already read) is copied.
+pub(crate) trait Downstream: AsyncRead + AsyncWrite + Unpin + Sized {
+    /// The plain TCP socket, when that is all this stream is.
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Err(self)
+    }
+}
+
+impl Downstream for TcpStream {
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Ok(self)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Downstream for crate::listen::detect::Rewind<S> {}
 
 /// Forwards an inbound connection to the app's cluster after AuthorizationPolicy allowed it.
 /// A denied connection is closed without a byte read, and logged with Envoy's RBAC details.
@@ -29,7 +58,7 @@ pub async fn forward_inbound<D>(
     inbound: Option<usize>,
     workload_port: u16,
 ) where
-    D: AsyncRead + AsyncWrite + Unpin,
+    D: Downstream,
 {
     let cluster = inbound.and_then(|i| snap.inbound.get(i)).cloned();
     let name = cluster
@@ -75,12 +104,12 @@ pub async fn forward_inbound<D>(
 /// bytes either way for `Limits::tcp_idle_timeout` is closed (both sides).
 pub async fn forward<D>(
     shared: Arc<Shared>,
-    mut down: D,
+    down: D,
     info: &ConnInfo,
     cluster: Option<Arc<ClusterState>>,
     cluster_name: &str,
 ) where
-    D: AsyncRead + AsyncWrite + Unpin,
+    D: Downstream,
 {
     let started = Instant::now();
     let remote = info.remote;
@@ -115,7 +144,7 @@ pub async fn forward<D>(
     rec.upstream_host = Some(ep.addr);
     let base = cluster.metrics.base().clone();
     shared.metrics.tcp_open(&base);
-    let (mut up, slot) = match cluster.connect_tcp(&ep).await {
+    let (up, slot) = match cluster.connect_tcp(&ep).await {
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream unavailable");
@@ -136,21 +165,26 @@ pub async fn forward<D>(
     let _active = ep.start_request();
     rec.upstream_local = up.local_addr().ok();
     let counts = [AtomicU64::new(0), AtomicU64::new(0)];
-    let copied = {
-        let mut down = Counted::new(&mut down, &counts[0]);
-        let mut up = Counted::new(&mut up, &counts[1]);
-        let idle = idle_for(&counts, shared.config.limits.tcp_idle_timeout);
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut down, &mut up) => Some(r),
-            _ = idle => None,
+    let timeout = shared.config.limits.tcp_idle_timeout;
+    let copied = match (down.into_plain(), up) {
+        #[cfg(target_os = "linux")]
+        (Ok(down), crate::upstream::cluster::UpstreamStream::Plain(up)) => {
+            let mut spliced = Box::pin(splice::bidirectional(&down, &up, &counts));
+            until_idle(&mut spliced, &counts, timeout).await
         }
+        (Ok(mut down), mut up) => copy_counted(&mut down, &mut up, &counts, timeout).await,
+        (Err(mut down), mut up) => copy_counted(&mut down, &mut up, &counts, timeout).await,
     };
     let (received, sent) = match copied {
         Some(Ok((from_down, from_up))) => (from_down, from_up),
         Some(Err(e)) => {
             tracing::debug!(cluster = %cluster.name, error = %e, "TCP stream ended with an error");
             rec.flags |= ResponseFlags::UC;
-            (0, 0)
+            // What was read before the error (forwarded or not), like Envoy's byte counts.
+            (
+                counts[0].load(Ordering::Relaxed),
+                counts[1].load(Ordering::Relaxed),
+            )
         }
         None => {
             tracing::debug!(cluster = %cluster.name, remote = %remote, "TCP stream idle timeout");
@@ -167,22 +201,83 @@ pub async fn forward<D>(
     finish(rec, &shared);
 }
 
-/// Resolves once neither counter has moved for `timeout`, checked every quarter of it
-/// (between 1 and 1.25 times `timeout` after the last byte).
-async fn idle_for(counts: &[AtomicU64; 2], timeout: Duration) {
+/// Copies between `down` and `up` with adaptive buffers, counting what is read from each.
+async fn copy_counted<A, B>(
+    down: &mut A,
+    up: &mut B,
+    counts: &[AtomicU64; 2],
+    timeout: Duration,
+) -> Option<std::io::Result<(u64, u64)>>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut down = Counted::new(down, &counts[0]);
+    let mut up = Counted::new(up, &counts[1]);
+    let mut bidi = copy::Bidi::new(&mut down, &mut up);
+    until_idle(&mut bidi, counts, timeout).await
+}
+
+/// A forwarding future that may hold buffers worth giving back when the stream is quiet.
+trait Forwarding: Future<Output = std::io::Result<(u64, u64)>> + Unpin {
+    /// Whether it holds more memory than an idle stream needs.
+    fn grown(&self) -> bool {
+        false
+    }
+    /// Gives back what an idle stream does not need.
+    fn release_idle(&mut self) {}
+}
+
+impl<A, B> Forwarding for copy::Bidi<'_, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    fn grown(&self) -> bool {
+        copy::Bidi::grown(self)
+    }
+    fn release_idle(&mut self) {
+        copy::Bidi::release_idle(self);
+    }
+}
+
+/// Splicing holds no user-space buffers.
+impl<F: Future<Output = std::io::Result<(u64, u64)>>> Forwarding for Pin<Box<F>> {}
+
+/// How soon a connection that went quiet gives its grown copy buffers back.
+const RELEASE_AFTER: Duration = Duration::from_secs(10);
+
+/// Runs `fwd` to its end, or until neither counter has moved for `timeout` (then: None).
+/// The counters are checked every quarter of the timeout (so the stream closes between 1
+/// and 1.25 times `timeout` after the last byte), and every [`RELEASE_AFTER`] at most while
+/// the copy holds grown buffers, which a quiet check gives back. No timer is touched per
+/// read or write.
+async fn until_idle<F: Forwarding>(
+    fwd: &mut F,
+    counts: &[AtomicU64; 2],
+    timeout: Duration,
+) -> Option<std::io::Result<(u64, u64)>> {
     let total = || counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed);
     let mut last = total();
-    let mut quiet = 0;
+    let mut quiet = Duration::ZERO;
     loop {
-        tokio::time::sleep(timeout / 4).await;
+        let mut period = timeout / 4;
+        if fwd.grown() {
+            period = period.min(RELEASE_AFTER);
+        }
+        tokio::select! {
+            r = &mut *fwd => return Some(r),
+            () = tokio::time::sleep(period) => {}
+        }
         let now = total();
         if now == last {
-            quiet += 1;
-            if quiet >= 4 {
-                return;
+            fwd.release_idle();
+            quiet += period;
+            if quiet >= timeout {
+                return None;
             }
         } else {
-            quiet = 0;
+            quiet = Duration::ZERO;
             last = now;
         }
     }
