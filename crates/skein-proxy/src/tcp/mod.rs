@@ -144,7 +144,7 @@ pub async fn forward<D>(
     rec.upstream_host = Some(ep.addr);
     let base = cluster.metrics.base().clone();
     shared.metrics.tcp_open(&base);
-    let (up, slot) = match cluster.connect_tcp(&ep).await {
+    let (mut up, slot) = match cluster.connect_tcp(&ep).await {
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream unavailable");
@@ -162,6 +162,9 @@ pub async fn forward<D>(
             return;
         }
     };
+    if let crate::upstream::cluster::UpstreamStream::Tls(t) = &mut up {
+        t.get_mut().1.set_buffer_limit(Some(TLS_WRITE_LIMIT));
+    }
     let _active = ep.start_request();
     rec.upstream_local = up.local_addr().ok();
     let counts = [AtomicU64::new(0), AtomicU64::new(0)];

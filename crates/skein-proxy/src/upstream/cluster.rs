@@ -702,13 +702,8 @@ impl ClusterState {
             .ok_or(PoolError::Overflow)?;
         // For opaque TCP the connect is the only outcome outlier detection sees.
         match self.connect_upstream(ep, TlsAlpn::None).await {
-            Ok((mut s, _)) => {
+            Ok((s, _)) => {
                 self.record_connect(ep, Ok(()));
-                if let UpstreamStream::Tls(t) = &mut s {
-                    t.get_mut()
-                        .1
-                        .set_buffer_limit(Some(crate::tcp::TLS_WRITE_LIMIT));
-                }
                 Ok((s, slot))
             }
             Err(e) => {
