@@ -30,6 +30,7 @@
 #![deny(rust_2018_idioms)]
 
 mod admin;
+mod admin_metrics;
 mod authority;
 mod backoff;
 mod config;
@@ -55,7 +56,7 @@ pub mod headers {
 }
 
 pub use config::{
-    AccessLogSink, ControlTls, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig,
+    AccessLogSink, AppMetrics, ControlTls, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig,
     TlsListenerConfig,
 };
 #[cfg(feature = "fuzzing")]
