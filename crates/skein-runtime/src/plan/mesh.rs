@@ -116,6 +116,13 @@ pub fn add_sidecar(
         args.push("--inbound".into());
         args.push(format!("{}:{}={}:{}", pod.ip, p.port, app, p.port));
     }
+    // The merged metrics on the pod's address, as Istio's agent serves them on the pod IP.
+    args.push("--metrics".into());
+    args.push(SocketAddr::from((pod.ip, super::prometheus::STATUS_PORT)).to_string());
+    if let Some(m) = &pod.app_metrics {
+        args.push("--app-metrics".into());
+        args.push(format!("{}{}", SocketAddr::from((app, m.port)), m.path));
+    }
     let env = vec![
         (
             "PATH".to_string(),
@@ -162,7 +169,12 @@ pub fn app_env(state: &StateDir, pod_name: &str, pod_ip: Ipv4Addr) -> Vec<(Strin
     ]
 }
 
-fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)]) -> PodPlan {
+pub(super) fn mesh_pod(
+    name: String,
+    ip: Ipv4Addr,
+    workload: &str,
+    labels: &[(&str, &str)],
+) -> PodPlan {
     PodPlan {
         name,
         namespace: MESH_NAMESPACE.into(),
@@ -180,6 +192,8 @@ fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)])
         grace: std::time::Duration::from_secs(10),
         proxy: None,
         bootstrap_token_sha256: None,
+        scrape: None,
+        app_metrics: None,
     }
 }
 
@@ -283,9 +297,13 @@ pub fn gateway_pod(
         certs.join("ingress.key").display().to_string(),
         "--admin".into(),
         admin.to_string(),
+        "--metrics".into(),
+        SocketAddr::from((ip, super::prometheus::STATUS_PORT)).to_string(),
         "--access-log".into(),
         "stdout".into(),
     ]);
+    // Istio's gateway chart annotates the pod for scraping at its status port.
+    pod.scrape = Some(super::prometheus::merged());
     pod.containers.push(ContainerPlan {
         name: "istio-proxy".into(),
         run: Run::Program {
