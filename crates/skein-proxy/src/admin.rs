@@ -25,7 +25,7 @@ use skein_snapshot::dump::{ConfigDump, InboundListener};
 use crate::backoff::Backoff;
 use crate::shared::Shared;
 
-pub(crate) fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -109,7 +109,7 @@ fn mesh_pods<'a>(
             let name = pod_name("prometheus", b"prometheus", 0);
             let ip = network.pod_ip(&name)?;
             live_names.push(name.clone());
-            Some(prometheus::prometheus_pod(
+            Some(mesh::prometheus_pod(
                 name,
                 ip,
                 &program,

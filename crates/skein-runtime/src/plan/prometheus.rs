@@ -11,12 +11,11 @@
 //! sidecar's `:15020/stats/prometheus`, and what the pod's own `prometheus.io/*`
 //! annotations said moves to the sidecar, which merges the app's metrics into its own.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Check, ContainerPlan, NamedPort, PodPlan, Readiness, Run};
-use crate::run::state::StateDir;
+use super::PodPlan;
 
 /// Prometheus's own port.
 pub const PROMETHEUS_PORT: u16 = 9090;
@@ -131,84 +130,10 @@ pub struct PrometheusPlan {
     pub scrape_interval: Duration,
 }
 
-/// Prometheus's port on its pod's address: 9090, unless something (a system-wide
-/// Prometheus on `*:9090`, say) holds it, then a free one.
-fn free_port(ip: Ipv4Addr) -> u16 {
-    let try_bind = |p: u16| {
-        std::net::TcpListener::bind(SocketAddr::from((ip, p)))
-            .ok()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.port())
-    };
-    try_bind(PROMETHEUS_PORT)
-        .or_else(|| try_bind(0))
-        .unwrap_or(PROMETHEUS_PORT)
-}
-
-/// The Prometheus pod: its program, config file and data directory in the state
-/// directory, and its readiness (`/-/ready`). The config is written by
-/// [`write_config`] once every pod is planned.
-pub fn prometheus_pod(
-    name: String,
-    ip: Ipv4Addr,
-    program: &Path,
-    state: &StateDir,
-    scrape_interval: Duration,
-) -> (PodPlan, PrometheusPlan) {
-    let port = free_port(ip);
-    let config = state.root().join("prometheus.yml");
-    let data = state.data().join("prometheus");
-    let mut pod = super::mesh::mesh_pod(
-        name,
-        ip,
-        "prometheus",
-        &[("app", "prometheus"), ("component", "server")],
-    );
-    pod.service_account = "prometheus".into();
-    pod.ports.push(NamedPort {
-        name: Some("http".into()),
-        port,
-    });
-    pod.containers.push(ContainerPlan {
-        name: "prometheus-server".into(),
-        run: Run::Program {
-            program: program.to_path_buf(),
-            args: vec![
-                format!("--config.file={}", config.display()),
-                format!("--storage.tsdb.path={}", data.display()),
-                format!("--web.listen-address={}", SocketAddr::from((ip, port))),
-                "--storage.tsdb.retention.time=6h".into(),
-            ],
-        },
-        env: vec![(
-            "PATH".to_string(),
-            std::env::var("PATH").unwrap_or_default(),
-        )],
-        log: state.container_log(&pod.name, "prometheus-server"),
-    });
-    pod.readiness = Some(Readiness {
-        check: Check::Http {
-            port,
-            path: "/-/ready".into(),
-        },
-        initial_delay: Duration::ZERO,
-        period: Duration::from_secs(5),
-        timeout: Duration::from_secs(2),
-        failure_threshold: 3,
-    });
-    let plan = PrometheusPlan {
-        url: format!("http://{}", SocketAddr::from((ip, port))),
-        config,
-        data,
-        scrape_interval,
-    };
-    (pod, plan)
-}
-
 /// A Prometheus duration: whole seconds as `15s`, else milliseconds.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis().max(1);
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
