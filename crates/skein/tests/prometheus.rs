@@ -146,6 +146,23 @@ fn prometheus_scrapes_the_meshs_metrics_after_traffic_through_the_ingress() {
             (gw.first().map(value).unwrap_or(0.0) >= 40.0).then_some(())
         },
     );
+    // The was's own metrics, annotated on its pods, arrive merged through its sidecars:
+    // the pool for each pod, and the requests the gateway's traffic made.
+    eventually(Duration::from_secs(30), "the was's own metrics", || {
+        let pools = query(
+            &url,
+            r#"hikaricp_connections_max{namespace="blog-system", app="was"}"#,
+        );
+        let pods: Vec<&str> = pools
+            .iter()
+            .filter_map(|s| s["metric"]["pod"].as_str())
+            .collect();
+        let requests = query(
+            &url,
+            r#"sum(http_server_requests_seconds_count{app="was", uri="/api/posts", status="200"})"#,
+        );
+        (pods.len() == 2 && requests.first().map(value).unwrap_or(0.0) >= 20.0).then_some(())
+    });
     // The merged endpoint's own counters arrive with the proxy's metrics.
     let scrapes = query(&url, "sum(istio_agent_scrapes_total)");
     assert!(
