@@ -94,7 +94,9 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     check_pod_ports(&plan)?;
     match &plan.prometheus {
         PrometheusState::Planned(p) => plan::prometheus::write_config(&plan.pods, p)?,
-        PrometheusState::Missing => tracing::warn!("{}", plan::prometheus::MISSING),
+        PrometheusState::Missing => {
+            tracing::warn!("prometheus: {}", plan::prometheus::MISSING)
+        }
         PrometheusState::Off => {}
     }
     crate::kube::dns::write_hosts(&state, &plan)?;

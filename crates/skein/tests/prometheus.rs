@@ -180,3 +180,45 @@ fn prometheus_scrapes_the_meshs_metrics_after_traffic_through_the_ingress() {
     );
     assert!(std::path::Path::new(data).join("wal").exists(), "{data}");
 }
+
+#[test]
+fn without_the_prometheus_binary_one_line_says_how_to_get_it_and_the_rest_runs() {
+    let skein = Skein::new();
+    // Only the programs beside skein (the blog's, and skein itself) are found.
+    let out = skein
+        .cmd()
+        .env("PATH", "/nonexistent")
+        .args([
+            "up",
+            EXAMPLE,
+            "--detach",
+            "--http-port",
+            "0",
+            "--https-port",
+            "0",
+            "--timeout",
+            "180",
+        ])
+        .output()
+        .expect("run skein");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("prometheus"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].contains("apt-get install prometheus"), "{stdout}");
+    let status = skein.status();
+    assert!(
+        status["prometheus"]["url"].is_null(),
+        "{}",
+        status["prometheus"]
+    );
+    assert!(skein.pods("prometheus").is_empty());
+    assert_eq!(get(&format!("{}/api/posts", skein.http_base())).status, 200);
+}

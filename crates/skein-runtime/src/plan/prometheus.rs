@@ -26,7 +26,7 @@ pub const MERGED_PATH: &str = "/stats/prometheus";
 /// Istio's addon scrapes every 15 s.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 /// How to get the binary, said when it is missing.
-pub const MISSING: &str = "Prometheus is not running: no `prometheus` program on PATH (on Debian or Ubuntu: `sudo apt-get install prometheus`, or run ./scripts/deps.sh); everything else runs without it";
+pub const MISSING: &str = "not running: no `prometheus` program on PATH (on Debian or Ubuntu `sudo apt-get install prometheus` adds it; ./scripts/skein up installs it); everything else runs without it";
 
 const SCRAPE: &str = "prometheus.io/scrape";
 const PORT: &str = "prometheus.io/port";
