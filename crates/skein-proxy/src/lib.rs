@@ -23,6 +23,8 @@
 //! - `telemetry/`: metrics and the access log.
 //! - `proxy.rs`, `shared.rs`, `config.rs`, `admin.rs`: start-up and the handle, the state
 //!   every connection shares, the proxy's own config, the admin endpoint.
+//! - `admin_metrics.rs`: the merged metrics endpoint (Istio's `:15020/stats/prometheus`):
+//!   the proxy's metrics and the app's own, scraped with a timeout and a size cap.
 //!
 //! The config is a [`skein_snapshot::Snapshot`] compiled and held in an `ArcSwap`; requests
 //! and connections keep the `Arc` they started with.
