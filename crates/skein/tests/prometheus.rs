@@ -163,6 +163,15 @@ fn prometheus_scrapes_the_meshs_metrics_after_traffic_through_the_ingress() {
         );
         (pods.len() == 2 && requests.first().map(value).unwrap_or(0.0) >= 20.0).then_some(())
     });
+    // And the web's, from its own metrics port, merged the same way (web-stable and
+    // web-canary between them served the 20 index pages).
+    eventually(Duration::from_secs(30), "the web's own metrics", || {
+        let r = query(
+            &url,
+            r#"sum(http_server_requests_seconds_count{app="web", uri="/", status="200"})"#,
+        );
+        (r.first().map(value).unwrap_or(0.0) >= 20.0).then_some(())
+    });
     // The merged endpoint's own counters arrive with the proxy's metrics.
     let scrapes = query(&url, "sum(istio_agent_scrapes_total)");
     assert!(
