@@ -29,3 +29,26 @@ ensure_build_deps() {
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 }
+
+# Prometheus for the mesh (skein runs it as istio-system/prometheus). Debian's package also
+# starts a system-wide Prometheus on *:9090, now and at every boot; skein runs its own, so
+# when this installs the package it keeps the package's service from starting (a
+# policy-rc.d for the length of the install, unless one is already there) and disables it.
+install_prometheus() {
+  command -v prometheus >/dev/null && return 0
+  local guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# skein: no service starts while prometheus is installed\nexit 101\n' |
+      as_root tee /usr/sbin/policy-rc.d >/dev/null && as_root chmod 755 /usr/sbin/policy-rc.d &&
+      guard=1
+  fi
+  local rc=0
+  apt_install prometheus || rc=$?
+  if [ -n "$guard" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+  [ "$rc" -eq 0 ] || return "$rc"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif command -v update-rc.d >/dev/null; then
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+}

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hosts;
+pub mod metrics;
 pub mod server;
 pub mod was;
 pub mod web;

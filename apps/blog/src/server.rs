@@ -18,6 +18,8 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
+    /// A server that runs alongside and stops with this one (a metrics listener).
+    companion: Option<Box<ServerHandle>>,
 }
 
 impl ServerHandle {
@@ -41,7 +43,19 @@ impl ServerHandle {
             local_addr,
             shutdown: Some(tx),
             task,
+            companion: None,
         })
+    }
+
+    /// Keeps `other` running alongside; it stops when this one does.
+    pub fn with_companion(mut self, other: ServerHandle) -> Self {
+        self.companion = Some(Box::new(other));
+        self
+    }
+
+    /// The companion's address, if there is one.
+    pub fn companion_addr(&self) -> Option<SocketAddr> {
+        self.companion.as_ref().map(|c| c.local_addr())
     }
 
     /// The address the server listens on.
@@ -53,6 +67,9 @@ impl ServerHandle {
     pub async fn shutdown(mut self) -> io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(c) = self.companion.take() {
+            let _ = Box::pin(c.shutdown()).await;
         }
         join(&mut self.task).await
     }

@@ -181,3 +181,40 @@ async fn busy_port_is_a_clear_error() -> Result<()> {
     ensure!(matches!(err, WasError::Bind { .. }), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_was_exports_its_requests_and_pool_for_prometheus() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let e = expect();
+    let server = was::start(config(sqlite_url(&dir), &e)).await?;
+    let c = Http::new(format!("http://{}", server.local_addr()));
+    for _ in 0..3 {
+        ensure!(c.get("/api/posts").await?.status == 200);
+    }
+    ensure!(c.get("/api/posts/999999").await?.status == 404);
+    ensure!(c.get("/no/such/route").await?.status == 404);
+    let r = c.get("/actuator/prometheus").await?;
+    ensure!(r.status == 200, "{}", r.text());
+    ensure!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        r.header("content-type")
+    );
+    let text = r.text();
+    for line in [
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"SUCCESS\",status=\"200\",uri=\"/api/posts\"} 3",
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"CLIENT_ERROR\",status=\"404\",uri=\"/api/posts/{id}\"} 1",
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"CLIENT_ERROR\",status=\"404\",uri=\"UNKNOWN\"} 1",
+        "# TYPE hikaricp_connections_active gauge",
+    ] {
+        ensure!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    let max = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hikaricp_connections_max{pool=\"HikariPool-1\"} "))
+        .context("no pool maximum")?;
+    ensure!(max.parse::<u32>()? >= 1, "{max}");
+    server.shutdown().await?;
+    Ok(())
+}

@@ -599,3 +599,38 @@ async fn mirrored_writes_are_acknowledged_not_forwarded() -> Result<()> {
     web.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_only() -> Result<()> {
+    let was = TestWas::start().await?;
+    let dir = tempfile::tempdir()?;
+    let mut cfg = web_config(&format!("http://{WAS_NAME}:{}", was.port()))?;
+    cfg.hosts_file = Some(hosts_file(&dir)?);
+    cfg.metrics_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let web = web::start(cfg).await?;
+    let metrics_addr = web.companion_addr().context("a metrics listener")?;
+    let c = Http::new(format!("http://{}", web.local_addr()));
+    for _ in 0..2 {
+        ensure!(c.get("/").await?.status == StatusCode::OK);
+    }
+    ensure!(c.get("/posts/7").await?.status == StatusCode::OK);
+    // Not on the public port.
+    ensure!(c.get("/metrics").await?.status == StatusCode::NOT_FOUND);
+    let m = Http::new(format!("http://{metrics_addr}"));
+    let r = m.get("/metrics").await?;
+    ensure!(r.status == StatusCode::OK, "{}", r.text());
+    let text = r.text();
+    for line in [
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"SUCCESS\",status=\"200\",uri=\"/\"} 2",
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"SUCCESS\",status=\"200\",uri=\"/posts/{id}\"} 1",
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"CLIENT_ERROR\",status=\"404\",uri=\"UNKNOWN\"} 1",
+    ] {
+        ensure!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    web.shutdown().await?;
+    ensure!(
+        std::net::TcpStream::connect(metrics_addr).is_err(),
+        "the metrics listener stops with the web"
+    );
+    Ok(())
+}

@@ -277,6 +277,44 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Serves the merged metrics endpoint (Istio's `:15020/stats/prometheus`): read-only, GET
+/// `/stats/prometheus` (or `/metrics`) and `/healthz/ready`.
+pub(crate) async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = Backoff::between(ACCEPT_BACKOFF_START, ACCEPT_BACKOFF_CAP);
+    let scrapes = Arc::new(crate::admin_metrics::ScrapeCounts::default());
+    loop {
+        let stream = accept_backing_off(&mut backoff, || listener.accept())
+            .await
+            .0;
+        let own = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (shared, scrapes) = (Arc::clone(&shared), Arc::clone(&scrapes));
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (shared, scrapes) = (Arc::clone(&shared), Arc::clone(&scrapes));
+                async move {
+                    let resp = match req.uri().path() {
+                        "/stats/prometheus" | "/metrics" => {
+                            crate::admin_metrics::merged(&shared, &scrapes, req.headers()).await
+                        }
+                        "/healthz/ready" => return handle(shared, own, req).await,
+                        _ => text(
+                            StatusCode::NOT_FOUND,
+                            "text/plain; charset=utf-8",
+                            "metrics endpoints: /stats/prometheus /healthz/ready\n".into(),
+                        ),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

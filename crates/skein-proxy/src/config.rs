@@ -115,6 +115,16 @@ impl ControlTls {
     pub const SERVER_NAME: &'static str = "istiod.istio-system.svc";
 }
 
+/// The app's own metrics endpoint, scraped over plain HTTP/1.1 when Prometheus scrapes the
+/// merged endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMetrics {
+    /// The app's address and port.
+    pub addr: SocketAddr,
+    /// The path (with its query, if any), e.g. `/metrics`.
+    pub path: String,
+}
+
 /// Configuration of one proxy process.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -138,6 +148,14 @@ pub struct ProxyConfig {
     /// Loopback by default; the proxy refuses nothing, but binding elsewhere is the caller's
     /// explicit choice.
     pub admin: Option<SocketAddr>,
+    /// The merged metrics endpoint Prometheus scrapes (Istio's agent on `:15020`,
+    /// `/stats/prometheus`): the proxy's metrics followed by the app's own, if
+    /// [`ProxyConfig::app_metrics`] is set. None: not served.
+    pub metrics: Option<SocketAddr>,
+    /// Where the app serves its own Prometheus metrics (what the pod's `prometheus.io/*`
+    /// annotations said before injection moved them to the proxy, Istio's
+    /// `ISTIO_PROMETHEUS_ANNOTATIONS`), merged into [`ProxyConfig::metrics`].
+    pub app_metrics: Option<AppMetrics>,
     /// Where the snapshot comes from.
     pub source: SourceConfig,
     /// Access log destination.
@@ -266,6 +284,8 @@ impl ProxyConfig {
             gateway_https: None,
             gateway_route: skein_snapshot::GATEWAY_ROUTE.to_string(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            metrics: None,
+            app_metrics: None,
             source: SourceConfig::Pushed,
             access_log: AccessLogSink::Off,
             workers: 1,

@@ -23,6 +23,8 @@
 //! - `telemetry/`: metrics and the access log.
 //! - `proxy.rs`, `shared.rs`, `config.rs`, `admin.rs`: start-up and the handle, the state
 //!   every connection shares, the proxy's own config, the admin endpoint.
+//! - `admin_metrics.rs`: the merged metrics endpoint (Istio's `:15020/stats/prometheus`):
+//!   the proxy's metrics and the app's own, scraped with a timeout and a size cap.
 //!
 //! The config is a [`skein_snapshot::Snapshot`] compiled and held in an `ArcSwap`; requests
 //! and connections keep the `Arc` they started with.
@@ -30,6 +32,7 @@
 #![deny(rust_2018_idioms)]
 
 mod admin;
+mod admin_metrics;
 mod authority;
 mod backoff;
 mod config;
@@ -55,7 +58,7 @@ pub mod headers {
 }
 
 pub use config::{
-    AccessLogSink, ControlTls, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig,
+    AccessLogSink, AppMetrics, ControlTls, InboundConfig, Limits, Mode, ProxyConfig, SourceConfig,
     TlsListenerConfig,
 };
 #[cfg(feature = "fuzzing")]

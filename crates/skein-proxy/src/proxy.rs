@@ -136,6 +136,8 @@ pub struct BoundAddrs {
     pub gateway_https: Option<SocketAddr>,
     /// Admin.
     pub admin: Option<SocketAddr>,
+    /// The merged metrics endpoint.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running proxy.
@@ -301,6 +303,7 @@ struct StaticListeners {
     gateway_http: Option<TcpListener>,
     gateway_https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     admin: Option<TcpListener>,
+    metrics: Option<TcpListener>,
 }
 
 /// Binds every listener of `config` (before anything is spawned, so a failure leaves
@@ -338,12 +341,17 @@ fn bind_static(config: &ProxyConfig) -> Result<StaticListeners, ProxyError> {
         Some(a) => Some(bind("admin", a)?),
         None => None,
     };
+    let metrics = match config.metrics {
+        Some(a) => Some(bind("metrics", a)?),
+        None => None,
+    };
     Ok(StaticListeners {
         outbound,
         inbound,
         gateway_http,
         gateway_https,
         admin,
+        metrics,
     })
 }
 
@@ -412,9 +420,24 @@ fn serve_static(
         let drain = drain.signal();
         tokio::spawn(serve_https(l, limit(), acceptor, c, drain, token.clone()));
     }
-    let admin_task = l.admin.map(|l| {
-        addrs.admin = l.local_addr().ok();
-        tokio::spawn(crate::admin::serve(l, Arc::clone(shared)))
+    addrs.admin = l.admin.as_ref().and_then(|l| l.local_addr().ok());
+    addrs.metrics = l.metrics.as_ref().and_then(|l| l.local_addr().ok());
+    // One task for both: the admin endpoint and the merged metrics stop together.
+    let admin_task = (l.admin.is_some() || l.metrics.is_some()).then(|| {
+        let (admin, metrics, shared) = (l.admin, l.metrics, Arc::clone(shared));
+        tokio::spawn(async move {
+            let admin = async {
+                if let Some(l) = admin {
+                    crate::admin::serve(l, Arc::clone(&shared)).await
+                }
+            };
+            let metrics = async {
+                if let Some(l) = metrics {
+                    crate::admin::serve_metrics(l, Arc::clone(&shared)).await
+                }
+            };
+            tokio::join!(admin, metrics);
+        })
     });
     (addrs, admin_task)
 }

@@ -18,6 +18,8 @@
 //!   - `mesh`: sidecars, `istiod` and the ingress gateway pod; the mesh's addresses and ports.
 //!   - `database`: the database stand-in: SQLite or MariaDB, and SQLite's rewritten URLs.
 //!   - `ingress`: `IngressRoute`: the Ingress rules, ordered, and how a request matches one.
+//!   - `prometheus`: the Prometheus pod, its generated config, and Istio's scrape
+//!     annotations with the sidecar's metrics merging.
 //! - `run/`: the kubelet's part.
 //!   - `supervisor`: `Pods`: one process per container, restarts, readiness, ready endpoints.
 //!   - `process`: signals, liveness and start times of processes (through `rustix`).
@@ -57,11 +59,12 @@ use std::path::{Path, PathBuf};
 pub use client::{HttpGetError, http_get};
 pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
+pub use plan::prometheus::DEFAULT_SCRAPE_INTERVAL;
 pub use run::logs::{LOG_FILES_ENV, LOG_MAX_SIZE_ENV, LogRotation, LogRotationError};
 pub use run::state::StateDir;
 pub use run::status::{
-    ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, ProxyStatus, ServiceStatus, Status,
-    SupervisorStatus,
+    ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, PrometheusStatus, ProxyStatus,
+    ServiceStatus, Status, SupervisorStatus,
 };
 pub use up::{NotOurs, Running, Stopped, UpOptions, mesh_synced, stop, up};
 

@@ -11,11 +11,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::kube::{ingress, services};
-use crate::plan::{self, MeshPlanOptions, Plan, PlanOptions};
+use crate::plan::{self, MeshPlanOptions, Plan, PlanOptions, PrometheusState};
 use crate::run::logs::LogRotation;
 use crate::run::process;
 use crate::run::state::{Network, StateDir, Supervisor};
-use crate::run::status::{DatabaseStatus, IngressStatus, Status, SupervisorStatus};
+use crate::run::status::{
+    DatabaseStatus, IngressStatus, PrometheusStatus, Status, SupervisorStatus,
+};
 use crate::run::supervisor::Pods;
 use crate::{DatabaseMode, RuntimeError, tls};
 
@@ -37,6 +39,8 @@ pub struct UpOptions {
     pub plugin_ca: Option<PathBuf>,
     /// When containers' logs are rotated and how many files are kept.
     pub log_rotation: LogRotation,
+    /// How often the mesh's Prometheus scrapes (Istio's addon: 15 s).
+    pub scrape_interval: Duration,
 }
 
 /// The manifests, running. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
@@ -73,6 +77,7 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         https: https_addr,
         cert_ttl: opts.cert_ttl,
         plugin_ca: opts.plugin_ca.clone(),
+        scrape_interval: opts.scrape_interval,
     });
     let mut network = Network::load_or_new(&state)?;
     let plan = plan::build(
@@ -87,6 +92,13 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     )?;
     network.save(&state)?;
     check_pod_ports(&plan)?;
+    match &plan.prometheus {
+        PrometheusState::Planned(p) => plan::prometheus::write_config(&plan.pods, p)?,
+        PrometheusState::Missing => {
+            tracing::warn!("prometheus: {}", plan::prometheus::MISSING)
+        }
+        PrometheusState::Off => {}
+    }
     crate::kube::dns::write_hosts(&state, &plan)?;
     let tls = tls::ingress_server_config(&state.certs())?;
     let base = base_status(&opts, &state, &plan, http_addr, https_addr);
@@ -175,6 +187,20 @@ fn base_status(
         },
         pods: Vec::new(),
         services: Vec::new(),
+        prometheus: match &plan.prometheus {
+            PrometheusState::Off => None,
+            PrometheusState::Missing => Some(PrometheusStatus {
+                note: Some(plan::prometheus::MISSING.to_string()),
+                ..PrometheusStatus::default()
+            }),
+            PrometheusState::Planned(p) => Some(PrometheusStatus {
+                url: Some(p.url.clone()),
+                config: Some(p.config.display().to_string()),
+                data: Some(p.data.display().to_string()),
+                scrape_interval: Some(plan::prometheus::duration(p.scrape_interval)),
+                note: None,
+            }),
+        },
     }
 }
 

@@ -27,6 +27,7 @@ fn options(manifests: &Path, state: &Path, log_rotation: LogRotation) -> UpOptio
         cert_ttl: None,
         plugin_ca: None,
         log_rotation,
+        scrape_interval: skein_runtime::DEFAULT_SCRAPE_INTERVAL,
     }
 }
 

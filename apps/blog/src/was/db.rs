@@ -300,6 +300,18 @@ impl Db {
     }
 
     /// Closes the pool; later queries fail as [`DbError::Unavailable`].
+    /// What the pool holds now (the `hikaricp_connections*` gauges).
+    pub fn pool_stats(&self) -> crate::metrics::PoolStats {
+        on_pool!(self, |pool| {
+            let (size, idle) = (pool.size(), pool.num_idle() as u32);
+            crate::metrics::PoolStats {
+                active: size.saturating_sub(idle),
+                idle,
+                max: pool.options().get_max_connections(),
+            }
+        })
+    }
+
     pub async fn close(&self) {
         on_pool!(self, |pool| pool.close().await)
     }

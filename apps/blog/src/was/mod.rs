@@ -8,6 +8,7 @@
 //! DELETE /api/posts/{id}             -> 204
 //! GET    /actuator/health            UP/DOWN (503) with a 1 s `SELECT 1`
 //! GET    /actuator/info
+//! GET    /actuator/prometheus        requests and the pool in Prometheus's text format
 //! ```
 
 pub mod db;
@@ -146,6 +147,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     db: Db,
+    metrics: Arc<crate::metrics::HttpMetrics>,
     pod_name: String,
     version: String,
     max_body_bytes: usize,
@@ -156,6 +158,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 db,
+                metrics: Arc::default(),
                 pod_name: pod_name.to_owned(),
                 version: version.to_owned(),
                 max_body_bytes,
@@ -173,6 +176,7 @@ pub fn router(state: AppState) -> Router {
     let identity = Arc::new(IdentityHeaders {
         version: header_value(&state.inner.version),
         pod: header_value(&state.inner.pod_name),
+        metrics: Arc::clone(&state.inner.metrics),
     });
     let limit = state.inner.max_body_bytes;
     Router::new()
@@ -185,6 +189,7 @@ pub fn router(state: AppState) -> Router {
         .route("/actuator/health/readiness", get(health))
         .route("/actuator/health/liveness", get(liveness))
         .route("/actuator/info", get(info))
+        .route("/actuator/prometheus", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -281,6 +286,16 @@ fn header_value(s: &str) -> HeaderValue {
 struct IdentityHeaders {
     version: HeaderValue,
     pod: HeaderValue,
+    metrics: Arc<crate::metrics::HttpMetrics>,
+}
+
+/// `GET /actuator/prometheus`: the was's requests and its database pool.
+async fn prometheus(State(state): State<AppState>) -> Response {
+    let text = state
+        .inner
+        .metrics
+        .render(Some(state.inner.db.pool_stats()));
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn identity_and_log(
@@ -290,6 +305,10 @@ async fn identity_and_log(
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "UNKNOWN".to_string(), |m| m.as_str().to_string());
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     let headers = res.headers_mut();
@@ -299,6 +318,9 @@ async fn identity_and_log(
     );
     headers.insert(HeaderName::from_static(POD_HEADER), identity.pod.clone());
     let status = res.status().as_u16();
+    identity
+        .metrics
+        .record(method.as_str(), &route, status, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     if path.starts_with("/actuator/") && status < 400 {
         tracing::debug!(%method, %path, status, elapsed_ms, "request");

@@ -6,6 +6,8 @@
 //! GET /board           write/edit/delete  GET /assets/*     css, js, icon
 //! ANY /api/*           proxied to WAS_URL with Host: WAS_HOST
 //! ```
+//! With `METRICS_ADDR`, a second listener there serves `GET /metrics`: its requests in
+//! Prometheus's text format (`http_server_requests_seconds`), off the public port.
 //! Every response carries `x-web-version` and `x-web-pod`.
 
 pub mod assets;
@@ -75,6 +77,9 @@ pub struct Args {
     /// Upstream timeout: `15s`, `500ms`, `2m` or plain seconds.
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "15s")]
     pub upstream_timeout: String,
+    /// Where to serve `/metrics` (Prometheus text) [default: not served].
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Resolved configuration of `blog-web`.
@@ -90,6 +95,8 @@ pub struct Config {
     pub no_proxy: NoProxy,
     pub hosts_file: Option<PathBuf>,
     pub upstream_timeout: Duration,
+    /// The metrics listener, if any.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Errors of blog-web's configuration and serving.
@@ -196,6 +203,7 @@ impl Config {
             no_proxy: NoProxy::default(),
             hosts_file: None,
             upstream_timeout: Duration::from_secs(15),
+            metrics_addr: None,
         })
     }
 
@@ -236,6 +244,7 @@ impl TryFrom<Args> for Config {
             no_proxy,
             hosts_file: a.hosts_file,
             upstream_timeout: parse_duration(&a.upstream_timeout)?,
+            metrics_addr: a.metrics_addr,
         })
     }
 }
@@ -244,6 +253,7 @@ impl TryFrom<Args> for Config {
 struct Identity {
     version: HeaderValue,
     pod: HeaderValue,
+    metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -252,6 +262,29 @@ fn header_value(s: &str) -> HeaderValue {
 
 /// blog-web's routes. Fails only on an invalid `WAS_HOST`.
 pub fn router(config: &Config) -> Result<Router, WebError> {
+    router_with_metrics(config, Arc::default())
+}
+
+/// The metrics listener's one route.
+fn metrics_router(metrics: Arc<crate::metrics::HttpMetrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                    metrics.render(None),
+                )
+            }
+        }),
+    )
+}
+
+fn router_with_metrics(
+    config: &Config,
+    metrics: Arc<crate::metrics::HttpMetrics>,
+) -> Result<Router, WebError> {
     let host = HeaderValue::from_str(&config.was_host)
         .map_err(|_| invalid("WAS_HOST", &config.was_host, "not a valid Host header"))?;
     let proxy = Arc::new(Proxy::new(
@@ -264,6 +297,7 @@ pub fn router(config: &Config) -> Result<Router, WebError> {
     let identity = Arc::new(Identity {
         version: header_value(&config.version),
         pod: header_value(&config.pod_name),
+        metrics,
     });
     let forward = |State(p): State<Arc<Proxy>>, req: Request| async move { p.forward(req).await };
     Ok(Router::new()
@@ -321,6 +355,10 @@ async fn identity_and_log(
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "UNKNOWN".to_string(), |m| m.as_str().to_string());
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     let headers = res.headers_mut();
@@ -330,6 +368,9 @@ async fn identity_and_log(
     );
     headers.insert(HeaderName::from_static(POD_HEADER), identity.pod.clone());
     let status = res.status().as_u16();
+    identity
+        .metrics
+        .record(method.as_str(), &route, status, started.elapsed());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     if path == "/health" && status < 400 {
         tracing::debug!(%method, %path, status, elapsed_ms, "request");
@@ -341,14 +382,24 @@ async fn identity_and_log(
 
 /// Binds `listen_addr` and serves in the background.
 pub async fn start(config: Config) -> Result<ServerHandle, WebError> {
-    let app = router(&config)?;
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|error| WebError::Bind {
-            addr: config.listen_addr,
-            error,
-        })?;
-    let handle = ServerHandle::spawn(listener, app).map_err(WebError::Serve)?;
+    let metrics = Arc::<crate::metrics::HttpMetrics>::default();
+    let app = router_with_metrics(&config, Arc::clone(&metrics))?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|error| WebError::Bind { addr, error })
+    };
+    let listener = bind(config.listen_addr).await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let mut handle = ServerHandle::spawn(listener, app).map_err(WebError::Serve)?;
+    if let Some(l) = metrics_listener {
+        let m = ServerHandle::spawn(l, metrics_router(metrics)).map_err(WebError::Serve)?;
+        tracing::info!(addr = %m.local_addr(), "blog-web metrics listening");
+        handle = handle.with_companion(m);
+    }
     tracing::info!(
         addr = %handle.local_addr(),
         was = %config.was_url,

@@ -12,8 +12,9 @@ use super::ingress::ingress_routes;
 use super::manifests::{ConfigData, ServiceDef, ServicePortDef, Workload, services, workloads};
 use super::pod::plan_pod;
 use super::{
-    DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan, ServicePlan,
-    ServicePortPlan, ServicePortRef, database, dns_names, mesh,
+    DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan,
+    PrometheusState, ServicePlan, ServicePortPlan, ServicePortRef, database, dns_names, mesh,
+    prometheus,
 };
 use crate::RuntimeError;
 use crate::naming::pod_name;
@@ -56,7 +57,7 @@ pub fn build(
         mode,
         db_services: &db_services,
     };
-    let pods = plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
+    let (pods, prometheus) = plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
     let services: Vec<ServicePlan> = services
         .iter()
         .zip(service_ips)
@@ -74,6 +75,7 @@ pub fn build(
         ingress,
         database: DatabasePlan { mode, location },
         hosts,
+        prometheus,
     })
 }
 
@@ -86,10 +88,12 @@ struct MeshPods<'a> {
     skein: &'a Path,
     istiod: PodPlan,
     gateway: PodPlan,
+    prometheus: Option<(PodPlan, prometheus::PrometheusPlan)>,
 }
 
 fn mesh_pods<'a>(
     m: &'a MeshPlanOptions,
+    program_dirs: &[std::path::PathBuf],
     state: &StateDir,
     network: &mut Network,
     live_names: &mut Vec<String>,
@@ -99,12 +103,29 @@ fn mesh_pods<'a>(
     let (istiod_ip, gateway_ip) = (network.pod_ip(&istiod)?, network.pod_ip(&gateway)?);
     live_names.extend([istiod.clone(), gateway.clone()]);
     let control = SocketAddr::from((istiod_ip, mesh::CONTROL_PORT));
+    // Prometheus runs when its program is installed (Debian's `prometheus`).
+    let prometheus = match super::pod::find_program("prometheus", program_dirs) {
+        Some(program) => {
+            let name = pod_name("prometheus", b"prometheus", 0);
+            let ip = network.pod_ip(&name)?;
+            live_names.push(name.clone());
+            Some(mesh::prometheus_pod(
+                name,
+                ip,
+                &program,
+                state,
+                m.scrape_interval,
+            ))
+        }
+        None => None,
+    };
     Ok(MeshPods {
         control,
         root: state.mesh_root_file(m.plugin_ca.as_deref()),
         skein: &m.skein,
         istiod: mesh::control_pod(istiod, istiod_ip, state, m, control),
         gateway: mesh::gateway_pod(gateway, gateway_ip, state, m, control)?,
+        prometheus,
     })
 }
 
@@ -116,14 +137,20 @@ fn plan_pods(
     network: &mut Network,
     cx: &Inputs<'_>,
     errors: &mut Vec<String>,
-) -> Result<Vec<PodPlan>, RuntimeError> {
+) -> Result<(Vec<PodPlan>, PrometheusState), RuntimeError> {
     let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = manifests
         .namespaces()
         .map(|n| (n.metadata.name.clone(), n.metadata.labels.clone()))
         .collect();
     let mut live_names = Vec::new();
     let mesh_pods = match &cx.opts.mesh {
-        Some(m) => Some(mesh_pods(m, cx.state, network, &mut live_names)?),
+        Some(m) => Some(mesh_pods(
+            m,
+            &cx.opts.program_dirs,
+            cx.state,
+            network,
+            &mut live_names,
+        )?),
         None => None,
     };
     let mut pods = Vec::new();
@@ -152,10 +179,18 @@ fn plan_pods(
         }
     }
     network.retain_pods(&live_names);
+    let mut state = PrometheusState::Off;
     if let Some(m) = mesh_pods {
         pods.extend([m.istiod, m.gateway]);
+        state = match m.prometheus {
+            Some((pod, plan)) => {
+                pods.push(pod);
+                PrometheusState::Planned(plan)
+            }
+            None => PrometheusState::Missing,
+        };
     }
-    Ok(pods)
+    Ok((pods, state))
 }
 
 fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {

@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
+use super::prometheus::PrometheusPlan;
 use super::{
     Check, ContainerPlan, MeshPlanOptions, NamedPort, PodPlan, ProxyMode, ProxyPlan, Readiness, Run,
 };
@@ -116,6 +118,13 @@ pub fn add_sidecar(
         args.push("--inbound".into());
         args.push(format!("{}:{}={}:{}", pod.ip, p.port, app, p.port));
     }
+    // The merged metrics on the pod's address, as Istio's agent serves them on the pod IP.
+    args.push("--metrics".into());
+    args.push(SocketAddr::from((pod.ip, super::prometheus::STATUS_PORT)).to_string());
+    if let Some(m) = &pod.app_metrics {
+        args.push("--app-metrics".into());
+        args.push(format!("{}{}", SocketAddr::from((app, m.port)), m.path));
+    }
     let env = vec![
         (
             "PATH".to_string(),
@@ -162,7 +171,12 @@ pub fn app_env(state: &StateDir, pod_name: &str, pod_ip: Ipv4Addr) -> Vec<(Strin
     ]
 }
 
-fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)]) -> PodPlan {
+pub(super) fn mesh_pod(
+    name: String,
+    ip: Ipv4Addr,
+    workload: &str,
+    labels: &[(&str, &str)],
+) -> PodPlan {
     PodPlan {
         name,
         namespace: MESH_NAMESPACE.into(),
@@ -180,6 +194,8 @@ fn mesh_pod(name: String, ip: Ipv4Addr, workload: &str, labels: &[(&str, &str)])
         grace: std::time::Duration::from_secs(10),
         proxy: None,
         bootstrap_token_sha256: None,
+        scrape: None,
+        app_metrics: None,
     }
 }
 
@@ -283,9 +299,13 @@ pub fn gateway_pod(
         certs.join("ingress.key").display().to_string(),
         "--admin".into(),
         admin.to_string(),
+        "--metrics".into(),
+        SocketAddr::from((ip, super::prometheus::STATUS_PORT)).to_string(),
         "--access-log".into(),
         "stdout".into(),
     ]);
+    // Istio's gateway chart annotates the pod for scraping at its status port.
+    pod.scrape = Some(super::prometheus::merged());
     pod.containers.push(ContainerPlan {
         name: "istio-proxy".into(),
         run: Run::Program {
@@ -308,6 +328,81 @@ pub fn gateway_pod(
         outbound_http: None,
     });
     Ok(pod)
+}
+
+/// Prometheus's port on its pod's address: 9090, unless something (a system-wide
+/// Prometheus on `*:9090`, say) holds it, then a free one.
+fn free_port(ip: Ipv4Addr) -> u16 {
+    use super::prometheus::PROMETHEUS_PORT;
+    let try_bind = |p: u16| {
+        std::net::TcpListener::bind(SocketAddr::from((ip, p)))
+            .ok()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    };
+    try_bind(PROMETHEUS_PORT)
+        .or_else(|| try_bind(0))
+        .unwrap_or(PROMETHEUS_PORT)
+}
+
+/// The Prometheus pod: its program, config file and data directory in the state
+/// directory, and its readiness (`/-/ready`). The config is written by
+/// [`write_config`] once every pod is planned.
+pub fn prometheus_pod(
+    name: String,
+    ip: Ipv4Addr,
+    program: &Path,
+    state: &StateDir,
+    scrape_interval: Duration,
+) -> (PodPlan, PrometheusPlan) {
+    let port = free_port(ip);
+    let config = state.root().join("prometheus.yml");
+    let data = state.data().join("prometheus");
+    let mut pod = mesh_pod(
+        name,
+        ip,
+        "prometheus",
+        &[("app", "prometheus"), ("component", "server")],
+    );
+    pod.service_account = "prometheus".into();
+    pod.ports.push(NamedPort {
+        name: Some("http".into()),
+        port,
+    });
+    pod.containers.push(ContainerPlan {
+        name: "prometheus-server".into(),
+        run: Run::Program {
+            program: program.to_path_buf(),
+            args: vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address={}", SocketAddr::from((ip, port))),
+                "--storage.tsdb.retention.time=6h".into(),
+            ],
+        },
+        env: vec![(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        )],
+        log: state.container_log(&pod.name, "prometheus-server"),
+    });
+    pod.readiness = Some(Readiness {
+        check: Check::Http {
+            port,
+            path: "/-/ready".into(),
+        },
+        initial_delay: Duration::ZERO,
+        period: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+        failure_threshold: 3,
+    });
+    let plan = PrometheusPlan {
+        url: format!("http://{}", SocketAddr::from((ip, port))),
+        config,
+        data,
+        scrape_interval,
+    };
+    (pod, plan)
 }
 
 #[cfg(test)]

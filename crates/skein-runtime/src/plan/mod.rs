@@ -23,6 +23,7 @@ mod ingress;
 mod manifests;
 pub(crate) mod mesh;
 mod pod;
+pub(crate) mod prometheus;
 
 pub use build::build;
 pub use ingress::IngressRoute;
@@ -52,6 +53,17 @@ pub struct Plan {
     pub ingress: Vec<IngressRoute>,
     pub database: DatabasePlan,
     pub hosts: Vec<(Ipv4Addr, Vec<String>)>,
+    pub prometheus: PrometheusState,
+}
+
+/// Whether the run has a Prometheus.
+#[derive(Debug, Clone)]
+pub enum PrometheusState {
+    /// Without the mesh, as without Istio's addon.
+    Off,
+    /// The mesh runs but no `prometheus` program was found.
+    Missing,
+    Planned(prometheus::PrometheusPlan),
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +94,11 @@ pub struct PodPlan {
     /// SHA-256 (hex) of the bootstrap token written for the pod's proxy, listed in the
     /// registry so the control plane can tell the pod's proxy from any other process.
     pub bootstrap_token_sha256: Option<String>,
+    /// Where Prometheus scrapes the pod (its `prometheus.io/*` annotations, as injection
+    /// leaves them), on the pod's IP.
+    pub scrape: Option<prometheus::ScrapeTarget>,
+    /// The app's own metrics, for the sidecar to merge (the annotations before injection).
+    pub app_metrics: Option<prometheus::ScrapeTarget>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +248,8 @@ pub struct MeshPlanOptions {
     pub cert_ttl: Option<std::time::Duration>,
     /// A user's own CA in Istio's plug-in layout.
     pub plugin_ca: Option<PathBuf>,
+    /// How often Prometheus scrapes (Istio's addon: 15 s).
+    pub scrape_interval: std::time::Duration,
 }
 
 /// The names cluster DNS gives a Service: the short name (from its own namespace), `name.ns`,

@@ -41,6 +41,12 @@ pub(super) fn plan_pod(
         }
         containers.push(container(w, c, &facts, ip, meshed, cx).map_err(at)?);
     }
+    let scrape = super::prometheus::pod_scrape(
+        &w.pod_annotations,
+        meshed,
+        ports.first().map(|p: &NamedPort| p.port),
+    )
+    .map_err(at)?;
     let readiness = w
         .spec
         .containers
@@ -68,6 +74,8 @@ pub(super) fn plan_pod(
         ),
         proxy: None,
         bootstrap_token_sha256: None,
+        scrape: scrape.pod,
+        app_metrics: scrape.app,
     })
 }
 

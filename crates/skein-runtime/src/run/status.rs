@@ -24,6 +24,27 @@ pub struct Status {
     pub database: DatabaseStatus,
     pub pods: Vec<PodStatus>,
     pub services: Vec<ServiceStatus>,
+    /// The mesh's Prometheus (absent without the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PrometheusStatus {
+    /// `http://ADDR` of its UI and HTTP API (`/api/v1/query`); None when it does not run.
+    pub url: Option<String>,
+    /// Its generated config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Its data directory (in the state directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// How often it scrapes, as Prometheus writes durations (`15s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_interval: Option<String>,
+    /// Why it does not run, and how to get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

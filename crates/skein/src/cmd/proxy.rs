@@ -59,6 +59,13 @@ pub struct Args {
     /// The admin endpoint (loopback).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
+    /// The merged metrics endpoint Prometheus scrapes (Istio's `:15020/stats/prometheus`).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// The app's own metrics, merged into --metrics: `ADDR:PORT/PATH` (e.g.
+    /// 127.1.3.2:8080/metrics).
+    #[arg(long, requires = "metrics", value_name = "ADDR:PORT/PATH")]
+    app_metrics: Option<String>,
     /// `stdout`, `off` or a file path.
     #[arg(long, default_value = "stdout")]
     access_log: String,
@@ -127,6 +134,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Mode::Sidecar
     };
     config.admin = Some(args.admin);
+    config.metrics = args.metrics;
+    if let Some(spec) = &args.app_metrics {
+        let (addr, path) = spec.split_at(spec.find('/').unwrap_or(spec.len()));
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--app-metrics {spec:?}: expected ADDR:PORT/PATH"))?;
+        config.app_metrics = Some(skein_proxy::AppMetrics {
+            addr,
+            path: if path.is_empty() {
+                "/metrics".into()
+            } else {
+                path.into()
+            },
+        });
+    }
     config.access_log = match args.access_log.as_str() {
         "stdout" | "/dev/stdout" => AccessLogSink::Stdout,
         "off" | "" => AccessLogSink::Off,

@@ -65,9 +65,13 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 status.ingress.http, status.ingress.https
             );
             println!(
-                "database: {} ({})\n",
+                "database: {} ({})",
                 status.database.mode, status.database.location
             );
+            if let Some(line) = prometheus_line(&status) {
+                println!("{line}");
+            }
+            println!();
             if let Some(c) = &control {
                 println!(
                     "control plane: pid {} at {}, config version {}{}",
@@ -125,6 +129,21 @@ pub fn control_plane(state: &StateDir, status: &mut Status) -> Option<ControlPla
         version: c.version,
         valid: c.valid,
         last_rejection: c.last_rejection,
+    })
+}
+
+/// The Prometheus line of the summary and the status table: its URL, or why it does not
+/// run and how to get it.
+pub fn prometheus_line(status: &Status) -> Option<String> {
+    let p = status.prometheus.as_ref()?;
+    Some(match (&p.url, &p.note) {
+        (Some(url), _) => format!(
+            "prometheus: {url}  (scrapes every {}; data in {})",
+            p.scrape_interval.as_deref().unwrap_or("15s"),
+            p.data.as_deref().unwrap_or("the state directory")
+        ),
+        (None, Some(note)) => format!("prometheus: {note}"),
+        (None, None) => "prometheus: not running".to_string(),
     })
 }
 

@@ -39,6 +39,9 @@ pub struct Args {
     /// (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
     #[arg(long, value_name = "DIR")]
     plugin_ca: Option<PathBuf>,
+    /// How often the mesh's Prometheus scrapes the pods, in seconds (Istio's addon: 15).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0, value_parser = scrape_interval)]
+    scrape_interval: f64,
     /// How long to wait for every pod to become ready.
     #[arg(long, default_value = "120", value_name = "SECONDS")]
     timeout: u64,
@@ -84,6 +87,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         },
         // SKEIN_LOG_MAX_SIZE and SKEIN_LOG_FILES; the detached supervisor inherits them.
         log_rotation: LogRotation::from_env()?,
+        scrape_interval: Duration::from_secs_f64(args.scrape_interval),
     };
     crate::runtime()?.block_on(async move {
         let started = Instant::now();
@@ -150,6 +154,7 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
         .arg(&args.dir)
         .args(["--http-port", &args.http_port.to_string()])
         .args(["--https-port", &args.https_port.to_string()])
+        .args(["--scrape-interval", &args.scrape_interval.to_string()])
         .arg("--supervise");
     if args.no_mesh {
         cmd.arg("--no-mesh");
@@ -227,12 +232,28 @@ fn summary(status: &Status, took: Duration, state: &StateDir) -> String {
         status.ingress.http, status.ingress.https
     ));
     s.push_str(&format!(
-        "  database: {} ({})\n\n",
+        "  database: {} ({})\n",
         status.database.mode, status.database.location
     ));
+    if let Some(line) = super::status::prometheus_line(status) {
+        s.push_str(&format!("  {line}\n"));
+    }
+    s.push('\n');
     s.push_str(&super::status::table(status));
     s.push_str(&format!("\nTry: curl {}/api/posts\n", status.ingress.http));
     s
+}
+
+/// A scrape interval between 0.1 s and an hour.
+fn scrape_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if (0.1..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0.1 to 3600 seconds"))
+    }
 }
 
 /// Container programs are looked up beside the skein binary first (where cargo puts the
