@@ -80,7 +80,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.push(tag);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
@@ -122,12 +122,12 @@ fn encode_value(v: &Value) -> Vec<u8> {
 
 // --- decoding ---------------------------------------------------------------------------
 
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.buf.is_empty()
     }
 
@@ -154,19 +154,19 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type.
-    fn key(&mut self) -> Result<(u64, u8), DecodeError> {
+    pub(super) fn key(&mut self) -> Result<(u64, u8), DecodeError> {
         let k = self.varint()?;
         Ok((k >> 3, (k & 7) as u8))
     }
 
-    fn len_delimited(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub(super) fn len_delimited(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| DecodeError::Truncated)?;
         self.take(n)
     }
 
     /// Skips a field of wire type `wt`.
-    fn skip(&mut self, wt: u8) -> Result<(), DecodeError> {
+    pub(super) fn skip(&mut self, wt: u8) -> Result<(), DecodeError> {
         match wt {
             0 => self.varint().map(drop),
             1 => self.take(8).map(drop),
@@ -177,7 +177,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn utf8(b: &[u8]) -> Result<String, DecodeError> {
+pub(super) fn utf8(b: &[u8]) -> Result<String, DecodeError> {
     std::str::from_utf8(b)
         .map(str::to_owned)
         .map_err(|_| DecodeError::Utf8)
