@@ -28,6 +28,9 @@ pub(crate) struct ConnInfo {
     pub(crate) inbound_metrics: OnceLock<Arc<RequestMetrics>>,
     /// Inbound metrics labelled with the calling workload's peer metadata as well.
     pub(crate) peer_metrics: PeerMetricsCache,
+    /// The caller's metadata from the TCP exchange (inbound mTLS with ALPN
+    /// `istio-peer-exchange` only).
+    pub(crate) exchanged: Option<PeerMetadata>,
 }
 
 impl ConnInfo {
@@ -41,6 +44,7 @@ impl ConnInfo {
             xfcc: None,
             inbound_metrics: OnceLock::new(),
             peer_metrics: PeerMetricsCache::default(),
+            exchanged: None,
         }
     }
 

@@ -21,8 +21,9 @@ use crate::conn::ConnInfo;
 use crate::route::retry::{Failure, REPLAY_LIMIT, RetryPolicy, backoff};
 use crate::route::{CompiledRoute, Dest};
 use crate::telemetry::access_log::ResponseFlags;
+use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::metrics::{RequestMetrics, with_destination_peer};
-use crate::telemetry::peer::{OwnPeer, take_headers};
+use crate::telemetry::peer::take_headers;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::budget::RetryGuard;
 use crate::upstream::cluster::{

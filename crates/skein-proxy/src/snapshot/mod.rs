@@ -21,8 +21,9 @@ use crate::config::{InboundConfig, Mode, ProxyConfig};
 use crate::identity::IdentityStore;
 use crate::policy::authz::{AuthzError, Engine};
 use crate::route::{CompiledRouteConfig, RouteError};
+use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::metrics::{Reporter, RequestMetrics, base_labels};
-use crate::telemetry::peer::{OwnPeer, PeerMetadata};
+use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::ClusterState;
 
 /// Errors turning a snapshot into run-time config. The previous config stays in force.

@@ -2,17 +2,58 @@
 //! negotiated ALPN `istio-peer-exchange` writes first. Magic `0x3D230467` and the body length
 //! (4 bytes each, big-endian), then a `google.protobuf.Any` holding a `Struct` with the node
 //! metadata under `x-envoy-peer-metadata` and the node id under `x-envoy-peer-metadata-id`.
-//!
-//! Only the codec so far: mesh TCP connections do not run the exchange yet.
-#![cfg_attr(
-    not(feature = "fuzzing"),
-    allow(dead_code, reason = "mesh TCP connections do not run the exchange yet")
-)]
+//! A client offers ALPN `istio-peer-exchange` (then `istio`) on mesh TCP connections; when
+//! the server picks it, each side writes its frame right after the handshake and reads the
+//! other's. The proxy's own header pair and frame ([`OwnPeer`]) are made once per snapshot.
+
+use std::time::Duration;
+
+use skein_snapshot::Node;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::peer::{
     DecodeError, PEER_METADATA, PEER_METADATA_ID, PeerMetadata, Reader, Struct, Value,
-    decode_struct, encode_struct, put_bytes, utf8,
+    decode_struct, encode_struct, node_id, put_bytes, utf8,
 };
+
+/// The ALPN a client offers (before `istio`) to say it speaks the TCP exchange.
+pub const EXCHANGE_ALPN: &[u8] = b"istio-peer-exchange";
+/// How long a side waits for the other's frame.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The proxy's own pair of exchange headers, made once per snapshot (its node).
+#[derive(Debug)]
+pub struct OwnPeer {
+    /// `x-envoy-peer-metadata`.
+    pub metadata: http::HeaderValue,
+    /// `x-envoy-peer-metadata-id`.
+    pub id: http::HeaderValue,
+    /// The TCP exchange frame.
+    pub frame: Vec<u8>,
+}
+
+impl OwnPeer {
+    /// The headers for `node`; None when the node says nothing about its workload (no
+    /// snapshot yet) or its names cannot be a header value.
+    pub fn new(node: &Node, gateway: bool) -> Option<Self> {
+        if node.pod.is_empty() && node.workload.is_empty() {
+            return None;
+        }
+        let me = PeerMetadata::from_node(node);
+        let id = node_id(node, gateway);
+        Some(OwnPeer {
+            metadata: http::HeaderValue::try_from(me.header_value()).ok()?,
+            frame: exchange_frame(&me, &id),
+            id: http::HeaderValue::try_from(id).ok()?,
+        })
+    }
+
+    /// Sets both headers (replacing any the app sent).
+    pub fn insert(&self, headers: &mut http::HeaderMap) {
+        headers.insert(PEER_METADATA.clone(), self.metadata.clone());
+        headers.insert(PEER_METADATA_ID.clone(), self.id.clone());
+    }
+}
 
 /// The first 4 bytes of Istio's TCP metadata exchange frame (big-endian).
 pub const EXCHANGE_MAGIC: u32 = 0x3D23_0467;
@@ -36,6 +77,34 @@ pub enum FrameError {
     /// The body does not decode.
     #[error("peer metadata exchange frame: {0}")]
     Decode(#[from] DecodeError),
+    /// The connection failed or ended before the frame was read.
+    #[error("peer metadata exchange: {0}")]
+    Io(String),
+    /// The frame did not arrive within [`EXCHANGE_TIMEOUT`].
+    #[error("peer metadata exchange: no frame from the peer within {EXCHANGE_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// Writes `own` (a frame) and reads the peer's, within [`EXCHANGE_TIMEOUT`]: the peer's
+/// metadata and node id.
+pub async fn exchange<S>(io: &mut S, own: &[u8]) -> Result<(PeerMetadata, String), FrameError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let run = async {
+        let io_err = |e: std::io::Error| FrameError::Io(e.to_string());
+        io.write_all(own).await.map_err(io_err)?;
+        io.flush().await.map_err(io_err)?;
+        let mut head = [0u8; 8];
+        io.read_exact(&mut head).await.map_err(io_err)?;
+        let len = frame_len(head)?;
+        let mut body = vec![0u8; len];
+        io.read_exact(&mut body).await.map_err(io_err)?;
+        parse_frame_body(&body)
+    };
+    tokio::time::timeout(EXCHANGE_TIMEOUT, run)
+        .await
+        .unwrap_or(Err(FrameError::Timeout))
 }
 
 /// The frame a side writes after the mTLS handshake: magic, body length (both 4 bytes,
@@ -158,5 +227,33 @@ mod tests {
             parse_frame_body(&hex("0a05 74")),
             Err(FrameError::Decode(DecodeError::Truncated))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_sides_exchange_frames_and_a_silent_or_foreign_peer_fails() {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let web = PeerMetadata {
+            workload: "web".into(),
+            ..PeerMetadata::default()
+        };
+        let db = PeerMetadata {
+            workload: "db".into(),
+            ..PeerMetadata::default()
+        };
+        let (fa, fb) = (exchange_frame(&web, "id-web"), exchange_frame(&db, "id-db"));
+        let (ra, rb) = tokio::join!(exchange(&mut a, &fa), exchange(&mut b, &fb));
+        assert_eq!(ra, Ok((db, "id-db".to_string())));
+        assert_eq!(rb, Ok((web, "id-web".to_string())));
+
+        // A peer that says nothing: the wait is bounded.
+        let (mut a, _b) = tokio::io::duplex(64 * 1024);
+        assert_eq!(exchange(&mut a, &fa).await, Err(FrameError::Timeout));
+        // A peer that speaks something else.
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        b.write_all(b"\x00\x00\x00\x0aJ5.7.0-log").await.unwrap();
+        assert_eq!(
+            exchange(&mut a, &fa).await,
+            Err(FrameError::Magic(0x0000_000a))
+        );
     }
 }

@@ -411,36 +411,6 @@ pub fn node_id(node: &Node, gateway: bool) -> String {
     format!("{kind}~{ip}~{}.{ns}~{ns}.svc.cluster.local", node.pod)
 }
 
-/// The proxy's own pair of exchange headers, made once per snapshot (its node).
-#[derive(Debug)]
-pub struct OwnPeer {
-    /// `x-envoy-peer-metadata`.
-    pub metadata: http::HeaderValue,
-    /// `x-envoy-peer-metadata-id`.
-    pub id: http::HeaderValue,
-}
-
-impl OwnPeer {
-    /// The headers for `node`; None when the node says nothing about its workload (no
-    /// snapshot yet) or its names cannot be a header value.
-    pub fn new(node: &Node, gateway: bool) -> Option<Self> {
-        if node.pod.is_empty() && node.workload.is_empty() {
-            return None;
-        }
-        let metadata = PeerMetadata::from_node(node).header_value();
-        Some(OwnPeer {
-            metadata: http::HeaderValue::try_from(metadata).ok()?,
-            id: http::HeaderValue::try_from(node_id(node, gateway)).ok()?,
-        })
-    }
-
-    /// Sets both headers (replacing any the app sent).
-    pub fn insert(&self, headers: &mut http::HeaderMap) {
-        headers.insert(PEER_METADATA.clone(), self.metadata.clone());
-        headers.insert(PEER_METADATA_ID.clone(), self.id.clone());
-    }
-}
-
 /// Removes both exchange headers; the metadata value, if there was one.
 pub fn take_headers(headers: &mut http::HeaderMap) -> Option<http::HeaderValue> {
     headers.remove(&PEER_METADATA_ID);

@@ -20,8 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::identity::{IdentityStore, TlsAlpn};
+use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::metrics::RequestMetrics;
-use crate::telemetry::peer::OwnPeer;
 pub(crate) use crate::upstream::endpoint::{
     ActiveGuard, Conn, EndpointState, H1Conn, UpstreamProto,
 };

@@ -1154,3 +1154,76 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_tcp_exchange_labels_both_sides_of_an_opaque_mtls_stream() {
+    let ca = Ca::new("mesh-root");
+    let echo = echo_app().await;
+    let srv = server_with(
+        echo,
+        Some(ca.identity(&spiffe(NS, "db"))),
+        mode(MtlsMode::Strict),
+        labelled("mysql", "v8"),
+    )
+    .await;
+    let log = temp_path("tcp-client");
+    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_access_log(AccessLogSink::File(log.clone()))
+        .with_identity(ca.identity(&spiffe(NS, "web")));
+    let h = within(skein_proxy::start(cfg)).await.expect("start");
+    let mut c = cluster(
+        &fqdn("mysql", NS),
+        3306,
+        None,
+        &[&srv.inbound().to_string()],
+    );
+    c.protocol = Protocol::Tcp;
+    c.tls = UpstreamTls::IstioMutual;
+    c.identities = vec![spiffe(NS, "db")];
+    let name = c.name.clone();
+    let mut snap = SnapshotBuilder::new("v1", NS, "web")
+        .cluster(c)
+        .tcp_listener(&name, "127.0.0.1:0".parse().expect("addr"), &name)
+        .build();
+    labelled("web", "v1")(&mut snap.node);
+    h.apply(snap).expect("snapshot");
+    let listener = h.listener_addr(&name).expect("tcp listener");
+    let cli = Side { h, log };
+
+    // The app's bytes are intact: the frames never reach it or the client.
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo_roundtrip(listener, &payload).await, payload);
+
+    let opened = |page: &str, reporter: &str| -> String {
+        page.lines()
+            .find(|l| {
+                l.starts_with("istio_tcp_connections_opened_total{")
+                    && l.contains(&format!("reporter=\"{reporter}\""))
+            })
+            .unwrap_or_else(|| panic!("no {reporter} TCP series in:\n{page}"))
+            .to_string()
+    };
+    let dst = opened(&srv.admin("/stats/prometheus").await.body, "destination");
+    for label in [
+        "source_workload=\"web\"",
+        "source_app=\"web\"",
+        "source_canonical_revision=\"v1\"",
+        "source_cluster=\"Kubernetes\"",
+        &format!("source_principal=\"{}\"", spiffe(NS, "web")),
+        "destination_app=\"mysql\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(dst.contains(label), "{label} missing in {dst}");
+    }
+    let src = opened(&cli.admin("/stats/prometheus").await.body, "source");
+    for label in [
+        "source_workload=\"web\"",
+        "destination_workload=\"was\"",
+        "destination_app=\"mysql\"",
+        "destination_version=\"v8\"",
+        "destination_canonical_service=\"mysql\"",
+        "destination_cluster=\"Kubernetes\"",
+    ] {
+        assert!(src.contains(label), "{label} missing in {src}");
+    }
+}
