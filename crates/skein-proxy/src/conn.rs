@@ -7,7 +7,8 @@ use http::HeaderValue;
 use skein_snapshot::names::Direction;
 
 use crate::identity::PeerIdentity;
-use crate::telemetry::metrics::{RequestMetrics, with_peer};
+use crate::telemetry::metrics::{PeerMetricsCache, RequestMetrics, with_peer, with_source_peer};
+use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::ClusterState;
 
 /// Per-connection facts.
@@ -25,6 +26,11 @@ pub(crate) struct ConnInfo {
     pub(crate) xfcc: Option<HeaderValue>,
     /// Inbound metrics labelled with this connection's peer, made on its first request.
     pub(crate) inbound_metrics: OnceLock<Arc<RequestMetrics>>,
+    /// Inbound metrics labelled with the calling workload's peer metadata as well.
+    pub(crate) peer_metrics: PeerMetricsCache,
+    /// The caller's metadata from the TCP exchange (inbound mTLS with ALPN
+    /// `istio-peer-exchange` only).
+    pub(crate) exchanged: Option<PeerMetadata>,
 }
 
 impl ConnInfo {
@@ -37,6 +43,8 @@ impl ConnInfo {
             peer: None,
             xfcc: None,
             inbound_metrics: OnceLock::new(),
+            peer_metrics: PeerMetricsCache::default(),
+            exchanged: None,
         }
     }
 
@@ -52,5 +60,22 @@ impl ConnInfo {
                 self.peer.as_deref(),
             )))
         }))
+    }
+
+    /// The inbound metrics of a request to `cluster` whose caller sent `metadata`
+    /// (`x-envoy-peer-metadata`): the connection's, with the caller's workload labels.
+    pub(crate) fn metrics_with_peer(
+        &self,
+        cluster: &ClusterState,
+        metadata: &HeaderValue,
+    ) -> Arc<RequestMetrics> {
+        self.peer_metrics
+            .get(metadata, |peer: Option<&PeerMetadata>| {
+                let base = self.metrics_for(cluster);
+                match peer {
+                    Some(p) => Arc::new(RequestMetrics::new(with_source_peer(base.base(), p))),
+                    None => base,
+                }
+            })
     }
 }

@@ -260,6 +260,12 @@ pub struct Node {
     pub service_account: String,
     /// Pod `status.podIP`.
     pub ip: Option<std::net::IpAddr>,
+    /// The owning workload as Istio names it in peer metadata (`OWNER`), e.g.
+    /// `kubernetes://apis/apps/v1/namespaces/<ns>/deployments/<name>`; empty when unknown.
+    pub owner: String,
+    /// The cluster the pod runs in (`CLUSTER_ID`; Istio's Kubernetes default `Kubernetes`);
+    /// empty when unknown.
+    pub cluster_id: String,
 }
 
 /// MeshConfig `outboundTrafficPolicy.mode`.
@@ -973,6 +979,10 @@ mod tests {
         let c: Cluster = serde_json::from_str(r#"{"name":"c"}"#).expect("cluster");
         assert_eq!(c.connection_pool.connect_timeout_ms, 10_000);
         assert_eq!(c.lb_policy, LbPolicy::LeastRequest);
+        // A node from before `owner` and `cluster_id` existed still parses.
+        let old: Node =
+            serde_json::from_str(r#"{"pod":"p","namespace":"n","workload":"w"}"#).expect("node");
+        assert_eq!((old.owner.as_str(), old.cluster_id.as_str()), ("", ""));
     }
 
     #[test]

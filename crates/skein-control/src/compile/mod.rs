@@ -461,7 +461,25 @@ fn node(p: &Pod) -> Node {
             p.service_account.clone()
         },
         ip: p.ip(),
+        owner: owner(p),
+        cluster_id: CLUSTER_ID.to_string(),
     }
+}
+
+/// The cluster id every pod's proxy reports (`source_cluster`, `destination_cluster`):
+/// Istio's default for a single Kubernetes cluster.
+const CLUSTER_ID: &str = "Kubernetes";
+
+/// The pod's owner in Istio's peer-metadata form. The registry records the owning workload's
+/// name, not its kind; Deployments are the common case.
+fn owner(p: &Pod) -> String {
+    if p.workload.is_empty() {
+        return String::new();
+    }
+    format!(
+        "kubernetes://apis/apps/v1/namespaces/{}/deployments/{}",
+        p.namespace, p.workload
+    )
 }
 
 #[cfg(test)]
@@ -477,6 +495,15 @@ mod tests {
         let snap = compiler.snapshot("web-stable-1", "3").unwrap();
         assert_eq!(snap.version, "3");
         assert_eq!(snap.node.workload, "web-stable");
+        assert_eq!(
+            snap.node.owner,
+            "kubernetes://apis/apps/v1/namespaces/blog-system/deployments/web-stable"
+        );
+        assert_eq!(snap.node.cluster_id, "Kubernetes");
+        assert_eq!(
+            snap.node.labels.get("version").map(String::as_str),
+            Some("stable")
+        );
         snap.validate().unwrap();
         assert!(
             snap.dangling_references().is_empty(),

@@ -21,6 +21,9 @@ use crate::conn::ConnInfo;
 use crate::route::retry::{Failure, REPLAY_LIMIT, RetryPolicy, backoff};
 use crate::route::{CompiledRoute, Dest};
 use crate::telemetry::access_log::ResponseFlags;
+use crate::telemetry::exchange::OwnPeer;
+use crate::telemetry::metrics::{RequestMetrics, with_destination_peer};
+use crate::telemetry::peer::take_headers;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::budget::RetryGuard;
 use crate::upstream::cluster::{
@@ -39,16 +42,28 @@ pub(crate) struct Target<'s> {
     pub(crate) route: Option<&'s CompiledRoute>,
     pub(crate) dest: Option<&'s Dest>,
     pub(crate) authority: Option<HeaderValue>,
+    /// Inbound: the caller's `x-envoy-peer-metadata` (already taken off the request).
+    pub(crate) peer: Option<HeaderValue>,
+    /// Inbound: the proxy's own pair, answered because the caller sent its own.
+    pub(crate) echo: Option<Arc<OwnPeer>>,
 }
 
 impl Target<'_> {
-    /// The app behind an inbound listener.
-    pub(crate) fn inbound(cluster: Arc<ClusterState>, authority: Option<HeaderValue>) -> Self {
+    /// The app behind an inbound listener, for a caller that sent `peer` metadata or none.
+    pub(crate) fn inbound(
+        cluster: Arc<ClusterState>,
+        authority: Option<HeaderValue>,
+        peer: Option<HeaderValue>,
+        own: Option<&Arc<OwnPeer>>,
+    ) -> Self {
+        let echo = peer.as_ref().and(own).cloned();
         Target {
             cluster,
             route: None,
             dest: None,
             authority,
+            peer,
+            echo,
         }
     }
 }
@@ -87,10 +102,15 @@ pub(crate) async fn forward(
         route,
         dest,
         authority,
+        peer,
+        echo,
     } = target;
     let f = inflight.fin();
     f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-    f.metrics = Some(conn.metrics_for(&cluster));
+    f.metrics = Some(match &peer {
+        Some(v) => conn.metrics_with_peer(&cluster, v),
+        None => conn.metrics_for(&cluster),
+    });
     let Some(cluster_req) = cluster.try_start_request() else {
         return Err(LocalReply::Overflow);
     };
@@ -106,7 +126,7 @@ pub(crate) async fn forward(
     let (mut tries, mut up_req) = Tries::new(&cluster, route, p, authority, conn.remote.ip());
     // The tries, awaited here rather than in helpers: each nested future would be one more
     // copy of the request in the handler's state, which hyper moves on every request.
-    let (answer, ep) = loop {
+    let (mut answer, ep) = loop {
         let deadline = tries.start_try(inflight, &ep, &mut up_req);
         // The try's future is built inside each arm: bound to a local first, it would be
         // stored twice in this future's state (the local and the `Timeout` holding it).
@@ -130,6 +150,21 @@ pub(crate) async fn forward(
         ep = tries.next_endpoint(ep);
         up_req = req;
     };
+    // A mesh peer's answer says who it is: its labels go into this request's metrics, its
+    // headers no further.
+    if cluster.exchange.is_some()
+        && ep.mtls
+        && let Some(v) = take_headers(answer.resp.headers_mut())
+    {
+        let m = ep.peer_metrics.get(&v, |peer| match peer {
+            Some(p) => Arc::new(RequestMetrics::new(with_destination_peer(
+                cluster.metrics.base(),
+                p,
+            ))),
+            None => Arc::clone(&cluster.metrics),
+        });
+        inflight.fin().metrics = Some(m);
+    }
     let held = Held {
         cluster_req,
         active: answer.active,
@@ -139,7 +174,15 @@ pub(crate) async fn forward(
         route,
         dest,
     };
-    Ok(inflight.upstream(answer.resp, answer.sent_at, Some(held), tries.version))
+    let mut resp = inflight.upstream(answer.resp, answer.sent_at, Some(held), tries.version);
+    if cluster.direction == Direction::Inbound {
+        // Only this proxy speaks for the workload: the app's own exchange headers go.
+        take_headers(resp.headers_mut());
+        if let Some(own) = &echo {
+            own.insert(resp.headers_mut());
+        }
+    }
+    Ok(resp)
 }
 
 /// The tries of one request.
@@ -237,6 +280,14 @@ impl<'a> Tries<'a> {
                 .insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(self.attempt));
         }
         inflight.fin().rec.upstream_host = Some(ep.addr);
+        // Peer metadata goes to mesh endpoints only (mTLS), never to plaintext ones.
+        if let Some(own) = &self.cluster.exchange {
+            if ep.mtls {
+                own.insert(up_req.headers_mut());
+            } else {
+                take_headers(up_req.headers_mut());
+            }
+        }
         let per_try = self.policy.per_try_timeout.map(|d| Deadline::now() + d);
         earliest(per_try, self.deadline)
     }

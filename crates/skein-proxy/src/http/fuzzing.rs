@@ -13,6 +13,13 @@ use skein_snapshot::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, Snapshot};
 pub use crate::identity::PeerIdentity;
 pub use crate::policy::authz::{Attrs, AuthzError, DENIED_NO_MATCH, Decision, Engine, HttpAttrs};
 pub use crate::snapshot::{CompileError, Compiled};
+pub use crate::telemetry::exchange::{
+    EXCHANGE_MAGIC, FrameError, MAX_FRAME_BYTES, exchange_frame, frame_len, parse_frame_body,
+};
+pub use crate::telemetry::peer::{
+    DecodeError, MAX_DEPTH, MAX_HEADER_BYTES, PeerMetadata, Struct, Value, decode_struct,
+    encode_struct,
+};
 
 use super::headers::{
     X_FORWARDED_FOR, X_ORIGINAL_PATH, authority, trusted_client_ip, xff_from_right,

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use super::HttpCtx;
 use super::headers::{X_FORWARDED_FOR, set_xfcc, trusted_client_ip, xff_from_right};
 use super::inflight::InFlight;
@@ -12,6 +14,7 @@ use super::request::Prepared;
 use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision, HttpAttrs};
 use crate::snapshot::Compiled;
+use crate::telemetry::peer::take_headers;
 use crate::upstream::cluster::ClusterState;
 
 /// Istio's `numTrustedProxies` (`gatewayTopology`, from mesh config or a gateway's
@@ -20,21 +23,24 @@ use crate::upstream::cluster::ClusterState;
 /// X-Forwarded-For address (what the gateway in front appended).
 const NUM_TRUSTED_PROXIES: u32 = 0;
 
-/// The cluster of the app behind this inbound listener, once the request is authorized.
+/// The cluster of the app behind this inbound listener, once the request is authorized, and
+/// the caller's peer metadata (`x-envoy-peer-metadata`, taken off the request: the app never
+/// sees the exchange headers).
 pub(crate) fn authorize(
     ctx: &HttpCtx,
     snap: &Compiled,
     conn: &ConnInfo,
     p: &mut Prepared,
     inflight: &mut InFlight,
-) -> Result<Arc<ClusterState>, LocalReply> {
+) -> Result<(Arc<ClusterState>, Option<HeaderValue>), LocalReply> {
     let cluster = ctx.inbound.and_then(|i| snap.inbound.get(i)).cloned();
     let Some(cluster) = cluster else {
         return Err(LocalReply::ClusterNotFound);
     };
+    let peer = take_headers(p.req.headers_mut());
     set_xfcc(p.req.headers_mut(), conn);
     if snap.authz.is_empty() {
-        return Ok(cluster);
+        return Ok((cluster, peer));
     }
     let workload_port = ctx
         .inbound
@@ -46,10 +52,13 @@ pub(crate) fn authorize(
         tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy");
         let f = inflight.fin();
         f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-        f.metrics = Some(conn.metrics_for(&cluster));
+        f.metrics = Some(match &peer {
+            Some(v) => conn.metrics_with_peer(&cluster, v),
+            None => conn.metrics_for(&cluster),
+        });
         return Err(LocalReply::Denied { details });
     }
-    Ok(cluster)
+    Ok((cluster, peer))
 }
 
 /// A gateway's AuthorizationPolicies (those selecting the gateway workload), evaluated after

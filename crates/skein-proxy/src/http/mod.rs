@@ -98,8 +98,9 @@ async fn handle(
         Err(reply) => Err(reply),
         Ok(()) if ctx.role == Role::Inbound => {
             match inbound::authorize(&ctx, &snap, &conn, &mut p, inflight) {
-                Ok(cluster) => {
-                    let target = forward::Target::inbound(cluster, p.authority.clone());
+                Ok((cluster, peer)) => {
+                    let own = snap.own_peer.as_ref();
+                    let target = forward::Target::inbound(cluster, p.authority.clone(), peer, own);
                     forward::forward(inflight, &conn, p, target).await
                 }
                 Err(reply) => Err(reply),

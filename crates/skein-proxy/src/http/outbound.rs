@@ -189,6 +189,8 @@ fn to_cluster<'s>(
         route: Some(route),
         dest: Some(dest),
         authority,
+        peer: None,
+        echo: None,
     }))
 }
 

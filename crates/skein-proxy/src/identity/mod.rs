@@ -28,7 +28,9 @@ pub use skein_snapshot::dump::{IdentitySource, IdentityStatus};
 /// ALPN the inbound mTLS listener accepts; the decrypted stream is sniffed anyway. `istio` is
 /// last so an Envoy peer's opaque-TCP hello (`istio-peer-exchange`, `istio`) finds a match
 /// without being promised the metadata exchange.
-const SERVER_ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", b"istio"];
+/// The server picks the first of these the client offers: a client offering
+/// `istio-peer-exchange` (mesh TCP) gets the TCP metadata exchange.
+const SERVER_ALPN: [&[u8]; 4] = [b"h2", b"http/1.1", b"istio-peer-exchange", b"istio"];
 
 /// Errors installing or requesting a workload identity.
 #[derive(Debug, thiserror::Error)]
@@ -397,7 +399,7 @@ fn build(
         certified,
         client_h1: client(&[b"http/1.1"])?,
         client_h2: client(&[b"h2"])?,
-        client_tcp: client(&[])?,
+        client_tcp: client(&[b"istio-peer-exchange", b"istio"])?,
     })
 }
 

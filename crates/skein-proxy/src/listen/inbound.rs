@@ -19,6 +19,8 @@ use crate::identity::PeerIdentity;
 use crate::policy::peer_authn;
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
+use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange, exchange_frame};
+use crate::telemetry::peer::PeerMetadata;
 
 /// Bound on the inbound mTLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,7 +163,27 @@ async fn mesh_mtls(
             return;
         }
     };
-    let info = Arc::new(peer_info(&tls, &id.spiffe_id, local, remote));
+    let mut info = peer_info(&tls, &id.spiffe_id, local, remote);
+    // The client speaks Istio's TCP exchange: frames both ways before anything else.
+    if tls.get_ref().1.alpn_protocol() == Some(EXCHANGE_ALPN) {
+        let snap = shared.current.load_full();
+        let unnamed;
+        let frame = match &snap.own_peer {
+            Some(own) => own.frame.as_slice(),
+            None => {
+                unnamed = exchange_frame(&PeerMetadata::default(), "");
+                unnamed.as_slice()
+            }
+        };
+        match exchange(&mut tls, frame).await {
+            Ok((peer, _)) => info.exchanged = Some(peer),
+            Err(e) => {
+                tracing::debug!(%remote, %local, error = %e, "inbound peer metadata exchange failed; connection closed");
+                return;
+            }
+        }
+    }
+    let info = Arc::new(info);
     // The client said which HTTP it speaks; otherwise sniff the decrypted bytes.
     if matches!(tls.get_ref().1.alpn_protocol(), Some(b"h2" | b"http/1.1")) {
         return conn.http(tls, info).await;

@@ -21,7 +21,9 @@ use crate::config::{InboundConfig, Mode, ProxyConfig};
 use crate::identity::IdentityStore;
 use crate::policy::authz::{AuthzError, Engine};
 use crate::route::{CompiledRouteConfig, RouteError};
-use crate::telemetry::metrics::{Peer, Reporter, RequestMetrics, base_labels};
+use crate::telemetry::exchange::OwnPeer;
+use crate::telemetry::metrics::{Reporter, RequestMetrics, base_labels};
+use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::ClusterState;
 
 /// Errors turning a snapshot into run-time config. The previous config stays in force.
@@ -64,6 +66,9 @@ pub struct Compiled {
     pub blackhole_metrics: Arc<RequestMetrics>,
     /// Metrics for requests without a route.
     pub no_route_metrics: Arc<RequestMetrics>,
+    /// The proxy's own peer-metadata headers (None before a snapshot names the workload):
+    /// answered to a caller that sent its own.
+    pub own_peer: Option<Arc<OwnPeer>>,
     /// The inbound AuthorizationPolicies, compiled.
     pub authz: Engine,
     /// AuthorizationPolicies that did not compile, each replaced by a DENY-all stand-in of
@@ -100,16 +105,11 @@ fn compile_authz(policies: &[AuthzPolicy]) -> (Result<Engine, AuthzError>, Vec<S
     (Engine::compile(&effective), errors)
 }
 
-fn peer(snap: &Snapshot) -> Peer {
-    Peer {
-        workload: snap.node.workload.clone(),
-        namespace: snap.node.namespace.clone(),
-        app: snap.node.labels.get("app").cloned().unwrap_or_default(),
-        version: snap.node.labels.get("version").cloned().unwrap_or_default(),
-    }
+fn peer(snap: &Snapshot) -> PeerMetadata {
+    PeerMetadata::from_node(&snap.node)
 }
 
-fn cluster_metrics(c: &Cluster, local: &Peer) -> RequestMetrics {
+fn cluster_metrics(c: &Cluster, local: &PeerMetadata) -> RequestMetrics {
     let reporter = match Direction::of_cluster(&c.name) {
         Direction::Inbound => Reporter::Destination,
         Direction::Outbound => Reporter::Source,
@@ -181,7 +181,12 @@ impl Compiled {
         })?;
         let local = peer(&snap);
         let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
-        let clusters = compile_clusters(&snap, prev, same_node, &local, identity);
+        let own_peer = match prev {
+            Some(p) if same_node => p.own_peer.clone(),
+            _ => OwnPeer::new(&snap.node, proxy.mode == Mode::Gateway).map(Arc::new),
+        };
+        let clusters =
+            compile_clusters(&snap, prev, same_node, &local, identity, own_peer.as_ref());
         let mut route_configs = HashMap::with_capacity(snap.route_configs.len());
         for rc in &snap.route_configs {
             let lookup = |name: &str| clusters.get(name).cloned();
@@ -217,6 +222,7 @@ impl Compiled {
             clusters,
             listeners,
             inbound,
+            own_peer,
             authz,
             policy_errors,
         })
@@ -229,8 +235,9 @@ fn compile_clusters(
     snap: &Snapshot,
     prev: Option<&Compiled>,
     same_node: bool,
-    local: &Peer,
+    local: &PeerMetadata,
     identity: Option<&Arc<IdentityStore>>,
+    own_peer: Option<&Arc<OwnPeer>>,
 ) -> HashMap<String, Arc<ClusterState>> {
     let reuse = |c: &Cluster| -> Option<Arc<ClusterState>> {
         let p = prev?.clusters.get(&c.name)?;
@@ -240,7 +247,8 @@ fn compile_clusters(
     for c in &snap.clusters {
         let state = reuse(c).unwrap_or_else(|| {
             let mut st = ClusterState::new(c.clone(), cluster_metrics(c, local))
-                .with_source_ip(snap.node.ip);
+                .with_source_ip(snap.node.ip)
+                .with_exchange(own_peer);
             // Endpoints that stay keep their outlier state (ejections survive a push
             // that changes the endpoint set).
             if let Some(p) = prev.and_then(|p| p.clusters.get(&c.name)) {
@@ -262,7 +270,7 @@ fn compile_inbound(
     snap: &Snapshot,
     prev: Option<&Compiled>,
     same_node: bool,
-    local: &Peer,
+    local: &PeerMetadata,
     proxy: &ProxyConfig,
 ) -> Vec<Arc<ClusterState>> {
     if proxy.mode == Mode::Gateway {

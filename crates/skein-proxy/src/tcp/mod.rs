@@ -28,8 +28,12 @@ use crate::policy::authz::{Attrs, Decision};
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
 use crate::telemetry::access_log::{LogRecord, ResponseFlags};
+use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange, exchange_frame};
+use crate::telemetry::metrics::{Labels, with_destination_peer, with_peer, with_source_peer};
+use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::{ClusterState, PoolError};
 use crate::upstream::lb::PickCtx;
+use skein_snapshot::names::Direction;
 
 /// A downstream stream [`forward`] can take apart: a plain socket is spliced to a plain
 /// upstream (see `splice.rs`); anything else (mTLS, bytes already read) is copied.
@@ -142,8 +146,7 @@ pub async fn forward<D>(
     };
     let ep = Arc::clone(&cluster.endpoints[idx]);
     rec.upstream_host = Some(ep.addr);
-    let base = cluster.metrics.base().clone();
-    shared.metrics.tcp_open(&base);
+    let mut base = tcp_labels(&cluster, info);
     let (mut up, slot) = match cluster.connect_tcp(&ep).await {
         Ok(x) => x,
         Err(e) => {
@@ -157,6 +160,7 @@ pub async fn forward<D>(
                 PoolError::Tls { reason, .. } => Some(Cow::Owned(reason)),
                 _ => Some(Cow::Borrowed("connection_failure")),
             };
+            shared.metrics.tcp_open(&base);
             shared.metrics.tcp_close(&base, 0, 0);
             finish(rec, &shared);
             return;
@@ -164,7 +168,32 @@ pub async fn forward<D>(
     };
     if let crate::upstream::cluster::UpstreamStream::Tls(t) = &mut up {
         t.get_mut().1.set_buffer_limit(Some(TLS_WRITE_LIMIT));
+        // The server picked Istio's TCP exchange: frames both ways before the app's bytes.
+        if t.get_ref().1.alpn_protocol() == Some(EXCHANGE_ALPN) {
+            let unnamed;
+            let frame = match &cluster.exchange {
+                Some(own) => own.frame.as_slice(),
+                None => {
+                    unnamed = exchange_frame(&PeerMetadata::default(), "");
+                    unnamed.as_slice()
+                }
+            };
+            match exchange(t.as_mut(), frame).await {
+                Ok((peer, _)) => base = with_destination_peer(&base, &peer),
+                Err(e) => {
+                    tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream peer metadata exchange failed");
+                    rec.flags = ResponseFlags::UF;
+                    rec.transport_failure = Some(Cow::Owned(e.to_string()));
+                    shared.metrics.tcp_open(&base);
+                    shared.metrics.tcp_close(&base, 0, 0);
+                    finish(rec, &shared);
+                    return;
+                }
+            }
+        }
     }
+    // Opened once the peer is known, as Istio counts it.
+    shared.metrics.tcp_open(&base);
     let _active = ep.start_request();
     rec.upstream_local = up.local_addr().ok();
     let counts = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -202,6 +231,20 @@ pub async fn forward<D>(
     rec.bytes_sent = sent;
     shared.metrics.tcp_close(&base, sent, received);
     finish(rec, &shared);
+}
+
+/// The labels of one TCP connection through `cluster`: inbound ones carry the mTLS peer
+/// (principal, `connection_security_policy`) and what it said in the TCP exchange.
+fn tcp_labels(cluster: &ClusterState, info: &ConnInfo) -> Labels {
+    let base = cluster.metrics.base();
+    if cluster.direction != Direction::Inbound {
+        return base.clone();
+    }
+    let labels = with_peer(base, info.peer.as_deref());
+    match &info.exchanged {
+        Some(p) => with_source_peer(&labels, p),
+        None => labels,
+    }
 }
 
 /// Copies between `down` and `up` with adaptive buffers, counting what is read from each.

@@ -16,6 +16,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::telemetry::access_log::ResponseFlags;
+use crate::telemetry::peer::PeerMetadata;
 
 /// Envoy's default histogram buckets in milliseconds (Istio uses them unchanged).
 pub const ENVOY_BUCKETS_MS: [f64; 19] = [
@@ -220,19 +221,6 @@ impl Metrics {
     }
 }
 
-/// Identity of the local workload, for `source_*` or `destination_*` labels.
-#[derive(Debug, Clone, Default)]
-pub struct Peer {
-    /// Workload name.
-    pub workload: String,
-    /// Namespace.
-    pub namespace: String,
-    /// `app` label (canonical service).
-    pub app: String,
-    /// `version` label.
-    pub version: String,
-}
-
 fn or_unknown(s: &str) -> String {
     if s.is_empty() {
         "unknown".to_string()
@@ -241,10 +229,62 @@ fn or_unknown(s: &str) -> String {
     }
 }
 
-/// Base labels (everything but code and flags) for one (reporter, destination service).
+/// The workload labels of one side, in Istio's order: `<side>_workload`,
+/// `<side>_workload_namespace`, `<side>_app`, `<side>_version`, `<side>_canonical_service`,
+/// `<side>_canonical_revision`, `<side>_cluster`.
+const SOURCE_KEYS: [&str; 7] = [
+    "source_workload",
+    "source_workload_namespace",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+];
+const DESTINATION_KEYS: [&str; 7] = [
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_app",
+    "destination_version",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+];
+
+/// The label values of a workload (`unknown` for what it does not say; a known workload
+/// without a canonical revision is `latest`).
+fn side_values(w: Option<&PeerMetadata>) -> [String; 7] {
+    let Some(w) = w else {
+        return std::array::from_fn(|_| "unknown".to_string());
+    };
+    let revision = if w.canonical_revision.is_empty() {
+        "latest".to_string()
+    } else {
+        w.canonical_revision.clone()
+    };
+    [
+        or_unknown(&w.workload),
+        or_unknown(&w.namespace),
+        or_unknown(&w.app),
+        or_unknown(&w.version),
+        or_unknown(&w.canonical_service),
+        revision,
+        or_unknown(&w.cluster_id),
+    ]
+}
+
+fn set(labels: &mut Labels, key: &str, value: String) {
+    if let Some((_, v)) = labels.iter_mut().find(|(k, _)| *k == key) {
+        *v = value;
+    }
+}
+
+/// Base labels (everything but code, flags and gRPC status) for one (reporter, destination
+/// service); the local side comes from the proxy's own metadata, the peer side is `unknown`
+/// until the peer's metadata is known ([`with_source_peer`], [`with_destination_peer`]).
 pub fn base_labels(
     reporter: Reporter,
-    local: &Peer,
+    local: &PeerMetadata,
     service: &str,
     protocol: &'static str,
 ) -> Labels {
@@ -253,24 +293,32 @@ pub fn base_labels(
         None => (service, ""),
     };
     let (src, dst) = match reporter {
-        Reporter::Source => (local.clone(), Peer::default()),
-        Reporter::Destination => (Peer::default(), local.clone()),
+        Reporter::Source => (side_values(Some(local)), side_values(None)),
+        Reporter::Destination => (side_values(None), side_values(Some(local))),
     };
+    let [sw, sns, sapp, sver, scs, scr, scl] = src;
+    let [dw, dns, dapp, dver, dcs, dcr, dcl] = dst;
     vec![
         ("reporter", reporter.as_str().to_string()),
-        ("source_workload", or_unknown(&src.workload)),
-        ("source_workload_namespace", or_unknown(&src.namespace)),
-        ("source_canonical_service", or_unknown(&src.app)),
-        ("source_canonical_revision", or_unknown(&src.version)),
-        ("destination_workload", or_unknown(&dst.workload)),
-        ("destination_workload_namespace", or_unknown(&dst.namespace)),
-        ("destination_canonical_service", or_unknown(&dst.app)),
-        ("destination_canonical_revision", or_unknown(&dst.version)),
+        ("source_workload", sw),
+        ("source_workload_namespace", sns),
         ("source_principal", "unknown".to_string()),
+        ("source_app", sapp),
+        ("source_version", sver),
+        ("source_canonical_service", scs),
+        ("source_canonical_revision", scr),
+        ("source_cluster", scl),
+        ("destination_workload", dw),
+        ("destination_workload_namespace", dns),
         ("destination_principal", "unknown".to_string()),
+        ("destination_app", dapp),
+        ("destination_version", dver),
         ("destination_service", or_unknown(service)),
         ("destination_service_name", or_unknown(svc_name)),
         ("destination_service_namespace", or_unknown(svc_ns)),
+        ("destination_canonical_service", dcs),
+        ("destination_canonical_revision", dcr),
+        ("destination_cluster", dcl),
         ("request_protocol", protocol.to_string()),
         ("connection_security_policy", "unknown".to_string()),
     ]
@@ -292,6 +340,75 @@ pub fn with_peer(base: &Labels, peer: Option<&crate::identity::PeerIdentity>) ->
         }
     }
     labels
+}
+
+/// Destination-reported labels with the calling workload's metadata (`source_*`). The
+/// namespace of the peer's certificate, already in `labels`, wins over the one it claims.
+pub fn with_source_peer(labels: &Labels, peer: &PeerMetadata) -> Labels {
+    let mut out = labels.clone();
+    let from_cert = out
+        .iter()
+        .find(|(k, _)| *k == "source_workload_namespace")
+        .map(|(_, v)| v.clone())
+        .filter(|v| v != "unknown");
+    for (k, v) in SOURCE_KEYS.iter().zip(side_values(Some(peer))) {
+        set(&mut out, k, v);
+    }
+    if let Some(ns) = from_cert {
+        set(&mut out, "source_workload_namespace", ns);
+    }
+    out
+}
+
+/// Source-reported labels with the answering workload's metadata (`destination_*`).
+pub fn with_destination_peer(labels: &Labels, peer: &PeerMetadata) -> Labels {
+    let mut out = labels.clone();
+    for (k, v) in DESTINATION_KEYS.iter().zip(side_values(Some(peer))) {
+        set(&mut out, k, v);
+    }
+    out
+}
+
+/// The metrics of requests with one peer, cached by the peer's `x-envoy-peer-metadata`
+/// bytes: one slot, lock-free to read (one per upstream endpoint on the client side, one per
+/// downstream connection on the server side, so the peer behind it rarely changes). A peer
+/// already seen costs a byte comparison, not a base64 and protobuf decode.
+#[derive(Debug, Default)]
+pub struct PeerMetricsCache {
+    slot: arc_swap::ArcSwapOption<CachedPeer>,
+}
+
+#[derive(Debug)]
+struct CachedPeer {
+    key: http::HeaderValue,
+    metrics: Arc<RequestMetrics>,
+}
+
+impl PeerMetricsCache {
+    /// The metrics for the peer whose header is `key`, made by `make` (from the decoded
+    /// metadata) when the slot holds another peer or none. `make` gets None when `key` does
+    /// not decode, and its answer is cached as well, so garbage is decoded once.
+    pub fn get(
+        &self,
+        key: &http::HeaderValue,
+        make: impl FnOnce(Option<&PeerMetadata>) -> Arc<RequestMetrics>,
+    ) -> Arc<RequestMetrics> {
+        if let Some(c) = self.slot.load().as_ref()
+            && c.key == key
+        {
+            return Arc::clone(&c.metrics);
+        }
+        let decoded = PeerMetadata::from_header(key.as_bytes());
+        if let Err(e) = &decoded {
+            tracing::debug!(error = %e, "peer metadata ignored");
+        }
+        let metrics = make(decoded.as_ref().ok());
+        self.slot.store(Some(Arc::new(CachedPeer {
+            key: key.clone(),
+            metrics: Arc::clone(&metrics),
+        })));
+        metrics
+    }
 }
 
 /// Response codes whose handles are cached without lookup.
@@ -350,5 +467,138 @@ impl RequestMetrics {
         let h = self.handles(m, code, flags);
         h.requests.inc();
         h.duration.observe(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(l: &'a Labels, k: &str) -> &'a str {
+        l.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no label {k}"))
+    }
+
+    fn workload(name: &str, ns: &str) -> PeerMetadata {
+        PeerMetadata {
+            name: format!("{name}-0"),
+            namespace: ns.into(),
+            workload: name.into(),
+            cluster_id: "Kubernetes".into(),
+            app: name.into(),
+            version: "v1".into(),
+            canonical_service: name.into(),
+            canonical_revision: "v1".into(),
+            ..PeerMetadata::default()
+        }
+    }
+
+    #[test]
+    fn base_labels_are_istios_22_in_order_with_unknown_peers() {
+        let me = workload("web", "blog");
+        let l = base_labels(Reporter::Source, &me, "was.blog.svc.cluster.local", "http");
+        let names: Vec<&str> = l.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "reporter",
+                "source_workload",
+                "source_workload_namespace",
+                "source_principal",
+                "source_app",
+                "source_version",
+                "source_canonical_service",
+                "source_canonical_revision",
+                "source_cluster",
+                "destination_workload",
+                "destination_workload_namespace",
+                "destination_principal",
+                "destination_app",
+                "destination_version",
+                "destination_service",
+                "destination_service_name",
+                "destination_service_namespace",
+                "destination_canonical_service",
+                "destination_canonical_revision",
+                "destination_cluster",
+                "request_protocol",
+                "connection_security_policy",
+            ]
+        );
+        assert_eq!(get(&l, "source_app"), "web");
+        assert_eq!(get(&l, "source_cluster"), "Kubernetes");
+        assert_eq!(get(&l, "destination_workload"), "unknown");
+        assert_eq!(get(&l, "destination_canonical_revision"), "unknown");
+        assert_eq!(get(&l, "destination_service_name"), "was");
+        assert_eq!(get(&l, "destination_service_namespace"), "blog");
+    }
+
+    #[test]
+    fn the_peer_fills_the_other_side_and_the_certificate_namespace_wins() {
+        let me = workload("was", "blog");
+        let base = base_labels(
+            Reporter::Destination,
+            &me,
+            "was.blog.svc.cluster.local",
+            "http",
+        );
+        let id = crate::identity::PeerIdentity::from_spiffe(
+            "spiffe://cluster.local/ns/blog/sa/web",
+            String::new(),
+        )
+        .unwrap();
+        let conn = with_peer(&base, Some(&id));
+        // The caller claims another namespace: its certificate says otherwise.
+        let mut claimed = workload("web", "elsewhere");
+        claimed.canonical_revision.clear();
+        let l = with_source_peer(&conn, &claimed);
+        assert_eq!(get(&l, "source_workload"), "web");
+        assert_eq!(get(&l, "source_workload_namespace"), "blog");
+        assert_eq!(get(&l, "source_app"), "web");
+        assert_eq!(get(&l, "source_version"), "v1");
+        assert_eq!(get(&l, "source_canonical_service"), "web");
+        assert_eq!(get(&l, "source_canonical_revision"), "latest");
+        assert_eq!(get(&l, "source_cluster"), "Kubernetes");
+        assert_eq!(get(&l, "source_principal"), id.spiffe_id);
+        assert_eq!(get(&l, "connection_security_policy"), "mutual_tls");
+        assert_eq!(get(&l, "destination_workload"), "was");
+        // Without a certificate, the claimed namespace is all there is.
+        let l = with_source_peer(&with_peer(&base, None), &claimed);
+        assert_eq!(get(&l, "source_workload_namespace"), "elsewhere");
+
+        let web = workload("web", "blog");
+        let out = base_labels(Reporter::Source, &web, "was.blog.svc.cluster.local", "http");
+        let l = with_destination_peer(&out, &me);
+        assert_eq!(get(&l, "destination_workload"), "was");
+        assert_eq!(get(&l, "destination_workload_namespace"), "blog");
+        assert_eq!(get(&l, "destination_version"), "v1");
+        assert_eq!(get(&l, "destination_canonical_revision"), "v1");
+        assert_eq!(get(&l, "destination_cluster"), "Kubernetes");
+        assert_eq!(get(&l, "source_workload"), "web");
+        assert_eq!(get(&l, "connection_security_policy"), "unknown");
+    }
+
+    #[test]
+    fn a_peer_already_seen_is_not_decoded_again() {
+        let cache = PeerMetricsCache::default();
+        let a = http::HeaderValue::try_from(workload("a", "n").header_value()).unwrap();
+        let b = http::HeaderValue::try_from(workload("b", "n").header_value()).unwrap();
+        let made = std::cell::Cell::new(0);
+        let make = |p: Option<&PeerMetadata>| {
+            made.set(made.get() + 1);
+            let labels = vec![("w", p.map_or("none", |p| p.workload.as_str()).to_string())];
+            Arc::new(RequestMetrics::new(labels))
+        };
+        let first = cache.get(&a, make);
+        assert_eq!(first.base(), &vec![("w", "a".to_string())]);
+        assert!(Arc::ptr_eq(&first, &cache.get(&a, make)));
+        assert_eq!(made.get(), 1);
+        assert_eq!(cache.get(&b, make).base()[0].1, "b");
+        let garbage = http::HeaderValue::from_static("!!");
+        assert_eq!(cache.get(&garbage, make).base()[0].1, "none");
+        let _ = cache.get(&garbage, make);
+        assert_eq!(made.get(), 3, "garbage is decoded once");
     }
 }

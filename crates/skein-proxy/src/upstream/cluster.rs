@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::identity::{IdentityStore, TlsAlpn};
+use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::metrics::RequestMetrics;
 pub(crate) use crate::upstream::endpoint::{
     ActiveGuard, Conn, EndpointState, H1Conn, UpstreamProto,
@@ -200,6 +201,9 @@ pub struct ClusterState {
     /// DestinationRule SIMPLE / MUTUAL: the TLS every connection originates, or why it cannot
     /// be set up (every connection then fails with UF; never plaintext). None: other modes.
     pub origin: Option<Result<Arc<Origination>, Arc<str>>>,
+    /// The proxy's own peer-metadata headers, sent to this cluster's mTLS endpoints (set on
+    /// outbound clusters only; never on PassthroughCluster or plaintext endpoints).
+    pub exchange: Option<Arc<OwnPeer>>,
 }
 
 impl Drop for ClusterState {
@@ -310,7 +314,17 @@ impl ClusterState {
             resilience: Arc::default(),
             outlier,
             origin,
+            exchange: None,
         }
+    }
+
+    /// Sends `own` (the proxy's peer metadata) to the cluster's mTLS endpoints; outbound
+    /// clusters only.
+    pub fn with_exchange(mut self, own: Option<&Arc<OwnPeer>>) -> Self {
+        if self.direction == Direction::Outbound {
+            self.exchange = own.cloned();
+        }
+        self
     }
 
     /// Keeps the outlier state (counters, ejections, multipliers) of endpoints that stay, by
@@ -724,7 +738,8 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::metrics::{Peer, Reporter, base_labels};
+    use crate::telemetry::metrics::{Reporter, base_labels};
+    use crate::telemetry::peer::PeerMetadata;
 
     fn state(name: &str, protocol: Protocol, max_requests: u32) -> Arc<ClusterState> {
         let mut c = Cluster {
@@ -733,7 +748,7 @@ mod tests {
             ..Default::default()
         };
         c.connection_pool.http2_max_requests = max_requests;
-        let labels = base_labels(Reporter::Source, &Peer::default(), name, "http");
+        let labels = base_labels(Reporter::Source, &PeerMetadata::default(), name, "http");
         Arc::new(ClusterState::new(c, RequestMetrics::new(labels)))
     }
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use hyper::client::conn::{http1, http2};
 use tokio::sync::Notify;
 
+use crate::telemetry::metrics::PeerMetricsCache;
 use crate::upstream::body::ReqBody;
 
 /// Which HTTP version to speak upstream.
@@ -40,6 +41,8 @@ pub struct EndpointState {
     pub(super) h2: Mutex<Option<H2Slot>>,
     pub(super) h2_connect: tokio::sync::Mutex<()>,
     pub(super) released: Notify,
+    /// The metrics of responses whose peer metadata this endpoint sent (mesh endpoints).
+    pub peer_metrics: PeerMetricsCache,
 }
 
 #[derive(Debug)]
@@ -118,6 +121,7 @@ impl EndpointState {
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
             released: Notify::new(),
+            peer_metrics: PeerMetricsCache::default(),
         }
     }
 

@@ -58,6 +58,16 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// A sidecar in front of `app` whose inbound enforces `policy`.
 async fn server(app: SocketAddr, id: Option<StaticIdentity>, policy: InboundPolicy) -> Side {
+    server_with(app, id, policy, |_| {}).await
+}
+
+/// [`server`] with `tune` applied to its snapshot's node.
+async fn server_with(
+    app: SocketAddr,
+    id: Option<StaticIdentity>,
+    policy: InboundPolicy,
+    tune: impl FnOnce(&mut Node),
+) -> Side {
     let log = temp_path("server");
     let mut cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
         .with_access_log(AccessLogSink::File(log.clone()))
@@ -66,6 +76,7 @@ async fn server(app: SocketAddr, id: Option<StaticIdentity>, policy: InboundPoli
     let h = within(skein_proxy::start(cfg)).await.expect("server start");
     let mut snap = SnapshotBuilder::new("v1", NS, "was").build();
     snap.node.service_account = "was".into();
+    tune(&mut snap.node);
     snap.inbound = policy;
     h.apply(snap).expect("server snapshot");
     Side { h, log }
@@ -894,5 +905,325 @@ async fn opaque_tcp_bulk_both_ways_over_mtls_is_intact_and_counted_exactly() {
             counter_sum(&page, "istio_tcp_sent_bytes_total"),
             DOWN as u64
         );
+    }
+}
+
+// --- peer metadata exchange ---------------------------------------------------------------
+
+const PEER_HEADERS: [&str; 2] = ["x-envoy-peer-metadata", "x-envoy-peer-metadata-id"];
+
+fn labelled(app: &str, version: &str) -> impl FnOnce(&mut Node) {
+    let (app, version) = (app.to_string(), version.to_string());
+    move |n: &mut Node| {
+        n.labels.insert("app".into(), app);
+        n.labels.insert("version".into(), version);
+        n.cluster_id = "Kubernetes".into();
+        n.ip = Some("127.0.0.1".parse().expect("ip"));
+    }
+}
+
+/// The `istio_requests_total` series of `stats` that has every label in `want`.
+fn series<'a>(stats: &'a str, want: &[&str]) -> Option<&'a str> {
+    stats
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .find(|l| want.iter().all(|w| l.contains(w)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_metadata_labels_both_reporters_and_never_reaches_the_app_or_the_client() {
+    let ca = Ca::new("mesh-root");
+    let app = Upstream::start("app").await;
+    let srv = server_with(
+        app.addr,
+        Some(ca.identity(&spiffe(NS, "was"))),
+        mode(MtlsMode::Strict),
+        labelled("was", "v2"),
+    )
+    .await;
+    let log = temp_path("client");
+    let mut cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_access_log(AccessLogSink::File(log.clone()));
+    cfg.identity = Some(ca.identity(&spiffe(NS, "web")));
+    let h = within(skein_proxy::start(cfg)).await.expect("client start");
+    let mut snap = SnapshotBuilder::new("v1", NS, "web")
+        .http_service("was-service", 8080, &[&srv.inbound().to_string()])
+        .with_last_cluster(istio_mutual("was"))
+        .build();
+    labelled("web", "v1")(&mut snap.node);
+    h.apply(snap).expect("client snapshot");
+    let cli = Side { h, log };
+
+    let mut c = H1Client::connect(cli.outbound()).await;
+    for _ in 0..3 {
+        let r = within(c.send("GET", URL, &[])).await;
+        assert_eq!(
+            (r.status, r.upstream().as_str()),
+            (200, "app"),
+            "{}",
+            r.body
+        );
+        for name in PEER_HEADERS {
+            assert!(r.seen_header(name).is_empty(), "the app saw {name}");
+            assert!(!r.headers.contains_key(name), "the client got {name}");
+        }
+    }
+    let stats = srv.admin("/stats/prometheus").await.body;
+    let dst = series(
+        &stats,
+        &["reporter=\"destination\"", "response_code=\"200\""],
+    )
+    .unwrap_or_else(|| panic!("no destination series in:\n{stats}"));
+    for label in [
+        "source_workload=\"web\"",
+        &format!("source_workload_namespace=\"{NS}\""),
+        "source_app=\"web\"",
+        "source_version=\"v1\"",
+        "source_canonical_service=\"web\"",
+        "source_canonical_revision=\"v1\"",
+        "source_cluster=\"Kubernetes\"",
+        &format!("source_principal=\"{}\"", spiffe(NS, "web")),
+        "destination_workload=\"was\"",
+        "destination_app=\"was\"",
+        "destination_version=\"v2\"",
+        "destination_canonical_revision=\"v2\"",
+        "destination_cluster=\"Kubernetes\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(dst.contains(label), "{label} missing in {dst}");
+    }
+    assert!(dst.ends_with(" 3"), "{dst}");
+    let stats = cli.admin("/stats/prometheus").await.body;
+    let src = series(&stats, &["reporter=\"source\"", "response_code=\"200\""])
+        .unwrap_or_else(|| panic!("no source series in:\n{stats}"));
+    for label in [
+        "source_workload=\"web\"",
+        "source_app=\"web\"",
+        "source_cluster=\"Kubernetes\"",
+        "destination_workload=\"was\"",
+        &format!("destination_workload_namespace=\"{NS}\""),
+        "destination_app=\"was\"",
+        "destination_version=\"v2\"",
+        "destination_canonical_service=\"was\"",
+        "destination_canonical_revision=\"v2\"",
+        "destination_cluster=\"Kubernetes\"",
+        "connection_security_policy=\"unknown\"",
+    ] {
+        assert!(src.contains(label), "{label} missing in {src}");
+    }
+    assert!(src.ends_with(" 3"), "{src}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_metadata_is_not_sent_to_plaintext_or_passthrough_destinations() {
+    let plain = Upstream::start("plain").await;
+    let outside = Upstream::start("outside").await;
+    let log = temp_path("client");
+    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_access_log(AccessLogSink::File(log.clone()));
+    let h = within(skein_proxy::start(cfg)).await.expect("client start");
+    let mut snap = SnapshotBuilder::new("v1", NS, "web")
+        .http_service("was-service", 8080, &[&plain.addr.to_string()])
+        .build();
+    labelled("web", "v1")(&mut snap.node);
+    h.apply(snap).expect("client snapshot");
+    let r = within(get(outbound(&h), URL, &[])).await;
+    assert_eq!(
+        (r.status, r.upstream().as_str()),
+        (200, "plain"),
+        "{}",
+        r.body
+    );
+    let url = format!("http://{}/x", outside.addr);
+    let p = within(get(outbound(&h), &url, &[])).await;
+    assert_eq!(
+        (p.status, p.upstream().as_str()),
+        (200, "outside"),
+        "{}",
+        p.body
+    );
+    for name in PEER_HEADERS {
+        assert!(
+            r.seen_header(name).is_empty(),
+            "a plaintext upstream got {name}"
+        );
+        assert!(
+            p.seen_header(name).is_empty(),
+            "PassthroughCluster got {name}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_peer_metadata_is_ignored_and_stripped() {
+    let app = Upstream::start("app").await;
+    let srv = server_with(
+        app.addr,
+        None,
+        mode(MtlsMode::Permissive),
+        labelled("was", "v2"),
+    )
+    .await;
+    // Struct{"k": struct_value{"k": ...}} nested 100 deep, then base64.
+    let mut deep: Vec<u8> = Vec::new();
+    for _ in 0..100 {
+        let mut value = vec![0x2A];
+        push_len(&mut value, &deep);
+        let mut entry = vec![0x0A, 0x01, b'k', 0x12];
+        push_len(&mut entry, &value);
+        deep = vec![0x0A];
+        push_len(&mut deep, &entry);
+    }
+    let deep = base64_encode(&deep);
+    let huge = "QUFB".repeat(2500);
+    let cases = ["%%%garbage%%%", huge.as_str(), deep.as_str(), "CgA="];
+    let mut c = H1Client::connect(srv.inbound()).await;
+    for bad in cases {
+        let headers = [
+            ("x-envoy-peer-metadata", bad),
+            (
+                "x-envoy-peer-metadata-id",
+                "sidecar~1.2.3.4~evil.ns~ns.svc.cluster.local",
+            ),
+        ];
+        let r = within(c.send("GET", URL, &headers)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for name in PEER_HEADERS {
+            assert!(r.seen_header(name).is_empty(), "the app saw {name}");
+        }
+        // The caller sent the pair, so the server answers with its own.
+        let id = r
+            .headers
+            .get("x-envoy-peer-metadata-id")
+            .expect("id echoed");
+        assert!(
+            id.to_str()
+                .expect("ascii")
+                .starts_with("sidecar~127.0.0.1~was-0.")
+        );
+        assert!(r.headers.contains_key("x-envoy-peer-metadata"));
+    }
+    // Without the pair, no answer pair.
+    let r = within(c.send("GET", URL, &[])).await;
+    assert!(!r.headers.contains_key("x-envoy-peer-metadata-id"));
+    let stats = srv.admin("/stats/prometheus").await.body;
+    // Every request counted, none under a workload the caller made up.
+    let mut total = 0;
+    for l in stats
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{reporter=\"destination\""))
+    {
+        assert!(l.contains("source_workload=\"unknown\""), "{l}");
+        assert!(l.contains("connection_security_policy=\"none\""), "{l}");
+        total += l
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert_eq!(total, 5, "{stats}");
+}
+
+fn push_len(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut n = bytes.len();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(bytes);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tcp_exchange_labels_both_sides_of_an_opaque_mtls_stream() {
+    let ca = Ca::new("mesh-root");
+    let echo = echo_app().await;
+    let srv = server_with(
+        echo,
+        Some(ca.identity(&spiffe(NS, "db"))),
+        mode(MtlsMode::Strict),
+        labelled("mysql", "v8"),
+    )
+    .await;
+    let log = temp_path("tcp-client");
+    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_access_log(AccessLogSink::File(log.clone()))
+        .with_identity(ca.identity(&spiffe(NS, "web")));
+    let h = within(skein_proxy::start(cfg)).await.expect("start");
+    let mut c = cluster(
+        &fqdn("mysql", NS),
+        3306,
+        None,
+        &[&srv.inbound().to_string()],
+    );
+    c.protocol = Protocol::Tcp;
+    c.tls = UpstreamTls::IstioMutual;
+    c.identities = vec![spiffe(NS, "db")];
+    let name = c.name.clone();
+    let mut snap = SnapshotBuilder::new("v1", NS, "web")
+        .cluster(c)
+        .tcp_listener(&name, "127.0.0.1:0".parse().expect("addr"), &name)
+        .build();
+    labelled("web", "v1")(&mut snap.node);
+    h.apply(snap).expect("snapshot");
+    let listener = h.listener_addr(&name).expect("tcp listener");
+    let cli = Side { h, log };
+
+    // The app's bytes are intact: the frames never reach it or the client.
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo_roundtrip(listener, &payload).await, payload);
+
+    let opened = |page: &str, reporter: &str| -> String {
+        page.lines()
+            .find(|l| {
+                l.starts_with("istio_tcp_connections_opened_total{")
+                    && l.contains(&format!("reporter=\"{reporter}\""))
+            })
+            .unwrap_or_else(|| panic!("no {reporter} TCP series in:\n{page}"))
+            .to_string()
+    };
+    let dst = opened(&srv.admin("/stats/prometheus").await.body, "destination");
+    for label in [
+        "source_workload=\"web\"",
+        "source_app=\"web\"",
+        "source_canonical_revision=\"v1\"",
+        "source_cluster=\"Kubernetes\"",
+        &format!("source_principal=\"{}\"", spiffe(NS, "web")),
+        "destination_app=\"mysql\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(dst.contains(label), "{label} missing in {dst}");
+    }
+    let src = opened(&cli.admin("/stats/prometheus").await.body, "source");
+    for label in [
+        "source_workload=\"web\"",
+        "destination_workload=\"was\"",
+        "destination_app=\"mysql\"",
+        "destination_version=\"v8\"",
+        "destination_canonical_service=\"mysql\"",
+        "destination_cluster=\"Kubernetes\"",
+    ] {
+        assert!(src.contains(label), "{label} missing in {src}");
     }
 }
