@@ -12,6 +12,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
@@ -173,6 +174,16 @@ impl Metrics {
             "Endpoints ejected by outlier detection",
             outlier_ejections.clone(),
         );
+        // Istio's proxies export `istio_build{component="proxy",tag=VERSION} 1`; dashboards and
+        // Kiali read the version from it.
+        let build = Family::<Vec<(String, String)>, Gauge>::default();
+        build
+            .get_or_create(&vec![
+                ("component".to_string(), "proxy".to_string()),
+                ("tag".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            ])
+            .set(1);
+        registry.register("istio_build", "Proxy build", build);
         let config_policy_errors = Counter::default();
         registry.register(
             "skein_config_policy_errors",
@@ -493,6 +504,17 @@ mod tests {
             canonical_revision: "v1".into(),
             ..PeerMetadata::default()
         }
+    }
+
+    #[test]
+    fn the_build_gauge_names_the_proxy_and_its_version() {
+        let text = Metrics::new().encode();
+        let want = format!(
+            "istio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&want), "{text}");
+        assert!(text.contains("# TYPE istio_build gauge"), "{text}");
     }
 
     #[test]
