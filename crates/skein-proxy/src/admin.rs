@@ -256,17 +256,24 @@ where
     }
 }
 
+/// The next connection (accept errors back off) and the local address it came in on.
+async fn accept_local(
+    listener: &TcpListener,
+    backoff: &mut Backoff,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    let stream = accept_backing_off(backoff, || listener.accept()).await.0;
+    let own = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    (stream, own)
+}
+
 /// Serves the admin endpoint. It keeps serving while the proxy drains (then `/ready` says
 /// 503); the owner aborts the task when the drain is over.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Backoff::between(ACCEPT_BACKOFF_START, ACCEPT_BACKOFF_CAP);
     loop {
-        let stream = accept_backing_off(&mut backoff, || listener.accept())
-            .await
-            .0;
-        let own = stream
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (stream, own) = accept_local(&listener, &mut backoff).await;
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), own, req));
@@ -283,12 +290,7 @@ pub(crate) async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Backoff::between(ACCEPT_BACKOFF_START, ACCEPT_BACKOFF_CAP);
     let scrapes = Arc::new(crate::admin_metrics::ScrapeCounts::default());
     loop {
-        let stream = accept_backing_off(&mut backoff, || listener.accept())
-            .await
-            .0;
-        let own = stream
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (stream, own) = accept_local(&listener, &mut backoff).await;
         let (shared, scrapes) = (Arc::clone(&shared), Arc::clone(&scrapes));
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
