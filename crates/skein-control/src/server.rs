@@ -398,6 +398,8 @@ fn sidecar_frame(
     }
     b.extend_from_slice(br#"],"inbound":"#);
     serde_json::to_writer(&mut b, &own.inbound)?;
+    b.extend_from_slice(br#","telemetry":"#);
+    serde_json::to_writer(&mut b, &own.telemetry)?;
     b.extend_from_slice(b"}}");
     Ok(b)
 }

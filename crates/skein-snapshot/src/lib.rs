@@ -10,7 +10,8 @@
 //!
 //! Layout: this file holds the snapshot types; `names` every naming rule the two sides and
 //! validation share (Service FQDNs, the short-name rule, cluster names); `stream` the control
-//! stream's length-prefixed frames; `dump` what a proxy's `/config_dump` serves; `build`
+//! stream's length-prefixed frames; `dump` what a proxy's `/config_dump` serves; `telemetry` the
+//! metrics, access-log and tracing settings; `build`
 //! helpers that write snapshots for tests and examples.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod build;
 pub mod dump;
 pub mod names;
 pub mod stream;
+pub mod telemetry;
 
 pub use names::{inbound_cluster_name, outbound_cluster_name, service_domains};
 
@@ -101,6 +103,8 @@ pub struct Snapshot {
     /// What the sidecar's inbound side enforces: PeerAuthentication and AuthorizationPolicy
     /// as they apply to this workload.
     pub inbound: InboundPolicy,
+    /// Metrics, access log and tracing settings (Telemetry resources and the mesh config).
+    pub telemetry: telemetry::Telemetry,
 }
 
 /// PeerAuthentication `mtls.mode`, resolved (UNSET is resolved by the control plane).

@@ -247,6 +247,8 @@ impl<'a> Compiler<'a> {
             },
             clusters: self.inbound_clusters(p),
             inbound: self.inbound_policy(p),
+            // Filled from Telemetry resources and the mesh config by the telemetry compile.
+            telemetry: Default::default(),
         })
     }
 
@@ -288,6 +290,8 @@ impl<'a> Compiler<'a> {
             route_configs: vec![self.outbound_routes(client)],
             clusters,
             inbound: self.inbound_policy(p),
+            // Filled from Telemetry resources and the mesh config by the telemetry compile.
+            telemetry: Default::default(),
         })
     }
 
