@@ -107,6 +107,9 @@ pub(crate) async fn forward(
     } = target;
     let f = inflight.fin();
     f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+    if f.echo.is_none() {
+        f.echo.clone_from(&echo);
+    }
     f.metrics = Some(match &peer {
         Some(v) => conn.metrics_with_peer(&cluster, v),
         None => conn.metrics_for(&cluster),
@@ -174,15 +177,14 @@ pub(crate) async fn forward(
         route,
         dest,
     };
-    let mut resp = inflight.upstream(answer.resp, answer.sent_at, Some(held), tries.version);
     if cluster.direction == Direction::Inbound {
         // Only this proxy speaks for the workload: the app's own exchange headers go.
-        take_headers(resp.headers_mut());
+        take_headers(answer.resp.headers_mut());
         if let Some(own) = &echo {
-            own.insert(resp.headers_mut());
+            own.insert(answer.resp.headers_mut());
         }
     }
-    Ok(resp)
+    Ok(inflight.upstream(answer.resp, answer.sent_at, Some(held), tries.version))
 }
 
 /// The tries of one request.

@@ -8,7 +8,6 @@
 //! [`normalize_path`]. Routing, AuthorizationPolicy and the app all see the normalised path.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -25,6 +24,8 @@ use super::reply::LocalReply;
 use super::{HttpCtx, Role};
 use crate::conn::ConnInfo;
 use crate::telemetry::access_log::LogRecord;
+use crate::telemetry::grpc;
+use crate::upstream::body::ReqCounts;
 
 /// A request ready for routing.
 #[derive(Debug)]
@@ -34,8 +35,8 @@ pub(crate) struct Prepared {
     pub(crate) authority: Option<HeaderValue>,
     /// The version of the response: HTTP/2 for HTTP/2, else HTTP/1.1.
     pub(crate) version: Version,
-    /// Request body bytes received (filled in as the body streams).
-    pub(crate) received: Arc<AtomicU64>,
+    /// The request's size and gRPC messages (the body's filled in as it streams).
+    pub(crate) received: Arc<ReqCounts>,
 }
 
 impl Prepared {
@@ -66,6 +67,12 @@ pub(crate) fn prepare(
 ) -> (Prepared, InFlight) {
     let down_version = req.version();
     let authority = authority(&req);
+    // The head as it arrived, before the proxy changes a header.
+    let received = Arc::new(ReqCounts {
+        head_bytes: request_head_len(&req),
+        grpc: grpc::is_grpc(req.headers()),
+        ..ReqCounts::default()
+    });
     let h = req.headers_mut();
     // What the client sent loses its hop-by-hop headers before the proxy adds any of its
     // own, so a name listed in `Connection` cannot remove one of the proxy's.
@@ -80,7 +87,6 @@ pub(crate) fn prepare(
         // SANITIZE_SET: the downstream's own client certificate, if it presented one.
         set_xfcc(h, conn);
     }
-    let received = Arc::new(AtomicU64::new(0));
     let mut rec = Box::new(LogRecord::new(conn.local, conn.remote));
     rec.method = Some(req.method().clone());
     rec.path = req.uri().path_and_query().cloned();
@@ -99,6 +105,40 @@ pub(crate) fn prepare(
         received,
     };
     (prepared, inflight)
+}
+
+/// The bytes of a header block in HTTP/1.1 form: `name: value` and CRLF per field, and the
+/// blank line.
+pub(crate) fn fields_len(h: &http::HeaderMap) -> u64 {
+    let n = h
+        .iter()
+        .fold(0, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
+    (n + 2) as u64
+}
+
+/// The wire size of a request head in HTTP/1.1 form: request line and header block (what
+/// Envoy's downstream bytes meter counts for HTTP/1; HTTP/2 heads are counted the same way,
+/// uncompressed). One pass over the headers, no allocation.
+pub(crate) fn request_head_len<B>(req: &Request<B>) -> u64 {
+    let uri = req.uri();
+    let mut target = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    if let (Some(s), Some(a)) = (uri.scheme_str(), uri.authority()) {
+        target += s.len() + 3 + a.as_str().len();
+    }
+    // `METHOD SP target SP HTTP/1.1 CRLF`
+    let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
+    line as u64 + fields_len(req.headers())
+}
+
+/// The wire size of a response head in HTTP/1.1 form: status line, the header block, and the
+/// `date` header the codec adds when the response has none.
+pub(crate) fn response_head_len(status: http::StatusCode, h: &http::HeaderMap) -> u64 {
+    // `HTTP/1.1 SP 200 SP reason CRLF`
+    let reason = status.canonical_reason().map_or(0, str::len);
+    let line = 8 + 1 + 3 + 1 + reason + 2;
+    // `date: Tue, 01 Dec 2026 14:00:00 GMT` CRLF
+    let date = if h.contains_key(header::DATE) { 0 } else { 37 };
+    (line + date) as u64 + fields_len(h)
 }
 
 /// Requests the proxy does not handle at all (CONNECT, a path that is not origin-form, a

@@ -738,7 +738,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::metrics::{Reporter, base_labels};
+    use crate::telemetry::metrics::{Reporter, ServiceLabel, base_labels};
     use crate::telemetry::peer::PeerMetadata;
 
     fn state(name: &str, protocol: Protocol, max_requests: u32) -> Arc<ClusterState> {
@@ -748,7 +748,12 @@ mod tests {
             ..Default::default()
         };
         c.connection_pool.http2_max_requests = max_requests;
-        let labels = base_labels(Reporter::Source, &PeerMetadata::default(), name, "http");
+        let labels = base_labels(
+            Reporter::Source,
+            &PeerMetadata::default(),
+            ServiceLabel::Host(name),
+            "http",
+        );
         Arc::new(ClusterState::new(c, RequestMetrics::new(labels)))
     }
 
