@@ -585,6 +585,10 @@ mod tests {
             ),
             ("w", "latest")
         );
+        // No cluster id: Istio's agent default.
+        assert_eq!(me.cluster_id, "Kubernetes");
+        node.cluster_id = "east".into();
+        assert_eq!(PeerMetadata::from_node(&node).cluster_id, "east");
         node.labels.insert("app".into(), "a".into());
         node.labels
             .insert("app.kubernetes.io/name".into(), "k".into());
