@@ -24,7 +24,6 @@ use super::reply::LocalReply;
 use super::{HttpCtx, Role};
 use crate::conn::ConnInfo;
 use crate::telemetry::access_log::LogRecord;
-use crate::telemetry::grpc;
 use crate::upstream::body::ReqCounts;
 
 /// A request ready for routing.
@@ -64,13 +63,14 @@ pub(crate) fn prepare(
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     started: Instant,
+    head: &RequestHead,
 ) -> (Prepared, InFlight) {
     let down_version = req.version();
     let authority = authority(&req);
     // The head as it arrived, before the proxy changes a header.
     let received = Arc::new(ReqCounts {
-        head_bytes: request_head_len(&req),
-        grpc: grpc::is_grpc(req.headers()),
+        head_bytes: head.wire,
+        grpc: head.grpc,
         ..ReqCounts::default()
     });
     let h = req.headers_mut();
@@ -107,38 +107,62 @@ pub(crate) fn prepare(
     (prepared, inflight)
 }
 
-/// The bytes of a header block in HTTP/1.1 form: `name: value` and CRLF per field, and the
-/// blank line.
-pub(crate) fn fields_len(h: &http::HeaderMap) -> u64 {
-    let n = h
-        .iter()
-        .fold(0, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
-    (n + 2) as u64
+/// What the proxy learns from a request head in one pass over its headers: the size Envoy
+/// checks against `max_request_headers_kb`, the wire size, and whether it is gRPC.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestHead {
+    /// Request target and header names and values.
+    pub(crate) limit_size: usize,
+    /// The head in HTTP/1.1 form: request line, `name: value` CRLF per field, the blank
+    /// line (what Envoy's downstream bytes meter counts for HTTP/1; an HTTP/2 head is counted
+    /// the same way, uncompressed).
+    pub(crate) wire: u64,
+    /// `content-type: application/grpc*`.
+    pub(crate) grpc: bool,
 }
 
-/// The wire size of a request head in HTTP/1.1 form: request line and header block (what
-/// Envoy's downstream bytes meter counts for HTTP/1; HTTP/2 heads are counted the same way,
-/// uncompressed). One pass over the headers, no allocation.
-pub(crate) fn request_head_len<B>(req: &Request<B>) -> u64 {
-    let uri = req.uri();
-    let mut target = uri.path_and_query().map_or(1, |p| p.as_str().len());
-    if let (Some(s), Some(a)) = (uri.scheme_str(), uri.authority()) {
-        target += s.len() + 3 + a.as_str().len();
+impl RequestHead {
+    /// One pass over the headers, no allocation.
+    pub(crate) fn of<B>(req: &Request<B>) -> Self {
+        let uri = req.uri();
+        let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let (mut fields, mut count, mut grpc) = (0, 0, false);
+        for (k, v) in req.headers() {
+            fields += k.as_str().len() + v.len();
+            count += 1;
+            if k == header::CONTENT_TYPE {
+                grpc = v.as_bytes().starts_with(b"application/grpc");
+            }
+        }
+        let mut target = path.max(1);
+        if let (Some(s), Some(a)) = (uri.scheme_str(), uri.authority()) {
+            target += s.len() + 3 + a.as_str().len();
+        }
+        // `METHOD SP target SP HTTP/1.1 CRLF`, fields, CRLF.
+        let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
+        RequestHead {
+            limit_size: path + fields,
+            wire: (line + fields + 4 * count + 2) as u64,
+            grpc,
+        }
     }
-    // `METHOD SP target SP HTTP/1.1 CRLF`
-    let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
-    line as u64 + fields_len(req.headers())
 }
 
-/// The wire size of a response head in HTTP/1.1 form: status line, the header block, and the
-/// `date` header the codec adds when the response has none.
+/// The wire size of a response head in HTTP/1.1 form: status line, `name: value` CRLF per
+/// field, the blank line, and the `date` header the codec adds when the response has none.
+/// One pass over the headers.
 pub(crate) fn response_head_len(status: http::StatusCode, h: &http::HeaderMap) -> u64 {
+    let (mut fields, mut date) = (0, 37);
+    for (k, v) in h {
+        fields += k.as_str().len() + v.len() + 4;
+        if k == header::DATE {
+            // `date: Tue, 01 Dec 2026 14:00:00 GMT` CRLF, already counted.
+            date = 0;
+        }
+    }
     // `HTTP/1.1 SP 200 SP reason CRLF`
     let reason = status.canonical_reason().map_or(0, str::len);
-    let line = 8 + 1 + 3 + 1 + reason + 2;
-    // `date: Tue, 01 Dec 2026 14:00:00 GMT` CRLF
-    let date = if h.contains_key(header::DATE) { 0 } else { 37 };
-    (line + date) as u64 + fields_len(h)
+    (8 + 1 + 3 + 1 + reason + 2 + fields + 2 + date) as u64
 }
 
 /// Requests the proxy does not handle at all (CONNECT, a path that is not origin-form, a
@@ -310,6 +334,47 @@ fn utf8_len(first: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_sized_as_its_http1_wire_form_and_grpc_is_told_by_content_type() {
+        let req = Request::post("http://was:8080/api?x=1")
+            .header("host", "was:8080")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let h = RequestHead::of(&req);
+        let wire =
+            "POST http://was:8080/api?x=1 HTTP/1.1\r\nhost: was:8080\r\ncontent-length: 5\r\n\r\n";
+        assert_eq!(h.wire, wire.len() as u64);
+        assert_eq!(h.limit_size, "/api?x=1hostwas:8080content-length5".len());
+        assert!(!h.grpc);
+        let req = Request::post("/pkg.Svc/M")
+            .header("content-type", "application/grpc+proto")
+            .body(())
+            .unwrap();
+        let h = RequestHead::of(&req);
+        assert!(h.grpc);
+        assert_eq!(
+            h.wire,
+            "POST /pkg.Svc/M HTTP/1.1\r\ncontent-type: application/grpc+proto\r\n\r\n".len() as u64
+        );
+        let mut resp = http::HeaderMap::new();
+        resp.insert("content-length", HeaderValue::from_static("2"));
+        let sent = "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n";
+        // The codec adds `date` when the response has none.
+        assert_eq!(
+            response_head_len(http::StatusCode::NOT_FOUND, &resp),
+            (sent.len() + 37) as u64
+        );
+        resp.insert(
+            "date",
+            HeaderValue::from_static("Tue, 01 Dec 2026 14:00:00 GMT"),
+        );
+        assert_eq!(
+            response_head_len(http::StatusCode::NOT_FOUND, &resp),
+            (sent.len() + 37) as u64
+        );
+    }
 
     #[test]
     fn paths_are_normalised_as_envoys_normalize_path() {

@@ -1,16 +1,9 @@
-//! gRPC facts for Istio's metrics: whether a request is gRPC (`content-type:
-//! application/grpc*`), how many length-prefixed messages a body carries (counted as the body
-//! streams by, nothing buffered), and the `grpc-status` a response ends with.
+//! gRPC facts for Istio's metrics: how many length-prefixed messages a body carries (counted
+//! as the body streams by, nothing buffered), and the `grpc-status` a response ends with.
+//! (Whether a request is gRPC, `content-type: application/grpc*`, is read with the rest of
+//! its head: `http::request::RequestHead`.)
 
 use http::HeaderMap;
-
-/// Whether the request's `content-type` is gRPC (`application/grpc`, `application/grpc+proto`,
-/// `application/grpc-web...`), as Envoy's `isGrpcRequestHeaders` decides.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
 
 /// Counts gRPC messages in a body from the 5-byte prefixes (1 flag byte, 4-byte big-endian
 /// length): a message counts when its prefix is complete, its payload is skipped by length.
@@ -116,13 +109,8 @@ mod tests {
     }
 
     #[test]
-    fn grpc_is_told_by_content_type_and_status_by_trailer_or_http_code() {
+    fn the_status_is_read_from_a_trailer_or_inferred_from_the_http_code() {
         let mut h = HeaderMap::new();
-        assert!(!is_grpc(&h));
-        h.insert("content-type", "application/grpc+proto".parse().unwrap());
-        assert!(is_grpc(&h));
-        h.insert("content-type", "application/json".parse().unwrap());
-        assert!(!is_grpc(&h));
         assert_eq!(status(&h), None);
         h.insert("grpc-status", "14".parse().unwrap());
         assert_eq!(status(&h), Some(14));

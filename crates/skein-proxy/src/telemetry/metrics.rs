@@ -28,10 +28,12 @@ pub const ENVOY_BUCKETS_MS: [f64; 19] = [
 /// The bucket of a value (milliseconds or bytes): the first boundary it does not exceed,
 /// else +Inf.
 fn bucket_of(v: f64) -> usize {
-    ENVOY_BUCKETS_MS
-        .iter()
-        .position(|b| v <= *b)
-        .unwrap_or(ENVOY_BUCKETS_MS.len())
+    // A plain loop: most values land in the first few buckets.
+    let mut i = 0;
+    while i < ENVOY_BUCKETS_MS.len() && v > ENVOY_BUCKETS_MS[i] {
+        i += 1;
+    }
+    i
 }
 
 #[derive(Debug, Default)]
@@ -756,6 +758,17 @@ mod tests {
             canonical_revision: "v1".into(),
             ..PeerMetadata::default()
         }
+    }
+
+    #[test]
+    fn values_land_in_the_first_bucket_they_do_not_exceed() {
+        assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(0.5), 0);
+        assert_eq!(bucket_of(0.6), 1);
+        assert_eq!(bucket_of(100.0), 6);
+        assert_eq!(bucket_of(101.0), 7);
+        assert_eq!(bucket_of(3_600_000.0), 18);
+        assert_eq!(bucket_of(3_600_001.0), 19);
     }
 
     #[test]
