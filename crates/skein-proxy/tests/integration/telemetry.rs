@@ -536,3 +536,125 @@ async fn inbound_local_replies_answer_the_exchange_headers() {
         "{page}"
     );
 }
+
+/// A mesh TLS upstream (identity `id`) that picks ALPN `istio-peer-exchange` but answers
+/// with a server-first greeting instead of a frame, then echoes.
+async fn frameless_upstream(id: &StaticIdentity, greeting: &'static [u8]) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(id.cert_chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).expect("key");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("cert");
+    cfg.alpn_protocols = vec![b"istio-peer-exchange".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // The client's frame is read and dropped; none is sent back.
+                let mut head = [0u8; 8];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+                let mut body = vec![0u8; len];
+                if s.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(greeting).await;
+                let _ = s.flush().await;
+                let (mut r, mut w) = tokio::io::split(s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+// Wall clock: with paused time the runtime advanced to the step timeout before the raw
+// rustls upstream's records were read (every wait is still bounded by STEP).
+#[tokio::test]
+async fn an_upstream_without_an_exchange_frame_is_passed_through_as_unknown() {
+    let ca = Ca::new("mesh-root");
+    let greeting: &[u8] = b"\x0a\x00\x00\x00\x0a8.0.36\x00greeting";
+    let up = frameless_upstream(&ca.identity(&spiffe(NS, "db")), greeting).await;
+    let mut c = cluster(&fqdn("mysql", NS), 3306, None, &[&up.to_string()]);
+    c.protocol = Protocol::Tcp;
+    c.tls = UpstreamTls::IstioMutual;
+    c.identities = vec![spiffe(NS, "db")];
+    let name = c.name.clone();
+    let mut snap = SnapshotBuilder::new("v1", NS, "web")
+        .cluster(c)
+        .tcp_listener(&name, "127.0.0.1:0".parse().expect("addr"), &name)
+        .build();
+    labelled(&mut snap.node, "web", "v1");
+    let h = proxy(snap, Some(ca.identity(&spiffe(NS, "web"))), None).await;
+    let mut s = within(TcpStream::connect(
+        h.listener_addr(&name).expect("listener"),
+    ))
+    .await
+    .expect("connect");
+    // The greeting arrives whole (its first bytes were read as a would-be frame head).
+    let mut got = vec![0u8; greeting.len()];
+    within(s.read_exact(&mut got)).await.expect("greeting");
+    assert_eq!(got, greeting);
+    echo(&mut s, b"ping").await;
+    drop(s);
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = stats(&h).await;
+        if value(
+            &page,
+            "istio_tcp_connections_closed_total",
+            &["reporter=\"source\""],
+        ) == Some(1.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let l = line(
+        &page,
+        "istio_tcp_connections_opened_total",
+        &["reporter=\"source\""],
+    );
+    for label in [
+        "destination_workload=\"unknown\"",
+        "destination_canonical_revision=\"latest\"",
+        "response_flags=\"-\"",
+        "request_protocol=\"tcp\"",
+    ] {
+        assert!(l.contains(label), "{label} missing in {l}");
+    }
+    assert_eq!(
+        value(
+            &page,
+            "istio_tcp_received_bytes_total",
+            &["reporter=\"source\""]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &page,
+            "istio_tcp_sent_bytes_total",
+            &["reporter=\"source\""]
+        ),
+        Some((greeting.len() + 4) as f64)
+    );
+}
