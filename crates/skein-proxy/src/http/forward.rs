@@ -22,7 +22,7 @@ use crate::route::retry::{Failure, REPLAY_LIMIT, RetryPolicy, backoff};
 use crate::route::{CompiledRoute, Dest};
 use crate::telemetry::access_log::ResponseFlags;
 use crate::telemetry::exchange::OwnPeer;
-use crate::telemetry::metrics::{RequestMetrics, with_destination_peer};
+use crate::telemetry::metrics::{RequestMetrics, with_destination_peer, with_upstream_principals};
 use crate::telemetry::peer::take_headers;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::budget::RetryGuard;
@@ -160,10 +160,15 @@ pub(crate) async fn forward(
         && let Some(v) = take_headers(answer.resp.headers_mut())
     {
         let m = ep.peer_metrics.get(&v, |peer| match peer {
-            Some(p) => Arc::new(RequestMetrics::new(with_destination_peer(
-                cluster.metrics.base(),
-                p,
-            ))),
+            Some(p) => {
+                let local = cluster.identity.as_ref().and_then(|s| s.current());
+                let labels = with_upstream_principals(
+                    &with_destination_peer(cluster.metrics.base(), p),
+                    local.as_ref().map(|id| id.spiffe_id.as_str()),
+                    ep.peer_principal.load().as_deref().map(String::as_str),
+                );
+                Arc::new(RequestMetrics::new(labels))
+            }
             None => Arc::clone(&cluster.metrics),
         });
         inflight.fin().metrics = Some(m);

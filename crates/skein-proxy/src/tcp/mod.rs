@@ -32,6 +32,7 @@ use crate::telemetry::access_log::{LogRecord, ResponseFlags};
 use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange_frame, exchange_or_rest};
 use crate::telemetry::metrics::{
     Labels, TcpReport, tcp_labels, with_destination_peer, with_peer, with_source_peer,
+    with_upstream_principals,
 };
 use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::{ClusterState, PoolError};
@@ -193,6 +194,15 @@ pub async fn forward<D>(
                     up_rest = rest;
                 }
             }
+        }
+        // The certificate's principals and namespace win over what the peer said.
+        if cluster.direction == Direction::Outbound {
+            let local = cluster.identity.as_ref().and_then(|s| s.current());
+            base = with_upstream_principals(
+                &base,
+                local.as_ref().map(|id| id.spiffe_id.as_str()),
+                ep.peer_principal.load().as_deref().map(String::as_str),
+            );
         }
     }
     // Opened once the peer is known, as Istio counts it; the connection's series are

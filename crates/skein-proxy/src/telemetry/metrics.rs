@@ -552,6 +552,35 @@ pub fn with_destination_peer(labels: &Labels, peer: &PeerMetadata) -> Labels {
     out
 }
 
+/// Source-reported labels of a request or connection over mesh mTLS: this proxy's principal
+/// (`local`, its certificate's URI SAN) as `source_principal`, the upstream's as
+/// `destination_principal`, and the namespace in the upstream's SPIFFE id as the peer
+/// namespace (Istio reads it from the certificate before the peer's metadata).
+pub fn with_upstream_principals(
+    labels: &Labels,
+    local: Option<&str>,
+    peer: Option<&str>,
+) -> Labels {
+    let mut out = labels.clone();
+    if let Some(l) = local {
+        set(&mut out, "source_principal", l.to_string());
+    }
+    if let Some(p) = peer {
+        set(&mut out, "destination_principal", p.to_string());
+        if let Some(id) = crate::identity::PeerIdentity::from_spiffe(p, String::new())
+            && !id.namespace.is_empty()
+        {
+            set(
+                &mut out,
+                "destination_workload_namespace",
+                id.namespace.clone(),
+            );
+            set(&mut out, "destination_service_namespace", id.namespace);
+        }
+    }
+    out
+}
+
 /// The metrics of requests with one peer, cached by the peer's `x-envoy-peer-metadata`
 /// bytes: one slot, lock-free to read (one per upstream endpoint on the client side, one per
 /// downstream connection on the server side, so the peer behind it rarely changes). A peer
@@ -910,6 +939,37 @@ mod tests {
         // The source reporter never knows: `unknown`.
         let out = base_labels(Reporter::Source, &me, ServiceLabel::Host("x.y"), "http");
         assert_eq!(get(&out, "connection_security_policy"), "unknown");
+    }
+
+    #[test]
+    fn the_source_reporter_takes_principals_and_the_peer_namespace_from_the_certificates() {
+        let me = workload("web", "blog");
+        let base = base_labels(
+            Reporter::Source,
+            &me,
+            ServiceLabel::Host("was.blog"),
+            "http",
+        );
+        let claims = workload("was", "elsewhere");
+        let l = with_upstream_principals(
+            &with_destination_peer(&base, &claims),
+            Some("spiffe://cluster.local/ns/blog/sa/web"),
+            Some("spiffe://cluster.local/ns/prod/sa/was"),
+        );
+        assert_eq!(
+            get(&l, "source_principal"),
+            "spiffe://cluster.local/ns/blog/sa/web"
+        );
+        assert_eq!(
+            get(&l, "destination_principal"),
+            "spiffe://cluster.local/ns/prod/sa/was"
+        );
+        assert_eq!(get(&l, "destination_workload_namespace"), "prod");
+        assert_eq!(get(&l, "destination_service_namespace"), "prod");
+        assert_eq!(get(&l, "destination_workload"), "was");
+        // Without certificates nothing changes.
+        let l = with_upstream_principals(&base, None, None);
+        assert_eq!(l, base);
     }
 
     #[test]

@@ -442,23 +442,27 @@ impl ClusterState {
                 }
             };
         let allowed = &self.config.identities;
-        if !allowed.is_empty() {
-            let peer = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| crate::identity::spiffe_uri(c));
-            if !peer.as_ref().is_some_and(|p| allowed.contains(p)) {
-                return Err(PoolError::Tls {
-                    addr,
-                    reason: format!(
-                        "TLS_error: peer identity {} is not one of the service's identities [{}]",
-                        peer.as_deref().unwrap_or("<none>"),
-                        allowed.join(", ")
-                    ),
-                });
-            }
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| crate::identity::spiffe_uri(c));
+        if !allowed.is_empty() && !peer.as_ref().is_some_and(|p| allowed.contains(p)) {
+            return Err(PoolError::Tls {
+                addr,
+                reason: format!(
+                    "TLS_error: peer identity {} is not one of the service's identities [{}]",
+                    peer.as_deref().unwrap_or("<none>"),
+                    allowed.join(", ")
+                ),
+            });
+        }
+        // Once per connection: what the source side reports as `destination_principal`.
+        if let Some(p) = &peer
+            && ep.peer_principal.load().as_deref() != Some(p)
+        {
+            ep.peer_principal.store(Some(Arc::new(p.clone())));
         }
         Ok((UpstreamStream::Tls(Box::new(tls)), id.generation))
     }
