@@ -22,6 +22,8 @@ pub(crate) struct ConnInfo {
     pub(crate) sni: Option<Arc<str>>,
     /// The mTLS peer's SPIFFE identity (inbound mTLS connections only).
     pub(crate) peer: Option<Arc<PeerIdentity>>,
+    /// The proxy's own SPIFFE id on this connection's certificate (inbound mTLS only).
+    pub(crate) local_principal: Option<Arc<str>>,
     /// This connection's `x-forwarded-client-cert` element (inbound mTLS only), built once.
     pub(crate) xfcc: Option<HeaderValue>,
     /// Inbound metrics labelled with this connection's peer, made on its first request.
@@ -41,6 +43,7 @@ impl ConnInfo {
             remote,
             sni: None,
             peer: None,
+            local_principal: None,
             xfcc: None,
             inbound_metrics: OnceLock::new(),
             peer_metrics: PeerMetricsCache::default(),
@@ -58,6 +61,7 @@ impl ConnInfo {
             Arc::new(RequestMetrics::new(with_peer(
                 cluster.metrics.base(),
                 self.peer.as_deref(),
+                self.local_principal.as_deref(),
             )))
         }))
     }

@@ -474,11 +474,21 @@ fn node(p: &Pod) -> Node {
 /// Istio's default for a single Kubernetes cluster.
 const CLUSTER_ID: &str = "Kubernetes";
 
+/// The label Argo Rollouts puts on the pods of a Rollout's ReplicaSets.
+const ROLLOUT_HASH_LABEL: &str = "rollouts-pod-template-hash";
+
 /// The pod's owner in Istio's peer-metadata form. The registry records the owning workload's
-/// name, not its kind; Deployments are the common case.
+/// name, not its kind: a pod with Argo Rollouts' template-hash label belongs to a Rollout,
+/// any other to a Deployment (the common case).
 fn owner(p: &Pod) -> String {
     if p.workload.is_empty() {
         return String::new();
+    }
+    if p.labels.contains_key(ROLLOUT_HASH_LABEL) {
+        return format!(
+            "kubernetes://apis/argoproj.io/v1alpha1/namespaces/{}/rollouts/{}",
+            p.namespace, p.workload
+        );
     }
     format!(
         "kubernetes://apis/apps/v1/namespaces/{}/deployments/{}",
@@ -491,6 +501,27 @@ mod tests {
     use super::*;
     use crate::compile::fixtures::*;
     use skein_snapshot::{LbPolicy, RouteAction, SIDECAR_OUTBOUND_ROUTE, StringMatch, UpstreamTls};
+
+    #[test]
+    fn a_rollouts_pod_is_owned_by_the_rollout() {
+        let r = registry();
+        let mut p = r
+            .pods
+            .iter()
+            .find(|p| !p.workload.is_empty())
+            .expect("a pod with a workload")
+            .clone();
+        assert!(owner(&p).starts_with("kubernetes://apis/apps/v1/namespaces/"));
+        p.labels
+            .insert(ROLLOUT_HASH_LABEL.to_string(), "6f9d8b7c5".to_string());
+        assert_eq!(
+            owner(&p),
+            format!(
+                "kubernetes://apis/argoproj.io/v1alpha1/namespaces/{}/rollouts/{}",
+                p.namespace, p.workload
+            )
+        );
+    }
 
     #[test]
     fn web_sidecar_gets_the_seed_policies_routes_and_endpoints() {

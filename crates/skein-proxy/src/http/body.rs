@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::finish::{End, Finish};
+use crate::telemetry::grpc::{self, MessageCounter};
 
 /// The response body sent downstream.
 #[derive(Debug)]
@@ -33,15 +34,19 @@ impl ProxyBody {
 pub struct UpstreamBody {
     inner: Incoming,
     sent: u64,
+    /// gRPC responses: the messages sent so far.
+    grpc: Option<(MessageCounter, u64)>,
     finish: Option<Box<Finish>>,
 }
 
 impl UpstreamBody {
     /// Wraps an upstream body.
     pub fn new(inner: Incoming, finish: Box<Finish>) -> Self {
+        let grpc = finish.received.grpc.then(|| (MessageCounter::default(), 0));
         let mut b = UpstreamBody {
             inner,
             sent: 0,
+            grpc,
             finish: Some(finish),
         };
         if b.inner.is_end_stream() {
@@ -51,7 +56,10 @@ impl UpstreamBody {
     }
 
     fn complete(&mut self, end: End) {
-        if let Some(f) = self.finish.take() {
+        if let Some(mut f) = self.finish.take() {
+            if let Some((_, n)) = self.grpc {
+                f.response_messages = n;
+            }
             f.done(end, self.sent);
         }
     }
@@ -73,6 +81,13 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
                             u.sent += d.len() as u64;
+                            if let Some((c, n)) = &mut u.grpc {
+                                *n += c.feed(d);
+                            }
+                        } else if let (Some(t), Some(fin)) = (f.trailers_ref(), &mut u.finish)
+                            && let Some(s) = grpc::status(t)
+                        {
+                            fin.grpc_status = Some(s);
                         }
                         if u.inner.is_end_stream() {
                             u.complete(End::Complete);

@@ -2,12 +2,15 @@
 //! metrics, access log) when the response body ends, however it ends ([`End`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::shared::Shared;
 use crate::telemetry::access_log::{LogRecord, ResponseFlags};
-use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::exchange::OwnPeer;
+use crate::telemetry::grpc;
+use crate::telemetry::metrics::{Finished, GrpcFinished, RequestMetrics};
+use crate::upstream::body::ReqCounts;
 use crate::upstream::cluster::{ActiveGuard, ClusterRequest, ClusterState, EndpointState, H1Conn};
 
 /// How a response ended.
@@ -27,7 +30,16 @@ pub(crate) struct Finish {
     pub(super) shared: Arc<Shared>,
     pub(crate) rec: Box<LogRecord>,
     pub(super) started: Instant,
-    pub(super) received: Arc<AtomicU64>,
+    pub(super) received: Arc<ReqCounts>,
+    /// The response head's wire size (set when the response is made).
+    pub(super) response_head: u64,
+    /// The response's `grpc-status` (headers of a trailers-only response, or trailers).
+    pub(super) grpc_status: Option<u32>,
+    /// gRPC messages sent downstream.
+    pub(super) response_messages: u64,
+    /// Inbound: the proxy's own exchange headers, answered on every response (local replies
+    /// too) because the caller sent its own.
+    pub(crate) echo: Option<Arc<OwnPeer>>,
     pub(crate) metrics: Option<Arc<RequestMetrics>>,
     pub(super) pool: Option<(Arc<ClusterState>, Arc<EndpointState>, H1Conn)>,
     pub(super) cluster_req: Option<ClusterRequest>,
@@ -52,10 +64,27 @@ impl Finish {
         let elapsed = self.started.elapsed();
         let mut rec = self.rec;
         rec.duration_ms = elapsed.as_millis() as u64;
-        rec.bytes_received = self.received.load(Ordering::Relaxed);
+        rec.bytes_received = self.received.body_bytes.load(Ordering::Relaxed);
         rec.bytes_sent = sent;
         if let Some(m) = &self.metrics {
-            m.record(&self.shared.metrics, rec.code, rec.flags, elapsed);
+            // Istio infers a gRPC status from the HTTP status when the response had none.
+            let grpc = self.received.grpc.then(|| GrpcFinished {
+                status: self
+                    .grpc_status
+                    .or_else(|| (rec.code != 0).then(|| grpc::from_http(rec.code))),
+                request_messages: self.received.messages.load(Ordering::Relaxed),
+                response_messages: self.response_messages,
+            });
+            let sent_head = if rec.code == 0 { 0 } else { self.response_head };
+            let f = Finished {
+                code: rec.code,
+                flags: rec.flags,
+                duration: elapsed,
+                request_bytes: self.received.head_bytes + rec.bytes_received,
+                response_bytes: sent_head + sent,
+                grpc,
+            };
+            m.record(&self.shared.metrics, &f);
         }
         if self.shared.access_log.enabled() {
             self.shared.access_log.log(rec);

@@ -22,7 +22,7 @@ use crate::route::retry::{Failure, REPLAY_LIMIT, RetryPolicy, backoff};
 use crate::route::{CompiledRoute, Dest};
 use crate::telemetry::access_log::ResponseFlags;
 use crate::telemetry::exchange::OwnPeer;
-use crate::telemetry::metrics::{RequestMetrics, with_destination_peer};
+use crate::telemetry::metrics::{RequestMetrics, with_destination_peer, with_upstream_principals};
 use crate::telemetry::peer::take_headers;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::budget::RetryGuard;
@@ -107,6 +107,9 @@ pub(crate) async fn forward(
     } = target;
     let f = inflight.fin();
     f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+    if f.echo.is_none() {
+        f.echo.clone_from(&echo);
+    }
     f.metrics = Some(match &peer {
         Some(v) => conn.metrics_with_peer(&cluster, v),
         None => conn.metrics_for(&cluster),
@@ -157,10 +160,15 @@ pub(crate) async fn forward(
         && let Some(v) = take_headers(answer.resp.headers_mut())
     {
         let m = ep.peer_metrics.get(&v, |peer| match peer {
-            Some(p) => Arc::new(RequestMetrics::new(with_destination_peer(
-                cluster.metrics.base(),
-                p,
-            ))),
+            Some(p) => {
+                let local = cluster.identity.as_ref().and_then(|s| s.current());
+                let labels = with_upstream_principals(
+                    &with_destination_peer(cluster.metrics.base(), p),
+                    local.as_ref().map(|id| id.spiffe_id.as_str()),
+                    ep.peer_principal.load().as_deref().map(String::as_str),
+                );
+                Arc::new(RequestMetrics::new(labels))
+            }
             None => Arc::clone(&cluster.metrics),
         });
         inflight.fin().metrics = Some(m);
@@ -174,15 +182,14 @@ pub(crate) async fn forward(
         route,
         dest,
     };
-    let mut resp = inflight.upstream(answer.resp, answer.sent_at, Some(held), tries.version);
     if cluster.direction == Direction::Inbound {
         // Only this proxy speaks for the workload: the app's own exchange headers go.
-        take_headers(resp.headers_mut());
+        take_headers(answer.resp.headers_mut());
         if let Some(own) = &echo {
-            own.insert(resp.headers_mut());
+            own.insert(answer.resp.headers_mut());
         }
     }
-    Ok(resp)
+    Ok(inflight.upstream(answer.resp, answer.sent_at, Some(held), tries.version))
 }
 
 /// The tries of one request.

@@ -38,6 +38,11 @@ pub(crate) fn authorize(
         return Err(LocalReply::ClusterNotFound);
     };
     let peer = take_headers(p.req.headers_mut());
+    // A caller that sent its exchange headers gets the proxy's on every answer, local
+    // replies (a denial, a 503) included.
+    if peer.is_some() {
+        inflight.fin().echo = snap.own_peer.clone();
+    }
     set_xfcc(p.req.headers_mut(), conn);
     if snap.authz.is_empty() {
         return Ok((cluster, peer));

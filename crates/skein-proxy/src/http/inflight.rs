@@ -4,7 +4,6 @@
 //! response (the downstream closed first), it logs the request with flag DC.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -15,9 +14,12 @@ use super::body::{ProxyBody, UpstreamBody};
 use super::finish::{End, Finish};
 use super::headers::{X_SERVICE_TIME, strip_hop_by_hop};
 use super::reply::{LocalReply, NOT_DELIVERED};
+use super::request::response_head_len;
 use crate::route::{CompiledRoute, Dest};
 use crate::shared::Shared;
 use crate::telemetry::access_log::LogRecord;
+use crate::telemetry::grpc;
+use crate::upstream::body::ReqCounts;
 use crate::upstream::cluster::{ActiveGuard, ClusterRequest, ClusterState, EndpointState, H1Conn};
 
 /// What an upstream response from a mesh cluster holds until its body ends.
@@ -55,7 +57,7 @@ impl InFlight {
         shared: Arc<Shared>,
         rec: Box<LogRecord>,
         started: Instant,
-        received: Arc<AtomicU64>,
+        received: Arc<ReqCounts>,
     ) -> Self {
         InFlight {
             fin: Some(Box::new(Finish {
@@ -63,6 +65,10 @@ impl InFlight {
                 rec,
                 started,
                 received,
+                response_head: 0,
+                grpc_status: None,
+                response_messages: 0,
+                echo: None,
                 metrics: None,
                 pool: None,
                 cluster_req: None,
@@ -103,6 +109,12 @@ impl InFlight {
             resp.headers_mut().insert(name.clone(), value);
         }
         let mut f = self.take();
+        if let Some(own) = &f.echo {
+            own.insert(resp.headers_mut());
+        }
+        // hyper adds `content-length` to a local reply.
+        let content_length = 16 + len.checked_ilog10().map_or(1, |d| d as u64 + 1) + 2;
+        f.response_head = response_head_len(resp.status(), resp.headers()) + content_length;
         if transport_failure.is_some() {
             f.rec.transport_failure = transport_failure;
         }
@@ -145,6 +157,10 @@ impl InFlight {
             fin.active = Some(h.active);
         }
         parts.version = version;
+        if fin.received.grpc {
+            fin.grpc_status = grpc::status(&parts.headers);
+        }
+        fin.response_head = response_head_len(parts.status, &parts.headers);
         fin.rec.code = parts.status.as_u16();
         fin.rec.upstream_service_time = Some(service_ms);
         fin.rec.details = std::borrow::Cow::Borrowed("via_upstream");

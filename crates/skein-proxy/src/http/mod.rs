@@ -81,11 +81,12 @@ async fn handle(
 ) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
     let max_head = ctx.shared.config.limits.max_request_headers_bytes;
-    if req.version() != http::Version::HTTP_2 && head_size(&req) > max_head {
+    let head = request::RequestHead::of(&req);
+    if req.version() != http::Version::HTTP_2 && head.limit_size > max_head {
         return Ok(headers_too_large().map(|inner| ServedBody { inner, _busy: busy }));
     }
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
-    let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started);
+    let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started, &head);
     let version = p.version;
     let inflight = &mut inflight;
     let admitted = match request::admit(&mut p, inflight) {
@@ -174,16 +175,6 @@ impl http_body::Body for ServedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// The bytes of an HTTP/1 request head: request target and header names and values (what
-/// Envoy counts against `max_request_headers_kb`). hyper bounds the head by its read buffer,
-/// which a head arriving in one burst can overshoot; this is the exact check.
-fn head_size<B>(req: &Request<B>) -> usize {
-    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    req.headers()
-        .iter()
-        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len())
 }
 
 /// `431` for a request head over the limit; the connection closes after it.

@@ -8,7 +8,6 @@
 //! [`normalize_path`]. Routing, AuthorizationPolicy and the app all see the normalised path.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -25,6 +24,7 @@ use super::reply::LocalReply;
 use super::{HttpCtx, Role};
 use crate::conn::ConnInfo;
 use crate::telemetry::access_log::LogRecord;
+use crate::upstream::body::ReqCounts;
 
 /// A request ready for routing.
 #[derive(Debug)]
@@ -34,8 +34,8 @@ pub(crate) struct Prepared {
     pub(crate) authority: Option<HeaderValue>,
     /// The version of the response: HTTP/2 for HTTP/2, else HTTP/1.1.
     pub(crate) version: Version,
-    /// Request body bytes received (filled in as the body streams).
-    pub(crate) received: Arc<AtomicU64>,
+    /// The request's size and gRPC messages (the body's filled in as it streams).
+    pub(crate) received: Arc<ReqCounts>,
 }
 
 impl Prepared {
@@ -63,9 +63,16 @@ pub(crate) fn prepare(
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     started: Instant,
+    head: &RequestHead,
 ) -> (Prepared, InFlight) {
     let down_version = req.version();
     let authority = authority(&req);
+    // The head as it arrived, before the proxy changes a header.
+    let received = Arc::new(ReqCounts {
+        head_bytes: head.wire,
+        grpc: head.grpc,
+        ..ReqCounts::default()
+    });
     let h = req.headers_mut();
     // What the client sent loses its hop-by-hop headers before the proxy adds any of its
     // own, so a name listed in `Connection` cannot remove one of the proxy's.
@@ -80,7 +87,6 @@ pub(crate) fn prepare(
         // SANITIZE_SET: the downstream's own client certificate, if it presented one.
         set_xfcc(h, conn);
     }
-    let received = Arc::new(AtomicU64::new(0));
     let mut rec = Box::new(LogRecord::new(conn.local, conn.remote));
     rec.method = Some(req.method().clone());
     rec.path = req.uri().path_and_query().cloned();
@@ -99,6 +105,64 @@ pub(crate) fn prepare(
         received,
     };
     (prepared, inflight)
+}
+
+/// What the proxy learns from a request head in one pass over its headers: the size Envoy
+/// checks against `max_request_headers_kb`, the wire size, and whether it is gRPC.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestHead {
+    /// Request target and header names and values.
+    pub(crate) limit_size: usize,
+    /// The head in HTTP/1.1 form: request line, `name: value` CRLF per field, the blank
+    /// line (what Envoy's downstream bytes meter counts for HTTP/1; an HTTP/2 head is counted
+    /// the same way, uncompressed).
+    pub(crate) wire: u64,
+    /// `content-type: application/grpc*`.
+    pub(crate) grpc: bool,
+}
+
+impl RequestHead {
+    /// One pass over the headers, no allocation.
+    pub(crate) fn of<B>(req: &Request<B>) -> Self {
+        let uri = req.uri();
+        let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let (mut fields, mut count, mut grpc) = (0, 0, false);
+        for (k, v) in req.headers() {
+            fields += k.as_str().len() + v.len();
+            count += 1;
+            if k == header::CONTENT_TYPE {
+                grpc = v.as_bytes().starts_with(b"application/grpc");
+            }
+        }
+        let mut target = path.max(1);
+        if let (Some(s), Some(a)) = (uri.scheme_str(), uri.authority()) {
+            target += s.len() + 3 + a.as_str().len();
+        }
+        // `METHOD SP target SP HTTP/1.1 CRLF`, fields, CRLF.
+        let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
+        RequestHead {
+            limit_size: path + fields,
+            wire: (line + fields + 4 * count + 2) as u64,
+            grpc,
+        }
+    }
+}
+
+/// The wire size of a response head in HTTP/1.1 form: status line, `name: value` CRLF per
+/// field, the blank line, and the `date` header the codec adds when the response has none.
+/// One pass over the headers.
+pub(crate) fn response_head_len(status: http::StatusCode, h: &http::HeaderMap) -> u64 {
+    let (mut fields, mut date) = (0, 37);
+    for (k, v) in h {
+        fields += k.as_str().len() + v.len() + 4;
+        if k == header::DATE {
+            // `date: Tue, 01 Dec 2026 14:00:00 GMT` CRLF, already counted.
+            date = 0;
+        }
+    }
+    // `HTTP/1.1 SP 200 SP reason CRLF`
+    let reason = status.canonical_reason().map_or(0, str::len);
+    (8 + 1 + 3 + 1 + reason + 2 + fields + 2 + date) as u64
 }
 
 /// Requests the proxy does not handle at all (CONNECT, a path that is not origin-form, a
@@ -270,6 +334,47 @@ fn utf8_len(first: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_sized_as_its_http1_wire_form_and_grpc_is_told_by_content_type() {
+        let req = Request::post("http://was:8080/api?x=1")
+            .header("host", "was:8080")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let h = RequestHead::of(&req);
+        let wire =
+            "POST http://was:8080/api?x=1 HTTP/1.1\r\nhost: was:8080\r\ncontent-length: 5\r\n\r\n";
+        assert_eq!(h.wire, wire.len() as u64);
+        assert_eq!(h.limit_size, "/api?x=1hostwas:8080content-length5".len());
+        assert!(!h.grpc);
+        let req = Request::post("/pkg.Svc/M")
+            .header("content-type", "application/grpc+proto")
+            .body(())
+            .unwrap();
+        let h = RequestHead::of(&req);
+        assert!(h.grpc);
+        assert_eq!(
+            h.wire,
+            "POST /pkg.Svc/M HTTP/1.1\r\ncontent-type: application/grpc+proto\r\n\r\n".len() as u64
+        );
+        let mut resp = http::HeaderMap::new();
+        resp.insert("content-length", HeaderValue::from_static("2"));
+        let sent = "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n";
+        // The codec adds `date` when the response has none.
+        assert_eq!(
+            response_head_len(http::StatusCode::NOT_FOUND, &resp),
+            (sent.len() + 37) as u64
+        );
+        resp.insert(
+            "date",
+            HeaderValue::from_static("Tue, 01 Dec 2026 14:00:00 GMT"),
+        );
+        assert_eq!(
+            response_head_len(http::StatusCode::NOT_FOUND, &resp),
+            (sent.len() + 37) as u64
+        );
+    }
 
     #[test]
     fn paths_are_normalised_as_envoys_normalize_path() {

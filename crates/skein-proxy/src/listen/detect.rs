@@ -209,12 +209,21 @@ pub async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Hello {
 
 /// Reads until the protocol of a decrypted stream is known or `timeout` passes (then:
 /// opaque). Returns the bytes read, to be replayed with [`Rewind`].
+#[cfg(test)]
 pub async fn detect_read<S: AsyncRead + Unpin>(
     io: &mut S,
     timeout: Duration,
 ) -> (Detected, Vec<u8>) {
+    detect_read_from(io, Vec::with_capacity(H2_PREFACE.len()), timeout).await
+}
+
+/// Sniffs the protocol like `detect_read`, with `buf` already read from `io`.
+pub async fn detect_read_from<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut buf: Vec<u8>,
+    timeout: Duration,
+) -> (Detected, Vec<u8>) {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = Vec::with_capacity(H2_PREFACE.len());
     let mut chunk = [0u8; H2_PREFACE.len()];
     loop {
         match classify(&buf) {

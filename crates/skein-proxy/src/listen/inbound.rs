@@ -19,7 +19,7 @@ use crate::identity::PeerIdentity;
 use crate::policy::peer_authn;
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
-use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange, exchange_frame};
+use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange_frame, exchange_or_rest};
 use crate::telemetry::peer::PeerMetadata;
 
 /// Bound on the inbound mTLS handshake.
@@ -164,6 +164,8 @@ async fn mesh_mtls(
         }
     };
     let mut info = peer_info(&tls, &id.spiffe_id, local, remote);
+    // Bytes the peer sent in place of an exchange frame.
+    let mut read = Vec::new();
     // The client speaks Istio's TCP exchange: frames both ways before anything else.
     if tls.get_ref().1.alpn_protocol() == Some(EXCHANGE_ALPN) {
         let snap = shared.current.load_full();
@@ -175,20 +177,21 @@ async fn mesh_mtls(
                 unnamed.as_slice()
             }
         };
-        match exchange(&mut tls, frame).await {
-            Ok((peer, _)) => info.exchanged = Some(peer),
-            Err(e) => {
-                tracing::debug!(%remote, %local, error = %e, "inbound peer metadata exchange failed; connection closed");
-                return;
+        match exchange_or_rest(&mut tls, frame).await {
+            (Ok((peer, _)), _) => info.exchanged = Some(peer),
+            // As Envoy: the connection goes on, the peer unknown, with what it sent first.
+            (Err(e), rest) => {
+                tracing::debug!(%remote, %local, error = %e, "inbound peer metadata exchange failed; the peer stays unknown");
+                read = rest;
             }
         }
     }
     let info = Arc::new(info);
     // The client said which HTTP it speaks; otherwise sniff the decrypted bytes.
-    if matches!(tls.get_ref().1.alpn_protocol(), Some(b"h2" | b"http/1.1")) {
+    if read.is_empty() && matches!(tls.get_ref().1.alpn_protocol(), Some(b"h2" | b"http/1.1")) {
         return conn.http(tls, info).await;
     }
-    let (d, prefix) = detect::detect_read(&mut tls, shared.config.detect_timeout).await;
+    let (d, prefix) = detect::detect_read_from(&mut tls, read, shared.config.detect_timeout).await;
     if !matches!(d, Detected::Http1 | Detected::Http2) {
         tls.get_mut()
             .1
@@ -221,6 +224,7 @@ fn peer_info(
         sni: conn.server_name().map(Arc::from),
         peer,
         xfcc,
+        local_principal: Some(Arc::from(own_id)),
         ..ConnInfo::plain(local, remote)
     }
 }

@@ -13,8 +13,9 @@ pub(crate) mod source;
 
 use skein_snapshot::names::Direction;
 use skein_snapshot::{
-    AuthzAction, AuthzPolicy, AuthzRule, BLACKHOLE_CLUSTER, Cluster, Endpoint, ListenerKind,
-    OutboundTrafficPolicy, PASSTHROUGH_CLUSTER, Protocol, Snapshot, SnapshotError,
+    AuthzAction, AuthzPolicy, AuthzRule, BLACKHOLE_CLUSTER, Cluster, Endpoint,
+    INBOUND_PASSTHROUGH_CLUSTER, ListenerKind, OutboundTrafficPolicy, PASSTHROUGH_CLUSTER,
+    Protocol, Snapshot, SnapshotError,
 };
 
 use crate::config::{InboundConfig, Mode, ProxyConfig};
@@ -22,7 +23,7 @@ use crate::identity::IdentityStore;
 use crate::policy::authz::{AuthzError, Engine};
 use crate::route::{CompiledRouteConfig, RouteError};
 use crate::telemetry::exchange::OwnPeer;
-use crate::telemetry::metrics::{Reporter, RequestMetrics, base_labels};
+use crate::telemetry::metrics::{Reporter, RequestMetrics, ServiceLabel, base_labels};
 use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::ClusterState;
 
@@ -119,10 +120,18 @@ fn cluster_metrics(c: &Cluster, local: &PeerMetadata) -> RequestMetrics {
     } else {
         "http"
     };
-    let service = if c.service.is_empty() {
-        c.name.as_str()
-    } else {
-        c.service.as_str()
+    let service = match c.name.as_str() {
+        BLACKHOLE_CLUSTER | PASSTHROUGH_CLUSTER | INBOUND_PASSTHROUGH_CLUSTER => {
+            ServiceLabel::Special(c.name.as_str())
+        }
+        // An inbound port the snapshot defines no cluster for: Istio sends it through
+        // InboundPassthroughCluster, and labels it so.
+        _ if reporter == Reporter::Destination && c.service.is_empty() => {
+            ServiceLabel::Special(INBOUND_PASSTHROUGH_CLUSTER)
+        }
+        // A cluster that names no service: its name is all there is.
+        _ if c.service.is_empty() => ServiceLabel::Host(c.name.as_str()),
+        _ => ServiceLabel::Host(c.service.as_str()),
     };
     RequestMetrics::new(base_labels(reporter, local, service, proto))
 }
@@ -137,9 +146,6 @@ fn inbound_cluster(snap: &Snapshot, ib: &InboundConfig) -> Cluster {
         port,
         ..Default::default()
     });
-    if def.service.is_empty() {
-        def.service = name;
-    }
     // The hop to the app is plaintext on the pod's own network; mTLS ends at this proxy.
     def.tls = skein_snapshot::UpstreamTls::Disable;
     def.auto_mtls = false;
@@ -204,19 +210,19 @@ impl Compiled {
             .iter()
             .map(|l| (l.name.clone(), l.kind.clone()))
             .collect();
-        let special = |name: &str| {
+        let special = |service: ServiceLabel<'_>| {
             Arc::new(RequestMetrics::new(base_labels(
                 Reporter::Source,
                 &local,
-                name,
+                service,
                 "http",
             )))
         };
         Ok(Compiled {
             registry_only: snap.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly,
-            passthrough_metrics: special(PASSTHROUGH_CLUSTER),
-            blackhole_metrics: special(BLACKHOLE_CLUSTER),
-            no_route_metrics: special("unknown"),
+            passthrough_metrics: special(ServiceLabel::Special(PASSTHROUGH_CLUSTER)),
+            blackhole_metrics: special(ServiceLabel::Special(BLACKHOLE_CLUSTER)),
+            no_route_metrics: special(ServiceLabel::Host("")),
             snapshot: Arc::new(snap),
             route_configs,
             clusters,

@@ -24,12 +24,16 @@ mod splice;
 pub(crate) const TLS_WRITE_LIMIT: usize = 256 * 1024 + 4 * 1024;
 
 use crate::conn::ConnInfo;
+use crate::listen::detect::Rewind;
 use crate::policy::authz::{Attrs, Decision};
 use crate::shared::Shared;
 use crate::snapshot::Compiled;
 use crate::telemetry::access_log::{LogRecord, ResponseFlags};
-use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange, exchange_frame};
-use crate::telemetry::metrics::{Labels, with_destination_peer, with_peer, with_source_peer};
+use crate::telemetry::exchange::{EXCHANGE_ALPN, exchange_frame, exchange_or_rest};
+use crate::telemetry::metrics::{
+    Labels, TcpReport, tcp_labels, with_destination_peer, with_peer, with_source_peer,
+    with_upstream_principals,
+};
 use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::{ClusterState, PoolError};
 use crate::upstream::lb::PickCtx;
@@ -86,9 +90,8 @@ pub async fn forward_inbound<D>(
             rec.sni = info.sni.clone();
             rec.peer = info.peer.clone();
             if let Some(c) = &cluster {
-                let base = c.metrics.base().clone();
-                shared.metrics.tcp_open(&base);
-                shared.metrics.tcp_close(&base, 0, 0);
+                let labels = tcp_labels(&conn_labels(c, info), rec.flags);
+                shared.metrics.tcp_open(&labels).close(0, 0);
             }
             if shared.access_log.enabled() {
                 shared.access_log.log(rec);
@@ -146,7 +149,7 @@ pub async fn forward<D>(
     };
     let ep = Arc::clone(&cluster.endpoints[idx]);
     rec.upstream_host = Some(ep.addr);
-    let mut base = tcp_labels(&cluster, info);
+    let mut base = conn_labels(&cluster, info);
     let (mut up, slot) = match cluster.connect_tcp(&ep).await {
         Ok(x) => x,
         Err(e) => {
@@ -160,12 +163,17 @@ pub async fn forward<D>(
                 PoolError::Tls { reason, .. } => Some(Cow::Owned(reason)),
                 _ => Some(Cow::Borrowed("connection_failure")),
             };
-            shared.metrics.tcp_open(&base);
-            shared.metrics.tcp_close(&base, 0, 0);
+            // Never opened: Istio reports the open and the close at once, flagged.
+            shared
+                .metrics
+                .tcp_open(&tcp_labels(&base, rec.flags))
+                .close(0, 0);
             finish(rec, &shared);
             return;
         }
     };
+    // Bytes the upstream sent in place of an exchange frame (served first).
+    let mut up_rest = Vec::new();
     if let crate::upstream::cluster::UpstreamStream::Tls(t) = &mut up {
         t.get_mut().1.set_buffer_limit(Some(TLS_WRITE_LIMIT));
         // The server picked Istio's TCP exchange: frames both ways before the app's bytes.
@@ -178,22 +186,37 @@ pub async fn forward<D>(
                     unnamed.as_slice()
                 }
             };
-            match exchange(t.as_mut(), frame).await {
-                Ok((peer, _)) => base = with_destination_peer(&base, &peer),
-                Err(e) => {
-                    tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream peer metadata exchange failed");
-                    rec.flags = ResponseFlags::UF;
-                    rec.transport_failure = Some(Cow::Owned(e.to_string()));
-                    shared.metrics.tcp_open(&base);
-                    shared.metrics.tcp_close(&base, 0, 0);
-                    finish(rec, &shared);
-                    return;
+            match exchange_or_rest(t.as_mut(), frame).await {
+                (Ok((peer, _)), _) => base = with_destination_peer(&base, &peer),
+                // As Envoy: the connection goes on, the peer unknown.
+                (Err(e), rest) => {
+                    tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream peer metadata exchange failed; the peer stays unknown");
+                    up_rest = rest;
                 }
             }
         }
+        // The certificate's principals and namespace win over what the peer said.
+        if cluster.direction == Direction::Outbound {
+            let local = cluster.identity.as_ref().and_then(|s| s.current());
+            base = with_upstream_principals(
+                &base,
+                local.as_ref().map(|id| id.spiffe_id.as_str()),
+                ep.peer_principal.load().as_deref().map(String::as_str),
+            );
+        }
     }
-    // Opened once the peer is known, as Istio counts it.
-    shared.metrics.tcp_open(&base);
+    // Opened once the peer is known, as Istio counts it; the connection's series are
+    // resolved once, then reported every interval and at close.
+    let mut report = shared.metrics.tcp_open(&tcp_labels(&base, rec.flags));
+    let every = Duration::from_millis(
+        shared
+            .current
+            .load()
+            .snapshot
+            .telemetry
+            .metrics
+            .reporting_interval_ms,
+    );
     let _active = ep.start_request();
     rec.upstream_local = up.local_addr().ok();
     let counts = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -202,10 +225,19 @@ pub async fn forward<D>(
         #[cfg(target_os = "linux")]
         (Ok(down), crate::upstream::cluster::UpstreamStream::Plain(up)) => {
             let mut spliced = Box::pin(splice::bidirectional(&down, &up, &counts));
-            until_idle(&mut spliced, &counts, timeout).await
+            let mut ticks = Ticks::new(&mut report, every);
+            until_idle(&mut spliced, &counts, timeout, &mut ticks).await
         }
-        (Ok(mut down), mut up) => copy_counted(&mut down, &mut up, &counts, timeout).await,
-        (Err(mut down), mut up) => copy_counted(&mut down, &mut up, &counts, timeout).await,
+        (Ok(mut down), up) => {
+            let mut up = Rewind::new(up_rest, up);
+            let mut ticks = Ticks::new(&mut report, every);
+            copy_counted(&mut down, &mut up, &counts, timeout, &mut ticks).await
+        }
+        (Err(mut down), up) => {
+            let mut up = Rewind::new(up_rest, up);
+            let mut ticks = Ticks::new(&mut report, every);
+            copy_counted(&mut down, &mut up, &counts, timeout, &mut ticks).await
+        }
     };
     let (received, sent) = match copied {
         Some(Ok((from_down, from_up))) => (from_down, from_up),
@@ -229,18 +261,18 @@ pub async fn forward<D>(
     drop(slot);
     rec.bytes_received = received;
     rec.bytes_sent = sent;
-    shared.metrics.tcp_close(&base, sent, received);
+    report.close(received, sent);
     finish(rec, &shared);
 }
 
 /// The labels of one TCP connection through `cluster`: inbound ones carry the mTLS peer
 /// (principal, `connection_security_policy`) and what it said in the TCP exchange.
-fn tcp_labels(cluster: &ClusterState, info: &ConnInfo) -> Labels {
+fn conn_labels(cluster: &ClusterState, info: &ConnInfo) -> Labels {
     let base = cluster.metrics.base();
     if cluster.direction != Direction::Inbound {
         return base.clone();
     }
-    let labels = with_peer(base, info.peer.as_deref());
+    let labels = with_peer(base, info.peer.as_deref(), info.local_principal.as_deref());
     match &info.exchanged {
         Some(p) => with_source_peer(&labels, p),
         None => labels,
@@ -253,6 +285,7 @@ async fn copy_counted<A, B>(
     up: &mut B,
     counts: &[AtomicU64; 2],
     timeout: Duration,
+    ticks: &mut Ticks<'_>,
 ) -> Option<std::io::Result<(u64, u64)>>
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -261,7 +294,50 @@ where
     let mut down = Counted::new(down, &counts[0]);
     let mut up = Counted::new(up, &counts[1]);
     let mut bidi = copy::Bidi::new(&mut down, &mut up);
-    until_idle(&mut bidi, counts, timeout).await
+    until_idle(&mut bidi, counts, timeout, ticks).await
+}
+
+/// The periodic byte reports of one open connection (Istio's `tcp_reporting_duration`,
+/// the snapshot's `telemetry.metrics.reporting_interval_ms`; zero: at close only). They ride
+/// on the wake-ups [`until_idle`] already makes, so a connection has one timer, not two.
+struct Ticks<'a> {
+    report: &'a mut TcpReport,
+    every: Duration,
+    since: Duration,
+}
+
+impl<'a> Ticks<'a> {
+    fn new(report: &'a mut TcpReport, every: Duration) -> Self {
+        Ticks {
+            report,
+            every,
+            since: Duration::ZERO,
+        }
+    }
+
+    /// The longest the forwarding may sleep before the next report is due.
+    fn bound(&self, period: Duration) -> Duration {
+        if self.every.is_zero() {
+            period
+        } else {
+            period.min(self.every - self.since)
+        }
+    }
+
+    /// `slept` has passed: reports the counts when an interval is complete.
+    fn tick(&mut self, slept: Duration, counts: &[AtomicU64; 2]) {
+        if self.every.is_zero() {
+            return;
+        }
+        self.since += slept;
+        if self.since >= self.every {
+            self.since = Duration::ZERO;
+            self.report.report(
+                counts[0].load(Ordering::Relaxed),
+                counts[1].load(Ordering::Relaxed),
+            );
+        }
+    }
 }
 
 /// A forwarding future that may hold buffers worth giving back when the stream is quiet.
@@ -293,8 +369,9 @@ impl<F: Future<Output = std::io::Result<(u64, u64)>>> Forwarding for Pin<Box<F>>
 /// How soon a connection that went quiet gives its grown copy buffers back.
 const RELEASE_AFTER: Duration = Duration::from_secs(10);
 
-/// Runs `fwd` to its end, or until neither counter has moved for `timeout` (then: None).
-/// The counters are checked every quarter of the timeout (so the stream closes between 1
+/// Runs `fwd` to its end, or until neither counter has moved for `timeout` (then: None),
+/// making `ticks`' periodic reports on the way.
+/// The counters are checked every quarter of the timeout (or every reporting interval) (so the stream closes between 1
 /// and 1.25 times `timeout` after the last byte), and every [`RELEASE_AFTER`] at most while
 /// the copy holds grown buffers, which a quiet check gives back. No timer is touched per
 /// read or write.
@@ -302,6 +379,7 @@ async fn until_idle<F: Forwarding>(
     fwd: &mut F,
     counts: &[AtomicU64; 2],
     timeout: Duration,
+    ticks: &mut Ticks<'_>,
 ) -> Option<std::io::Result<(u64, u64)>> {
     let total = || counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed);
     let mut last = total();
@@ -311,10 +389,12 @@ async fn until_idle<F: Forwarding>(
         if fwd.grown() {
             period = period.min(RELEASE_AFTER);
         }
+        let period = ticks.bound(period);
         tokio::select! {
             r = &mut *fwd => return Some(r),
             () = tokio::time::sleep(period) => {}
         }
+        ticks.tick(period, counts);
         let now = total();
         if now == last {
             fwd.release_idle();

@@ -87,24 +87,73 @@ pub enum FrameError {
 
 /// Writes `own` (a frame) and reads the peer's, within [`EXCHANGE_TIMEOUT`]: the peer's
 /// metadata and node id.
+#[cfg(test)]
 pub async fn exchange<S>(io: &mut S, own: &[u8]) -> Result<(PeerMetadata, String), FrameError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let run = async {
-        let io_err = |e: std::io::Error| FrameError::Io(e.to_string());
-        io.write_all(own).await.map_err(io_err)?;
-        io.flush().await.map_err(io_err)?;
-        let mut head = [0u8; 8];
-        io.read_exact(&mut head).await.map_err(io_err)?;
-        let len = frame_len(head)?;
-        let mut body = vec![0u8; len];
-        io.read_exact(&mut body).await.map_err(io_err)?;
-        parse_frame_body(&body)
-    };
-    tokio::time::timeout(EXCHANGE_TIMEOUT, run)
+    exchange_or_rest(io, own).await.0
+}
+
+/// [`exchange`], and when no valid frame came, the bytes read from the peer meanwhile: as
+/// Envoy's filter does, a connection whose peer does not speak the exchange is not closed;
+/// it goes on with those bytes first and the peer `unknown`.
+pub async fn exchange_or_rest<S>(
+    io: &mut S,
+    own: &[u8],
+) -> (Result<(PeerMetadata, String), FrameError>, Vec<u8>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut got = Vec::with_capacity(8);
+    let deadline = tokio::time::Instant::now() + EXCHANGE_TIMEOUT;
+    let r = tokio::time::timeout_at(deadline, read_exchange(io, own, &mut got))
         .await
-        .unwrap_or(Err(FrameError::Timeout))
+        .unwrap_or(Err(FrameError::Timeout));
+    match r {
+        Ok(peer) => (Ok(peer), Vec::new()),
+        Err(e) => (Err(e), got),
+    }
+}
+
+/// Writes `own`, then reads the peer's frame into `got` (cancel-safe: `read` loses no
+/// bytes, what was read stays in `got`).
+async fn read_exchange<S>(
+    io: &mut S,
+    own: &[u8],
+    got: &mut Vec<u8>,
+) -> Result<(PeerMetadata, String), FrameError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let io_err = |e: std::io::Error| FrameError::Io(e.to_string());
+    io.write_all(own).await.map_err(io_err)?;
+    io.flush().await.map_err(io_err)?;
+    let mut want = 8;
+    let mut len = None;
+    let mut chunk = [0u8; 1024];
+    loop {
+        // Never past the frame: the app's bytes after it stay in the stream.
+        while got.len() < want {
+            let room = (want - got.len()).min(chunk.len());
+            let n = io.read(&mut chunk[..room]).await.map_err(io_err)?;
+            if n == 0 {
+                return Err(FrameError::Io("connection closed".into()));
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        match len {
+            None => {
+                let mut head = [0u8; 8];
+                head.copy_from_slice(&got[..8]);
+                let n = frame_len(head)?;
+                len = Some(n);
+                want = 8 + n;
+                got.reserve(n);
+            }
+            Some(_) => return parse_frame_body(&got[8..want]),
+        }
+    }
 }
 
 /// The frame a side writes after the mTLS handshake: magic, body length (both 4 bytes,

@@ -271,6 +271,9 @@ const LABEL_VERSION: &str = "version";
 const LABEL_CANONICAL_NAME: &str = "service.istio.io/canonical-name";
 const LABEL_CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
+/// The `CLUSTER_ID` of a proxy whose node names none (Istio's default).
+pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
+
 /// What one side of a connection says about its workload (Istio's node metadata keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerMetadata {
@@ -326,7 +329,12 @@ impl PeerMetadata {
             name: node.pod.clone(),
             namespace: node.namespace.clone(),
             workload: node.workload.clone(),
-            cluster_id: node.cluster_id.clone(),
+            // Istio's agent reports `CLUSTER_ID` `Kubernetes` unless told otherwise.
+            cluster_id: if node.cluster_id.is_empty() {
+                DEFAULT_CLUSTER_ID.to_string()
+            } else {
+                node.cluster_id.clone()
+            },
             owner: node.owner.clone(),
             app: l.get(LABEL_APP).cloned().unwrap_or_default(),
             version: l.get(LABEL_VERSION).cloned().unwrap_or_default(),
@@ -577,6 +585,10 @@ mod tests {
             ),
             ("w", "latest")
         );
+        // No cluster id: Istio's agent default.
+        assert_eq!(me.cluster_id, "Kubernetes");
+        node.cluster_id = "east".into();
+        assert_eq!(PeerMetadata::from_node(&node).cluster_id, "east");
         node.labels.insert("app".into(), "a".into());
         node.labels
             .insert("app.kubernetes.io/name".into(), "k".into());

@@ -12,12 +12,30 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
-/// The downstream request body on its way upstream, counting bytes; optionally copying them
-/// (up to a bound) so that a retry or a mirror can send them again.
+use crate::telemetry::grpc::MessageCounter;
+
+/// What a request brought from downstream, for its metrics: the head's size (fixed when the
+/// request arrives), whether it is gRPC, and the body's bytes and gRPC messages (counted as
+/// the body streams).
+#[derive(Debug, Default)]
+pub struct ReqCounts {
+    /// The request head's wire size.
+    pub head_bytes: u64,
+    /// `content-type: application/grpc*`: messages are counted.
+    pub grpc: bool,
+    /// Body bytes received.
+    pub body_bytes: AtomicU64,
+    /// gRPC messages received.
+    pub messages: AtomicU64,
+}
+
+/// The downstream request body on its way upstream, counting bytes (and gRPC messages);
+/// optionally copying them (up to a bound) so that a retry or a mirror can send them again.
 #[derive(Debug)]
 pub struct ReqBody {
     inner: Option<Incoming>,
-    received: Arc<AtomicU64>,
+    received: Arc<ReqCounts>,
+    grpc: Option<MessageCounter>,
     tee: Option<Tee>,
     replay: Option<Bytes>,
     replay_trailers: Option<HeaderMap>,
@@ -121,9 +139,10 @@ impl BodyCopy {
 
 impl ReqBody {
     /// Wraps a downstream body.
-    pub fn new(inner: Incoming, received: Arc<AtomicU64>) -> Self {
+    pub fn new(inner: Incoming, received: Arc<ReqCounts>) -> Self {
         ReqBody {
             inner: Some(inner),
+            grpc: received.grpc.then(MessageCounter::default),
             received,
             tee: None,
             replay: None,
@@ -133,7 +152,7 @@ impl ReqBody {
 
     /// Wraps a downstream body and copies it as it streams, up to `limit` bytes (a body
     /// announcing a longer length is not copied at all).
-    pub fn teed(inner: Incoming, received: Arc<AtomicU64>, limit: usize) -> (Self, BodyCopy) {
+    pub fn teed(inner: Incoming, received: Arc<ReqCounts>, limit: usize) -> (Self, BodyCopy) {
         let initial = if inner.is_end_stream() {
             CopyStatus::Complete
         } else if inner.size_hint().lower() > limit as u64 {
@@ -149,6 +168,7 @@ impl ReqBody {
         };
         let body = ReqBody {
             inner: Some(inner),
+            grpc: received.grpc.then(MessageCounter::default),
             received,
             tee: Some(Tee {
                 data,
@@ -165,7 +185,8 @@ impl ReqBody {
     pub fn replay(bytes: Bytes, trailers: Option<HeaderMap>) -> Self {
         ReqBody {
             inner: None,
-            received: Arc::new(AtomicU64::new(0)),
+            received: Arc::new(ReqCounts::default()),
+            grpc: None,
             tee: None,
             replay: (!bytes.is_empty()).then_some(bytes),
             replay_trailers: trailers,
@@ -200,7 +221,15 @@ impl Body for ReqBody {
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    this.received.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    this.received
+                        .body_bytes
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    if let Some(g) = &mut this.grpc {
+                        let n = g.feed(d);
+                        if n > 0 {
+                            this.received.messages.fetch_add(n, Ordering::Relaxed);
+                        }
+                    }
                 }
                 if let Some(t) = &this.tee {
                     t.frame(f);

@@ -442,23 +442,27 @@ impl ClusterState {
                 }
             };
         let allowed = &self.config.identities;
-        if !allowed.is_empty() {
-            let peer = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| crate::identity::spiffe_uri(c));
-            if !peer.as_ref().is_some_and(|p| allowed.contains(p)) {
-                return Err(PoolError::Tls {
-                    addr,
-                    reason: format!(
-                        "TLS_error: peer identity {} is not one of the service's identities [{}]",
-                        peer.as_deref().unwrap_or("<none>"),
-                        allowed.join(", ")
-                    ),
-                });
-            }
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| crate::identity::spiffe_uri(c));
+        if !allowed.is_empty() && !peer.as_ref().is_some_and(|p| allowed.contains(p)) {
+            return Err(PoolError::Tls {
+                addr,
+                reason: format!(
+                    "TLS_error: peer identity {} is not one of the service's identities [{}]",
+                    peer.as_deref().unwrap_or("<none>"),
+                    allowed.join(", ")
+                ),
+            });
+        }
+        // Once per connection: what the source side reports as `destination_principal`.
+        if let Some(p) = &peer
+            && ep.peer_principal.load().as_deref() != Some(p)
+        {
+            ep.peer_principal.store(Some(Arc::new(p.clone())));
         }
         Ok((UpstreamStream::Tls(Box::new(tls)), id.generation))
     }
@@ -738,7 +742,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::metrics::{Reporter, base_labels};
+    use crate::telemetry::metrics::{Reporter, ServiceLabel, base_labels};
     use crate::telemetry::peer::PeerMetadata;
 
     fn state(name: &str, protocol: Protocol, max_requests: u32) -> Arc<ClusterState> {
@@ -748,7 +752,12 @@ mod tests {
             ..Default::default()
         };
         c.connection_pool.http2_max_requests = max_requests;
-        let labels = base_labels(Reporter::Source, &PeerMetadata::default(), name, "http");
+        let labels = base_labels(
+            Reporter::Source,
+            &PeerMetadata::default(),
+            ServiceLabel::Host(name),
+            "http",
+        );
         Arc::new(ClusterState::new(c, RequestMetrics::new(labels)))
     }
 

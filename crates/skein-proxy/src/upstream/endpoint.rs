@@ -43,6 +43,9 @@ pub struct EndpointState {
     pub(super) released: Notify,
     /// The metrics of responses whose peer metadata this endpoint sent (mesh endpoints).
     pub peer_metrics: PeerMetricsCache,
+    /// The URI SAN of the certificate this endpoint presented on its last mTLS connection
+    /// (`destination_principal` on the source side).
+    pub peer_principal: arc_swap::ArcSwapOption<String>,
 }
 
 #[derive(Debug)]
@@ -122,6 +125,7 @@ impl EndpointState {
             h2_connect: tokio::sync::Mutex::new(()),
             released: Notify::new(),
             peer_metrics: PeerMetricsCache::default(),
+            peer_principal: arc_swap::ArcSwapOption::empty(),
         }
     }
 

@@ -1008,10 +1008,18 @@ async fn peer_metadata_labels_both_reporters_and_never_reaches_the_app_or_the_cl
         "destination_canonical_revision=\"v2\"",
         "destination_cluster=\"Kubernetes\"",
         "connection_security_policy=\"unknown\"",
+        &format!("source_principal=\"{}\"", spiffe(NS, "web")),
+        &format!("destination_principal=\"{}\"", spiffe(NS, "was")),
+        &format!("destination_service_namespace=\"{NS}\""),
     ] {
         assert!(src.contains(label), "{label} missing in {src}");
     }
     assert!(src.ends_with(" 3"), "{src}");
+    // The destination reporter names its own principal.
+    assert!(
+        dst.contains(&format!("destination_principal=\"{}\"", spiffe(NS, "was"))),
+        "{dst}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1223,6 +1231,10 @@ async fn the_tcp_exchange_labels_both_sides_of_an_opaque_mtls_stream() {
         "destination_version=\"v8\"",
         "destination_canonical_service=\"mysql\"",
         "destination_cluster=\"Kubernetes\"",
+        &format!("source_principal=\"{}\"", spiffe(NS, "web")),
+        &format!("destination_principal=\"{}\"", spiffe(NS, "db")),
+        "request_protocol=\"tcp\"",
+        "response_flags=\"-\"",
     ] {
         assert!(src.contains(label), "{label} missing in {src}");
     }
