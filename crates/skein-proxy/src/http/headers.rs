@@ -333,6 +333,23 @@ pub(crate) fn clone_head(req: &Request<ReqBody>) -> Request<()> {
     p
 }
 
+/// The wire size of a response head in HTTP/1.1 form: status line, `name: value` CRLF per
+/// field, the blank line, and the `date` header the codec adds when the response has none.
+/// One pass over the headers.
+pub(crate) fn response_head_len(status: http::StatusCode, h: &http::HeaderMap) -> u64 {
+    let (mut fields, mut date) = (0, 37);
+    for (k, v) in h {
+        fields += k.as_str().len() + v.len() + 4;
+        if k == header::DATE {
+            // `date: Tue, 01 Dec 2026 14:00:00 GMT` CRLF, already counted.
+            date = 0;
+        }
+    }
+    // `HTTP/1.1 SP 200 SP reason CRLF`
+    let reason = status.canonical_reason().map_or(0, str::len);
+    (8 + 1 + 3 + 1 + reason + 2 + fields + 2 + date) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

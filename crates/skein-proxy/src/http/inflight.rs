@@ -12,9 +12,9 @@ use hyper::body::Incoming;
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::finish::{End, Finish};
+use super::headers::response_head_len;
 use super::headers::{X_SERVICE_TIME, strip_hop_by_hop};
 use super::reply::{LocalReply, NOT_DELIVERED};
-use super::request::response_head_len;
 use crate::route::{CompiledRoute, Dest};
 use crate::shared::Shared;
 use crate::telemetry::access_log::LogRecord;

@@ -148,23 +148,6 @@ impl RequestHead {
     }
 }
 
-/// The wire size of a response head in HTTP/1.1 form: status line, `name: value` CRLF per
-/// field, the blank line, and the `date` header the codec adds when the response has none.
-/// One pass over the headers.
-pub(crate) fn response_head_len(status: http::StatusCode, h: &http::HeaderMap) -> u64 {
-    let (mut fields, mut date) = (0, 37);
-    for (k, v) in h {
-        fields += k.as_str().len() + v.len() + 4;
-        if k == header::DATE {
-            // `date: Tue, 01 Dec 2026 14:00:00 GMT` CRLF, already counted.
-            date = 0;
-        }
-    }
-    // `HTTP/1.1 SP 200 SP reason CRLF`
-    let reason = status.canonical_reason().map_or(0, str::len);
-    (8 + 1 + 3 + 1 + reason + 2 + fields + 2 + date) as u64
-}
-
 /// Requests the proxy does not handle at all (CONNECT, a path that is not origin-form, a
 /// path that cannot be normalised); otherwise the path is normalised in place (the log
 /// record shows the normalised path, as Envoy's `%REQ(:PATH)%`).
@@ -334,6 +317,7 @@ fn utf8_len(first: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::headers::response_head_len;
 
     #[test]
     fn a_head_is_sized_as_its_http1_wire_form_and_grpc_is_told_by_content_type() {
