@@ -17,6 +17,9 @@ pub struct Store {
     /// Files added by `skein apply`; an object here replaces the same kind/namespace/name
     /// from `dir`.
     pub applied: Option<PathBuf>,
+    /// The runtime's own objects (the addons' Services), read before `dir`: an object of
+    /// the user's with the same kind/namespace/name replaces them.
+    pub addons: Option<PathBuf>,
 }
 
 /// A refused change: every error, one per line, each starting with `file:line`.
@@ -55,6 +58,9 @@ impl Store {
     /// The current fingerprint of every file the store reads.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut out = Vec::new();
+        if let Some(a) = &self.addons {
+            walk(a, &mut out);
+        }
         walk(&self.dir, &mut out);
         if let Some(a) = &self.applied {
             walk(a, &mut out);
@@ -94,13 +100,13 @@ impl Store {
     /// The directory's objects followed by the applied ones, as loaded (not yet validated).
     fn load_unvalidated(&self) -> Result<Manifests, Rejection> {
         let mut errors = Vec::new();
-        let mut merged = match skein_api::load_path(&self.dir) {
-            Ok(m) => m,
-            Err(e) => {
-                errors.extend(e.0.iter().map(|e| e.to_string()));
-                Manifests::default()
+        let mut merged = Manifests::default();
+        for dir in self.addons.iter().chain(std::iter::once(&self.dir)) {
+            match skein_api::load_path(dir) {
+                Ok(m) => merged.extend(m),
+                Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
             }
-        };
+        }
         let mut applied_files = Vec::new();
         if let Some(a) = &self.applied {
             walk(a, &mut applied_files);
@@ -168,6 +174,7 @@ mod tests {
         let applied = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
         let store = Store {
+            addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
         };
