@@ -376,9 +376,15 @@ fn skein_up_runs_the_store_behind_the_addons_services() {
 
     // Spans sent to the store come back through `skein traces` and `skein trace`.
     let zipkin = status["tracing"]["zipkin"].as_str().unwrap();
-    let span = r#"[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","id":"00f067aa0ba902b7",
-        "name":"get /api/posts","kind":"SERVER","timestamp":1764599400000000,"duration":1500,
-        "localEndpoint":{"serviceName":"was.blog-system"}}]"#;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let span = format!(
+        r#"[{{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","id":"00f067aa0ba902b7",
+        "name":"get /api/posts","kind":"SERVER","timestamp":{now_us},"duration":1500,
+        "localEndpoint":{{"serviceName":"was.blog-system"}}}}]"#
+    );
     let (s, b) = post(
         zipkin,
         &[("Content-Type", "application/json")],
