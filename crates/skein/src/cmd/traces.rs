@@ -310,7 +310,7 @@ pub fn list(args: ListArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCo
         }
     }
     let mut rows: Vec<Summary> = traces.into_values().collect();
-    rows.sort_by(|a, b| b.start_time.cmp(&a.start_time));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.start_time));
     rows.truncate(args.limit);
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
