@@ -208,4 +208,39 @@ mod tests {
         assert_eq!(err.errors.len(), 1, "{err}");
         assert!(err.to_string().contains("htp"), "{err}");
     }
+
+    #[test]
+    fn the_runtimes_addons_load_first_and_the_manifests_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let addons = tempfile::tempdir().unwrap();
+        let svc = |name: &str, port: u16| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: istio-system\nspec:\n  ports: [{{port: {port}}}]\n"
+            )
+        };
+        std::fs::write(
+            addons.path().join("tracing.yaml"),
+            svc("jaeger-collector", 9411) + "---\n" + &svc("tracing", 80),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("own.yaml"), svc("tracing", 8080)).unwrap();
+        let store = Store {
+            dir: dir.path().to_path_buf(),
+            applied: None,
+            addons: Some(addons.path().to_path_buf()),
+        };
+        let m = store.load().unwrap();
+        let ports: Vec<(String, i32)> = m
+            .services()
+            .map(|s| (s.metadata.name.clone(), s.spec.ports[0].port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("jaeger-collector".to_string(), 9411),
+                ("tracing".into(), 8080)
+            ]
+        );
+        assert_eq!(store.fingerprint().len(), 2, "both directories are watched");
+    }
 }
