@@ -64,7 +64,9 @@ impl Default for Config {
             query: None,
             limits: Limits::default(),
             max_body_bytes: DEFAULT_MAX_BODY,
-            max_items: 250_000,
+            // An OpenTelemetry SDK's batch of 512 spans with 20 attributes is ~20,000 items;
+            // 100,000 decoded items cost ~30 MiB at most.
+            max_items: 100_000,
             ingest_concurrency: 2,
             forward: None,
             forward_queue: 20_000,

@@ -54,7 +54,11 @@ enum BodyError {
     Encoding(String),
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
     let raw = http_body_util::Limited::new(body, limit)
         .collect()
         .await
@@ -75,23 +79,20 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
         .trim()
         .to_ascii_lowercase();
     match encoding.as_str() {
-        "" | "identity" => Ok(raw.to_vec()),
-        "gzip" | "x-gzip" => {
-            let raw = raw.to_vec();
-            tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                flate2::read::GzDecoder::new(&raw[..])
-                    .take(limit as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(BodyError::Gzip)?;
-                if out.len() > limit {
-                    return Err(BodyError::TooLarge(limit));
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| BodyError::Read(e.to_string()))?
-        }
+        "" | "identity" => Ok(raw),
+        "gzip" | "x-gzip" => tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(BodyError::Gzip)?;
+            if out.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            Ok(bytes::Bytes::from(out))
+        })
+        .await
+        .map_err(|e| BodyError::Read(e.to_string()))?,
         other => Err(BodyError::Encoding(other.to_string())),
     }
 }

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value_t = skein_trace_store::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
     /// The most spans, tags, events and values in one request (413 past it).
-    #[arg(long, default_value_t = 250_000)]
+    #[arg(long, default_value_t = 100_000)]
     max_items: usize,
     /// Also send every span received to this OTLP/HTTP traces URL
     /// (e.g. `http://127.0.0.1:4318/v1/traces`), in batches; never blocks the receivers.
