@@ -166,17 +166,8 @@ enum Format {
     Json,
 }
 
-/// An OTLP reply in the request's format: the response message, or a `google.rpc.Status`.
-fn otlp_reply(
-    format: Format,
-    status: StatusCode,
-    msg: Option<&str>,
-    ok: Option<Response>,
-) -> Response {
-    if let Some(r) = ok {
-        return r;
-    }
-    let msg = msg.unwrap_or_default();
+/// An OTLP error in the request's format: a `google.rpc.Status` (code 3, the message).
+fn otlp_error(format: Format, status: StatusCode, msg: &str) -> Response {
     match format {
         Format::Json => (
             status,
@@ -185,7 +176,7 @@ fn otlp_reply(
         )
             .into_response(),
         Format::Protobuf => {
-            // google.rpc.Status { int32 code = 1; string message = 2; }: code 3, the message.
+            // google.rpc.Status { int32 code = 1; string message = 2; }
             let mut buf = vec![0x08, 0x03];
             prost::encoding::string::encode(2, &msg.to_string(), &mut buf);
             (
@@ -228,16 +219,11 @@ async fn otlp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
         Ok(b) => b,
         Err(e @ BodyError::TooLarge(_)) => {
             add(&c.requests_too_large, 1);
-            return otlp_reply(
-                format,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some(&e.to_string()),
-                None,
-            );
+            return otlp_error(format, StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
         }
         Err(e) => {
             add(&c.requests_malformed, 1);
-            return otlp_reply(format, StatusCode::BAD_REQUEST, Some(&e.to_string()), None);
+            return otlp_error(format, StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
     let items = shared.config.max_items;
@@ -256,14 +242,14 @@ async fn otlp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
                 add(&c.requests_malformed, 1);
                 StatusCode::BAD_REQUEST
             };
-            return otlp_reply(format, status, Some(&e.to_string()), None);
+            return otlp_error(format, status, &e.to_string());
         }
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     add(&c.dropped_invalid, d.rejected as u64);
     let reply = crate::otlp::response(d.rejected, d.first_error.as_deref());
     accept(&shared, d.spans);
-    let ok = match format {
+    match format {
         Format::Protobuf => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-protobuf")],
@@ -276,8 +262,7 @@ async fn otlp(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             crate::otlp::response_json(&reply).to_string(),
         )
             .into_response(),
-    };
-    otlp_reply(format, StatusCode::OK, None, Some(ok))
+    }
 }
 
 fn reply(status: StatusCode, body: &Json) -> Response {
