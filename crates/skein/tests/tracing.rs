@@ -404,3 +404,44 @@ fn skein_up_runs_the_store_behind_the_addons_services() {
     let services = get(&format!("{url}/jaeger/api/services")).json();
     assert_eq!(services["data"], serde_json::json!(["was.blog-system"]));
 }
+
+#[test]
+fn forwarded_spans_reach_the_next_collector() {
+    let next = start_store(&[]);
+    let first = start_store(&["--forward", &format!("{}/v1/traces", next.otlp)]);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let spans = format!(
+        r#"[{{"traceId":"0af7651916cd43dd8448eb211c80319c","id":"b7ad6b7169203331","name":"a",
+            "timestamp":{now_us},"duration":10,"localEndpoint":{{"serviceName":"front"}}}},
+           {{"traceId":"0af7651916cd43dd8448eb211c80319c","id":"b7ad6b7169203332",
+            "parentId":"b7ad6b7169203331","name":"b","timestamp":{now_us},"duration":5,
+            "localEndpoint":{{"serviceName":"back"}},"tags":{{"k":"v"}}}}]"#
+    );
+    let (s, b) = post(
+        &format!("{}/api/v2/spans", first.zipkin),
+        &[("Content-Type", "application/json")],
+        spans.as_bytes(),
+    );
+    assert_eq!(s, 202, "{b}");
+    let t = eventually(Duration::from_secs(20), "the forwarded trace", || {
+        let r = get(&format!(
+            "{}/api/traces/0af7651916cd43dd8448eb211c80319c",
+            next.query
+        ));
+        (r.status == 200).then(|| r.json()["data"][0].clone())
+    });
+    let spans = t["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 2, "{t}");
+    let b = spans.iter().find(|s| s["operationName"] == "b").unwrap();
+    assert_eq!(b["references"][0]["spanID"], "b7ad6b7169203331");
+    assert_eq!(tag(b, "k")["value"], "v");
+    // The sender counts a batch once the collector has answered.
+    eventually(Duration::from_secs(10), "the forwarder's counter", || {
+        let m = get(&format!("{}/metrics", first.query)).body;
+        m.contains("skein_trace_store_forward_spans_total{outcome=\"sent\"} 2")
+            .then_some(())
+    });
+}
