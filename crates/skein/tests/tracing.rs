@@ -403,6 +403,41 @@ fn skein_up_runs_the_store_behind_the_addons_services() {
     assert!(w.contains("was.blog-system get /api/posts"), "{w}");
     let services = get(&format!("{url}/jaeger/api/services")).json();
     assert_eq!(services["data"], serde_json::json!(["was.blog-system"]));
+
+    // From inside the mesh, through a sidecar: the name proxies are configured with.
+    let body = span
+        .replace("00f067aa0ba902b7", "00f067aa0ba902b8")
+        .replace("was.blog-system", "in-mesh");
+    let out = skein.run(&[
+        "exec",
+        "-n",
+        "blog-system",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &body,
+        "http://jaeger-collector.istio-system.svc:9411/api/v2/spans",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "202",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services = get(&format!("{url}/api/services")).json();
+    assert_eq!(
+        services["data"],
+        serde_json::json!(["in-mesh", "was.blog-system"])
+    );
 }
 
 #[test]
