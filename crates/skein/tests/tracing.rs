@@ -213,6 +213,15 @@ fn spans_from_real_otlp_and_zipkin_clients_come_back_with_parents_and_tags() {
             "{via}"
         );
     }
+    let ops = get(&format!(
+        "{}/api/operations?service=py-otlp&spanKind=client",
+        store.query
+    ))
+    .json();
+    assert_eq!(
+        ops["data"],
+        serde_json::json!([{"name": "SELECT cart", "spanKind": "client"}])
+    );
     let services = get(&format!("{}/api/services", store.query)).json();
     assert_eq!(
         services["data"],
@@ -473,6 +482,11 @@ fn forwarded_spans_reach_the_next_collector() {
     let b = spans.iter().find(|s| s["operationName"] == "b").unwrap();
     assert_eq!(b["references"][0]["spanID"], "b7ad6b7169203331");
     assert_eq!(tag(b, "k")["value"], "v");
+    let deps = get(&format!("{}/api/dependencies?lookback=60000", next.query)).json();
+    assert_eq!(
+        deps["data"],
+        serde_json::json!([{"parent": "front", "child": "back", "callCount": 1}])
+    );
     // The sender counts a batch once the collector has answered.
     eventually(Duration::from_secs(10), "the forwarder's counter", || {
         let m = get(&format!("{}/metrics", first.query)).body;
