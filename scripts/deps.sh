@@ -52,3 +52,24 @@ install_prometheus() {
     as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
   fi
 }
+
+# The tracing store's real-client test (crates/skein/tests/tracing.rs) sends spans with the
+# OpenTelemetry Python SDK: its OTLP/HTTP exporter and its Zipkin v2 JSON exporter. They go
+# into a virtualenv under target/ (ignored by git), not into the system's Python.
+otel_python_venv="target/otel-python"
+otel_python_packages=(
+  "opentelemetry-sdk==1.45.2"
+  "opentelemetry-exporter-otlp-proto-http==1.45.2"
+  "opentelemetry-exporter-zipkin-json==1.45.1"
+)
+install_otel_python() {
+  local py="$otel_python_venv/bin/python"
+  if [ -x "$py" ] && "$py" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.zipkin.json' 2>/dev/null; then
+    return 0
+  fi
+  command -v python3 >/dev/null || apt_install python3
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  echo "== installing the OpenTelemetry Python SDK into $otel_python_venv"
+  python3 -m venv "$otel_python_venv"
+  "$otel_python_venv/bin/pip" install --quiet --disable-pip-version-check "${otel_python_packages[@]}"
+}

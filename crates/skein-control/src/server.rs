@@ -1570,6 +1570,7 @@ mod tests {
                 let status_file = dir.path().join("control.json");
                 let opts = ControlOptions {
                     store: Store {
+                        addons: None,
                         dir: manifests,
                         applied: None,
                     },

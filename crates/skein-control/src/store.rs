@@ -17,6 +17,9 @@ pub struct Store {
     /// Files added by `skein apply`; an object here replaces the same kind/namespace/name
     /// from `dir`.
     pub applied: Option<PathBuf>,
+    /// The runtime's own objects (the addons' Services), read before `dir`: an object of
+    /// the user's with the same kind/namespace/name replaces them.
+    pub addons: Option<PathBuf>,
 }
 
 /// A refused change: every error, one per line, each starting with `file:line`.
@@ -55,6 +58,9 @@ impl Store {
     /// The current fingerprint of every file the store reads.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut out = Vec::new();
+        if let Some(a) = &self.addons {
+            walk(a, &mut out);
+        }
         walk(&self.dir, &mut out);
         if let Some(a) = &self.applied {
             walk(a, &mut out);
@@ -94,13 +100,13 @@ impl Store {
     /// The directory's objects followed by the applied ones, as loaded (not yet validated).
     fn load_unvalidated(&self) -> Result<Manifests, Rejection> {
         let mut errors = Vec::new();
-        let mut merged = match skein_api::load_path(&self.dir) {
-            Ok(m) => m,
-            Err(e) => {
-                errors.extend(e.0.iter().map(|e| e.to_string()));
-                Manifests::default()
+        let mut merged = Manifests::default();
+        for dir in self.addons.iter().chain(std::iter::once(&self.dir)) {
+            match skein_api::load_path(dir) {
+                Ok(m) => merged.extend(m),
+                Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
             }
-        };
+        }
         let mut applied_files = Vec::new();
         if let Some(a) = &self.applied {
             walk(a, &mut applied_files);
@@ -168,6 +174,7 @@ mod tests {
         let applied = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
         let store = Store {
+            addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
         };
@@ -200,5 +207,40 @@ mod tests {
         assert!(err.to_string().contains("bad.yaml:7"), "{err}");
         assert_eq!(err.errors.len(), 1, "{err}");
         assert!(err.to_string().contains("htp"), "{err}");
+    }
+
+    #[test]
+    fn the_runtimes_addons_load_first_and_the_manifests_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let addons = tempfile::tempdir().unwrap();
+        let svc = |name: &str, port: u16| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: istio-system\nspec:\n  ports: [{{port: {port}}}]\n"
+            )
+        };
+        std::fs::write(
+            addons.path().join("tracing.yaml"),
+            svc("jaeger-collector", 9411) + "---\n" + &svc("tracing", 80),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("own.yaml"), svc("tracing", 8080)).unwrap();
+        let store = Store {
+            dir: dir.path().to_path_buf(),
+            applied: None,
+            addons: Some(addons.path().to_path_buf()),
+        };
+        let m = store.load().unwrap();
+        let ports: Vec<(String, i32)> = m
+            .services()
+            .map(|s| (s.metadata.name.clone(), s.spec.ports[0].port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("jaeger-collector".to_string(), 9411),
+                ("tracing".into(), 8080)
+            ]
+        );
+        assert_eq!(store.fingerprint().len(), 2, "both directories are watched");
     }
 }

@@ -64,7 +64,7 @@ pub use run::logs::{LOG_FILES_ENV, LOG_MAX_SIZE_ENV, LogRotation, LogRotationErr
 pub use run::state::StateDir;
 pub use run::status::{
     ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, PrometheusStatus, ProxyStatus,
-    ServiceStatus, Status, SupervisorStatus,
+    ServiceStatus, Status, SupervisorStatus, TracingStatus,
 };
 pub use up::{NotOurs, Running, Stopped, UpOptions, mesh_synced, stop, up};
 

@@ -16,7 +16,7 @@ use crate::run::logs::LogRotation;
 use crate::run::process;
 use crate::run::state::{Network, StateDir, Supervisor};
 use crate::run::status::{
-    DatabaseStatus, IngressStatus, PrometheusStatus, Status, SupervisorStatus,
+    DatabaseStatus, IngressStatus, PrometheusStatus, Status, SupervisorStatus, TracingStatus,
 };
 use crate::run::supervisor::Pods;
 use crate::{DatabaseMode, RuntimeError, tls};
@@ -98,6 +98,9 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
             tracing::warn!("prometheus: {}", plan::prometheus::MISSING)
         }
         PrometheusState::Off => {}
+    }
+    if plan.tracing.is_some() {
+        plan::tracing::write_services(&state)?;
     }
     crate::kube::dns::write_hosts(&state, &plan)?;
     let tls = tls::ingress_server_config(&state.certs())?;
@@ -201,6 +204,15 @@ fn base_status(
                 note: None,
             }),
         },
+        tracing: plan.tracing.as_ref().map(|t| TracingStatus {
+            url: Some(t.url.clone()),
+            zipkin: Some(format!("http://{}/api/v2/spans", t.zipkin)),
+            otlp: Some(format!("http://{}/v1/traces", t.otlp)),
+            collector: Some(format!(
+                "jaeger-collector.istio-system.svc:{}",
+                plan::tracing::ZIPKIN_PORT
+            )),
+        }),
     }
 }
 

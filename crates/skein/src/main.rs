@@ -44,6 +44,13 @@ enum Command {
     /// Show a proxy's listeners, routes, clusters and endpoints (like `istioctl proxy-config`).
     #[command(name = "proxy-config", visible_alias = "pc")]
     ProxyConfig(cmd::proxy_config::Args),
+    /// List recent traces from the tracing store (id, root, start, duration, spans, errors).
+    Traces(cmd::traces::ListArgs),
+    /// Show one trace as a waterfall: spans by parent, bars on the root's time span.
+    Trace(cmd::traces::ShowArgs),
+    /// Run the tracing store (started by `skein up` as istio-system's Jaeger).
+    #[command(name = "trace-store", hide = true)]
+    TraceStore(cmd::trace_store::Args),
     /// Run one proxy (started by `skein up` for each sidecar and the gateway).
     #[command(hide = true)]
     Proxy(Box<cmd::proxy::Args>),
@@ -63,6 +70,9 @@ fn main() -> ExitCode {
         Command::Apply(a) => cmd::apply::run(a, cli.state_dir),
         Command::Exec(a) => cmd::exec::run(a, cli.state_dir),
         Command::ProxyConfig(a) => cmd::proxy_config::run(a, cli.state_dir),
+        Command::Traces(a) => cmd::traces::list(a, cli.state_dir),
+        Command::Trace(a) => cmd::traces::show(a, cli.state_dir),
+        Command::TraceStore(a) => cmd::trace_store::run(a),
         Command::Proxy(a) => cmd::proxy::run(*a),
         Command::Control(a) => cmd::control::run(a),
     };

@@ -14,7 +14,7 @@ use super::pod::plan_pod;
 use super::{
     DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan,
     PrometheusState, ServicePlan, ServicePortPlan, ServicePortRef, database, dns_names, mesh,
-    prometheus,
+    prometheus, tracing,
 };
 use crate::RuntimeError;
 use crate::naming::pod_name;
@@ -33,7 +33,20 @@ pub fn build(
     let mode = database::mode(opts.database, &db_workloads);
 
     // Services first: pods need the hosts file, and SQLite mode needs the database's names.
-    let services = services(manifests);
+    let mut services = services(manifests);
+    if opts.mesh.is_some() {
+        // The tracing addon's Services, unless the manifests have their own of that name.
+        if let Ok(addons) = skein_api::load_str(tracing::SOURCE, tracing::SERVICES) {
+            for s in super::manifests::services(&addons) {
+                if !services
+                    .iter()
+                    .any(|u| u.name == s.name && u.namespace == s.namespace)
+                {
+                    services.push(s);
+                }
+            }
+        }
+    }
     let mut hosts = Vec::new();
     let mut service_ips = Vec::new();
     for s in &services {
@@ -57,7 +70,7 @@ pub fn build(
         mode,
         db_services: &db_services,
     };
-    let (pods, prometheus) = plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
+    let (pods, prometheus, tracing) = plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
     let services: Vec<ServicePlan> = services
         .iter()
         .zip(service_ips)
@@ -76,6 +89,7 @@ pub fn build(
         database: DatabasePlan { mode, location },
         hosts,
         prometheus,
+        tracing,
     })
 }
 
@@ -89,6 +103,7 @@ struct MeshPods<'a> {
     istiod: PodPlan,
     gateway: PodPlan,
     prometheus: Option<(PodPlan, prometheus::PrometheusPlan)>,
+    tracing: (PodPlan, tracing::TracingPlan),
 }
 
 fn mesh_pods<'a>(
@@ -119,6 +134,10 @@ fn mesh_pods<'a>(
         }
         None => None,
     };
+    let name = pod_name("jaeger", b"jaeger", 0);
+    let ip = network.pod_ip(&name)?;
+    live_names.push(name.clone());
+    let tracing = tracing::tracing_pod(name, ip, &m.skein, state);
     Ok(MeshPods {
         control,
         root: state.mesh_root_file(m.plugin_ca.as_deref()),
@@ -126,6 +145,7 @@ fn mesh_pods<'a>(
         istiod: mesh::control_pod(istiod, istiod_ip, state, m, control),
         gateway: mesh::gateway_pod(gateway, gateway_ip, state, m, control)?,
         prometheus,
+        tracing,
     })
 }
 
@@ -137,7 +157,7 @@ fn plan_pods(
     network: &mut Network,
     cx: &Inputs<'_>,
     errors: &mut Vec<String>,
-) -> Result<(Vec<PodPlan>, PrometheusState), RuntimeError> {
+) -> Result<(Vec<PodPlan>, PrometheusState, Option<tracing::TracingPlan>), RuntimeError> {
     let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = manifests
         .namespaces()
         .map(|n| (n.metadata.name.clone(), n.metadata.labels.clone()))
@@ -180,8 +200,10 @@ fn plan_pods(
     }
     network.retain_pods(&live_names);
     let mut state = PrometheusState::Off;
+    let mut tracing = None;
     if let Some(m) = mesh_pods {
-        pods.extend([m.istiod, m.gateway]);
+        pods.extend([m.istiod, m.gateway, m.tracing.0]);
+        tracing = Some(m.tracing.1);
         state = match m.prometheus {
             Some((pod, plan)) => {
                 pods.push(pod);
@@ -190,7 +212,7 @@ fn plan_pods(
             None => PrometheusState::Missing,
         };
     }
-    Ok((pods, state))
+    Ok((pods, state, tracing))
 }
 
 fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {

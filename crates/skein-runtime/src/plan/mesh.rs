@@ -224,6 +224,8 @@ pub fn control_pod(
         opts.manifests.display().to_string(),
         "--applied".into(),
         state.applied_dir().display().to_string(),
+        "--addons".into(),
+        state.addons_dir().display().to_string(),
         "--registry".into(),
         state.status_file().display().to_string(),
         "--listen".into(),

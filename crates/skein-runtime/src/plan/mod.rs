@@ -24,6 +24,7 @@ mod manifests;
 pub(crate) mod mesh;
 mod pod;
 pub(crate) mod prometheus;
+pub(crate) mod tracing;
 
 pub use build::build;
 pub use ingress::IngressRoute;
@@ -54,6 +55,8 @@ pub struct Plan {
     pub database: DatabasePlan,
     pub hosts: Vec<(Ipv4Addr, Vec<String>)>,
     pub prometheus: PrometheusState,
+    /// The tracing store (with the mesh).
+    pub tracing: Option<tracing::TracingPlan>,
 }
 
 /// Whether the run has a Prometheus.

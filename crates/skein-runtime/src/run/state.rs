@@ -80,6 +80,11 @@ impl StateDir {
     pub fn applied_dir(&self) -> PathBuf {
         self.root.join("applied")
     }
+    /// The runtime's own objects for the control plane (the addons' Services), written at
+    /// every `skein up`.
+    pub fn addons_dir(&self) -> PathBuf {
+        self.root.join("addons")
+    }
     /// The control plane's status (config version, rejections, proxies' acks).
     pub fn control_status_file(&self) -> PathBuf {
         self.root.join("control.json")

@@ -27,6 +27,26 @@ pub struct Status {
     /// The mesh's Prometheus (absent without the mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusStatus>,
+    /// The mesh's tracing store (absent without the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingStatus>,
+}
+
+/// The tracing store, Jaeger's stand-in (Services `jaeger-collector`, `zipkin` and
+/// `tracing` in istio-system).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TracingStatus {
+    /// `http://ADDR` of Jaeger's query API (`/api/traces`), what Grafana and Kiali use.
+    pub url: Option<String>,
+    /// Where spans go: the Zipkin v2 receiver (`http://ADDR/api/v2/spans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<String>,
+    /// The OTLP/HTTP receiver (`http://ADDR/v1/traces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<String>,
+    /// The address proxies are configured with (Istio's mesh config `zipkin.address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -44,6 +44,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     // file:line (the control plane only sees its stored copies).
     if let Ok(status) = skein_runtime::Status::read(&state.status_file()) {
         let store = skein_control::Store {
+            addons: Some(state.addons_dir()),
             dir: PathBuf::from(&status.manifests),
             applied: Some(state.applied_dir()),
         };

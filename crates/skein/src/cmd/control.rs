@@ -15,6 +15,9 @@ pub struct Args {
     /// Where `skein apply` puts its files.
     #[arg(long)]
     applied: Option<PathBuf>,
+    /// The runtime's own objects (the addons' Services), overridden by the manifests'.
+    #[arg(long)]
+    addons: Option<PathBuf>,
     /// The registry: the runtime's status file.
     #[arg(long)]
     registry: PathBuf,
@@ -44,6 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         store: Store {
             dir: args.dir,
             applied: args.applied,
+            addons: args.addons,
         },
         registry: args.registry,
         listen: args.listen,

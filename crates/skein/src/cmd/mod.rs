@@ -7,4 +7,6 @@ pub mod logs;
 pub mod proxy;
 pub mod proxy_config;
 pub mod status;
+pub mod trace_store;
+pub mod traces;
 pub mod up;

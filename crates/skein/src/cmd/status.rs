@@ -71,6 +71,9 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             if let Some(line) = prometheus_line(&status) {
                 println!("{line}");
             }
+            if let Some(line) = tracing_line(&status) {
+                println!("{line}");
+            }
             println!();
             if let Some(c) = &control {
                 println!(
@@ -145,6 +148,17 @@ pub fn prometheus_line(status: &Status) -> Option<String> {
         (None, Some(note)) => format!("prometheus: {note}"),
         (None, None) => "prometheus: not running".to_string(),
     })
+}
+
+/// The tracing store's line: its query API (Jaeger's) and where spans go.
+pub fn tracing_line(status: &Status) -> Option<String> {
+    let t = status.tracing.as_ref()?;
+    Some(format!(
+        "tracing: {}  (Jaeger query API; spans to {}, OTLP {}; `skein traces`)",
+        t.url.as_deref().unwrap_or("not running"),
+        t.zipkin.as_deref().unwrap_or("-"),
+        t.otlp.as_deref().unwrap_or("-"),
+    ))
 }
 
 pub fn table(status: &Status) -> String {
