@@ -391,3 +391,49 @@ async fn a_dead_collector_neither_fails_nor_slows_requests() -> Result<()> {
     );
     Ok(())
 }
+
+/// What exporting costs a request: GET /api/posts (two SQL statements) against was with
+/// export off and on, interleaved in rounds. Run by hand:
+/// `cargo test --release -p blog --test tracing -- --ignored --nocapture export_cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn export_cost() -> Result<()> {
+    let (_receiver, rx_handle) = Receiver::start().await?;
+    let dir_off = tempfile::tempdir()?;
+    let dir_on = tempfile::tempdir()?;
+    let off = was::start(was_config(&dir_off, None)).await?;
+    let on = was::start(was_config(
+        &dir_on,
+        Some(trace_config(rx_handle.local_addr(), "was.blog-system")),
+    ))
+    .await?;
+    let c_off = Http::new(format!("http://{}", off.local_addr()));
+    let c_on = Http::new(format!("http://{}", on.local_addr()));
+    const N: usize = 1000;
+    let run = |c: Http| async move {
+        let started = Instant::now();
+        for i in 0..N {
+            let tp = format!("00-{TRACE}-{:016x}-01", i + 1);
+            c.send(Method::GET, "/api/posts", &[("traceparent", &tp)], None)
+                .await
+                .unwrap();
+        }
+        started.elapsed().as_secs_f64() * 1e6 / N as f64
+    };
+    run(c_off.clone()).await;
+    run(c_on.clone()).await;
+    let (mut offs, mut ons) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        offs.push(run(c_off.clone()).await);
+        ons.push(run(c_on.clone()).await);
+    }
+    let ratios: Vec<f64> = ons.iter().zip(&offs).map(|(a, b)| a / b).collect();
+    eprintln!("us/request off: {offs:.0?}");
+    eprintln!("us/request on:  {ons:.0?}");
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!("on/off per round: {ratios:.3?}; median {:.3}", sorted[2]);
+    off.shutdown().await?;
+    on.shutdown().await?;
+    Ok(())
+}
