@@ -20,6 +20,8 @@ pub struct ServerHandle {
     task: JoinHandle<io::Result<()>>,
     /// A server that runs alongside and stops with this one (a metrics listener).
     companion: Option<Box<ServerHandle>>,
+    /// Span export, flushed and stopped after the server.
+    telemetry: crate::trace::Telemetry,
 }
 
 impl ServerHandle {
@@ -44,6 +46,7 @@ impl ServerHandle {
             shutdown: Some(tx),
             task,
             companion: None,
+            telemetry: crate::trace::Telemetry::disabled(),
         })
     }
 
@@ -51,6 +54,17 @@ impl ServerHandle {
     pub fn with_companion(mut self, other: ServerHandle) -> Self {
         self.companion = Some(Box::new(other));
         self
+    }
+
+    /// Exports and stops `telemetry` when the server stops.
+    pub fn with_telemetry(mut self, telemetry: crate::trace::Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Exports the spans queued so far.
+    pub async fn flush_spans(&self) {
+        self.telemetry.flush().await;
     }
 
     /// The companion's address, if there is one.
@@ -71,7 +85,9 @@ impl ServerHandle {
         if let Some(c) = self.companion.take() {
             let _ = Box::pin(c.shutdown()).await;
         }
-        join(&mut self.task).await
+        let res = join(&mut self.task).await;
+        self.telemetry.shutdown().await;
+        res
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.

@@ -9,7 +9,11 @@ use clap::Parser;
 async fn main() -> ExitCode {
     blog::server::init_tracing();
     let args = blog::was::Args::parse();
-    match blog::was::run(args.into()).await {
+    let result = match blog::was::Config::try_from(args) {
+        Ok(config) => blog::was::run(config).await,
+        Err(err) => Err(err),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "blog-was failed");

@@ -16,6 +16,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::time::Instant;
 
 use crate::hosts::Resolver;
+use crate::trace::{Rows, sql_span};
 use crate::was::model::{NewPost, Page, Post};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -291,6 +292,14 @@ impl Db {
         Ok(())
     }
 
+    /// OTel's `db.system`: `sqlite` or `mysql`.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::MySql(_) => "mysql",
+        }
+    }
+
     /// `"SQLite"` or `"MySQL"`.
     pub fn backend(&self) -> &'static str {
         match self {
@@ -319,7 +328,11 @@ impl Db {
     /// A cheap `SELECT 1`.
     pub async fn ping(&self) -> Result<(), DbError> {
         on_pool!(self, |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
+            let q = "SELECT 1";
+            sql_span(self.system(), q, sqlx::query(q).fetch_all(pool), |r| {
+                Rows::Returned(r.len() as u64)
+            })
+            .await?;
         });
         Ok(())
     }
@@ -327,12 +340,16 @@ impl Db {
     /// One page of posts, newest first, and the total number of posts.
     pub async fn list(&self, page: Page) -> Result<(Vec<Post>, i64), DbError> {
         on_pool!(self, |pool| {
-            let posts = sqlx::query_as::<_, Post>(LIST_POSTS)
+            let query = sqlx::query_as::<_, Post>(LIST_POSTS)
                 .bind(page.limit())
                 .bind(page.offset())
-                .fetch_all(pool)
-                .await?;
-            let total: i64 = sqlx::query_scalar(COUNT_POSTS).fetch_one(pool).await?;
+                .fetch_all(pool);
+            let posts = sql_span(self.system(), LIST_POSTS, query, |p| {
+                Rows::Returned(p.len() as u64)
+            })
+            .await?;
+            let query = sqlx::query_scalar(COUNT_POSTS).fetch_one(pool);
+            let total: i64 = sql_span(self.system(), COUNT_POSTS, query, one).await?;
             Ok((posts, total))
         })
     }
@@ -340,10 +357,10 @@ impl Db {
     /// The post `id`, if any.
     pub async fn get(&self, id: i64) -> Result<Option<Post>, DbError> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Post>(SELECT_POST)
+            let query = sqlx::query_as::<_, Post>(SELECT_POST)
                 .bind(id)
-                .fetch_optional(pool)
-                .await?)
+                .fetch_optional(pool);
+            Ok(sql_span(self.system(), SELECT_POST, query, optional).await?)
         })
     }
 
@@ -352,19 +369,22 @@ impl Db {
         let now = now_rfc3339();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let id = sqlx::query(INSERT_POST)
+            let query = sqlx::query(INSERT_POST)
                 .bind(&post.title)
                 .bind(&post.content)
                 .bind(&post.author)
                 .bind(&now)
                 .bind(&now)
-                .execute(&mut *tx)
-                .await?
-                .insert_id();
-            let created = sqlx::query_as::<_, Post>(SELECT_POST)
+                .execute(&mut *tx);
+            let id = sql_span(self.system(), INSERT_POST, query, |r| {
+                Rows::Affected(r.rows_affected())
+            })
+            .await?
+            .insert_id();
+            let query = sqlx::query_as::<_, Post>(SELECT_POST)
                 .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(&mut *tx);
+            let created = sql_span(self.system(), SELECT_POST, query, one).await?;
             tx.commit().await?;
             Ok(created)
         })
@@ -375,26 +395,30 @@ impl Db {
         let now = now_rfc3339();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let exists = sqlx::query_as::<_, Post>(SELECT_POST)
+            let query = sqlx::query_as::<_, Post>(SELECT_POST)
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *tx);
+            let exists = sql_span(self.system(), SELECT_POST, query, optional)
                 .await?
                 .is_some();
             if !exists {
                 return Ok(None);
             }
-            sqlx::query(UPDATE_POST)
+            let query = sqlx::query(UPDATE_POST)
                 .bind(&post.title)
                 .bind(&post.content)
                 .bind(&post.author)
                 .bind(&now)
                 .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            let updated = sqlx::query_as::<_, Post>(SELECT_POST)
+                .execute(&mut *tx);
+            sql_span(self.system(), UPDATE_POST, query, |r| {
+                Rows::Affected(r.rows_affected())
+            })
+            .await?;
+            let query = sqlx::query_as::<_, Post>(SELECT_POST)
                 .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx);
+            let updated = sql_span(self.system(), SELECT_POST, query, optional).await?;
             tx.commit().await?;
             Ok(updated)
         })
@@ -403,10 +427,22 @@ impl Db {
     /// Deletes the post `id`; false if there was none.
     pub async fn delete(&self, id: i64) -> Result<bool, DbError> {
         on_pool!(self, |pool| {
-            let res = sqlx::query(DELETE_POST).bind(id).execute(pool).await?;
+            let query = sqlx::query(DELETE_POST).bind(id).execute(pool);
+            let res = sql_span(self.system(), DELETE_POST, query, |r| {
+                Rows::Affected(r.rows_affected())
+            })
+            .await?;
             Ok(res.rows_affected() > 0)
         })
     }
+}
+
+fn optional<T>(row: &Option<T>) -> Rows {
+    Rows::Returned(u64::from(row.is_some()))
+}
+
+fn one<T>(_: &T) -> Rows {
+    Rows::Returned(1)
 }
 
 /// One connection attempt, bounded by [`CONNECT_TIMEOUT`] (the pool itself would silently

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 use crate::hosts::Resolver;
 use crate::server::{self, ServerHandle};
+use crate::trace::{ServerTracing, Telemetry, TraceConfig, TraceError};
 
 pub use db::{Db, DbError};
 pub use error::ApiError;
@@ -88,6 +89,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub hosts_file: Option<PathBuf>,
     pub db_connect_timeout: Duration,
+    /// Span export (OpenTelemetry's `OTEL_*` environment); `None`: none.
+    pub tracing: Option<TraceConfig>,
 }
 
 impl Config {
@@ -101,18 +104,23 @@ impl Config {
             max_body_bytes: 64 * 1024,
             hosts_file: None,
             db_connect_timeout: Duration::from_secs(60),
+            tracing: None,
         }
     }
 }
 
-impl From<Args> for Config {
-    fn from(a: Args) -> Self {
+impl TryFrom<Args> for Config {
+    type Error = WasError;
+
+    /// The flags, and the tracing settings from the process's environment.
+    fn try_from(a: Args) -> Result<Self, WasError> {
         let pod_name = a
             .pod_name
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "unknown".into());
-        Self {
+        let tracing = TraceConfig::from_env(|k| std::env::var(k).ok(), "was", "blog-was")?;
+        Ok(Self {
             listen_addr: server::listen_addr(a.listen_addr, a.pod_ip, 8080),
             database_url: a.database_url,
             pod_name,
@@ -120,7 +128,8 @@ impl From<Args> for Config {
             max_body_bytes: a.max_body_bytes,
             hosts_file: a.hosts_file,
             db_connect_timeout: Duration::from_secs(a.db_connect_timeout_secs),
-        }
+            tracing,
+        })
     }
 }
 
@@ -136,6 +145,8 @@ pub enum WasError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
 }
 
 /// Shared state of the handlers.
@@ -144,13 +155,14 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     db: Db,
     metrics: Arc<crate::metrics::HttpMetrics>,
     pod_name: String,
     version: String,
     max_body_bytes: usize,
+    telemetry: Telemetry,
 }
 
 impl AppState {
@@ -162,7 +174,16 @@ impl AppState {
                 pod_name: pod_name.to_owned(),
                 version: version.to_owned(),
                 max_body_bytes,
+                telemetry: Telemetry::disabled(),
             }),
+        }
+    }
+
+    /// The same state, reporting spans through `telemetry`.
+    pub fn with_telemetry(self, telemetry: Telemetry) -> Self {
+        let inner = Arc::unwrap_or_clone(self.inner);
+        Self {
+            inner: Arc::new(Inner { telemetry, ..inner }),
         }
     }
 
@@ -179,6 +200,10 @@ pub fn router(state: AppState) -> Router {
         metrics: Arc::clone(&state.inner.metrics),
     });
     let limit = state.inner.max_body_bytes;
+    let tracing = ServerTracing {
+        telemetry: state.inner.telemetry.clone(),
+        probe_prefixes: &["/actuator/"],
+    };
     Router::new()
         .route("/api/posts", get(list_posts).post(create_post))
         .route(
@@ -194,6 +219,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(identity, identity_and_log))
+        .layer(middleware::from_fn_with_state(
+            tracing,
+            crate::trace::server_span,
+        ))
         .with_state(state)
 }
 
@@ -202,6 +231,7 @@ pub fn router(state: AppState) -> Router {
 pub struct WasServer {
     handle: ServerHandle,
     db: Db,
+    telemetry: Telemetry,
 }
 
 impl WasServer {
@@ -214,10 +244,16 @@ impl WasServer {
         &self.db
     }
 
-    /// Graceful shutdown, then the pool is closed.
+    /// Exports the spans queued so far.
+    pub async fn flush_spans(&self) {
+        self.telemetry.flush().await;
+    }
+
+    /// Graceful shutdown, then the pool is closed and the last spans exported.
     pub async fn shutdown(self) -> Result<(), WasError> {
         let res = self.handle.shutdown().await.map_err(WasError::Serve);
         self.db.close().await;
+        self.telemetry.shutdown().await;
         res
     }
 }
@@ -232,6 +268,7 @@ pub async fn start(config: Config) -> Result<WasServer, WasError> {
         version = %config.version,
         "starting blog-was"
     );
+    let telemetry = Telemetry::start(config.tracing.as_ref())?;
     let db =
         Db::connect_with_retry(&config.database_url, &resolver, config.db_connect_timeout).await?;
     let listener = match TcpListener::bind(config.listen_addr).await {
@@ -249,21 +286,31 @@ pub async fn start(config: Config) -> Result<WasServer, WasError> {
         &config.pod_name,
         &config.version,
         config.max_body_bytes,
-    );
+    )
+    .with_telemetry(telemetry.clone());
     let handle = ServerHandle::spawn(listener, router(state)).map_err(WasError::Serve)?;
     tracing::info!(addr = %handle.local_addr(), backend = db.backend(), "blog-was listening");
-    Ok(WasServer { handle, db })
+    Ok(WasServer {
+        handle,
+        db,
+        telemetry,
+    })
 }
 
 /// [`start`], then serve until SIGTERM/SIGINT and shut down gracefully.
 pub async fn run(config: Config) -> Result<(), WasError> {
     let server = start(config).await?;
-    let WasServer { handle, db } = server;
+    let WasServer {
+        handle,
+        db,
+        telemetry,
+    } = server;
     let res = handle
         .run_until(server::shutdown_signal())
         .await
         .map_err(WasError::Serve);
     db.close().await;
+    telemetry.shutdown().await;
     res
 }
 

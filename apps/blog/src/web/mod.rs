@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::hosts::Resolver;
 use crate::server::{self, ServerHandle};
+use crate::trace::{ServerTracing, Telemetry, TraceConfig, TraceError};
 
 pub use proxy::{NoProxy, Proxy, ProxyError};
 
@@ -97,6 +98,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// The metrics listener, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// Span export (OpenTelemetry's `OTEL_*` environment); `None`: none, and the trace
+    /// headers pass to the was as they came.
+    pub tracing: Option<TraceConfig>,
 }
 
 /// Errors of blog-web's configuration and serving.
@@ -115,6 +119,8 @@ pub enum WebError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
 }
 
 fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> WebError {
@@ -204,6 +210,7 @@ impl Config {
             hosts_file: None,
             upstream_timeout: Duration::from_secs(15),
             metrics_addr: None,
+            tracing: None,
         })
     }
 
@@ -245,6 +252,7 @@ impl TryFrom<Args> for Config {
             hosts_file: a.hosts_file,
             upstream_timeout: parse_duration(&a.upstream_timeout)?,
             metrics_addr: a.metrics_addr,
+            tracing: TraceConfig::from_env(|k| std::env::var(k).ok(), "web", "blog-web")?,
         })
     }
 }
@@ -262,7 +270,7 @@ fn header_value(s: &str) -> HeaderValue {
 
 /// blog-web's routes. Fails only on an invalid `WAS_HOST`.
 pub fn router(config: &Config) -> Result<Router, WebError> {
-    router_with_metrics(config, Arc::default())
+    router_with_metrics(config, Arc::default(), Telemetry::disabled())
 }
 
 /// The metrics listener's one route.
@@ -284,7 +292,12 @@ fn metrics_router(metrics: Arc<crate::metrics::HttpMetrics>) -> Router {
 fn router_with_metrics(
     config: &Config,
     metrics: Arc<crate::metrics::HttpMetrics>,
+    telemetry: Telemetry,
 ) -> Result<Router, WebError> {
+    let tracing = ServerTracing {
+        telemetry,
+        probe_prefixes: &["/health"],
+    };
     let host = HeaderValue::from_str(&config.was_host)
         .map_err(|_| invalid("WAS_HOST", &config.was_host, "not a valid Host header"))?;
     let proxy = Arc::new(Proxy::new(
@@ -327,7 +340,11 @@ fn router_with_metrics(
         .route("/api/{*rest}", any(forward))
         .fallback(not_found)
         .with_state(proxy)
-        .layer(middleware::from_fn_with_state(identity, identity_and_log)))
+        .layer(middleware::from_fn_with_state(identity, identity_and_log))
+        .layer(middleware::from_fn_with_state(
+            tracing,
+            crate::trace::server_span,
+        )))
 }
 
 async fn post_page(Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -383,7 +400,8 @@ async fn identity_and_log(
 /// Binds `listen_addr` and serves in the background.
 pub async fn start(config: Config) -> Result<ServerHandle, WebError> {
     let metrics = Arc::<crate::metrics::HttpMetrics>::default();
-    let app = router_with_metrics(&config, Arc::clone(&metrics))?;
+    let telemetry = Telemetry::start(config.tracing.as_ref())?;
+    let app = router_with_metrics(&config, Arc::clone(&metrics), telemetry.clone())?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -394,7 +412,9 @@ pub async fn start(config: Config) -> Result<ServerHandle, WebError> {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let mut handle = ServerHandle::spawn(listener, app).map_err(WebError::Serve)?;
+    let mut handle = ServerHandle::spawn(listener, app)
+        .map_err(WebError::Serve)?
+        .with_telemetry(telemetry);
     if let Some(l) = metrics_listener {
         let m = ServerHandle::spawn(l, metrics_router(metrics)).map_err(WebError::Serve)?;
         tracing::info!(addr = %m.local_addr(), "blog-web metrics listening");

@@ -298,8 +298,13 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
 
+        // Istio's trace headers go on whatever the request's `Connection` header says; with
+        // spans exported, the web's own span becomes the parent the was's sidecar sees.
+        let trace = crate::trace::TraceHeaders::from_headers(&parts.headers);
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        trace.apply(headers);
+        crate::trace::inject_current(headers);
         headers.insert(header::HOST, self.host.clone());
         if let Some(ip) = peer {
             let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
