@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::shared::Shared;
 use crate::telemetry::access_log::{LogRecord, ResponseFlags};
 use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::trace::Active;
 use crate::upstream::cluster::{ActiveGuard, ClusterRequest, ClusterState, EndpointState, H1Conn};
 
 /// How a response ended.
@@ -32,6 +33,8 @@ pub(crate) struct Finish {
     pub(super) pool: Option<(Arc<ClusterState>, Arc<EndpointState>, H1Conn)>,
     pub(super) cluster_req: Option<ClusterRequest>,
     pub(super) active: Option<ActiveGuard>,
+    /// The request's span, when it is sampled and reported.
+    pub(crate) trace: Option<Box<Active>>,
 }
 
 impl Finish {
@@ -56,6 +59,11 @@ impl Finish {
         rec.bytes_sent = sent;
         if let Some(m) = &self.metrics {
             m.record(&self.shared.metrics, rec.code, rec.flags, elapsed);
+        }
+        if let Some(t) = self.trace.take()
+            && let Some(dest) = t.cfg.dest.clone()
+        {
+            self.shared.traces.send(&dest, t.finish(&rec, elapsed));
         }
         if self.shared.access_log.enabled() {
             self.shared.access_log.log(rec);

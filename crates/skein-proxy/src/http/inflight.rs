@@ -67,6 +67,7 @@ impl InFlight {
                 pool: None,
                 cluster_req: None,
                 active: None,
+                trace: None,
             })),
         }
     }
