@@ -21,4 +21,5 @@ mod resilience;
 mod rotation;
 mod routing;
 mod tcp;
+mod tracing;
 mod undelivered;
