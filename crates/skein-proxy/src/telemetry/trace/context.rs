@@ -462,7 +462,7 @@ mod tests {
             String::new(),
             "2".into(),
             "x".into(),
-            format!("{T64}"),
+            T64.to_string(),
             format!("{T64}-"),
             format!("{T64}-{S}-"),
             format!("{T64}-{S}-2"),

@@ -96,11 +96,11 @@ pub(crate) mod any_value {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub(crate) enum Value {
         #[prost(string, tag = "1")]
-        StringValue(String),
+        String(String),
         #[prost(bool, tag = "2")]
-        BoolValue(bool),
+        Bool(bool),
         #[prost(int64, tag = "3")]
-        IntValue(i64),
+        Int(i64),
     }
 }
 
@@ -108,7 +108,7 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
+            value: Some(any_value::Value::String(value.to_string())),
         }),
     }
 }
