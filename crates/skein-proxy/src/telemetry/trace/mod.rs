@@ -157,3 +157,148 @@ impl Active {
         .apply(h);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use skein_snapshot::Snapshot;
+    use skein_snapshot::telemetry::TracingProvider;
+
+    use crate::telemetry::access_log::LogRecord;
+    use context::{X_B3_PARENT_SPAN_ID, X_B3_SAMPLED, X_B3_SPAN_ID, X_B3_TRACE_ID};
+
+    fn cfg(pct: f64) -> Arc<Config> {
+        let mut snap = Snapshot::default();
+        snap.telemetry.tracing.provider = Some(TracingProvider::Zipkin {
+            address: "127.0.0.1:9411".into(),
+            max_tag_length: 0,
+        });
+        snap.telemetry.tracing.sampling.client = pct;
+        snap.telemetry.tracing.sampling.server = pct;
+        Arc::new(Config::compile(&snap, false))
+    }
+
+    fn request(rid: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static(rid));
+        h
+    }
+
+    fn hex(h: &HeaderMap, n: &http::HeaderName) -> u64 {
+        u64::from_str_radix(h[n].to_str().unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn unsampled_requests_propagate_without_a_span() {
+        let mut h = request("0000270f-2fa1-41d2-883f-0016d3cca427");
+        let a = begin(&cfg(1.0), Kind::Client, false, &mut h, || {
+            unreachable!("no name")
+        });
+        assert!(a.is_none());
+        assert_eq!(h[&X_B3_SAMPLED], "0");
+        assert_eq!(h[&X_B3_TRACE_ID].len(), 32);
+        assert!(
+            h.get(&X_B3_PARENT_SPAN_ID).is_none(),
+            "a new trace has no parent"
+        );
+        assert_eq!(h[&X_REQUEST_ID], "0000270f-2fa1-41d2-883f-0016d3cca427");
+    }
+
+    #[test]
+    fn disabled_tracing_and_health_checks_touch_nothing() {
+        let mut snap = Snapshot::default();
+        snap.telemetry.tracing.enabled = false;
+        let off = Arc::new(Config::compile(&snap, false));
+        let mut h = request("00000000-2fa1-41d2-883f-0016d3cca427");
+        assert!(begin(&off, Kind::Server, false, &mut h, String::new).is_none());
+        assert_eq!(h.len(), 1);
+        h.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static("kube-probe/1.30"),
+        );
+        assert!(begin(&cfg(100.0), Kind::Server, false, &mut h, String::new).is_none());
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn disabled_reporting_still_propagates_the_decision() {
+        let mut snap = Snapshot::default();
+        snap.telemetry.tracing.sampling.server = 100.0;
+        snap.telemetry.tracing.disable_span_reporting.server = true;
+        snap.telemetry.tracing.provider = Some(TracingProvider::Zipkin {
+            address: "127.0.0.1:9411".into(),
+            max_tag_length: 0,
+        });
+        let c = Arc::new(Config::compile(&snap, false));
+        let mut h = request("00000000-2fa1-41d2-883f-0016d3cca427");
+        assert!(begin(&c, Kind::Server, false, &mut h, String::new).is_none());
+        assert_eq!(h[&X_B3_SAMPLED], "1");
+        assert_eq!(h[&X_REQUEST_ID], "00000000-2fa1-91d2-883f-0016d3cca427");
+    }
+
+    #[test]
+    fn a_gateway_sends_its_upstream_span_and_reports_both() {
+        let mut h = request("00000000-2fa1-41d2-883f-0016d3cca427");
+        h.insert(
+            &X_B3_TRACE_ID,
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7"),
+        );
+        h.insert(&X_B3_SPAN_ID, HeaderValue::from_static("e457b5a2e4d86bd1"));
+        let mut a = begin(&cfg(100.0), Kind::Server, true, &mut h, || "gw".into()).unwrap();
+        assert_eq!(
+            a.parent,
+            Some(0xe457b5a2e4d86bd1),
+            "the caller's span is the parent"
+        );
+        let upstream = hex(&h, &X_B3_SPAN_ID);
+        assert_ne!(upstream, a.id);
+        assert_eq!(hex(&h, &X_B3_PARENT_SPAN_ID), a.id);
+        a.start_try(1, &mut h);
+        assert_eq!(
+            hex(&h, &X_B3_SPAN_ID),
+            upstream,
+            "the first try is that span"
+        );
+        a.end_try("10.0.0.1:80".parse().unwrap(), 503);
+        a.start_try(2, &mut h);
+        let retry = hex(&h, &X_B3_SPAN_ID);
+        a.end_try("10.0.0.2:80".parse().unwrap(), 200);
+        let mut mh = HeaderMap::new();
+        a.mirror(
+            &Arc::from("outbound|80||shadow.ns.svc.cluster.local"),
+            &mut mh,
+        );
+        let mirror = hex(&mh, &X_B3_SPAN_ID);
+        let a_id = a.id;
+        let local = "127.0.0.1:1".parse().unwrap();
+        let mut rec = LogRecord::new(local, local);
+        rec.code = 200;
+        let spans = a.finish(&rec, Duration::from_millis(3));
+        assert_eq!(spans.len(), 4);
+        let by_id = |id: u64| spans.iter().find(|s| s.id == id).unwrap();
+        for id in [upstream, retry, mirror] {
+            assert_eq!(by_id(id).parent, Some(a_id));
+            assert_eq!(by_id(id).kind, Kind::Client);
+        }
+        let tag = |id: u64, k: &str| {
+            by_id(id)
+                .tags
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(tag(upstream, "http.status_code").unwrap(), "503");
+        assert_eq!(tag(upstream, "error").unwrap(), "true");
+        assert_eq!(tag(retry, "upstream_address").unwrap(), "10.0.0.2:80");
+        assert_eq!(tag(retry, "error"), None);
+        assert_eq!(by_id(mirror).name, "shadow.ns.svc.cluster.local:80/*");
+        let server = by_id(a_id);
+        assert_eq!((server.kind, server.duration_us), (Kind::Server, 3000));
+        assert_eq!(server.trace_id.high, 0x80f198ee56343ba8);
+        assert!(
+            server.tags.windows(2).all(|w| w[0].0 <= w[1].0),
+            "tags sorted"
+        );
+    }
+}
