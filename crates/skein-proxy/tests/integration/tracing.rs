@@ -235,7 +235,6 @@ async fn unsampled_requests_propagate_but_report_nothing() {
         let r = get(outbound(&cli), URL, &[("x-b3-sampled", "0")]).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.seen_header("x-b3-sampled"), ["0"], "the decision travels");
-        assert_eq!(r.seen_header("x-b3-traceid")[0].len(), 32);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

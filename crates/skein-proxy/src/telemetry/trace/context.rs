@@ -60,46 +60,104 @@ pub(crate) struct Extracted {
     pub(crate) sampled: Option<bool>,
 }
 
-/// Reads B3 (single, then multi) and, without B3, W3C `traceparent`.
-pub(crate) fn extract(h: &HeaderMap) -> Extracted {
-    if let Some(v) = h.get(&B3) {
-        return parse_b3_single(v.as_bytes()).unwrap_or_default();
+/// The request headers tracing reads, found in one pass over the map (a look-up per name
+/// would hash each of a dozen names on every request). The first value of a name counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen<'a> {
+    pub(crate) b3: Option<&'a HeaderValue>,
+    pub(crate) b3_trace_id: Option<&'a HeaderValue>,
+    pub(crate) b3_span_id: Option<&'a HeaderValue>,
+    pub(crate) b3_parent: Option<&'a HeaderValue>,
+    pub(crate) b3_sampled: Option<&'a HeaderValue>,
+    pub(crate) b3_flags: Option<&'a HeaderValue>,
+    pub(crate) traceparent: Option<&'a HeaderValue>,
+    pub(crate) request_id: Option<&'a HeaderValue>,
+    pub(crate) user_agent: Option<&'a HeaderValue>,
+    pub(crate) force_trace: bool,
+    pub(crate) client_trace_id: bool,
+}
+
+impl<'a> Seen<'a> {
+    pub(crate) fn scan(h: &'a HeaderMap) -> Self {
+        let mut s = Seen::default();
+        for (name, value) in h {
+            if name == http::header::USER_AGENT {
+                s.user_agent.get_or_insert(value);
+                continue;
+            }
+            let b = name.as_str().as_bytes();
+            // Every name tracing reads starts with `x-` but `b3` and `traceparent`.
+            let slot = match b {
+                [b'x', b'-', rest @ ..] => match rest {
+                    b"request-id" => &mut s.request_id,
+                    b"b3-traceid" => &mut s.b3_trace_id,
+                    b"b3-spanid" => &mut s.b3_span_id,
+                    b"b3-parentspanid" => &mut s.b3_parent,
+                    b"b3-sampled" => &mut s.b3_sampled,
+                    b"b3-flags" => &mut s.b3_flags,
+                    b"envoy-force-trace" => {
+                        s.force_trace = true;
+                        continue;
+                    }
+                    b"client-trace-id" => {
+                        s.client_trace_id = true;
+                        continue;
+                    }
+                    _ => continue,
+                },
+                b"b3" => &mut s.b3,
+                b"traceparent" => &mut s.traceparent,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        s
     }
-    if let Some(e) = extract_b3_multi(h) {
-        return e;
+
+    /// B3 (single, then multi) and, without B3, W3C `traceparent`.
+    pub(crate) fn extract(&self) -> Extracted {
+        if let Some(v) = self.b3 {
+            return parse_b3_single(v.as_bytes()).unwrap_or_default();
+        }
+        if let Some(e) = self.b3_multi() {
+            return e;
+        }
+        match self.traceparent {
+            Some(v) => parse_traceparent(v.as_bytes()).unwrap_or_default(),
+            None => Extracted::default(),
+        }
     }
-    match h.get(&TRACEPARENT) {
-        Some(v) => parse_traceparent(v.as_bytes()).unwrap_or_default(),
-        None => Extracted::default(),
+
+    /// `x-b3-*`; None when no B3 header is there at all.
+    fn b3_multi(&self) -> Option<Extracted> {
+        let (trace, sampled, flags) = (self.b3_trace_id, self.b3_sampled, self.b3_flags);
+        if trace.is_none() && sampled.is_none() && flags.is_none() {
+            return None;
+        }
+        let debug = flags.is_some_and(|f| f.as_bytes() == b"1");
+        let mut sampled = sampled.and_then(|s| parse_sampled(s.as_bytes()));
+        if debug {
+            sampled = Some(true);
+        }
+        let ctx = trace.and_then(|t| {
+            let trace_id = parse_trace_id(t.as_bytes())?;
+            let span_id = parse_span_id(self.b3_span_id?.as_bytes())?;
+            if let Some(p) = self.b3_parent {
+                parse_span_id(p.as_bytes())?;
+            }
+            Some(SpanContext {
+                trace_id,
+                span_id,
+                debug,
+            })
+        });
+        Some(Extracted { ctx, sampled })
     }
 }
 
-/// `x-b3-*`; None when no B3 header is there at all.
-fn extract_b3_multi(h: &HeaderMap) -> Option<Extracted> {
-    let trace = h.get(&X_B3_TRACE_ID);
-    let sampled = h.get(&X_B3_SAMPLED);
-    let flags = h.get(&X_B3_FLAGS);
-    if trace.is_none() && sampled.is_none() && flags.is_none() {
-        return None;
-    }
-    let debug = flags.is_some_and(|f| f.as_bytes() == b"1");
-    let mut sampled = sampled.and_then(|s| parse_sampled(s.as_bytes()));
-    if debug {
-        sampled = Some(true);
-    }
-    let ctx = trace.and_then(|t| {
-        let trace_id = parse_trace_id(t.as_bytes())?;
-        let span_id = parse_span_id(h.get(&X_B3_SPAN_ID)?.as_bytes())?;
-        if let Some(p) = h.get(&X_B3_PARENT_SPAN_ID) {
-            parse_span_id(p.as_bytes())?;
-        }
-        Some(SpanContext {
-            trace_id,
-            span_id,
-            debug,
-        })
-    });
-    Some(Extracted { ctx, sampled })
+/// Reads B3 (single, then multi) and, without B3, W3C `traceparent`.
+pub(crate) fn extract(h: &HeaderMap) -> Extracted {
+    Seen::scan(h).extract()
 }
 
 /// `x-b3-sampled`: `1`/`0`, legacy `true`/`false`.

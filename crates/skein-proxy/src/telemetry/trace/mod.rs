@@ -5,8 +5,8 @@
 //! On the request path there are two calls: [`begin`] when the request comes in (decide,
 //! propagate, and for a sampled request start its span) and the span's end in the request's
 //! single end (`Finish::done`). Upstream tries and mirrors call [`Active::start_try`] and
-//! friends only when a span exists. An unsampled request costs the header look-ups, the ids
-//! and the propagated headers; nothing about spans is allocated for it.
+//! friends only when a span exists. An unsampled request costs one pass over its headers and
+//! `x-b3-sampled: 0` for the next hop; nothing about spans is allocated for it.
 
 pub(crate) mod context;
 pub(crate) mod export;
@@ -18,10 +18,10 @@ pub(crate) mod zipkin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::http::headers::X_REQUEST_ID;
-use context::{Inject, TRACEPARENT, TraceId, extract};
+use context::{Inject, Seen, TraceId};
 pub(crate) use span::{Active, Config, Kind};
 
 /// A random non-zero id.
@@ -40,20 +40,35 @@ pub(crate) fn begin(
     h: &mut HeaderMap,
     name: impl FnOnce() -> String,
 ) -> Option<Box<Active>> {
-    if !cfg.enabled || sampling::is_health_check(h) {
+    if !cfg.enabled {
         return None;
     }
-    let incoming = extract(h);
+    let seen = Seen::scan(h);
+    if sampling::is_health_check(&seen) {
+        return None;
+    }
+    let incoming = seen.extract();
     let side = cfg.side(kind);
-    let d = sampling::decide(
-        h,
-        h.get(&X_REQUEST_ID),
-        &incoming,
-        side.threshold,
-        cfg.use_rid,
-    );
+    let d = sampling::decide(&seen, &incoming, side.threshold, cfg.use_rid);
+    let w3c = cfg.w3c() || seen.traceparent.is_some();
+    // Nobody records an unsampled trace: only the decision travels (the caller's ids, if
+    // any, pass as they came), unless a header the next hop reads first would say
+    // otherwise (`b3`, or a `traceparent` that is not marked unsampled).
+    let decision_only = !d.sampled
+        && seen.b3.is_none()
+        && (!w3c
+            || seen
+                .traceparent
+                .and_then(|v| context::parse_traceparent(v.as_bytes()))
+                .is_some_and(|e| e.sampled == Some(false)));
     if let Some(st) = d.request_id {
         sampling::apply(h, &X_REQUEST_ID, st);
+    }
+    if decision_only {
+        if !cfg.w3c() {
+            h.insert(&context::X_B3_SAMPLED, HeaderValue::from_static("0"));
+        }
+        return None;
     }
     let (trace_id, parent, debug) = match incoming.ctx {
         Some(c) => (c.trace_id, Some(c.span_id), c.debug),
@@ -70,7 +85,6 @@ pub(crate) fn begin(
     let report = d.sampled && side.report;
     // A gateway's upstream try has a span of its own: its id goes upstream.
     let first_try = (gateway && report).then(new_id);
-    let w3c = cfg.w3c() || h.contains_key(&TRACEPARENT);
     let inj = Inject {
         trace_id,
         span_id: first_try.unwrap_or(id),
@@ -197,12 +211,38 @@ mod tests {
         });
         assert!(a.is_none());
         assert_eq!(h[&X_B3_SAMPLED], "0");
-        assert_eq!(h[&X_B3_TRACE_ID].len(), 32);
         assert!(
-            h.get(&X_B3_PARENT_SPAN_ID).is_none(),
-            "a new trace has no parent"
+            h.get(&X_B3_TRACE_ID).is_none(),
+            "no ids for a trace nobody records"
         );
         assert_eq!(h[&X_REQUEST_ID], "0000270f-2fa1-41d2-883f-0016d3cca427");
+        // A caller's context passes as it came, with the decision.
+        let mut h = request("0000270f-2fa1-41d2-883f-0016d3cca427");
+        h.insert(&X_B3_TRACE_ID, HeaderValue::from_static("64fe8b2a57d3eff7"));
+        h.insert(&X_B3_SPAN_ID, HeaderValue::from_static("e457b5a2e4d86bd1"));
+        assert!(begin(&cfg(1.0), Kind::Server, false, &mut h, String::new).is_none());
+        assert_eq!(h[&X_B3_TRACE_ID], "64fe8b2a57d3eff7");
+        assert_eq!(h[&X_B3_SPAN_ID], "e457b5a2e4d86bd1");
+        assert_eq!(h[&X_B3_SAMPLED], "0");
+        // A `b3` the next hop would read first is rewritten to carry the decision.
+        let mut h = request("0000270f-2fa1-41d2-883f-0016d3cca427");
+        h.insert(
+            "b3",
+            HeaderValue::from_static("64fe8b2a57d3eff7-e457b5a2e4d86bd1"),
+        );
+        assert!(begin(&cfg(1.0), Kind::Server, false, &mut h, String::new).is_none());
+        assert!(h.get("b3").is_none());
+        assert_eq!(h[&X_B3_SAMPLED], "0");
+        assert_eq!(hex(&h, &X_B3_PARENT_SPAN_ID), 0xe457b5a2e4d86bd1);
+        // A sampled traceparent under an unsampled B3 decision is rewritten too.
+        let mut h = request("0000270f-2fa1-41d2-883f-0016d3cca427");
+        h.insert("x-b3-sampled", HeaderValue::from_static("0"));
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert!(begin(&cfg(1.0), Kind::Server, false, &mut h, String::new).is_none());
+        assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
     }
 
     #[test]

@@ -12,10 +12,7 @@
 
 use http::header::{HeaderMap, HeaderValue};
 
-use super::context::{
-    Extracted, RidStatus, X_CLIENT_TRACE_ID, X_ENVOY_FORCE_TRACE, rid_sample_value, rid_status,
-    with_rid_status,
-};
+use super::context::{Extracted, RidStatus, Seen, rid_sample_value, rid_status, with_rid_status};
 
 /// A percentage (0–100, in steps of 0.01) as the numerator over 10000 Envoy compares with.
 pub(crate) fn per_ten_thousand(percent: f64) -> u64 {
@@ -34,16 +31,16 @@ pub(crate) struct Decision {
     pub(crate) request_id: Option<RidStatus>,
 }
 
-/// Decides for a request with headers `h` whose incoming context is `incoming`.
-/// `threshold` is [`per_ten_thousand`] of the percentage; `use_rid` is
-/// `useRequestIdForTraceSampling`; `rid` the request's `x-request-id`.
+/// Decides for a request whose tracing headers are `seen` and whose incoming context is
+/// `incoming`. `threshold` is [`per_ten_thousand`] of the percentage; `use_rid` is
+/// `useRequestIdForTraceSampling`.
 pub(crate) fn decide(
-    h: &HeaderMap,
-    rid: Option<&HeaderValue>,
+    seen: &Seen<'_>,
     incoming: &Extracted,
     threshold: u64,
     use_rid: bool,
 ) -> Decision {
+    let rid = seen.request_id;
     let status = rid.and_then(|v| rid_status(v.as_bytes()));
     let (traced, new_status) = match status {
         Some(s) if use_rid && s.traced() => (true, None),
@@ -51,14 +48,14 @@ pub(crate) fn decide(
             let value = rid
                 .and_then(|v| rid_sample_value(v.as_bytes()))
                 .unwrap_or(0);
-            match reason(h, value, threshold) {
+            match reason(seen, value, threshold) {
                 Some(s) => (true, Some(s)),
                 None => (false, None),
             }
         }
         // Not a UUID, or the id is not trusted: the headers and a random draw; the id
         // stays as it is.
-        _ => (reason(h, fastrand::u64(..), threshold).is_some(), None),
+        _ => (reason(seen, fastrand::u64(..), threshold).is_some(), None),
     };
     Decision {
         sampled: incoming.sampled.unwrap_or(traced),
@@ -67,10 +64,10 @@ pub(crate) fn decide(
 }
 
 /// Why an untraced request becomes traced, if it does.
-fn reason(h: &HeaderMap, value: u64, threshold: u64) -> Option<RidStatus> {
-    if h.contains_key(&X_CLIENT_TRACE_ID) {
+fn reason(seen: &Seen<'_>, value: u64, threshold: u64) -> Option<RidStatus> {
+    if seen.client_trace_id {
         Some(RidStatus::Client)
-    } else if h.contains_key(&X_ENVOY_FORCE_TRACE) {
+    } else if seen.force_trace {
         Some(RidStatus::Forced)
     } else if value % 10_000 < threshold {
         Some(RidStatus::Sampled)
@@ -87,8 +84,8 @@ pub(crate) fn apply(h: &mut HeaderMap, name: &http::HeaderName, status: RidStatu
 }
 
 /// A health check (kubelet probes, Envoy's own): never traced.
-pub(crate) fn is_health_check(h: &HeaderMap) -> bool {
-    h.get(http::header::USER_AGENT).is_some_and(|ua| {
+pub(crate) fn is_health_check(seen: &Seen<'_>) -> bool {
+    seen.user_agent.is_some_and(|ua| {
         let b = ua.as_bytes();
         b.starts_with(b"kube-probe/") || b == b"Envoy/HC"
     })
@@ -99,7 +96,22 @@ mod tests {
     use super::*;
     use http::HeaderName;
 
-    use super::super::context::extract;
+    use super::super::context::{X_CLIENT_TRACE_ID, X_ENVOY_FORCE_TRACE, extract};
+
+    /// `decide` on a map, with `rid` as its request id.
+    fn decide_h(
+        h: &HeaderMap,
+        rid: Option<&HeaderValue>,
+        e: &Extracted,
+        t: u64,
+        use_rid: bool,
+    ) -> Decision {
+        let mut h = h.clone();
+        if let Some(r) = rid {
+            h.insert("x-request-id", r.clone());
+        }
+        decide(&Seen::scan(&h), e, t, use_rid)
+    }
 
     fn rid(s: &'static str) -> HeaderValue {
         HeaderValue::from_static(s)
@@ -113,7 +125,7 @@ mod tests {
     const ID_9999: &str = "0000270f-2fa1-41d2-883f-0016d3cca427";
 
     fn go(h: &HeaderMap, id: &'static str, pct: f64) -> Decision {
-        decide(h, Some(&rid(id)), &extract(h), per_ten_thousand(pct), true)
+        decide_h(h, Some(&rid(id)), &extract(h), per_ten_thousand(pct), true)
     }
 
     #[test]
@@ -154,7 +166,7 @@ mod tests {
         }
         // Unless the id is not trusted.
         let id = rid("00002711-2fa1-91d2-883f-0016d3cca427");
-        assert!(!decide(&h, Some(&id), &Extracted::default(), 0, false).sampled);
+        assert!(!decide_h(&h, Some(&id), &Extracted::default(), 0, false).sampled);
     }
 
     #[test]
@@ -167,7 +179,7 @@ mod tests {
         h.insert(X_CLIENT_TRACE_ID.clone(), rid("abc"));
         assert_eq!(go(&h, ID_9999, 0.0).request_id, Some(RidStatus::Client));
         // Without a trusted request id the headers still force.
-        assert!(decide(&h, None, &Extracted::default(), 0, false).sampled);
+        assert!(decide_h(&h, None, &Extracted::default(), 0, false).sampled);
     }
 
     #[test]
@@ -208,10 +220,10 @@ mod tests {
     #[test]
     fn health_checks() {
         let mut h = HeaderMap::new();
-        assert!(!is_health_check(&h));
+        assert!(!is_health_check(&Seen::scan(&h)));
         h.insert(http::header::USER_AGENT, rid("kube-probe/1.31"));
-        assert!(is_health_check(&h));
+        assert!(is_health_check(&Seen::scan(&h)));
         h.insert(http::header::USER_AGENT, rid("curl/8"));
-        assert!(!is_health_check(&h));
+        assert!(!is_health_check(&Seen::scan(&h)));
     }
 }
