@@ -119,7 +119,9 @@ async fn run(mut rx: mpsc::Receiver<Queued>, counts: Arc<ExportCounts>) {
         tokio::select! {
             q = rx.recv() => {
                 let Some(q) = q else { break };
-                if dest.as_ref().is_some_and(|d| **d != *q.dest) && !batch.is_empty() {
+                if dest.as_ref().is_some_and(|d| !Arc::ptr_eq(d, &q.dest) && **d != *q.dest)
+                    && !batch.is_empty()
+                {
                     flush(&mut client, dest.as_deref(), &mut batch, &counts).await;
                 }
                 dest = Some(q.dest);

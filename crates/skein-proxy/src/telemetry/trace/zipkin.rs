@@ -2,90 +2,108 @@
 //! it for Istio: 128-bit trace ids unless the id came in with 64 bits, `shared: false`,
 //! `localEndpoint` with the service name and the pod's address, timestamps in µs.
 
-use std::collections::BTreeMap;
+use std::io::Write as _;
 
-use serde::Serialize;
-
-use super::context::{TraceId, hex64};
+use super::context::{hex64, push_hex64};
 use super::span::{Kind, Span};
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Json<'a> {
-    trace_id: String,
-    id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent_id: Option<String>,
-    name: &'a str,
-    kind: &'static str,
-    timestamp: u64,
-    duration: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    debug: bool,
-    local_endpoint: Endpoint<'a>,
-    tags: BTreeMap<&'a str, &'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Endpoint<'a> {
-    service_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ipv4: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ipv6: Option<String>,
-}
-
-fn trace_hex(t: TraceId) -> String {
-    let mut v = Vec::with_capacity(32);
-    t.write_hex(&mut v);
-    String::from_utf8(v).unwrap_or_default()
-}
-
-fn id_hex(id: u64) -> String {
-    String::from_utf8_lossy(&hex64(id)).into_owned()
-}
-
-/// The request body for `spans`.
+/// The request body for `spans`. Written directly rather than through serde: tag values
+/// are plain text almost always, and a per-span serializer costs more than the request the
+/// span describes.
 pub(crate) fn encode(spans: &[Span]) -> Vec<u8> {
-    let json: Vec<Json<'_>> = spans
-        .iter()
-        .map(|s| Json {
-            trace_id: trace_hex(s.trace_id),
-            id: id_hex(s.id),
-            parent_id: s.parent.map(id_hex),
-            name: &s.name,
-            kind: match s.kind {
-                Kind::Client => "CLIENT",
-                Kind::Server => "SERVER",
-            },
-            timestamp: s.start_us,
-            duration: s.duration_us.max(1),
-            debug: s.debug,
-            local_endpoint: Endpoint {
-                service_name: &s.service,
-                ipv4: s
-                    .local_ip
-                    .filter(|ip| ip.is_ipv4())
-                    .map(|ip| ip.to_string()),
-                ipv6: s
-                    .local_ip
-                    .filter(|ip| ip.is_ipv6())
-                    .map(|ip| ip.to_string()),
-            },
-            tags: s
-                .tags
-                .iter()
-                .map(|(k, v)| (k.as_ref(), v.as_str()))
-                .collect(),
-        })
-        .collect();
-    serde_json::to_vec(&json).unwrap_or_else(|_| b"[]".to_vec())
+    let mut out = Vec::with_capacity(spans.len() * 1024);
+    out.push(b'[');
+    for (i, s) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        span(&mut out, s);
+    }
+    out.push(b']');
+    out
+}
+
+fn span(out: &mut Vec<u8>, s: &Span) {
+    out.extend_from_slice(b"{\"traceId\":\"");
+    if s.trace_id.high != 0 {
+        push_hex64(out, s.trace_id.high);
+    }
+    push_hex64(out, s.trace_id.low);
+    out.extend_from_slice(b"\",\"id\":\"");
+    out.extend_from_slice(&hex64(s.id));
+    out.push(b'"');
+    if let Some(p) = s.parent {
+        out.extend_from_slice(b",\"parentId\":\"");
+        out.extend_from_slice(&hex64(p));
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"name\":");
+    string(out, &s.name);
+    out.extend_from_slice(match s.kind {
+        Kind::Client => b",\"kind\":\"CLIENT\"",
+        Kind::Server => b",\"kind\":\"SERVER\"",
+    });
+    let _ = write!(
+        out,
+        ",\"timestamp\":{},\"duration\":{}",
+        s.start_us,
+        s.duration_us.max(1)
+    );
+    if s.debug {
+        out.extend_from_slice(b",\"debug\":true");
+    }
+    out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
+    string(out, &s.service);
+    match s.local_ip {
+        Some(ip @ std::net::IpAddr::V4(_)) => {
+            let _ = write!(out, ",\"ipv4\":\"{ip}\"");
+        }
+        Some(ip @ std::net::IpAddr::V6(_)) => {
+            let _ = write!(out, ",\"ipv6\":\"{ip}\"");
+        }
+        None => {}
+    }
+    out.extend_from_slice(b"},\"tags\":{");
+    for (i, (k, v)) in s.tags.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A JSON string: plain text is copied as is; quotes, backslashes and control characters
+/// are escaped.
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let b = s.as_bytes();
+    if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        out.extend_from_slice(b);
+    } else {
+        for &c in b {
+            match c {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                c if c < 0x20 => {
+                    let _ = write!(out, "\\u{c:04x}");
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::telemetry::trace::context::TraceId;
     use std::sync::Arc;
 
     /// The span of zipkin-api's example (`zipkin2-api.yaml`), as this proxy would hold it.
@@ -146,5 +164,13 @@ pub(crate) mod tests {
         let v: serde_json::Value = serde_json::from_slice(&encode(&[v6])).unwrap();
         assert_eq!(v[0]["localEndpoint"]["ipv6"], "::1");
         assert_eq!(v[0]["duration"], 1, "duration is at least 1 µs");
+        // Whatever a tag holds (a header custom tag is the client's text) stays valid JSON.
+        let mut odd = example();
+        odd.tags = vec![("k\"\\".into(), "a\"b\\c\n\u{1}é/</x>".into())];
+        odd.local_ip = None;
+        let v: serde_json::Value = serde_json::from_slice(&encode(&[odd])).unwrap();
+        assert_eq!(v[0]["tags"]["k\"\\"], "a\"b\\c\n\u{1}é/</x>");
+        assert!(v[0]["localEndpoint"].get("ipv4").is_none());
+        assert_eq!(encode(&[]), b"[]");
     }
 }
