@@ -12,10 +12,7 @@ pub(crate) static X_B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-trac
 pub(crate) static X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 pub(crate) static X_B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 pub(crate) static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
-pub(crate) static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-pub(crate) static X_ENVOY_FORCE_TRACE: HeaderName = HeaderName::from_static("x-envoy-force-trace");
-pub(crate) static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
 
 /// A trace id: 128 bits, or 64 (a 16-digit B3 id, kept at its length when re-sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

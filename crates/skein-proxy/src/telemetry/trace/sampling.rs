@@ -10,7 +10,7 @@
 //! 2. An incoming decision (B3 sampled state or flags, `traceparent` flags) wins over 1.
 //! 3. Health checks are never traced.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 
 use super::context::{Extracted, RidStatus, Seen, rid_sample_value, rid_status, with_rid_status};
 
@@ -96,7 +96,11 @@ mod tests {
     use super::*;
     use http::HeaderName;
 
-    use super::super::context::{X_CLIENT_TRACE_ID, X_ENVOY_FORCE_TRACE, extract};
+    use super::super::context::extract;
+    use http::HeaderValue;
+
+    static X_ENVOY_FORCE_TRACE: HeaderName = HeaderName::from_static("x-envoy-force-trace");
+    static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
 
     /// `decide` on a map, with `rid` as its request id.
     fn decide_h(
