@@ -42,6 +42,8 @@ pub(crate) struct Target<'s> {
     pub(crate) cluster: Arc<ClusterState>,
     pub(crate) route: Option<&'s CompiledRoute>,
     pub(crate) dest: Option<&'s Dest>,
+    /// The route's match block that matched (for the span's name).
+    pub(crate) block: usize,
     pub(crate) authority: Option<HeaderValue>,
     /// Inbound: the caller's `x-envoy-peer-metadata` (already taken off the request).
     pub(crate) peer: Option<HeaderValue>,
@@ -62,6 +64,7 @@ impl Target<'_> {
             cluster,
             route: None,
             dest: None,
+            block: 0,
             authority,
             peer,
             echo,
@@ -102,6 +105,7 @@ pub(crate) async fn forward(
         cluster,
         route,
         dest,
+        block,
         authority,
         peer,
         echo,
@@ -109,7 +113,7 @@ pub(crate) async fn forward(
     let f = inflight.fin();
     f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
     if let (Some(t), Some(r)) = (f.trace.as_deref_mut(), route) {
-        t.name = route_operation(r, &cluster.name, authority.as_ref());
+        t.name = route_operation(r, block, &cluster.name, authority.as_ref());
     }
     f.metrics = Some(match &peer {
         Some(v) => conn.metrics_with_peer(&cluster, v),
@@ -476,11 +480,12 @@ impl<'a> Tries<'a> {
 /// the virtual service's name when the route splits across clusters.
 fn route_operation(
     route: &CompiledRoute,
+    block: usize,
     cluster: &str,
     authority: Option<&HeaderValue>,
 ) -> String {
     let single = matches!(&route.action, Action::Route { dests, .. } if dests.len() == 1);
-    let path = route.matches.first().and_then(|m| m.trace_path());
+    let path = route.matches.get(block).and_then(|m| m.trace_path());
     let host = authority.and_then(|a| a.to_str().ok()).unwrap_or("");
     let host = crate::authority::lowercase(crate::authority::strip_port(host));
     crate::telemetry::trace::span::route_operation(cluster, single, path, &host)

@@ -153,6 +153,7 @@ impl<'a> Seen<'a> {
 }
 
 /// Reads B3 (single, then multi) and, without B3, W3C `traceparent`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn extract(h: &HeaderMap) -> Extracted {
     Seen::scan(h).extract()
 }
