@@ -80,7 +80,14 @@ fn span(out: &mut Vec<u8>, s: &Span) {
 fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
-    if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+    let mut plain = true;
+    for &c in b {
+        if c < 0x20 || c == b'"' || c == b'\\' {
+            plain = false;
+            break;
+        }
+    }
+    if plain {
         out.extend_from_slice(b);
     } else {
         for &c in b {
