@@ -376,3 +376,87 @@ async fn otlp_spans_carry_w3c_context() {
         assert_eq!(status.unwrap().value.as_ref().unwrap().string_value, "200");
     }
 }
+
+#[tokio::test]
+async fn a_gateway_reports_its_server_span_and_a_span_per_try() {
+    use skein_snapshot::build::{cluster, fqdn, route_to};
+    let web = Upstream::start("web").await;
+    web.fail_every.store(1, std::sync::atomic::Ordering::SeqCst);
+    let (rx, got) = receiver(202).await;
+    let c = cluster(&fqdn("web-service", NS), 80, None, &[&web.addr_str()]);
+    let mut route = route_to(&c.name);
+    route.matches = vec![RouteMatch {
+        path: Some(StringMatch::Prefix("/board".into())),
+        ..Default::default()
+    }];
+    route.retries = Some(RetryPolicy {
+        attempts: 1,
+        per_try_timeout_ms: None,
+        retry_on: vec!["5xx".into()],
+        retry_remote_localities: false,
+    });
+    let mut snap = SnapshotBuilder::new("g1", "istio-system", "ingress")
+        .vhost(
+            GATEWAY_ROUTE,
+            VirtualHost {
+                name: "blog".into(),
+                domains: vec!["blog.example.com".into()],
+                routes: vec![route],
+            },
+        )
+        .cluster(c)
+        .build();
+    traced(
+        &mut snap,
+        TracingProvider::Zipkin {
+            address: rx.to_string(),
+            max_tag_length: 0,
+        },
+        "istio-ingressgateway",
+    );
+    let h = skein_proxy::start(ProxyConfig::gateway("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("gateway start");
+    h.apply(snap).expect("gateway snapshot");
+    let gw = h.addrs.gateway_http.expect("gateway http");
+    // Two requests of three spans each: the first batch of five holds all of the first.
+    for _ in 0..2 {
+        let r = get(gw, "http://blog.example.com/board/1", &[]).await;
+        assert_eq!(r.status, 503);
+    }
+    let bodies = posts(&got, 1).await;
+    let spans: Vec<serde_json::Value> = serde_json::from_slice(&bodies[0].2).unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SERVER")
+        .expect("server span");
+    let tries: Vec<_> = spans
+        .iter()
+        .filter(|s| s["traceId"] == server["traceId"] && s["kind"] == "CLIENT")
+        .collect();
+    assert_eq!(tries.len(), 2, "a span per try: {spans:#?}");
+    let name = "web-service.shop.svc.cluster.local:80/board*";
+    assert_eq!(
+        server["name"], name,
+        "the route's decorator with its prefix"
+    );
+    assert_eq!(server["tags"]["error"], "true");
+    assert_eq!(server["tags"]["http.status_code"], "503");
+    assert!(
+        server["tags"]["node_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("router~")
+    );
+    assert_eq!(
+        server["localEndpoint"]["serviceName"],
+        "istio-ingressgateway.istio-system"
+    );
+    for t in &tries {
+        assert_eq!(t["parentId"], server["id"]);
+        assert_eq!(t["name"], name);
+        assert_eq!(t["tags"]["http.status_code"], "503");
+        assert_eq!(t["tags"]["upstream_address"], web.addr_str().as_str());
+    }
+    assert_ne!(tries[0]["id"], tries[1]["id"]);
+}
