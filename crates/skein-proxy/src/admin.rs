@@ -208,7 +208,7 @@ async fn handle(
         (_, "/stats/prometheus") | (_, "/metrics") => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
+            crate::telemetry::trace::export::append_to(shared.metrics.encode(), &shared.traces),
         ),
         (_, "/clusters") => text(StatusCode::OK, PLAIN, clusters_text(&shared)),
         (&Method::POST, "/quitquitquit") => {

@@ -109,7 +109,11 @@ pub(crate) async fn merged(
             }
         }
     };
-    let (ctype, body) = merge(&shared.metrics.encode(), counts, app.as_ref());
+    let (ctype, body) = merge(
+        &crate::telemetry::trace::export::append_to(shared.metrics.encode(), &shared.traces),
+        counts,
+        app.as_ref(),
+    );
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

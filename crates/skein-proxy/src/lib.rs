@@ -20,7 +20,7 @@
 //!   outlier detection, the retry budget, the request body.
 //! - `identity/`: the workload certificate: made, checked, rotated.
 //! - `snapshot/`: config in: the compiled form, its sources (file, control plane).
-//! - `telemetry/`: metrics and the access log.
+//! - `telemetry/`: metrics, the access log and distributed tracing (`telemetry/trace/`).
 //! - `proxy.rs`, `shared.rs`, `config.rs`, `admin.rs`: start-up and the handle, the state
 //!   every connection shares, the proxy's own config, the admin endpoint.
 //! - `admin_metrics.rs`: the merged metrics endpoint (Istio's `:15020/stats/prometheus`):

@@ -462,6 +462,7 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         inbound_addrs: Default::default(),
         control: Default::default(),
         identity,
+        traces: crate::telemetry::trace::export::Exporter::start(),
     });
     let limiter = ConnLimiter::new(shared.config.limits.max_connections);
     let drain = Drain::new();

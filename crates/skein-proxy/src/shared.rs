@@ -41,6 +41,8 @@ pub struct Shared {
     pub control: ControlState,
     /// The workload identity (mTLS certificate, key, trust bundle).
     pub identity: Arc<IdentityStore>,
+    /// Span export (one task; requests only queue).
+    pub(crate) traces: crate::telemetry::trace::export::Exporter,
 }
 
 impl Shared {

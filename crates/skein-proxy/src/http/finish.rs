@@ -10,6 +10,7 @@ use crate::telemetry::access_log::{LogRecord, ResponseFlags};
 use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::grpc;
 use crate::telemetry::metrics::{Finished, GrpcFinished, RequestMetrics};
+use crate::telemetry::trace::Active;
 use crate::upstream::body::ReqCounts;
 use crate::upstream::cluster::{ActiveGuard, ClusterRequest, ClusterState, EndpointState, H1Conn};
 
@@ -44,6 +45,8 @@ pub(crate) struct Finish {
     pub(super) pool: Option<(Arc<ClusterState>, Arc<EndpointState>, H1Conn)>,
     pub(super) cluster_req: Option<ClusterRequest>,
     pub(super) active: Option<ActiveGuard>,
+    /// The request's span, when it is sampled and reported.
+    pub(crate) trace: Option<Box<Active>>,
 }
 
 impl Finish {
@@ -85,6 +88,11 @@ impl Finish {
                 grpc,
             };
             m.record(&self.shared.metrics, &f);
+        }
+        if let Some(t) = self.trace.take()
+            && let Some(dest) = t.cfg.dest.clone()
+        {
+            self.shared.traces.send(&dest, t.finish(&rec, elapsed));
         }
         if self.shared.access_log.enabled() {
             self.shared.access_log.log(rec);

@@ -19,11 +19,12 @@ use super::reply::{LocalReply, NOT_DELIVERED};
 use super::request::Prepared;
 use crate::conn::ConnInfo;
 use crate::route::retry::{Failure, REPLAY_LIMIT, RetryPolicy, backoff};
-use crate::route::{CompiledRoute, Dest};
+use crate::route::{Action, CompiledRoute, Dest};
 use crate::telemetry::access_log::ResponseFlags;
 use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::metrics::{RequestMetrics, with_destination_peer, with_upstream_principals};
 use crate::telemetry::peer::take_headers;
+use crate::telemetry::trace::Active;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::budget::RetryGuard;
 use crate::upstream::cluster::{
@@ -41,6 +42,8 @@ pub(crate) struct Target<'s> {
     pub(crate) cluster: Arc<ClusterState>,
     pub(crate) route: Option<&'s CompiledRoute>,
     pub(crate) dest: Option<&'s Dest>,
+    /// The route's match block that matched (for the span's name).
+    pub(crate) block: usize,
     pub(crate) authority: Option<HeaderValue>,
     /// Inbound: the caller's `x-envoy-peer-metadata` (already taken off the request).
     pub(crate) peer: Option<HeaderValue>,
@@ -61,6 +64,7 @@ impl Target<'_> {
             cluster,
             route: None,
             dest: None,
+            block: 0,
             authority,
             peer,
             echo,
@@ -101,6 +105,7 @@ pub(crate) async fn forward(
         cluster,
         route,
         dest,
+        block,
         authority,
         peer,
         echo,
@@ -109,6 +114,9 @@ pub(crate) async fn forward(
     f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
     if f.echo.is_none() {
         f.echo.clone_from(&echo);
+    }
+    if let (Some(t), Some(r)) = (f.trace.as_deref_mut(), route) {
+        t.name = route_operation(r, block, &cluster.name, authority.as_ref());
     }
     f.metrics = Some(match &peer {
         Some(v) => conn.metrics_with_peer(&cluster, v),
@@ -126,7 +134,9 @@ pub(crate) async fn forward(
         return Err(LocalReply::NoHealthyUpstream);
     };
     let mut ep = Arc::clone(&cluster.endpoints[idx]);
-    let (mut tries, mut up_req) = Tries::new(&cluster, route, p, authority, conn.remote.ip());
+    let trace = inflight.fin().trace.as_deref_mut();
+    let (mut tries, mut up_req) =
+        Tries::new(&cluster, route, p, authority, conn.remote.ip(), trace);
     // The tries, awaited here rather than in helpers: each nested future would be one more
     // copy of the request in the handler's state, which hyper moves on every request.
     let (mut answer, ep) = loop {
@@ -225,6 +235,7 @@ impl<'a> Tries<'a> {
         p: Prepared,
         authority: Option<HeaderValue>,
         source_ip: IpAddr,
+        trace: Option<&mut Active>,
     ) -> (Self, Request<ReqBody>) {
         let Prepared {
             req,
@@ -248,7 +259,7 @@ impl<'a> Tries<'a> {
         let mut up_req = Request::from_parts(parts, body);
         if let (Some(m), Some(c)) = (mirror, &copy) {
             let h2 = version == Version::HTTP_2;
-            super::mirror::spawn(m, &up_req, authority.clone(), c.clone(), h2);
+            super::mirror::spawn(m, &up_req, authority.clone(), c.clone(), h2, trace);
         }
         prepare_upstream(&mut up_req, authority, proto);
         let head = (policy.attempts > 0).then(|| clone_head(&up_req));
@@ -286,7 +297,11 @@ impl<'a> Tries<'a> {
                 .headers_mut()
                 .insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(self.attempt));
         }
-        inflight.fin().rec.upstream_host = Some(ep.addr);
+        let f = inflight.fin();
+        f.rec.upstream_host = Some(ep.addr);
+        if let Some(t) = f.trace.as_deref_mut() {
+            t.start_try(self.attempt, up_req.headers_mut());
+        }
         // Peer metadata goes to mesh endpoints only (mTLS), never to plaintext ones.
         if let Some(own) = &self.cluster.exchange {
             if ep.mtls {
@@ -307,7 +322,15 @@ impl<'a> Tries<'a> {
         ep: &EndpointState,
         outcome: &Option<TryOutcome>,
     ) -> Result<(), LocalReply> {
-        inflight.fin().rec.upstream_local = self.local.lock().ok().and_then(|l| *l);
+        let f = inflight.fin();
+        f.rec.upstream_local = self.local.lock().ok().and_then(|l| *l);
+        if let Some(t) = f.trace.as_deref_mut() {
+            let code = match outcome {
+                Some(TryOutcome::Response(a)) => a.resp.status().as_u16(),
+                _ => 0,
+            };
+            t.end_try(ep.addr, code);
+        }
         if outcome.is_none() && self.deadline.is_some_and(|d| Deadline::now() >= d) {
             return Err(LocalReply::Timeout);
         }
@@ -457,6 +480,22 @@ impl<'a> Tries<'a> {
             Some(TryOutcome::Response(a)) => Ok((a, ep)),
         }
     }
+}
+
+/// Istio's route decorator for a request forwarded to `cluster` by `route` (see
+/// [`crate::telemetry::trace::span::route_operation`]); the request's host stands in for
+/// the virtual service's name when the route splits across clusters.
+fn route_operation(
+    route: &CompiledRoute,
+    block: usize,
+    cluster: &str,
+    authority: Option<&HeaderValue>,
+) -> String {
+    let single = matches!(&route.action, Action::Route { dests, .. } if dests.len() == 1);
+    let path = route.matches.get(block).and_then(|m| m.trace_path());
+    let host = authority.and_then(|a| a.to_str().ok()).unwrap_or("");
+    let host = crate::authority::lowercase(crate::authority::strip_port(host));
+    crate::telemetry::trace::span::route_operation(cluster, single, path, &host)
 }
 
 /// The earlier of two optional deadlines.

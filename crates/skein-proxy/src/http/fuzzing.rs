@@ -258,3 +258,60 @@ pub fn authorize(
         http,
     })
 }
+
+/// A trace context as the fuzz target sees it: (trace id high, low, parent span id, debug)
+/// and the sampling decision the headers carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceHeaders {
+    pub context: Option<(u64, u64, u64, bool)>,
+    pub sampled: Option<bool>,
+}
+
+fn trace_view(e: crate::telemetry::trace::context::Extracted) -> TraceHeaders {
+    TraceHeaders {
+        context: e
+            .ctx
+            .map(|c| (c.trace_id.high, c.trace_id.low, c.span_id, c.debug)),
+        sampled: e.sampled,
+    }
+}
+
+/// The trace header parsers on raw values: `b3` alone, `traceparent` alone, and the whole
+/// extraction from `headers` (as the request path reads them).
+pub fn trace_parse(
+    b3: &[u8],
+    traceparent: &[u8],
+    headers: &HeaderMap,
+) -> [Option<TraceHeaders>; 3] {
+    use crate::telemetry::trace::context;
+    [
+        context::parse_b3_single(b3).map(trace_view),
+        context::parse_traceparent(traceparent).map(trace_view),
+        Some(trace_view(context::extract(headers))),
+    ]
+}
+
+/// The headers the proxy writes for a context (B3 multi and `traceparent`), read back.
+pub fn trace_reinject(t: (u64, u64, u64), sampled: bool) -> TraceHeaders {
+    use crate::telemetry::trace::context::{Inject, TraceId, extract};
+    let mut h = HeaderMap::new();
+    Inject {
+        trace_id: TraceId {
+            high: t.0,
+            low: t.1,
+        },
+        span_id: t.2,
+        parent: None,
+        sampled,
+        b3: true,
+        w3c: true,
+    }
+    .apply(&mut h);
+    trace_view(extract(&h))
+}
+
+/// The request id's trace status after the proxy marks it sampled (None: not a UUID).
+pub fn request_id_marked(id: &HeaderValue) -> Option<HeaderValue> {
+    use crate::telemetry::trace::context::{RidStatus, with_rid_status};
+    with_rid_status(id, RidStatus::Sampled)
+}

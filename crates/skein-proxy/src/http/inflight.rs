@@ -73,6 +73,7 @@ impl InFlight {
                 pool: None,
                 cluster_req: None,
                 active: None,
+                trace: None,
             })),
         }
     }

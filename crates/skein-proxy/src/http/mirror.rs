@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 
 use super::headers::prepare_upstream;
 use crate::route::Mirror;
+use crate::telemetry::trace::Active;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::cluster::Conn;
 use crate::upstream::lb::PickCtx;
@@ -35,6 +36,7 @@ pub(crate) fn spawn(
     authority: Option<HeaderValue>,
     body: BodyCopy,
     h2: bool,
+    trace: Option<&mut Active>,
 ) {
     let cluster = Arc::clone(&mirror.cluster);
     let Some(slot) = cluster.resilience.try_mirror(MAX_IN_FLIGHT) else {
@@ -48,6 +50,9 @@ pub(crate) fn spawn(
     *copy.headers_mut() = head.headers().clone();
     copy.headers_mut()
         .insert(MIRROR_HEADER.clone(), HeaderValue::from_static("1"));
+    if let Some(t) = trace {
+        t.mirror(&cluster.name, copy.headers_mut());
+    }
     tokio::spawn(async move {
         let send = async {
             let body = body.wait_replay().await?;

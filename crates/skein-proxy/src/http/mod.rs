@@ -87,6 +87,7 @@ async fn handle(
     }
     let snap: Arc<Compiled> = ctx.shared.current.load_full();
     let (mut p, mut inflight) = request::prepare(&ctx, &conn, req, started, &head);
+    trace_begin(&ctx, &snap, &mut p, &mut inflight);
     let version = p.version;
     let inflight = &mut inflight;
     let admitted = match request::admit(&mut p, inflight) {
@@ -147,6 +148,50 @@ async fn handle(
         Err(reply) => inflight.reply(reply, version),
     };
     Ok(resp.map(|inner| ServedBody { inner, _busy: busy }))
+}
+
+/// Tracing's entry for a request (propagation, sampling, the request's span; see
+/// [`crate::telemetry::trace`]). The span ends with the request, in `Finish::done`.
+fn trace_begin(
+    ctx: &HttpCtx,
+    snap: &Compiled,
+    p: &mut request::Prepared,
+    inflight: &mut inflight::InFlight,
+) {
+    use crate::telemetry::trace::{self, Kind, span};
+    let (kind, gateway) = match ctx.role {
+        Role::Inbound => (Kind::Server, false),
+        Role::Outbound => (Kind::Client, false),
+        Role::Gateway => (Kind::Server, true),
+    };
+    let authority = p
+        .authority
+        .as_ref()
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let name = || match ctx.inbound {
+        Some(i) => {
+            let service = snap
+                .inbound
+                .get(i)
+                .map_or("", |c| c.config.service.as_str());
+            let port = ctx
+                .shared
+                .config
+                .inbound
+                .get(i)
+                .map_or(0, |ib| ib.cluster_port());
+            span::inbound_operation(service, port, authority)
+        }
+        // Replaced by the route's decorator once a route is chosen.
+        None => format!("egress {authority}"),
+    };
+    let headers = p.req.headers_mut();
+    if let Some(span) = trace::begin(&snap.tracing, kind, gateway, headers, name) {
+        let f = inflight.fin();
+        f.rec.request_id = headers.get(&headers::X_REQUEST_ID).cloned();
+        f.trace = Some(span);
+    }
 }
 
 /// A response body that keeps its request counted on the connection until it is sent (a

@@ -188,6 +188,7 @@ fn to_cluster<'s>(
         cluster,
         route: Some(route),
         dest: Some(dest),
+        block,
         authority,
         peer: None,
         echo: None,

@@ -201,4 +201,20 @@ impl CompiledMatch {
     pub fn matched_prefix_len(&self) -> Option<usize> {
         self.path_is_prefix_or_exact
     }
+
+    /// The path part of Istio's route decorator for this match: `P*` for prefix `P`, `P`
+    /// for exact `P`, the regex for a regex; None without a path match (`/*`).
+    pub(crate) fn trace_path(&self) -> Option<String> {
+        Some(match self.path.as_ref()? {
+            Matcher::Exact(p) => p.clone(),
+            Matcher::Prefix(p) => format!("{p}*"),
+            Matcher::Regex(r) => {
+                let s = r.as_str().trim_start_matches("(?i)");
+                s.strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(s)
+                    .to_string()
+            }
+        })
+    }
 }

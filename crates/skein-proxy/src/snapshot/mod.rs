@@ -75,6 +75,8 @@ pub struct Compiled {
     /// AuthorizationPolicies that did not compile, each replaced by a DENY-all stand-in of
     /// the same name (for /config_dump and `skein_config_policy_errors_total`).
     pub policy_errors: Vec<String>,
+    /// `telemetry.tracing`, compiled.
+    pub(crate) tracing: Arc<crate::telemetry::trace::Config>,
 }
 
 /// The workload's AuthorizationPolicies, compiled one by one: a policy that does not compile
@@ -218,7 +220,12 @@ impl Compiled {
                 "http",
             )))
         };
+        let tracing = Arc::new(crate::telemetry::trace::Config::compile(
+            &snap,
+            proxy.mode == Mode::Gateway,
+        ));
         Ok(Compiled {
+            tracing,
             registry_only: snap.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly,
             passthrough_metrics: special(ServiceLabel::Special(PASSTHROUGH_CLUSTER)),
             blackhole_metrics: special(ServiceLabel::Special(BLACKHOLE_CLUSTER)),

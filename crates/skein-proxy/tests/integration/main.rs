@@ -22,4 +22,5 @@ mod rotation;
 mod routing;
 mod tcp;
 mod telemetry;
+mod tracing;
 mod undelivered;
