@@ -56,3 +56,34 @@ pub(super) fn validate_telemetry(cx: &mut Cx<'_>, t: &Telemetry) {
         }
     }
 }
+
+/// The mesh config (ConfigMap `istio` in `istio-system`, key `mesh`): an error at the line
+/// inside the block scalar where istiod would fail to read it.
+pub(super) fn validate_mesh_config(cx: &mut Cx<'_>, c: &crate::k8s::ConfigMap) {
+    use crate::mesh::{MESH_CONFIG_KEY, MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+    if c.metadata.name != MESH_CONFIG_NAME
+        || c.metadata.namespace_or_default() != MESH_CONFIG_NAMESPACE
+    {
+        return;
+    }
+    let Some(text) = c.data.get(MESH_CONFIG_KEY) else {
+        return;
+    };
+    let key = format!("data.{MESH_CONFIG_KEY}");
+    if let Err((line, message)) = crate::mesh::MeshConfig::parse(text) {
+        let line = match (cx.doc.lines.block_start(&key), line) {
+            (Some(start), Some(n)) => start + n.saturating_sub(1),
+            _ => cx.doc.line_of(&key),
+        };
+        cx.out.push(super::Diagnostic {
+            severity: super::Severity::Error,
+            source: crate::Source {
+                file: cx.doc.source.file.clone(),
+                line,
+            },
+            object: cx.object.clone(),
+            path: key,
+            message,
+        });
+    }
+}
