@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod cel;
 pub mod dump;
 pub mod names;
 pub mod stream;

@@ -1,7 +1,7 @@
 //! Istio telemetry: the Telemetry API, with istiod's messages.
 
 use super::{Cx, selector_labels};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{TagOperation, Telemetry};
 
 /// istiod's `ValidateTelemetry`.
 pub(super) fn validate_telemetry(cx: &mut Cx<'_>, t: &Telemetry) {
@@ -15,6 +15,38 @@ pub(super) fn validate_telemetry(cx: &mut Cx<'_>, t: &Telemetry) {
             "spec.tracing",
             "multiple tracing is not currently supported",
         );
+    }
+    // CEL: compiled as the proxy compiles it; an expression outside the subset is refused
+    // here rather than silently matching everything.
+    for (i, al) in spec.access_logging.iter().enumerate() {
+        if let Some(f) = &al.filter
+            && let Err(e) = skein_snapshot::cel::Program::compile_bool(&f.expression)
+        {
+            cx.error(
+                &format!("spec.accessLogging[{i}].filter.expression"),
+                e.to_string(),
+            );
+        }
+    }
+    for (i, m) in spec.metrics.iter().enumerate() {
+        for (j, o) in m.overrides.iter().enumerate() {
+            for (tag, t) in &o.tag_overrides {
+                let path = format!("spec.metrics[{i}].overrides[{j}].tagOverrides.{tag}");
+                let upsert = !matches!(t.operation, Some(TagOperation::Remove));
+                match (&t.value, upsert) {
+                    (Some(v), true) => {
+                        if let Err(e) = skein_snapshot::cel::Program::compile(v) {
+                            cx.error(&format!("{path}.value"), e.to_string());
+                        }
+                    }
+                    (None, true) => cx.error(&path, "value must be set when operation is UPSERT"),
+                    (Some(_), false) => {
+                        cx.error(&path, "value must not be set when operation is REMOVE")
+                    }
+                    (None, false) => {}
+                }
+            }
+        }
     }
     for (i, tr) in spec.tracing.iter().enumerate() {
         let tp = format!("spec.tracing[{i}]");
