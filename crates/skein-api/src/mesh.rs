@@ -428,6 +428,35 @@ data:
     }
 
     #[test]
+    fn an_unknown_access_log_operator_is_refused_at_its_line() {
+        let bad = SEED.replace(
+            "    enableTracing: true\n",
+            "    enableTracing: true\n    accessLogFormat: \"%RESPONSE_CODE% %DYNAMIC_METADATA(x)%\\n\"\n",
+        );
+        let m = crate::load_str("mesh.yaml", &bad).unwrap();
+        let errors: Vec<String> = crate::validate(&m)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("mesh.yaml:10: error: ConfigMap istio-system/istio: data.mesh: accessLogFormat: access log format: command operator %DYNAMIC_METADATA(x)% is not supported"),
+            "{errors:?}"
+        );
+        let bad = SEED.replace("code: '%RESPONSE_CODE%'", "code: '%RESPONSE_CODES%'");
+        let m = crate::load_str("mesh.yaml", &bad).unwrap();
+        let errors: Vec<String> = crate::validate(&m)
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            errors[0].starts_with("mesh.yaml:31: error: ConfigMap istio-system/istio: data.mesh: extensionProviders[1].envoyFileAccessLog.logFormat.labels.code: "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn a_yaml_syntax_error_inside_the_block_names_its_line() {
         let bad = SEED.replace("    meshId: blog-mesh\n", "    meshId: [blog\n");
         let m = crate::load_str("mesh.yaml", &bad).unwrap();

@@ -201,6 +201,30 @@ impl Program {
         }
     }
 
+    /// Every attribute the program reads (e.g. to capture the headers it needs).
+    pub fn attrs(&self) -> Vec<&Attr> {
+        fn walk<'a>(n: &'a Node, out: &mut Vec<&'a Attr>) {
+            match n {
+                Node::Lit(_) => {}
+                Node::Attr(a) | Node::Has(a) => out.push(a),
+                Node::Not(a) | Node::InList(a, _) | Node::Str(_, a, _) | Node::Matches(a, _) => {
+                    walk(a, out)
+                }
+                Node::And(a, b)
+                | Node::Or(a, b)
+                | Node::Cmp(_, a, b)
+                | Node::Concat(a, b)
+                | Node::Add(a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+
     /// Whether evaluating reads the request (an attribute); a literal-only program does not.
     pub fn reads_request(&self) -> bool {
         fn any(n: &Node) -> bool {

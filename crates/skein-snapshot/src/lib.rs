@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod build;
 pub mod cel;
 pub mod dump;
+pub mod log_format;
 pub mod names;
 pub mod stream;
 pub mod telemetry;

@@ -102,11 +102,8 @@ pub(super) fn validate_mesh_config(cx: &mut Cx<'_>, c: &crate::k8s::ConfigMap) {
         return;
     };
     let key = format!("data.{MESH_CONFIG_KEY}");
-    if let Err((line, message)) = crate::mesh::MeshConfig::parse(text) {
-        let line = match (cx.doc.lines.block_start(&key), line) {
-            (Some(start), Some(n)) => start + n.saturating_sub(1),
-            _ => cx.doc.line_of(&key),
-        };
+    let start = cx.doc.lines.block_start(&key);
+    let refuse = |cx: &mut Cx<'_>, line: usize, message: String| {
         cx.out.push(super::Diagnostic {
             severity: super::Severity::Error,
             source: crate::Source {
@@ -114,8 +111,57 @@ pub(super) fn validate_mesh_config(cx: &mut Cx<'_>, c: &crate::k8s::ConfigMap) {
                 line,
             },
             object: cx.object.clone(),
-            path: key,
+            path: key.clone(),
             message,
         });
+    };
+    let mesh = match crate::mesh::MeshConfig::parse(text) {
+        Ok(m) => m,
+        Err((line, message)) => {
+            let line = match (start, line) {
+                (Some(start), Some(n)) => start + n.saturating_sub(1),
+                _ => cx.doc.line_of(&key),
+            };
+            refuse(cx, line, message);
+            return;
+        }
+    };
+    // Access-log formats: the command operators the proxy can fill, checked now rather
+    // than when a proxy refuses the snapshot.
+    let inner = crate::LineIndex::build(text, start.unwrap_or(1));
+    let line_of = |path: &str| match start {
+        Some(_) => inner.line_of(path),
+        None => cx.doc.line_of(&key),
+    };
+    let mut formats: Vec<(String, String)> = Vec::new();
+    if !mesh.access_log_format.is_empty() {
+        formats.push(("accessLogFormat".into(), mesh.access_log_format.clone()));
+    }
+    for (i, p) in mesh.extension_providers.iter().enumerate() {
+        let Some(f) = p
+            .envoy_file_access_log
+            .as_ref()
+            .and_then(|f| f.log_format.as_ref())
+        else {
+            continue;
+        };
+        let base = format!("extensionProviders[{i}].envoyFileAccessLog.logFormat");
+        if let Some(t) = &f.text {
+            formats.push((format!("{base}.text"), t.clone()));
+        }
+        for (k, v) in f.labels.iter().flatten() {
+            formats.push((format!("{base}.labels.{k}"), v.clone()));
+        }
+    }
+    let bad: Vec<(usize, String)> = formats
+        .into_iter()
+        .filter_map(|(path, f)| {
+            skein_snapshot::log_format::parse(&f)
+                .err()
+                .map(|e| (line_of(&path), format!("{path}: {e}")))
+        })
+        .collect();
+    for (line, message) in bad {
+        refuse(cx, line, message);
     }
 }

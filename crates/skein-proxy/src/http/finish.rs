@@ -57,8 +57,8 @@ impl Finish {
         if let Some(m) = &self.metrics {
             m.record(&self.shared.metrics, rec.code, rec.flags, elapsed);
         }
-        if self.shared.access_log.enabled() {
-            self.shared.access_log.log(rec);
+        if rec.policy.is_some() {
+            self.shared.log_access(rec);
         }
     }
 }

@@ -91,6 +91,14 @@ pub(crate) fn prepare(
     rec.authority = authority.clone();
     rec.sni = conn.sni.clone();
     rec.peer = conn.peer.clone();
+    rec.client = ctx.role != Role::Inbound;
+    // The access-log policy in force now: its direction's gate, and the headers its format
+    // and filter read (none for Istio's default format).
+    let policy = &ctx.shared.current.load().access_log;
+    if policy.logs(rec.client) {
+        policy.capture_request(req.headers(), &mut rec);
+        rec.policy = Some(Arc::clone(policy));
+    }
     let inflight = InFlight::new(Arc::clone(&ctx.shared), rec, started, Arc::clone(&received));
     let prepared = Prepared {
         req,

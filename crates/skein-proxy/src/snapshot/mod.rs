@@ -42,6 +42,12 @@ pub enum CompileError {
     /// ones that do not compile (not expected: stand-ins always compile).
     #[error("snapshot {version:?} rejected: {error}")]
     Authz { version: String, error: AuthzError },
+    /// The access-log settings (format, filter) do not compile.
+    #[error("snapshot {version:?} rejected: {error}")]
+    AccessLog {
+        version: String,
+        error: crate::telemetry::log_policy::LogPolicyError,
+    },
 }
 
 /// A snapshot compiled for the data path.
@@ -74,6 +80,8 @@ pub struct Compiled {
     /// AuthorizationPolicies that did not compile, each replaced by a DENY-all stand-in of
     /// the same name (for /config_dump and `skein_config_policy_errors_total`).
     pub policy_errors: Vec<String>,
+    /// The access-log settings (telemetry.access_log), compiled.
+    pub access_log: Arc<crate::telemetry::log_policy::LogPolicy>,
 }
 
 /// The workload's AuthorizationPolicies, compiled one by one: a policy that does not compile
@@ -179,6 +187,12 @@ impl Compiled {
             version: version.clone(),
             error: source,
         })?;
+        let access_log =
+            crate::telemetry::log_policy::LogPolicy::compile(&snap.telemetry.access_log, proxy)
+                .map_err(|error| CompileError::AccessLog {
+                    version: version.clone(),
+                    error,
+                })?;
         let local = peer(&snap);
         let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
         let own_peer = match prev {
@@ -225,6 +239,7 @@ impl Compiled {
             own_peer,
             authz,
             policy_errors,
+            access_log: Arc::new(access_log),
         })
     }
 }

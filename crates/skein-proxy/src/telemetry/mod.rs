@@ -2,5 +2,6 @@
 
 pub(crate) mod access_log;
 pub(crate) mod exchange;
+pub(crate) mod log_policy;
 pub(crate) mod metrics;
 pub(crate) mod peer;
