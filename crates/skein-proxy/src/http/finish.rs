@@ -55,7 +55,17 @@ impl Finish {
         rec.bytes_received = self.received.load(Ordering::Relaxed);
         rec.bytes_sent = sent;
         if let Some(m) = &self.metrics {
-            m.record(&self.shared.metrics, rec.code, rec.flags, elapsed);
+            match rec.overrides.as_deref() {
+                None => m.record(&self.shared.metrics, rec.code, rec.flags, elapsed),
+                Some(ov) => {
+                    let applied = crate::telemetry::overrides::Applied {
+                        overrides: ov,
+                        client: rec.client,
+                        attrs: &*rec,
+                    };
+                    m.record_with(&self.shared.metrics, rec.code, rec.flags, elapsed, &applied);
+                }
+            }
         }
         if rec.policy.is_some() {
             self.shared.log_access(rec);

@@ -42,6 +42,12 @@ pub enum CompileError {
     /// ones that do not compile (not expected: stand-ins always compile).
     #[error("snapshot {version:?} rejected: {error}")]
     Authz { version: String, error: AuthzError },
+    /// The metric overrides do not compile.
+    #[error("snapshot {version:?} rejected: {error}")]
+    Metrics {
+        version: String,
+        error: crate::telemetry::overrides::OverrideError,
+    },
     /// The access-log settings (format, filter) do not compile.
     #[error("snapshot {version:?} rejected: {error}")]
     AccessLog {
@@ -82,6 +88,8 @@ pub struct Compiled {
     pub policy_errors: Vec<String>,
     /// The access-log settings (telemetry.access_log), compiled.
     pub access_log: Arc<crate::telemetry::log_policy::LogPolicy>,
+    /// Telemetry metric overrides (None: none apply).
+    pub metric_overrides: Option<Arc<crate::telemetry::overrides::MetricOverrides>>,
 }
 
 /// The workload's AuthorizationPolicies, compiled one by one: a policy that does not compile
@@ -193,6 +201,13 @@ impl Compiled {
                     version: version.clone(),
                     error,
                 })?;
+        let metric_overrides =
+            crate::telemetry::overrides::MetricOverrides::compile(&snap.telemetry.metrics)
+                .map_err(|error| CompileError::Metrics {
+                    version: version.clone(),
+                    error,
+                })?
+                .map(Arc::new);
         let local = peer(&snap);
         let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
         let own_peer = match prev {
@@ -240,6 +255,7 @@ impl Compiled {
             authz,
             policy_errors,
             access_log: Arc::new(access_log),
+            metric_overrides,
         })
     }
 }

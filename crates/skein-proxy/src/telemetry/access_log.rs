@@ -182,6 +182,8 @@ pub struct LogRecord {
     /// The policy in force when the request started (HTTP); None: the current one at log
     /// time.
     pub policy: Option<Arc<LogPolicy>>,
+    /// The Telemetry metric overrides in force when the request started (HTTP).
+    pub overrides: Option<Arc<crate::telemetry::overrides::MetricOverrides>>,
 }
 
 impl LogRecord {
@@ -216,6 +218,7 @@ impl LogRecord {
             request_headers: Vec::new(),
             response_headers: Vec::new(),
             policy: None,
+            overrides: None,
         }
     }
 

@@ -438,6 +438,8 @@ struct Handles {
 pub struct RequestMetrics {
     base: Labels,
     slots: [OnceLock<Handles>; CACHED_CODES.len()],
+    /// Handles under the current Telemetry overrides (see `telemetry::overrides`).
+    overridden: arc_swap::ArcSwapOption<crate::telemetry::overrides::Slots>,
 }
 
 impl RequestMetrics {
@@ -446,6 +448,45 @@ impl RequestMetrics {
         RequestMetrics {
             base,
             slots: Default::default(),
+            overridden: Default::default(),
+        }
+    }
+
+    /// Records one finished request under Telemetry metric overrides (the hook of
+    /// `telemetry::overrides`, which holds the logic).
+    pub fn record_with(
+        &self,
+        m: &Metrics,
+        code: u16,
+        flags: ResponseFlags,
+        d: Duration,
+        ov: &crate::telemetry::overrides::Applied<'_>,
+    ) {
+        let cached = (flags.is_empty() && !ov.per_request())
+            .then(|| CACHED_CODES.iter().position(|c| *c == code))
+            .flatten();
+        let make = || {
+            let mut labels = self.base.clone();
+            labels.push(("response_code", code.to_string()));
+            labels.push(("response_flags", flags.to_string()));
+            labels.push(("grpc_response_status", String::new()));
+            let (requests, duration) = ov.labels(&labels);
+            crate::telemetry::overrides::Handles {
+                requests: requests.map(|l| m.requests.get_or_create_owned(&l)),
+                duration: duration.map(|l| m.duration.get_or_create_owned(&l)),
+            }
+        };
+        let record = |h: &crate::telemetry::overrides::Handles| {
+            if let Some(c) = &h.requests {
+                c.inc();
+            }
+            if let Some(hist) = &h.duration {
+                hist.observe(d);
+            }
+        };
+        match cached {
+            Some(i) => ov.cached(&self.overridden, i, make, record),
+            None => record(&make()),
         }
     }
 

@@ -4,4 +4,5 @@ pub(crate) mod access_log;
 pub(crate) mod exchange;
 pub(crate) mod log_policy;
 pub(crate) mod metrics;
+pub(crate) mod overrides;
 pub(crate) mod peer;
