@@ -700,4 +700,29 @@ mod tests {
             skein_snapshot::OutboundTrafficPolicy::AllowAny
         );
     }
+
+    #[test]
+    fn the_mesh_config_sets_the_default_and_a_sidecar_resource_wins() {
+        let mut m = example();
+        let extra = skein_api::load_str(
+            "mesh.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+        )
+        .unwrap();
+        m.extend(extra);
+        let r = registry();
+        let compiler = Compiler::new(&m, &r);
+        let was = compiler.snapshot("was-1", "1").unwrap();
+        assert_eq!(
+            was.outbound_traffic_policy,
+            skein_snapshot::OutboundTrafficPolicy::RegistryOnly,
+            "the mesh config's mode"
+        );
+        let web = compiler.snapshot("web-stable-1", "1").unwrap();
+        assert_eq!(
+            web.outbound_traffic_policy,
+            skein_snapshot::OutboundTrafficPolicy::AllowAny,
+            "the Sidecar's mode wins"
+        );
+    }
 }
