@@ -92,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
             match e {
                 CompileError::Snapshot { .. } => assert!(!valid, "a valid snapshot refused: {e}"),
                 CompileError::Authz { .. } => panic!("the DENY-all stand-ins do not compile: {e}"),
-                CompileError::Route { .. } => {}
+                // A route, an access-log format or filter, or a metric override that does
+                // not compile: refused as a whole, whatever `validate` said.
+                CompileError::Route { .. }
+                | CompileError::AccessLog { .. }
+                | CompileError::Metrics { .. } => {}
             }
             return;
         }

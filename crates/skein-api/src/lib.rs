@@ -18,6 +18,7 @@
 pub mod k8s;
 mod lines;
 mod load;
+pub mod mesh;
 pub mod networking;
 mod resource;
 pub mod security;

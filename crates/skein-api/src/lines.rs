@@ -11,6 +11,10 @@ use saphyr_parser::{Event, Parser};
 pub struct LineIndex {
     lines: HashMap<String, usize>,
     first_line: usize,
+    /// Values written as literal block scalars (`key: |`): the line of their first content
+    /// line, so that a position inside the text (a YAML document in a ConfigMap) can be
+    /// mapped back to the file.
+    blocks: HashMap<String, usize>,
 }
 
 enum Frame {
@@ -33,6 +37,7 @@ impl LineIndex {
         let mut index = LineIndex {
             lines: HashMap::new(),
             first_line,
+            blocks: HashMap::new(),
         };
         let offset = first_line.saturating_sub(1);
         let mut stack: Vec<Frame> = Vec::new();
@@ -71,6 +76,11 @@ impl LineIndex {
                 if is_key || !index.lines.contains_key(&path) {
                     index.lines.entry(path.clone()).or_insert(line);
                 }
+                if !is_key && let Event::Scalar(_, saphyr_parser::ScalarStyle::Literal, ..) = &event
+                {
+                    // The parser's span of a block scalar starts at its first content line.
+                    index.blocks.insert(path.clone(), line);
+                }
                 match event {
                     Event::MappingStart(..) if !is_key => {
                         stack.push(Frame::Map { path, key: None })
@@ -103,6 +113,12 @@ impl LineIndex {
                 None => return self.lines.get("").copied().unwrap_or(self.first_line),
             }
         }
+    }
+
+    /// For a value written as a literal block scalar (`mesh: |`), the file line of its
+    /// first content line: line `n` of the value is line `block_start + n - 1` of the file.
+    pub fn block_start(&self, path: &str) -> Option<usize> {
+        self.blocks.get(path).copied()
     }
 
     /// The line of exactly `path`, if it is in the document.
@@ -143,6 +159,15 @@ spec:
         assert_eq!(idx.get("spec.http[0].route[0].destination.host"), Some(20));
         assert_eq!(idx.get("spec.http[0].route[0].weight"), Some(22));
         assert_eq!(idx.get("spec.http[0].retries.perTryTimeout"), Some(23));
+    }
+
+    #[test]
+    fn literal_block_scalars_know_where_their_content_starts() {
+        let doc = "kind: ConfigMap\ndata:\n  mesh: |-\n    accessLogFile: /dev/stdout\n    enableTracing: true\n  other: plain\n";
+        let idx = LineIndex::build(doc, 5);
+        assert_eq!(idx.get("data.mesh"), Some(7));
+        assert_eq!(idx.block_start("data.mesh"), Some(8));
+        assert_eq!(idx.block_start("data.other"), None);
     }
 
     #[test]

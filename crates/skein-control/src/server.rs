@@ -1421,6 +1421,7 @@ mod tests {
                 proxies,
                 before.keys().map(String::as_str).collect::<Vec<_>>()
             );
+            let mut blessed = std::collections::BTreeMap::new();
             for p in r.pods.iter().filter(|p| p.proxy.is_some()) {
                 let compiler = generation.compiler();
                 let frame = if compiler.is_gateway(&p.name) {
@@ -1434,11 +1435,25 @@ mod tests {
                     let outbound = generation.outbound(&p.namespace);
                     sidecar_frame(&own, routes.as_deref(), &outbound, None).unwrap()
                 };
+                let frame = String::from_utf8(frame).unwrap();
+                if std::env::var_os("SKEIN_BLESS").is_some() {
+                    blessed.insert(p.name.clone(), frame);
+                    continue;
+                }
                 assert!(
-                    String::from_utf8(frame).unwrap() == before[&p.name],
+                    frame == before[&p.name],
                     "{}: not the frame sent before",
                     p.name
                 );
+            }
+            if std::env::var_os("SKEIN_BLESS").is_some() {
+                // SKEIN_BLESS=1 rewrites the golden frames after an intended change.
+                let path = concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/src/testdata/blog-system-frames.json"
+                );
+                let text = serde_json::to_string_pretty(&blessed).unwrap();
+                std::fs::write(path, text + "\n").unwrap();
             }
         }
 

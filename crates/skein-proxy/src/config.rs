@@ -158,8 +158,13 @@ pub struct ProxyConfig {
     pub app_metrics: Option<AppMetrics>,
     /// Where the snapshot comes from.
     pub source: SourceConfig,
-    /// Access log destination.
-    pub access_log: AccessLogSink,
+    /// Where access log lines go when the `--access-log` flag says so; None: the
+    /// snapshot's mesh config (`accessLogFile`) decides.
+    pub access_log: Option<AccessLogSink>,
+    /// Where an absolute `accessLogFile` path from the snapshot lands: re-rooted under this
+    /// directory (under `skein up`, the pod's own directory in the state dir). None: as
+    /// written.
+    pub access_log_root: Option<PathBuf>,
     /// Worker threads for [`crate::run_blocking`]. Default 1 for a sidecar: one core handles
     /// thousands of requests per second for one workload, and each extra worker costs memory
     /// and cross-thread wakeups (Istio runs Envoy sidecars with `--concurrency 2`; ztunnel uses
@@ -287,7 +292,8 @@ impl ProxyConfig {
             metrics: None,
             app_metrics: None,
             source: SourceConfig::Pushed,
-            access_log: AccessLogSink::Off,
+            access_log: None,
+            access_log_root: None,
             workers: 1,
             drain_timeout: Duration::from_secs(5),
             detect_timeout: Duration::from_millis(100),
@@ -318,9 +324,9 @@ impl ProxyConfig {
         self
     }
 
-    /// Sets the access log sink.
+    /// Sets the access log sink (overriding the snapshot's `accessLogFile`).
     pub fn with_access_log(mut self, sink: AccessLogSink) -> Self {
-        self.access_log = sink;
+        self.access_log = Some(sink);
         self
     }
 

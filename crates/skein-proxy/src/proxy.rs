@@ -447,7 +447,7 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     if let Some(s) = &config.identity {
         identity.install_static(s)?;
     }
-    let access_log = AccessLog::start(&config.access_log).await?;
+    let access_log = AccessLog::start(config.access_log.as_ref()).await?;
     let listeners = bind_static(&config)?;
     let empty = Compiled::empty(&config);
     let shared = Arc::new(Shared {

@@ -46,6 +46,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Hands a finished record to the access log under the policy it started with (HTTP),
+    /// else the current one.
+    pub fn log_access(&self, mut rec: Box<crate::telemetry::access_log::LogRecord>) {
+        let policy = match rec.policy.take() {
+            Some(p) => p,
+            None => Arc::clone(&self.current.load().access_log),
+        };
+        self.access_log.log(rec, policy);
+    }
+
     /// The control-plane stream's status with the identity's (what /control serves).
     pub fn control_status(&self) -> ControlStatus {
         let mut s = self.control.get();

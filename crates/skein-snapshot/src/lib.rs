@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod cel;
 pub mod dump;
+pub mod log_format;
 pub mod names;
 pub mod stream;
 pub mod telemetry;

@@ -40,6 +40,10 @@ pub struct AccessLog {
     pub encoding: AccessLogEncoding,
     /// MeshConfig `accessLogFormat` (Envoy command operators); empty = Istio's default format.
     pub format: String,
+    /// JSON keys -> Envoy command operators (an `envoyFileAccessLog` provider's
+    /// `logFormat.labels`); empty with `encoding: JSON` = Istio's default JSON keys.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub json_format: BTreeMap<String, String>,
     /// Telemetry `accessLogging`, per direction. `None` = no Telemetry says anything: the
     /// mesh config alone decides (log everything when `file` is set).
     pub rules: PerMode<Option<AccessLogRule>>,

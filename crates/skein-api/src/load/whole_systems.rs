@@ -25,7 +25,15 @@ fn blog_system_example_loads_without_errors_or_warnings() {
         .unwrap_or_else(|e| panic!("examples/blog-system does not load:\n{e}"));
     let diags: Vec<String> = validate(&m).iter().map(ToString::to_string).collect();
     assert_eq!(diags, Vec::<String>::new());
-    assert_eq!(m.len(), 23);
+    assert_eq!(m.len(), 24);
+    // The seed's mesh config.
+    let mesh = crate::mesh::mesh_config(&m).unwrap().unwrap();
+    assert_eq!(mesh.access_log_file, "/dev/stdout");
+    assert!(mesh.enable_tracing);
+    assert_eq!(
+        mesh.default_config.tracing.unwrap().zipkin.unwrap().address,
+        "jaeger-collector.istio-system.svc:9411"
+    );
 
     // Files load in name order.
     let first = &m.documents[0];

@@ -135,9 +135,9 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
                 security::validate_peer_authentication(&mut cx, pa, &world)
             }
             Resource::Telemetry(t) => telemetry::validate_telemetry(&mut cx, t),
+            Resource::ConfigMap(c) => telemetry::validate_mesh_config(&mut cx, c),
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
-            | Resource::ConfigMap(_)
             | Resource::Secret(_)
             | Resource::Sidecar(_)
             | Resource::WorkloadEntry(_) => {}

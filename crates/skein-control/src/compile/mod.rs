@@ -27,6 +27,7 @@ mod hosts;
 mod inbound;
 mod routes;
 mod services;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,9 @@ pub struct Index {
     /// Whether some VirtualService route matches on `sourceLabels`: then a sidecar's routes
     /// depend on its pod's labels, not on its namespace alone.
     routes_by_labels: bool,
+    /// The mesh config (Istio's defaults when there is none; a bad one is refused by
+    /// validation before it gets here).
+    mesh: skein_api::mesh::MeshConfig,
 }
 
 impl Index {
@@ -86,11 +90,16 @@ impl Index {
         for (i, p) in registry.pods.iter().enumerate() {
             pods.entry(p.name.clone()).or_insert(i);
         }
+        let mesh = skein_api::mesh::mesh_config(manifests)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Index {
             services,
             by_fqdn,
             pods,
             routes_by_labels,
+            mesh,
         }
     }
 
@@ -247,9 +256,15 @@ impl<'a> Compiler<'a> {
             },
             clusters: self.inbound_clusters(p),
             inbound: self.inbound_policy(p),
-            // Filled from Telemetry resources and the mesh config by the telemetry compile.
-            telemetry: Default::default(),
+            telemetry: self.telemetry(p),
         })
+    }
+
+    /// Pod `p`'s `telemetry` section: its Telemetry resources over the mesh config.
+    fn telemetry(&self, p: &Pod) -> skein_snapshot::telemetry::Telemetry {
+        let all: Vec<&skein_api::telemetry::Telemetry> = self.manifests.telemetries().collect();
+        let specs = telemetry::applicable(&all, p);
+        telemetry::resolve(&self.index.mesh, &specs, p)
     }
 
     /// Whether pod `pod`'s proxy is a gateway.
@@ -290,8 +305,7 @@ impl<'a> Compiler<'a> {
             route_configs: vec![self.outbound_routes(client)],
             clusters,
             inbound: self.inbound_policy(p),
-            // Filled from Telemetry resources and the mesh config by the telemetry compile.
-            telemetry: Default::default(),
+            telemetry: self.telemetry(p),
         })
     }
 
@@ -329,7 +343,14 @@ impl<'a> Compiler<'a> {
             .sidecar_resource(p)
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
             .and_then(|o| o.mode);
-        match mode {
+        // A Sidecar's policy wins over the mesh config's.
+        let mesh = self
+            .index
+            .mesh
+            .outbound_traffic_policy
+            .as_ref()
+            .and_then(|o| o.mode);
+        match mode.or(mesh) {
             Some(net::OutboundMode::RegistryOnly) => {
                 skein_snapshot::OutboundTrafficPolicy::RegistryOnly
             }
@@ -436,6 +457,7 @@ impl<'a> Compiler<'a> {
                 authz: self.authorization_policies(p),
                 ..Default::default()
             },
+            telemetry: self.telemetry(p),
             ..Default::default()
         })
     }
@@ -707,6 +729,31 @@ mod tests {
         assert_eq!(
             web.outbound_traffic_policy,
             skein_snapshot::OutboundTrafficPolicy::AllowAny
+        );
+    }
+
+    #[test]
+    fn the_mesh_config_sets_the_default_and_a_sidecar_resource_wins() {
+        let mut m = example();
+        let extra = skein_api::load_str(
+            "mesh.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+        )
+        .unwrap();
+        m.extend(extra);
+        let r = registry();
+        let compiler = Compiler::new(&m, &r);
+        let was = compiler.snapshot("was-1", "1").unwrap();
+        assert_eq!(
+            was.outbound_traffic_policy,
+            skein_snapshot::OutboundTrafficPolicy::RegistryOnly,
+            "the mesh config's mode"
+        );
+        let web = compiler.snapshot("web-stable-1", "1").unwrap();
+        assert_eq!(
+            web.outbound_traffic_policy,
+            skein_snapshot::OutboundTrafficPolicy::AllowAny,
+            "the Sidecar's mode wins"
         );
     }
 }

@@ -87,15 +87,25 @@ impl Finish {
                 response_bytes: sent_head + sent,
                 grpc,
             };
-            m.record(&self.shared.metrics, &f);
+            match rec.overrides.as_deref() {
+                None => m.record(&self.shared.metrics, &f),
+                Some(ov) => {
+                    let applied = crate::telemetry::metrics::overrides::Applied {
+                        overrides: ov,
+                        client: rec.client,
+                        attrs: &*rec,
+                    };
+                    m.record_with(&self.shared.metrics, &f, &applied);
+                }
+            }
         }
         if let Some(t) = self.trace.take()
             && let Some(dest) = t.cfg.dest.clone()
         {
             self.shared.traces.send(&dest, t.finish(&rec, elapsed));
         }
-        if self.shared.access_log.enabled() {
-            self.shared.access_log.log(rec);
+        if rec.policy.is_some() {
+            self.shared.log_access(rec);
         }
     }
 }

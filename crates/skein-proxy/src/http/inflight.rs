@@ -163,6 +163,15 @@ impl InFlight {
         }
         fin.response_head = response_head_len(parts.status, &parts.headers);
         fin.rec.code = parts.status.as_u16();
+        if let Some(p) = fin
+            .rec
+            .policy
+            .as_ref()
+            .filter(|p| !p.response_headers.is_empty())
+            .cloned()
+        {
+            p.capture_response(&parts.headers, &mut fin.rec);
+        }
         fin.rec.upstream_service_time = Some(service_ms);
         fin.rec.details = std::borrow::Cow::Borrowed("via_upstream");
         Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, fin)))

@@ -97,6 +97,25 @@ pub(crate) fn prepare(
     rec.authority = authority.clone();
     rec.sni = conn.sni.clone();
     rec.peer = conn.peer.clone();
+    rec.client = ctx.role != Role::Inbound;
+    // The access-log policy in force now: its direction's gate, and the headers its format
+    // and filter read (none for Istio's default format).
+    let current = ctx.shared.current.load();
+    let policy = &current.access_log;
+    if policy.logs(rec.client) {
+        policy.capture_request(req.headers(), &mut rec);
+        rec.policy = Some(Arc::clone(policy));
+    }
+    // Telemetry metric overrides, with the headers their values read.
+    if let Some(ov) = &current.metric_overrides {
+        for n in &ov.request_headers {
+            if let Some(v) = req.headers().get(n) {
+                rec.request_headers.push((n.clone(), v.clone()));
+            }
+        }
+        rec.overrides = Some(Arc::clone(ov));
+    }
+    drop(current);
     let inflight = InFlight::new(Arc::clone(&ctx.shared), rec, started, Arc::clone(&received));
     let prepared = Prepared {
         req,

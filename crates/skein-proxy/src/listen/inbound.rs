@@ -28,9 +28,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Logs a connection the inbound listener refused before reading it.
 fn refuse(shared: &Shared, local: SocketAddr, remote: SocketAddr, why: &'static str) {
     tracing::debug!(%remote, %local, why, "inbound connection refused");
-    if shared.access_log.enabled() {
-        shared.access_log.log(peer_authn::refusal(local, remote));
-    }
+    shared.log_access(peer_authn::refusal(local, remote));
 }
 
 /// What one inbound connection needs beyond its stream.

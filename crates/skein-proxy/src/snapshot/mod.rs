@@ -43,6 +43,18 @@ pub enum CompileError {
     /// ones that do not compile (not expected: stand-ins always compile).
     #[error("snapshot {version:?} rejected: {error}")]
     Authz { version: String, error: AuthzError },
+    /// The metric overrides do not compile.
+    #[error("snapshot {version:?} rejected: {error}")]
+    Metrics {
+        version: String,
+        error: crate::telemetry::metrics::overrides::OverrideError,
+    },
+    /// The access-log settings (format, filter) do not compile.
+    #[error("snapshot {version:?} rejected: {error}")]
+    AccessLog {
+        version: String,
+        error: crate::telemetry::access_log::policy::LogPolicyError,
+    },
 }
 
 /// A snapshot compiled for the data path.
@@ -77,6 +89,10 @@ pub struct Compiled {
     pub policy_errors: Vec<String>,
     /// `telemetry.tracing`, compiled.
     pub(crate) tracing: Arc<crate::telemetry::trace::Config>,
+    /// The access-log settings (telemetry.access_log), compiled.
+    pub access_log: Arc<crate::telemetry::access_log::policy::LogPolicy>,
+    /// Telemetry metric overrides (None: none apply).
+    pub metric_overrides: Option<Arc<crate::telemetry::metrics::overrides::MetricOverrides>>,
 }
 
 /// The workload's AuthorizationPolicies, compiled one by one: a policy that does not compile
@@ -187,6 +203,21 @@ impl Compiled {
             version: version.clone(),
             error: source,
         })?;
+        let access_log = crate::telemetry::access_log::policy::LogPolicy::compile(
+            &snap.telemetry.access_log,
+            proxy,
+        )
+        .map_err(|error| CompileError::AccessLog {
+            version: version.clone(),
+            error,
+        })?;
+        let metric_overrides =
+            crate::telemetry::metrics::overrides::MetricOverrides::compile(&snap.telemetry.metrics)
+                .map_err(|error| CompileError::Metrics {
+                    version: version.clone(),
+                    error,
+                })?
+                .map(Arc::new);
         let local = peer(&snap);
         let same_node = prev.is_some_and(|p| p.snapshot.node == snap.node);
         let own_peer = match prev {
@@ -238,6 +269,8 @@ impl Compiled {
             own_peer,
             authz,
             policy_errors,
+            access_log: Arc::new(access_log),
+            metric_overrides,
         })
     }
 }

@@ -93,9 +93,7 @@ pub async fn forward_inbound<D>(
                 let labels = tcp_labels(&conn_labels(c, info), rec.flags);
                 shared.metrics.tcp_open(&labels).close(0, 0);
             }
-            if shared.access_log.enabled() {
-                shared.access_log.log(rec);
-            }
+            shared.log_access(rec);
             drop(down);
             return;
         }
@@ -122,13 +120,12 @@ pub async fn forward<D>(
     let remote = info.remote;
     let mut rec = Box::new(LogRecord::new(info.local, remote));
     rec.upstream_cluster = Some(Arc::from(cluster_name));
+    rec.client = !cluster_name.starts_with("inbound|");
     rec.sni = info.sni.clone();
     rec.peer = info.peer.clone();
     let finish = |mut rec: Box<LogRecord>, shared: &Shared| {
         rec.duration_ms = started.elapsed().as_millis() as u64;
-        if shared.access_log.enabled() {
-            shared.access_log.log(rec);
-        }
+        shared.log_access(rec);
     };
     let Some(cluster) = cluster else {
         rec.flags = ResponseFlags::NC;

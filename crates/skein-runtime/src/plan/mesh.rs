@@ -65,6 +65,13 @@ fn proxy_log_level() -> (String, String) {
     )
 }
 
+/// Where a pod's proxy writes an `accessLogFile` path of the mesh config: under the pod's
+/// own directory in the state dir (`/var/log/a.log` -> `<state>/pods/<pod>/fs/var/log/a.log`).
+/// `/dev/stdout` is the proxy's output, the pod's `istio-proxy` log.
+fn access_log_root(state: &StateDir, pod: &str) -> String {
+    state.pod_dir(pod).join("fs").display().to_string()
+}
+
 /// The arguments that connect a proxy to the control plane: its address, the mesh root the
 /// proxy pins to verify it, and the pod's bootstrap token (newly issued; its hash goes into
 /// the pod's plan, hence the registry).
@@ -111,8 +118,9 @@ pub fn add_sidecar(
         outbound_http.to_string(),
         "--admin".into(),
         admin.to_string(),
-        "--access-log".into(),
-        "stdout".into(),
+        // The mesh config decides the access log; a file path lands in the pod's directory.
+        "--access-log-root".into(),
+        access_log_root(state, &pod.name),
     ]);
     for p in &pod.ports {
         args.push("--inbound".into());
@@ -303,8 +311,8 @@ pub fn gateway_pod(
         admin.to_string(),
         "--metrics".into(),
         SocketAddr::from((ip, super::prometheus::STATUS_PORT)).to_string(),
-        "--access-log".into(),
-        "stdout".into(),
+        "--access-log-root".into(),
+        access_log_root(state, &pod.name),
     ]);
     // Istio's gateway chart annotates the pod for scraping at its status port.
     pod.scrape = Some(super::prometheus::merged());

@@ -66,9 +66,15 @@ pub struct Args {
     /// 127.1.3.2:8080/metrics).
     #[arg(long, requires = "metrics", value_name = "ADDR:PORT/PATH")]
     app_metrics: Option<String>,
-    /// `stdout`, `off` or a file path.
-    #[arg(long, default_value = "stdout")]
-    access_log: String,
+    /// Where access log lines go, overriding the mesh config's `accessLogFile`: `stdout`,
+    /// `off` or a file path. Without it the snapshot's mesh config decides (Istio's default:
+    /// no access log).
+    #[arg(long)]
+    access_log: Option<String>,
+    /// A directory under which an absolute `accessLogFile` path from the mesh config is
+    /// written (`skein up` passes the pod's own directory).
+    #[arg(long, value_name = "DIR")]
+    access_log_root: Option<PathBuf>,
     /// Worker threads (default: 1 for a sidecar, the CPU count for a gateway).
     #[arg(long)]
     workers: Option<usize>,
@@ -149,11 +155,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         });
     }
-    config.access_log = match args.access_log.as_str() {
+    config.access_log = args.access_log.as_deref().map(|a| match a {
         "stdout" | "/dev/stdout" => AccessLogSink::Stdout,
         "off" | "" => AccessLogSink::Off,
         path => AccessLogSink::File(PathBuf::from(path)),
-    };
+    });
+    config.access_log_root = args.access_log_root.clone();
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }

@@ -6,6 +6,7 @@ mod cross;
 mod k8s;
 mod networking;
 mod security;
+mod telemetry;
 
 fn diags(text: &str) -> Vec<String> {
     let m = crate::load_str("v.yaml", text).unwrap_or_else(|e| panic!("{e}"));

@@ -1,9 +1,12 @@
-//! Access log in Istio's default TEXT format.
+//! Access log: Istio's default TEXT format, or what the snapshot's
+//! [`LogPolicy`](policy::LogPolicy) says (format, file, filters).
 //!
 //! The request path only fills a [`LogRecord`] (mostly cheap clones of header values) and
 //! hands it to a bounded channel; one writer task formats and writes lines in batches, so lines
 //! never interleave and no lock is taken on the hot path. When the writer falls behind, records
 //! are dropped and counted rather than queued without bound.
+
+pub(crate) mod policy;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -18,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::config::AccessLogSink;
+use policy::LogPolicy;
 
 /// Errors of the access log.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +175,17 @@ pub struct LogRecord {
     pub peer: Option<Arc<crate::identity::PeerIdentity>>,
     /// ROUTE_NAME.
     pub route_name: Option<Arc<str>>,
+    /// The proxy is the client (outbound, or a gateway): Telemetry `match.mode` CLIENT.
+    pub client: bool,
+    /// Request headers the policy's format or filter reads beyond those above.
+    pub request_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// Response headers the policy's format or filter reads.
+    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The policy in force when the request started (HTTP); None: the current one at log
+    /// time.
+    pub policy: Option<Arc<LogPolicy>>,
+    /// The Telemetry metric overrides in force when the request started (HTTP).
+    pub overrides: Option<Arc<crate::telemetry::metrics::overrides::MetricOverrides>>,
 }
 
 impl LogRecord {
@@ -201,6 +216,11 @@ impl LogRecord {
             sni: None,
             peer: None,
             route_name: None,
+            client: false,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            policy: None,
+            overrides: None,
         }
     }
 
@@ -307,7 +327,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Capacity of the record channel; beyond it records are dropped and counted.
 const CHANNEL_CAPACITY: usize = 16 * 1024;
 
-/// The request path's handle on the access log.
+/// The request path's handle on the access log: a channel to the writer task, which opens
+/// the policy's sink (and reopens when a snapshot changes it).
 #[derive(Debug)]
 pub struct AccessLog {
     tx: Option<mpsc::Sender<Entry>>,
@@ -315,7 +336,8 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// A disabled log.
+    /// A log that writes nothing (no writer task).
+    #[cfg(test)]
     pub fn off() -> Self {
         AccessLog {
             tx: None,
@@ -323,34 +345,18 @@ impl AccessLog {
         }
     }
 
-    /// Opens the sink and spawns the writer task (needs a tokio runtime).
-    pub async fn start(sink: &AccessLogSink) -> Result<Self, AccessLogError> {
-        let writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match sink {
-            AccessLogSink::Off => return Ok(Self::off()),
-            AccessLogSink::Stdout => Box::new(tokio::io::stdout()),
-            AccessLogSink::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .map_err(|source| AccessLogError::Open {
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
-        };
+    /// Spawns the writer task (needs a tokio runtime). A file given by the `--access-log`
+    /// flag must open now; files named by a snapshot are opened by the writer.
+    pub async fn start(flag: Option<&AccessLogSink>) -> Result<Self, AccessLogError> {
+        if let Some(AccessLogSink::File(path)) = flag {
+            open(path).await?;
+        }
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tokio::spawn(write_loop(rx, writer));
+        tokio::spawn(write_loop(rx, None));
         Ok(AccessLog {
             tx: Some(tx),
             dropped: AtomicU64::new(0),
         })
-    }
-
-    /// True when records are written somewhere.
-    pub fn enabled(&self) -> bool {
-        self.tx.is_some()
     }
 
     /// Writes out every line queued so far (on shutdown: the writer holds lines for up to
@@ -363,13 +369,55 @@ impl AccessLog {
         }
     }
 
-    /// Queues one record.
-    pub fn log(&self, rec: Box<LogRecord>) {
+    /// Queues one record under `policy` when its direction logs at all (the filter runs in
+    /// the writer).
+    pub fn log(&self, rec: Box<LogRecord>, policy: Arc<LogPolicy>) {
+        if !policy.logs(rec.client) {
+            return;
+        }
         if let Some(tx) = &self.tx
-            && tx.try_send(Entry::Line(rec)).is_err()
+            && tx.try_send(Entry::Line(rec, policy)).is_err()
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+async fn open(path: &std::path::Path) -> Result<tokio::fs::File, AccessLogError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = tokio::fs::create_dir_all(dir).await;
+    }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(|source| AccessLogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// The writer's open sink.
+struct Open {
+    sink: AccessLogSink,
+    /// None: the sink could not be opened (its lines are dropped until it changes).
+    w: Option<Writer>,
+}
+
+async fn open_sink(sink: &AccessLogSink) -> Option<Writer> {
+    match sink {
+        AccessLogSink::Off => None,
+        AccessLogSink::Stdout => Some(Box::new(tokio::io::stdout())),
+        AccessLogSink::File(path) => match open(path).await {
+            Ok(f) => Some(Box::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "access log file cannot be opened; its lines are dropped");
+                None
+            }
+        },
     }
 }
 
@@ -383,12 +431,12 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// What the writer receives.
 #[derive(Debug)]
 enum Entry {
-    Line(Box<LogRecord>),
+    Line(Box<LogRecord>, Arc<LogPolicy>),
     /// Write everything before this now, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Entry>, mut w: W) {
+async fn write_loop(mut rx: mpsc::Receiver<Entry>, mut out: Option<Open>) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = String::with_capacity(FLUSH_BYTES);
     // When the oldest line in `buf` must be out.
@@ -399,7 +447,7 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Ent
             Some(at) => tokio::select! {
                 n = rx.recv_many(&mut batch, 256) => n,
                 () = tokio::time::sleep_until(at) => {
-                    write_out(&mut w, &mut buf).await;
+                    write_out(&mut out, &mut buf).await;
                     due = None;
                     continue;
                 }
@@ -411,36 +459,51 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Ent
         let mut flushed = Vec::new();
         for entry in batch.drain(..) {
             match entry {
-                Entry::Line(rec) => rec.format_into(&mut buf),
+                Entry::Line(rec, policy) => {
+                    if !policy.admits(&rec) {
+                        continue;
+                    }
+                    if out.as_ref().is_none_or(|o| o.sink != policy.sink) {
+                        // A snapshot moved the log: what was buffered goes to the old sink.
+                        write_out(&mut out, &mut buf).await;
+                        out = Some(Open {
+                            sink: policy.sink.clone(),
+                            w: open_sink(&policy.sink).await,
+                        });
+                    }
+                    policy.format_into(&rec, &mut buf);
+                }
                 Entry::Flush(done) => flushed.push(done),
             }
         }
         if !flushed.is_empty() {
-            write_out(&mut w, &mut buf).await;
+            write_out(&mut out, &mut buf).await;
             due = None;
             for done in flushed {
                 let _ = done.send(());
             }
         } else if buf.len() >= FLUSH_BYTES {
-            write_out(&mut w, &mut buf).await;
+            write_out(&mut out, &mut buf).await;
             due = None;
-        } else if due.is_none() {
+        } else if due.is_none() && !buf.is_empty() {
             due = Some(tokio::time::Instant::now() + FLUSH_INTERVAL);
         }
     }
-    write_out(&mut w, &mut buf).await;
+    write_out(&mut out, &mut buf).await;
 }
 
 /// Writes and flushes what `buf` holds, then empties it (lines are dropped on a write error:
 /// the log never holds up the proxy).
-async fn write_out<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, buf: &mut String) {
+async fn write_out(out: &mut Option<Open>, buf: &mut String) {
     if buf.is_empty() {
         return;
     }
-    if let Err(e) = w.write_all(buf.as_bytes()).await {
-        tracing::warn!(error = %e, "access log write failed");
+    if let Some(w) = out.as_mut().and_then(|o| o.w.as_mut()) {
+        if let Err(e) = w.write_all(buf.as_bytes()).await {
+            tracing::warn!(error = %e, "access log write failed");
+        }
+        let _ = w.flush().await;
     }
-    let _ = w.flush().await;
     buf.clear();
 }
 
@@ -480,6 +543,22 @@ mod tests {
         Box::new(LogRecord::new(a, a))
     }
 
+    /// A policy that logs everything to "stdout" (the test's sink stands in for it).
+    fn pol() -> Arc<LogPolicy> {
+        let mut p = LogPolicy::off();
+        p.sink = AccessLogSink::Stdout;
+        p.client = policy::Gate::All;
+        p.server = policy::Gate::All;
+        Arc::new(p)
+    }
+
+    fn opened(s: &Sink) -> Option<Open> {
+        Some(Open {
+            sink: AccessLogSink::Stdout,
+            w: Some(Box::new(s.clone())),
+        })
+    }
+
     fn lines(s: &Sink) -> usize {
         s.0.lock().unwrap().iter().filter(|b| **b == b'\n').count()
     }
@@ -488,20 +567,20 @@ mod tests {
     async fn lines_are_written_within_the_flush_interval() {
         let (tx, rx) = mpsc::channel(16);
         let sink = Sink::default();
-        let writer = tokio::spawn(write_loop(rx, sink.clone()));
-        tx.send(Entry::Line(record())).await.unwrap();
-        tx.send(Entry::Line(record())).await.unwrap();
+        let writer = tokio::spawn(write_loop(rx, opened(&sink)));
+        tx.send(Entry::Line(record(), pol())).await.unwrap();
+        tx.send(Entry::Line(record(), pol())).await.unwrap();
         tokio::time::sleep(FLUSH_INTERVAL / 2).await;
         assert_eq!(lines(&sink), 0, "held for the batch");
         tokio::time::sleep(FLUSH_INTERVAL).await;
         assert_eq!(lines(&sink), 2, "written once the interval passed");
         // Nothing pending: the writer sleeps without a timer; the next line starts a new one.
         tokio::time::sleep(FLUSH_INTERVAL * 10).await;
-        tx.send(Entry::Line(record())).await.unwrap();
+        tx.send(Entry::Line(record(), pol())).await.unwrap();
         tokio::time::sleep(FLUSH_INTERVAL + FLUSH_INTERVAL / 2).await;
         assert_eq!(lines(&sink), 3);
         // On close, what is left is written at once.
-        tx.send(Entry::Line(record())).await.unwrap();
+        tx.send(Entry::Line(record(), pol())).await.unwrap();
         drop(tx);
         writer.await.unwrap();
         assert_eq!(lines(&sink), 4);
@@ -515,9 +594,9 @@ mod tests {
             tx: Some(tx),
             dropped: AtomicU64::new(0),
         };
-        let _writer = tokio::spawn(write_loop(rx, sink.clone()));
-        log.log(record());
-        log.log(record());
+        let _writer = tokio::spawn(write_loop(rx, opened(&sink)));
+        log.log(record(), pol());
+        log.log(record(), pol());
         log.flush(std::time::Duration::from_secs(1)).await;
         assert_eq!(lines(&sink), 2);
         AccessLog::off()
@@ -529,7 +608,7 @@ mod tests {
     async fn a_full_buffer_is_written_at_once() {
         let (tx, rx) = mpsc::channel(4096);
         let sink = Sink::default();
-        let _writer = tokio::spawn(write_loop(rx, sink.clone()));
+        let _writer = tokio::spawn(write_loop(rx, opened(&sink)));
         let one = {
             let mut s = String::new();
             record().format_into(&mut s);
@@ -537,13 +616,67 @@ mod tests {
         };
         let n = FLUSH_BYTES / one + 1;
         for _ in 0..n {
-            tx.send(Entry::Line(record())).await.unwrap();
+            tx.send(Entry::Line(record(), pol())).await.unwrap();
         }
         // Let the writer run, without the clock moving.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
         assert_eq!(lines(&sink), n);
+    }
+
+    #[tokio::test]
+    async fn the_writer_follows_the_policy_to_a_new_file_and_applies_its_filter() {
+        let dir = std::env::temp_dir().join(format!("skein-access-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = dir.join("a/access.log");
+        let b = dir.join("b/access.log");
+        let policy = |path: &std::path::Path, filter: &str| {
+            let t = skein_snapshot::telemetry::AccessLog {
+                file: path.display().to_string(),
+                rules: skein_snapshot::telemetry::PerMode {
+                    client: Some(skein_snapshot::telemetry::AccessLogRule {
+                        disabled: false,
+                        filter: filter.into(),
+                    }),
+                    server: None,
+                },
+                ..Default::default()
+            };
+            let proxy = crate::config::ProxyConfig::sidecar("127.0.0.1:0".parse().unwrap());
+            Arc::new(LogPolicy::compile(&t, &proxy).unwrap())
+        };
+        let log = AccessLog::start(None).await.unwrap();
+        let first = policy(&a, "");
+        let errors = policy(&b, "response.code >= 400");
+        let rec = |code: u16| {
+            let mut r = record();
+            r.client = true;
+            r.code = code;
+            r
+        };
+        log.log(rec(200), Arc::clone(&first));
+        log.log(rec(200), Arc::clone(&errors));
+        log.log(rec(503), Arc::clone(&errors));
+        log.log(rec(404), errors);
+        log.flush(std::time::Duration::from_secs(5)).await;
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(read(&a).lines().count(), 1);
+        let codes: Vec<String> = read(&b)
+            .lines()
+            .map(|l| {
+                l.split('"')
+                    .nth(2)
+                    .unwrap_or("")
+                    .trim()
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(codes, vec!["503", "404"], "{}", read(&b));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! atomic increments: no string hashing, no lock. Rare codes and flagged responses go through
 //! the family lookup.
 
+pub(crate) mod overrides;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -16,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::access_log::ResponseFlags;
+pub(crate) use crate::telemetry::access_log::ResponseFlags;
 use crate::telemetry::peer::PeerMetadata;
 
 /// Envoy's default histogram buckets in milliseconds (Istio uses them unchanged).
@@ -691,6 +693,8 @@ pub struct RequestMetrics {
     base: Labels,
     slots: [OnceLock<Handles>; CACHED_CODES.len()],
     grpc_slots: [OnceLock<Handles>; CACHED_GRPC],
+    /// Handles under the current Telemetry overrides (see `telemetry::overrides`).
+    overridden: arc_swap::ArcSwapOption<overrides::Slots>,
 }
 
 impl RequestMetrics {
@@ -700,6 +704,64 @@ impl RequestMetrics {
             base,
             slots: Default::default(),
             grpc_slots: Default::default(),
+            overridden: Default::default(),
+        }
+    }
+
+    /// Records one finished request under Telemetry metric overrides (the hook of
+    /// `telemetry::overrides`, which holds the logic).
+    pub fn record_with(&self, m: &Metrics, f: &Finished, ov: &overrides::Applied<'_>) {
+        let grpc = f.grpc.map(|g| g.status);
+        let cached = (f.flags.is_empty() && grpc.is_none() && !ov.per_request())
+            .then(|| CACHED_CODES.iter().position(|c| *c == f.code))
+            .flatten();
+        let make = || {
+            let l = ov.labels(&self.labels(f.code, f.flags, grpc));
+            let grpc_only = |l: Option<Labels>| l.filter(|_| grpc.is_some());
+            overrides::Handles {
+                requests: l.requests.map(|l| m.requests.get_or_create_owned(&l)),
+                duration: l.duration.map(|l| m.duration.get_or_create_owned(&l)),
+                request_bytes: l
+                    .request_bytes
+                    .map(|l| m.request_bytes.get_or_create_owned(&l)),
+                response_bytes: l
+                    .response_bytes
+                    .map(|l| m.response_bytes.get_or_create_owned(&l)),
+                request_messages: grpc_only(l.request_messages)
+                    .map(|l| m.request_messages.get_or_create_owned(&l)),
+                response_messages: grpc_only(l.response_messages)
+                    .map(|l| m.response_messages.get_or_create_owned(&l)),
+            }
+        };
+        let record = |h: &overrides::Handles| {
+            if let Some(c) = &h.requests {
+                c.inc();
+            }
+            if let Some(hist) = &h.duration {
+                hist.observe(f.duration);
+            }
+            if let Some(hist) = &h.request_bytes {
+                hist.observe(f.request_bytes);
+            }
+            if let Some(hist) = &h.response_bytes {
+                hist.observe(f.response_bytes);
+            }
+            if let Some(g) = &f.grpc {
+                if let Some(c) = &h.request_messages
+                    && g.request_messages > 0
+                {
+                    c.inc_by(g.request_messages);
+                }
+                if let Some(c) = &h.response_messages
+                    && g.response_messages > 0
+                {
+                    c.inc_by(g.response_messages);
+                }
+            }
+        };
+        match cached {
+            Some(i) => ov.cached(&self.overridden, i, make, record),
+            None => record(&make()),
         }
     }
 
