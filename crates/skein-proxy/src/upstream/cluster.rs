@@ -801,6 +801,7 @@ mod tests {
             address: "10.0.0.1:80".parse().unwrap(),
             labels: Default::default(),
             weight: 1,
+            workload: None,
         };
         assert!(!wants_mtls(&c, &e));
         e.labels.insert(TLS_MODE_LABEL.into(), "istio".into());
