@@ -322,6 +322,19 @@ impl PeerMetadata {
         }
     }
 
+    /// What the control plane says about an endpoint's workload (Istio's
+    /// `extractEndpointMetadata`): no pod name, app or version.
+    pub fn from_endpoint(w: &skein_snapshot::EndpointWorkload) -> Self {
+        PeerMetadata {
+            workload: w.name.clone(),
+            namespace: w.namespace.clone(),
+            canonical_service: w.canonical_service.clone(),
+            canonical_revision: w.canonical_revision.clone(),
+            cluster_id: w.cluster.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The node-metadata Struct (empty values left out).
     pub fn to_struct(&self) -> Struct {
         let mut s = Struct::new();

@@ -278,6 +278,7 @@ impl ClusterState {
                 Arc::new(
                     EndpointState::new(e.address, e.weight)
                         .with_mtls(wants_mtls(&config, e))
+                        .with_workload(e.workload.as_ref())
                         .with_index(i),
                 )
             })
