@@ -1984,6 +1984,13 @@ mod tests {
                 Some(ControlMessage::Clusters { clusters, .. }) => {
                     assert_eq!(clusters.len(), 1);
                     assert_eq!(clusters[0].name, web);
+                    // The delta's endpoints name their workload as the full push does.
+                    let ns: Vec<_> = clusters[0]
+                        .endpoints
+                        .iter()
+                        .map(|e| e.workload.as_ref().map(|w| w.namespace.as_str()))
+                        .collect();
+                    assert_eq!(ns, [Some("blog")]);
                 }
                 other => panic!("expected a cluster update, got {other:?}"),
             }

@@ -24,6 +24,7 @@ fn endpoints(addrs: &[&str]) -> Vec<Endpoint> {
                 .unwrap_or_else(|e| panic!("endpoint {a:?} is not ip:port: {e}")),
             labels: Default::default(),
             weight: 1,
+            workload: None,
         })
         .collect()
 }

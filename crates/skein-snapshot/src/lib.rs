@@ -851,10 +851,66 @@ pub struct Endpoint {
     /// Load balancing weight (ServiceEntry `endpoints[].weight`, default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The workload behind the endpoint (Istio's `istio`/`workload` endpoint metadata): the
+    /// client side's destination labels when the peer says nothing (no sidecar, no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<EndpointWorkload>,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+/// What Istio's control plane writes into an endpoint's `istio`/`workload` metadata
+/// (`name;namespace;canonical-name;canonical-revision;cluster`), from the endpoint's pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointWorkload {
+    /// The owning workload (Deployment, Rollout, ...).
+    pub name: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// Canonical service ([`canonical_service`]).
+    pub canonical_service: String,
+    /// Canonical revision ([`canonical_revision`]).
+    pub canonical_revision: String,
+    /// The cluster's id (`Kubernetes` by default).
+    pub cluster: String,
+}
+
+/// The `service.istio.io/canonical-name` label.
+pub const LABEL_CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+/// The `service.istio.io/canonical-revision` label.
+pub const LABEL_CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+
+fn first_label<'a>(labels: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+        .map(String::as_str)
+}
+
+/// A workload's canonical service, as Istio's injector and control plane name it: the
+/// `service.istio.io/canonical-name` label, else `app.kubernetes.io/name`, else `app`,
+/// else the workload's name.
+pub fn canonical_service<'a>(labels: &'a BTreeMap<String, String>, workload: &'a str) -> &'a str {
+    first_label(
+        labels,
+        &[LABEL_CANONICAL_NAME, "app.kubernetes.io/name", "app"],
+    )
+    .unwrap_or(workload)
+}
+
+/// A workload's canonical revision: the `service.istio.io/canonical-revision` label, else
+/// `app.kubernetes.io/version`, else `version`, else `latest`.
+pub fn canonical_revision(labels: &BTreeMap<String, String>) -> &str {
+    first_label(
+        labels,
+        &[
+            LABEL_CANONICAL_REVISION,
+            "app.kubernetes.io/version",
+            "version",
+        ],
+    )
+    .unwrap_or("latest")
 }
 
 impl Snapshot {
@@ -955,6 +1011,43 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_names_follow_istio() {
+        let l = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(canonical_service(&l(&[]), "wl"), "wl");
+        assert_eq!(canonical_service(&l(&[("app", "a")]), "wl"), "a");
+        let both = l(&[("app", "a"), ("app.kubernetes.io/name", "n")]);
+        assert_eq!(canonical_service(&both, "wl"), "n");
+        let all = l(&[("app", "a"), (LABEL_CANONICAL_NAME, "c")]);
+        assert_eq!(canonical_service(&all, "wl"), "c");
+        // An empty label is no label.
+        assert_eq!(canonical_service(&l(&[("app", "")]), "wl"), "wl");
+        assert_eq!(canonical_revision(&l(&[])), "latest");
+        assert_eq!(canonical_revision(&l(&[("version", "v1")])), "v1");
+        let rev = l(&[("version", "v1"), ("app.kubernetes.io/version", "2")]);
+        assert_eq!(canonical_revision(&rev), "2");
+        let rev = l(&[("version", "v1"), (LABEL_CANONICAL_REVISION, "r")]);
+        assert_eq!(canonical_revision(&rev), "r");
+    }
+
+    #[test]
+    fn an_endpoint_without_a_workload_serialises_as_before() {
+        let e = Endpoint {
+            address: "10.0.0.1:80".parse().unwrap(),
+            labels: BTreeMap::new(),
+            weight: 1,
+            workload: None,
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains("workload"), "{json}");
+        let back: Endpoint = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+    }
 
     #[test]
     fn cluster_names_follow_istio() {

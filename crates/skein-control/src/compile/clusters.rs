@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use skein_api::networking::{self as net, DestinationRule, TrafficPolicy};
 use skein_snapshot::names::TLS_MODE_LABEL;
 use skein_snapshot::{
-    Cluster, ConnectionPool, ConsistentHash, Endpoint, HashKey, LbPolicy, OriginTls,
-    OutlierDetection, Protocol, UpstreamTls, outbound_cluster_name,
+    Cluster, ConnectionPool, ConsistentHash, Endpoint, EndpointWorkload, HashKey, LbPolicy,
+    OriginTls, OutlierDetection, Protocol, UpstreamTls, outbound_cluster_name,
 };
 
 use super::services::{Service, ServicePort};
-use super::{Compiler, ROOT_NAMESPACE};
+use super::{CLUSTER_ID, Compiler, ROOT_NAMESPACE};
 use crate::registry::Pod;
 
 /// The traffic policy fields that a subset or port may override, resolved.
@@ -257,6 +257,18 @@ fn origin_tls(t: &net::ClientTlsSettings, mutual: bool, secrets: &Secrets<'_>) -
     o
 }
 
+/// Istio's `istio`/`workload` endpoint metadata of a pod: its owner, namespace, canonical
+/// service and revision (the rule the proxy applies to its own node), and the cluster.
+fn endpoint_workload(p: &Pod) -> EndpointWorkload {
+    EndpointWorkload {
+        name: p.workload.clone(),
+        namespace: p.namespace.clone(),
+        canonical_service: skein_snapshot::canonical_service(&p.labels, &p.workload).to_string(),
+        canonical_revision: skein_snapshot::canonical_revision(&p.labels).to_string(),
+        cluster: CLUSTER_ID.to_string(),
+    }
+}
+
 fn upstream_tls(t: Option<&net::ClientTlsSettings>, secrets: &Secrets<'_>) -> UpstreamTls {
     match t.and_then(|t| t.mode.map(|m| (m, t))) {
         Some((net::ClientTlsMode::IstioMutual, _)) => UpstreamTls::IstioMutual,
@@ -320,6 +332,7 @@ impl Compiler<'_> {
                     address: SocketAddr::new(ip, target),
                     labels,
                     weight: 1,
+                    workload: Some(endpoint_workload(p)),
                 })
             })
             .collect()
@@ -552,5 +565,46 @@ stringData:
             compiler.snapshot("nope", "1").unwrap_err(),
             CompileError::UnknownNode("nope".into())
         );
+    }
+
+    #[test]
+    fn endpoints_carry_their_pods_workload_as_istio_writes_it() {
+        let m = example();
+        let mut r = registry();
+        // The canonical label wins over `app`; no version label: `latest`.
+        let was = r.pods.iter_mut().find(|p| p.name == "was-1").unwrap();
+        was.labels
+            .insert("service.istio.io/canonical-name".into(), "was-api".into());
+        was.labels.remove("version");
+        let compiler = Compiler::new(&m, &r);
+        let snap = compiler.snapshot("web-stable-1", "1").unwrap();
+        let was = snap
+            .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
+            .unwrap();
+        let by_ip = |ip: &str| {
+            was.endpoints
+                .iter()
+                .find(|e| e.address.ip().to_string() == ip)
+                .and_then(|e| e.workload.clone())
+                .unwrap()
+        };
+        let w1 = by_ip("127.9.1.3");
+        assert_eq!(
+            (
+                w1.name.as_str(),
+                w1.namespace.as_str(),
+                w1.canonical_service.as_str(),
+                w1.canonical_revision.as_str(),
+                w1.cluster.as_str()
+            ),
+            ("was", "blog-system", "was-api", "latest", "Kubernetes")
+        );
+        let w2 = was
+            .endpoints
+            .iter()
+            .filter_map(|e| e.workload.as_ref())
+            .find(|w| w.canonical_service == "was")
+            .unwrap();
+        assert_eq!(w2.canonical_revision, "v1");
     }
 }

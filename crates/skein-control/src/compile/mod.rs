@@ -494,7 +494,7 @@ fn node(p: &Pod) -> Node {
 
 /// The cluster id every pod's proxy reports (`source_cluster`, `destination_cluster`):
 /// Istio's default for a single Kubernetes cluster.
-const CLUSTER_ID: &str = "Kubernetes";
+pub(super) const CLUSTER_ID: &str = "Kubernetes";
 
 /// The label Argo Rollouts puts on the pods of a Rollout's ReplicaSets.
 const ROLLOUT_HASH_LABEL: &str = "rollouts-pod-template-hash";

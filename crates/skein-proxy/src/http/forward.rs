@@ -179,9 +179,18 @@ pub(crate) async fn forward(
                 );
                 Arc::new(RequestMetrics::new(labels))
             }
-            None => Arc::clone(&cluster.metrics),
+            None => Arc::clone(
+                ep.workload_metrics(&cluster.metrics)
+                    .unwrap_or(&cluster.metrics),
+            ),
         });
         inflight.fin().metrics = Some(m);
+    } else if cluster.direction == Direction::Outbound
+        && let Some(m) = ep.workload_metrics(&cluster.metrics)
+    {
+        // No peer answered (no sidecar there, or it said nothing): Istio labels the
+        // destination from the endpoint's metadata.
+        inflight.fin().metrics = Some(Arc::clone(m));
     }
     let held = Held {
         cluster_req,

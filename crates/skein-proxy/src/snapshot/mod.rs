@@ -171,6 +171,7 @@ fn inbound_cluster(snap: &Snapshot, ib: &InboundConfig) -> Cluster {
         address: ib.app,
         labels: Default::default(),
         weight: 1,
+        workload: None,
     }];
     def
 }

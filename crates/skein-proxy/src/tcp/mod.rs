@@ -36,6 +36,7 @@ use crate::telemetry::metrics::{
 };
 use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::cluster::{ClusterState, PoolError};
+use crate::upstream::endpoint::EndpointState;
 use crate::upstream::lb::PickCtx;
 use skein_snapshot::names::Direction;
 
@@ -147,6 +148,7 @@ pub async fn forward<D>(
     let ep = Arc::clone(&cluster.endpoints[idx]);
     rec.upstream_host = Some(ep.addr);
     let mut base = conn_labels(&cluster, info);
+    let mut peer_known = false;
     let (mut up, slot) = match cluster.connect_tcp(&ep).await {
         Ok(x) => x,
         Err(e) => {
@@ -184,13 +186,21 @@ pub async fn forward<D>(
                 }
             };
             match exchange_or_rest(t.as_mut(), frame).await {
-                (Ok((peer, _)), _) => base = with_destination_peer(&base, &peer),
+                (Ok((peer, _)), _) => {
+                    base = with_destination_peer(&base, &peer);
+                    peer_known = true;
+                }
                 // As Envoy: the connection goes on, the peer unknown.
                 (Err(e), rest) => {
                     tracing::debug!(cluster = %cluster.name, error = %e, "TCP upstream peer metadata exchange failed; the peer stays unknown");
                     up_rest = rest;
                 }
             }
+        }
+        // No frame: Istio labels the destination from the endpoint's metadata.
+        if !peer_known {
+            endpoint_fallback(&cluster, &ep, &mut base);
+            peer_known = true;
         }
         // The certificate's principals and namespace win over what the peer said.
         if cluster.direction == Direction::Outbound {
@@ -201,6 +211,10 @@ pub async fn forward<D>(
                 ep.peer_principal.load().as_deref().map(String::as_str),
             );
         }
+    }
+    // A plaintext upstream (no sidecar there): labelled from the endpoint's metadata.
+    if !peer_known {
+        endpoint_fallback(&cluster, &ep, &mut base);
     }
     // Opened once the peer is known, as Istio counts it; the connection's series are
     // resolved once, then reported every interval and at close.
@@ -264,6 +278,17 @@ pub async fn forward<D>(
 
 /// The labels of one TCP connection through `cluster`: inbound ones carry the mTLS peer
 /// (principal, `connection_security_policy`) and what it said in the TCP exchange.
+/// The source reporter's labels of a connection whose peer did not say who it is: the
+/// picked endpoint's workload, as the control plane describes it (Istio's fallback to the
+/// endpoint metadata; client side only).
+fn endpoint_fallback(cluster: &ClusterState, ep: &EndpointState, base: &mut Labels) {
+    if cluster.direction == Direction::Outbound
+        && let Some(m) = ep.workload_metrics(&cluster.metrics)
+    {
+        base.clone_from(m.base());
+    }
+}
+
 fn conn_labels(cluster: &ClusterState, info: &ConnInfo) -> Labels {
     let base = cluster.metrics.base();
     if cluster.direction != Direction::Inbound {

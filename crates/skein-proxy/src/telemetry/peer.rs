@@ -268,8 +268,7 @@ fn list_at(buf: &[u8], depth: usize) -> Result<Vec<Value>, DecodeError> {
 /// The label keys of the node metadata's `LABELS` that telemetry reads.
 const LABEL_APP: &str = "app";
 const LABEL_VERSION: &str = "version";
-const LABEL_CANONICAL_NAME: &str = "service.istio.io/canonical-name";
-const LABEL_CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+use skein_snapshot::{LABEL_CANONICAL_NAME, LABEL_CANONICAL_REVISION};
 
 /// The `CLUSTER_ID` of a proxy whose node names none (Istio's default).
 pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
@@ -297,34 +296,14 @@ pub struct PeerMetadata {
     pub canonical_revision: String,
 }
 
-fn first_label<'a>(labels: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
-    keys.iter()
-        .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
-        .map(String::as_str)
-}
-
 impl PeerMetadata {
     /// The proxy's own metadata from the snapshot's node. Canonical service and revision
     /// follow Istio's injector: the canonical labels, else `app.kubernetes.io/name` / `app`
     /// (else the workload name), and `app.kubernetes.io/version` / `version` (else `latest`).
     pub fn from_node(node: &Node) -> Self {
         let l = &node.labels;
-        let canonical_service = first_label(
-            l,
-            &[LABEL_CANONICAL_NAME, "app.kubernetes.io/name", LABEL_APP],
-        )
-        .unwrap_or(&node.workload)
-        .to_string();
-        let canonical_revision = first_label(
-            l,
-            &[
-                LABEL_CANONICAL_REVISION,
-                "app.kubernetes.io/version",
-                LABEL_VERSION,
-            ],
-        )
-        .unwrap_or("latest")
-        .to_string();
+        let canonical_service = skein_snapshot::canonical_service(l, &node.workload).to_string();
+        let canonical_revision = skein_snapshot::canonical_revision(l).to_string();
         PeerMetadata {
             name: node.pod.clone(),
             namespace: node.namespace.clone(),
@@ -340,6 +319,19 @@ impl PeerMetadata {
             version: l.get(LABEL_VERSION).cloned().unwrap_or_default(),
             canonical_service,
             canonical_revision,
+        }
+    }
+
+    /// What the control plane says about an endpoint's workload (Istio's
+    /// `extractEndpointMetadata`): no pod name, app or version.
+    pub fn from_endpoint(w: &skein_snapshot::EndpointWorkload) -> Self {
+        PeerMetadata {
+            workload: w.name.clone(),
+            namespace: w.namespace.clone(),
+            canonical_service: w.canonical_service.clone(),
+            canonical_revision: w.canonical_revision.clone(),
+            cluster_id: w.cluster.clone(),
+            ..Default::default()
         }
     }
 

@@ -278,6 +278,7 @@ impl ClusterState {
                 Arc::new(
                     EndpointState::new(e.address, e.weight)
                         .with_mtls(wants_mtls(&config, e))
+                        .with_workload(e.workload.as_ref())
                         .with_index(i),
                 )
             })
@@ -801,6 +802,7 @@ mod tests {
             address: "10.0.0.1:80".parse().unwrap(),
             labels: Default::default(),
             weight: 1,
+            workload: None,
         };
         assert!(!wants_mtls(&c, &e));
         e.labels.insert(TLS_MODE_LABEL.into(), "istio".into());

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use hyper::client::conn::{http1, http2};
 use tokio::sync::Notify;
 
-use crate::telemetry::metrics::PeerMetricsCache;
+use crate::telemetry::metrics::{PeerMetricsCache, RequestMetrics, with_destination_peer};
+use crate::telemetry::peer::PeerMetadata;
 use crate::upstream::body::ReqBody;
 
 /// Which HTTP version to speak upstream.
@@ -46,6 +47,10 @@ pub struct EndpointState {
     /// The URI SAN of the certificate this endpoint presented on its last mTLS connection
     /// (`destination_principal` on the source side).
     pub peer_principal: arc_swap::ArcSwapOption<String>,
+    /// The workload the control plane says is behind this endpoint (outbound clusters).
+    workload: Option<PeerMetadata>,
+    /// The source-side metrics labelled with `workload`, made on first use.
+    workload_metrics: OnceLock<Arc<RequestMetrics>>,
 }
 
 #[derive(Debug)]
@@ -126,6 +131,8 @@ impl EndpointState {
             released: Notify::new(),
             peer_metrics: PeerMetricsCache::default(),
             peer_principal: arc_swap::ArcSwapOption::empty(),
+            workload: None,
+            workload_metrics: OnceLock::new(),
         }
     }
 
@@ -169,6 +176,27 @@ impl EndpointState {
     pub fn with_index(mut self, index: usize) -> Self {
         self.outlier = HostOutlier::new(index);
         self
+    }
+
+    /// The workload behind this endpoint (the snapshot's endpoint metadata): the source
+    /// reporter's destination labels when the peer does not say who it is.
+    pub fn with_workload(mut self, w: Option<&skein_snapshot::EndpointWorkload>) -> Self {
+        self.workload = w.map(PeerMetadata::from_endpoint);
+        self
+    }
+
+    /// The source-side metrics of requests the peer did not label, as Istio falls back to the
+    /// endpoint's metadata: `cluster`'s labels with this endpoint's workload as the
+    /// destination. Made once per endpoint, then a pointer copy per request. None: the
+    /// endpoint names no workload (the cluster's labels apply).
+    pub fn workload_metrics(&self, cluster: &RequestMetrics) -> Option<&Arc<RequestMetrics>> {
+        let w = self.workload.as_ref()?;
+        Some(self.workload_metrics.get_or_init(|| {
+            Arc::new(RequestMetrics::new(with_destination_peer(
+                cluster.base(),
+                w,
+            )))
+        }))
     }
 
     /// Marks connections to this endpoint as mTLS.
@@ -278,5 +306,73 @@ impl HostOutlier {
         if self.consecutive_gateway.load(Ordering::Relaxed) != 0 {
             self.consecutive_gateway.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::{Reporter, ServiceLabel, base_labels};
+    use skein_snapshot::EndpointWorkload;
+
+    fn get<'a>(m: &'a RequestMetrics, key: &str) -> &'a str {
+        m.base()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {key}"))
+    }
+
+    fn cluster() -> RequestMetrics {
+        let local = PeerMetadata {
+            workload: "web".into(),
+            namespace: "blog".into(),
+            ..Default::default()
+        };
+        RequestMetrics::new(base_labels(
+            Reporter::Source,
+            &local,
+            ServiceLabel::Host("mysql.db.svc.cluster.local"),
+            "tcp",
+        ))
+    }
+
+    #[test]
+    fn an_endpoint_without_a_workload_keeps_the_clusters_labels() {
+        let ep = EndpointState::new("10.0.0.1:3306".parse().unwrap(), 1).with_workload(None);
+        assert!(ep.workload_metrics(&cluster()).is_none());
+    }
+
+    #[test]
+    fn an_endpoints_workload_names_the_destination_once() {
+        let w = EndpointWorkload {
+            name: "mysql".into(),
+            namespace: "db".into(),
+            canonical_service: "mysql".into(),
+            canonical_revision: "latest".into(),
+            cluster: "Kubernetes".into(),
+        };
+        let ep = EndpointState::new("10.0.0.1:3306".parse().unwrap(), 1).with_workload(Some(&w));
+        let c = cluster();
+        let m = ep.workload_metrics(&c).unwrap();
+        for (k, v) in [
+            ("destination_workload", "mysql"),
+            ("destination_workload_namespace", "db"),
+            ("destination_canonical_service", "mysql"),
+            ("destination_canonical_revision", "latest"),
+            ("destination_cluster", "Kubernetes"),
+            ("destination_service_namespace", "db"),
+            // What the endpoint metadata does not carry stays unknown.
+            ("destination_app", "unknown"),
+            ("destination_version", "unknown"),
+            ("destination_principal", "unknown"),
+            // The local side and the service are the cluster's.
+            ("source_workload", "web"),
+            ("destination_service", "mysql.db.svc.cluster.local"),
+        ] {
+            assert_eq!(get(m, k), v, "{k}");
+        }
+        // Resolved once: later requests share the same series handles.
+        assert!(Arc::ptr_eq(m, ep.workload_metrics(&c).unwrap()));
     }
 }

@@ -658,3 +658,82 @@ async fn an_upstream_without_an_exchange_frame_is_passed_through_as_unknown() {
         Some((greeting.len() + 4) as f64)
     );
 }
+
+fn mysql_workload() -> EndpointWorkload {
+    EndpointWorkload {
+        name: "mysql".into(),
+        namespace: "db".into(),
+        canonical_service: "mysql-db".into(),
+        canonical_revision: "8".into(),
+        cluster: "Kubernetes".into(),
+    }
+}
+
+/// The source reporter's labels of a destination that has no sidecar, from its endpoint.
+const ENDPOINT_LABELS: [&str; 6] = [
+    "destination_workload=\"mysql\"",
+    "destination_workload_namespace=\"db\"",
+    "destination_canonical_service=\"mysql-db\"",
+    "destination_canonical_revision=\"8\"",
+    "destination_service_namespace=\"db\"",
+    "destination_cluster=\"Kubernetes\"",
+];
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_upstream_is_labelled_from_its_endpoint_over_http_and_tcp() {
+    let app = Upstream::start("app").await;
+    let echo_addr = echo_app().await;
+    let mut tcp = cluster(&fqdn("mysql", NS), 3306, None, &[&echo_addr.to_string()]);
+    tcp.protocol = Protocol::Tcp;
+    tcp.endpoints[0].workload = Some(mysql_workload());
+    let tcp_name = tcp.name.clone();
+    let mut snap = SnapshotBuilder::new("v1", NS, "web")
+        .http_service("was-service", 8080, &[&app.addr_str()])
+        .cluster(tcp)
+        .tcp_listener(&tcp_name, "127.0.0.1:0".parse().expect("addr"), &tcp_name)
+        .build();
+    let http_name = cluster(&fqdn("was-service", NS), 8080, None, &[]).name;
+    let c = snap
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == http_name)
+        .expect("http cluster");
+    c.endpoints[0].workload = Some(mysql_workload());
+    labelled(&mut snap.node, "web", "v1");
+    let h = proxy(snap, None, None).await;
+
+    let a = outbound(&h);
+    for _ in 0..2 {
+        let r = within(get(a, "http://was-service:8080/", &[])).await;
+        assert_eq!(r.status, 200);
+    }
+    let mut s = within(TcpStream::connect(h.listener_addr(&tcp_name).expect("tcp")))
+        .await
+        .expect("connect");
+    echo(&mut s, b"ping").await;
+    let page = stats(&h).await;
+    let http = [
+        &["reporter=\"source\"", "response_code=\"200\""][..],
+        &ENDPOINT_LABELS,
+    ]
+    .concat();
+    assert_eq!(
+        value(&page, "istio_requests_total", &http),
+        Some(2.0),
+        "{page}"
+    );
+    // The endpoint says nothing about app and version.
+    let l = line(&page, "istio_requests_total", &http);
+    assert!(l.contains("destination_app=\"unknown\""), "{l}");
+    assert!(l.contains("source_workload=\"web\""), "{l}");
+    let tcp = [
+        &["reporter=\"source\"", "request_protocol=\"tcp\""][..],
+        &ENDPOINT_LABELS,
+    ]
+    .concat();
+    assert_eq!(
+        value(&page, "istio_tcp_connections_opened_total", &tcp),
+        Some(1.0),
+        "{page}"
+    );
+}
