@@ -446,16 +446,8 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
                 "{wl} {key}: {r} vs {p}"
             );
         }
-        assert_eq!(
-            r["meshed"],
-            if wl == "web-stable" {
-                "2/2"
-            } else if wl == "was" {
-                "2/2"
-            } else {
-                "1/1"
-            }
-        );
+        let pods = if wl == "web-canary" { "1/1" } else { "2/2" };
+        assert_eq!(r["meshed"], pods, "{r}");
     }
     // The table prints the same numbers, rounded.
     let table =

@@ -270,10 +270,11 @@ fn finite(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite())
 }
 
+/// The (namespace, name) labels of a resource.
+type ResourceLabels = (&'static str, &'static str);
+
 /// The queries of one `skein stat`: (reporter, the rows' (namespace, name) labels, matchers).
-pub fn stat_plan(
-    spec: &StatSpec,
-) -> Result<(Side, (&'static str, &'static str), Vec<Matcher>), TrafficError> {
+pub fn stat_plan(spec: &StatSpec) -> Result<(Side, ResourceLabels, Vec<Matcher>), TrafficError> {
     if spec.from.is_some() && spec.to.is_some() {
         return Err(TrafficError::Unsupported(
             "--from and --to cannot be used together".into(),
