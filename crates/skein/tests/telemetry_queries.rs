@@ -240,6 +240,16 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
     want(&gw_web, &web_dst);
     want(&web_was, &web_src);
     want(&web_was, &was_dst);
+    // The mirrored copies the gateway sends to the canary name their sender too: no edge
+    // from `unknown` in the namespace's graph.
+    let mirrored = edge(&incoming, "istio-ingressgateway", "web-canary");
+    want(&mirrored, &gw_src);
+    assert!(
+        incoming
+            .iter()
+            .all(|s| label(s, "source_workload") != "unknown"),
+        "{incoming:#?}"
+    );
     // The canary's calls to was, with its own revision.
     let canary_was = edge(&incoming, "web-canary", "was");
     assert_eq!(label(&canary_was, "source_canonical_revision"), "canary");
