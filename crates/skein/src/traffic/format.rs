@@ -27,7 +27,8 @@ pub fn rps(v: Option<f64>) -> String {
 /// at 0.5 ms).
 pub fn ms(v: Option<f64>) -> String {
     dash(v, |v| {
-        if v >= 10.0 {
+        // 9.96 is "10ms", not "10.0ms".
+        if v >= 9.95 {
             format!("{v:.0}ms")
         } else {
             format!("{v:.1}ms")

@@ -337,6 +337,7 @@ fn numbers_are_formatted_as_linkerd_does() {
     assert_eq!(format::rps(Some(2.04)), "2.0rps");
     assert_eq!(format::ms(Some(123.4)), "123ms");
     assert_eq!(format::ms(Some(2.25)), "2.2ms");
+    assert_eq!(format::ms(Some(9.96)), "10ms");
     assert_eq!(format::ms(None), "-");
     assert_eq!(format::bytes_per_sec(Some(2048.0)), "2.0KiB/s");
 }
