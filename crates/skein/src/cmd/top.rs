@@ -16,7 +16,7 @@ use crate::traffic::{self, Resource, TopSpec};
 #[command(after_help = "\
 HTTP and gRPC edges are as their servers' proxies report them (reporter=\"destination\": no
 network time in the latency), TCP edges as their clients' do (a server outside the mesh
-reports nothing). COUNT is requests in the window. Without Prometheus the proxies are read
+reports nothing): wide's TCP_REQ/SEC is client to server, TCP_RESP/SEC server to client. COUNT is requests in the window. Without Prometheus the proxies are read
 at every refresh and the rates are over the time between readings.")]
 pub struct Args {
     /// Only edges from or to deploy[/NAME], rollout[/NAME] or ns[/NAME].

@@ -180,7 +180,7 @@ pub fn top(rows: &[TopRow], origin: &Origin, format: Format) -> String {
         "LATENCY_P99",
     ]);
     if wide {
-        headers.extend(["TCP_SENT/SEC", "TCP_RECV/SEC"]);
+        headers.extend(["TCP_REQ/SEC", "TCP_RESP/SEC"]);
     } else {
         headers.push("TCP_BYTES/SEC");
     }
@@ -202,10 +202,10 @@ pub fn top(rows: &[TopRow], origin: &Origin, format: Format) -> String {
                 ms(r.latency_ms_p99),
             ]);
             if wide {
-                row.push(bytes_per_sec(r.tcp_sent_bytes_per_sec));
-                row.push(bytes_per_sec(r.tcp_received_bytes_per_sec));
+                row.push(bytes_per_sec(r.tcp_request_bytes_per_sec));
+                row.push(bytes_per_sec(r.tcp_response_bytes_per_sec));
             } else {
-                let total = match (r.tcp_sent_bytes_per_sec, r.tcp_received_bytes_per_sec) {
+                let total = match (r.tcp_request_bytes_per_sec, r.tcp_response_bytes_per_sec) {
                     (None, None) => None,
                     (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
                 };

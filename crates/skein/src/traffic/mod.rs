@@ -479,6 +479,7 @@ pub fn edges_exprs(spec: &EdgesSpec) -> Result<Vec<Expr>, TrafficError> {
     by.truncate(5);
     by.push("destination_service_namespace");
     by.push("destination_service_name");
+    by.push("destination_service");
     for metric in [REQUESTS, TCP_OPENED] {
         exprs.push(Expr::Total {
             sel: selector(metric, Side::Source, &[]),
@@ -505,7 +506,10 @@ pub fn edges(spec: &EdgesSpec, backend: &mut dyn Backend) -> Result<Vec<EdgeRow>
             if !destination && dst == "unknown" {
                 // No workload behind it that the client knows: the service, as Kiali draws it.
                 dst = s.get("destination_service_name").to_string();
-                dst_ns = s.get("destination_service_namespace").to_string();
+                dst_ns = service_namespace(
+                    s.get("destination_service_namespace"),
+                    s.get("destination_service"),
+                );
             }
             let row = EdgeRow {
                 src: s.get("source_workload").to_string(),
@@ -573,9 +577,12 @@ pub struct TopRow {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub latency_ms_p99: Option<f64>,
-    /// TCP bytes per second the client sent and received.
-    pub tcp_sent_bytes_per_sec: Option<f64>,
-    pub tcp_received_bytes_per_sec: Option<f64>,
+    /// TCP bytes per second from the client to the server (`istio_tcp_received_bytes_total`:
+    /// what the client's proxy received from its app).
+    pub tcp_request_bytes_per_sec: Option<f64>,
+    /// TCP bytes per second from the server to the client (`istio_tcp_sent_bytes_total`:
+    /// what the client's proxy sent back to its app).
+    pub tcp_response_bytes_per_sec: Option<f64>,
 }
 
 const TOP_HTTP_KEYS: [&str; 5] = [
@@ -585,13 +592,14 @@ const TOP_HTTP_KEYS: [&str; 5] = [
     "destination_workload",
     "request_protocol",
 ];
-const TOP_TCP_KEYS: [&str; 6] = [
+const TOP_TCP_KEYS: [&str; 7] = [
     "source_workload_namespace",
     "source_workload",
     "destination_workload_namespace",
     "destination_workload",
     "destination_service_namespace",
     "destination_service_name",
+    "destination_service",
 ];
 
 /// The expressions of one `skein top` refresh.
@@ -677,25 +685,25 @@ pub fn top(
             latency_ms_p50: finite(get(2)),
             latency_ms_p95: finite(get(3)),
             latency_ms_p99: finite(get(4)),
-            tcp_sent_bytes_per_sec: None,
-            tcp_received_bytes_per_sec: None,
+            tcp_request_bytes_per_sec: None,
+            tcp_response_bytes_per_sec: None,
         });
     }
     let mut tcp_keys: Vec<&Vec<String>> = answers[5].keys().chain(answers[6].keys()).collect();
     tcp_keys.sort();
     tcp_keys.dedup();
     for k in tcp_keys {
-        let [src_ns, src, dst_wl_ns, dst_wl, svc_ns, svc] = k.as_slice() else {
+        let [src_ns, src, dst_wl_ns, dst_wl, svc_ns, svc, host] = k.as_slice() else {
             continue;
         };
         let (dst, dst_ns) = if dst_wl == "unknown" || dst_wl.is_empty() {
-            (svc, svc_ns)
+            (svc.clone(), service_namespace(svc_ns, host))
         } else {
-            (dst_wl, dst_wl_ns)
+            (dst_wl.clone(), dst_wl_ns.clone())
         };
         let sent = answers[5].get(k).copied();
         let received = answers[6].get(k).copied();
-        if !(touches(src_ns, src) || touches(dst_ns, dst))
+        if !(touches(src_ns, src) || touches(&dst_ns, &dst))
             || sent.unwrap_or(0.0) + received.unwrap_or(0.0) <= 0.0
         {
             continue;
@@ -703,8 +711,8 @@ pub fn top(
         rows.push(TopRow {
             src: src.clone(),
             src_namespace: src_ns.clone(),
-            dst: dst.clone(),
-            dst_namespace: dst_ns.clone(),
+            dst,
+            dst_namespace: dst_ns,
             protocol: "tcp".into(),
             count: None,
             rps: None,
@@ -712,8 +720,8 @@ pub fn top(
             latency_ms_p50: None,
             latency_ms_p95: None,
             latency_ms_p99: None,
-            tcp_sent_bytes_per_sec: sent,
-            tcp_received_bytes_per_sec: received,
+            tcp_request_bytes_per_sec: received,
+            tcp_response_bytes_per_sec: sent,
         });
     }
     rows.sort_by(|a, b| {
@@ -738,6 +746,18 @@ pub fn top(
             })
     });
     Ok(rows)
+}
+
+/// A service's namespace: the label, or (when the client could not learn it, a server
+/// without a proxy) the second part of the service's FQDN (`mysql.blog-system.svc...`).
+fn service_namespace(label: &str, host: &str) -> String {
+    if !label.is_empty() && label != "unknown" {
+        return label.to_string();
+    }
+    match host.split('.').collect::<Vec<_>>().as_slice() {
+        [_, ns, "svc", ..] => ns.to_string(),
+        _ => label.to_string(),
+    }
 }
 
 /// Parses `-t`: `30s`, `1m`, `2h`, `1m30s`, or plain seconds.
