@@ -4,7 +4,9 @@
 
 mod admin_client;
 mod cmd;
+mod screen;
 mod table;
+mod traffic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,14 @@ enum Command {
     Exec(cmd::exec::Args),
     /// Hand resources to the running control plane (like `kubectl apply -f`).
     Apply(cmd::apply::Args),
+    /// Traffic per deploy, pod, service, namespace or rollout: success, RPS, latency
+    /// percentiles, TCP connections (like `linkerd viz stat`), from the mesh's Prometheus.
+    Stat(cmd::stat::Args),
+    /// Which workload calls which, and whether it is mutual TLS (like `linkerd viz edges`).
+    Edges(cmd::edges::Args),
+    /// A live view of the edges between workloads: rate, success, latency, TCP bytes; the
+    /// same numbers as `stat` (q or Ctrl-C quits; prints once when not on a terminal).
+    Top(cmd::top::Args),
     /// Show a proxy's listeners, routes, clusters and endpoints (like `istioctl proxy-config`).
     #[command(name = "proxy-config", visible_alias = "pc")]
     ProxyConfig(cmd::proxy_config::Args),
@@ -69,6 +79,9 @@ fn main() -> ExitCode {
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Apply(a) => cmd::apply::run(a, cli.state_dir),
         Command::Exec(a) => cmd::exec::run(a, cli.state_dir),
+        Command::Stat(a) => cmd::stat::run(a, cli.state_dir),
+        Command::Edges(a) => cmd::edges::run(a, cli.state_dir),
+        Command::Top(a) => cmd::top::run(a, cli.state_dir),
         Command::ProxyConfig(a) => cmd::proxy_config::run(a, cli.state_dir),
         Command::Traces(a) => cmd::traces::list(a, cli.state_dir),
         Command::Trace(a) => cmd::traces::show(a, cli.state_dir),

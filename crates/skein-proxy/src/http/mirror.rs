@@ -5,7 +5,8 @@
 //! held whole), and at most
 //! [`MAX_IN_FLIGHT`] copies per mirror cluster are in flight (more are dropped and counted).
 //! Copies keep the Host/authority (Istio 1.28+ no longer appends `-shadow`) and carry
-//! `x-skein-mirror: 1` so that receivers can tell them apart.
+//! `x-skein-mirror: 1` so that receivers can tell them apart, and the sender's peer metadata
+//! (`x-envoy-peer-metadata`) like the primary, so that the receiver's metrics name it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use http_body_util::BodyExt;
 
 use super::headers::prepare_upstream;
 use crate::route::Mirror;
+use crate::telemetry::peer::take_headers;
 use crate::telemetry::trace::Active;
 use crate::upstream::body::{BodyCopy, ReqBody};
 use crate::upstream::cluster::Conn;
@@ -68,6 +70,15 @@ pub(crate) fn spawn(
             let (parts, ()) = copy.into_parts();
             let mut req = Request::from_parts(parts, body);
             prepare_upstream(&mut req, authority, proto);
+            // As on the primary: the copy says who sends it to a mesh endpoint (or the
+            // receiver counts it from `unknown`), and says nothing to a plaintext one.
+            if let Some(own) = &cluster.exchange {
+                if ep.mtls {
+                    own.insert(req.headers_mut());
+                } else {
+                    take_headers(req.headers_mut());
+                }
+            }
             let _active = ep.start_request();
             match conn {
                 Conn::H1(mut c) => {
