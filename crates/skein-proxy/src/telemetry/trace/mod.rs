@@ -6,7 +6,8 @@
 //! propagate, and for a sampled request start its span) and the span's end in the request's
 //! single end (`Finish::done`). Upstream tries and mirrors call [`Active::start_try`] and
 //! friends only when a span exists. An unsampled request costs one pass over its headers and
-//! `x-b3-sampled: 0` for the next hop; nothing about spans is allocated for it.
+//! its trace headers with `x-b3-sampled: 0` for the next hop (a caller's ids as they came, or
+//! new ones as Envoy writes them); nothing about spans is allocated for it.
 
 pub(crate) mod context;
 pub(crate) mod export;
@@ -51,10 +52,14 @@ pub(crate) fn begin(
     let side = cfg.side(kind);
     let d = sampling::decide(&seen, &incoming, side.threshold, cfg.use_rid);
     let w3c = cfg.w3c() || seen.traceparent.is_some();
-    // Nobody records an unsampled trace: only the decision travels (the caller's ids, if
-    // any, pass as they came), unless a header the next hop reads first would say
-    // otherwise (`b3`, or a `traceparent` that is not marked unsampled).
+    // Nobody records an unsampled trace: only the decision joins the caller's ids, which
+    // pass as they came, unless a header the next hop reads first would say otherwise
+    // (`b3`, or a `traceparent` that is not marked unsampled). Without a caller's context
+    // the next hop gets new ids with the decision, as Envoy sends them: a bare
+    // `x-b3-sampled: 0` is no parent to an OpenTelemetry SDK, which starts a sampled trace
+    // of its own under a parent-based sampler.
     let decision_only = !d.sampled
+        && incoming.ctx.is_some()
         && seen.b3.is_none()
         && (!w3c
             || seen
@@ -211,10 +216,12 @@ mod tests {
         });
         assert!(a.is_none());
         assert_eq!(h[&X_B3_SAMPLED], "0");
-        assert!(
-            h.get(&X_B3_TRACE_ID).is_none(),
-            "no ids for a trace nobody records"
-        );
+        // New ids, so that the app behind sees a parent that says "not sampled".
+        let trace_id = h[&X_B3_TRACE_ID].to_str().unwrap();
+        assert_eq!(trace_id.len(), 32, "{trace_id}");
+        assert_ne!(u128::from_str_radix(trace_id, 16).unwrap(), 0);
+        assert_ne!(hex(&h, &X_B3_SPAN_ID), 0);
+        assert!(h.get(&X_B3_PARENT_SPAN_ID).is_none());
         assert_eq!(h[&X_REQUEST_ID], "0000270f-2fa1-41d2-883f-0016d3cca427");
         // A caller's context passes as it came, with the decision.
         let mut h = request("0000270f-2fa1-41d2-883f-0016d3cca427");
