@@ -124,6 +124,13 @@ fn is_hop(trace: &Value, span: &Value, hop: &Hop) -> bool {
         && is_proxy(span) == hop.proxy
 }
 
+/// The gateway's span of the copy web-vsvc mirrors to web-canary.
+fn is_mirror(span: &Value) -> bool {
+    tag(span, "upstream_cluster")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c.contains("|canary|"))
+}
+
 /// The spans of the 8 hops, each the child of the one before (the first a root), following
 /// the primary request (a mirrored copy is a second path, tried after it).
 fn path(trace: &Value) -> Option<Vec<Value>> {
@@ -139,9 +146,8 @@ fn path(trace: &Value) -> Option<Vec<Value>> {
                 Some(p) => parent(s) == p["spanID"].as_str(),
             })
             .collect();
-        // The primary before a mirrored copy (web-vsvc mirrors to web-canary): the copy's
-        // span has no response code.
-        candidates.sort_by_key(|s| tag(s, "http.status_code").is_none());
+        // The primary before a mirrored copy (web-vsvc mirrors to web-canary).
+        candidates.sort_by_key(|s| is_mirror(s));
         candidates.into_iter().find_map(|s| {
             let mut rest = walk(trace, spans, Some(s), i + 1)?;
             rest.insert(0, s.clone());
@@ -392,6 +398,24 @@ fn one_request_is_one_trace_through_every_hop() {
         "the SQL span names its database: {}",
         hops[7]
     );
+    // The mirrored copy's span at the gateway starts before, and lasts about as long as,
+    // web-canary's span of the copy.
+    let spans = trace["spans"].as_array().unwrap();
+    let mirror = spans
+        .iter()
+        .find(|s| is_mirror(s) && kind(s) == "client")
+        .unwrap_or_else(|| panic!("no mirror span:\n{}", listing(&trace)));
+    let copy = spans
+        .iter()
+        .find(|s| parent(s) == mirror["spanID"].as_str())
+        .unwrap_or_else(|| panic!("no span of the copy:\n{}", listing(&trace)));
+    assert!(
+        mirror["startTime"].as_u64() <= copy["startTime"].as_u64()
+            && mirror["duration"].as_u64().unwrap() * 2 >= copy["duration"].as_u64().unwrap(),
+        "the mirror's span covers its copy:\n{}",
+        listing(&trace)
+    );
+
     // Only the one request's trace: nothing else started at the gateway.
     std::thread::sleep(Duration::from_millis(1000));
     let others: Vec<_> = store

@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::http::headers::X_REQUEST_ID;
 use context::{Inject, Seen, TraceId};
-pub(crate) use span::{Active, Config, Kind};
+pub(crate) use span::{Active, Config, Kind, MirrorDone};
 
 /// A random non-zero id.
 fn new_id() -> u64 {
@@ -157,11 +157,19 @@ impl Active {
         }
     }
 
-    /// A mirrored copy with headers `h` to `cluster`: a span of its own.
-    pub(crate) fn mirror(&mut self, cluster: &Arc<str>, h: &mut HeaderMap) {
+    /// A mirrored copy with headers `h` to `cluster`, sent now: a span of its own, which
+    /// the copy's task ends through the handle returned.
+    pub(crate) fn mirror(&mut self, cluster: &Arc<str>, h: &mut HeaderMap) -> Arc<MirrorDone> {
         let id = new_id();
         self.inject_child(id, h);
-        self.mirror = Some((id, Arc::clone(cluster)));
+        let done = Arc::new(MirrorDone::default());
+        self.mirror = Some(span::MirrorSpan {
+            id,
+            cluster: Arc::clone(cluster),
+            start: SystemTime::now(),
+            done: Arc::clone(&done),
+        });
+        done
     }
 
     fn inject_child(&self, id: u64, h: &mut HeaderMap) {
@@ -312,10 +320,13 @@ mod tests {
         let retry = hex(&h, &X_B3_SPAN_ID);
         a.end_try("10.0.0.2:80".parse().unwrap(), 200);
         let mut mh = HeaderMap::new();
-        a.mirror(
+        let before_mirror = SystemTime::now();
+        let done = a.mirror(
             &Arc::from("outbound|80||shadow.ns.svc.cluster.local"),
             &mut mh,
         );
+        // The copy's task says when it was answered: the span lasts as long as the copy.
+        done.end(Duration::from_millis(2), 200);
         let mirror = hex(&mh, &X_B3_SPAN_ID);
         let a_id = a.id;
         let local = "127.0.0.1:1".parse().unwrap();
@@ -340,6 +351,9 @@ mod tests {
         assert_eq!(tag(retry, "upstream_address").unwrap(), "10.0.0.2:80");
         assert_eq!(tag(retry, "error"), None);
         assert_eq!(by_id(mirror).name, "shadow.ns.svc.cluster.local:80/*");
+        assert_eq!(by_id(mirror).duration_us, 2000);
+        assert!(by_id(mirror).start_us >= span::micros(before_mirror));
+        assert_eq!(tag(mirror, "http.status_code").unwrap(), "200");
         let server = by_id(a_id);
         assert_eq!((server.kind, server.duration_us), (Kind::Server, 3000));
         assert_eq!(server.trace_id.high, 0x80f198ee56343ba8);
