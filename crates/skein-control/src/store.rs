@@ -153,8 +153,9 @@ fn dedupe(m: Manifests) -> Manifests {
         let winner = last.get(&k).copied().unwrap_or(i);
         if winner == i {
             out.documents.push(d);
-        } else if let Some(w) = slots[winner].take() {
+        } else if let Some(w) = slots.get_mut(winner).and_then(Option::take) {
             // The replacement takes the original's place; load order matters for routes.
+            // Copies in between (a third file with the same object) are dropped.
             last.insert(k, usize::MAX);
             out.documents.push(w);
         }
@@ -207,6 +208,33 @@ mod tests {
         assert!(err.to_string().contains("bad.yaml:7"), "{err}");
         assert_eq!(err.errors.len(), 1, "{err}");
         assert!(err.to_string().contains("htp"), "{err}");
+    }
+
+    /// The same object in the manifests and in two applied files: the last file's copy wins,
+    /// in the original's place, and the one in between is dropped (it used to panic).
+    #[test]
+    fn an_object_applied_twice_after_the_manifests_keeps_the_last_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
+        let vs_only = |which: &str| {
+            let vs = VS.replace("WHICH", which);
+            vs.split("---\n").nth(1).unwrap().to_string()
+        };
+        std::fs::write(applied.path().join("a.yaml"), vs_only("first")).unwrap();
+        std::fs::write(applied.path().join("b.yaml"), vs_only("second")).unwrap();
+        let store = Store {
+            addons: None,
+            dir: dir.path().to_path_buf(),
+            applied: Some(applied.path().to_path_buf()),
+        };
+        let m = store.load().unwrap();
+        let names: Vec<_> = m
+            .virtual_services()
+            .map(|v| v.spec.http[0].name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["second"]);
+        assert_eq!(m.services().count(), 1);
     }
 
     #[test]

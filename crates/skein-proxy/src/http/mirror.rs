@@ -52,10 +52,11 @@ pub(crate) fn spawn(
     *copy.headers_mut() = head.headers().clone();
     copy.headers_mut()
         .insert(MIRROR_HEADER.clone(), HeaderValue::from_static("1"));
-    if let Some(t) = trace {
-        t.mirror(&cluster.name, copy.headers_mut());
-    }
+    let span = trace.map(|t| t.mirror(&cluster.name, copy.headers_mut()));
     tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        // The response status, once the copy is answered (for its span).
+        let mut code = 0u16;
         let send = async {
             let body = body.wait_replay().await?;
             let proto = cluster.upstream_proto(h2);
@@ -83,12 +84,14 @@ pub(crate) fn spawn(
             match conn {
                 Conn::H1(mut c) => {
                     let resp = c.tx.send_request(req).await.ok()?;
+                    code = resp.status().as_u16();
                     if drain(resp.into_body()).await {
                         cluster.checkin(&ep, c);
                     }
                 }
                 Conn::H2(mut tx, _) => {
                     let resp = tx.send_request(req).await.ok()?;
+                    code = resp.status().as_u16();
                     drain(resp.into_body()).await;
                 }
             }
@@ -96,6 +99,9 @@ pub(crate) fn spawn(
         };
         if tokio::time::timeout(MIRROR_TIMEOUT, send).await.is_err() {
             tracing::debug!(cluster = %cluster.name, "mirrored request timed out");
+        }
+        if let Some(span) = span {
+            span.end(started.elapsed(), code);
         }
         drop(slot);
     });

@@ -364,10 +364,38 @@ pub fn show(args: ShowArgs, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// The part of span `i`'s duration that none of its children (`kids`) covers, in µs.
+fn self_time(t: &Trace, i: usize, kids: &[usize]) -> u64 {
+    let s = &t.spans[i];
+    let (a, b) = (s.start_time, s.start_time.saturating_add(s.duration));
+    let mut iv: Vec<(u64, u64)> = kids
+        .iter()
+        .map(|&k| {
+            let c = &t.spans[k];
+            let start = c.start_time.clamp(a, b);
+            (
+                start,
+                c.start_time.saturating_add(c.duration).clamp(start, b),
+            )
+        })
+        .collect();
+    iv.sort_unstable();
+    let (mut covered, mut reach) = (0, a);
+    for (start, end) in iv {
+        let start = start.max(reach);
+        if end > start {
+            covered += end - start;
+            reach = end;
+        }
+    }
+    s.duration.saturating_sub(covered)
+}
+
 /// The trace as a waterfall: one line per span, indented by its depth under its parent,
 /// with a bar placed and scaled on the root's time span (the whole trace's when it has
-/// several roots). The slowest of the leaf spans (those without children), where the time
-/// is spent, is highlighted: bold red with `colour`, else marked `<< slowest`.
+/// several roots). The span where the time is spent, the one with the most time of its own
+/// (not covered by its children: a slow query, or a proxy waiting on an injected delay), is
+/// highlighted: bold red with `colour`, else marked `<< slowest`.
 pub fn waterfall(t: &Trace, width: usize, colour: bool) -> String {
     let ids: HashMap<&str, usize> = t
         .spans
@@ -409,8 +437,10 @@ pub fn waterfall(t: &Trace, width: usize, colour: bool) -> String {
     }
     let slowest = order
         .iter()
-        .filter(|(i, _)| children.get(&Some(*i)).is_none_or(|c| c.is_empty()))
-        .max_by_key(|(i, depth)| (t.spans[*i].duration, *depth))
+        .max_by_key(|(i, depth)| {
+            let kids = children.get(&Some(*i)).map_or(&[][..], Vec::as_slice);
+            (self_time(t, *i, kids), *depth)
+        })
         .map(|(i, _)| *i);
     let labels: Vec<String> = order
         .iter()
@@ -518,6 +548,43 @@ mod tests {
             .unwrap();
         assert!(red.contains("was SELECT blog.posts"), "{coloured}");
         assert!(!coloured.contains("slowest"));
+    }
+
+    /// A fault delay on the client hop: its span has the time of its own, not the quick query
+    /// at the end of the trace, so it is the one marked.
+    #[test]
+    fn the_span_marked_is_the_one_with_the_most_time_of_its_own() {
+        let span = |id: &str, parent: Option<&str>, name: &str, start: u64, duration: u64| {
+            let refs = parent.map_or_else(Vec::new, |p| {
+                vec![serde_json::json!({"refType": "CHILD_OF", "traceID": "ab", "spanID": p})]
+            });
+            serde_json::json!({"spanID": id, "operationName": name, "references": refs,
+                "startTime": start, "duration": duration, "processID": "p1"})
+        };
+        let trace = |spans: Vec<serde_json::Value>| -> Trace {
+            serde_json::from_value(serde_json::json!({"traceID": "ab", "spans": spans,
+                "processes": {"p1": {"serviceName": "web"}}}))
+            .unwrap()
+        };
+        let t = trace(vec![
+            span("01", None, "web GET", 0, 710_000),
+            span("02", Some("01"), "to was", 1_000, 705_000),
+            span("03", Some("02"), "was GET", 704_000, 1_500),
+            span("04", Some("03"), "SELECT", 704_200, 400),
+            span("05", Some("03"), "SELECT again", 704_700, 60),
+        ]);
+        let w = waterfall(&t, 20, false);
+        let marked: Vec<&str> = w.lines().filter(|l| l.ends_with("<< slowest")).collect();
+        assert_eq!(marked.len(), 1, "{w}");
+        assert!(marked[0].trim_start().starts_with("web to was"), "{w}");
+        // Children that overlap each other, or run past their parent, are counted once.
+        let t = trace(vec![
+            span("01", None, "root", 0, 100),
+            span("02", Some("01"), "a", 10, 50),
+            span("03", Some("01"), "b", 30, 200),
+        ]);
+        assert_eq!(self_time(&t, 0, &[1, 2]), 10);
+        assert_eq!(self_time(&t, 1, &[]), 50);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! propagate, and for a sampled request start its span) and the span's end in the request's
 //! single end (`Finish::done`). Upstream tries and mirrors call [`Active::start_try`] and
 //! friends only when a span exists. An unsampled request costs one pass over its headers and
-//! `x-b3-sampled: 0` for the next hop; nothing about spans is allocated for it.
+//! its trace headers with `x-b3-sampled: 0` for the next hop (a caller's ids as they came, or
+//! new ones as Envoy writes them); nothing about spans is allocated for it.
 
 pub(crate) mod context;
 pub(crate) mod export;
@@ -22,7 +23,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::http::headers::X_REQUEST_ID;
 use context::{Inject, Seen, TraceId};
-pub(crate) use span::{Active, Config, Kind};
+pub(crate) use span::{Active, Config, Kind, MirrorDone};
 
 /// A random non-zero id.
 fn new_id() -> u64 {
@@ -51,10 +52,14 @@ pub(crate) fn begin(
     let side = cfg.side(kind);
     let d = sampling::decide(&seen, &incoming, side.threshold, cfg.use_rid);
     let w3c = cfg.w3c() || seen.traceparent.is_some();
-    // Nobody records an unsampled trace: only the decision travels (the caller's ids, if
-    // any, pass as they came), unless a header the next hop reads first would say
-    // otherwise (`b3`, or a `traceparent` that is not marked unsampled).
+    // Nobody records an unsampled trace: only the decision joins the caller's ids, which
+    // pass as they came, unless a header the next hop reads first would say otherwise
+    // (`b3`, or a `traceparent` that is not marked unsampled). Without a caller's context
+    // the next hop gets new ids with the decision, as Envoy sends them: a bare
+    // `x-b3-sampled: 0` is no parent to an OpenTelemetry SDK, which starts a sampled trace
+    // of its own under a parent-based sampler.
     let decision_only = !d.sampled
+        && incoming.ctx.is_some()
         && seen.b3.is_none()
         && (!w3c
             || seen
@@ -152,11 +157,19 @@ impl Active {
         }
     }
 
-    /// A mirrored copy with headers `h` to `cluster`: a span of its own.
-    pub(crate) fn mirror(&mut self, cluster: &Arc<str>, h: &mut HeaderMap) {
+    /// A mirrored copy with headers `h` to `cluster`, sent now: a span of its own, which
+    /// the copy's task ends through the handle returned.
+    pub(crate) fn mirror(&mut self, cluster: &Arc<str>, h: &mut HeaderMap) -> Arc<MirrorDone> {
         let id = new_id();
         self.inject_child(id, h);
-        self.mirror = Some((id, Arc::clone(cluster)));
+        let done = Arc::new(MirrorDone::default());
+        self.mirror = Some(span::MirrorSpan {
+            id,
+            cluster: Arc::clone(cluster),
+            start: SystemTime::now(),
+            done: Arc::clone(&done),
+        });
+        done
     }
 
     fn inject_child(&self, id: u64, h: &mut HeaderMap) {
@@ -211,10 +224,12 @@ mod tests {
         });
         assert!(a.is_none());
         assert_eq!(h[&X_B3_SAMPLED], "0");
-        assert!(
-            h.get(&X_B3_TRACE_ID).is_none(),
-            "no ids for a trace nobody records"
-        );
+        // New ids, so that the app behind sees a parent that says "not sampled".
+        let trace_id = h[&X_B3_TRACE_ID].to_str().unwrap();
+        assert_eq!(trace_id.len(), 32, "{trace_id}");
+        assert_ne!(u128::from_str_radix(trace_id, 16).unwrap(), 0);
+        assert_ne!(hex(&h, &X_B3_SPAN_ID), 0);
+        assert!(h.get(&X_B3_PARENT_SPAN_ID).is_none());
         assert_eq!(h[&X_REQUEST_ID], "0000270f-2fa1-41d2-883f-0016d3cca427");
         // A caller's context passes as it came, with the decision.
         let mut h = request("0000270f-2fa1-41d2-883f-0016d3cca427");
@@ -305,10 +320,13 @@ mod tests {
         let retry = hex(&h, &X_B3_SPAN_ID);
         a.end_try("10.0.0.2:80".parse().unwrap(), 200);
         let mut mh = HeaderMap::new();
-        a.mirror(
+        let before_mirror = SystemTime::now();
+        let done = a.mirror(
             &Arc::from("outbound|80||shadow.ns.svc.cluster.local"),
             &mut mh,
         );
+        // The copy's task says when it was answered: the span lasts as long as the copy.
+        done.end(Duration::from_millis(2), 200);
         let mirror = hex(&mh, &X_B3_SPAN_ID);
         let a_id = a.id;
         let local = "127.0.0.1:1".parse().unwrap();
@@ -333,6 +351,9 @@ mod tests {
         assert_eq!(tag(retry, "upstream_address").unwrap(), "10.0.0.2:80");
         assert_eq!(tag(retry, "error"), None);
         assert_eq!(by_id(mirror).name, "shadow.ns.svc.cluster.local:80/*");
+        assert_eq!(by_id(mirror).duration_us, 2000);
+        assert!(by_id(mirror).start_us >= span::micros(before_mirror));
+        assert_eq!(tag(mirror, "http.status_code").unwrap(), "200");
         let server = by_id(a_id);
         assert_eq!((server.kind, server.duration_us), (Kind::Server, 3000));
         assert_eq!(server.trace_id.high, 0x80f198ee56343ba8);

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderName;
@@ -331,8 +332,43 @@ pub(crate) struct Active {
     pub(crate) first_try: Option<u64>,
     /// `traceparent` is written too.
     pub(crate) w3c: bool,
-    /// A mirrored copy's span: (id, cluster name).
-    pub(crate) mirror: Option<(u64, Arc<str>)>,
+    /// A mirrored copy's span.
+    pub(crate) mirror: Option<MirrorSpan>,
+}
+
+/// A mirrored copy's span: sent from its own task, which says when the copy is done.
+#[derive(Debug)]
+pub(crate) struct MirrorSpan {
+    pub(crate) id: u64,
+    pub(crate) cluster: Arc<str>,
+    pub(crate) start: SystemTime,
+    pub(crate) done: Arc<MirrorDone>,
+}
+
+/// Written by the mirror's task when its copy is answered (or abandoned).
+#[derive(Debug, Default)]
+pub(crate) struct MirrorDone {
+    /// The copy's duration in µs, plus one (0: still in flight).
+    micros: AtomicU64,
+    /// Its response status (0: none).
+    code: AtomicU32,
+}
+
+impl MirrorDone {
+    /// The copy ended after `took`, answered `code` (0: no response).
+    pub(crate) fn end(&self, took: Duration, code: u16) {
+        self.code.store(u32::from(code), Ordering::Relaxed);
+        self.micros.store(
+            (took.as_micros() as u64).saturating_add(1),
+            Ordering::Release,
+        );
+    }
+
+    /// The duration and status, when the copy has ended.
+    fn ended(&self) -> Option<(u64, u16)> {
+        let us = self.micros.load(Ordering::Acquire).checked_sub(1)?;
+        Some((us, self.code.load(Ordering::Relaxed) as u16))
+    }
 }
 
 impl Active {
@@ -395,20 +431,32 @@ impl Active {
                 tags: tt,
             });
         }
-        if let Some((id, cluster)) = &self.mirror {
+        if let Some(m) = &self.mirror {
+            let cluster = &m.cluster;
             let mut mt = tags.clone();
             set(&mut mt, "upstream_cluster", cluster.to_string());
             set(&mut mt, "upstream_cluster.name", cluster.to_string());
             mt.retain(|(k, _)| k != "http.status_code" && k != "error" && k != "upstream_address");
+            // A copy still in flight when the primary ends: its time so far.
+            let (duration_us, code) = m.done.ended().unwrap_or_else(|| {
+                let so_far = m.start.elapsed().unwrap_or_default();
+                (so_far.as_micros() as u64, 0)
+            });
+            if code > 0 {
+                set(&mut mt, "http.status_code", code.to_string());
+            }
+            if code >= 500 {
+                set(&mut mt, "error", "true".into());
+            }
             let name = cluster_operation(cluster).unwrap_or_else(|| self.name.clone());
             spans.push(Span {
                 trace_id: self.trace_id,
-                id: *id,
+                id: m.id,
                 parent: Some(self.id),
                 kind: Kind::Client,
                 name,
-                start_us,
-                duration_us: 1,
+                start_us: micros(m.start),
+                duration_us: duration_us.max(1),
                 debug: self.debug,
                 service: Arc::clone(&cfg.service),
                 local_ip: cfg.local_ip,
@@ -505,7 +553,7 @@ fn set(tags: &mut Vec<(Cow<'static, str>, String)>, name: &str, value: String) {
     }
 }
 
-fn micros(t: SystemTime) -> u64 {
+pub(crate) fn micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
