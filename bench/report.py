@@ -25,6 +25,7 @@ ALLOCS = env("ALLOCS", "0") == "1"
 VARIANTS = [
     ("skein", "envoy", "access log off"),
     ("skein-log", "envoy-log", "access log to a file"),
+    ("skein-trace", "envoy-trace", "100 % tracing, Zipkin v2 to a sink"),
 ]
 
 TARGETS = {
@@ -108,7 +109,7 @@ def metric_fns():
 
 
 METRICS = metric_fns()
-SCENARIOS = sorted({r["scenario"] for r in raw}, key=lambda s: ["direct", "skein", "envoy", "skein-log", "envoy-log", "skein-blog"].index(s))
+SCENARIOS = sorted({r["scenario"] for r in raw}, key=lambda s: ["direct", "skein", "envoy", "skein-log", "envoy-log", "skein-trace", "envoy-trace", "skein-blog"].index(s))
 
 
 def series(scen, key):
@@ -321,6 +322,20 @@ for sk, en, title in VARIANTS:
         dcell = cell(D.get(key), digits) if has_direct else "–"
         md.append(f"| {label} | {dcell} | {cell(S.get(key), digits, plus)} | {cell(E.get(key), digits, plus)} | "
                   f"{ratio_cell(r, pr) if show_ratio else '–'} | {tgt} | {ok} |")
+    if sk == "skein-trace":
+        # What 100 % sampling costs each proxy: CPU per request over the same pair without tracing.
+        base = out_scen.get("skein", {}), out_scen.get("envoy", {})
+        parts = []
+        for name, T, B in (("skein", S, base[0]), ("Envoy", E, base[1])):
+            for key, side in (("cpu_client_per_1k_fixed", "client"), ("cpu_server_per_1k_fixed", "server")):
+                if T.get(key) and B.get(key):
+                    d = T[key]["median"] - B[key]["median"]
+                    parts.append(f"{name} {side} {d:+.1f} ms per 1000 req ({d / B[key]['median'] * 100:+.0f} %)")
+        spans = env("TRACE_SPANS", "").strip(";").replace(";", ", ")
+        md.append("")
+        md.append("Added by 100 % tracing at the fixed rate (medians, against the access-log-off pair): "
+                  + ("; ".join(parts) if parts else "n/a") + ". Spans the sink accepted over the run (client + server): "
+                  + (spans or "n/a") + ".")
 
 # ---------------------------------------------------------------- memory
 mib = lambda k: k / 1024.0

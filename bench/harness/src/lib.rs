@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use skein_snapshot::build::{SnapshotBuilder, cluster, fqdn};
+use skein_snapshot::telemetry::{PerMode, TracingProvider};
 use skein_snapshot::{
     AuthzAction, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource, InboundPolicy, Listener,
     ListenerKind, MtlsMode, Protocol, Snapshot, UpstreamTls,
@@ -142,11 +143,46 @@ fn server_snapshot(o: &Opts) -> Result<Snapshot, String> {
 }
 
 pub fn built_in(role: &str, o: &Opts) -> Result<Snapshot, String> {
-    match role {
-        "client" => client_snapshot(o),
-        "server" => server_snapshot(o),
-        other => Err(format!("role {other:?}: expected client or server")),
-    }
+    let mut snap = match role {
+        "client" => client_snapshot(o)?,
+        "server" => server_snapshot(o)?,
+        other => return Err(format!("role {other:?}: expected client or server")),
+    };
+    with_tracing(&mut snap, role, o)?;
+    Ok(snap)
+}
+
+/// `--trace-zipkin ADDR [--trace-sampling PCT]`: Zipkin v2 spans to `ADDR` (an `ip:port`) at
+/// `PCT` % sampling (default 100), as the mesh config's `zipkin.address` and Telemetry's
+/// `randomSamplingPercentage` set it.
+pub fn with_tracing(snap: &mut Snapshot, role: &str, o: &Opts) -> Result<(), String> {
+    let Some(addr) = o.get("trace-zipkin") else {
+        return Ok(());
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("--trace-zipkin {addr}: not an ip:port: {e}"))?;
+    let pct: f64 = match o.get("trace-sampling") {
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .ok_or_else(|| format!("--trace-sampling {p}: expected a percentage, 0 to 100"))?,
+        None => 100.0,
+    };
+    let t = &mut snap.telemetry.tracing;
+    t.enabled = true;
+    t.provider = Some(TracingProvider::Zipkin {
+        address: addr.to_string(),
+        max_tag_length: 0,
+    });
+    t.sampling = PerMode {
+        client: pct,
+        server: pct,
+    };
+    t.service_name = format!("bench-{role}.bench");
+    t.mesh_id = "cluster.local".into();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -177,6 +213,40 @@ mod tests {
             ["cluster.local/ns/bench/sa/client"]
         );
         assert_eq!(p.rules[0].to[0].ports, ["18080", "19000"]);
+    }
+
+    #[test]
+    fn tracing_options_set_a_zipkin_provider_and_the_sampling() {
+        let mut s = server_snapshot(&opts(&["--app", "127.0.0.1:18080"])).unwrap();
+        with_tracing(&mut s, "server", &opts(&[])).unwrap();
+        assert_eq!(s.telemetry.tracing.provider, None, "no spans sent unless asked");
+        let o = opts(&[
+            "--trace-zipkin",
+            "127.0.0.1:19411",
+            "--trace-sampling",
+            "10",
+        ]);
+        with_tracing(&mut s, "server", &o).unwrap();
+        let t = &s.telemetry.tracing;
+        assert!(t.enabled);
+        assert_eq!(
+            t.provider,
+            Some(TracingProvider::Zipkin {
+                address: "127.0.0.1:19411".into(),
+                max_tag_length: 0
+            })
+        );
+        assert_eq!((t.sampling.client, t.sampling.server), (10.0, 10.0));
+        for bad in [
+            &["--trace-zipkin", "collector:9411"][..],
+            &["--trace-zipkin", "127.0.0.1:1", "--trace-sampling", "101"],
+            &["--trace-zipkin", "127.0.0.1:1", "--trace-sampling", "x"],
+        ] {
+            assert!(
+                with_tracing(&mut s, "server", &opts(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

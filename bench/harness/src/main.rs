@@ -9,6 +9,7 @@
 //!   opaque TCP: client --tcp-listen ADDR --tcp-endpoint ADDR; server --tcp-inbound ADDR --tcp-app ADDR
 //!   --snapshot FILE     use this snapshot (JSON) instead of the built-in one
 //!   --access-log FILE   Istio's TEXT access log to FILE (default: off)
+//!   --trace-zipkin ADDR Zipkin v2 spans to ADDR (ip:port) [--trace-sampling PCT, default 100]
 //!   --alloc-addr ADDR   serve the allocation counters (needs --features count-alloc)
 //! skein-bench-snapshot client|server [the role's options] [--blog DIR] --out FILE
 //!   writes the role's snapshot; with --blog, the snapshot the control plane compiles for the
@@ -33,7 +34,7 @@ static GLOBAL: count_alloc::Counting = count_alloc::Counting;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use skein_bench_proxy::{Opts, built_in};
+use skein_bench_proxy::{Opts, built_in, with_tracing};
 use skein_proxy::{AccessLogSink, ProxyConfig, SourceConfig, StaticIdentity};
 use skein_snapshot::Snapshot;
 
@@ -41,8 +42,10 @@ fn run(role: &str, o: &Opts) -> Result<(), String> {
     let snap = match o.get("snapshot") {
         Some(p) => {
             let text = std::fs::read(p).map_err(|e| format!("--snapshot {p}: {e}"))?;
-            serde_json::from_slice::<Snapshot>(&text)
-                .map_err(|e| format!("--snapshot {p}: not a snapshot: {e}"))?
+            let mut snap = serde_json::from_slice::<Snapshot>(&text)
+                .map_err(|e| format!("--snapshot {p}: not a snapshot: {e}"))?;
+            with_tracing(&mut snap, role, o)?;
+            snap
         }
         None => built_in(role, o)?,
     };
@@ -67,10 +70,11 @@ fn run(role: &str, o: &Opts) -> Result<(), String> {
         });
     }
     cfg.admin = Some(o.addr("admin")?);
-    cfg.access_log = match o.get("access-log") {
+    // Only where `--access-log` says: the blog snapshots' mesh config would log to stdout.
+    cfg.access_log = Some(match o.get("access-log") {
         Some(p) => AccessLogSink::File(PathBuf::from(p)),
         None => AccessLogSink::Off,
-    };
+    });
     cfg.workers = 1;
     if o.get("alloc-addr").is_some() {
         serve_alloc_counters(o.addr("alloc-addr")?)?;
