@@ -342,6 +342,10 @@ pub struct VirtualHost {
 pub struct Route {
     /// VirtualService `http[].name` (the access log's ROUTE_NAME).
     pub name: String,
+    /// The VirtualService's name (empty for a Service's default route): Istio's route
+    /// decorator names a route split across several clusters `<name>:<port><path>`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub virtual_service: String,
     /// VirtualService `http[].match[]`: blocks are ORed; empty matches every request.
     pub matches: Vec<RouteMatch>,
     /// `route[]` destinations, `redirect` or `directResponse`.

@@ -72,7 +72,7 @@ impl Compiler<'_> {
                 .spec
                 .http
                 .iter()
-                .filter_map(|r| self.http_route(r, ns, client, None, 80))
+                .filter_map(|r| self.http_route(&vs.metadata.name, r, ns, client, None, 80))
                 .collect();
             for h in &vs.spec.hosts {
                 by_host

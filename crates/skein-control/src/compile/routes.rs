@@ -167,6 +167,7 @@ impl Compiler<'_> {
     /// One VirtualService `http[]` entry as a route, or `None` when it cannot apply here.
     pub(super) fn http_route(
         &self,
+        vs_name: &str,
         r: &HttpRoute,
         rule_ns: &str,
         client: Client<'_>,
@@ -176,6 +177,7 @@ impl Compiler<'_> {
         let matches = self.route_matches(&r.match_, client, port)?;
         Some(Route {
             name: r.name.clone().unwrap_or_default(),
+            virtual_service: vs_name.to_string(),
             matches,
             action: self.route_action(r, rule_ns, default_port, client.visible),
             rewrite: r.rewrite.as_ref().map(rewrite),
@@ -281,12 +283,9 @@ impl Compiler<'_> {
                 continue;
             }
             covered = true;
-            routes.extend(
-                vs.spec
-                    .http
-                    .iter()
-                    .filter_map(|r| self.http_route(r, ns, client, Some(port), port)),
-            );
+            routes.extend(vs.spec.http.iter().filter_map(|r| {
+                self.http_route(&vs.metadata.name, r, ns, client, Some(port), port)
+            }));
         }
         if !covered {
             routes.push(default_route(&svc.fqdn, port));

@@ -492,16 +492,37 @@ impl<'a> Tries<'a> {
 }
 
 /// Istio's route decorator for a request forwarded to `cluster` by `route` (see
-/// [`crate::telemetry::trace::span::route_operation`]); the request's host stands in for
-/// the virtual service's name when the route splits across clusters.
+/// [`crate::telemetry::trace::span::route_operation`]): a route split across clusters is
+/// named by its VirtualService (the request's host when it has none).
 fn route_operation(
     route: &CompiledRoute,
     block: usize,
     cluster: &str,
     authority: Option<&HeaderValue>,
 ) -> String {
-    let single = matches!(&route.action, Action::Route { dests, .. } if dests.len() == 1);
+    // As Istio translates a route, zero-weight destinations are dropped: one left is a route
+    // to a single cluster.
+    let single = match &route.action {
+        Action::Route { dests, .. } => {
+            let mut prev = 0;
+            let weighted = dests.iter().filter(|d| {
+                let w = d.upto > prev;
+                prev = d.upto;
+                w
+            });
+            weighted.count() <= 1
+        }
+        _ => false,
+    };
     let path = route.matches.get(block).and_then(|m| m.trace_path());
+    if !single && !route.virtual_service.is_empty() {
+        return crate::telemetry::trace::span::route_operation(
+            cluster,
+            false,
+            path,
+            &route.virtual_service,
+        );
+    }
     let host = authority.and_then(|a| a.to_str().ok()).unwrap_or("");
     let host = crate::authority::lowercase(crate::authority::strip_port(host));
     crate::telemetry::trace::span::route_operation(cluster, single, path, &host)

@@ -61,6 +61,8 @@ fn header_name(n: &str, route: &str) -> Result<HeaderName, RouteError> {
 pub struct CompiledRoute {
     /// Route name for the access log.
     pub name: Arc<str>,
+    /// The VirtualService's name (empty: none), for the span name of a split route.
+    pub virtual_service: Arc<str>,
     /// Match blocks (ORed; empty matches all).
     pub matches: Vec<CompiledMatch>,
     /// Action.
@@ -226,6 +228,7 @@ fn compile_route(
         fault,
         mirror: r.mirror.as_ref().and_then(|m| Mirror::compile(m, cluster)),
         name: Arc::from(name),
+        virtual_service: Arc::from(r.virtual_service.as_str()),
         matches: r
             .matches
             .iter()

@@ -460,3 +460,74 @@ async fn a_gateway_reports_its_server_span_and_a_span_per_try() {
     }
     assert_ne!(tries[0]["id"], tries[1]["id"]);
 }
+
+/// Istio's decorator for a split route: zero-weight destinations are dropped (one left is a
+/// single cluster, named by its host), a real split is named by the VirtualService.
+#[tokio::test]
+async fn a_split_route_is_named_by_its_virtual_service() {
+    use skein_snapshot::build::{cluster, fqdn, weighted_route};
+    let web = Upstream::start("web").await;
+    let (rx, got) = receiver(202).await;
+    let host = fqdn("web-service", NS);
+    let stable = cluster(&host, 80, Some("stable"), &[&web.addr_str()]);
+    let canary = cluster(&host, 80, Some("canary"), &[&web.addr_str()]);
+    let route = |w: u32, prefix: &str| {
+        let mut r = weighted_route(&[(&stable.name, 100 - w), (&canary.name, w)]);
+        r.virtual_service = "web-vsvc".into();
+        r.matches = vec![RouteMatch {
+            path: Some(StringMatch::Prefix(prefix.into())),
+            ..Default::default()
+        }];
+        r
+    };
+    let mut snap = SnapshotBuilder::new("g1", "istio-system", "ingress")
+        .vhost(
+            GATEWAY_ROUTE,
+            VirtualHost {
+                name: "blog".into(),
+                domains: vec!["blog.example.com".into()],
+                routes: vec![route(0, "/api/"), route(50, "/board")],
+            },
+        )
+        .cluster(stable)
+        .cluster(canary)
+        .build();
+    traced(
+        &mut snap,
+        TracingProvider::Zipkin {
+            address: rx.to_string(),
+            max_tag_length: 0,
+        },
+        "istio-ingressgateway",
+    );
+    let h = skein_proxy::start(ProxyConfig::gateway("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("gateway start");
+    h.apply(snap).expect("gateway snapshot");
+    let gw = h.addrs.gateway_http.expect("gateway http");
+    for path in ["/api/posts", "/board", "/board"] {
+        assert_eq!(
+            get(gw, &format!("http://blog.example.com{path}"), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    // Six spans (a server and a try per request) fill the first batch of five.
+    let bodies = posts(&got, 1).await;
+    let spans: Vec<serde_json::Value> = serde_json::from_slice(&bodies[0].2).unwrap();
+    let names: std::collections::BTreeSet<_> = spans
+        .iter()
+        .filter(|s| s["kind"] == "SERVER")
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "web-service.shop.svc.cluster.local:80/api/*".to_string(),
+            "web-vsvc:80/board*".to_string()
+        ]
+        .into(),
+        "{spans:#?}"
+    );
+}
