@@ -286,35 +286,48 @@ fn known(v: &str) -> bool {
     !v.is_empty() && v != "unknown"
 }
 
-/// Kiali's internal node id and type for one side of a series.
+/// A version Kiali identifies by: known, and not `latest` (the canonical revision's default).
+fn known_version(v: &str) -> bool {
+    known(v) && v != "latest"
+}
+
+/// Kiali's internal node id and type for one side of a series (its `graph.Id`): the
+/// workload's namespace when known, else the service's; the special unknown source and
+/// unknown destination service; per graph type a workload, app (versioned by workload, else
+/// by version) or service node.
 #[allow(clippy::too_many_arguments)]
 fn node_id(
     gt: GraphType,
     cluster: &str,
     svc_ns: &str,
     svc: &str,
-    ns: &str,
+    wl_ns: &str,
     wl: &str,
     app: &str,
     ver: &str,
 ) -> (String, NodeType) {
+    let ns = if known(wl_ns) { wl_ns } else { svc_ns };
     if !known(ns) && !known(wl) && !known(app) && svc.is_empty() {
         return (format!("{cluster}_unknown_source"), NodeType::Unknown);
     }
     if !known(wl) && !known(app) && !known(svc) {
-        return (format!("svc_{cluster}_{svc_ns}_unknown"), NodeType::Unknown);
+        return (format!("svc_{cluster}_{ns}_unknown"), NodeType::Service);
     }
     match gt {
         GraphType::Workload | GraphType::Service => {
             if known(wl) {
                 (format!("wl_{cluster}_{ns}_{wl}"), NodeType::Workload)
+            } else if known(svc) {
+                (format!("svc_{cluster}_{ns}_{svc}"), NodeType::Service)
             } else {
-                (format!("svc_{cluster}_{svc_ns}_{svc}"), NodeType::Service)
+                (format!("svc_{cluster}_{ns}_unknown"), NodeType::Service)
             }
         }
         GraphType::App | GraphType::VersionedApp => {
             if known(app) {
-                if gt == GraphType::VersionedApp && known(ver) {
+                if gt == GraphType::VersionedApp && known(wl) {
+                    (format!("vapp_{cluster}_{ns}_{wl}"), NodeType::App)
+                } else if gt == GraphType::VersionedApp && known_version(ver) {
                     (format!("vapp_{cluster}_{ns}_{app}_{ver}"), NodeType::App)
                 } else {
                     (format!("app_{cluster}_{ns}_{app}"), NodeType::App)
@@ -322,7 +335,7 @@ fn node_id(
             } else if known(wl) {
                 (format!("wl_{cluster}_{ns}_{wl}"), NodeType::Workload)
             } else {
-                (format!("svc_{cluster}_{svc_ns}_{svc}"), NodeType::Service)
+                (format!("svc_{cluster}_{ns}_{svc}"), NodeType::Service)
             }
         }
     }
@@ -427,11 +440,19 @@ impl Graph {
             );
             let (ns, wl, app, ver, service) = match t {
                 NodeType::Service => (
-                    svc_ns.to_string(),
+                    if known(&side.ns) && id.starts_with("svc_") && !known(&side.wl) {
+                        side.ns.clone()
+                    } else {
+                        svc_ns.to_string()
+                    },
                     String::new(),
                     String::new(),
                     String::new(),
-                    svc.to_string(),
+                    if known(svc) {
+                        svc.to_string()
+                    } else {
+                        "unknown".to_string()
+                    },
                 ),
                 NodeType::Unknown => (
                     "unknown".to_string(),
@@ -647,9 +668,16 @@ impl Graph {
     }
 }
 
-/// Kiali's rate formatting: two decimals.
+/// Kiali's rate formatting: two decimals, more for a small rate so that one significant
+/// digit shows (up to five).
 fn rate(v: f64) -> String {
-    format!("{v:.2}")
+    let mut precision = 0;
+    let mut x = v;
+    while v > 0.0 && x < 1.0 && precision < 5 {
+        x *= 10.0;
+        precision += 1;
+    }
+    format!("{v:.*}", precision.max(2))
 }
 
 fn pct(v: f64) -> String {
@@ -794,7 +822,7 @@ pub fn build(o: &Options, answers: &Answers, cx: &Context) -> Json {
     if o.graph_type == GraphType::Service {
         reduce_to_services(&mut g);
     }
-    if o.graph_type == GraphType::VersionedApp {
+    if matches!(o.graph_type, GraphType::VersionedApp | GraphType::App) {
         box_by_app(&mut g);
     }
     render(o, &g, cx)
@@ -893,30 +921,61 @@ fn reduce_to_services(g: &mut Graph) {
     }
 }
 
-/// versionedApp: every app node with a version goes into a box for its app.
+/// Kiali's app boxes (app and versionedApp graphs): the nodes of one app, when there are
+/// two or more, go into a box `box_<cluster>_<namespace>_<app>`, which is outside or out of
+/// the mesh when a member is.
 fn box_by_app(g: &mut Graph) {
-    let mut boxes: BTreeMap<String, Node> = BTreeMap::new();
-    for n in g.nodes.values_mut() {
-        if n.node_type != NodeType::App || n.version.is_empty() {
-            continue;
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in g.nodes.values() {
+        if n.node_type != NodeType::Box && known(&n.app) {
+            members
+                .entry(format!("box_{}_{}_{}", n.cluster, n.namespace, n.app))
+                .or_default()
+                .push(n.id.clone());
         }
-        let box_id = format!("app_{}_{}_{}", n.cluster, n.namespace, n.app);
-        n.parent = Some(box_id.clone());
-        boxes.entry(box_id.clone()).or_insert_with(|| Node {
-            id: box_id,
-            node_type: NodeType::Box,
-            cluster: n.cluster.clone(),
-            namespace: n.namespace.clone(),
-            workload: String::new(),
-            app: n.app.clone(),
-            version: String::new(),
-            service: String::new(),
-            dest_services: BTreeSet::new(),
-            rates: BTreeMap::new(),
-            parent: None,
-        });
     }
-    g.nodes.extend(boxes);
+    for (box_id, ids) in members.into_iter().filter(|(_, m)| m.len() > 1) {
+        let Some(first) = g.nodes.get(&ids[0]).cloned() else {
+            continue;
+        };
+        for id in &ids {
+            if let Some(n) = g.nodes.get_mut(id) {
+                n.parent = Some(box_id.clone());
+            }
+        }
+        g.nodes.insert(
+            box_id.clone(),
+            Node {
+                id: box_id,
+                node_type: NodeType::Box,
+                cluster: first.cluster,
+                namespace: first.namespace,
+                workload: String::new(),
+                app: first.app,
+                version: String::new(),
+                service: String::new(),
+                dest_services: BTreeSet::new(),
+                rates: BTreeMap::new(),
+                parent: None,
+            },
+        );
+    }
+}
+
+/// Whether a node's workload (or every workload of its app) runs without a sidecar.
+fn out_of_mesh(n: &Node, cx: &Context) -> bool {
+    match n.node_type {
+        NodeType::Workload => cx
+            .out_of_mesh
+            .contains(&format!("{}/{}", n.namespace, n.workload)),
+        NodeType::App if !n.workload.is_empty() => cx
+            .out_of_mesh
+            .contains(&format!("{}/{}", n.namespace, n.workload)),
+        NodeType::App => cx
+            .out_of_mesh_apps
+            .contains(&format!("{}/{}", n.namespace, n.app)),
+        _ => false,
+    }
 }
 
 fn render(o: &Options, g: &Graph, cx: &Context) -> Json {
@@ -948,6 +1007,17 @@ fn render(o: &Options, g: &Graph, cx: &Context) -> Json {
         }
         if n.node_type == NodeType::Box {
             d.insert("isBox".into(), "app".into());
+            // A box is outside or out of the mesh when a member is.
+            let members = g
+                .nodes
+                .values()
+                .filter(|m| m.parent.as_deref() == Some(n.id.as_str()));
+            if !o.namespaces.contains(&n.namespace) {
+                d.insert("isOutside".into(), true.into());
+            }
+            if members.into_iter().any(|m| out_of_mesh(m, cx)) {
+                d.insert("isOutOfMesh".into(), true.into());
+            }
             nodes.push(json!({"data": d}));
             continue;
         }
@@ -1031,18 +1101,7 @@ fn render(o: &Options, g: &Graph, cx: &Context) -> Json {
         if !incoming.contains(n.id.as_str()) && outgoing.contains(n.id.as_str()) {
             d.insert("isRoot".into(), true.into());
         }
-        let oom = match n.node_type {
-            NodeType::Workload => cx
-                .out_of_mesh
-                .contains(&format!("{}/{}", n.namespace, n.workload)),
-            NodeType::App if !n.workload.is_empty() => cx
-                .out_of_mesh
-                .contains(&format!("{}/{}", n.namespace, n.workload)),
-            NodeType::App => cx
-                .out_of_mesh_apps
-                .contains(&format!("{}/{}", n.namespace, n.app)),
-            _ => false,
-        };
+        let oom = out_of_mesh(n, cx);
         if oom {
             d.insert("isOutOfMesh".into(), true.into());
         }
@@ -1152,22 +1211,14 @@ fn render(o: &Options, g: &Graph, cx: &Context) -> Json {
     })
 }
 
-/// A share as Kiali prints `isMTLS`: "100" when whole, else one decimal.
+/// A share as Kiali prints `isMTLS`: a whole percent.
 fn format_share(v: f64) -> String {
-    if (v - v.round()).abs() < 0.05 {
-        format!("{:.0}", v.round())
-    } else {
-        format!("{v:.1}")
-    }
+    format!("{v:.0}")
 }
 
-/// Milliseconds as Kiali prints response times: whole when large, two decimals when small.
+/// Milliseconds as Kiali prints response times: whole.
 fn format_ms(v: f64) -> String {
-    if v >= 10.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
+    format!("{v:.0}")
 }
 
 /// The graph's context from the state.

@@ -166,10 +166,19 @@ fn the_versioned_app_graph_of_the_blog() {
     let canary = find(&g, |d| d["app"] == "web" && d["version"] == "canary");
     let web_box = find(&g, |d| d["isBox"] == "app" && d["app"] == "web");
     assert_eq!(web_box["nodeType"], "box");
+    assert_eq!(web_box["id"], hash("box_Kubernetes_blog-system_web"));
+    // Kiali boxes an app of two or more nodes only.
+    assert!(
+        !nodes(&g)
+            .iter()
+            .any(|d| d["isBox"] == "app" && d["app"] == "was"),
+        "{:#}",
+        g["elements"]["nodes"]
+    );
     assert_eq!(stable["parent"], web_box["id"]);
     assert_eq!(canary["parent"], web_box["id"]);
     assert_eq!(stable["nodeType"], "app");
-    assert_eq!(stable["id"], hash("vapp_Kubernetes_blog-system_web_stable"));
+    assert_eq!(stable["id"], hash("vapp_Kubernetes_blog-system_web-stable"));
     assert_eq!(stable["hasVS"]["hostnames"], json!(["web-service"]));
     assert_eq!(stable["hasMirroring"], true);
     assert_eq!(stable["hasRequestRouting"], true);
@@ -402,5 +411,60 @@ fn hostile_samples_do_not_break_the_graph() {
             .unwrap()
             .iter()
             .all(|e| e["data"]["traffic"]["rates"].is_object())
+    );
+}
+
+#[test]
+fn numbers_are_printed_as_kiali_prints_them() {
+    assert_eq!(rate(2.5), "2.50");
+    assert_eq!(rate(0.25), "0.25");
+    assert_eq!(rate(0.004), "0.004");
+    assert_eq!(rate(0.0000012), "0.00000");
+    assert_eq!(rate(1234.5), "1234.50");
+    assert_eq!(format_share(99.6), "100");
+    assert_eq!(format_ms(7.4), "7");
+    // Ids: the special nodes and the versioned app's preference for the workload.
+    let id = |wl_ns, wl, app, ver, svc| {
+        node_id(
+            GraphType::VersionedApp,
+            "Kubernetes",
+            "blog-system",
+            svc,
+            wl_ns,
+            wl,
+            app,
+            ver,
+        )
+        .0
+    };
+    assert_eq!(
+        node_id(
+            GraphType::VersionedApp,
+            "Kubernetes",
+            "",
+            "",
+            "unknown",
+            "unknown",
+            "unknown",
+            "unknown"
+        )
+        .0,
+        "Kubernetes_unknown_source"
+    );
+    assert_eq!(
+        id("unknown", "unknown", "unknown", "unknown", "unknown"),
+        "svc_Kubernetes_blog-system_unknown"
+    );
+    assert_eq!(
+        id("blog-system", "unknown", "web", "stable", "web-service"),
+        "vapp_Kubernetes_blog-system_web_stable"
+    );
+    assert_eq!(
+        id("blog-system", "unknown", "web", "latest", "web-service"),
+        "app_Kubernetes_blog-system_web"
+    );
+    assert_eq!(
+        id("blog-system", "mysql", "unknown", "unknown", "mysql"),
+        "wl_Kubernetes_blog-system_mysql"
     );
 }
