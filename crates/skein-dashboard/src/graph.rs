@@ -1043,8 +1043,15 @@ fn render(o: &Options, g: &Graph, cx: &Context) -> Json {
                 json!({"protocol": p.as_str(), "rates": r})
             })
             .collect();
+        let idle = traffic
+            .iter()
+            .all(|t| t["rates"].as_object().is_none_or(Map::is_empty));
         if !traffic.is_empty() {
             d.insert("traffic".into(), traffic.into());
+        }
+        // Only idle edges (includeIdleEdges) bring a node without traffic.
+        if idle {
+            d.insert("isIdle".into(), true.into());
         }
         // Flags from the config: a service node's own, or those of the services a node
         // receives traffic for.

@@ -154,6 +154,10 @@ fn the_versioned_app_graph_of_the_blog() {
     let g = build(&o, &answers, &blog_context());
     assert_eq!(g["graphType"], "versionedApp");
     assert_eq!(g["duration"], 60);
+    assert!(
+        nodes(&g).iter().all(|d| d.get("isIdle").is_none()),
+        "every node has traffic in the window"
+    );
     let gw = find(&g, |d| d["workload"] == "istio-ingressgateway");
     assert_eq!(gw["namespace"], "istio-system");
     assert_eq!(gw["isOutside"], true);

@@ -281,12 +281,14 @@ async fn graph_handler(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Ap
         graph_type: GraphType::parse(q.one_of(
             "graphType",
             "app, versionedApp, workload, service",
-            "versionedApp",
+            // Kiali's default.
+            "workload",
         )?),
         duration: q.duration("duration", params::DEFAULT_DURATION)?,
         inject_service_nodes: q.bool("injectServiceNodes", false)?,
         response_time: ResponseTime::parse(q.one_of("responseTime", "95, 99, 50, avg", "95")?),
-        idle_edges: q.bool("idleEdges", false)?,
+        // Kiali's name, and the short one.
+        idle_edges: q.bool("includeIdleEdges", false)? || q.bool("idleEdges", false)?,
         time: now(),
         namespaces,
     };
