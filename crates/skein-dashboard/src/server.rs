@@ -28,6 +28,8 @@ use crate::{assets, config, inventory, logs};
 
 /// How long one Prometheus query may take.
 const PROM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many queries one request runs against Prometheus at once.
+const PROM_CONCURRENCY: usize = 6;
 /// How long the tracing store may take.
 const TRACING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer passed through from the tracing store.
@@ -130,10 +132,13 @@ impl App {
     /// Runs instant queries concurrently at `time`.
     async fn query_all(&self, queries: &[String], time: f64) -> Result<graph::Answers, ApiError> {
         let prom = self.prom()?;
+        // A graph of many namespaces is many queries: a few at a time.
+        let permits = Arc::new(tokio::sync::Semaphore::new(PROM_CONCURRENCY));
         let mut set = tokio::task::JoinSet::new();
         for q in queries {
-            let (p, q) = (prom.clone(), q.clone());
+            let (p, q, permits) = (prom.clone(), q.clone(), Arc::clone(&permits));
             set.spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let r = p.query(&q, time).await;
                 (q, r)
             });
