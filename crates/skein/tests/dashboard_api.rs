@@ -165,6 +165,44 @@ fn the_dashboard_api_on_the_blog() {
     );
     assert!(web_was["responseTime"].is_string(), "{web_was}");
 
+    // Health, the overview and metrics from the same Prometheus.
+    let health = get(&format!(
+        "{base}/api/namespaces/{NS}/health?type=app&rateInterval=60s"
+    ))
+    .json();
+    assert_eq!(
+        health["was"]["status"]["status"], "Healthy",
+        "{}",
+        health["was"]
+    );
+    assert!(
+        health["was"]["requests"]["inbound"]["http"]["200"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(health["was"]["workloadStatuses"][0]["availableReplicas"], 2);
+    let overview = get(&format!("{base}/api/overview?duration=60s")).json();
+    let blog = overview["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == NS)
+        .unwrap();
+    assert!(blog["requestRate"].as_f64().unwrap() > 0.0, "{blog}");
+    assert_eq!(blog["mtls"], "100", "{blog}");
+    let metrics = get(&format!(
+        "{base}/api/namespaces/{NS}/workloads/was/metrics?direction=inbound&duration=120s&step=15s"
+    ))
+    .json();
+    let counts = metrics["request_count"].as_array().unwrap();
+    assert!(
+        counts
+            .iter()
+            .any(|s| !s["datapoints"].as_array().unwrap().is_empty()),
+        "{metrics}"
+    );
+
     // was: two pods, proxies synced, the identity, was-authz.
     let was = get(&format!("{base}/api/namespaces/{NS}/workloads/was")).json();
     let pods = was["pods"].as_array().unwrap();
