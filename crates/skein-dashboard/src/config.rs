@@ -368,3 +368,109 @@ pub fn ingress_hostnames(snap: &Snapshot) -> Vec<String> {
     out.dedup();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blog() -> Snapshot {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/blog-system");
+        let manifests = skein_api::load_path(&dir).unwrap();
+        Snapshot {
+            diagnostics: skein_api::validate(&manifests),
+            manifests,
+            manifests_dir: dir,
+            ..Snapshot::default()
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_objects_that_apply_to_was_and_web() {
+        let snap = blog();
+        let was = labels(&[("app", "was"), ("version", "v1")]);
+        assert_eq!(
+            services_selecting(&snap, "blog-system", &was),
+            ["was-service"]
+        );
+        let refs = workload_refs(&snap, "blog-system", &was);
+        let names: Vec<(&str, &str)> = refs
+            .iter()
+            .map(|r| (r["kind"].as_str().unwrap(), r["name"].as_str().unwrap()))
+            .collect();
+        for want in [
+            ("AuthorizationPolicy", "was-authz"),
+            ("PeerAuthentication", "default"),
+            ("DestinationRule", "was-dest-rule"),
+            ("VirtualService", "was-vsvc"),
+        ] {
+            assert!(names.contains(&want), "{want:?} not in {names:?}");
+        }
+        assert!(
+            !names.contains(&("AuthorizationPolicy", "web-authz")),
+            "{names:?}"
+        );
+        let authz = refs.iter().find(|r| r["name"] == "was-authz").unwrap();
+        assert_eq!(authz["valid"], true);
+        assert!(
+            authz["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("60-istio-security.yaml:"),
+            "{authz}"
+        );
+
+        // web's canary: the primary route's weights and its mirror.
+        let web = labels(&[("app", "web"), ("version", "stable")]);
+        let canary = canary(&snap, "blog-system", &web);
+        let primary = canary.iter().find(|c| c["route"] == "primary").unwrap();
+        assert_eq!(primary["virtualService"], "web-vsvc");
+        assert_eq!(primary["destinations"][0]["subset"], "stable");
+        assert_eq!(primary["destinations"][0]["weight"], 100);
+        assert_eq!(primary["destinations"][1]["weight"], 0);
+        assert_eq!(primary["mirror"]["subset"], "canary");
+    }
+
+    #[test]
+    fn the_config_view_has_every_object_with_its_line_and_checks() {
+        let snap = blog();
+        let v = istio_config(&snap);
+        let objects = v["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), snap.manifests.len());
+        let vs = objects.iter().find(|o| o["name"] == "web-vsvc").unwrap();
+        assert_eq!(vs["source"]["file"], "50-istio-traffic.yaml");
+        assert!(
+            vs["yaml"]
+                .as_str()
+                .unwrap()
+                .starts_with("apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n")
+        );
+        let ns = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
+        assert_eq!(ns["namespace"], "");
+        assert_eq!(v["control"]["valid"], true);
+        // The flags Kiali derives for the graph.
+        let flags = service_flags(&snap);
+        let web = &flags["web-service.blog-system.svc.cluster.local"];
+        assert!(
+            web.has_mirroring
+                && web.has_traffic_shifting
+                && web.has_request_timeout
+                && web.has_retries
+                && web.has_cb
+        );
+        assert!(!web.has_fault_injection);
+        assert!(flags["mysql.blog-system.svc.cluster.local"].has_cb);
+        assert!(
+            flags["mysql.blog-system.svc.cluster.local"]
+                .vs_hostnames
+                .is_empty()
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The graph built from Prometheus answers recorded from a real Prometheus while
-//! `skein up examples/blog-system --scrape-interval 1` served traffic through the ingress
+//! `skein up examples/blog-system --database mysql --scrape-interval 1` served traffic to `/` and
+//! `/api/posts` through the ingress
 //! (testdata/graph-answers.json, written by the ignored `record` test below:
 //! `SKEIN_RECORD_PROMETHEUS=http://IP:PORT cargo test -p skein-dashboard record -- --ignored`,
 //! with the Prometheus URL from `skein status -o json`).
@@ -66,7 +67,7 @@ fn record() {
         answers.insert(q, json!({"resultType": "vector", "result": result}));
     }
     let out = json!({
-        "how": "recorded by `cargo test -p skein-dashboard record -- --ignored` from the Prometheus of `skein up examples/blog-system --scrape-interval 1` with requests to / and /api/posts through the ingress",
+        "how": "recorded by `cargo test -p skein-dashboard record -- --ignored` from the Prometheus of `skein up examples/blog-system --database mysql --scrape-interval 1` with requests to / and /api/posts through the ingress",
         "time": time,
         "answers": answers,
     });
