@@ -2,6 +2,8 @@
 //! first), so the CLI records it here for the dashboard, and removes the record at the next
 //! change it hands over. The documents are kept as written, with their own `file:line`.
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use skein_api::Manifests;
@@ -64,7 +66,15 @@ pub fn record(
     let path = file(state);
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(&r).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
+    // Owner-only, like the rest of the state directory: a refused change may be a Secret.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&text)?;
+    drop(f);
     std::fs::rename(&tmp, &path)
 }
 
@@ -109,6 +119,37 @@ pub fn document_at(text: &str, line: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_change_is_recorded_owner_only_and_cleared() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::resolve(Some(dir.path())).unwrap();
+        let f = dir.path().join("bad.yaml");
+        std::fs::write(&f, "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n").unwrap();
+        let m = skein_api::load_path(&f).unwrap();
+        record(
+            &state,
+            &m,
+            &["bad.yaml:1: error: x".into()],
+            "2026-01-01T00:00:00Z".into(),
+        )
+        .unwrap();
+        let mode = std::fs::metadata(file(&state))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let r = read(&state).unwrap();
+        assert_eq!(r.objects[0].kind, "Namespace");
+        assert_eq!(
+            r.objects[0].yaml,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n"
+        );
+        assert_eq!(r.errors.len(), 1);
+        clear(&state);
+        assert!(read(&state).is_none());
+    }
 
     #[test]
     fn a_document_is_cut_at_its_separators() {
