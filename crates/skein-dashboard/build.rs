@@ -26,8 +26,15 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) {
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let dist = manifest.join("../../ui/dist");
-    println!("cargo:rerun-if-changed={}", dist.display());
+    let ui = manifest.join("../../ui");
+    let dist = ui.join("dist");
+    // Without dist, the ui sources' directory, where ./scripts/build-ui writes it (in a tree
+    // without ui/ at all, cargo runs this at every build: a missing path is always stale).
+    if dist.is_dir() {
+        println!("cargo:rerun-if-changed={}", dist.display());
+    } else {
+        println!("cargo:rerun-if-changed={}", ui.display());
+    }
     println!("cargo:rerun-if-changed=build.rs");
     let mut files = Vec::new();
     if dist.join("index.html").is_file() {
