@@ -36,7 +36,9 @@ export function nodeName(d: GraphNodeData, graphType: string): string {
   if (d.isBox) return d.app ?? d.namespace;
   switch (d.nodeType) {
     case "app":
-      return graphType === "versionedApp" && d.version ? `${d.app ?? "?"} ${d.version}` : (d.app ?? "?");
+      return graphType === "versionedApp" && d.version && d.version !== "latest" && d.version !== "unknown"
+        ? `${d.app ?? "?"} ${d.version}`
+        : (d.app ?? "?");
     case "workload":
       return d.workload ?? "?";
     case "service":

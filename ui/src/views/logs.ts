@@ -6,17 +6,17 @@ import { loading, namespaces, pageHeader, refresher, showError } from "./common"
 const FLAGS: Array<[string, string]> = [
   ["", "Any flag"],
   ["-", "- (none)"],
-  ["UF", "UF upstream connection failure"],
-  ["UH", "UH no healthy upstream"],
-  ["UO", "UO upstream overflow (circuit breaker)"],
-  ["URX", "URX retry limit exceeded"],
-  ["UT", "UT upstream timeout"],
-  ["UC", "UC upstream connection termination"],
-  ["NR", "NR no route"],
-  ["DI", "DI delayed (fault)"],
-  ["FI", "FI aborted (fault)"],
-  ["RL", "RL rate limited"],
-  ["DC", "DC downstream connection termination"],
+  ["UF", "UF (connection failure)"],
+  ["UH", "UH (no healthy upstream)"],
+  ["UO", "UO (overflow, circuit breaker)"],
+  ["URX", "URX (retries exhausted)"],
+  ["UT", "UT (upstream timeout)"],
+  ["UC", "UC (upstream closed)"],
+  ["NR", "NR (no route)"],
+  ["DI", "DI (fault delay)"],
+  ["FI", "FI (fault abort)"],
+  ["RL", "RL (rate limited)"],
+  ["DC", "DC (client closed)"],
 ];
 
 export function logs(root: HTMLElement, route: Route): () => void {
