@@ -33,9 +33,11 @@ export function href(path: string, params?: Record<string, string | number | und
 /** Changes the route; `replace` keeps the history entry (for form state). */
 export function go(path: string, params?: Record<string, string | number | undefined | null>, replace = false): void {
   const target = href(path, params);
-  if (replace) history.replaceState(null, "", target);
-  else location.hash = target;
-  if (replace) window.dispatchEvent(new HashChangeEvent("hashchange"));
+  if (replace || target === location.hash) {
+    // Neither replaceState nor setting the same hash fires hashchange: redraw here.
+    if (replace) history.replaceState(null, "", target);
+    window.dispatchEvent(new HashChangeEvent("hashchange"));
+  } else location.hash = target;
 }
 
 /** The namespaces the user last picked, shared by the views. */
