@@ -59,9 +59,10 @@ export function lineChart(title: string, lines: Line[], unit: string, testid: st
     svg.appendChild(s("line", { x1: L, x2: W - R, y1: sy(v), y2: sy(v), class: "grid" }));
     svg.appendChild(s("text", { x: L - 4, y: sy(v) + 4, "text-anchor": "end", class: "axis" }, short(v)));
   }
-  for (const t of ticks(x0, x1, 3)) {
-    svg.appendChild(s("text", { x: sx(t), y: H - 6, "text-anchor": "middle", class: "axis" }, hhmm(t)));
-  }
+  ticks(x0, x1, 3).forEach((t, i, all) => {
+    const anchor = i === 0 ? "start" : i === all.length - 1 ? "end" : "middle";
+    svg.appendChild(s("text", { x: sx(t), y: H - 6, "text-anchor": anchor, class: "axis" }, hhmm(t)));
+  });
   lines.forEach((l, i) => {
     if (l.points.length === 0) return;
     const d = l.points.map((p, j) => `${j === 0 ? "M" : "L"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
@@ -112,12 +113,13 @@ export function scatter(dots: Dot[], testid: string): SVGSVGElement {
     svg.appendChild(s("line", { x1: L, x2: W - R, y1: sy(v), y2: sy(v), class: "grid" }));
     svg.appendChild(s("text", { x: L - 4, y: sy(v) + 4, "text-anchor": "end", class: "axis" }, `${short(v / 1000)}ms`));
   }
-  for (const t of ticks(x0, x1, 4)) {
+  ticks(x0, x1, 4).forEach((t, i, all) => {
     const d = new Date(t / 1000);
+    const anchor = i === 0 ? "start" : i === all.length - 1 ? "end" : "middle";
     svg.appendChild(
-      s("text", { x: sx(t), y: H - 6, "text-anchor": "middle", class: "axis" }, d.toLocaleTimeString(undefined, { hour12: false })),
+      s("text", { x: sx(t), y: H - 6, "text-anchor": anchor, class: "axis" }, d.toLocaleTimeString(undefined, { hour12: false })),
     );
-  }
+  });
   for (const d of dots) {
     const c = s(
       "circle",
