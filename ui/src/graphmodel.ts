@@ -2,7 +2,7 @@
 // left-to-right layered layout (each app box a column of its versions).
 
 import type { Graph, GraphEdgeData, GraphNodeData } from "./api";
-import { levelFromRates, type Level } from "./health";
+import { levelFromRates, worst as worstLevel, type Level } from "./health";
 import { num } from "./format";
 
 export interface NodeInfo {
@@ -117,6 +117,14 @@ export function model(g: Graph): Model {
   const nodes = (g.elements.nodes ?? []).map((n) => nodeInfo(n.data, g.graphType));
   const edges = (g.elements.edges ?? []).map((e) => edgeInfo(e.data));
   const byId = new Map(nodes.map((n) => [n.data.id, n]));
+  // A node nobody calls over HTTP (the gateway, a TCP server) is as healthy as its traffic:
+  // the requests it sends, or TCP bytes arriving.
+  for (const n of nodes) {
+    if (n.level !== "none" || n.kind === "box") continue;
+    const out = edges.filter((e) => e.data.source === n.data.id && e.protocol !== "tcp" && e.rate > 0);
+    if (out.length) n.level = out.map((e) => e.level).reduce((a, b) => worstLevel(a, b));
+    else if (n.tcpIn > 0) n.level = "healthy";
+  }
   // A box is as healthy as its worst member.
   for (const n of nodes) {
     const p = n.data.parent ? byId.get(n.data.parent) : undefined;
