@@ -28,10 +28,14 @@ export async function getJSON<T>(path: string, signal?: AbortSignal): Promise<T>
     body = undefined;
   }
   if (!resp.ok) {
+    // Kiali's {"error": "..."} or Jaeger's {"errors": [{"msg": "..."}]}.
+    const b = (body ?? {}) as { error?: unknown; errors?: Array<{ msg?: unknown }> | null };
     const msg =
-      body && typeof body === "object" && "error" in body
-        ? String((body as { error: unknown }).error)
-        : `${resp.status} ${resp.statusText}`;
+      b.error !== undefined
+        ? String(b.error)
+        : b.errors?.[0]?.msg !== undefined
+          ? String(b.errors[0].msg)
+          : `${resp.status} ${resp.statusText}`;
     throw new ApiError(msg, resp.status);
   }
   if (body === undefined) throw new ApiError(`${path}: the answer is not JSON`, resp.status);
