@@ -97,6 +97,32 @@ impl Store {
             .collect()
     }
 
+    /// Every object that loads, merged as [`Store::load`] merges them (applied objects replace
+    /// same-named ones), without validating, and the load errors of what did not (each with
+    /// `file:line`): what a viewer of the config shows, including a change that is refused.
+    pub fn load_all(&self) -> (Manifests, Vec<String>) {
+        let mut errors = Vec::new();
+        let mut merged = Manifests::default();
+        let mut dirs: Vec<&PathBuf> = self
+            .addons
+            .iter()
+            .chain(std::iter::once(&self.dir))
+            .collect();
+        let mut applied_files = Vec::new();
+        if let Some(a) = &self.applied {
+            walk(a, &mut applied_files);
+            if !applied_files.is_empty() {
+                dirs.push(a);
+            }
+        }
+        for dir in dirs {
+            let (m, e) = skein_api::load_path_partial(dir);
+            merged.extend(m);
+            errors.extend(e.iter().map(|e| e.to_string()));
+        }
+        (dedupe(merged), errors)
+    }
+
     /// The directory's objects followed by the applied ones, as loaded (not yet validated).
     fn load_unvalidated(&self) -> Result<Manifests, Rejection> {
         let mut errors = Vec::new();

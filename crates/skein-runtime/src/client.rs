@@ -44,7 +44,26 @@ pub async fn http_get(
     path: &str,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), HttpGetError> {
-    get(addr, path, timeout, "skein", true).await
+    get(addr, path, timeout, "skein", Some(MAX_BODY)).await
+}
+
+/// Like [`http_get`], with the body bounded by `max_body` bytes (an error past it), and the
+/// response's `Content-Type`.
+pub async fn http_get_bounded(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(StatusCode, Option<String>, Bytes), HttpGetError> {
+    let exchange = exchange(addr, path, "skein", Some(max_body));
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(HttpGetError::Timeout {
+            addr,
+            path: path.to_string(),
+            timeout,
+        }),
+    }
 }
 
 /// A readiness probe's GET, as the kubelet sends it (`User-Agent: kube-probe/...`): only the
@@ -54,7 +73,7 @@ pub(crate) async fn probe_get(
     path: &str,
     timeout: Duration,
 ) -> Result<StatusCode, HttpGetError> {
-    let (status, _) = get(addr, path, timeout, "kube-probe/skein", false).await?;
+    let (status, _) = get(addr, path, timeout, "kube-probe/skein", None).await?;
     Ok(status)
 }
 
@@ -63,11 +82,11 @@ async fn get(
     path: &str,
     timeout: Duration,
     user_agent: &str,
-    read_body: bool,
+    read_body: Option<usize>,
 ) -> Result<(StatusCode, Bytes), HttpGetError> {
     let exchange = exchange(addr, path, user_agent, read_body);
     match tokio::time::timeout(timeout, exchange).await {
-        Ok(result) => result,
+        Ok(result) => result.map(|(s, _, b)| (s, b)),
         Err(_) => Err(HttpGetError::Timeout {
             addr,
             path: path.to_string(),
@@ -80,8 +99,8 @@ async fn exchange(
     addr: SocketAddr,
     path: &str,
     user_agent: &str,
-    read_body: bool,
-) -> Result<(StatusCode, Bytes), HttpGetError> {
+    read_body: Option<usize>,
+) -> Result<(StatusCode, Option<String>, Bytes), HttpGetError> {
     let http = |e: &dyn std::fmt::Display| HttpGetError::Http {
         addr,
         path: path.to_string(),
@@ -105,14 +124,19 @@ async fn exchange(
     let response = async {
         let response = sender.send_request(request).await.map_err(|e| http(&e))?;
         let status = response.status();
-        if !read_body {
-            return Ok((status, Bytes::new()));
-        }
-        let body = Limited::new(response.into_body(), MAX_BODY)
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(max) = read_body else {
+            return Ok((status, content_type, Bytes::new()));
+        };
+        let body = Limited::new(response.into_body(), max)
             .collect()
             .await
             .map_err(|e| http(&*e))?;
-        Ok((status, body.to_bytes()))
+        Ok((status, content_type, body.to_bytes()))
     };
     // The connection is driven here, next to the exchange, and closed when this returns.
     tokio::pin!(response, conn);

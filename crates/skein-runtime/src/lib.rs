@@ -32,6 +32,7 @@
 //!   - `dns`: cluster DNS: the hosts files.
 //! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
 //! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
+//! - `prom`: the Prometheus HTTP API client of the CLI and the dashboard (on `client`).
 //! - `tls`: the ingress's self-signed certificate.
 //! - `naming`: pods' Kubernetes-style names, the hash behind them, and the check a name
 //!   passes before it becomes a path.
@@ -49,6 +50,7 @@ mod kube;
 pub mod mysql;
 mod naming;
 mod plan;
+pub mod prom;
 mod run;
 mod tls;
 mod up;
@@ -56,15 +58,15 @@ mod up;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use client::{HttpGetError, http_get};
+pub use client::{HttpGetError, http_get, http_get_bounded};
 pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
 pub use plan::prometheus::DEFAULT_SCRAPE_INTERVAL;
 pub use run::logs::{LOG_FILES_ENV, LOG_MAX_SIZE_ENV, LogRotation, LogRotationError};
 pub use run::state::StateDir;
 pub use run::status::{
-    ContainerStatus, DatabaseStatus, IngressStatus, PodStatus, PrometheusStatus, ProxyStatus,
-    ServiceStatus, Status, SupervisorStatus, TracingStatus,
+    ContainerStatus, DashboardStatus, DatabaseStatus, IngressStatus, PodStatus, PrometheusStatus,
+    ProxyStatus, ServiceStatus, Status, SupervisorStatus, TracingStatus,
 };
 pub use up::{NotOurs, Running, Stopped, UpOptions, mesh_synced, stop, up};
 

@@ -16,7 +16,8 @@ use crate::run::logs::LogRotation;
 use crate::run::process;
 use crate::run::state::{Network, StateDir, Supervisor};
 use crate::run::status::{
-    DatabaseStatus, IngressStatus, PrometheusStatus, Status, SupervisorStatus, TracingStatus,
+    DashboardStatus, DatabaseStatus, IngressStatus, PrometheusStatus, Status, SupervisorStatus,
+    TracingStatus,
 };
 use crate::run::supervisor::Pods;
 use crate::{DatabaseMode, RuntimeError, tls};
@@ -101,6 +102,9 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     }
     if plan.tracing.is_some() {
         plan::tracing::write_services(&state)?;
+    }
+    if plan.dashboard.is_some() {
+        plan::dashboard::write_services(&state)?;
     }
     crate::kube::dns::write_hosts(&state, &plan)?;
     let tls = tls::ingress_server_config(&state.certs())?;
@@ -212,6 +216,9 @@ fn base_status(
                 "jaeger-collector.istio-system.svc:{}",
                 plan::tracing::ZIPKIN_PORT
             )),
+        }),
+        dashboard: plan.dashboard.as_ref().map(|d| DashboardStatus {
+            url: Some(d.url.clone()),
         }),
     }
 }

@@ -58,6 +58,12 @@ enum Command {
     Traces(cmd::traces::ListArgs),
     /// Show one trace as a waterfall: spans by parent, bars on the root's time span.
     Trace(cmd::traces::ShowArgs),
+    /// Print the dashboard's URL (Kiali's graph, workloads, Istio config, traces, logs) and
+    /// open it in a browser when one is available.
+    Dashboard(cmd::dashboard::Args),
+    /// Run the dashboard's server (started by `skein up` as istio-system's Kiali).
+    #[command(name = "dashboard-server", hide = true)]
+    DashboardServer(cmd::dashboard::ServerArgs),
     /// Run the tracing store (started by `skein up` as istio-system's Jaeger).
     #[command(name = "trace-store", hide = true)]
     TraceStore(cmd::trace_store::Args),
@@ -86,6 +92,8 @@ fn main() -> ExitCode {
         Command::Traces(a) => cmd::traces::list(a, cli.state_dir),
         Command::Trace(a) => cmd::traces::show(a, cli.state_dir),
         Command::TraceStore(a) => cmd::trace_store::run(a),
+        Command::Dashboard(a) => cmd::dashboard::run(a, cli.state_dir),
+        Command::DashboardServer(a) => cmd::dashboard::serve(a),
         Command::Proxy(a) => cmd::proxy::run(*a),
         Command::Control(a) => cmd::control::run(a),
     };

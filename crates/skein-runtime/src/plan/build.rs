@@ -13,8 +13,8 @@ use super::manifests::{ConfigData, ServiceDef, ServicePortDef, Workload, service
 use super::pod::plan_pod;
 use super::{
     DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan,
-    PrometheusState, ServicePlan, ServicePortPlan, ServicePortRef, database, dns_names, mesh,
-    prometheus, tracing,
+    PrometheusState, ServicePlan, ServicePortPlan, ServicePortRef, dashboard, database, dns_names,
+    mesh, prometheus, tracing,
 };
 use crate::RuntimeError;
 use crate::naming::pod_name;
@@ -35,14 +35,19 @@ pub fn build(
     // Services first: pods need the hosts file, and SQLite mode needs the database's names.
     let mut services = services(manifests);
     if opts.mesh.is_some() {
-        // The tracing addon's Services, unless the manifests have their own of that name.
-        if let Ok(addons) = skein_api::load_str(tracing::SOURCE, tracing::SERVICES) {
-            for s in super::manifests::services(&addons) {
-                if !services
-                    .iter()
-                    .any(|u| u.name == s.name && u.namespace == s.namespace)
-                {
-                    services.push(s);
+        // The addons' Services, unless the manifests have their own of that name.
+        for (source, text) in [
+            (tracing::SOURCE, tracing::SERVICES),
+            (dashboard::SOURCE, dashboard::SERVICES),
+        ] {
+            if let Ok(addons) = skein_api::load_str(source, text) {
+                for s in super::manifests::services(&addons) {
+                    if !services
+                        .iter()
+                        .any(|u| u.name == s.name && u.namespace == s.namespace)
+                    {
+                        services.push(s);
+                    }
                 }
             }
         }
@@ -70,7 +75,8 @@ pub fn build(
         mode,
         db_services: &db_services,
     };
-    let (pods, prometheus, tracing) = plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
+    let (pods, prometheus, tracing, dashboard) =
+        plan_pods(manifests, &workloads, network, &cx, &mut errors)?;
     let services: Vec<ServicePlan> = services
         .iter()
         .zip(service_ips)
@@ -90,6 +96,7 @@ pub fn build(
         hosts,
         prometheus,
         tracing,
+        dashboard,
     })
 }
 
@@ -104,6 +111,7 @@ struct MeshPods<'a> {
     gateway: PodPlan,
     prometheus: Option<(PodPlan, prometheus::PrometheusPlan)>,
     tracing: (PodPlan, tracing::TracingPlan),
+    dashboard: (PodPlan, dashboard::DashboardPlan),
 }
 
 fn mesh_pods<'a>(
@@ -138,6 +146,17 @@ fn mesh_pods<'a>(
     let ip = network.pod_ip(&name)?;
     live_names.push(name.clone());
     let tracing = tracing::tracing_pod(name, ip, &m.skein, state);
+    let name = pod_name("kiali", b"kiali", 0);
+    let ip = network.pod_ip(&name)?;
+    live_names.push(name.clone());
+    let dashboard = dashboard::dashboard_pod(
+        name,
+        ip,
+        &m.skein,
+        state,
+        prometheus.as_ref().map(|(_, p)| p.url.as_str()),
+        &tracing.1.url,
+    );
     Ok(MeshPods {
         control,
         root: state.mesh_root_file(m.plugin_ca.as_deref()),
@@ -146,6 +165,7 @@ fn mesh_pods<'a>(
         gateway: mesh::gateway_pod(gateway, gateway_ip, state, m, control)?,
         prometheus,
         tracing,
+        dashboard,
     })
 }
 
@@ -157,7 +177,7 @@ fn plan_pods(
     network: &mut Network,
     cx: &Inputs<'_>,
     errors: &mut Vec<String>,
-) -> Result<(Vec<PodPlan>, PrometheusState, Option<tracing::TracingPlan>), RuntimeError> {
+) -> Result<PlannedPods, RuntimeError> {
     let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = manifests
         .namespaces()
         .map(|n| (n.metadata.name.clone(), n.metadata.labels.clone()))
@@ -201,9 +221,11 @@ fn plan_pods(
     network.retain_pods(&live_names);
     let mut state = PrometheusState::Off;
     let mut tracing = None;
+    let mut dashboard = None;
     if let Some(m) = mesh_pods {
-        pods.extend([m.istiod, m.gateway, m.tracing.0]);
+        pods.extend([m.istiod, m.gateway, m.tracing.0, m.dashboard.0]);
         tracing = Some(m.tracing.1);
+        dashboard = Some(m.dashboard.1);
         state = match m.prometheus {
             Some((pod, plan)) => {
                 pods.push(pod);
@@ -212,8 +234,16 @@ fn plan_pods(
             None => PrometheusState::Missing,
         };
     }
-    Ok((pods, state, tracing))
+    Ok((pods, state, tracing, dashboard))
 }
+
+/// The pods, and the addons' plans.
+type PlannedPods = (
+    Vec<PodPlan>,
+    PrometheusState,
+    Option<tracing::TracingPlan>,
+    Option<dashboard::DashboardPlan>,
+);
 
 fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {
     let ports = s

@@ -17,6 +17,7 @@ use crate::mysql::MariaDbConfig;
 use crate::run::state::StateDir;
 
 mod build;
+pub(crate) mod dashboard;
 mod database;
 mod env;
 mod ingress;
@@ -57,6 +58,8 @@ pub struct Plan {
     pub prometheus: PrometheusState,
     /// The tracing store (with the mesh).
     pub tracing: Option<tracing::TracingPlan>,
+    /// The dashboard (with the mesh).
+    pub dashboard: Option<dashboard::DashboardPlan>,
 }
 
 /// Whether the run has a Prometheus.

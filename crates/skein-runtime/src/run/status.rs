@@ -30,6 +30,16 @@ pub struct Status {
     /// The mesh's tracing store (absent without the mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingStatus>,
+    /// The dashboard (absent without the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<DashboardStatus>,
+}
+
+/// The dashboard, Kiali's stand-in (Service `kiali` in istio-system, port 20001).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DashboardStatus {
+    /// `http://ADDR/`: the page, and its API under `/api`.
+    pub url: Option<String>,
 }
 
 /// The tracing store, Jaeger's stand-in (Services `jaeger-collector`, `zipkin` and

@@ -50,6 +50,12 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         };
         let errors = store.check_apply(&manifests);
         if !errors.is_empty() {
+            // The dashboard shows the refused change with its errors.
+            if let Err(e) =
+                skein_dashboard::refused::record(&state, &manifests, &errors, rfc3339_now())
+            {
+                eprintln!("warning: cannot record the refused change for the dashboard: {e}");
+            }
             eprintln!("error: the change does not validate; nothing was applied:");
             for e in &errors {
                 eprintln!("  {e}");
@@ -95,12 +101,20 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     // Wait for the control plane's verdict: a new version, or a new rejection.
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
-        if let Some(now) = control_status(&state) {
+        if let Some(now_status) = control_status(&state) {
+            let now = &now_status;
             if now.last_rejection != before.last_rejection && !now.valid {
                 // Take the refused files back, so the next change is not blocked by them.
                 for (_, file, ..) in &written {
                     let _ = std::fs::remove_file(file);
                 }
+                let errors: Vec<String> = now_status
+                    .last_rejection
+                    .iter()
+                    .flat_map(|r| r.errors.iter().cloned())
+                    .collect();
+                let _ =
+                    skein_dashboard::refused::record(&state, &manifests, &errors, rfc3339_now());
                 eprintln!(
                     "error: the control plane refused the change; the last good config stays:"
                 );
@@ -110,6 +124,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             if now.version != before.version && now.valid {
+                skein_dashboard::refused::clear(&state);
                 for (_, _, kind, name) in &written {
                     println!("{kind}/{name} configured");
                 }
@@ -124,4 +139,11 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Now, as RFC 3339 (UTC).
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

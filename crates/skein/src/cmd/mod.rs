@@ -1,6 +1,7 @@
 pub mod analyze;
 pub mod apply;
 pub mod control;
+pub mod dashboard;
 pub mod down;
 pub mod edges;
 pub mod exec;

@@ -74,6 +74,9 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             if let Some(line) = tracing_line(&status) {
                 println!("{line}");
             }
+            if let Some(line) = dashboard_line(&status) {
+                println!("{line}");
+            }
             println!();
             if let Some(c) = &control {
                 println!(
@@ -158,6 +161,15 @@ pub fn tracing_line(status: &Status) -> Option<String> {
         t.url.as_deref().unwrap_or("not running"),
         t.zipkin.as_deref().unwrap_or("-"),
         t.otlp.as_deref().unwrap_or("-"),
+    ))
+}
+
+/// The dashboard's line: its URL (the page and Kiali's API under `/api`).
+pub fn dashboard_line(status: &Status) -> Option<String> {
+    let d = status.dashboard.as_ref()?;
+    Some(format!(
+        "dashboard: {}  (Kiali's graph API under /api; `skein dashboard`)",
+        d.url.as_deref().unwrap_or("not running"),
     ))
 }
 

@@ -241,6 +241,9 @@ fn summary(status: &Status, took: Duration, state: &StateDir) -> String {
     if let Some(line) = super::status::tracing_line(status) {
         s.push_str(&format!("  {line}\n"));
     }
+    if let Some(line) = super::status::dashboard_line(status) {
+        s.push_str(&format!("  {line}\n"));
+    }
     s.push('\n');
     s.push_str(&super::status::table(status));
     s.push_str(&format!("\nTry: curl {}/api/posts\n", status.ingress.http));

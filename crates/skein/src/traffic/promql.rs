@@ -90,7 +90,7 @@ impl Selector {
 
 /// A PromQL string literal's content.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
+    skein_runtime::prom::escape_label(v)
 }
 
 /// The expressions the commands evaluate.

@@ -9,18 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::TrafficError;
 use super::promql::{Expr, Matcher, Op, Selector};
 
-/// One answer row: the `by` labels and the value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-impl Sample {
-    pub fn get(&self, label: &str) -> &str {
-        self.labels.get(label).map_or("", String::as_str)
-    }
-}
+pub use skein_runtime::prom::Sample;
 
 /// How long one query or scrape may take.
 const TIMEOUT: Duration = Duration::from_secs(7);
@@ -34,8 +23,7 @@ pub trait Backend {
 /// The mesh's Prometheus, queried at a fixed time so that every query of one refresh sees the
 /// same data (and a test can ask the same question at the same instant).
 pub struct Prometheus {
-    addr: SocketAddr,
-    url: String,
+    client: skein_runtime::prom::PromClient,
     /// Evaluation time, seconds since the epoch (millisecond precision).
     pub time: f64,
     rt: tokio::runtime::Runtime,
@@ -43,18 +31,14 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn new(url: &str, time: Option<f64>) -> Result<Prometheus, TrafficError> {
-        let addr: SocketAddr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
+        let client = skein_runtime::prom::PromClient::new(url, TIMEOUT)
             .map_err(|_| TrafficError::BadPrometheusUrl(url.to_string()))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| TrafficError::Runtime(e.to_string()))?;
         Ok(Prometheus {
-            addr,
-            url: url.to_string(),
+            client,
             time: time.unwrap_or_else(now),
             rt,
         })
@@ -62,26 +46,14 @@ impl Prometheus {
 
     /// An instant query's result vector at `self.time`.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>, TrafficError> {
-        let path = format!(
-            "/api/v1/query?query={}&time={:.3}",
-            encode(promql),
-            self.time
-        );
-        let fail = |reason: String| TrafficError::Prometheus {
-            url: self.url.clone(),
-            query: promql.to_string(),
-            reason,
-        };
-        let (status, body) = self
-            .rt
-            .block_on(skein_runtime::http_get(self.addr, &path, TIMEOUT))
-            .map_err(|e| fail(e.to_string()))?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("HTTP {status}, not JSON: {e}")))?;
-        if v["status"] != "success" {
-            return Err(fail(format!("HTTP {status}: {}", v["error"])));
-        }
-        parse_vector(&v["data"]).map_err(fail)
+        self.rt
+            .block_on(self.client.query(promql, self.time))
+            .map_err(|e| match e {
+                skein_runtime::prom::PromError::Query { url, query, reason } => {
+                    TrafficError::Prometheus { url, query, reason }
+                }
+                skein_runtime::prom::PromError::BadUrl(u) => TrafficError::BadPrometheusUrl(u),
+            })
     }
 }
 
@@ -93,46 +65,10 @@ pub fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-/// The samples of a Prometheus `data` object of result type `vector`.
-pub fn parse_vector(data: &serde_json::Value) -> Result<Vec<Sample>, String> {
-    if data["resultType"] != "vector" {
-        return Err(format!("expected a vector, got {}", data["resultType"]));
-    }
-    let mut out = Vec::new();
-    for r in data["result"].as_array().into_iter().flatten() {
-        let labels = r["metric"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect();
-        let value = r["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| format!("a sample without a number: {r}"))?;
-        out.push(Sample { labels, value });
-    }
-    Ok(out)
-}
-
 impl Backend for Prometheus {
     fn eval(&mut self, expr: &Expr, window: Duration) -> Result<Vec<Sample>, TrafficError> {
         self.query(&expr.promql(window))
     }
-}
-
-/// Percent-encodes a query parameter.
-pub fn encode(q: &str) -> String {
-    let mut out = String::with_capacity(q.len() * 2);
-    for b in q.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// One series of a scrape.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::format::{self, Format};
 use super::promql::Expr;
-use super::source::{Backend, Prometheus, Sample, parse_vector};
+use super::source::{Backend, Prometheus, Sample};
 use super::*;
+use skein_runtime::prom::parse_vector;
 
 fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/traffic")
