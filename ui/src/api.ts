@@ -69,9 +69,9 @@ export interface OverviewNs {
   health: HealthStatus;
   apps: number;
   workloads: number;
-  requestRate: number;
-  errorRate: number;
-  mtls?: string;
+  requestRate: number | null;
+  errorRate: number | null;
+  mtls?: string | null;
 }
 
 export interface Check {

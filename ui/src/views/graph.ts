@@ -56,8 +56,9 @@ const STYLE: cytoscape.StylesheetJson = [
   { selector: "node[kind = 'app']", style: { shape: "round-rectangle" } },
   { selector: "node[kind = 'service']", style: { shape: "round-triangle" } },
   { selector: "node[kind = 'unknown']", style: { shape: "diamond", "border-style": "dashed" } },
-  { selector: "node[?gateway]", style: { shape: "round-hexagon", width: 46, height: 46, "background-color": "#e7f1fa" } },
   { selector: "node[?outside]", style: { shape: "round-diamond", "border-style": "dashed", "background-color": "#f0f0f0" } },
+  // A gateway is drawn as one even when it lies outside the namespaces picked.
+  { selector: "node[?gateway]", style: { shape: "round-hexagon", width: 46, height: 46, "border-style": "solid", "background-color": "#e7f1fa" } },
   {
     selector: "node[kind = 'box']",
     style: {
