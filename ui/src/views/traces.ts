@@ -158,7 +158,7 @@ async function search(
           list.map((t) =>
             h(
               "tr",
-              { "data-testid": "trace-row", "data-trace": t.id, "data-spans": String(t.spans) },
+              { "data-testid": "trace-row", "data-trace": t.id, "data-spans": String(t.spans), "data-start": String(t.start) },
               h("td", null, h("a", { href: href(`/traces/${t.id}`) }, h("code", null, t.id.slice(0, 16)))),
               h("td", null, `${t.service}: ${t.root.operationName}`),
               h("td", null, new Date(t.start / 1000).toLocaleTimeString(undefined, { hour12: false })),
