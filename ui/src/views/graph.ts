@@ -93,6 +93,10 @@ const STYLE: cytoscape.StylesheetJson = [
     },
   },
   { selector: "edge[protocol = 'tcp']", style: { "line-style": "dashed" } },
+  {
+    selector: "edge[?skip]",
+    style: { "curve-style": "unbundled-bezier", "control-point-distances": "data(bend)", "control-point-weights": 0.5 },
+  },
   { selector: "edge:selected", style: { width: 4, "overlay-color": "#0066cc", "overlay-opacity": 0.15 } },
 ];
 
@@ -222,6 +226,15 @@ export function graph(root: HTMLElement, route: Route): () => void {
             colour: e.protocol === "tcp" && e.rate > 0 ? "#0066cc" : COLOURS[e.level],
             mtls: e.mtls,
             protocol: e.protocol,
+            // An edge that skips a column or stays in one bends around the nodes between.
+            ...(() => {
+              const a = pos.get(e.data.source);
+              const b = pos.get(e.data.target);
+              const skip = a !== undefined && b !== undefined && (Math.abs(b.x - a.x) > 300 || Math.abs(b.x - a.x) < 10);
+              // Away from the middle: up for edges in the upper half, down for the lower.
+              const bend = a && b && (a.y + b.y) / 2 > 0 ? 70 : -70;
+              return { skip, bend: b && a && b.x < a.x ? -bend : bend };
+            })(),
           },
         })),
     ];

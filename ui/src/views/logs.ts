@@ -89,7 +89,8 @@ export function logs(root: HTMLElement, route: Route): () => void {
           `/api/namespaces/${enc(pod.namespace)}/pods/${enc(pod.name)}/logs${qs({ container, tailLines: tail.value, code: code.value.trim(), flags: flags.value })}`,
         );
         if (destroyed) return;
-        const entries = ans.entries ?? [];
+        // Newest first: the tail of the log is what one looks at.
+        const entries = (ans.entries ?? []).slice().reverse();
         if (entries.length === 0) {
           fill(body, message("empty", code.value || flags.value ? "No log lines match these filters." : `${container} of ${pod.name} has written nothing yet.`, "logs-empty"));
           return;
@@ -97,6 +98,7 @@ export function logs(root: HTMLElement, route: Route): () => void {
         const access = entries.some((e) => e.accessLog);
         fill(
           body,
+          h("p", { class: "note" }, `${entries.length} lines of ${container} in ${pod.name}, newest first.`),
           access
             ? h(
                 "table",
