@@ -68,7 +68,7 @@ pub fn serve(path: &str) -> Response {
         return reply(StatusCode::OK, content_type(name), cache, body);
     }
     let last = name.rsplit('/').next().unwrap_or(name);
-    if last.contains('.') {
+    if last.contains('.') && name != "index.html" {
         return crate::reply::error(StatusCode::NOT_FOUND, format!("no such file: /{name}"));
     }
     match find("index.html") {

@@ -64,7 +64,7 @@ pub fn istio_config(snap: &Snapshot) -> Json {
                 "kind": doc.resource.kind(),
                 "apiVersion": doc.resource.api_version(),
                 "name": meta.name,
-                "namespace": meta.namespace_or_default(),
+                "namespace": if doc.resource.is_namespaced() { meta.namespace_or_default() } else { "" },
                 "source": {"file": snap.display_file(&doc.source.file), "line": doc.source.line},
                 "yaml": crate::refused::document_text(&doc.source.file, doc.source.line).unwrap_or_default(),
                 "valid": is_valid(&checks),
@@ -125,7 +125,7 @@ pub fn istio_config(snap: &Snapshot) -> Json {
                         "severity": "error",
                         "message": message,
                         "path": path,
-                        "source": parts.first().copied().unwrap_or(""),
+                        "source": short_file(parts.first().copied().unwrap_or("")),
                     })
                 })
                 .collect();

@@ -182,7 +182,7 @@ fn the_versioned_app_graph_of_the_blog() {
     assert_eq!(stable["destServices"][0]["name"], "web-service");
     let was = find(&g, |d| d["app"] == "was" && d["nodeType"] == "app");
     assert!(was.get("isOutside").is_none());
-    let mysql = find(&g, |d| d["app"] == "mysql" || d["service"] == "mysql");
+    let mysql = find(&g, |d| d["app"] == "mysql" && d["nodeType"] == "app");
     assert_eq!(mysql["isOutOfMesh"], true, "{mysql}");
     assert_eq!(mysql["hasCB"], true, "mysql-circuit-breaker");
 
@@ -213,7 +213,7 @@ fn the_versioned_app_graph_of_the_blog() {
     );
     assert_eq!(
         web_was["destPrincipal"],
-        "spiffe://cluster.local/ns/blog-system/sa/default"
+        "spiffe://cluster.local/ns/blog-system/sa/was"
     );
     assert!(num(&web_was["traffic"]["rates"]["http"]) > 0.0);
     let rt = num(&web_was["responseTime"]);

@@ -442,17 +442,22 @@ async fn overview(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResu
             );
             let a = app.query_all(std::slice::from_ref(&by_code), time).await?;
             let rows: &[Sample] = a.get(&by_code).map_or(&[][..], Vec::as_slice);
-            let total: f64 = rows.iter().map(|r| r.value).filter(|v| v.is_finite()).sum();
+            // fold from +0: an empty f64 sum is -0, which would print as "-0.0".
+            let total: f64 = rows
+                .iter()
+                .map(|r| r.value)
+                .filter(|v| v.is_finite())
+                .fold(0.0, |a, b| a + b);
             let failed: f64 = rows
                 .iter()
                 .filter(|r| matches!(r.get("response_code").as_bytes().first(), Some(b'4' | b'5')))
                 .map(|r| r.value)
-                .sum();
+                .fold(0.0, |a, b| a + b);
             let secure: f64 = rows
                 .iter()
                 .filter(|r| r.get("connection_security_policy") == "mutual_tls")
                 .map(|r| r.value)
-                .sum();
+                .fold(0.0, |a, b| a + b);
             rate = Some(round2(total));
             if total > 0.0 {
                 err = Some(round2(failed / total * 100.0));

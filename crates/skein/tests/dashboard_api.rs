@@ -16,6 +16,15 @@ use support::*;
 
 const NS: &str = "blog-system";
 
+/// Stops the traffic when the test ends, also when it fails.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn load(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
@@ -83,19 +92,22 @@ fn the_dashboard_api_on_the_blog() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(skein.http_base(), Arc::clone(&stop));
+    let _stop = StopOnDrop(Arc::clone(&stop));
 
     // Kiali's graph once Prometheus has two scrapes of the traffic.
     let graph_url =
         format!("{base}/api/namespaces/graph?namespaces={NS}&graphType=versionedApp&duration=60s");
     let graph = eventually(
         Duration::from_secs(45),
-        "the web -> was edge in the graph",
+        "the gateway, web stable and canary, and the web -> was edge in the graph",
         || {
             let g = get(&graph_url);
             if g.status != 200 {
                 return None;
             }
             let g = g.json();
+            node(&g, |d| d["workload"] == "istio-ingressgateway")?;
+            node(&g, |d| d["app"] == "web" && d["version"] == "canary")?;
             let web = node(&g, |d| d["app"] == "web" && d["version"] == "stable")?["id"].clone();
             let was = node(&g, |d| d["app"] == "was" && d["nodeType"] == "app")?["id"].clone();
             let edges = g["elements"]["edges"].as_array()?;
@@ -156,7 +168,7 @@ fn the_dashboard_api_on_the_blog() {
     for p in pods {
         assert_eq!(p["proxy"]["synced"], true, "{p}");
         assert_eq!(
-            p["proxy"]["identity"], "spiffe://cluster.local/ns/blog-system/sa/default",
+            p["proxy"]["identity"], "spiffe://cluster.local/ns/blog-system/sa/was",
             "{p}"
         );
     }
