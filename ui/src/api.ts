@@ -89,6 +89,7 @@ export interface ConfigRef {
   namespace: string;
   valid: boolean;
   checks: Check[];
+  source?: string;
 }
 
 export interface Proxy {
@@ -100,6 +101,7 @@ export interface Proxy {
   identity?: string;
   certExpiry?: string;
   admin?: string;
+  nack?: { version?: string; error?: string } | null;
 }
 
 export interface Pod {
@@ -110,6 +112,7 @@ export interface Pod {
   restarts?: number;
   containers?: string[];
   proxy?: Proxy | null;
+  serviceAccount?: string;
 }
 
 export interface WorkloadSummary {
@@ -127,12 +130,14 @@ export interface Canary {
   virtualService: string;
   route?: string;
   destinations: Array<{ host: string; subset?: string; weight?: number }>;
+  mirror?: { host: string; subset?: string } | null;
 }
 
 export interface Workload extends WorkloadSummary {
   services?: string[];
   istioConfig?: ConfigRef[];
   canary?: Canary[];
+  workloadStatus?: { desiredReplicas?: number; currentReplicas?: number; availableReplicas?: number; syncedProxies?: number };
 }
 
 export interface Service {
@@ -153,6 +158,7 @@ export interface ConfigObject {
   namespace?: string;
   source?: { file?: string; line?: number };
   yaml?: string;
+  refused?: boolean;
   valid: boolean;
   checks: Check[];
 }

@@ -92,7 +92,12 @@ function objectCard(o: ConfigObject, open: boolean): HTMLElement {
       o.name,
       o.namespace ? h("span", { class: "ns" }, ` · ${o.namespace}`) : null,
     ),
-    h("p", null, validity(o.valid, o.checks), src ? h("span", { class: "src" }, " from ", h("code", { "data-testid": "object-source" }, src)) : null),
+    h(
+      "p",
+      null,
+      validity(o.valid, o.checks),
+      o.refused ? h("span", { class: "tag tag-refused", "data-testid": "refused" }, "refused by the control plane") : null,
+      src ? h("span", { class: "src" }, " from ", h("code", { "data-testid": "object-source" }, src)) : null),
     checkList(o.checks),
     o.yaml ? h("details", { open: open ? true : null }, h("summary", null, "YAML"), h("pre", { class: "yaml", tabindex: 0 }, o.yaml)) : null,
   );

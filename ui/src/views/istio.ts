@@ -54,7 +54,12 @@ export function configTable(refs: ConfigRef[], testid: string): HTMLElement {
           "tr",
           { "data-testid": "config-ref", "data-kind": r.kind, "data-name": r.name },
           h("td", null, r.kind),
-          h("td", null, h("a", { href: href("/istio", { namespace: r.namespace, object: `${r.kind}/${r.name}` }) }, r.name)),
+          h(
+            "td",
+            null,
+            h("a", { href: href("/istio", { namespace: r.namespace, object: `${r.kind}/${r.name}` }) }, r.name),
+            r.source ? h("div", { class: "src" }, h("code", null, r.source)) : null,
+          ),
           h("td", null, r.namespace),
           h("td", null, validity(r.valid, r.checks ?? []), checkList(r.checks ?? [])),
         ),

@@ -119,7 +119,7 @@ export function logs(root: HTMLElement, route: Route): () => void {
                       h("td", null, h("code", null, a.uri_path ?? "")),
                       h("td", null, a.response_code ?? ""),
                       h("td", null, a.response_flags ?? ""),
-                      h("td", null, a.duration ? `${a.duration} ms` : ""),
+                      h("td", null, a.duration && a.duration !== "-" ? `${a.duration} ms` : "–"),
                       h("td", null, h("code", null, a.upstream_cluster ?? "")),
                       h("td", null, a.authority ?? ""),
                     );

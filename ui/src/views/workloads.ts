@@ -101,7 +101,7 @@ function podsTable(pods: Pod[]): HTMLElement {
     h(
       "thead",
       null,
-      h("tr", null, ["Pod", "IP", "State", "Restarts", "Proxy", "Config version", "Synced", "Identity", "Certificate expires"].map((c) => h("th", { scope: "col" }, c))),
+      h("tr", null, ["Pod", "IP", "State", "Proxy and config version", "Synced", "Identity", "Certificate expires"].map((c) => h("th", { scope: "col" }, c))),
     ),
     h(
       "tbody",
@@ -113,13 +113,22 @@ function podsTable(pods: Pod[]): HTMLElement {
           { "data-testid": "pod-row", "data-name": p.name },
           h("td", null, h("a", { href: href("/logs", { pod: p.name }) , title: "Logs of this pod" }, p.name)),
           h("td", null, p.ip ?? ""),
-          h("td", null, `${p.state ?? ""}${p.ready === false ? " (not ready)" : ""}`),
-          h("td", null, String(p.restarts ?? 0)),
-          h("td", null, px ? px.mode + (px.connected === false ? " (disconnected)" : "") : "no sidecar"),
-          h("td", null, px ? `${px.configVersion ?? "–"}${px.controlVersion ? ` of ${px.controlVersion}` : ""}` : ""),
-          h("td", { "data-testid": "pod-synced" }, px ? (px.synced ? "✔ synced" : "✖ not synced") : ""),
-          h("td", null, px?.identity ? h("code", null, px.identity) : ""),
-          h("td", null, px?.certExpiry ? `${when(px.certExpiry)} (${relative(px.certExpiry)})` : ""),
+          h("td", null, `${p.state ?? ""}${p.ready === false ? " (not ready)" : ""}, ${p.restarts ?? 0} restart${p.restarts === 1 ? "" : "s"}`),
+          h(
+            "td",
+            null,
+            px
+              ? `${px.mode}${px.connected === false ? " (disconnected)" : ""}, config ${px.configVersion ?? "–"}${px.controlVersion ? ` of ${px.controlVersion}` : ""}`
+              : "no sidecar",
+          ),
+          h(
+            "td",
+            { "data-testid": "pod-synced" },
+            px ? (px.synced ? "✔ synced" : "✖ not synced") : "",
+            px?.nack ? h("div", { class: "err" }, `refused version ${px.nack.version ?? "?"}: ${px.nack.error ?? ""}`) : null,
+          ),
+          h("td", null, px?.identity ? h("code", null, px.identity) : p.serviceAccount ? `ServiceAccount ${p.serviceAccount}` : ""),
+          h("td", null, px?.certExpiry ? h("time", { datetime: px.certExpiry, title: when(px.certExpiry) }, `${px.certExpiry.replace("T", " ").replace(/:\d\d(\.\d+)?Z$/, "Z")} (${relative(px.certExpiry)})`) : ""),
         );
       }),
     ),
@@ -127,8 +136,9 @@ function podsTable(pods: Pod[]): HTMLElement {
 }
 
 function seriesLines(series: Metrics[string], name: (l: Record<string, string>) => string, scale = 1): Line[] {
+  const reporters = new Set((series ?? []).map((s) => s.labels.reporter));
   return (series ?? []).map((s) => ({
-    name: name(s.labels),
+    name: reporters.size > 1 && s.labels.reporter ? `${name(s.labels)}, ${s.labels.reporter}` : name(s.labels),
     points: s.datapoints.map(([t, v]) => [t, num(v) * scale] as [number, number]).filter(([, v]) => Number.isFinite(v)),
   }));
 }
@@ -137,7 +147,7 @@ function metricsCharts(m: Metrics, direction: string): HTMLElement {
   const charts = [
     lineChart("Request rate", seriesLines(m.request_count, (l) => (l.response_code ? `code ${l.response_code}` : "requests")), "req/s", `chart-${direction}-requests`),
     lineChart("Errors", seriesLines(m.request_error_count, (l) => (l.response_code ? `code ${l.response_code}` : "errors")), "req/s", `chart-${direction}-errors`),
-    lineChart("Response time", seriesLines(m.request_duration_millis, (l) => (l.quantile ? `p${Math.round(num(l.quantile) * 100)}` : "avg")), "ms", `chart-${direction}-duration`),
+    lineChart("Response time", seriesLines(m.request_duration_millis, (l) => (l.quantile && l.quantile !== "avg" ? `p${Math.round(num(l.quantile) * 100)}` : "avg")), "ms", `chart-${direction}-duration`),
   ];
   const tcp = [...(m.tcp_sent ?? []), ...(m.tcp_received ?? [])];
   if (tcp.some((s) => s.datapoints.length > 0)) {
@@ -193,6 +203,7 @@ export function workloadPage(root: HTMLElement, route: Route): void {
         kv([
           ["Namespace", w.namespace],
           ["Kind", w.kind],
+          ["Replicas", w.workloadStatus ? `${w.workloadStatus.availableReplicas ?? 0} of ${w.workloadStatus.desiredReplicas ?? 0} available, ${w.workloadStatus.syncedProxies ?? 0} proxies synced` : undefined],
           ["Labels", Object.entries(w.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(", ")],
           ["Services", (w.services ?? []).length ? h("span", null, (w.services ?? []).map((s, i) => [i ? ", " : "", h("a", { href: href(`/namespaces/${enc(ns)}/services/${enc(s)}`) }, s)])) : "–"],
           ["Traces", app ? h("a", { href: href("/traces", { service: `${app}.${ns}` }), "data-testid": "link-traces" }, `Traces of ${app}.${ns}`) : "–"],
@@ -213,8 +224,8 @@ export function workloadPage(root: HTMLElement, route: Route): void {
 }
 
 function canaryTable(w: Workload): HTMLElement {
-  const rows = (w.canary ?? []).flatMap((c) =>
-    c.destinations.map((d) =>
+  const rows = (w.canary ?? []).flatMap((c) => [
+    ...c.destinations.map((d) =>
       h(
         "tr",
         { "data-testid": "canary-row" },
@@ -225,7 +236,20 @@ function canaryTable(w: Workload): HTMLElement {
         h("td", null, h("span", { class: "weight" }, h("span", { class: "weight-bar", style: `width:${Math.max(0, Math.min(100, d.weight ?? 100))}px` }), `${d.weight ?? 100}%`)),
       ),
     ),
-  );
+    ...(c.mirror
+      ? [
+          h(
+            "tr",
+            { "data-testid": "canary-mirror" },
+            h("td", null, c.virtualService),
+            h("td", null, c.route ?? ""),
+            h("td", null, c.mirror.host),
+            h("td", null, c.mirror.subset ?? ""),
+            h("td", null, "mirrored copy of every request"),
+          ),
+        ]
+      : []),
+  ]);
   if (rows.length === 0) return message("empty", "No weighted routes send traffic to this workload.", "canary-empty");
   return h(
     "table",
