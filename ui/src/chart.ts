@@ -29,8 +29,8 @@ function hhmm(t: number): string {
 }
 
 /** A line chart with a title, axes and a legend; `unit` goes after the y values. */
-export function lineChart(title: string, lines: Line[], unit: string, testid: string): HTMLElement {
-  const W = 420;
+export function lineChart(title: string, lines: Line[], unit: string, testid: string, empty = "No data in this window"): HTMLElement {
+  const W = 372;
   const H = 180;
   const L = 44;
   const R = 10;
@@ -40,7 +40,7 @@ export function lineChart(title: string, lines: Line[], unit: string, testid: st
   const fig = h("figure", { class: "chart", "data-testid": testid });
   fig.appendChild(h("figcaption", null, title));
   if (all.length === 0) {
-    fig.appendChild(h("p", { class: "msg msg-empty" }, "No data in this window"));
+    fig.appendChild(h("p", { class: "msg msg-empty" }, empty));
     return fig;
   }
   const x0 = Math.min(...all.map((p) => p[0]));

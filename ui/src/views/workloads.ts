@@ -146,7 +146,7 @@ function seriesLines(series: Metrics[string], name: (l: Record<string, string>) 
 function metricsCharts(m: Metrics, direction: string): HTMLElement {
   const charts = [
     lineChart("Request rate", seriesLines(m.request_count, (l) => (l.response_code ? `code ${l.response_code}` : "requests")), "req/s", `chart-${direction}-requests`),
-    lineChart("Errors", seriesLines(m.request_error_count, (l) => (l.response_code ? `code ${l.response_code}` : "errors")), "req/s", `chart-${direction}-errors`),
+    lineChart("Errors", seriesLines(m.request_error_count, (l) => (l.response_code ? `code ${l.response_code}` : "errors")), "req/s", `chart-${direction}-errors`, "No errors in this window"),
     lineChart("Response time", seriesLines(m.request_duration_millis, (l) => (l.quantile && l.quantile !== "avg" ? `p${Math.round(num(l.quantile) * 100)}` : "avg")), "ms", `chart-${direction}-duration`),
   ];
   const tcp = [...(m.tcp_sent ?? []), ...(m.tcp_received ?? [])];
