@@ -12,6 +12,7 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
   const body = h("div", { "data-testid": "istio-config" }, loading());
   root.append(pageHeader("Istio config"), bar, top, filters, body);
   const nsWant = route.params.get("namespace") ?? "";
+  const kindWant = route.params.get("kind") ?? "";
   const objWant = route.params.get("object") ?? "";
   let onlyInvalid = route.params.get("invalid") === "1";
   let first = true;
@@ -37,18 +38,23 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
       const nss = [...new Set(cfg.objects.map((o) => o.namespace ?? ""))].sort();
       if (first) {
         first = false;
-        const ns = select([["", "All namespaces"], ...nss.map((n) => [n, n] as [string, string])], nss.includes(nsWant) ? nsWant : "", { "data-testid": "config-namespace" });
-        ns.addEventListener("change", () => go("/istio", { namespace: ns.value, invalid: onlyInvalid ? "1" : "" }, true));
+        const kinds = [...new Set(cfg.objects.map((o) => o.kind))].sort();
+        const ns = select([["", "All namespaces"], ...nss.map((n) => [n, n || "(cluster)"] as [string, string])], nss.includes(nsWant) ? nsWant : "", { "data-testid": "config-namespace" });
+        const kind = select([["", "All kinds"], ...kinds.map((k) => [k, k] as [string, string])], kinds.includes(kindWant) ? kindWant : "", { "data-testid": "config-kind" });
+        const refilter = () => go("/istio", { namespace: ns.value, kind: kind.value, invalid: onlyInvalid ? "1" : "" }, true);
+        ns.addEventListener("change", refilter);
+        kind.addEventListener("change", refilter);
         const inv = h("input", { type: "checkbox", id: uid("inv"), "data-testid": "only-invalid" });
         inv.checked = onlyInvalid;
         inv.addEventListener("change", () => {
           onlyInvalid = inv.checked;
           void load();
         });
-        fill(filters, field("Namespace", ns), h("span", { class: "check" }, inv, h("label", { for: inv.id }, "Only objects with problems")));
+        fill(filters, field("Namespace", ns), field("Kind", kind), h("span", { class: "check" }, inv, h("label", { for: inv.id }, "Only objects with problems")));
       }
       const shown = cfg.objects
         .filter((o) => !nsWant || o.namespace === nsWant)
+        .filter((o) => !kindWant || o.kind === kindWant)
         .filter((o) => !onlyInvalid || !o.valid || o.checks.length > 0)
         .sort((a, b) => Number(a.valid) - Number(b.valid) || (a.namespace ?? "").localeCompare(b.namespace ?? "") || a.kind.localeCompare(b.kind) || a.name.localeCompare(b.name));
       if (shown.length === 0) {
