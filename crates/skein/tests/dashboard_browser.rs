@@ -99,7 +99,7 @@ fn the_dashboard_shows_the_blog_in_a_browser() {
     assert_eq!(page.status, 200, "the page: {page:?}");
     assert!(
         page.body.contains("<script type=\"module\"") && page.body.contains("/assets/"),
-        "the dashboard serves the built page (ui/dist), not a placeholder: {}",
+        "the dashboard serves a placeholder, not the page: build it with ./scripts/build-ui, then build skein again (the server embeds ui/dist): {}",
         page.body
     );
 
