@@ -265,12 +265,15 @@ struct Node {
     parent: Option<String>,
 }
 
+/// Rate by response flags, or by host.
+type Shares = BTreeMap<String, f64>;
+
 #[derive(Debug, Clone, Default)]
 struct Edge {
     protocol: Option<Protocol>,
     total: f64,
     /// code -> (flags -> rate, host -> rate)
-    responses: BTreeMap<String, (BTreeMap<String, f64>, BTreeMap<String, f64>)>,
+    responses: BTreeMap<String, (Shares, Shares)>,
     mtls_rate: f64,
     mtls_total: f64,
     source_principal: Option<String>,
@@ -480,16 +483,16 @@ impl Graph {
         }
     }
 
+    /// One row's traffic on the edge `from` -> `to`: `resp` is (code, flags, host).
     fn add_edge(
         &mut self,
         from: &str,
         to: &str,
         proto: Protocol,
-        code: &str,
-        flags: &str,
-        host: &str,
+        resp: (&str, &str, &str),
         v: f64,
     ) {
+        let (code, flags, host) = resp;
         let e = self
             .edges
             .entry((from.to_string(), to.to_string(), proto))
@@ -564,8 +567,8 @@ impl Graph {
             let dest = self.node(&r.dst, &r.svc_ns, &dest_svc_name, false);
             self.add_dest_service(&svc, &r.dst.cluster, &r.svc_ns, &dest_svc_name);
             self.add_dest_service(&dest, &r.dst.cluster, &r.svc_ns, &dest_svc_name);
-            self.add_edge(&source, &svc, proto, &code, flags, host, v);
-            self.add_edge(&svc, &dest, proto, &code, flags, host, v);
+            self.add_edge(&source, &svc, proto, (&code, flags, host), v);
+            self.add_edge(&svc, &dest, proto, (&code, flags, host), v);
         } else {
             let dest = self.node(
                 &r.dst,
@@ -576,7 +579,7 @@ impl Graph {
             if known(&dest_svc_name) {
                 self.add_dest_service(&dest, &r.dst.cluster, &r.svc_ns, &dest_svc_name);
             }
-            self.add_edge(&source, &dest, proto, &code, flags, host, v);
+            self.add_edge(&source, &dest, proto, (&code, flags, host), v);
         }
     }
 

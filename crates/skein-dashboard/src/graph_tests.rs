@@ -122,7 +122,7 @@ fn edges(g: &Json) -> Vec<&Json> {
         .collect()
 }
 
-fn find<'a>(g: &'a Json, f: impl Fn(&Json) -> bool) -> &'a Json {
+fn find(g: &Json, f: impl Fn(&Json) -> bool) -> &Json {
     nodes(g)
         .into_iter()
         .find(|d| f(d))

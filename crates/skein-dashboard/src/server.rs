@@ -783,7 +783,7 @@ async fn jaeger(
             }
         })
         .collect();
-    if !safe_tail(&encoded) {
+    if !safe_tail(&encoded) || rest.bytes().any(|b| b < b' ' || b == 0x7f) {
         return Err(ParamError::Name {
             name: "path",
             value: rest.chars().take(80).collect(),
@@ -827,3 +827,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -35,10 +35,10 @@ fn load(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     })
 }
 
-fn node<'a>(
-    g: &'a serde_json::Value,
+fn node(
+    g: &serde_json::Value,
     f: impl Fn(&serde_json::Value) -> bool,
-) -> Option<&'a serde_json::Value> {
+) -> Option<&serde_json::Value> {
     g["elements"]["nodes"]
         .as_array()?
         .iter()
@@ -49,6 +49,10 @@ fn node<'a>(
 #[test]
 fn the_dashboard_api_on_the_blog() {
     let skein = Skein::new();
+    let out = skein.run(&["dashboard", "--no-browser"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skein is not running"), "{err}");
     skein.up("examples/blog-system", &["--scrape-interval", "1"]);
     let status = skein.status();
     let base = status["dashboard"]["url"]
