@@ -39,7 +39,9 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
       if (first) {
         first = false;
         const kinds = [...new Set(cfg.objects.map((o) => o.kind))].sort();
-        const ns = select([["", "All namespaces"], ...nss.map((n) => [n, n || "(cluster)"] as [string, string])], nss.includes(nsWant) ? nsWant : "", { "data-testid": "config-namespace" });
+        // Cluster-scoped objects have namespace "": their choice is "-".
+        const nsOpts = nss.map((n) => [n || "-", n || "(cluster-scoped)"] as [string, string]);
+        const ns = select([["", "All namespaces"], ...nsOpts], nsOpts.some(([v]) => v === nsWant) ? nsWant : "", { "data-testid": "config-namespace" });
         const kind = select([["", "All kinds"], ...kinds.map((k) => [k, k] as [string, string])], kinds.includes(kindWant) ? kindWant : "", { "data-testid": "config-kind" });
         const refilter = () => go("/istio", { namespace: ns.value, kind: kind.value, invalid: onlyInvalid ? "1" : "" }, true);
         ns.addEventListener("change", refilter);
@@ -53,7 +55,7 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
         fill(filters, field("Namespace", ns), field("Kind", kind), h("span", { class: "check" }, inv, h("label", { for: inv.id }, "Only objects with problems")));
       }
       const shown = cfg.objects
-        .filter((o) => !nsWant || o.namespace === nsWant)
+        .filter((o) => !nsWant || (o.namespace || "-") === nsWant)
         .filter((o) => !kindWant || o.kind === kindWant)
         .filter((o) => !onlyInvalid || !o.valid || o.checks.length > 0)
         .sort((a, b) => Number(a.valid) - Number(b.valid) || (a.namespace ?? "").localeCompare(b.namespace ?? "") || a.kind.localeCompare(b.kind) || a.name.localeCompare(b.name));
