@@ -58,7 +58,7 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
         .filter((o) => !nsWant || (o.namespace || "-") === nsWant)
         .filter((o) => !kindWant || o.kind === kindWant)
         .filter((o) => !onlyInvalid || !o.valid || o.checks.length > 0)
-        .sort((a, b) => Number(a.valid) - Number(b.valid) || (a.namespace ?? "").localeCompare(b.namespace ?? "") || a.kind.localeCompare(b.kind) || a.name.localeCompare(b.name));
+        .sort((a, b) => Number(a.valid) - Number(b.valid) || Number(!isIstio(a)) - Number(!isIstio(b)) || (a.namespace ?? "").localeCompare(b.namespace ?? "") || a.kind.localeCompare(b.kind) || a.name.localeCompare(b.name));
       if (shown.length === 0) {
         fill(body, message("empty", cfg.objects.length ? "No object matches these filters." : "The control plane has no Istio objects.", "config-empty"));
         return;
@@ -77,6 +77,11 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
   const r = refresher(bar, 15_000, load);
   void r.now();
   return r.stop;
+}
+
+/** Istio's own kinds (networking, security, telemetry) before Kubernetes'. */
+function isIstio(o: ConfigObject): boolean {
+  return (o.apiVersion ?? "").includes("istio.io");
 }
 
 function objectCard(o: ConfigObject, open: boolean): HTMLElement {
