@@ -314,10 +314,10 @@ try {
   step("keyboard");
   await visit("/graph?namespaces=blog-system&graphType=app");
   await page.locator("[data-testid=graph-edge]").first().waitFor();
-  await page.locator("[data-testid=graph-edge]").first().focus();
+  await page.locator("[data-testid=graph-edge] button").first().focus();
   await page.keyboard.press("Enter");
   await page.getByTestId("edge-panel").waitFor();
-  check(true, "Enter on a focused edge row opens its side panel");
+  check(true, "Enter on an edge's button in the table opens its side panel");
   const unlabelled = await page.$$eval("select, input, button", (els) =>
     els.filter((e) => {
       if (e.tagName === "BUTTON") return !(e.textContent ?? "").trim() && !e.getAttribute("aria-label");

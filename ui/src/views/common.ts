@@ -59,7 +59,7 @@ export function refresher(
   load: () => Promise<void>,
 ): { stop: () => void; now: () => Promise<void> } {
   bar.classList.add("refresh-bar");
-  const stamp = h("span", { class: "updated", "data-testid": "last-updated", "aria-live": "polite" }, "Loading…");
+  const stamp = h("span", { class: "updated", "data-testid": "last-updated" }, "Loading…");
   const btn = h("button", { type: "button", "data-testid": "refresh" }, "Refresh");
   const auto = h("input", { type: "checkbox", id: uid("auto"), "data-testid": "auto-refresh" });
   auto.checked = true;

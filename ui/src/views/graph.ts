@@ -1,5 +1,5 @@
 import cytoscape from "cytoscape";
-import { h, fill, message, select, field, clickable } from "../dom";
+import { h, fill, message, select, field } from "../dom";
 import { getJSON, qs, type Graph, type HealthEntry } from "../api";
 import { COLOURS, healthBadge, levelOf, worst, type Level } from "../health";
 import { DURATIONS, bytes, durationText, ms, pct, rate } from "../format";
@@ -130,7 +130,7 @@ export function graph(root: HTMLElement, route: Route): () => void {
   const status = h("div", { class: "graph-status" });
   const canvas = h("div", { class: "cy", "data-testid": "graph-canvas", role: "img", "aria-label": "Service graph (the table below lists the same nodes and edges)" });
   const overlay = h("div", { class: "cy-overlay", "aria-hidden": "true" });
-  const panel = h("aside", { class: "side-panel", "data-testid": "side-panel", "aria-live": "polite", "aria-label": "Selected node or edge" }, h("p", { class: "hint" }, "Select a node or an edge (click it, or use the table below) to see its numbers."));
+  const panel = h("aside", { class: "side-panel", "data-testid": "side-panel", "aria-label": "Selected node or edge" }, h("p", { class: "hint" }, "Select a node or an edge (click it, or use the table below) to see its numbers."));
   const table = h("div", { class: "graph-table" });
   const legend = h(
     "ul",
@@ -280,7 +280,7 @@ export function graph(root: HTMLElement, route: Route): () => void {
   const drawTable = (mm: Model, s: State) => {
     const name = (id: string) => mm.byId.get(id)?.name ?? id.slice(0, 8);
     const nodeRows = mm.nodes.map((n) =>
-      clickable(
+      rowSelects(
         h(
           "tr",
           {
@@ -295,19 +295,18 @@ export function graph(root: HTMLElement, route: Route): () => void {
             "data-box": n.data.parent ? (mm.byId.get(n.data.parent)?.name ?? "") : "",
             "data-gateway": n.gateway ? "true" : null,
           },
-          h("td", null, n.name),
+          h("td", null, h("button", { type: "button", class: "link", "aria-label": `Select node ${n.name}` }, n.name)),
           h("td", null, n.kind === "box" ? "app box" : n.kind + (n.gateway ? " (gateway)" : n.outside ? " (outside)" : "")),
           h("td", null, n.data.namespace),
           h("td", null, n.data.parent ? (mm.byId.get(n.data.parent)?.name ?? "") : ""),
           h("td", null, n.httpIn > 0 ? `${rate(n.httpIn)} rps` : ""),
           h("td", null, healthBadge(n.level)),
         ),
-        `Select node ${n.name}`,
         () => select_(n.data.id),
       ),
     );
     const edgeRows = mm.edges.map((e) =>
-      clickable(
+      rowSelects(
         h(
           "tr",
           {
@@ -319,7 +318,7 @@ export function graph(root: HTMLElement, route: Route): () => void {
             "data-rate": String(e.rate),
             "data-mtls": e.mtls > 0 ? "true" : "false",
           },
-          h("td", null, name(e.data.source)),
+          h("td", null, h("button", { type: "button", class: "link", "aria-label": `Select edge ${name(e.data.source)} to ${name(e.data.target)}` }, name(e.data.source))),
           h("td", null, name(e.data.target)),
           h("td", null, e.protocol),
           h("td", { "data-testid": "edge-rate" }, e.protocol === "tcp" ? `${bytes(e.rate)}/s` : `${rate(e.rate)} rps`),
@@ -331,7 +330,6 @@ export function graph(root: HTMLElement, route: Route): () => void {
             e.mtls > 0 ? [h("span", { class: "lock", "aria-hidden": "true" }), `mTLS ${e.mtls}%`] : "plain",
           ),
         ),
-        `Select edge ${name(e.data.source)} to ${name(e.data.target)}`,
         () => select_(e.data.id),
       ),
     );
@@ -491,6 +489,13 @@ export function graph(root: HTMLElement, route: Route): () => void {
     cy?.destroy();
     cy = null;
   };
+}
+
+/** A table row whose first cell's button selects it (keyboard); a click anywhere on it too. */
+function rowSelects(tr: HTMLTableRowElement, act: () => void): HTMLTableRowElement {
+  tr.classList.add("selectable");
+  tr.addEventListener("click", act);
+  return tr;
 }
 
 function flags(d: NodeInfo["data"]): string[] {
