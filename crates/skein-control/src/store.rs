@@ -196,6 +196,39 @@ mod tests {
     const VS: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  ports: [{port: 80}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: ns\nspec:\n  hosts: [a]\n  http:\n  - name: WHICH\n    route:\n    - destination:\n        host: a\n";
 
     #[test]
+    fn load_all_keeps_what_loads_and_names_what_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), "kind: [\n").unwrap();
+        std::fs::write(
+            applied.path().join("x.yaml"),
+            VS.replace("WHICH", "applied"),
+        )
+        .unwrap();
+        let store = Store {
+            addons: None,
+            dir: dir.path().to_path_buf(),
+            applied: Some(applied.path().to_path_buf()),
+        };
+        assert!(store.load().is_err());
+        let (m, errors) = store.load_all();
+        assert_eq!(
+            m.virtual_services().count(),
+            1,
+            "applied replaces the original"
+        );
+        assert_eq!(
+            m.virtual_services().next().unwrap().spec.http[0]
+                .name
+                .as_deref(),
+            Some("applied")
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("bad.yaml:"), "{errors:?}");
+    }
+
+    #[test]
     fn applied_objects_replace_and_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let applied = tempfile::tempdir().unwrap();

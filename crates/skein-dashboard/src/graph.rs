@@ -731,12 +731,16 @@ pub fn build(o: &Options, answers: &Answers, cx: &Context) -> Json {
     // Decorations.
     for ns in &o.namespaces {
         let d = decoration_queries(ns, o);
-        for q in &d.mtls {
+        // Requests decorate the HTTP edges, TCP bytes the TCP edges.
+        for (q, tcp) in d.mtls.iter().zip([false, true]) {
             for s in get(q) {
                 let r = row(s);
                 let mtls = s.get("connection_security_policy") == "mutual_tls";
                 for (f, t) in g.edge_keys(&r, false) {
                     for e in g.edges_between(&f, &t) {
+                        if (e.protocol == Some(Protocol::Tcp)) != tcp {
+                            continue;
+                        }
                         e.mtls_total += s.value;
                         if mtls {
                             e.mtls_rate += s.value;
