@@ -30,6 +30,20 @@ ensure_build_deps() {
   fi
 }
 
+# Node.js and npm build the dashboard's page (scripts/build-ui). A Node.js that is already
+# installed (with its own npm) is kept; Debian's packages only when there is none.
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  apt_install nodejs npm
+}
+
+# Debian's Chromium for the dashboard's browser test (crates/skein/tests/dashboard_browser.rs),
+# driven by npm's playwright-core from ui/'s lockfile; no browser is ever downloaded.
+install_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  apt_install chromium
+}
+
 # Prometheus for the mesh (skein runs it as istio-system/prometheus). Debian's package also
 # starts a system-wide Prometheus on *:9090, now and at every boot; skein runs its own, so
 # when this installs the package it keeps the package's service from starting (a
