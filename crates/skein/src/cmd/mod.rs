@@ -1,9 +1,13 @@
 pub mod analyze;
 pub mod apply;
 pub mod control;
+pub mod delete;
+pub mod describe;
+pub mod diff;
 pub mod down;
 pub mod edges;
 pub mod exec;
+pub mod get;
 pub mod logs;
 pub mod proxy;
 pub mod proxy_config;

@@ -1,0 +1,280 @@
+//! The objects `get`, `describe`, `delete` and `diff` work on: loaded from files (`-f`) or
+//! from what the running control plane reads (the runtime's addons, the manifests directory,
+//! the `skein apply` directory), plus the runtime's pods from its status file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use skein_api::Source;
+
+use super::kinds::{self, KindInfo};
+
+/// One object as kubectl would show it.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub kind: &'static KindInfo,
+    /// The object as written (`apiVersion`, `kind`, `metadata`, `spec`, ...).
+    pub value: Value,
+    /// The object as skein reads it (its typed model, with the namespace filled in): what
+    /// `skein apply` stores, so what `diff` compares.
+    pub typed: Value,
+    /// Where it was written (none for pods, which the runtime reports).
+    pub source: Option<Source>,
+    /// When it appeared (the file's time on a running system); unknown for `-f`.
+    pub created: Option<SystemTime>,
+    /// Whether `skein apply` added it (it lives in the apply directory).
+    pub applied: bool,
+}
+
+impl Object {
+    pub fn name(&self) -> &str {
+        self.value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// The namespace (`default` when unset; empty for cluster-scoped kinds).
+    pub fn namespace(&self) -> &str {
+        if !self.kind.namespaced {
+            return "";
+        }
+        self.value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(skein_api::DEFAULT_NAMESPACE)
+    }
+
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        string_map(self.value.pointer("/metadata/labels"))
+    }
+}
+
+pub fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), super::jsonpath::to_text(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Files that could not be loaded: every error with `file:line`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadFailed(pub skein_api::LoadErrors);
+
+/// Loads a file or a directory as `kubectl get -f` would show it.
+pub fn from_path(path: &Path) -> Result<Vec<Object>, LoadFailed> {
+    let m = skein_api::load_path(path).map_err(LoadFailed)?;
+    Ok(objects(&m, None, false))
+}
+
+/// What the running control plane reads, later files replacing same-named objects as the
+/// store does, with the pods of the status file. Directories that do not load are skipped
+/// document by document (the control plane keeps its last good config meanwhile).
+pub fn from_system(
+    addons: &Path,
+    manifests: &Path,
+    applied: &Path,
+    status: Option<&skein_runtime::Status>,
+) -> Vec<Object> {
+    let mut all = Vec::new();
+    for (dir, is_applied) in [(addons, false), (manifests, false), (applied, true)] {
+        if !dir.exists() {
+            continue;
+        }
+        let (m, _) = skein_api::load_path_partial(dir);
+        all.extend(objects(&m, Some(()), is_applied));
+    }
+    let mut index: HashMap<(&'static str, String, String), usize> = HashMap::new();
+    let mut out: Vec<Object> = Vec::new();
+    for o in all {
+        let key = (o.kind.kind, o.namespace().to_string(), o.name().to_string());
+        match index.get(&key) {
+            Some(&i) => out[i] = o,
+            None => {
+                index.insert(key, out.len());
+                out.push(o);
+            }
+        }
+    }
+    if let Some(s) = status {
+        out.extend(pods(s));
+    }
+    out
+}
+
+fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Vec<Object> {
+    let mut raw = RawFiles::default();
+    m.documents
+        .iter()
+        .filter_map(|d| {
+            let kind = kinds::by_kind(d.resource.kind())?;
+            let value = raw
+                .document(&d.source)
+                .filter(|v| v.get("kind").and_then(Value::as_str) == Some(kind.kind))
+                .unwrap_or_else(|| d.resource.to_json());
+            let created = with_time.and_then(|_| {
+                std::fs::metadata(&d.source.file)
+                    .and_then(|m| m.modified())
+                    .ok()
+            });
+            let mut typed = d.resource.to_json();
+            if kind.namespaced
+                && let Some(m) = typed.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                m.insert(
+                    "namespace".into(),
+                    d.resource.metadata().namespace_or_default().into(),
+                );
+            }
+            Some(Object {
+                kind,
+                typed,
+                value,
+                source: Some(d.source.clone()),
+                created,
+                applied,
+            })
+        })
+        .collect()
+}
+
+/// The files' documents as written, parsed without the typed model (so `-o yaml` shows
+/// what the user wrote, not skein's reading of it).
+#[derive(Default)]
+struct RawFiles {
+    files: HashMap<PathBuf, Vec<(usize, Value)>>,
+}
+
+impl RawFiles {
+    fn document(&mut self, at: &Source) -> Option<Value> {
+        let docs = self
+            .files
+            .entry(at.file.clone())
+            .or_insert_with(|| split(&std::fs::read_to_string(&at.file).unwrap_or_default()));
+        docs.iter()
+            .find(|(line, _)| *line == at.line)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Splits at `---` lines as the loader does: each document with the line it starts on (its
+/// marker's line, or 1).
+fn split(text: &str) -> Vec<(usize, Value)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::new();
+    let mut first = 1;
+    let mut current = String::new();
+    let mut flush = |first: usize, doc: &mut String| {
+        if let Ok(v) = serde_norway::from_str::<Value>(doc)
+            && v.is_object()
+        {
+            out.push((first, v));
+        }
+        doc.clear();
+    };
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_end_matches(['\n', '\r']);
+        if content == "---" || content.starts_with("--- ") || content.starts_with("---\t") {
+            flush(first, &mut current);
+            first = i + 1;
+            current.push_str(&line[3..]);
+        } else if content == "..." || content.starts_with('%') {
+            current.push('\n');
+        } else {
+            current.push_str(line);
+        }
+    }
+    flush(first, &mut current);
+    out
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(
+        SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(t.unix_timestamp()).ok()?),
+    )
+}
+
+/// The runtime's pods as Kubernetes Pod objects.
+fn pods(status: &skein_runtime::Status) -> Vec<Object> {
+    let kind = kinds::by_kind("Pod");
+    let Some(kind) = kind else { return Vec::new() };
+    let started = parse_time(&status.supervisor.started_at);
+    let node = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    status
+        .pods
+        .iter()
+        .map(|p| {
+            let mut containers: Vec<Value> = p
+                .containers
+                .iter()
+                .map(|c| json!({"name": c.name, "command": c.command}))
+                .collect();
+            let mut statuses: Vec<Value> = p
+                .containers
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "ready": p.ready || c.state == "Running" || c.state == "Ready",
+                        "restartCount": c.restarts,
+                        "state": {c.state.to_ascii_lowercase(): {}},
+                    })
+                })
+                .collect();
+            if let Some(proxy) = p.proxy.as_ref().filter(|x| x.mode == "sidecar") {
+                containers.push(json!({"name": "istio-proxy"}));
+                statuses.push(json!({
+                    "name": "istio-proxy",
+                    "ready": proxy.pid != 0 && proxy.connected,
+                    "restartCount": 0,
+                    "state": {"running": {}},
+                }));
+            }
+            let phase = match p.state.as_str() {
+                "Ready" => "Running",
+                other => other,
+            };
+            let value = json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+                "spec": {"containers": containers, "serviceAccountName": p.service_account, "nodeName": node},
+                "status": {"phase": phase, "podIP": p.ip, "containerStatuses": statuses},
+            });
+            Object {
+                kind,
+                typed: value.clone(),
+                value,
+                source: None,
+                created: started,
+                applied: false,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_with_the_loaders_first_lines() {
+        let docs = split("a: 1\n---\nb: 2\n--- \nc: [x]\n");
+        let lines: Vec<usize> = docs.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [1, 2, 4]);
+        assert_eq!(docs[2].1, json!({"c": ["x"]}));
+    }
+}
