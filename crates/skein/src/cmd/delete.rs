@@ -57,8 +57,13 @@ fn decide<'a>(
         Some(src) if o.applied && src.file.starts_with(applied_dir) => {
             Verdict::Remove(o, src.file.clone())
         }
-        Some(src) => Verdict::Refuse(format!(
-            "error: {label} is defined in {src}, in the manifests skein up runs; skein never writes your files: edit or remove it there (the control plane takes the change as it does an apply)"
+        Some(_) => Verdict::Refuse(format!(
+            "error: {label} is defined in {}, in the manifests skein up runs; skein never writes your files: edit or remove it there (the control plane takes the change as it does an apply)",
+            o.defined_at
+                .as_ref()
+                .or(o.source.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default()
         )),
         None => Verdict::Refuse(format!(
             "error: {label} is run by skein up from its manifests; change them or use `skein down`"

@@ -148,6 +148,12 @@ fn multiline(
 /// The events of `o`: those that name it, the pushes and acks of the versions that changed
 /// it, and refusals whose errors name it. The newest 30, oldest first.
 pub fn events_for<'a>(o: &Object, events: &'a [Event]) -> Vec<&'a Event> {
+    // Versions count from 1 again at each start of the control plane: only this run's.
+    let start = events
+        .iter()
+        .rposition(|e| e.message.contains(" at start"))
+        .unwrap_or(0);
+    let events = &events[start..];
     let key = object_key(o.kind.kind, o.namespace(), o.name());
     let label = if o.kind.namespaced {
         format!("{} {}/{}", o.kind.kind, o.namespace(), o.name())
@@ -172,6 +178,41 @@ pub fn events_for<'a>(o: &Object, events: &'a [Event]) -> Vec<&'a Event> {
     mine[mine.len().saturating_sub(30)..].to_vec()
 }
 
+/// Consecutive acks of one version as one line (`acked by 3 pods: a, b, c`), as kubectl
+/// folds repeated events.
+pub fn fold_acks(events: &[&Event]) -> Vec<Event> {
+    let mut out: Vec<(Event, Vec<String>)> = Vec::new();
+    for e in events {
+        let pod = e
+            .message
+            .rsplit_once(" acked by pod ")
+            .map(|(_, p)| p.to_string());
+        if let (Some(pod), Some((last, pods))) = (&pod, out.last_mut())
+            && e.reason == "Acked"
+            && last.reason == "Acked"
+            && last.version == e.version
+        {
+            pods.push(pod.clone());
+            last.at = e.at.clone();
+            continue;
+        }
+        out.push(((*e).clone(), pod.into_iter().collect()));
+    }
+    out.into_iter()
+        .map(|(mut e, pods)| {
+            if pods.len() > 1 {
+                e.message = format!(
+                    "config version {} acked by {} pods: {}",
+                    e.version.as_deref().unwrap_or("?"),
+                    pods.len(),
+                    pods.join(", ")
+                );
+            }
+            e
+        })
+        .collect()
+}
+
 fn age(at: &str, now: SystemTime) -> String {
     time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
         .ok()
@@ -183,6 +224,7 @@ fn age(at: &str, now: SystemTime) -> String {
 
 /// One object, described.
 pub fn describe(o: &Object, events: &[&Event], now: SystemTime) -> String {
+    let events = fold_acks(events);
     let mut rows: Vec<Vec<String>> = vec![vec!["Name:".into(), o.name().into()]];
     if o.kind.namespaced {
         rows.push(vec!["Namespace:".into(), o.namespace().into()]);

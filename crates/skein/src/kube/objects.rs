@@ -22,6 +22,8 @@ pub struct Object {
     pub typed: Value,
     /// Where it was written (none for pods, which the runtime reports).
     pub source: Option<Source>,
+    /// Where its `kind:` line is, for messages.
+    pub defined_at: Option<Source>,
     /// When it appeared (the file's time on a running system); unknown for `-f`.
     pub created: Option<SystemTime>,
     /// Whether `skein apply` added it (it lives in the apply directory).
@@ -83,13 +85,18 @@ pub fn from_system(
     applied: &Path,
     status: Option<&skein_runtime::Status>,
 ) -> Vec<Object> {
+    // An object's AGE: since `skein up` loaded it, or since its file was written after.
+    let started = status.and_then(|s| parse_time(&s.supervisor.started_at));
     let mut all = Vec::new();
     for (dir, is_applied) in [(addons, false), (manifests, false), (applied, true)] {
         if !dir.exists() {
             continue;
         }
         let (m, _) = skein_api::load_path_partial(dir);
-        all.extend(objects(&m, Some(()), is_applied));
+        all.extend(objects(&m, Some(()), is_applied).into_iter().map(|mut o| {
+            o.created = o.created.max(started);
+            o
+        }));
     }
     let mut index: HashMap<(&'static str, String, String), usize> = HashMap::new();
     let mut out: Vec<Object> = Vec::new();
@@ -138,6 +145,10 @@ fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Ve
                 typed,
                 value,
                 source: Some(d.source.clone()),
+                defined_at: Some(Source {
+                    file: d.source.file.clone(),
+                    line: d.line_of("kind"),
+                }),
                 created,
                 applied,
             })
@@ -217,12 +228,12 @@ fn pods(status: &skein_runtime::Status) -> Vec<Object> {
         .pods
         .iter()
         .map(|p| {
-            let mut containers: Vec<Value> = p
+            let containers: Vec<Value> = p
                 .containers
                 .iter()
                 .map(|c| json!({"name": c.name, "command": c.command}))
                 .collect();
-            let mut statuses: Vec<Value> = p
+            let statuses: Vec<Value> = p
                 .containers
                 .iter()
                 .map(|c| {
@@ -234,15 +245,6 @@ fn pods(status: &skein_runtime::Status) -> Vec<Object> {
                     })
                 })
                 .collect();
-            if let Some(proxy) = p.proxy.as_ref().filter(|x| x.mode == "sidecar") {
-                containers.push(json!({"name": "istio-proxy"}));
-                statuses.push(json!({
-                    "name": "istio-proxy",
-                    "ready": proxy.pid != 0 && proxy.connected,
-                    "restartCount": 0,
-                    "state": {"running": {}},
-                }));
-            }
             let phase = match p.state.as_str() {
                 "Ready" => "Running",
                 other => other,
@@ -259,6 +261,7 @@ fn pods(status: &skein_runtime::Status) -> Vec<Object> {
                 typed: value.clone(),
                 value,
                 source: None,
+                defined_at: None,
                 created: started,
                 applied: false,
             }
