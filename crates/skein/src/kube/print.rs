@@ -433,9 +433,75 @@ pub fn to_json(v: &Value) -> String {
     s
 }
 
-/// YAML as kubectl prints it (keys sorted, lists not indented under their key).
+/// YAML as kubectl prints it (keys sorted, lists not indented under their key, strings that
+/// need quotes in double quotes).
 pub fn to_yaml(v: &Value) -> String {
-    serde_norway::to_string(v).unwrap_or_default()
+    let text = serde_norway::to_string(v).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.push_str(&requote(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// A single-quoted scalar at the start of `s` (`'it''s'`): its value and what follows.
+fn single_quoted(s: &str) -> Option<(String, &str)> {
+    let body = s.strip_prefix('\'')?;
+    let mut value = String::new();
+    let mut chars = body.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\'' {
+            if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                chars.next();
+                value.push('\'');
+                continue;
+            }
+            return Some((value, &body[i + 1..]));
+        }
+        value.push(c);
+    }
+    None
+}
+
+fn double_quoted(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// One line of serde's YAML with its single-quoted key or value double-quoted, as Go's YAML
+/// writes them (`resourceVersion: ""`, `exact: "true"`).
+fn requote(line: &str) -> String {
+    let trimmed = line.trim_start_matches(' ');
+    let mut prefix = line[..line.len() - trimmed.len()].to_string();
+    let mut rest = trimmed;
+    while let Some(r) = rest.strip_prefix("- ") {
+        prefix.push_str("- ");
+        rest = r;
+    }
+    let mut out = prefix;
+    if let Some((key, after)) = single_quoted(rest)
+        && (after.is_empty() || after.starts_with(':'))
+    {
+        out.push_str(&double_quoted(&key));
+        rest = after;
+        if after.is_empty() {
+            return out;
+        }
+    }
+    match rest.find(": ") {
+        Some(i) if rest[i + 2..].starts_with('\'') => {
+            let (key, value) = (&rest[..i + 2], &rest[i + 2..]);
+            match single_quoted(value) {
+                Some((v, "")) => {
+                    out.push_str(key);
+                    out.push_str(&double_quoted(&v));
+                }
+                _ => out.push_str(rest),
+            }
+        }
+        _ => out.push_str(rest),
+    }
+    out
 }
 
 /// A `-o custom-columns=` spec that cannot be used.
@@ -525,6 +591,15 @@ pub fn sort_by(objs: &mut [&Object], expr: &str) -> Result<(), JsonPathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_quotes_as_gos_yaml() {
+        let v = json!({"a": "true", "b": "", "c": ["it's", "1"], "d": {"8080": "x"}, "e": "plain"});
+        assert_eq!(
+            to_yaml(&v),
+            "a: \"true\"\nb: \"\"\nc:\n- it's\n- \"1\"\nd:\n  \"8080\": x\ne: plain\n"
+        );
+    }
 
     #[test]
     fn ages_print_as_kubectl() {
