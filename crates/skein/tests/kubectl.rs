@@ -71,14 +71,21 @@ fn the_seeds_verification_commands_print_the_seeds_output() {
         EXAMPLE,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // `get -f` keeps the files' order, as kubectl does; the running system lists by name.
     assert_eq!(
         text(&out.stdout),
         "NAME                    HOST\n\
-         mysql-circuit-breaker   mysql\n\
+         web-dest-rule           web-service\n\
          was-dest-rule           was-service\n\
-         web-dest-rule           web-service\n"
+         mysql-circuit-breaker   mysql\n"
     );
 }
+
+/// The seed's table, on a running system (listed by name, as the API server lists).
+const SEED_DR_TABLE: &str = "NAME                    HOST\n\
+                             mysql-circuit-breaker   mysql\n\
+                             was-dest-rule           was-service\n\
+                             web-dest-rule           web-service\n";
 
 #[test]
 fn get_prints_each_output_form_as_kubectl() {
@@ -301,6 +308,7 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
     );
     // On a running system AGE is the files' age, not <unknown>.
     assert!(!out.contains("<unknown>"), "{out}");
+    // The seed's verification commands, verbatim.
     let (code, out, _) = run(&[
         "get",
         "virtualservice",
@@ -311,6 +319,15 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
         "jsonpath={.spec.http[*].name}",
     ]);
     assert_eq!((code, out.as_str()), (Some(0), "canary-testing primary"));
+    let (code, out, _) = run(&[
+        "get",
+        "dr",
+        "-n",
+        "blog-system",
+        "-o",
+        "custom-columns=NAME:.metadata.name,HOST:.spec.host",
+    ]);
+    assert_eq!((code, out.as_str()), (Some(0), SEED_DR_TABLE));
 
     // The runtime's pods, as `kubectl get pods`: the sidecar counts as a container.
     let (code, out, err) = run(&[

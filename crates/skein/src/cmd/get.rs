@@ -180,7 +180,10 @@ pub fn get(args: &Args, loaded: &Loaded, now: SystemTime) -> (String, String, u8
             .filter(|o| o.kind == *kind)
             .filter(in_scope)
             .collect();
-        objs.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+        // The API server lists by namespace and name; `kubectl get -f` keeps the files' order.
+        if !from_file {
+            objs.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+        }
         groups.push((kind, objs));
     }
     if !names.is_empty() {
