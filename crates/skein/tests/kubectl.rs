@@ -290,7 +290,8 @@ spec:
 #[test]
 fn get_apply_diff_delete_and_describe_on_the_running_system() {
     let s = support::Skein::new();
-    s.up(EXAMPLE, &[]);
+    let manifests = support::manifests_copy(EXAMPLE);
+    s.up(manifests.path().to_str().unwrap(), &[]);
     let run = |args: &[&str]| {
         let out = s.run(args);
         (out.status.code(), text(&out.stdout), text(&out.stderr))
@@ -444,6 +445,27 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
         "--ignore-not-found",
     ]);
     assert_eq!(code, Some(0));
+    // A broken edit of the user's files is refused, and describe says why.
+    let traffic = manifests.path().join("50-istio-traffic.yaml");
+    let good = std::fs::read_to_string(&traffic).unwrap();
+    std::fs::write(
+        &traffic,
+        good.replace("    timeout: 10s\n", "    timeout: 10s\n    timeot: 5s\n"),
+    )
+    .unwrap();
+    let refused = support::eventually(
+        std::time::Duration::from_secs(20),
+        "a Refused event",
+        || {
+            let (_, out, _) = run(&["describe", "vs", "web-vsvc", "-n", "blog-system"]);
+            out.contains("  Warning  Refused ").then_some(out)
+        },
+    );
+    assert!(
+        refused.contains("50-istio-traffic.yaml:123") && refused.contains("timeot"),
+        "{refused}"
+    );
+    std::fs::write(&traffic, good).unwrap();
     // The example itself still serves.
     let r = support::get(&format!("{}/api/posts", s.http_base()));
     assert_eq!(r.status, 200, "{r:?}");

@@ -92,8 +92,10 @@ pub fn from_system(
         if !dir.exists() {
             continue;
         }
-        let (m, _) = skein_api::load_path_partial(dir);
-        all.extend(objects(&m, Some(()), is_applied).into_iter().map(|mut o| {
+        let (m, errors) = skein_api::load_path_partial(dir);
+        let mut objs = objects(&m, Some(()), is_applied);
+        objs.extend(unloaded(&m, &errors, is_applied));
+        all.extend(objs.into_iter().map(|mut o| {
             o.created = o.created.max(started);
             o
         }));
@@ -154,6 +156,57 @@ fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Ve
             })
         })
         .collect()
+}
+
+/// The documents of files with load errors that did not load, as written: the control plane
+/// refuses them (and keeps its last good config), but `get` and `describe` show what the
+/// files say, and describe the refusal.
+fn unloaded(
+    m: &skein_api::Manifests,
+    errors: &[skein_api::LoadError],
+    applied: bool,
+) -> Vec<Object> {
+    let files: std::collections::BTreeSet<&Path> = errors
+        .iter()
+        .filter_map(|e| e.at())
+        .map(|at| at.file.as_path())
+        .collect();
+    let mut out = Vec::new();
+    for file in files {
+        let loaded: Vec<usize> = m
+            .documents
+            .iter()
+            .filter(|d| d.source.file == file)
+            .map(|d| d.source.line)
+            .collect();
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for (line, value) in split(&text) {
+            let Some(kind) = value
+                .get("kind")
+                .and_then(Value::as_str)
+                .and_then(kinds::by_kind)
+            else {
+                continue;
+            };
+            if loaded.contains(&line) || value.pointer("/metadata/name").is_none() {
+                continue;
+            }
+            let source = Source {
+                file: file.to_path_buf(),
+                line,
+            };
+            out.push(Object {
+                kind,
+                typed: value.clone(),
+                value,
+                defined_at: Some(source.clone()),
+                source: Some(source),
+                created: std::fs::metadata(file).and_then(|m| m.modified()).ok(),
+                applied,
+            });
+        }
+    }
+    out
 }
 
 /// The files' documents as written, parsed without the typed model (so `-o yaml` shows
