@@ -89,6 +89,21 @@ const SEED_DR_TABLE: &str = "NAME                    HOST\n\
 
 #[test]
 fn get_prints_each_output_form_as_kubectl() {
+    golden(
+        "get-deploy-show-labels.txt",
+        &["get", "deploy", "-n", "blog-system", "--show-labels"],
+    );
+    golden(
+        "get-jsonpath-as-json.txt",
+        &[
+            "get",
+            "vs",
+            "-n",
+            "blog-system",
+            "-o",
+            "jsonpath-as-json={.items[*].metadata.name}",
+        ],
+    );
     golden("get-all-files.txt", &["get"]);
     golden("get-vs-dr-all-namespaces.txt", &["get", "vs,dr", "-A"]);
     golden(

@@ -33,6 +33,9 @@ pub struct Args {
     /// Leave out the header row.
     #[arg(long)]
     no_headers: bool,
+    /// Add a LABELS column.
+    #[arg(long)]
+    show_labels: bool,
     /// Sort by a JSONPath (`.metadata.name`, `{.spec.host}`).
     #[arg(long)]
     sort_by: Option<String>,
@@ -258,10 +261,13 @@ pub fn get(args: &Args, loaded: &Loaded, now: SystemTime) -> (String, String, u8
                 let qualified = groups.len() > 1 || kinds.len() > 1;
                 print::tables(
                     &groups,
-                    args.all_namespaces,
-                    output == "wide",
-                    args.no_headers,
-                    qualified,
+                    &print::Layout {
+                        all_namespaces: args.all_namespaces,
+                        wide: output == "wide",
+                        no_headers: args.no_headers,
+                        qualified,
+                        show_labels: args.show_labels,
+                    },
                     &ctx,
                 )
             }
@@ -273,13 +279,21 @@ pub fn get(args: &Args, loaded: &Loaded, now: SystemTime) -> (String, String, u8
             .map(|o| format!("{}/{}\n", o.kind.qualified_singular(), o.name()))
             .collect(),
         o if o.starts_with("jsonpath=") || o.starts_with("jsonpath-as-json=") => {
+            let as_json = o.starts_with("jsonpath-as-json=");
             let t = o.split_once('=').map(|x| x.1).unwrap_or_default();
             let mut template = match Template::parse(t) {
                 Ok(t) => t,
                 Err(e) => return fail(format!("error: error parsing jsonpath {t}, {e}")),
             };
             template.allow_missing = args.allow_missing_template_keys;
-            match template.render(&root) {
+            let rendered = if as_json {
+                template
+                    .find(&root)
+                    .map(|found| print::to_json(&serde_json::Value::Array(found)))
+            } else {
+                template.render(&root)
+            };
+            match rendered {
                 Ok(s) => s,
                 Err(e) => {
                     return fail(format!(

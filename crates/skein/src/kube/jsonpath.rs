@@ -176,6 +176,9 @@ pub fn to_text(v: &Value) -> String {
     }
 }
 
+/// Brackets and filters nest at most this deep (the parser recurses on them).
+const MAX_DEPTH: usize = 32;
+
 enum Action {
     Text(String),
     Expr(String),
@@ -217,6 +220,11 @@ fn split_actions(text: &str) -> Result<Vec<Action>, JsonPathError> {
                 }
                 '[' | '(' => {
                     depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(JsonPathError::Syntax(format!(
+                            "more than {MAX_DEPTH} nested brackets"
+                        )));
+                    }
                     expr.push(c);
                 }
                 ']' | ')' => {
@@ -803,6 +811,8 @@ mod tests {
         ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+        let deep = format!("{{.a{}}}", "[?(@.b".repeat(40));
+        assert!(Template::parse(&deep).is_err());
         // Deep or odd input stays bounded.
         let t = Template::parse("{..a}").unwrap();
         let mut v = json!(1);

@@ -374,17 +374,35 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
     r
 }
 
+/// How tables are laid out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layout {
+    /// A NAMESPACE column first (`-A`).
+    pub all_namespaces: bool,
+    /// `-o wide`'s extra columns.
+    pub wide: bool,
+    pub no_headers: bool,
+    /// Names as `kind.group/name` (several kinds printed).
+    pub qualified: bool,
+    /// A LABELS column last (`--show-labels`).
+    pub show_labels: bool,
+}
+
 /// The tables for `objects` (grouped by kind, in the order given), kubectl's way: a
 /// NAMESPACE column with `-A`, `kind.group/name` names when several kinds are printed, a
 /// blank line between tables.
 pub fn tables(
     groups: &[(&'static KindInfo, Vec<&Object>)],
-    all_namespaces: bool,
-    wide: bool,
-    no_headers: bool,
-    qualified: bool,
+    layout: &Layout,
     ctx: &Context<'_>,
 ) -> String {
+    let Layout {
+        all_namespaces,
+        wide,
+        no_headers,
+        qualified,
+        show_labels,
+    } = *layout;
     let mut out = Vec::new();
     for (kind, objs) in groups.iter().filter(|(_, o)| !o.is_empty()) {
         let mut rows = Vec::new();
@@ -392,6 +410,9 @@ pub fn tables(
             let mut h: Vec<String> = headers(kind, wide).iter().map(|s| s.to_string()).collect();
             if all_namespaces && kind.namespaced {
                 h.insert(0, "NAMESPACE".into());
+            }
+            if show_labels {
+                h.push("LABELS".into());
             }
             rows.push(h);
         }
@@ -402,6 +423,11 @@ pub fn tables(
             }
             if all_namespaces && kind.namespaced {
                 r.insert(0, o.namespace().to_string());
+            }
+            if show_labels {
+                let labels: Vec<String> =
+                    o.labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
+                r.push(or_none(labels.join(",")));
             }
             rows.push(r);
         }
