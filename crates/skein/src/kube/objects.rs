@@ -134,13 +134,16 @@ fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Ve
                     .ok()
             });
             let mut typed = d.resource.to_json();
-            if kind.namespaced
-                && let Some(m) = typed.get_mut("metadata").and_then(Value::as_object_mut)
-            {
-                m.insert(
-                    "namespace".into(),
-                    d.resource.metadata().namespace_or_default().into(),
-                );
+            if let Some(m) = typed.get_mut("metadata").and_then(Value::as_object_mut) {
+                if kind.namespaced {
+                    m.insert(
+                        "namespace".into(),
+                        d.resource.metadata().namespace_or_default().into(),
+                    );
+                } else {
+                    // `skein apply` writes one in; a cluster-scoped object has none.
+                    m.remove("namespace");
+                }
             }
             Some(Object {
                 kind,
