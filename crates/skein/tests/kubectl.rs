@@ -89,6 +89,15 @@ const SEED_DR_TABLE: &str = "NAME                    HOST\n\
 
 #[test]
 fn get_prints_each_output_form_as_kubectl() {
+    // Only one kind found: names without the kind; no headers: no blank line between kinds.
+    golden(
+        "get-vs-gw-one-kind-found.txt",
+        &["get", "vs,gw", "-n", "blog-system"],
+    );
+    golden(
+        "get-vs-dr-no-headers.txt",
+        &["get", "vs,dr", "-n", "blog-system", "--no-headers"],
+    );
     golden(
         "get-deploy-show-labels.txt",
         &["get", "deploy", "-n", "blog-system", "--show-labels"],

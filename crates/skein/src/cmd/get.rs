@@ -258,7 +258,8 @@ pub fn get(args: &Args, loaded: &Loaded, now: SystemTime) -> (String, String, u8
                 }
                 String::new()
             } else {
-                let qualified = groups.len() > 1 || kinds.len() > 1;
+                // kubectl names the kind when what it prints has several kinds.
+                let qualified = groups.iter().filter(|(_, o)| !o.is_empty()).count() > 1;
                 print::tables(
                     &groups,
                     &print::Layout {

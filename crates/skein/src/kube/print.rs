@@ -433,7 +433,8 @@ pub fn tables(
         }
         out.push(tabwrite(&rows));
     }
-    out.join("\n")
+    // A blank line between tables only when they have headers, as kubectl.
+    out.join(if no_headers { "" } else { "\n" })
 }
 
 /// kubectl's `List` wrapper for `-o json|yaml|jsonpath` of several objects.
