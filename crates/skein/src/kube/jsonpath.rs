@@ -171,7 +171,9 @@ impl Template {
 pub fn to_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Null => "<nil>".into(),
+        Value::Null => String::new(),
+        // Go's `FormatFloat(f, 'f', -1, 64)`: `100`, not `100.0`.
+        Value::Number(n) if n.is_f64() => n.as_f64().map(|f| format!("{f}")).unwrap_or_default(),
         other => other.to_string(),
     }
 }
@@ -557,8 +559,19 @@ fn eval<'a>(
             continue;
         }
         let mut next = Vec::new();
-        for n in nodes {
-            apply(step, root, n, allow_missing || descending, &mut next)?;
+        let had_input = !nodes.is_empty();
+        for n in &nodes {
+            apply(step, root, n, descending, &mut next)?;
+        }
+        // As kubectl: a field is missing when none of the nodes has it (an error only with
+        // `--allow-missing-template-keys=false`).
+        if let Step::Field(name) = step
+            && next.is_empty()
+            && had_input
+            && !allow_missing
+            && !descending
+        {
+            return Err(JsonPathError::NotFound(name.clone()));
         }
         descending = false;
         nodes = next;
@@ -580,22 +593,23 @@ fn index(i: i64, len: usize) -> Option<usize> {
     usize::try_from(i).ok().filter(|i| *i < len)
 }
 
+/// One step from `v`. `lenient` (under `..`) skips what does not apply instead of failing.
 fn apply<'a>(
     step: &Step,
     root: &'a Value,
     v: &'a Value,
-    allow_missing: bool,
+    lenient: bool,
     out: &mut Vec<&'a Value>,
 ) -> Result<(), JsonPathError> {
     match step {
-        Step::Field(name) => match v.get(name.as_str()) {
-            Some(x) if v.is_object() => out.push(x),
-            _ if allow_missing => {}
-            _ => return Err(JsonPathError::NotFound(name.clone())),
-        },
+        Step::Field(name) => {
+            if let Some(x) = v.as_object().and_then(|m| m.get(name.as_str())) {
+                out.push(x);
+            }
+        }
         Step::Keys(keys) => {
             for k in keys {
-                apply(&Step::Field(k.clone()), root, v, allow_missing, out)?;
+                apply(&Step::Field(k.clone()), root, v, lenient, out)?;
             }
         }
         Step::All => match v {
@@ -608,7 +622,7 @@ fn apply<'a>(
             if let Value::Array(a) = v {
                 match index(*i, a.len()) {
                     Some(i) => out.push(&a[i]),
-                    None if allow_missing => {}
+                    None if lenient => {}
                     None => {
                         return Err(JsonPathError::OutOfBounds {
                             index: *i,
@@ -620,15 +634,37 @@ fn apply<'a>(
         }
         Step::Indices(idx) => {
             for i in idx {
-                apply(&Step::Index(*i), root, v, allow_missing, out)?;
+                apply(&Step::Index(*i), root, v, lenient, out)?;
             }
         }
         Step::Slice(start, end, step) => {
             if let Value::Array(a) = v {
                 let len = a.len() as i64;
-                let clamp = |x: i64| if x < 0 { (len + x).max(0) } else { x.min(len) };
-                let s = clamp(start.unwrap_or(0));
-                let e = clamp(end.unwrap_or(len));
+                let norm = |x: i64| if x < 0 { x + len } else { x };
+                let s = norm(start.unwrap_or(0));
+                let e = norm(end.unwrap_or(len));
+                // kubectl's bounds: an empty range passes, anything else must fit.
+                if s != e && !lenient {
+                    let index = if s >= len || s < 0 {
+                        Some(s)
+                    } else if e > len || e < 0 {
+                        Some(e - 1)
+                    } else {
+                        None
+                    };
+                    if let Some(index) = index {
+                        return Err(JsonPathError::OutOfBounds {
+                            index,
+                            len: a.len(),
+                        });
+                    }
+                    if s > e {
+                        return Err(JsonPathError::Syntax(format!(
+                            "starting index {s} is greater than ending index {e}"
+                        )));
+                    }
+                }
+                let (s, e) = (s.clamp(0, len), e.clamp(0, len));
                 let st = step.unwrap_or(1).max(1);
                 let mut i = s;
                 while i < e {
@@ -782,7 +818,27 @@ mod tests {
     #[test]
     fn missing_keys_print_nothing_unless_disallowed() {
         assert_eq!(run("{.spec.nothere}"), "");
-        assert_eq!(run("[{.spec.http[5].name}]"), "[]");
+        // Some nodes have the field: no error even when missing keys are errors.
+        let mut t = Template::parse("{.spec.http[*].timeout}").unwrap();
+        t.allow_missing = false;
+        assert_eq!(t.render(&doc()).unwrap(), "5s");
+        // Indices out of range are errors either way, as in kubectl.
+        let t = Template::parse("{.spec.http[5].name}").unwrap();
+        assert!(t.render(&doc()).is_err());
+        let t = Template::parse("{.spec.http[0:3].name}").unwrap();
+        assert_eq!(
+            t.render(&doc()).unwrap_err().to_string(),
+            "array index out of bounds: index 2, length 2"
+        );
+        assert_eq!(run("{.spec.http[1:1].name}"), "");
+        assert_eq!(run("{.n}"), "");
+        assert_eq!(
+            Template::parse("{.f} {.g}")
+                .unwrap()
+                .render(&json!({"f": 100.0, "g": 0.5}))
+                .unwrap(),
+            "100 0.5"
+        );
         let mut t = Template::parse("{.spec.nothere}").unwrap();
         t.allow_missing = false;
         assert_eq!(
