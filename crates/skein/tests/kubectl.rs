@@ -89,6 +89,17 @@ const SEED_DR_TABLE: &str = "NAME                    HOST\n\
 
 #[test]
 fn get_prints_each_output_form_as_kubectl() {
+    // Lists and maps in a column print as Go's %v, several matches joined with commas.
+    golden(
+        "get-custom-columns-lists.txt",
+        &[
+            "get",
+            "vs",
+            "-A",
+            "-o",
+            "custom-columns=NAME:.metadata.name,HOSTS:.spec.hosts,SUBSETS:..subset,META:.metadata",
+        ],
+    );
     // Only one kind found: names without the kind; no headers: no blank line between kinds.
     golden(
         "get-vs-gw-one-kind-found.txt",

@@ -8,7 +8,7 @@ use serde_json::Value;
 use skein_control::events::{Event, object_key};
 
 use super::objects::Object;
-use super::print::{human_duration, tabwrite_with};
+use super::print::{go_value, human_duration, tabwrite_with};
 
 /// kubectl's `smartLabelFor`: camelCase split into title-cased words, common acronyms upper
 /// case; names with characters other than letters and `-` stay as they are.
@@ -68,21 +68,6 @@ pub fn smart_label(field: &str) -> String {
     parts.join(" ")
 }
 
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "<nil>".into(),
-        Value::Array(a) => format!("[{}]", a.iter().map(scalar).collect::<Vec<_>>().join(" ")),
-        Value::Object(_) => v.to_string(),
-        // Go prints a whole float64 without its fraction.
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
 /// Rows of (indented label cell, value) or a lone label line, as kubectl's
 /// `printUnstructuredContent` writes them.
 fn content(
@@ -108,13 +93,13 @@ fn content(
                 for item in items {
                     match item {
                         Value::Object(m) => content(level + 1, m, &path, skip, rows),
-                        other => rows.push(vec![format!("{indent}  {}", scalar(other))]),
+                        other => rows.push(vec![format!("{indent}  {}", go_value(other))]),
                     }
                 }
             }
             other => rows.push(vec![
                 format!("{indent}{}:", smart_label(field)),
-                scalar(other),
+                go_value(other),
             ]),
         }
     }

@@ -566,7 +566,26 @@ pub fn parse_columns(spec: &str) -> Result<Vec<(String, Template)>, ColumnsError
         .collect()
 }
 
-/// One row per object; several matches joined with commas, none as `<none>`.
+/// A value as Go's `%v` prints a decoded JSON value: `[a b]`, `map[k:v]`, `<nil>`.
+pub fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<nil>".into(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_value).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) => format!(
+            "map[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", go_value(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(|f| format!("{f}")).unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+/// One row per object; several matches joined with commas (each as Go's `%v`), none as
+/// `<none>`.
 pub fn custom_columns(
     columns: &[(String, Template)],
     objs: &[&Object],
@@ -580,7 +599,7 @@ pub fn custom_columns(
         let mut r = Vec::new();
         for (_, t) in columns {
             let vals = t.find(&o.value)?;
-            let text: Vec<String> = vals.iter().map(to_text).collect();
+            let text: Vec<String> = vals.iter().map(go_value).collect();
             r.push(or_none(text.join(",")));
         }
         rows.push(r);
