@@ -86,10 +86,17 @@ impl EventLog {
 
 /// Every event of the file (lines that do not parse are skipped); none if it is missing.
 pub fn read(path: &Path) -> Vec<Event> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    use std::io::Read;
+    // The writer keeps the file near MAX_BYTES; a reader takes at most a few times that.
+    let mut bytes = Vec::new();
+    let Ok(f) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    text.lines()
+    if f.take(4 * MAX_BYTES).read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&bytes)
+        .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
