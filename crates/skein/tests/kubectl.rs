@@ -480,6 +480,41 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
         "--ignore-not-found",
     ]);
     assert_eq!(code, Some(0));
+    // An applied copy of an object of the user's files stands in for it until deleted.
+    let over = dir.path().join("was-vsvc.yaml");
+    std::fs::write(
+        &over,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: was-vsvc\n  namespace: blog-system\nspec:\n  hosts:\n  - was-service\n  http:\n  - name: was-default\n    timeout: 9s\n    route:\n    - destination:\n        host: was-service\n        port:\n          number: 8080\n",
+    )
+    .unwrap();
+    let over = over.to_str().unwrap();
+    let (code, _, err) = run(&["apply", "-f", over]);
+    assert_eq!(code, Some(0), "{err}");
+    let timeout = |run: &dyn Fn(&[&str]) -> (Option<i32>, String, String)| {
+        run(&[
+            "get",
+            "vs",
+            "was-vsvc",
+            "-n",
+            "blog-system",
+            "-o",
+            "jsonpath={.spec.http[0].timeout}",
+        ])
+        .1
+    };
+    assert_eq!(timeout(&run), "9s");
+    let (code, out, err) = run(&["delete", "vs", "was-vsvc", "-n", "blog-system"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("virtualservice.networking.istio.io \"was-vsvc\" deleted\n  (the copy in "),
+        "{out}"
+    );
+    assert!(
+        out.contains("50-istio-traffic.yaml:144 is in force again)"),
+        "{out}"
+    );
+    assert_eq!(timeout(&run), "");
+
     // A broken edit of the user's files is refused, and describe says why.
     let traffic = manifests.path().join("50-istio-traffic.yaml");
     let good = std::fs::read_to_string(&traffic).unwrap();

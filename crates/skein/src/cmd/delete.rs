@@ -217,7 +217,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         if let Some(src) = underneath
             .iter()
             .find(|u| u.kind == o.kind && u.name() == o.name() && u.namespace() == o.namespace())
-            .and_then(|u| u.source.as_ref())
+            .and_then(|u| u.defined_at.as_ref().or(u.source.as_ref()))
         {
             println!("  (the copy in {src} is in force again)");
         }

@@ -183,7 +183,11 @@ fn unloaded(
             .map(|d| d.source.line)
             .collect();
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        for (line, value) in split(&text) {
+        let docs = split(&text);
+        for (i, (start, value)) in docs.iter().enumerate() {
+            let Some(value) = value.clone() else { continue };
+            let end = docs.get(i + 1).map_or(usize::MAX, |(s, _)| *s);
+            let line = *start;
             let Some(kind) = value
                 .get("kind")
                 .and_then(Value::as_str)
@@ -191,7 +195,9 @@ fn unloaded(
             else {
                 continue;
             };
-            if loaded.contains(&line) || value.pointer("/metadata/name").is_none() {
+            if loaded.iter().any(|l| (*start..end).contains(l))
+                || value.pointer("/metadata/name").is_none()
+            {
                 continue;
             }
             let source = Source {
@@ -216,7 +222,7 @@ fn unloaded(
 /// what the user wrote, not skein's reading of it).
 #[derive(Default)]
 struct RawFiles {
-    files: HashMap<PathBuf, Vec<(usize, Value)>>,
+    files: HashMap<PathBuf, Vec<(usize, Option<Value>)>>,
 }
 
 impl RawFiles {
@@ -225,25 +231,28 @@ impl RawFiles {
             .files
             .entry(at.file.clone())
             .or_insert_with(|| split(&std::fs::read_to_string(&at.file).unwrap_or_default()));
-        docs.iter()
-            .find(|(line, _)| *line == at.line)
-            .map(|(_, v)| v.clone())
+        // A document's source line is its first content line: the document whose span
+        // (from its start to the next one's) holds it.
+        let i = docs.partition_point(|(start, _)| *start <= at.line);
+        docs.get(i.checked_sub(1)?)
+            .and_then(|(_, v)| v.as_ref())
+            .cloned()
     }
 }
 
 /// Splits at `---` lines as the loader does: each document with the line it starts on (its
 /// marker's line, or 1).
-fn split(text: &str) -> Vec<(usize, Value)> {
+fn split(text: &str) -> Vec<(usize, Option<Value>)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut first = 1;
     let mut current = String::new();
     let mut flush = |first: usize, doc: &mut String| {
-        if let Ok(v) = serde_norway::from_str::<Value>(doc)
-            && v.is_object()
-        {
-            out.push((first, v));
-        }
+        // Every document keeps its place (spans follow each other), parsed or not.
+        let v = serde_norway::from_str::<Value>(doc)
+            .ok()
+            .filter(Value::is_object);
+        out.push((first, v));
         doc.clear();
     };
     for (i, line) in text.split_inclusive('\n').enumerate() {
@@ -329,11 +338,39 @@ fn pods(status: &skein_runtime::Status) -> Vec<Object> {
 mod tests {
     use super::*;
 
+    /// `-o yaml` shows what the file says (`50`), not skein's typed reading of it (`50.0`),
+    /// for documents after a `---` and comment lines too.
+    #[test]
+    fn objects_keep_the_documents_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = |name: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\nspec:\n  hosts: [a]\n  http:\n  - mirror: {{host: a}}\n    mirrorPercentage: {{value: 50}}\n    route:\n    - destination: {{host: a}}\n"
+            )
+        };
+        let text = format!("# first\n{}---\n# a comment\n\n{}", vs("one"), vs("two"));
+        std::fs::write(dir.path().join("vs.yaml"), text).unwrap();
+        let objs = from_path(dir.path()).unwrap();
+        assert_eq!(objs.len(), 2);
+        for (o, name) in objs.iter().zip(["one", "two"]) {
+            assert_eq!(o.name(), name);
+            assert_eq!(
+                o.value.pointer("/spec/http/0/mirrorPercentage/value"),
+                Some(&json!(50))
+            );
+            assert_eq!(
+                o.typed.pointer("/metadata/namespace"),
+                Some(&json!("default"))
+            );
+        }
+    }
+
     #[test]
     fn documents_split_with_the_loaders_first_lines() {
-        let docs = split("a: 1\n---\nb: 2\n--- \nc: [x]\n");
+        let docs = split("a: 1\n---\nb: 2\n--- \nc: [x]\n---\n- not a map\n");
         let lines: Vec<usize> = docs.iter().map(|(l, _)| *l).collect();
-        assert_eq!(lines, [1, 2, 4]);
-        assert_eq!(docs[2].1, json!({"c": ["x"]}));
+        assert_eq!(lines, [1, 2, 4, 6]);
+        assert_eq!(docs[2].1, Some(json!({"c": ["x"]})));
+        assert_eq!(docs[3].1, None);
     }
 }
