@@ -490,19 +490,16 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
     let over = over.to_str().unwrap();
     let (code, _, err) = run(&["apply", "-f", over]);
     assert_eq!(code, Some(0), "{err}");
-    let timeout = |run: &dyn Fn(&[&str]) -> (Option<i32>, String, String)| {
-        run(&[
-            "get",
-            "vs",
-            "was-vsvc",
-            "-n",
-            "blog-system",
-            "-o",
-            "jsonpath={.spec.http[0].timeout}",
-        ])
-        .1
-    };
-    assert_eq!(timeout(&run), "9s");
+    let timeout_args = [
+        "get",
+        "vs",
+        "was-vsvc",
+        "-n",
+        "blog-system",
+        "-o",
+        "jsonpath={.spec.http[0].timeout}",
+    ];
+    assert_eq!(run(&timeout_args).1, "9s");
     let (code, out, err) = run(&["delete", "vs", "was-vsvc", "-n", "blog-system"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
@@ -513,7 +510,7 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
         out.contains("50-istio-traffic.yaml:144 is in force again)"),
         "{out}"
     );
-    assert_eq!(timeout(&run), "");
+    assert_eq!(run(&timeout_args).1, "");
 
     // A broken edit of the user's files is refused, and describe says why.
     let traffic = manifests.path().join("50-istio-traffic.yaml");
