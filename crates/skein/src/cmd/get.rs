@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(short, long)]
     filename: Option<PathBuf>,
     /// Missing fields in a template print nothing (false: they are an error).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     allow_missing_template_keys: bool,
 }
 
