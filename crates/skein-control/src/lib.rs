@@ -67,6 +67,7 @@
 
 mod ca;
 mod compile;
+pub mod events;
 pub mod registry;
 pub mod server;
 mod store;

@@ -419,9 +419,30 @@ struct Shared {
     /// refill.
     csr_budget: Mutex<BTreeMap<String, tokio::time::Instant>>,
     status_changed: Notify,
+    /// The history `skein describe` shows.
+    events: crate::events::EventLog,
 }
 
 impl Shared {
+    /// Records one event of the control plane's history.
+    fn event(
+        &self,
+        warning: bool,
+        reason: &str,
+        version: Option<&str>,
+        objects: Vec<String>,
+        message: String,
+    ) {
+        self.events.append(&crate::events::Event {
+            at: now_rfc3339(),
+            kind: if warning { "Warning" } else { "Normal" }.into(),
+            reason: reason.into(),
+            version: version.map(str::to_string),
+            objects,
+            message,
+        });
+    }
+
     fn update(&self, f: impl FnOnce(&mut ControlStatus)) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut s);
@@ -599,7 +620,36 @@ impl Server {
             streams: Mutex::default(),
             csr_budget: Mutex::default(),
             status_changed: Notify::new(),
+            events: crate::events::EventLog::new(crate::events::path_beside(&opts.status_file)),
         });
+        {
+            let status = shared
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match &status.last_rejection {
+                Some(r) if !status.valid => shared.event(
+                    true,
+                    "Refused",
+                    None,
+                    Vec::new(),
+                    format!("config refused at start: {}", r.errors.join("; ")),
+                ),
+                _ => {
+                    let current = shared.current.borrow().clone();
+                    let [created, ..] =
+                        crate::events::changes(&Manifests::default(), &current.manifests);
+                    shared.event(
+                        false,
+                        "Applied",
+                        Some("1"),
+                        created,
+                        "loaded at start in config version 1".into(),
+                    );
+                }
+            }
+        }
         tracing::info!(%addr, "control plane listening");
         Ok(Server {
             listener,
@@ -689,6 +739,16 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
                 }
                 Err(r) => {
                     tracing::error!("config change refused; the last good config stays:\n{r}");
+                    shared.event(
+                        true,
+                        "Refused",
+                        None,
+                        Vec::new(),
+                        format!(
+                            "change refused, the last good config stays: {}",
+                            r.errors.join("; ")
+                        ),
+                    );
                     shared.update(|s| {
                         s.valid = false;
                         s.last_rejection = Some(RejectionStatus {
@@ -713,6 +773,9 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
             continue;
         }
         let prev = shared.current.borrow().clone();
+        let changed = manifests
+            .as_ref()
+            .map(|m| crate::events::changes(&prev.manifests, m));
         let next = Generation::new(
             prev.version + 1,
             manifests.unwrap_or_else(|| Arc::clone(&prev.manifests)),
@@ -723,6 +786,36 @@ async fn watch_sources(shared: Arc<Shared>, opts: ControlOptions) {
         let version = next.version.to_string();
         let (pods, ready) = counts(&next.registry);
         shared.current.send_replace(Arc::new(next));
+        if let Some([created, configured, deleted]) = changed {
+            for (what, objects) in [
+                ("created", created),
+                ("configured", configured),
+                ("deleted", deleted),
+            ] {
+                if !objects.is_empty() {
+                    shared.event(
+                        false,
+                        "Applied",
+                        Some(&version),
+                        objects,
+                        format!("{what} in config version {version}"),
+                    );
+                }
+            }
+            let proxies = shared
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .proxies
+                .len();
+            shared.event(
+                false,
+                "Pushed",
+                Some(&version),
+                Vec::new(),
+                format!("config version {version} pushed to {proxies} proxies"),
+            );
+        }
         shared.update(|s| {
             s.version = version;
             s.pods = pods;
@@ -829,10 +922,30 @@ where
                 match read_frame_limited::<_, ProxyMessage>(&mut rd, max_frame).await {
                     Ok(ProxyMessage::Ack { version }) => {
                         tracing::debug!(%node, %version, "ack");
-                        shared.proxy(&node, |p| p.acked = Some(version));
+                        let mut first = false;
+                        shared.proxy(&node, |p| {
+                            first = p.acked.as_ref() != Some(&version);
+                            p.acked = Some(version.clone());
+                        });
+                        if first {
+                            shared.event(
+                                false,
+                                "Acked",
+                                Some(&version),
+                                Vec::new(),
+                                format!("config version {version} acked by pod {node}"),
+                            );
+                        }
                     }
                     Ok(ProxyMessage::Nack { version, error }) => {
                         tracing::warn!(%node, %version, %error, "proxy refused its snapshot");
+                        shared.event(
+                            true,
+                            "Rejected",
+                            Some(&version),
+                            Vec::new(),
+                            format!("config version {version} refused by pod {node}: {error}"),
+                        );
                         // Full: the push loop is sending, and a full snapshot follows anyway.
                         let _ = nack_tx.try_send(version.clone());
                         shared.proxy(&node, |p| p.nack = Some(Nack { version, error }));

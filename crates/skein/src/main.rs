@@ -4,6 +4,7 @@
 
 mod admin_client;
 mod cmd;
+mod kube;
 mod screen;
 mod table;
 mod traffic;
@@ -43,6 +44,14 @@ enum Command {
     Exec(cmd::exec::Args),
     /// Hand resources to the running control plane (like `kubectl apply -f`).
     Apply(cmd::apply::Args),
+    /// Show resources as kubectl does: tables, -o yaml|json|name|wide|jsonpath|custom-columns.
+    Get(cmd::get::Args),
+    /// Describe resources as kubectl does, with the control plane's history as Events.
+    Describe(cmd::describe::Args),
+    /// Take back what `skein apply` added (like `kubectl delete -f` or `delete KIND NAME`).
+    Delete(cmd::delete::Args),
+    /// What `skein apply -f` would change, as a unified diff (exit 0 none, 1 some, 2 error).
+    Diff(cmd::diff::Args),
     /// Traffic per deploy, pod, service, namespace or rollout: success, RPS, latency
     /// percentiles, TCP connections (like `linkerd viz stat`), from the mesh's Prometheus.
     Stat(cmd::stat::Args),
@@ -85,6 +94,10 @@ fn main() -> ExitCode {
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Apply(a) => cmd::apply::run(a, cli.state_dir),
         Command::Exec(a) => cmd::exec::run(a, cli.state_dir),
+        Command::Get(a) => cmd::get::run(a, cli.state_dir),
+        Command::Describe(a) => cmd::describe::run(a, cli.state_dir),
+        Command::Delete(a) => cmd::delete::run(a, cli.state_dir),
+        Command::Diff(a) => cmd::diff::run(a, cli.state_dir),
         Command::Stat(a) => cmd::stat::run(a, cli.state_dir),
         Command::Edges(a) => cmd::edges::run(a, cli.state_dir),
         Command::Top(a) => cmd::top::run(a, cli.state_dir),
