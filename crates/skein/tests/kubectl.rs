@@ -408,8 +408,19 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
     assert!(out.starts_with("diff -u -N live/VirtualService.blog-system.was-canary merged/VirtualService.blog-system.was-canary\n--- live/VirtualService.blog-system.was-canary\n+++ merged/VirtualService.blog-system.was-canary\n@@ -0,0 +1,"), "{out}");
     let (code, out, err) = run(&["apply", "-f", f]);
     assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out, "virtualservice/was-canary created\n",
+        "kubectl's verdict"
+    );
     let (code, out, err) = run(&["diff", "-f", f]);
     assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+    // The same object again: nothing to hand over, and said so at once.
+    let (code, out, err) = run(&["apply", "-f", f]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "virtualservice/was-canary unchanged\n"),
+        "{err}"
+    );
     std::fs::write(&file, CANARY_VS.replace("timeout: 5s", "timeout: 7s")).unwrap();
     let (code, out, _) = run(&["diff", "-f", f]);
     assert_eq!(code, Some(1), "{out}");

@@ -42,12 +42,18 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     };
     // Validate the change against the config it joins, so every error names the user's own
     // file:line (the control plane only sees its stored copies).
+    // kubectl's verdict per object: created, configured or unchanged against the live config.
+    let mut verdicts = vec!["configured"; manifests.documents.len()];
     if let Ok(status) = skein_runtime::Status::read(&state.status_file()) {
         let store = skein_control::Store {
             addons: Some(state.addons_dir()),
             dir: PathBuf::from(&status.manifests),
             applied: Some(state.applied_dir()),
         };
+        let (live, _) = store.load_all();
+        for (v, d) in verdicts.iter_mut().zip(&manifests.documents) {
+            *v = verdict(&live, &d.resource);
+        }
         let errors = store.check_apply(&manifests);
         if !errors.is_empty() {
             // The dashboard shows the refused change with its errors.
@@ -62,6 +68,14 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::FAILURE);
         }
+    }
+    if verdicts.iter().all(|v| *v == "unchanged") {
+        // Nothing to hand over: the control plane would not make a new version of it.
+        for d in &manifests.documents {
+            let kind = d.resource.kind().to_ascii_lowercase();
+            println!("{kind}/{} unchanged", d.resource.metadata().name);
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let before = control_status(&state).context(
         "the control plane has not reported its status yet; is the mesh running (`skein up` without --no-mesh)?",
@@ -125,8 +139,8 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             }
             if now.version != before.version && now.valid {
                 skein_dashboard::refused::clear(&state);
-                for (_, _, kind, name) in &written {
-                    println!("{kind}/{name} configured");
+                for ((_, _, kind, name), v) in written.iter().zip(&verdicts) {
+                    println!("{kind}/{name} {v}");
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -146,4 +160,31 @@ fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// kubectl's word for applying `r`: `created` when the live config has no such object,
+/// `unchanged` when it has the same one, `configured` otherwise.
+fn verdict(live: &skein_api::Manifests, r: &skein_api::Resource) -> &'static str {
+    let meta = r.metadata();
+    let (kind, ns, name) = (r.kind(), meta.namespace_or_default(), &meta.name);
+    let same_object = |d: &&skein_api::Document| {
+        let m = d.resource.metadata();
+        d.resource.kind() == kind && m.namespace_or_default() == ns && &m.name == name
+    };
+    // The last copy wins, as the control plane merges them.
+    match live.documents.iter().rev().find(same_object) {
+        None => "created",
+        Some(d) if normalized(&d.resource) == normalized(r) => "unchanged",
+        Some(_) => "configured",
+    }
+}
+
+/// An object as JSON with its namespace written out (apply writes it into every copy).
+fn normalized(r: &skein_api::Resource) -> serde_json::Value {
+    let mut v = r.to_json();
+    let ns = r.metadata().namespace_or_default().to_string();
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        m.insert("namespace".into(), ns.into());
+    }
+    v
 }
