@@ -280,6 +280,7 @@ pub(crate) async fn serve_connection<I>(
         let busy = state.begin();
         handle(Arc::clone(&ctx), Arc::clone(&info), req, busy)
     });
+    let io = slot.state().count_reads(io);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let state = slot.state();

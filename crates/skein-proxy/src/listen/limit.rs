@@ -1,15 +1,21 @@
 //! Downstream connection caps, per listener and per proxy (Envoy's overload manager
 //! `downstream_connections`): a connection holds a [`ConnSlot`] for its whole life. At a cap
-//! a new connection sheds the oldest idle one (no request in flight); when none is idle the
-//! new connection is refused.
+//! a new connection sheds an idle one (no request in flight): the one that has sent the most
+//! bytes since its last request began, the oldest of those that sent as much. A client
+//! trickling a huge request head goes before one whose small head is still being read; when
+//! none is idle the new connection is refused.
 //!
 //! The registry is locked when a connection opens and closes, never per request: a request
 //! only counts itself in and out of its connection's [`ConnState`] (one atomic add each).
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::sync::Notify;
 
@@ -24,6 +30,8 @@ pub(crate) struct ConnState {
     /// Requests in flight (low 32 bits) and requests started or ended (high 32 bits,
     /// wrapping).
     requests: AtomicU64,
+    /// Bytes read from the client since its last request began (an incomplete head's so far).
+    pending: AtomicU64,
     /// Set once the connection was chosen to make room; it then closes gracefully.
     shed: AtomicBool,
     /// Wakes the connection when it is shed.
@@ -35,7 +43,16 @@ impl ConnState {
     pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.requests
             .fetch_add(ONE_EVENT + ONE_ACTIVE, Ordering::Relaxed);
+        self.pending.store(0, Ordering::Relaxed);
         Busy(Arc::clone(self))
+    }
+
+    /// `io` with every byte read from it counted for the shedding order.
+    pub(crate) fn count_reads<I>(self: &Arc<Self>, io: I) -> CountedIo<I> {
+        CountedIo {
+            io,
+            state: Arc::clone(self),
+        }
     }
 
     /// Marks the connection busy for good (opaque TCP is never idle in this sense).
@@ -91,6 +108,60 @@ impl ConnState {
     }
 }
 
+/// A connection's stream, counting what it reads into [`ConnState::pending`] (one atomic add
+/// per read, not per byte).
+#[derive(Debug)]
+pub(crate) struct CountedIo<I> {
+    io: I,
+    state: Arc<ConnState>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CountedIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before) as u64;
+        if n > 0 {
+            self.state.pending.fetch_add(n, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for CountedIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// A request in flight on its connection.
 #[derive(Debug)]
 pub(crate) struct Busy(Arc<ConnState>);
@@ -121,14 +192,22 @@ struct Registry {
 }
 
 impl Registry {
-    /// Sheds the oldest idle connection (of `listener`, or of any listener); false when every
+    /// Sheds an idle connection (of `listener`, or of any listener): the one that has sent
+    /// the most since its last request began, the oldest of equals; false when every
     /// candidate is busy.
     fn shed_one(&mut self, listener: Option<u64>) -> bool {
-        let victim = self
-            .conns
-            .iter()
-            .find(|(_, e)| listener.is_none_or(|l| e.listener == l) && e.state.is_idle())
-            .map(|(id, _)| *id);
+        let mut victim: Option<(u64, u64)> = None;
+        for (id, e) in &self.conns {
+            if listener.is_some_and(|l| e.listener != l) || !e.state.is_idle() {
+                continue;
+            }
+            let sent = e.state.pending.load(Ordering::Relaxed);
+            // Oldest first: a later connection wins only by having sent more.
+            if victim.is_none_or(|(_, most)| sent > most) {
+                victim = Some((*id, sent));
+            }
+        }
+        let victim = victim.map(|(id, _)| id);
         let Some(entry) = victim.and_then(|id| self.conns.remove(&id)) else {
             return false;
         };
@@ -279,6 +358,35 @@ mod tests {
         assert!(l.admit().is_none(), "a shed connection no longer counts");
         drop(c);
         assert!(l.admit().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_idle_connection_that_sent_the_most_goes_first() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limiter = ConnLimiter::new(10);
+        let l = limiter.listener(3);
+        let (old, fresh, heavy) = (l.admit().unwrap(), l.admit().unwrap(), l.admit().unwrap());
+        // A small head read on the oldest, a big one still arriving on the newest.
+        for (slot, n) in [(&old, 100), (&heavy, 64 * 1024)] {
+            let (mut client, server) = tokio::io::duplex(128 * 1024);
+            let mut io = slot.state().count_reads(server);
+            client.write_all(&vec![b'x'; n]).await.unwrap();
+            drop(client);
+            let mut got = Vec::new();
+            io.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got.len(), n);
+        }
+        let _d = l.admit().expect("a fourth sheds one");
+        assert!(heavy.state().is_shed(), "the one that sent the most");
+        assert!(!old.state().is_shed() && !fresh.state().is_shed());
+        // A request that began clears the count: then age decides among equals.
+        let _ = old.state().begin();
+        let _e = l.admit().expect("a fifth sheds one");
+        assert!(
+            old.state().is_shed(),
+            "the oldest of those that sent nothing"
+        );
+        assert!(!fresh.state().is_shed());
     }
 
     #[test]
