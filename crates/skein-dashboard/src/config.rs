@@ -15,7 +15,7 @@ use crate::state::Snapshot;
 /// A check as the page shows it.
 fn check(snap: &Snapshot, d: &skein_api::Diagnostic) -> Json {
     json!({
-        "code": Json::Null,
+        "code": d.code.id(),
         "severity": d.severity.to_string(),
         "message": d.message,
         "path": d.path,
