@@ -106,6 +106,8 @@ codes! {
         "Conflicting hosts on VirtualServices associated with mesh gateway.";
     Ist0112 = "IST0112", "VirtualServiceDestinationPortSelectorRequired", Error,
         "A VirtualService routes to a service with more than one port exposed, but does not specify which to use.";
+    Ist0113 = "IST0113", "MTLSPolicyConflict", Error,
+        "A DestinationRule and Policy are in conflict with regards to mTLS.";
     Ist0118 = "IST0118", "PortNameIsNotUnderNamingConvention", Info,
         "Port name is not under naming convention. Protocol detection is applied to the port.";
     Ist0127 = "IST0127", "NoMatchingWorkloadsFound", Warning,

@@ -8,7 +8,11 @@
 //! them, one module per API group plus `cross` for checks across objects.
 //!
 //! ```
-//! let m = skein_api::load_str("-", "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system}\n").unwrap();
+//! let m = skein_api::load_str(
+//!     "-",
+//!     "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system, labels: {istio-injection: enabled}}\n",
+//! )
+//! .unwrap();
 //! assert_eq!(m.namespaces().next().unwrap().metadata.name, "blog-system");
 //! assert!(skein_api::validate(&m).is_empty());
 //! ```

@@ -20,8 +20,10 @@ use crate::types::{Duration, Labels, Percent, WorkloadSelector};
 use crate::{Document, Manifests, Resource, Source};
 
 mod cross;
+mod istio;
 mod k8s;
 mod networking;
+mod pitfalls;
 mod security;
 mod telemetry;
 
@@ -141,6 +143,8 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
         }
     }
     cross::duplicates(manifests, &mut out);
+    istio::run(manifests, &world, &mut out);
+    pitfalls::run(manifests, &world, &mut out);
     out.sort_by(|a, b| a.source.cmp(&b.source));
     out
 }

@@ -216,6 +216,35 @@ fn annotation_suppresses(m: &Manifests, d: &Diagnostic) -> bool {
         })
 }
 
+/// The warnings `skein analyze DIR` would print, on stderr in istioctl's format (for
+/// `skein up`; what does not load or has errors is reported by the run itself).
+pub fn print_warnings(path: &Path) {
+    let input = load(&[path.to_path_buf()]);
+    if !input.errors.is_empty() {
+        return;
+    }
+    let diagnostics = skein_api::validate(&input.manifests);
+    for d in diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+    {
+        let i = item(d, &input.roots);
+        if !annotation_suppresses(&input.manifests, d) {
+            eprintln!("{}", i.line());
+        }
+    }
+}
+
+fn item<'a>(d: &'a Diagnostic, roots: &[PathBuf]) -> Item<'a> {
+    let origin = d.origin(&shown_file(&d.source.file, roots));
+    let (object, reference) = origin.rsplit_once(' ').unwrap_or((&origin, ""));
+    Item {
+        d,
+        origin: object.to_string(),
+        reference: reference.to_string(),
+    }
+}
+
 pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let suppressions = args
         .suppress
@@ -238,15 +267,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let diagnostics = skein_api::validate(&input.manifests);
     let items: Vec<Item<'_>> = diagnostics
         .iter()
-        .map(|d| {
-            let origin = d.origin(&shown_file(&d.source.file, &input.roots));
-            let (object, reference) = origin.rsplit_once(' ').unwrap_or((&origin, ""));
-            Item {
-                d,
-                origin: object.to_string(),
-                reference: reference.to_string(),
-            }
-        })
+        .map(|d| item(d, &input.roots))
         .filter(|i| !suppressions.iter().any(|s| s.matches(i.d.code, &i.origin)))
         .filter(|i| !annotation_suppresses(&input.manifests, i.d))
         .filter(|i| i.d.severity <= args.output_threshold)

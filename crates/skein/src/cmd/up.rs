@@ -61,6 +61,10 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if !args.dir.exists() {
         bail!("{}: no such file or directory", args.dir.display());
     }
+    if !args.supervise {
+        // Errors stop the run below, with file:line; warnings are shown and it goes on.
+        super::analyze::print_warnings(&args.dir);
+    }
     if args.detach && !args.supervise {
         return detach(&args, &state);
     }
