@@ -120,8 +120,12 @@ codes! {
         "A VirtualService rule will never be used because a previous rule uses the same match.";
     Ist0131 = "IST0131", "VirtualServiceIneffectiveMatch", Info,
         "A VirtualService rule match duplicates a match in a previous rule.";
+    Ist0132 = "IST0132", "VirtualServiceHostNotFoundInGateway", Warning,
+        "Host defined in VirtualService not found in Gateway.";
     Ist0133 = "IST0133", "SchemaWarning", Warning,
         "The resource has a schema validation warning.";
+    Ist0145 = "IST0145", "ConflictingGateways", Error,
+        "Gateway should not have the same selector, port and matched hosts of server.";
     Ist0173 = "IST0173", "DestinationRuleSubsetNotSelectPods", Warning,
         "A subset of a DestinationRule selects none of the host's pods.";
     Skn0001 = "SKN0001", "PortLevelMtlsWithoutSelector", Error,
@@ -140,6 +144,8 @@ codes! {
         "An AuthorizationPolicy allows a principal that several workloads run as.";
     Skn0008 = "SKN0008", "RetriesOnNonIdempotent", Warning,
         "A route that carries non-idempotent methods retries on errors after the request was sent.";
+    Skn0009 = "SKN0009", "RolloutManagedWeights", Warning,
+        "The manifests set canary weights on a VirtualService an Argo Rollout manages.";
 }
 
 impl Code {
@@ -189,6 +195,24 @@ mod tests {
         );
         assert!("Warn".parse::<Severity>().unwrap() == Severity::Warning);
         assert!("bogus".parse::<Severity>().is_err());
+    }
+
+    /// docs/analyze.md is the one table users read: every code, with its name and level.
+    #[test]
+    fn the_documented_table_lists_every_code() {
+        let doc = include_str!("../../../docs/analyze.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| <a id=")).collect();
+        assert_eq!(rows.len(), Code::ALL.len(), "one row per code");
+        for (row, c) in rows.iter().zip(Code::ALL) {
+            let want = format!(
+                "| <a id=\"{}\"></a>{} | {} | {:?} |",
+                c.id().to_ascii_lowercase(),
+                c.id(),
+                c.name(),
+                c.level()
+            );
+            assert!(row.starts_with(&want), "{row}\nshould start with {want}");
+        }
     }
 
     #[test]

@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use super::{Cx, Diagnostic, World};
 use crate::codes::{Code, Severity};
 use crate::k8s::{Namespace, Service};
-use crate::networking::{ClientTlsMode, ClientTlsSettings, DestinationRule, VirtualService};
+use skein_snapshot::names;
+
+use crate::networking::{
+    ClientTlsMode, ClientTlsSettings, DestinationRule, Gateway, VirtualService,
+};
 use crate::security::{MtlsMode, PeerAuthentication};
 use crate::{Document, Manifests, ResourceKind};
 
@@ -50,6 +54,240 @@ pub(super) fn run(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
     certificate_verification(m, out);
     unreachable_rules(m, out);
     mtls_conflicts(m, world, out);
+    unknown_annotations(m, out);
+    destination_ports(m, world, out);
+    gateways(m, out);
+}
+
+/// Istio's annotations (`istio/api` `annotation/annotations.yaml`), and the labels-like ones
+/// skein itself reads.
+const KNOWN_ANNOTATIONS: &[&str] = &[
+    "alpha.istio.io/canonical-serviceaccounts",
+    "alpha.istio.io/identity",
+    "alpha.istio.io/kubernetes-serviceaccounts",
+    "ambient.istio.io/bypass-inbound-capture",
+    "ambient.istio.io/redirection",
+    "galley.istio.io/analyze-suppress",
+    "inject.istio.io/templates",
+    "install.operator.istio.io/chart-owner",
+    "install.operator.istio.io/owner-generation",
+    "install.operator.istio.io/version",
+    "istio.io/connectedAt",
+    "istio.io/disconnectedAt",
+    "istio.io/dry-run",
+    "istio.io/rev",
+    "istio.io/workloadController",
+    "istio.io/autoRegistrationGroup",
+    "networking.istio.io/exportTo",
+    "networking.istio.io/traffic-distribution",
+    "prometheus.istio.io/merge-metrics",
+    "proxy.istio.io/config",
+    "proxy.istio.io/overrides",
+    "readiness.status.sidecar.istio.io/applicationPorts",
+    "readiness.status.sidecar.istio.io/failureThreshold",
+    "readiness.status.sidecar.istio.io/initialDelaySeconds",
+    "readiness.status.sidecar.istio.io/periodSeconds",
+    "sidecar.istio.io/agentLogLevel",
+    "sidecar.istio.io/bootstrapOverride",
+    "sidecar.istio.io/componentLogLevel",
+    "sidecar.istio.io/controlPlaneAuthPolicy",
+    "sidecar.istio.io/discoveryAddress",
+    "sidecar.istio.io/enableCoreDump",
+    "sidecar.istio.io/extraStatTags",
+    "sidecar.istio.io/inject",
+    "sidecar.istio.io/interceptionMode",
+    "sidecar.istio.io/logLevel",
+    "sidecar.istio.io/nativeSidecar",
+    "sidecar.istio.io/proxyCPU",
+    "sidecar.istio.io/proxyCPULimit",
+    "sidecar.istio.io/proxyImage",
+    "sidecar.istio.io/proxyImageType",
+    "sidecar.istio.io/proxyMemory",
+    "sidecar.istio.io/proxyMemoryLimit",
+    "sidecar.istio.io/rewriteAppHTTPProbers",
+    "sidecar.istio.io/statsHistogramBuckets",
+    "sidecar.istio.io/statsInclusionPrefixes",
+    "sidecar.istio.io/statsInclusionRegexps",
+    "sidecar.istio.io/statsInclusionSuffixes",
+    "sidecar.istio.io/status",
+    "sidecar.istio.io/userVolume",
+    "sidecar.istio.io/userVolumeMount",
+    "status.sidecar.istio.io/port",
+    "topology.istio.io/controlPlaneClusters",
+    "traffic.sidecar.istio.io/excludeInboundPorts",
+    "traffic.sidecar.istio.io/excludeInterfaces",
+    "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+    "traffic.sidecar.istio.io/excludeOutboundPorts",
+    "traffic.sidecar.istio.io/includeInboundPorts",
+    "traffic.sidecar.istio.io/includeOutboundIPRanges",
+    "traffic.sidecar.istio.io/includeOutboundPorts",
+    "traffic.sidecar.istio.io/kubevirtInterfaces",
+];
+
+/// IST0108: an annotation in an `istio.io` domain that Istio does not define, on the object
+/// or on a workload's pod template.
+fn unknown_annotations(m: &Manifests, out: &mut Vec<Diagnostic>) {
+    for d in m {
+        let template = match &d.resource {
+            crate::Resource::Deployment(x) => Some(&x.spec.template),
+            crate::Resource::Rollout(x) => Some(&x.spec.template),
+            _ => None,
+        };
+        let sets = std::iter::once(("metadata.annotations", d.resource.metadata()))
+            .chain(template.map(|t| ("spec.template.metadata.annotations", &t.metadata)));
+        for (path, meta) in sets {
+            for key in meta.annotations.keys() {
+                let domain = key.split_once('/').map_or("", |(d, _)| d);
+                let istio = domain == "istio.io" || domain.ends_with(".istio.io");
+                if istio && !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
+                    cx(d, out).report(
+                        Code::Ist0108,
+                        Severity::Warning,
+                        path,
+                        format!("Unknown annotation: {key}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// IST0112: a destination without a port, to a Service with more than one.
+fn destination_ports(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
+    for (d, vs) in m.docs_of::<VirtualService>() {
+        let ns = d.resource.namespace();
+        let dests = vs.spec.http.iter().enumerate().flat_map(|(i, r)| {
+            r.route.iter().enumerate().map(move |(j, rd)| {
+                (
+                    format!("spec.http[{i}].route[{j}].destination"),
+                    &rd.destination,
+                )
+            })
+        });
+        for (path, dest) in dests {
+            if dest.port.as_ref().is_some_and(|p| p.number.is_some()) {
+                continue;
+            }
+            let host = world.resolve(&dest.host, ns);
+            if let Some(svc) = world.services.get(&host)
+                && svc.spec.ports.len() > 1
+            {
+                let ports = svc
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| p.port.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                cx(d, out).report(
+                    Code::Ist0112,
+                    Severity::Error,
+                    &path,
+                    format!(
+                        "This VirtualService routes to a service {host:?} that exposes multiple ports [{ports}]. Specifying a port in the destination is required to disambiguate."
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// IST0132 (a VirtualService host no server of its gateway has) and IST0145 (two Gateways
+/// with the same selector on the same port and overlapping hosts).
+fn gateways(m: &Manifests, out: &mut Vec<Diagnostic>) {
+    let gws: Vec<(&Document, &Gateway)> = m.docs_of::<Gateway>().collect();
+    let hosts_of = |g: &Gateway| -> Vec<String> {
+        g.spec
+            .servers
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
+            .collect()
+    };
+    for (d, vs) in m.docs_of::<VirtualService>() {
+        let ns = d.resource.namespace();
+        for (i, gw) in vs.spec.gateways.iter().enumerate() {
+            if gw == "mesh" {
+                continue;
+            }
+            let (gns, gname) = gw.split_once('/').unwrap_or((ns, gw));
+            let Some((_, g)) = gws
+                .iter()
+                .find(|(gd, g)| g.metadata.name == gname && gd.resource.namespace() == gns)
+            else {
+                continue;
+            };
+            let served = hosts_of(g);
+            let missing: Vec<&str> = vs
+                .spec
+                .hosts
+                .iter()
+                .filter(|h| {
+                    !served
+                        .iter()
+                        .any(|s| names::host_covers(s, h) || names::host_covers(h, s))
+                })
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                cx(d, out).report(
+                    Code::Ist0132,
+                    Severity::Warning,
+                    &format!("spec.gateways[{i}]"),
+                    format!(
+                        "one or more host [{}] defined in VirtualService {ns}/{} not found in Gateway {gns}/{gname}.",
+                        missing.join(" "),
+                        vs.metadata.name
+                    ),
+                );
+            }
+        }
+    }
+    for (a, (da, ga)) in gws.iter().enumerate() {
+        for (db, gb) in gws.iter().skip(a + 1) {
+            if ga.spec.selector != gb.spec.selector {
+                continue;
+            }
+            for (si, sa) in ga.spec.servers.iter().enumerate() {
+                for (sj, sb) in gb.spec.servers.iter().enumerate() {
+                    if sa.port.number != sb.port.number {
+                        continue;
+                    }
+                    let strip =
+                        |h: &String| h.split_once('/').map_or(h.clone(), |(_, h)| h.to_string());
+                    let overlap: Vec<String> = sa
+                        .hosts
+                        .iter()
+                        .map(strip)
+                        .filter(|h| {
+                            sb.hosts
+                                .iter()
+                                .map(strip)
+                                .any(|o| names::host_covers(&o, h) || names::host_covers(h, &o))
+                        })
+                        .collect();
+                    if overlap.is_empty() {
+                        continue;
+                    }
+                    let selector = super::labels_text(&ga.spec.selector);
+                    for (d, other, i) in [(da, db, si), (db, da, sj)] {
+                        cx(d, out).report(
+                            Code::Ist0145,
+                            Severity::Error,
+                            &format!("spec.servers[{i}]"),
+                            format!(
+                                "Conflict with gateways {}/{} (workload selector {selector}, port {}, hosts {}).",
+                                other.resource.namespace(),
+                                other.resource.name(),
+                                sa.port.number,
+                                overlap.join(",")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// IST0102: a namespace without `istio-injection` or `istio.io/rev`.
@@ -344,9 +582,10 @@ fn mtls_conflicts(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
                     Severity::Error,
                     "spec.trafficPolicy.tls.mode",
                     format!(
-                        "A DestinationRule and Policy are in conflict with regards to mTLS for host {host}. The DestinationRule {:?} specifies that mTLS must be {dr_mtls} but the Policy object {:?} specifies {pa_mode}.",
-                        format!("{ns}/{}", dr.metadata.name),
-                        format!("{}/{}", pa_doc.resource.namespace(), pa_doc.resource.name())
+                        "A DestinationRule and Policy are in conflict with regards to mTLS for host {host}. The DestinationRule \"{ns}/{}\" specifies that mTLS must be {dr_mtls} but the Policy object \"{}/{}\" specifies {pa_mode}.",
+                        dr.metadata.name,
+                        pa_doc.resource.namespace(),
+                        pa_doc.resource.name()
                     ),
                 );
                 break;

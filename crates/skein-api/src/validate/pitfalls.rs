@@ -8,7 +8,7 @@ use super::istio::{cx, is_mesh_bound, peer_mode};
 use super::{Diagnostic, World};
 use crate::Manifests;
 use crate::codes::{Code, Severity};
-use crate::k8s::{Ingress, IngressBackend, PodTemplateSpec};
+use crate::k8s::{Ingress, IngressBackend, PodTemplateSpec, Rollout};
 use crate::networking::{HttpMatchRequest, HttpRoute, VirtualService};
 use crate::security::{Action, AuthorizationPolicy, MtlsMode};
 
@@ -33,6 +33,67 @@ pub(super) fn run(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
     out_of_mesh_callers(m, world, &ingress, out);
     virtual_services(m, world, &ingress, out);
     shared_principals(m, world, out);
+    rollout_managed(m, out);
+}
+
+/// SKN0009: a VirtualService an Argo Rollout's `trafficRouting.istio` manages, written with
+/// a canary weight: the Rollout sets the weights as it steps, and a GitOps sync writes these
+/// back, so the two fight (the seed's hand edits under Argo CD).
+fn rollout_managed(m: &Manifests, out: &mut Vec<Diagnostic>) {
+    for (rd, r) in m.docs_of::<Rollout>() {
+        let ns = rd.resource.namespace();
+        let Some(istio) = r
+            .spec
+            .strategy
+            .as_ref()
+            .map(|s| &s["canary"]["trafficRouting"]["istio"])
+            .filter(|i| i.is_object())
+        else {
+            continue;
+        };
+        let canary = istio["destinationRule"]["canarySubsetName"].as_str();
+        let managed = std::iter::once(&istio["virtualService"])
+            .chain(istio["virtualServices"].as_array().into_iter().flatten())
+            .filter_map(|v| {
+                let name = v["name"].as_str()?;
+                let routes: Vec<&str> = v["routes"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
+                    .unwrap_or_default();
+                Some((name, routes))
+            });
+        for (name, routes) in managed {
+            let Some((d, vs)) = m
+                .docs_of::<VirtualService>()
+                .find(|(d, vs)| vs.metadata.name == name && d.resource.namespace() == ns)
+            else {
+                continue;
+            };
+            for (i, hr) in vs.spec.http.iter().enumerate() {
+                if !routes.is_empty() && !hr.name.as_deref().is_some_and(|n| routes.contains(&n)) {
+                    continue;
+                }
+                for (j, dest) in hr.route.iter().enumerate() {
+                    let is_canary = match canary {
+                        Some(c) => dest.destination.subset.as_deref() == Some(c),
+                        None => j > 0,
+                    };
+                    if is_canary && dest.weight.unwrap_or(0) > 0 {
+                        cx(d, out).report(
+                            Code::Skn0009,
+                            Severity::Warning,
+                            &format!("spec.http[{i}].route[{j}].weight"),
+                            format!(
+                                "Rollout {} manages the weights of this route (strategy.canary.trafficRouting.istio): it sets them as it steps, and a GitOps sync writes back the {} written here, so the two fight. Keep the manifests at the stable weights (canary 0) and move traffic with the Rollout's steps (setWeight, promote)",
+                                r.metadata.name,
+                                dest.weight.unwrap_or(0)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Services (FQDN) a Kubernetes Ingress sends to: their callers are outside the mesh (the
