@@ -163,6 +163,17 @@ impl Code {
         }
     }
 
+    /// Whether an error of this code makes the config refused (by `skein up`, the control
+    /// plane and `skein apply`): what Kubernetes or istiod would refuse, and references that
+    /// cannot route. The other analyzers' errors, as istioctl's, are reported and the config
+    /// is taken, since Istio takes it too.
+    pub fn refuses(self) -> bool {
+        matches!(
+            self,
+            Code::Ist0101 | Code::Ist0106 | Code::Ist0173 | Code::Skn0001
+        )
+    }
+
     /// The code whose id is `s` (`IST0101`, case-insensitive).
     pub fn from_id(s: &str) -> Option<Code> {
         Code::ALL

@@ -48,6 +48,12 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
+    /// An error that refuses the config ([`Code::refuses`]); the other findings are reported
+    /// by `skein analyze` and `skein up`, and the config is taken.
+    pub fn refuses(&self) -> bool {
+        self.is_error() && self.code.refuses()
+    }
+
     /// istioctl's origin: `VirtualService web-vsvc.blog-system 50-istio-traffic.yaml:40`
     /// (`Namespace blog-system` for cluster-scoped objects), with the file as given.
     pub fn origin(&self, file: &str) -> String {

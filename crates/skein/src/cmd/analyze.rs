@@ -216,17 +216,19 @@ fn annotation_suppresses(m: &Manifests, d: &Diagnostic) -> bool {
         })
 }
 
-/// The warnings `skein analyze DIR` would print, on stderr in istioctl's format (for
-/// `skein up`; what does not load or has errors is reported by the run itself).
+/// The warnings (and the errors that do not refuse the config) `skein analyze DIR` would
+/// print, on stderr in istioctl's format, for `skein up`; what does not load or is refused
+/// is reported by the run itself.
 pub fn print_warnings(path: &Path) {
     let input = load(&[path.to_path_buf()]);
     if !input.errors.is_empty() {
         return;
     }
     let diagnostics = skein_api::validate(&input.manifests);
+    // Errors that refuse the config stop the run with their own message; the rest are shown.
     for d in diagnostics
         .iter()
-        .filter(|d| d.severity == Severity::Warning)
+        .filter(|d| d.severity <= Severity::Warning && !d.refuses())
     {
         let i = item(d, &input.roots);
         if !annotation_suppresses(&input.manifests, d) {
