@@ -452,6 +452,11 @@ mod tests {
                 .unwrap()
                 .starts_with("apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n")
         );
+        // The analyzer's finding on web-vsvc (the mirror of writes), with its code; still
+        // valid, as a warning.
+        assert_eq!(vs["checks"][0]["code"], "SKN0006", "{}", vs["checks"]);
+        assert_eq!(vs["checks"][0]["severity"], "warning");
+        assert_eq!(vs["valid"], true);
         let ns = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
         assert_eq!(ns["namespace"], "");
         assert_eq!(v["control"]["valid"], true);
