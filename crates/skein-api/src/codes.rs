@@ -104,6 +104,10 @@ codes! {
         "An Istio annotation is not recognized for any kind of resource.";
     Ist0109 = "IST0109", "ConflictingMeshGatewayVirtualServiceHosts", Error,
         "Conflicting hosts on VirtualServices associated with mesh gateway.";
+    Ist0110 = "IST0110", "ConflictingSidecarWorkloadSelectors", Error,
+        "A Sidecar resource selects the same workloads as another Sidecar resource.";
+    Ist0111 = "IST0111", "MultipleSidecarsWithoutWorkloadSelectors", Error,
+        "More than one sidecar resource in a namespace has no workload selector.";
     Ist0112 = "IST0112", "VirtualServiceDestinationPortSelectorRequired", Error,
         "A VirtualService routes to a service with more than one port exposed, but does not specify which to use.";
     Ist0113 = "IST0113", "MTLSPolicyConflict", Error,

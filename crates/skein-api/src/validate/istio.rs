@@ -9,7 +9,7 @@ use crate::k8s::{Namespace, Service};
 use skein_snapshot::names;
 
 use crate::networking::{
-    ClientTlsMode, ClientTlsSettings, DestinationRule, Gateway, VirtualService,
+    ClientTlsMode, ClientTlsSettings, DestinationRule, Gateway, Sidecar, VirtualService,
 };
 use crate::security::{MtlsMode, PeerAuthentication};
 use crate::{Document, Manifests, ResourceKind};
@@ -57,6 +57,82 @@ pub(super) fn run(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
     unknown_annotations(m, out);
     destination_ports(m, world, out);
     gateways(m, out);
+    sidecars(m, world, out);
+}
+
+/// IST0110 (two Sidecars select one workload) and IST0111 (several Sidecars without a
+/// selector in a namespace).
+fn sidecars(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
+    let all: Vec<(&Document, &Sidecar)> = m.docs_of::<Sidecar>().collect();
+    let mut namespaces: Vec<&str> = all.iter().map(|(d, _)| d.resource.namespace()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for ns in namespaces {
+        let here: Vec<_> = all
+            .iter()
+            .filter(|(d, _)| d.resource.namespace() == ns)
+            .collect();
+        let unselected: Vec<_> = here
+            .iter()
+            .filter(|(_, s)| {
+                s.spec
+                    .workload_selector
+                    .as_ref()
+                    .is_none_or(|w| w.labels.is_empty())
+            })
+            .collect();
+        if unselected.len() > 1 {
+            let names = unselected
+                .iter()
+                .map(|(_, s)| s.metadata.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            for (d, _) in &unselected {
+                cx(d, out).report(
+                    Code::Ist0111,
+                    Severity::Error,
+                    "metadata.name",
+                    format!(
+                        "The Sidecars [{names}] in namespace {ns:?} have no workload selector, which can lead to undefined behavior."
+                    ),
+                );
+            }
+        }
+        for (_, workload, t, _) in world.pods.iter().filter(|p| p.0 == ns) {
+            let selecting: Vec<_> = here
+                .iter()
+                .filter(|(d, s)| {
+                    d.resource.namespace() == ns
+                        && s.spec.workload_selector.as_ref().is_some_and(|w| {
+                            !w.labels.is_empty()
+                                && w.labels
+                                    .iter()
+                                    .all(|(k, v)| t.metadata.labels.get(k) == Some(v))
+                        })
+                })
+                .collect();
+            if selecting.len() > 1 {
+                let names = selecting
+                    .iter()
+                    .map(|(_, s)| s.metadata.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let pod = workload
+                    .split_once(' ')
+                    .map_or(workload.as_str(), |(_, n)| n);
+                for (d, _) in &selecting {
+                    cx(d, out).report(
+                        Code::Ist0110,
+                        Severity::Error,
+                        "spec.workloadSelector",
+                        format!(
+                            "The Sidecars [{names}] in namespace {ns:?} select the same workload pod {pod:?}, which can lead to undefined behavior."
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Istio's annotations (`istio/api` `annotation/annotations.yaml`), and the labels-like ones
