@@ -130,6 +130,8 @@ codes! {
         "The resource has a schema validation warning.";
     Ist0145 = "IST0145", "ConflictingGateways", Error,
         "Gateway should not have the same selector, port and matched hosts of server.";
+    Ist0162 = "IST0162", "GatewayPortNotDefinedOnService", Warning,
+        "Gateway port not exposed by service.";
     Ist0173 = "IST0173", "DestinationRuleSubsetNotSelectPods", Warning,
         "A subset of a DestinationRule selects none of the host's pods.";
     Skn0001 = "SKN0001", "PortLevelMtlsWithoutSelector", Error,

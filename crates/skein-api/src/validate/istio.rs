@@ -58,6 +58,72 @@ pub(super) fn run(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
     destination_ports(m, world, out);
     gateways(m, out);
     sidecars(m, world, out);
+    gateway_service_ports(m, world, out);
+}
+
+/// IST0162: a Gateway server port that no Service of the gateway's pods targets. Only when
+/// the manifests run pods the selector matches (skein's own gateway is not in them).
+fn gateway_service_ports(m: &Manifests, world: &World<'_>, out: &mut Vec<Diagnostic>) {
+    for (d, g) in m.docs_of::<Gateway>() {
+        let sel = &g.spec.selector;
+        if sel.is_empty() {
+            continue;
+        }
+        let pods: Vec<_> = world
+            .pods
+            .iter()
+            .filter(|p| {
+                sel.iter()
+                    .all(|(k, v)| p.2.metadata.labels.get(k) == Some(v))
+            })
+            .collect();
+        if pods.is_empty() {
+            continue;
+        }
+        let mut targets = Vec::new();
+        for (fqdn, svc) in &world.services {
+            let Some(ssel) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let sns = fqdn.split('.').nth(1).unwrap_or_default();
+            for p in pods.iter().filter(|p| {
+                p.0 == sns
+                    && ssel
+                        .iter()
+                        .all(|(k, v)| p.2.metadata.labels.get(k) == Some(v))
+            }) {
+                for sp in &svc.spec.ports {
+                    let n = match &sp.target_port {
+                        None => Some(sp.port),
+                        Some(crate::IntOrString::Int(n)) => Some(*n),
+                        Some(crate::IntOrString::String(name)) => {
+                            p.2.spec
+                                .containers
+                                .iter()
+                                .flat_map(|c| &c.ports)
+                                .find(|cp| cp.name.as_deref() == Some(name))
+                                .map(|cp| cp.container_port)
+                        }
+                    };
+                    targets.extend(n);
+                }
+            }
+        }
+        for (i, s) in g.spec.servers.iter().enumerate() {
+            let port = i64::from(s.port.number);
+            if !targets.iter().any(|t| i64::from(*t) == port) {
+                cx(d, out).report(
+                    Code::Ist0162,
+                    Severity::Warning,
+                    &format!("spec.servers[{i}].port.number"),
+                    format!(
+                        "The gateway is listening on a target port (port {port}) that is not defined in the Service associated with its workload instances (Pod selector {}). If you need to access the gateway port through the gateway Service, it will not be available.",
+                        super::labels_text(sel)
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// IST0110 (two Sidecars select one workload) and IST0111 (several Sidecars without a
