@@ -8,13 +8,18 @@
 //! them, one module per API group plus `cross` for checks across objects.
 //!
 //! ```
-//! let m = skein_api::load_str("-", "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system}\n").unwrap();
+//! let m = skein_api::load_str(
+//!     "-",
+//!     "apiVersion: v1\nkind: Namespace\nmetadata: {name: blog-system, labels: {istio-injection: enabled}}\n",
+//! )
+//! .unwrap();
 //! assert_eq!(m.namespaces().next().unwrap().metadata.name, "blog-system");
 //! assert!(skein_api::validate(&m).is_empty());
 //! ```
 
 #![forbid(unsafe_code)]
 
+pub mod codes;
 pub mod k8s;
 mod lines;
 mod load;
@@ -26,6 +31,7 @@ pub mod telemetry;
 mod types;
 mod validate;
 
+pub use codes::{Code, Severity};
 pub use lines::LineIndex;
 pub use load::{
     LoadError, LoadErrors, Source, load_path, load_path_partial, load_str, load_str_partial,
@@ -35,7 +41,7 @@ pub use types::{
     Duration, DurationError, IntOrString, LabelSelector, LabelSelectorRequirement, Labels, Object,
     ObjectMeta, Opaque, Percent, PolicyTargetReference, WorkloadSelector,
 };
-pub use validate::{Diagnostic, Severity, validate};
+pub use validate::{Diagnostic, validate};
 
 /// The namespace of an object without `metadata.namespace`.
 pub const DEFAULT_NAMESPACE: &str = "default";

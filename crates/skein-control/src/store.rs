@@ -73,7 +73,7 @@ impl Store {
         let merged = dedupe(self.load_unvalidated()?);
         let errors: Vec<String> = skein_api::validate(&merged)
             .into_iter()
-            .filter(|d| d.is_error())
+            .filter(|d| d.refuses())
             .map(|d| d.to_string())
             .collect();
         if errors.is_empty() {
@@ -92,7 +92,7 @@ impl Store {
         let files: HashSet<&Path> = change.iter().map(|d| d.source.file.as_path()).collect();
         skein_api::validate(&dedupe(merged))
             .into_iter()
-            .filter(|d| d.is_error() && files.contains(d.source.file.as_path()))
+            .filter(|d| d.refuses() && files.contains(d.source.file.as_path()))
             .map(|d| d.to_string())
             .collect()
     }

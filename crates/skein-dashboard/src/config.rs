@@ -15,7 +15,7 @@ use crate::state::Snapshot;
 /// A check as the page shows it.
 fn check(snap: &Snapshot, d: &skein_api::Diagnostic) -> Json {
     json!({
-        "code": Json::Null,
+        "code": d.code.id(),
         "severity": d.severity.to_string(),
         "message": d.message,
         "path": d.path,
@@ -452,6 +452,11 @@ mod tests {
                 .unwrap()
                 .starts_with("apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n")
         );
+        // The analyzer's finding on web-vsvc (the mirror of writes), with its code; still
+        // valid, as a warning.
+        assert_eq!(vs["checks"][0]["code"], "SKN0006", "{}", vs["checks"]);
+        assert_eq!(vs["checks"][0]["severity"], "warning");
+        assert_eq!(vs["valid"], true);
         let ns = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
         assert_eq!(ns["namespace"], "");
         assert_eq!(v["control"]["valid"], true);

@@ -141,7 +141,7 @@ fn load(dir: &Path) -> Result<Manifests, RuntimeError> {
         .map_err(|errs| RuntimeError::Manifests(errs.iter().map(|e| e.to_string()).collect()))?;
     let problems: Vec<String> = skein_api::validate(&manifests)
         .into_iter()
-        .filter(|d| d.is_error())
+        .filter(|d| d.refuses())
         .map(|d| d.to_string())
         .collect();
     if !problems.is_empty() {

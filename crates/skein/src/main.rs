@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         Command::Down(a) => cmd::down::run(a, cli.state_dir),
         Command::Status(a) => cmd::status::run(a, cli.state_dir),
         Command::Logs(a) => cmd::logs::run(a, cli.state_dir),
-        Command::Analyze(a) => cmd::analyze::run(a),
+        Command::Analyze(a) => cmd::analyze::run(a, cli.state_dir),
         Command::Apply(a) => cmd::apply::run(a, cli.state_dir),
         Command::Exec(a) => cmd::exec::run(a, cli.state_dir),
         Command::Get(a) => cmd::get::run(a, cli.state_dir),

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use skein_snapshot::names;
 
-use super::{Cx, Diagnostic, Severity, World, labels_text};
+use super::{Cx, Diagnostic, World, labels_text};
+use crate::codes::{Code, Severity};
 use crate::k8s::{IngressServiceBackend, IntOrString, Service};
 use crate::networking::{Destination, Subset};
 use crate::types::WorkloadSelector;
@@ -25,7 +26,9 @@ pub(super) fn selector_matches_workloads(
             .is_empty()
     {
         let text = labels_text(&s.match_labels);
-        cx.warn(
+        cx.report(
+            Code::Ist0127,
+            Severity::Warning,
             path,
             format!("No matching workloads for this resource with the following labels: {text}"),
         );
@@ -45,6 +48,7 @@ pub(super) fn duplicates(m: &Manifests, out: &mut Vec<Diagnostic>) {
             }
             Some(f) => {
                 out.push(Diagnostic {
+                    code: Code::Ist0106,
                     severity: Severity::Error,
                     source: d.source_of("metadata.name"),
                     object: r.display_name(),
@@ -159,11 +163,12 @@ pub(super) fn destination_exists(
         let service_name = host
             .strip_suffix(names::CLUSTER_DOMAIN)
             .is_some_and(|h| h.ends_with(".svc."));
-        if service_name {
-            cx.error(&format!("{path}.host"), msg);
+        let level = if service_name {
+            Severity::Error
         } else {
-            cx.warn(&format!("{path}.host"), msg);
-        }
+            Severity::Warning
+        };
+        cx.report(Code::Ist0101, level, &format!("{path}.host"), msg);
     }
     if let Some(subset) = &d.subset
         && !world.subsets.contains(&(host, subset.clone()))
@@ -173,7 +178,9 @@ pub(super) fn destination_exists(
         } else {
             "host+subset in destinationrule"
         };
-        cx.error(
+        cx.report(
+            Code::Ist0101,
+            Severity::Error,
             &format!("{path}.subset"),
             format!("Referenced {what} not found: \"{}+{subset}\"", d.host),
         );
@@ -209,11 +216,12 @@ pub(super) fn subset_selects_pods(
                 s.name
             );
             // Argo Rollouts adds subset labels to pods at run time.
-            if from_rollout {
-                cx.warn(sp, msg)
+            let level = if from_rollout {
+                Severity::Warning
             } else {
-                cx.error(sp, msg)
-            }
+                Severity::Error
+            };
+            cx.report(Code::Ist0173, level, sp, msg)
         }
     }
 }

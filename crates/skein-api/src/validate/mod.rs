@@ -13,38 +13,26 @@ use std::fmt;
 
 use skein_snapshot::names;
 
+use crate::codes::{Code, Severity};
 use crate::k8s::{PodTemplateSpec, Service};
 use crate::networking::DestinationRule;
 use crate::types::{Duration, Labels, Percent, WorkloadSelector};
 use crate::{Document, Manifests, Resource, Source};
 
 mod cross;
+mod istio;
 mod k8s;
 mod networking;
+mod pitfalls;
 mod security;
 mod telemetry;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Severity {
-    /// Kubernetes or istiod would reject the object, or it cannot work as written.
-    Error,
-    /// Accepted, but probably not what was meant.
-    Warning,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        })
-    }
-}
 
 /// One finding: `file:line: error: VirtualService blog-system/web-vsvc: spec.http[0]: total
 /// destination weight = 0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The analyzer code (`IST0106` for what Istio's validation refuses).
+    pub code: Code,
     pub severity: Severity,
     /// The line of the offending field (or of the document when there is no better one).
     pub source: Source,
@@ -58,6 +46,23 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    /// An error that refuses the config ([`Code::refuses`]); the other findings are reported
+    /// by `skein analyze` and `skein up`, and the config is taken.
+    pub fn refuses(&self) -> bool {
+        self.is_error() && self.code.refuses()
+    }
+
+    /// istioctl's origin: `VirtualService web-vsvc.blog-system 50-istio-traffic.yaml:40`
+    /// (`Namespace blog-system` for cluster-scoped objects), with the file as given.
+    pub fn origin(&self, file: &str) -> String {
+        let (kind, rest) = self.object.split_once(' ').unwrap_or((&self.object, ""));
+        let name = match rest.split_once('/') {
+            Some((ns, name)) => format!("{name}.{ns}"),
+            None => rest.to_string(),
+        };
+        format!("{kind} {name} {file}:{}", self.source.line)
     }
 }
 
@@ -144,6 +149,8 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
         }
     }
     cross::duplicates(manifests, &mut out);
+    istio::run(manifests, &world, &mut out);
+    pitfalls::run(manifests, &world, &mut out);
     out.sort_by(|a, b| a.source.cmp(&b.source));
     out
 }
@@ -158,7 +165,17 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn push(&mut self, severity: Severity, path: &str, message: impl Into<String>) {
+        let code = match severity {
+            Severity::Error => Code::Ist0106,
+            _ => Code::Ist0133,
+        };
+        self.report(code, severity, path, message);
+    }
+
+    /// A finding of `code` at `path`.
+    fn report(&mut self, code: Code, severity: Severity, path: &str, message: impl Into<String>) {
         self.out.push(Diagnostic {
+            code,
             severity,
             source: self.doc.source_of(path),
             object: self.object.clone(),

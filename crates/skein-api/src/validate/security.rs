@@ -402,7 +402,12 @@ pub(super) fn validate_peer_authentication(
     if !spec.has_selector() {
         // The CRD's CEL rule, which `kubectl apply` reports (istiod's webhook says "mesh/namespace
         // peer authentication cannot have port level mTLS").
-        cx.error("spec.portLevelMtls", "portLevelMtls requires selector");
+        cx.report(
+            crate::Code::Skn0001,
+            crate::Severity::Error,
+            "spec.portLevelMtls",
+            "portLevelMtls requires selector (a namespace-wide policy cannot set per-port modes: add spec.selector.matchLabels for the workload, or set spec.mtls.mode for the whole namespace)",
+        );
     }
     if ports.is_empty() {
         cx.error(

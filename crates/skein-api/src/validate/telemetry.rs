@@ -105,6 +105,7 @@ pub(super) fn validate_mesh_config(cx: &mut Cx<'_>, c: &crate::k8s::ConfigMap) {
     let start = cx.doc.lines.block_start(&key);
     let refuse = |cx: &mut Cx<'_>, line: usize, message: String| {
         cx.out.push(super::Diagnostic {
+            code: crate::Code::Ist0106,
             severity: super::Severity::Error,
             source: crate::Source {
                 file: cx.doc.source.file.clone(),

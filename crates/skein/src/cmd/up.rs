@@ -97,6 +97,11 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 r = running.wait_ready(Duration::from_secs(args.timeout)) => Some(r),
                 _ = shutdown_signal() => None,
             };
+            if ready.is_some() {
+                // Errors stopped the run before it started, with file:line; the warnings
+                // are shown once it runs.
+                super::analyze::print_warnings(&args.dir);
+            }
             match ready {
                 Some(true) => print!("{}", summary(&running.status(), started.elapsed(), &state)),
                 Some(false) => {
@@ -203,11 +208,13 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
             && status.supervisor.pid == pid
         {
             if status.all_ready() && skein_runtime::mesh_synced(state, &status) {
+                super::analyze::print_warnings(&args.dir);
                 print!("{}", summary(&status, started.elapsed(), state));
                 println!("Running in the background (pid {pid}); `skein down` stops it.");
                 return Ok(ExitCode::SUCCESS);
             }
             if Instant::now() >= deadline {
+                super::analyze::print_warnings(&args.dir);
                 eprintln!(
                     "warning: not every pod became ready within {}s; skein keeps running (pid {pid}):",
                     args.timeout

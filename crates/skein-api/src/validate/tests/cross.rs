@@ -15,7 +15,11 @@ fn duplicate_objects_across_files_name_the_first() {
     .unwrap();
     let mut all = a;
     all.extend(std::mem::take(&mut m));
-    let d: Vec<String> = validate(&all).iter().map(ToString::to_string).collect();
+    let d: Vec<String> = validate(&all)
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         d,
         vec![
@@ -104,4 +108,22 @@ spec:
       weight: 50
 ";
     assert_eq!(diags(text), Vec::<String>::new());
+}
+
+/// Analyzer errors (istioctl's and skein's) are reported, but Istio takes such a config, so
+/// skein does too: only validation errors and broken references refuse it.
+#[test]
+fn analyzer_errors_do_not_refuse_the_config() {
+    let text = include_str!("../../../../skein/tests/fixtures/analyze/skn0002.yaml");
+    let m = crate::load_str("skn0002.yaml", text).unwrap();
+    let d = validate(&m);
+    assert!(
+        d.iter()
+            .any(|d| d.code == crate::Code::Skn0002 && d.is_error()),
+        "{d:?}"
+    );
+    assert!(d.iter().all(|d| !d.refuses()), "{d:?}");
+    let text = include_str!("../../../../skein/tests/fixtures/analyze/ist0106.yaml");
+    let m = crate::load_str("ist0106.yaml", text).unwrap();
+    assert!(validate(&m).iter().any(|d| d.refuses()));
 }

@@ -19,7 +19,7 @@ spec:
     assert_eq!(
         diags(text),
         vec![
-            "v.yaml:9: error: PeerAuthentication blog-system/default: spec.portLevelMtls: portLevelMtls requires selector"
+            "v.yaml:9: error: PeerAuthentication blog-system/default: spec.portLevelMtls: portLevelMtls requires selector (a namespace-wide policy cannot set per-port modes: add spec.selector.matchLabels for the workload, or set spec.mtls.mode for the whole namespace)"
         ]
     );
 }
