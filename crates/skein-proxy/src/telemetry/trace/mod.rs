@@ -268,6 +268,10 @@ mod tests {
         let mut h = request("00000000-2fa1-41d2-883f-0016d3cca427");
         assert!(begin(&off, Kind::Server, false, &mut h, String::new).is_none());
         assert_eq!(h.len(), 1);
+        // Enabled, but no provider at all: an Envoy without a tracer writes no trace headers.
+        let no_provider = Arc::new(Config::compile(&Snapshot::default(), false));
+        assert!(begin(&no_provider, Kind::Server, false, &mut h, String::new).is_none());
+        assert_eq!(h.len(), 1, "{h:?}");
         h.insert(
             http::header::USER_AGENT,
             HeaderValue::from_static("kube-probe/1.30"),

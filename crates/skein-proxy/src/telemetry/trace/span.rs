@@ -90,7 +90,9 @@ pub(crate) struct Side {
 /// Tracing for one snapshot, compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
-    /// MeshConfig `enableTracing`: false leaves trace headers alone.
+    /// MeshConfig `enableTracing` with a tracing provider configured: without either the
+    /// proxy leaves trace headers alone, as an Envoy without a tracer does (a provider whose
+    /// address resolves nowhere still propagates, as a tracer with no collector would).
     pub(crate) enabled: bool,
     pub(crate) client: Side,
     pub(crate) server: Side,
@@ -180,7 +182,7 @@ impl Config {
             _ => usize::MAX,
         };
         Config {
-            enabled: t.enabled,
+            enabled: t.enabled && t.provider.is_some(),
             client: side(t.sampling.client, t.disable_span_reporting.client, client),
             server: side(t.sampling.server, t.disable_span_reporting.server, server),
             use_rid: t.use_request_id_for_sampling,
