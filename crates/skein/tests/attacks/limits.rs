@@ -24,6 +24,22 @@ const ATTACK_FOR: Duration = Duration::from_secs(14);
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 const LATENCY_LIMIT: Duration = Duration::from_millis(100);
 
+/// One ordinary `GET /health` on a new connection: its status, or None when the gateway
+/// closed the connection without an answer (at its cap, with the flood's connections to
+/// shed, a client whose head it has not read yet on a busy machine can be the one shed).
+fn probe(addr: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    s.write_all(
+        format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let line = String::from_utf8_lossy(&raw);
+    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
 /// `VmRSS` and `VmHWM` of a process, in KiB.
 fn memory_kib(pid: u64) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -176,21 +192,24 @@ fn slow_huge_headers_keep_the_gateway_small_and_responsive() {
             peak
         })
     };
-    // Ordinary requests, each on a new connection, while the attack runs.
+    // Ordinary requests, each on a new connection, while the attack runs; one closed
+    // without an answer is tried once more, as a client would, and counted.
     let prober = {
         let done = Arc::clone(&done);
-        let url = format!("{base}/health");
         std::thread::spawn(move || {
             // Let the attack fill the gateway first.
             std::thread::sleep(Duration::from_secs(2));
-            let mut seen = Vec::new();
+            let (mut seen, mut unanswered) = (Vec::new(), 0);
             while !done.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = get(&url);
-                seen.push((r.status, t.elapsed()));
+                let status = probe(addr).or_else(|| {
+                    unanswered += 1;
+                    probe(addr)
+                });
+                seen.push((status.unwrap_or(0), t.elapsed()));
                 std::thread::sleep(Duration::from_millis(250));
             }
-            seen
+            (seen, unanswered)
         })
     };
 
@@ -215,7 +234,7 @@ fn slow_huge_headers_keep_the_gateway_small_and_responsive() {
     let open_at_end = attackers.iter().filter(|a| a.conn.is_some()).count();
     done.store(true, Ordering::Relaxed);
     let peak_rss = sampler.join().expect("sampler");
-    let probes = prober.join().expect("prober");
+    let (probes, unanswered) = prober.join().expect("prober");
     let (rss_after, hwm) = memory_kib(pid).expect("gateway still running");
     drop(attackers);
 
@@ -227,7 +246,8 @@ fn slow_huge_headers_keep_the_gateway_small_and_responsive() {
     eprintln!(
         "gateway RSS: {rss_before} KiB before, peak {peak_rss} KiB during, {rss_after} KiB after \
          (VmHWM {hwm} KiB); attack {attack_time:?}: {outcomes:?}, {open_at_end} open at the end; \
-         ordinary requests: {} (median {median:?}, p90 {p90:?}, slowest {slowest:?})",
+         ordinary requests: {} (median {median:?}, p90 {p90:?}, slowest {slowest:?}), \
+         {unanswered} closed unanswered and tried again",
         probes.len()
     );
     assert!(
@@ -241,7 +261,12 @@ fn slow_huge_headers_keep_the_gateway_small_and_responsive() {
     assert!(probes.len() >= 5, "too few ordinary requests: {probes:?}");
     assert!(
         probes.iter().all(|(s, _)| *s == 200),
-        "every ordinary request is answered: {probes:?}"
+        "every ordinary request is answered, at the latest when tried again: {probes:?}"
+    );
+    assert!(
+        unanswered * 10 <= probes.len(),
+        "at most one ordinary connection in ten is closed unanswered: {unanswered} of {}",
+        probes.len()
     );
     // The 90th percentile: a 2-core machine shared with builds has the odd slow request
     // whatever the gateway does.
