@@ -709,51 +709,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_sidecar_resource_sets_registry_only() {
+    /// The outbound traffic policies of was and web with `yaml` added to the example.
+    fn outbound_policies(yaml: &str) -> [skein_snapshot::OutboundTrafficPolicy; 2] {
         let mut m = example();
-        let extra = skein_api::load_str(
-            "s.yaml",
-            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
-        )
-        .unwrap();
-        m.extend(extra);
+        m.extend(skein_api::load_str("extra.yaml", yaml).unwrap());
         let r = registry();
         let compiler = Compiler::new(&m, &r);
-        let was = compiler.snapshot("was-1", "1").unwrap();
-        assert_eq!(
-            was.outbound_traffic_policy,
-            skein_snapshot::OutboundTrafficPolicy::RegistryOnly
+        ["was-1", "web-stable-1"]
+            .map(|pod| compiler.snapshot(pod, "1").unwrap().outbound_traffic_policy)
+    }
+
+    #[test]
+    fn a_sidecar_resource_sets_registry_only() {
+        use skein_snapshot::OutboundTrafficPolicy::{AllowAny, RegistryOnly};
+        let [was, web] = outbound_policies(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
         );
-        let web = compiler.snapshot("web-stable-1", "1").unwrap();
-        assert_eq!(
-            web.outbound_traffic_policy,
-            skein_snapshot::OutboundTrafficPolicy::AllowAny
-        );
+        assert_eq!(was, RegistryOnly);
+        assert_eq!(web, AllowAny);
     }
 
     #[test]
     fn the_mesh_config_sets_the_default_and_a_sidecar_resource_wins() {
-        let mut m = example();
-        let extra = skein_api::load_str(
-            "mesh.yaml",
+        use skein_snapshot::OutboundTrafficPolicy::{AllowAny, RegistryOnly};
+        let [was, web] = outbound_policies(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: web, namespace: blog-system}\nspec:\n  workloadSelector: {labels: {app: web}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
-        )
-        .unwrap();
-        m.extend(extra);
-        let r = registry();
-        let compiler = Compiler::new(&m, &r);
-        let was = compiler.snapshot("was-1", "1").unwrap();
-        assert_eq!(
-            was.outbound_traffic_policy,
-            skein_snapshot::OutboundTrafficPolicy::RegistryOnly,
-            "the mesh config's mode"
         );
-        let web = compiler.snapshot("web-stable-1", "1").unwrap();
-        assert_eq!(
-            web.outbound_traffic_policy,
-            skein_snapshot::OutboundTrafficPolicy::AllowAny,
-            "the Sidecar's mode wins"
-        );
+        assert_eq!(was, RegistryOnly, "the mesh config's mode");
+        assert_eq!(web, AllowAny, "the Sidecar's mode wins");
     }
 }
