@@ -68,6 +68,7 @@
 mod ca;
 mod compile;
 pub mod events;
+pub mod gitops;
 pub mod registry;
 pub mod server;
 mod store;
