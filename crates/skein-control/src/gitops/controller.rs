@@ -405,7 +405,7 @@ impl Loop {
                 healable.push((
                     k.clone(),
                     format!(
-                        "{} {}/{} differs from git ({} at commit {at})",
+                        "self-heal reverted {} {}/{} to git ({} at commit {at}): it differed from git",
                         r.kind(),
                         r.namespace(),
                         r.name(),
@@ -452,7 +452,7 @@ impl Loop {
                 healable.push((
                     k,
                     format!(
-                        "{} {}/{} is not in git at commit {at}",
+                        "self-heal pruned {} {}/{}: it is not in git at commit {at}",
                         r.kind(),
                         r.namespace(),
                         r.name()
@@ -485,7 +485,7 @@ impl Loop {
                     }
                 }
                 let message = format!(
-                    "self-heal reverted {why}: it differed for {}s under automated selfHeal of Application {:?}; change that file and commit instead",
+                    "{why} for {}s under automated selfHeal of Application {:?}; to keep a change, commit it to git instead of `skein apply`",
                     timeout.as_secs(),
                     self.cfg.name
                 );
