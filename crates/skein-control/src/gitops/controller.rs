@@ -339,7 +339,7 @@ impl Loop {
         }
         if !reverted.is_empty() {
             parts.push(format!(
-                "{} `skein apply` copies replaced by git's",
+                "{} `skein apply` copies replaced by git's or pruned",
                 reverted.len()
             ));
         }

@@ -224,7 +224,7 @@ impl Git {
             let size: u64 = size.parse().unwrap_or(u64::MAX);
             if size > MAX_FILE_BYTES {
                 return Err(GitError::TooLarge {
-                    what: format!("{name}"),
+                    what: name.to_string(),
                     commit: sha.to_string(),
                     size,
                     limit: MAX_FILE_BYTES,
