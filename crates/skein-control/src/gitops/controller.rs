@@ -231,9 +231,52 @@ impl Loop {
     fn sync(&mut self, sha: &str) {
         let layout = self.c.layout.clone();
         let (prev_git, prev_kept) = self.git_objects();
-        let attempt = state::export(&self.cfg, &self.git, &layout, sha, &[])
-            .and_then(|meta| state::check(&layout, &meta).map(|m| (meta, m)));
-        let (mut meta, next) = match attempt {
+        let prune = self.cfg.prune && self.cfg.sync_option("Prune") != Some("false");
+        let index = |m: &Manifests| -> BTreeMap<String, serde_json::Value> {
+            m.documents
+                .iter()
+                .map(|d| (key(d), super::drift::normalized(&d.resource)))
+                .collect()
+        };
+        let before = index(&prev_git);
+        let mut kept_before = index(&prev_kept);
+        // Export, see what the commit dropped; without prune, export again with those kept,
+        // then check the whole (a commit may depend on what it dropped but did not prune).
+        let attempt = state::export(&self.cfg, &self.git, &layout, sha, &[]).and_then(|meta| {
+            let (m, _) = skein_api::load_path_partial(&layout.exports().join(&meta.name));
+            let after = index(&m);
+            let mut dropped: BTreeMap<String, serde_json::Value> = before
+                .iter()
+                .filter(|(k, _)| !after.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            dropped.extend(
+                std::mem::take(&mut kept_before)
+                    .into_iter()
+                    .filter(|(k, _)| !after.contains_key(k)),
+            );
+            let meta = if !prune && !dropped.is_empty() {
+                let _ = std::fs::remove_dir_all(layout.exports().join(&meta.name));
+                let kept: Vec<Kept> = dropped
+                    .iter()
+                    .map(|(k, v)| Kept {
+                        key: k.clone(),
+                        json: v.clone(),
+                    })
+                    .collect();
+                state::export(&self.cfg, &self.git, &layout, sha, &kept)?
+            } else {
+                meta
+            };
+            match state::check(&layout, &meta) {
+                Ok(_) => Ok((meta, after, dropped)),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(layout.exports().join(&meta.name));
+                    Err(e)
+                }
+            }
+        });
+        let (meta, after, dropped) = match attempt {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!("gitops: {e}");
@@ -259,23 +302,6 @@ impl Loop {
         };
         self.conditions
             .retain(|c| c.kind != "SyncError" && c.kind != "OutOfSyncRevision");
-        let index = |m: &Manifests| -> BTreeMap<String, serde_json::Value> {
-            m.documents
-                .iter()
-                .map(|d| (key(d), super::drift::normalized(&d.resource)))
-                .collect()
-        };
-        let (before, after) = (index(&prev_git), index(&next));
-        let mut dropped: BTreeMap<String, serde_json::Value> = before
-            .iter()
-            .filter(|(k, _)| !after.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in index(&prev_kept) {
-            if !after.contains_key(&k) {
-                dropped.insert(k, v);
-            }
-        }
         let created: Vec<String> = after
             .keys()
             .filter(|k| !before.contains_key(*k))
@@ -286,25 +312,6 @@ impl Loop {
             .filter(|(k, v)| before.get(*k).is_some_and(|b| b != *v))
             .map(|(k, _)| k.clone())
             .collect();
-        let prune = self.cfg.prune && self.cfg.sync_option("Prune") != Some("false");
-        if !prune && !dropped.is_empty() {
-            let kept: Vec<Kept> = dropped
-                .iter()
-                .map(|(k, v)| Kept {
-                    key: k.clone(),
-                    json: v.clone(),
-                })
-                .collect();
-            let _ = std::fs::remove_dir_all(layout.exports().join(&meta.name));
-            match state::export(&self.cfg, &self.git, &layout, sha, &kept) {
-                Ok(m) => meta = m,
-                Err(e) => {
-                    tracing::error!("gitops: {e}");
-                    self.condition("SyncError", e.to_string());
-                    return;
-                }
-            }
-        }
         // The commit's version of what it changed wins over a `skein apply` copy; pruned
         // objects go from both.
         let mut gone: BTreeSet<&String> = configured.iter().collect();
@@ -615,5 +622,125 @@ fn display_path(cfg: &Config) -> String {
         cfg.repo.display().to_string()
     } else {
         Path::new(&cfg.repo).join(p).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  ports: [{port: 80}]\n";
+
+    fn vs(weight: u32) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {{host: a}}\n      weight: {weight}\n"
+        )
+    }
+
+    fn git(repo: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git is installed")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// Sync, drift, self-heal, "requires pruning" and a refused commit, on a real repository,
+    /// one step at a time.
+    #[test]
+    fn a_loop_syncs_heals_keeps_unpruned_objects_and_refuses_a_bad_commit() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        std::fs::write(repo.path().join("svc.yaml"), SVC).unwrap();
+        std::fs::write(repo.path().join("vs.yaml"), vs(100)).unwrap();
+        git(repo.path(), &["init", "-q"]);
+        git(repo.path(), &["add", "."]);
+        git(repo.path(), &["commit", "-qm", "first"]);
+        let mut cfg = Config::for_work_tree(repo.path()).unwrap();
+        cfg.prune = false;
+        cfg.self_heal = true;
+        cfg.destination_namespace = Some("ns".into());
+        cfg.self_heal_timeout_ms = 200;
+        let layout = Layout::new(state.path().join("gitops"));
+        let g = Git {
+            program: super::super::git::find_program().expect("git on PATH"),
+            repo: cfg.repo.clone(),
+        };
+        state::prepare(&cfg, &g, &layout).unwrap();
+        let applied = state.path().join("applied");
+        std::fs::create_dir_all(&applied).unwrap();
+        let events = state.path().join("events.jsonl");
+        let mut l = Loop::new(
+            Controller {
+                layout: layout.clone(),
+                git: g.program.clone(),
+                applied: applied.clone(),
+                registry: state.path().join("status.json"),
+                events: Arc::new(EventLog::new(events.clone())),
+            },
+            cfg,
+        );
+        l.step();
+        let s = layout.read_status().unwrap();
+        assert_eq!(s.sync, SYNCED, "{s:?}");
+        let vs_status = s
+            .resources
+            .iter()
+            .find(|r| r.kind == "VirtualService")
+            .unwrap();
+        assert_eq!(vs_status.namespace, "ns", "the destination namespace");
+        assert_eq!(vs_status.git.as_deref(), Some("vs.yaml:1"));
+
+        // Drift, then self-heal after the timeout.
+        let live = applied.join("virtualservice.ns.r.yaml");
+        std::fs::write(&live, vs(50).replace("name: r", "name: r\n  namespace: ns")).unwrap();
+        l.step();
+        let s = layout.read_status().unwrap();
+        assert_eq!(s.sync, OUT_OF_SYNC);
+        assert!(s.drifted().all(|r| r.self_heal_at.is_some()), "{s:?}");
+        assert!(live.exists(), "not before the timeout");
+        std::thread::sleep(Duration::from_millis(250));
+        l.step();
+        assert!(!live.exists(), "reverted");
+        let log = crate::events::read(&events);
+        assert!(
+            log.iter().any(|e| e.reason == "SelfHeal"
+                && e.message
+                    .contains("VirtualService ns/r to git (vs.yaml:1 at commit")),
+            "{log:?}"
+        );
+
+        // A commit without the Service, prune off: it stays, marked.
+        git(repo.path(), &["rm", "-q", "svc.yaml"]);
+        git(repo.path(), &["commit", "-qm", "no service"]);
+        l.step();
+        let s = layout.read_status().unwrap();
+        assert_eq!(s.revision.as_ref().unwrap().subject, "no service");
+        let svc = s.resources.iter().find(|r| r.kind == "Service").unwrap();
+        assert!(svc.requires_pruning && svc.status == OUT_OF_SYNC, "{s:?}");
+        let (m, _) = skein_api::load_path_partial(&layout.current());
+        assert_eq!(m.services().count(), 1, "kept in force until pruned");
+
+        // A commit that does not validate: refused, the last one stays.
+        std::fs::write(
+            repo.path().join("vs.yaml"),
+            vs(100).replace("hosts", "hostz"),
+        )
+        .unwrap();
+        git(repo.path(), &["commit", "-qam", "broken"]);
+        l.step();
+        let s = layout.read_status().unwrap();
+        assert_eq!(s.revision.as_ref().unwrap().subject, "no service");
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.kind == "SyncError" && c.message.contains("hostz")),
+            "{s:?}"
+        );
     }
 }
