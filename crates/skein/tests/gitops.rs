@@ -255,6 +255,15 @@ fn without_self_heal_an_apply_stays_as_drift_until_a_commit() {
         "{}",
         stdout(&diff)
     );
+    // Without -f: the OutOfSync objects, live against the commit's.
+    let diff = s.run(&["diff"]);
+    assert_eq!(diff.status.code(), Some(1), "{}", stderr(&diff));
+    assert!(
+        stdout(&diff).contains("live/VirtualService.echo.echo")
+            && stdout(&diff).contains("+      weight: 100"),
+        "{}",
+        stdout(&diff)
+    );
     let status = stdout(&s.run(&["status"]));
     assert!(
         status.contains("sync: OutOfSync")

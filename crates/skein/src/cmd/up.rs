@@ -72,10 +72,31 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if !args.dir.exists() {
         bail!("{}: no such file or directory", args.dir.display());
     }
-    let application = if args.no_gitops || args.no_mesh {
+    let application = if args.no_gitops {
         None
     } else {
         skein_control::gitops::state::detect(&args.dir)?
+    };
+    let application = match application {
+        Some(cfg) if args.no_mesh => {
+            // The control plane runs the GitOps controller; without it a working tree's files
+            // are read as they are, and an Application cannot run.
+            if !args.dir.join(".git").exists() {
+                bail!(
+                    "{}: an Application is synced by the mesh's control plane; run without --no-mesh",
+                    cfg.origin
+                );
+            }
+            if !args.supervise {
+                eprintln!(
+                    "warning: --no-mesh runs without the control plane, so without GitOps: {} is read as it is, not synced from {}",
+                    args.dir.display(),
+                    cfg.repo.display()
+                );
+            }
+            None
+        }
+        other => other,
     };
     if args.detach && !args.supervise {
         if let Some(cfg) = &application {
@@ -300,6 +321,10 @@ fn summary(status: &Status, took: Duration, state: &StateDir) -> String {
         s.push_str(&format!("  {line}\n"));
     }
     s.push('\n');
+    if let Some(a) = skein_control::gitops::Layout::new(state.gitops_dir()).read_status() {
+        s.push_str(&super::status::application_lines(&a));
+        s.push('\n');
+    }
     s.push_str(&super::status::table(status));
     s.push_str(&format!("\nTry: curl {}/api/posts\n", status.ingress.http));
     s
