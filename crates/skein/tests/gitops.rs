@@ -271,6 +271,26 @@ fn without_self_heal_an_apply_stays_as_drift_until_a_commit() {
         "{status}"
     );
 
+    // The dashboard's Istio config view says it too.
+    let dashboard = s.status()["dashboard"]["url"]
+        .as_str()
+        .expect("the dashboard runs with the mesh")
+        .trim_end_matches('/')
+        .to_string();
+    let cfg = get(&format!("{dashboard}/api/istio/config")).json();
+    assert_eq!(
+        cfg["application"]["sync"], "OutOfSync",
+        "{}",
+        cfg["application"]
+    );
+    let vs_obj = cfg["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "VirtualService" && o["name"] == "echo")
+        .expect("the VirtualService in the dashboard");
+    assert_eq!(vs_obj["sync"]["status"], "OutOfSync", "{vs_obj}");
+
     // Past the self-heal timeout it is still there.
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(shares(&base, 10), (0, 10), "the apply stays");
