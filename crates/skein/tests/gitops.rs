@@ -233,10 +233,16 @@ fn without_self_heal_an_apply_stays_as_drift_until_a_commit() {
     let base = s.http_base();
     assert_eq!(shares(&base, 10), (10, 0));
     let out = apply(&s, &vs(0, 100));
+    let note = stderr(&out);
     assert!(
-        !stderr(&out).contains("selfHeal"),
-        "no self-heal, no warning: {}",
-        stderr(&out)
+        !note.contains("selfHeal") && !note.contains("Warning"),
+        "no self-heal, no warning: {note}"
+    );
+    assert!(
+        note.contains(
+            "\" syncs git: VirtualService echo/echo differs from git (vs.yaml:1 at commit "
+        ) && note.contains("it stays as drift (OutOfSync) until a commit changes that object"),
+        "{note}"
     );
     until_all(&base, "v2", Duration::from_secs(3));
     eventually(Duration::from_secs(3), "OutOfSync", || {

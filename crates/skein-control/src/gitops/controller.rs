@@ -566,15 +566,14 @@ impl Loop {
     }
 }
 
-/// Where `skein apply`'s copy of an object would conflict with git under self-heal: the
-/// warnings `skein apply` prints before it returns. `change` holds the objects being applied.
+/// What `skein apply` says before it returns about objects that differ from git: a
+/// `Warning:` that self-heal will revert them (naming the file and commit to change instead),
+/// or, without self-heal, a `Note:` that they stay as drift. `change` holds the objects being
+/// applied.
 pub fn apply_warnings(layout: &Layout, change: &Manifests) -> Vec<String> {
     let Some(cfg) = layout.read_config() else {
         return Vec::new();
     };
-    if !cfg.self_heal {
-        return Vec::new();
-    }
     let meta = layout.current_export().unwrap_or_default();
     let (m, _) = skein_api::load_path_partial(&layout.current());
     let kept_dir = layout.current().join(REQUIRES_PRUNING_DIR);
@@ -592,9 +591,25 @@ pub fn apply_warnings(layout: &Layout, change: &Manifests) -> Vec<String> {
     for d in &change.documents {
         let r = &d.resource;
         let k = key(d);
-        match git.documents.iter().find(|g| key(g) == k) {
+        let found = git.documents.iter().find(|g| key(g) == k);
+        if !cfg.self_heal {
+            // No revert, but not silent either: it is drift until a commit changes it.
+            if let Some(g) = found.filter(|g| ignore.differs(&g.resource, r)) {
+                out.push(format!(
+                    "Note: Application {:?} syncs git: {} {}/{} differs from git ({} at commit {at}); it stays as drift (OutOfSync) until a commit changes that object.",
+                    cfg.name,
+                    r.kind(),
+                    r.namespace(),
+                    r.name(),
+                    meta.git_location(&cfg, layout, &g.source)
+                        .unwrap_or_else(|| "?".into()),
+                ));
+            }
+            continue;
+        }
+        match found {
             Some(g) if ignore.differs(&g.resource, r) => out.push(format!(
-                "Application {:?} has automated selfHeal: {} {}/{} differs from git ({} at commit {at}) and will be reverted in {secs}s; change that file and commit instead.",
+                "Warning: Application {:?} has automated selfHeal: {} {}/{} differs from git ({} at commit {at}) and will be reverted in {secs}s; change that file and commit instead.",
                 cfg.name,
                 r.kind(),
                 r.namespace(),
@@ -603,7 +618,7 @@ pub fn apply_warnings(layout: &Layout, change: &Manifests) -> Vec<String> {
                     .unwrap_or_else(|| "?".into()),
             )),
             None if cfg.prune => out.push(format!(
-                "Application {:?} has automated selfHeal and prune: {} {}/{} is not in git (commit {at}) and will be removed in {secs}s; add it to {} and commit instead.",
+                "Warning: Application {:?} has automated selfHeal and prune: {} {}/{} is not in git (commit {at}) and will be removed in {secs}s; add it to {} and commit instead.",
                 cfg.name,
                 r.kind(),
                 r.namespace(),

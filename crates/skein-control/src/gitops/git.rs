@@ -14,6 +14,8 @@ pub const MAX_FILES: usize = 2_000;
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// The exported manifests together are at most this large.
 pub const MAX_TOTAL_BYTES: u64 = 32 * 1024 * 1024;
+/// What skein reads of one git command's output (a listing, a blob, a status).
+pub const MAX_OUTPUT: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -104,19 +106,51 @@ impl Git {
         c
     }
 
+    /// Runs git; its output is read up to [`MAX_OUTPUT`] bytes (a command that says more is
+    /// stopped and fails), its error output up to 64 KiB.
     fn run(&self, args: &[&str]) -> Result<Result<Vec<u8>, String>, GitError> {
-        let out = self
+        use std::io::Read;
+        let spawn = |error| GitError::Spawn {
+            program: self.program.display().to_string(),
+            error,
+        };
+        let mut child = self
             .command()
             .args(args)
-            .output()
-            .map_err(|error| GitError::Spawn {
-                program: self.program.display().to_string(),
-                error,
-            })?;
-        if out.status.success() {
-            Ok(Ok(out.stdout))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        let mut err_pipe = child.stderr.take();
+        let errors = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(e) = err_pipe.as_mut() {
+                let _ = e.take(64 * 1024).read_to_end(&mut buf);
+                // Drain the rest so git does not block on a full pipe.
+                let _ = std::io::copy(e, &mut std::io::sink());
+            }
+            buf
+        });
+        let mut out = Vec::new();
+        let mut over = false;
+        if let Some(mut o) = child.stdout.take() {
+            let _ = (&mut o).take(MAX_OUTPUT + 1).read_to_end(&mut out);
+            if out.len() as u64 > MAX_OUTPUT {
+                over = true;
+                let _ = child.kill();
+            }
+        }
+        let status = child.wait().map_err(spawn)?;
+        let stderr = errors.join().unwrap_or_default();
+        if over {
+            return Ok(Err(format!(
+                "its output is over {MAX_OUTPUT} bytes; the repository or path is too large"
+            )));
+        }
+        if status.success() {
+            Ok(Ok(out))
         } else {
-            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr = String::from_utf8_lossy(&stderr);
             Ok(Err(stderr.trim().chars().take(500).collect()))
         }
     }
@@ -190,10 +224,19 @@ impl Git {
             args.push("-r");
         }
         args.extend(["--end-of-options", &tree]);
-        let out = self.run(&args)?.map_err(|_| GitError::NoPath {
-            repo: self.repo.display().to_string(),
-            path: path.to_string(),
-            commit: sha.to_string(),
+        let out = self.run(&args)?.map_err(|stderr| {
+            if stderr.contains("too large") {
+                GitError::TooManyFiles {
+                    commit: sha.to_string(),
+                    path: path.to_string(),
+                }
+            } else {
+                GitError::NoPath {
+                    repo: self.repo.display().to_string(),
+                    path: path.to_string(),
+                    commit: sha.to_string(),
+                }
+            }
         })?;
         let mut files = Vec::new();
         let mut total = 0u64;
@@ -349,6 +392,72 @@ pub enum RepoUrlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(repo: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git is installed")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// Only regular manifest files, not hidden or linked ones; a file over the limit refuses
+    /// the commit; a missing path and an unknown revision say so.
+    #[test]
+    fn a_commits_files_are_listed_within_bounds() {
+        let repo = tempfile::tempdir().unwrap();
+        let p = repo.path();
+        std::fs::create_dir(p.join("k8s")).unwrap();
+        std::fs::create_dir(p.join("k8s/sub")).unwrap();
+        std::fs::write(p.join("k8s/a.yaml"), "kind: A\n").unwrap();
+        std::fs::write(p.join("k8s/sub/b.yml"), "kind: B\n").unwrap();
+        std::fs::write(p.join("k8s/.hidden.yaml"), "kind: H\n").unwrap();
+        std::fs::write(p.join("k8s/notes.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", p.join("k8s/link.yaml")).unwrap();
+        git(p, &["init", "-q"]);
+        git(p, &["add", "."]);
+        git(p, &["commit", "-qm", "first"]);
+        let g = Git {
+            program: find_program().expect("git on PATH"),
+            repo: p.to_path_buf(),
+        };
+        let sha = g.resolve("HEAD").unwrap();
+        let names = |recurse| -> Vec<String> {
+            g.files(&sha, "k8s", recurse)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.path)
+                .collect()
+        };
+        assert_eq!(names(false), ["a.yaml"]);
+        assert_eq!(names(true), ["a.yaml", "sub/b.yml"]);
+        assert_eq!(g.info(&sha).unwrap().subject, "first");
+        assert!(matches!(
+            g.files(&sha, "nope", false),
+            Err(GitError::NoPath { .. })
+        ));
+        assert!(matches!(
+            g.resolve("no-such-branch"),
+            Err(GitError::UnknownRevision { .. })
+        ));
+
+        std::fs::write(
+            p.join("k8s/big.yaml"),
+            vec![b'#'; MAX_FILE_BYTES as usize + 1],
+        )
+        .unwrap();
+        git(p, &["add", "."]);
+        git(p, &["commit", "-qm", "big"]);
+        let sha = g.resolve("HEAD").unwrap();
+        let err = g.files(&sha, "k8s", false).unwrap_err();
+        assert!(matches!(err, GitError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("big.yaml"), "{err}");
+    }
 
     #[test]
     fn remote_urls_are_refused_and_local_ones_resolve() {

@@ -148,15 +148,26 @@ impl Config {
     /// object).
     pub fn for_work_tree(dir: &Path) -> Result<Config, GitopsError> {
         let repo = std::fs::canonicalize(dir).map_err(io(dir))?;
-        let name = repo
+        // A DNS-1123 label, as an Application's name is.
+        let name: String = repo
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .map(|n| {
-                n.chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                    .collect::<String>()
-            })
-            .unwrap_or_else(|| "local".into());
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("-")
+            .chars()
+            .take(63)
+            .collect();
+        let name = if name.is_empty() {
+            "local".into()
+        } else {
+            name.trim_end_matches('-').to_string()
+        };
         let application = serde_json::json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Application",

@@ -81,7 +81,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     // change instead.
     let layout = skein_control::gitops::Layout::new(state.gitops_dir());
     for w in skein_control::gitops::controller::apply_warnings(&layout, &manifests) {
-        eprintln!("Warning: {w}");
+        eprintln!("{w}");
     }
     let before = control_status(&state).context(
         "the control plane has not reported its status yet; is the mesh running (`skein up` without --no-mesh)?",
