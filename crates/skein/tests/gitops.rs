@@ -297,6 +297,15 @@ fn without_self_heal_an_apply_stays_as_drift_until_a_commit() {
         .expect("the VirtualService in the dashboard");
     assert_eq!(vs_obj["sync"]["status"], "OutOfSync", "{vs_obj}");
 
+    // Deleting an object of the commit names git's file, not the exported copy.
+    let del = s.run(&["delete", "dr", "echo", "-n", "echo"]);
+    assert!(!del.status.success());
+    assert!(
+        stderr(&del).contains("is in git (echo.yaml:") && !stderr(&del).contains("gitops/current"),
+        "{}",
+        stderr(&del)
+    );
+
     // Past the self-heal timeout it is still there.
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(shares(&base, 10), (0, 10), "the apply stays");

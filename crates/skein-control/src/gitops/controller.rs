@@ -117,6 +117,18 @@ impl Loop {
             poll_ms = self.cfg.poll_ms,
             "gitops: syncing"
         );
+        if let Some(m) = &self.current {
+            self.event(
+                false,
+                "OperationCompleted",
+                Vec::new(),
+                format!(
+                    "Sync operation to {} succeeded ({:?}): synced as skein up started",
+                    short(&m.commit.sha),
+                    m.commit.subject
+                ),
+            );
+        }
         let every = Duration::from_millis(self.cfg.poll_ms.max(100));
         loop {
             self.step();
