@@ -362,6 +362,24 @@ impl Loop {
                 reverted.len()
             ));
         }
+        // Pods are planned at `skein up`; a Rollout's template is its controller's to act on.
+        let workloads: Vec<&String> = created
+            .iter()
+            .chain(&configured)
+            .filter(|k| k.starts_with("Deployment/"))
+            .collect();
+        if !workloads.is_empty() {
+            let names: Vec<&str> = workloads.iter().map(|k| k.as_str()).collect();
+            tracing::warn!(
+                "gitops: {} changed in commit {}: the runtime keeps the pods it planned at `skein up`; restart it to run the new template",
+                names.join(", "),
+                short(sha)
+            );
+            parts.push(format!(
+                "pods not restarted for {} (restart `skein up` to run the new template)",
+                names.join(", ")
+            ));
+        }
         let what = if parts.is_empty() {
             "no object changed".to_string()
         } else {
@@ -675,6 +693,51 @@ mod tests {
             .status
             .success();
         assert!(ok, "git {args:?}");
+    }
+
+    /// Without automated sync, a new commit is not put in force: OutOfSync, with the reason.
+    #[test]
+    fn without_automated_sync_a_new_commit_waits() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        std::fs::write(repo.path().join("svc.yaml"), SVC).unwrap();
+        git(repo.path(), &["init", "-q"]);
+        git(repo.path(), &["add", "."]);
+        git(repo.path(), &["commit", "-qm", "first"]);
+        let mut cfg = Config::for_work_tree(repo.path()).unwrap();
+        cfg.automated = false;
+        let layout = Layout::new(state.path().join("gitops"));
+        let g = Git {
+            program: super::super::git::find_program().expect("git on PATH"),
+            repo: cfg.repo.clone(),
+        };
+        state::prepare(&cfg, &g, &layout).unwrap();
+        let mut l = Loop::new(
+            Controller {
+                layout: layout.clone(),
+                git: g.program.clone(),
+                applied: state.path().join("applied"),
+                registry: state.path().join("status.json"),
+                events: Arc::new(EventLog::new(state.path().join("events.jsonl"))),
+            },
+            cfg,
+        );
+        l.step();
+        assert_eq!(layout.read_status().unwrap().sync, SYNCED);
+        std::fs::write(repo.path().join("svc.yaml"), SVC.replace("80", "81")).unwrap();
+        git(repo.path(), &["commit", "-qam", "second"]);
+        l.step();
+        let s = layout.read_status().unwrap();
+        assert_eq!(s.sync, OUT_OF_SYNC);
+        assert_eq!(s.revision.unwrap().subject, "first");
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.kind == "OutOfSyncRevision"
+                    && c.message.contains("automated sync is off")),
+            "{:?}",
+            s.conditions
+        );
     }
 
     /// Sync, drift, self-heal, "requires pruning" and a refused commit, on a real repository,
