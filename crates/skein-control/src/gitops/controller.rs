@@ -555,7 +555,17 @@ impl Loop {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let (health, health_message) = health::health(&git, &runtime);
+        // The Rollouts controller's status files sit beside the runtime's status file.
+        let rollouts = self
+            .c
+            .registry
+            .parent()
+            .map(|d| d.join("rollouts"))
+            .unwrap_or_default();
+        let (health, health_message) = health::health(&git, &runtime, |ns, name| {
+            let b = std::fs::read(rollouts.join(format!("{ns}.{name}.json"))).ok()?;
+            serde_json::from_slice(&b).ok()
+        });
         if self
             .uncommitted_at
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
