@@ -329,3 +329,35 @@ fn without_self_heal_an_apply_stays_as_drift_until_a_commit() {
         (application(&s)["sync"] == "Synced").then_some(())
     });
 }
+
+/// A remote repoURL is refused before anything starts: skein never fetches over the network.
+#[test]
+fn a_remote_repository_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("application.yaml");
+    std::fs::write(
+        &app,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: blog, namespace: argocd}\nspec:\n  source: {repoURL: 'https://github.com/example/blog.git', path: k8s}\n  destination: {namespace: blog}\n",
+    )
+    .unwrap();
+    let s = Skein::new();
+    let out = s.run(&[
+        "up",
+        app.to_str().unwrap(),
+        "--detach",
+        "--http-port",
+        "0",
+        "--https-port",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"https://github.com/example/blog.git\" is a remote repository; skein reads local repositories only (no network fetch)"),
+        "{err}"
+    );
+    assert!(
+        !s.state.path().join("status.json").exists(),
+        "nothing started"
+    );
+}
