@@ -437,6 +437,23 @@ mod tests {
         assert_eq!(names(false), ["a.yaml"]);
         assert_eq!(names(true), ["a.yaml", "sub/b.yml"]);
         assert_eq!(g.info(&sha).unwrap().subject, "first");
+        // A tag, a short sha and an annotated tag name the same commit.
+        git(p, &["tag", "v1"]);
+        git(p, &["tag", "-a", "-m", "release", "r1"]);
+        assert_eq!(g.resolve("v1").unwrap(), sha);
+        assert_eq!(
+            g.resolve("r1").unwrap(),
+            sha,
+            "an annotated tag peels to its commit"
+        );
+        assert_eq!(g.resolve(&sha[..7]).unwrap(), sha);
+        assert!(
+            matches!(
+                g.resolve("--output=/tmp/x"),
+                Err(GitError::UnknownRevision { .. })
+            ),
+            "a revision is never an option"
+        );
         assert!(matches!(
             g.files(&sha, "nope", false),
             Err(GitError::NoPath { .. })
