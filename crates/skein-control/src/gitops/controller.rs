@@ -148,19 +148,22 @@ impl Loop {
         });
     }
 
-    fn condition(&mut self, kind: &str, message: String) {
-        if !self
+    /// Sets a condition; true when it is new (so it is logged once, not at every poll).
+    fn condition(&mut self, kind: &str, message: String) -> bool {
+        if self
             .conditions
             .iter()
             .any(|c| c.kind == kind && c.message == message)
         {
-            self.conditions.retain(|c| c.kind != kind);
-            self.conditions.push(Condition {
-                kind: kind.into(),
-                message,
-                last_transition_time: now(),
-            });
+            return false;
         }
+        self.conditions.retain(|c| c.kind != kind);
+        self.conditions.push(Condition {
+            kind: kind.into(),
+            message,
+            last_transition_time: now(),
+        });
+        true
     }
 
     fn step(&mut self) {
@@ -172,7 +175,7 @@ impl Loop {
                     if self.cfg.automated {
                         self.sync(&sha);
                     } else {
-                        self.condition(
+                        let _ = self.condition(
                             "OutOfSyncRevision",
                             format!(
                                 "{} is at {} but {} is in force; automated sync is off (restart `skein up` to sync)",
@@ -187,20 +190,21 @@ impl Loop {
                 }
             }
             Err(e) => {
-                tracing::warn!("gitops: {e}");
-                self.condition("ComparisonError", e.to_string());
+                if self.condition("ComparisonError", e.to_string()) {
+                    tracing::warn!("gitops: {e}");
+                }
             }
         }
         let status = self.compare();
-        if self.last_status.as_ref().is_none_or(|s| {
-            AppStatus {
-                reconciled_at: String::new(),
-                ..s.clone()
-            } != AppStatus {
-                reconciled_at: String::new(),
-                ..status.clone()
-            }
-        }) || self.last_status.is_none()
+        // Written when something but the time of the comparison changed.
+        let same = |a: &AppStatus| AppStatus {
+            reconciled_at: String::new(),
+            ..a.clone()
+        };
+        if self
+            .last_status
+            .as_ref()
+            .is_none_or(|s| same(s) != same(&status))
         {
             if let Err(e) = self.c.layout.write_status(&status) {
                 tracing::warn!("gitops: cannot write the status: {e}");
@@ -298,7 +302,7 @@ impl Loop {
                     Vec::new(),
                     format!("sync to {} failed: {e}", short(sha)),
                 );
-                self.condition("SyncError", e.to_string());
+                let _ = self.condition("SyncError", e.to_string());
                 self.history.insert(
                     0,
                     SyncRecord {
@@ -340,7 +344,7 @@ impl Loop {
         }
         if let Err(e) = state::switch(&layout, &meta) {
             tracing::error!("gitops: {e}");
-            self.condition("SyncError", e.to_string());
+            let _ = self.condition("SyncError", e.to_string());
             return;
         }
         let mut parts = Vec::new();
