@@ -98,6 +98,17 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         other => other,
     };
+    if let Some(pid) = state.running_supervisor() {
+        // Before anything in the state directory is touched (the running one's commits).
+        bail!(
+            "skein is already running from {} (pid {pid}); run `skein down` first",
+            state.root().display()
+        );
+    }
+    if application.is_none() {
+        // A GitOps run before this one left its Application: it is not this run's.
+        let _ = std::fs::remove_dir_all(state.gitops_dir());
+    }
     if args.detach && !args.supervise {
         if let Some(cfg) = &application {
             // Said in this terminal: the supervisor syncs it again as it starts.
