@@ -161,6 +161,22 @@ export interface ConfigObject {
   refused?: boolean;
   valid: boolean;
   checks: Check[];
+  /** GitOps: the object's sync status in the Application. */
+  sync?: { status: string; message?: string | null; git?: string | null; requiresPruning?: boolean; selfHealAt?: string | null };
+}
+
+/** GitOps: the Argo CD Application the run syncs. */
+export interface ApplicationSync {
+  name: string;
+  namespace: string;
+  repo: string;
+  sync: string;
+  health: string;
+  selfHeal: boolean;
+  prune: boolean;
+  revision?: { sha: string; subject: string } | null;
+  outOfSync: number;
+  conditions: Array<{ type: string; message: string }>;
 }
 
 export interface IstioConfig {
@@ -169,6 +185,7 @@ export interface IstioConfig {
     valid?: boolean;
     lastRejection?: { message: string; at?: string } | null;
   };
+  application?: ApplicationSync | null;
   objects: ConfigObject[];
 }
 

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod gitops;
 pub mod k8s;
 mod lines;
 mod load;

@@ -3,6 +3,7 @@
 
 use serde::Deserializer;
 
+use crate::gitops::{AppProject, Application};
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
@@ -116,6 +117,10 @@ resources! {
     AuthorizationPolicy(AuthorizationPolicy), ISTIO_SECURITY, authorization_policies;
     PeerAuthentication(PeerAuthentication), ISTIO_SECURITY, peer_authentications;
     Telemetry(Telemetry), ISTIO_TELEMETRY, telemetries;
+    /// An Argo CD Application: the config in force is a commit of its repository.
+    Application(Application), &["argoproj.io/v1alpha1"], applications;
+    /// An Argo CD AppProject: loaded and kept, not enforced.
+    AppProject(AppProject), &["argoproj.io/v1alpha1"], app_projects;
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {

@@ -20,6 +20,9 @@
 //! - Sidecar resources: `outboundTrafficPolicy`, and `egress[].hosts`, which limit the Services
 //!   a sidecar sees (clusters, routes, TCP listeners).
 //! - `ca`: the certificate authority that signs each proxy's CSR, served by the same stream.
+//! - [`gitops`]: Argo CD's Application: the manifests directory is a commit of a local git
+//!   repository, kept in step by a controller thread of the control plane (sync, drift,
+//!   self-heal, prune, health), with its status beside the control plane's.
 //!
 //! # Security
 //!
@@ -68,6 +71,7 @@
 mod ca;
 mod compile;
 pub mod events;
+pub mod gitops;
 pub mod registry;
 pub mod server;
 mod store;

@@ -45,6 +45,9 @@ pub struct ControlOptions {
     pub plugin_ca: Option<PathBuf>,
     /// Lifetime of workload certificates (Istio's default: 24 h).
     pub cert_ttl: Duration,
+    /// The GitOps controller's directory (`STATE/gitops`) and the `git` program, when the
+    /// manifests are an Application's commit.
+    pub gitops: Option<(PathBuf, PathBuf)>,
 }
 
 /// Errors that stop the control plane. `Bind` prints its I/O cause; `Ca` returns the CA's
@@ -420,7 +423,7 @@ struct Shared {
     csr_budget: Mutex<BTreeMap<String, tokio::time::Instant>>,
     status_changed: Notify,
     /// The history `skein describe` shows.
-    events: crate::events::EventLog,
+    events: Arc<crate::events::EventLog>,
 }
 
 impl Shared {
@@ -620,7 +623,9 @@ impl Server {
             streams: Mutex::default(),
             csr_budget: Mutex::default(),
             status_changed: Notify::new(),
-            events: crate::events::EventLog::new(crate::events::path_beside(&opts.status_file)),
+            events: Arc::new(crate::events::EventLog::new(crate::events::path_beside(
+                &opts.status_file,
+            ))),
         });
         {
             let status = shared
@@ -666,6 +671,18 @@ impl Server {
             opts,
         } = self;
         tokio::spawn(write_status(Arc::clone(&shared), opts.status_file.clone()));
+        if let Some((dir, git)) = &opts.gitops {
+            // Runs as long as the process; the thread ends with it.
+            drop(crate::gitops::controller::spawn(
+                crate::gitops::controller::Controller {
+                    layout: crate::gitops::Layout::new(dir.clone()),
+                    git: git.clone(),
+                    applied: opts.store.applied.clone().unwrap_or_default(),
+                    registry: opts.registry.clone(),
+                    events: Arc::clone(&shared.events),
+                },
+            ));
+        }
         tokio::spawn(watch_sources(Arc::clone(&shared), opts));
         shared.status_changed.notify_one();
 
@@ -1706,6 +1723,7 @@ mod tests {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     status_file: status_file.clone(),
                     poll: Duration::from_millis(100),
+                    gitops: None,
                     ca_dir: dir.path().join("ca"),
                     plugin_ca: None,
                     cert_ttl: Duration::from_secs(3600),

@@ -62,6 +62,11 @@ impl Store {
             walk(a, &mut out);
         }
         walk(&self.dir, &mut out);
+        // A link switched to another directory (GitOps' commit in force) is a change even
+        // when the files look alike.
+        if let Ok(target) = std::fs::read_link(&self.dir) {
+            out.push((target, None, 0));
+        }
         if let Some(a) = &self.applied {
             walk(a, &mut out);
         }

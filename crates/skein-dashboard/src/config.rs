@@ -142,12 +142,44 @@ pub fn istio_config(snap: &Snapshot) -> Json {
             }));
         }
     }
+    let application = snap.application.as_ref().map(|a| {
+        // Each object's place in the Application: Synced, or OutOfSync and why.
+        for o in &mut objects {
+            let found = a.resources.iter().find(|r| {
+                o["kind"] == r.kind.as_str()
+                    && o["name"] == r.name.as_str()
+                    && o["namespace"] == r.namespace.as_str()
+            });
+            if let Some(r) = found {
+                o["sync"] = json!({
+                    "status": r.status,
+                    "message": r.message,
+                    "git": r.git,
+                    "requiresPruning": r.requires_pruning,
+                    "selfHealAt": r.self_heal_at,
+                });
+            }
+        }
+        json!({
+            "name": a.name,
+            "namespace": a.namespace,
+            "repo": a.repo,
+            "sync": a.sync,
+            "health": a.health,
+            "selfHeal": a.self_heal,
+            "prune": a.prune,
+            "revision": a.revision.as_ref().map(|r| json!({"sha": r.sha, "subject": r.subject})),
+            "outOfSync": a.drifted().count(),
+            "conditions": a.conditions.iter().map(|c| json!({"type": c.kind, "message": c.message})).collect::<Vec<_>>(),
+        })
+    });
     json!({
         "control": {
             "version": control.map(|c| c.version.clone()),
             "valid": valid,
             "lastRejection": last_rejection,
         },
+        "application": application,
         "objects": objects,
     })
 }

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub manifests_dir: PathBuf,
     pub applied_dir: PathBuf,
     pub addons_dir: PathBuf,
+    /// GitOps: the Application the run syncs (its commit, sync status, drifted objects).
+    pub application: Option<skein_control::gitops::AppStatus>,
 }
 
 impl Snapshot {
@@ -70,6 +72,7 @@ impl Snapshot {
             manifests_dir: PathBuf::from(&store.dir),
             applied_dir: state.applied_dir(),
             addons_dir: state.addons_dir(),
+            application: skein_control::gitops::Layout::new(state.gitops_dir()).read_status(),
         })
     }
 

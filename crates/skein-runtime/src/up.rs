@@ -42,6 +42,9 @@ pub struct UpOptions {
     pub log_rotation: LogRotation,
     /// How often the mesh's Prometheus scrapes (Istio's addon: 15 s).
     pub scrape_interval: Duration,
+    /// GitOps: `manifests` is the commit in force; the control plane's GitOps controller
+    /// (this directory, this `git`) keeps it in step with the repository.
+    pub gitops: Option<(PathBuf, PathBuf)>,
 }
 
 /// The manifests, running. Dropping it without `shutdown` leaves processes to `kill_on_drop`.
@@ -79,6 +82,7 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         cert_ttl: opts.cert_ttl,
         plugin_ca: opts.plugin_ca.clone(),
         scrape_interval: opts.scrape_interval,
+        gitops: opts.gitops.clone(),
     });
     let mut network = Network::load_or_new(&state)?;
     let plan = plan::build(

@@ -17,6 +17,7 @@ const SECRET: &str = "s3cr3t-hunter2-value";
 
 fn options(manifests: &Path, state: &Path, log_rotation: LogRotation) -> UpOptions {
     UpOptions {
+        gitops: None,
         manifests: manifests.to_path_buf(),
         state: StateDir::resolve(Some(state)).unwrap(),
         http: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

@@ -1,5 +1,5 @@
 import { h, fill, message, select, field, uid } from "../dom";
-import { getJSON, type ConfigObject, type IstioConfig } from "../api";
+import { getJSON, type ApplicationSync, type ConfigObject, type IstioConfig } from "../api";
 import { when } from "../format";
 import { go, type Route } from "../router";
 import { loading, pageHeader, refresher, showError } from "./common";
@@ -34,6 +34,7 @@ export function istioConfig(root: HTMLElement, route: Route): () => void {
               h("p", null, `It keeps serving config version ${cfg.control?.version ?? "?"}, the last that validated.`),
             )
           : h("p", { class: "note" }, `Control plane: config version ${cfg.control?.version ?? "?"}, ${cfg.control?.valid === false ? "not valid" : "valid"}.`),
+        cfg.application ? applicationBanner(cfg.application) : null,
       );
       const nss = [...new Set(cfg.objects.map((o) => o.namespace ?? ""))].sort();
       if (first) {
@@ -110,8 +111,24 @@ function objectCard(o: ConfigObject, open: boolean): HTMLElement {
       null,
       validity(o.valid, o.checks),
       o.refused ? h("span", { class: "tag tag-refused", "data-testid": "refused" }, "refused by the control plane") : null,
+      o.sync?.status === "OutOfSync"
+        ? h("span", { class: "tag tag-refused", "data-testid": "out-of-sync", title: o.sync.message ?? "" }, o.sync.requiresPruning ? "OutOfSync: requires pruning" : `OutOfSync with git${o.sync.git ? ` (${o.sync.git})` : ""}${o.sync.selfHealAt ? `, self-heal ${when(o.sync.selfHealAt)}` : ""}`)
+        : null,
       src ? h("span", { class: "src" }, " from ", h("code", { "data-testid": "object-source" }, src)) : null),
     checkList(o.checks),
     o.yaml ? h("details", { open: open ? true : null }, h("summary", null, "YAML"), h("pre", { class: "yaml", tabindex: 0 }, o.yaml)) : null,
+  );
+}
+
+/** GitOps: the Application's sync status and health, and the commit in force. */
+function applicationBanner(a: ApplicationSync): HTMLElement {
+  const rev = a.revision ? `commit ${a.revision.sha.slice(0, 7)} "${a.revision.subject}"` : "no commit synced";
+  const drift = a.outOfSync > 0 ? `, ${a.outOfSync} object${a.outOfSync === 1 ? "" : "s"} OutOfSync` : "";
+  return h(
+    "div",
+    { class: `banner${a.sync === "Synced" ? "" : " banner-error"}`, role: "status", "data-testid": "application-sync" },
+    h("strong", null, `Application ${a.name}: ${a.sync}, ${a.health}`),
+    ` (${rev} of ${a.repo}${drift}; selfHeal ${a.selfHeal ? "on" : "off"}, prune ${a.prune ? "on" : "off"})`,
+    a.conditions.map((c) => h("p", { class: "pre-wrap" }, `${c.type}: ${c.message}`)),
   );
 }

@@ -145,7 +145,9 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)
             | Resource::Sidecar(_)
-            | Resource::WorkloadEntry(_) => {}
+            | Resource::WorkloadEntry(_)
+            | Resource::Application(_)
+            | Resource::AppProject(_) => {}
         }
     }
     cross::duplicates(manifests, &mut out);

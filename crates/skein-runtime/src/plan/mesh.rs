@@ -252,6 +252,14 @@ pub fn control_pod(
         args.push("--plugin-ca".into());
         args.push(dir.display().to_string());
     }
+    if let Some((dir, git)) = &opts.gitops {
+        args.extend([
+            "--gitops".into(),
+            dir.display().to_string(),
+            "--git".into(),
+            git.display().to_string(),
+        ]);
+    }
     pod.containers.push(ContainerPlan {
         name: "discovery".into(),
         run: Run::Program {

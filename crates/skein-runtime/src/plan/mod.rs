@@ -256,6 +256,8 @@ pub struct MeshPlanOptions {
     pub plugin_ca: Option<PathBuf>,
     /// How often Prometheus scrapes (Istio's addon: 15 s).
     pub scrape_interval: std::time::Duration,
+    /// GitOps: the controller's directory and the `git` program, handed to the control plane.
+    pub gitops: Option<(PathBuf, PathBuf)>,
 }
 
 /// The names cluster DNS gives a Service: the short name (from its own namespace), `name.ns`,

@@ -80,6 +80,10 @@ impl StateDir {
     pub fn applied_dir(&self) -> PathBuf {
         self.root.join("applied")
     }
+    /// The GitOps controller's directory: the Application, its exported commits, its status.
+    pub fn gitops_dir(&self) -> PathBuf {
+        self.root.join("gitops")
+    }
     /// The runtime's own objects for the control plane (the addons' Services), written at
     /// every `skein up`.
     pub fn addons_dir(&self) -> PathBuf {

@@ -77,6 +77,12 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // GitOps: a change self-heal will revert is said before it is made, with the file to
+    // change instead.
+    let layout = skein_control::gitops::Layout::new(state.gitops_dir());
+    for w in skein_control::gitops::controller::apply_warnings(&layout, &manifests) {
+        eprintln!("{w}");
+    }
     let before = control_status(&state).context(
         "the control plane has not reported its status yet; is the mesh running (`skein up` without --no-mesh)?",
     )?;

@@ -39,6 +39,12 @@ pub struct Args {
     /// Lifetime of workload certificates, in seconds (Istio's default: 24 h).
     #[arg(long, default_value_t = 86_400)]
     cert_ttl_secs: u64,
+    /// The GitOps controller's directory (the Application and its exported commits).
+    #[arg(long, requires = "git")]
+    gitops: Option<PathBuf>,
+    /// The `git` program the GitOps controller runs.
+    #[arg(long)]
+    git: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -56,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ca_dir: args.ca_dir,
         plugin_ca: args.plugin_ca,
         cert_ttl: Duration::from_secs(args.cert_ttl_secs.max(1)),
+        gitops: args.gitops.zip(args.git),
     };
     crate::runtime()?.block_on(skein_control::run(opts))?;
     Ok(ExitCode::SUCCESS)

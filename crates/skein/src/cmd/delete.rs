@@ -71,6 +71,27 @@ fn decide<'a>(
     }
 }
 
+/// Under GitOps, the refusal for an object of the commit in force: where git has it.
+fn in_git(
+    state: &skein_runtime::StateDir,
+    o: &Object,
+    kind: &crate::kube::kinds::KindInfo,
+    name: &str,
+) -> Option<String> {
+    let layout = skein_control::gitops::Layout::new(state.gitops_dir());
+    let cfg = layout.read_config()?;
+    let meta = layout.current_export()?;
+    let src = o.source.as_ref()?;
+    let at = meta.git_location(&cfg, &layout, src)?;
+    Some(format!(
+        "error: {} \"{name}\" is in git ({at} at commit {}) and Application {:?} syncs it; remove it from {} and commit (with prune the object goes), or `skein apply` a change",
+        kind.qualified_singular(),
+        meta.commit.sha.chars().take(7).collect::<String>(),
+        cfg.name,
+        cfg.repo.display(),
+    ))
+}
+
 pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (state, loaded) = load_system(state_dir)?;
     if state.running_supervisor().is_none() {
@@ -133,6 +154,10 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         match decide(found, kind, name, &applied_dir) {
             Verdict::Remove(o, file) => removals.push((o, file)),
             Verdict::Refuse(msg) => {
+                // GitOps: the object is a commit's; the file to change is in the repository.
+                let msg = found
+                    .and_then(|o| in_git(&state, o, kind, name))
+                    .unwrap_or(msg);
                 eprintln!("{msg}");
                 failed = true;
             }

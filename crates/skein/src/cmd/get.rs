@@ -63,12 +63,14 @@ pub fn load_system(state_dir: Option<PathBuf>) -> anyhow::Result<(StateDir, Load
             state.root().display()
         ),
     };
-    let objects = objects::from_system(
+    let mut objects = objects::from_system(
         &state.addons_dir(),
         &PathBuf::from(&status.manifests),
         &state.applied_dir(),
         Some(&status),
     );
+    // GitOps: the Application the run syncs, with Argo CD's status.
+    objects.extend(crate::kube::application::objects(&state.gitops_dir()));
     Ok((
         state,
         Loaded {

@@ -31,6 +31,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut status = Status::read(&path)?;
     let running = state.running_supervisor().is_some();
     let mut control = control_plane(&state, &mut status);
+    let application = skein_control::gitops::Layout::new(state.gitops_dir()).read_status();
     if running {
         // A status file from before `running` was recorded.
         status.running = true;
@@ -46,6 +47,9 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             let mut v = serde_json::to_value(&status)?;
             if let (Some(obj), Some(c)) = (v.as_object_mut(), &control) {
                 obj.insert("control_plane".into(), serde_json::to_value(c)?);
+            }
+            if let (Some(obj), Some(a)) = (v.as_object_mut(), &application) {
+                obj.insert("application".into(), serde_json::to_value(a)?);
             }
             println!("{}", serde_json::to_string_pretty(&v)?)
         }
@@ -98,6 +102,10 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 }
                 println!();
             }
+            if let Some(a) = &application {
+                print!("{}", application_lines(a));
+                println!();
+            }
             print!("{}", table(&status));
         }
     }
@@ -136,6 +144,67 @@ pub fn control_plane(state: &StateDir, status: &mut Status) -> Option<ControlPla
         valid: c.valid,
         last_rejection: c.last_rejection,
     })
+}
+
+/// GitOps: the Application, its commit, sync status and health, and what differs from git.
+pub fn application_lines(a: &skein_control::gitops::AppStatus) -> String {
+    let mut s = format!(
+        "application: {} (namespace {})  sync: {}  health: {}{}\n",
+        a.name,
+        a.namespace,
+        a.sync,
+        a.health,
+        a.health_message
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    let path = if a.path.trim_matches('/').is_empty() {
+        String::new()
+    } else {
+        format!(", path {}", a.path)
+    };
+    s.push_str(&format!(
+        "  repo: {} ({}{path}); automated: {}, prune: {}, selfHeal: {}\n",
+        a.repo, a.target_revision, a.automated, a.prune, a.self_heal
+    ));
+    if let Some(r) = &a.revision {
+        s.push_str(&format!(
+            "  revision: {} {:?} ({}, {})\n",
+            r.sha.chars().take(7).collect::<String>(),
+            r.subject,
+            r.author,
+            r.date
+        ));
+    }
+    for r in a.drifted() {
+        s.push_str(&format!(
+            "  OutOfSync: {} {}/{}: {}{}{}\n",
+            r.kind,
+            r.namespace,
+            r.name,
+            r.message.as_deref().unwrap_or("differs from git"),
+            r.git
+                .as_deref()
+                .map(|g| format!(" (git: {g})"))
+                .unwrap_or_default(),
+            r.self_heal_at
+                .as_deref()
+                .map(|t| format!("; self-heal reverts it at {t}"))
+                .unwrap_or_default()
+        ));
+    }
+    for c in &a.conditions {
+        s.push_str(&format!("  {}: {}\n", c.kind, c.message));
+    }
+    if !a.uncommitted.is_empty() {
+        s.push_str(&format!(
+            "  hint: {} uncommitted change(s) in the working tree are not in force until committed: {}\n",
+            a.uncommitted.len(),
+            a.uncommitted.join("; ")
+        ));
+    }
+    s
 }
 
 /// The Prometheus line of the summary and the status table: its URL, or why it does not

@@ -45,6 +45,17 @@ pub struct Args {
     /// How long to wait for every pod to become ready.
     #[arg(long, default_value = "120", value_name = "SECONDS")]
     timeout: u64,
+    /// Read a git working tree's files as they are, not its HEAD commit (GitOps is off).
+    #[arg(long)]
+    no_gitops: bool,
+    /// GitOps: how often the repository is polled for a new commit, in milliseconds (Argo CD
+    /// polls every 3 minutes and relies on webhooks; here a commit is in force within this).
+    #[arg(long, value_name = "MS", default_value_t = skein_control::gitops::state::DEFAULT_POLL_MS)]
+    gitops_poll_ms: u64,
+    /// GitOps: how long a change that differs from git stays before selfHeal reverts it, in
+    /// seconds (Argo CD's --self-heal-timeout-seconds, 5 by default).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    self_heal_timeout: u64,
     /// Internal: run as the detached supervisor.
     #[arg(long, hide = true)]
     supervise: bool,
@@ -61,12 +72,76 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if !args.dir.exists() {
         bail!("{}: no such file or directory", args.dir.display());
     }
+    let application = if args.no_gitops {
+        None
+    } else {
+        skein_control::gitops::state::detect(&args.dir)?
+    };
+    let application = match application {
+        Some(cfg) if args.no_mesh => {
+            // The control plane runs the GitOps controller; without it a working tree's files
+            // are read as they are, and an Application cannot run.
+            if !args.dir.join(".git").exists() {
+                bail!(
+                    "{}: an Application is synced by the mesh's control plane; run without --no-mesh",
+                    cfg.origin
+                );
+            }
+            if !args.supervise {
+                eprintln!(
+                    "warning: --no-mesh runs without the control plane, so without GitOps: {} is read as it is, not synced from {}",
+                    args.dir.display(),
+                    cfg.repo.display()
+                );
+            }
+            None
+        }
+        other => other,
+    };
+    if let Some(pid) = state.running_supervisor() {
+        // Before anything in the state directory is touched (the running one's commits).
+        bail!(
+            "skein is already running from {} (pid {pid}); run `skein down` first",
+            state.root().display()
+        );
+    }
+    if application.is_none() {
+        // A GitOps run before this one left its Application: it is not this run's.
+        let _ = std::fs::remove_dir_all(state.gitops_dir());
+    }
     if args.detach && !args.supervise {
+        if let Some(cfg) = &application {
+            // Said in this terminal: the supervisor syncs it again as it starts.
+            gitops_git(cfg)?.resolve(&cfg.revision)?;
+        }
         return detach(&args, &state);
     }
     init_logging(args.supervise);
+    let mut manifests = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let mut gitops = None;
+    if let Some(mut cfg) = application {
+        cfg.poll_ms = args.gitops_poll_ms.max(100);
+        cfg.self_heal_timeout_ms = args.self_heal_timeout.saturating_mul(1000);
+        state.create()?;
+        let git = gitops_git(&cfg)?;
+        let layout = skein_control::gitops::Layout::new(state.gitops_dir());
+        manifests = skein_control::gitops::state::prepare(&cfg, &git, &layout)?;
+        if let Some(m) = layout.current_export() {
+            eprintln!(
+                "gitops: Application {:?} syncs {} ({} at {} {:?}){}",
+                cfg.name,
+                cfg.repo.display(),
+                cfg.revision,
+                m.commit.sha.chars().take(7).collect::<String>(),
+                m.commit.subject,
+                if cfg.self_heal { ", selfHeal on" } else { "" }
+            );
+        }
+        gitops = Some((layout.root.clone(), git.program));
+    }
     let opts = UpOptions {
-        manifests: std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone()),
+        manifests,
+        gitops,
         state: state.clone(),
         http: SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
         https: SocketAddr::from((Ipv4Addr::LOCALHOST, args.https_port)),
@@ -164,6 +239,11 @@ fn detach(args: &Args, state: &StateDir) -> anyhow::Result<ExitCode> {
     if args.no_mesh {
         cmd.arg("--no-mesh");
     }
+    if args.no_gitops {
+        cmd.arg("--no-gitops");
+    }
+    cmd.args(["--gitops-poll-ms", &args.gitops_poll_ms.to_string()])
+        .args(["--self-heal-timeout", &args.self_heal_timeout.to_string()]);
     if let Some(ttl) = args.cert_ttl {
         cmd.args(["--cert-ttl", &ttl.to_string()]);
     }
@@ -252,9 +332,26 @@ fn summary(status: &Status, took: Duration, state: &StateDir) -> String {
         s.push_str(&format!("  {line}\n"));
     }
     s.push('\n');
+    if let Some(a) = skein_control::gitops::Layout::new(state.gitops_dir()).read_status() {
+        s.push_str(&super::status::application_lines(&a));
+        s.push('\n');
+    }
     s.push_str(&super::status::table(status));
     s.push_str(&format!("\nTry: curl {}/api/posts\n", status.ingress.http));
     s
+}
+
+/// The git of an Application's repository.
+fn gitops_git(
+    cfg: &skein_control::gitops::Config,
+) -> anyhow::Result<skein_control::gitops::git::Git> {
+    let program = skein_control::gitops::git::find_program().context(
+        "GitOps needs the `git` program and it is not on PATH; install git, or run with --no-gitops to read the files as they are",
+    )?;
+    Ok(skein_control::gitops::git::Git {
+        program,
+        repo: cfg.repo.clone(),
+    })
 }
 
 /// A scrape interval between 0.1 s and an hour.

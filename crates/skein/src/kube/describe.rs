@@ -251,7 +251,11 @@ pub fn describe(o: &Object, events: &[&Event], now: SystemTime) -> String {
                 format!("  {}", e.kind),
                 e.reason.clone(),
                 age(&e.at, now),
-                "istiod".into(),
+                if e.objects.iter().any(|k| k.starts_with("Application/")) {
+                    "argocd-application-controller".into()
+                } else {
+                    "istiod".into()
+                },
                 e.message.trim().to_string(),
             ]);
         }

@@ -80,6 +80,22 @@ pub static KINDS: &[KindInfo] = &[
         true
     ),
     kind!(
+        "Application",
+        "argoproj.io",
+        "applications",
+        "application",
+        ["app", "apps"],
+        true
+    ),
+    kind!(
+        "AppProject",
+        "argoproj.io",
+        "appprojects",
+        "appproject",
+        ["appproj", "appprojs"],
+        true
+    ),
+    kind!(
         "Ingress",
         "networking.k8s.io",
         "ingresses",
@@ -263,6 +279,10 @@ mod tests {
             ("sa", "ServiceAccount"),
             ("telemetry", "Telemetry"),
             ("ing", "Ingress"),
+            ("app", "Application"),
+            ("apps", "Application"),
+            ("applications.argoproj.io", "Application"),
+            ("appproj", "AppProject"),
         ] {
             assert_eq!(resolve_one(name).map(|k| k.kind), Ok(kind), "{name}");
         }

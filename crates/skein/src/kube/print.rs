@@ -173,6 +173,8 @@ pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
         "WorkloadEntry" => vec!["NAME", "AGE", "ADDRESS"],
         "AuthorizationPolicy" => vec!["NAME", "ACTION", "AGE"],
         "PeerAuthentication" => vec!["NAME", "MODE", "AGE"],
+        // Argo CD's CRD printer columns (REVISION and PROJECT are priority 1: -o wide).
+        "Application" => vec!["NAME", "SYNC STATUS", "HEALTH STATUS"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -180,6 +182,7 @@ pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
             "Pod" => h.extend(["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]),
             "Service" => h.push("SELECTOR"),
             "Deployment" => h.extend(["CONTAINERS", "IMAGES", "SELECTOR"]),
+            "Application" => h.extend(["REVISION", "PROJECT", "OUT OF SYNC"]),
             _ => {}
         }
     }
@@ -369,6 +372,39 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
         "WorkloadEntry" => r.extend([age, cell(v, "/spec/address")]),
         "AuthorizationPolicy" => r.extend([cell(v, "/spec/action"), age]),
         "PeerAuthentication" => r.extend([cell(v, "/spec/mtls/mode"), age]),
+        "Application" => {
+            r.extend([
+                cell(v, "/status/sync/status"),
+                cell(v, "/status/health/status"),
+            ]);
+            if wide {
+                // Which objects differ: what `argocd app get` lists as OutOfSync.
+                let out: Vec<String> = path(v, "/status/resources")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["status"] == "OutOfSync")
+                    .map(|r| {
+                        format!(
+                            "{}/{}/{}{}",
+                            to_text(&r["kind"]),
+                            to_text(&r["namespace"]),
+                            to_text(&r["name"]),
+                            if r["requiresPruning"] == true {
+                                " (requires pruning)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                r.extend([
+                    cell(v, "/status/sync/revision"),
+                    cell(v, "/spec/project"),
+                    or_none(out.join(",")),
+                ]);
+            }
+        }
         _ => r.push(age),
     }
     r
