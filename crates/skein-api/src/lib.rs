@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod gateway_api;
 pub mod k8s;
 mod lines;
 mod load;

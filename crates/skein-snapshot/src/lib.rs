@@ -460,6 +460,10 @@ pub struct WeightedCluster {
 pub struct Redirect {
     /// `redirect.uri`: replaces the whole path.
     pub uri: Option<String>,
+    /// Replaces the matched path prefix (Gateway API `ReplacePrefixMatch`); with `uri`
+    /// unset. Needs a prefix or exact path match on the route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
     /// `redirect.authority`.
     pub authority: Option<String>,
     /// `redirect.scheme`.

@@ -23,6 +23,7 @@ mod clusters;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod gateway;
+mod gateway_api;
 mod hosts;
 mod inbound;
 mod routes;
@@ -451,6 +452,7 @@ impl<'a> Compiler<'a> {
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
+            listeners: self.gateway_tcp_listeners(p),
             route_configs: vec![self.gateway_routes(p)],
             clusters: self.clusters(&p.namespace),
             inbound: skein_snapshot::InboundPolicy {

@@ -116,7 +116,24 @@ pub(crate) fn act<'s>(
                 None => host_full.to_string(),
             };
             let (path, _) = path_and_query(p.req.uri().path_and_query());
-            let uri = rd.uri.as_deref().unwrap_or(path);
+            let replaced;
+            let uri = match (&rd.uri, &rd.prefix_rewrite) {
+                (Some(uri), _) => uri.as_str(),
+                (None, Some(prefix)) => {
+                    let n = route
+                        .matches
+                        .get(block)
+                        .and_then(|m| m.matched_prefix_len());
+                    replaced = match n {
+                        Some(n) if path.len() >= n && path.is_char_boundary(n) => {
+                            format!("{prefix}{}", &path[n..])
+                        }
+                        _ => prefix.clone(),
+                    };
+                    replaced.as_str()
+                }
+                (None, None) => path,
+            };
             let location = HeaderValue::from_str(&format!("{scheme}://{host}{uri}")).ok();
             Err(LocalReply::Redirect {
                 status: rd.code.unwrap_or(301),

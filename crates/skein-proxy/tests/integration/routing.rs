@@ -493,6 +493,20 @@ async fn direct_response_and_redirect() {
                 scheme: Some("https".into()),
                 port: None,
                 code: Some(302),
+                prefix_rewrite: None,
+            }),
+            ..Default::default()
+        },
+        // Gateway API's ReplacePrefixMatch: the matched prefix replaced, the rest kept.
+        Route {
+            name: "renamed".into(),
+            matches: vec![RouteMatch {
+                path: Some(StringMatch::Prefix("/docs/".into())),
+                ..Default::default()
+            }],
+            action: RouteAction::Redirect(Redirect {
+                prefix_rewrite: Some("/manual/".into()),
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -508,6 +522,10 @@ async fn direct_response_and_redirect() {
         header(&r.headers, "location").as_deref(),
         Some("https://example.com/new")
     );
+    let r = c.get(&format!("{URL}/docs/a/b")).await;
+    assert_eq!(r.status, 301);
+    let location = header(&r.headers, "location").unwrap_or_default();
+    assert!(location.ends_with("/manual/a/b"), "{location}");
 }
 
 #[tokio::test(start_paused = true)]
