@@ -115,7 +115,7 @@ pub(crate) fn act<'s>(
                 Some(port) => format!("{}:{port}", strip_port(host_full)),
                 None => host_full.to_string(),
             };
-            let (path, _) = path_and_query(p.req.uri().path_and_query());
+            let (path, query) = path_and_query(p.req.uri().path_and_query());
             let replaced;
             let uri = match (&rd.uri, &rd.prefix_rewrite) {
                 (Some(uri), _) => uri.as_str(),
@@ -124,11 +124,14 @@ pub(crate) fn act<'s>(
                         .matches
                         .get(block)
                         .and_then(|m| m.matched_prefix_len());
-                    replaced = match n {
-                        Some(n) if path.len() >= n && path.is_char_boundary(n) => {
-                            format!("{prefix}{}", &path[n..])
-                        }
-                        _ => prefix.clone(),
+                    let rest = match n {
+                        Some(n) if path.len() >= n && path.is_char_boundary(n) => &path[n..],
+                        _ => "",
+                    };
+                    // The query is kept, as Envoy keeps it with a prefix rewrite.
+                    replaced = match query {
+                        Some(q) => format!("{prefix}{rest}?{q}"),
+                        None => format!("{prefix}{rest}"),
                     };
                     replaced.as_str()
                 }

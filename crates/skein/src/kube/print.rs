@@ -142,6 +142,9 @@ fn selector_text(v: Option<&Value>) -> String {
 }
 
 /// The headers of `kind`'s table (without NAMESPACE).
+/// The Gateway API's group (its Gateway has columns of its own).
+const GATEWAY_API: &str = "gateway.networking.k8s.io";
+
 pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
     let mut h: Vec<&'static str> = match kind.kind {
         "Pod" => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -173,6 +176,9 @@ pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
         "WorkloadEntry" => vec!["NAME", "AGE", "ADDRESS"],
         "AuthorizationPolicy" => vec!["NAME", "ACTION", "AGE"],
         "PeerAuthentication" => vec!["NAME", "MODE", "AGE"],
+        "HTTPRoute" | "GRPCRoute" => vec!["NAME", "HOSTNAMES", "AGE"],
+        "GatewayClass" => vec!["NAME", "CONTROLLER", "AGE"],
+        "Gateway" if kind.group == GATEWAY_API => vec!["NAME", "CLASS", "AGE"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -369,6 +375,11 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
         "WorkloadEntry" => r.extend([age, cell(v, "/spec/address")]),
         "AuthorizationPolicy" => r.extend([cell(v, "/spec/action"), age]),
         "PeerAuthentication" => r.extend([cell(v, "/spec/mtls/mode"), age]),
+        "HTTPRoute" | "GRPCRoute" => r.extend([cell(v, "/spec/hostnames"), age]),
+        "GatewayClass" => r.extend([cell(v, "/spec/controllerName"), age]),
+        "Gateway" if o.kind.group == GATEWAY_API => {
+            r.extend([cell(v, "/spec/gatewayClassName"), age])
+        }
         _ => r.push(age),
     }
     r
