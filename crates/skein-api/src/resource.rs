@@ -206,6 +206,12 @@ impl Resource {
         )
     }
 
+    /// The API group (`networking.istio.io`; empty for the core group): with the kind, what
+    /// tells Istio's Gateway from the Gateway API's.
+    pub fn group(&self) -> &str {
+        self.api_version().split_once('/').map_or("", |(g, _)| g)
+    }
+
     /// Whether this is an Istio kind (networking/security/telemetry.istio.io).
     pub fn is_istio(&self) -> bool {
         self.api_version().contains(".istio.io/")

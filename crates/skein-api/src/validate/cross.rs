@@ -43,8 +43,7 @@ pub(super) fn duplicates(m: &Manifests, out: &mut Vec<Diagnostic>) {
             continue;
         }
         // The group too: Istio's and the Gateway API's Gateway are different kinds.
-        let group = r.api_version().split_once('/').map_or("", |(g, _)| g);
-        let key = (group, r.kind(), r.namespace(), r.name());
+        let key = (r.group(), r.kind(), r.namespace(), r.name());
         match first.get(&key) {
             None => {
                 first.insert(key, d);
