@@ -2,7 +2,7 @@
 //! real processes. An HTTPRoute with weights and a header match routes like the equivalent
 //! VirtualService; its filters redirect, rewrite and modify headers; a cross-namespace
 //! backend is refused until a ReferenceGrant allows it; a route bound to a Service routes a
-//! sidecar's calls.
+//! sidecar's calls; a TCPRoute gets a listener on the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
@@ -171,7 +171,17 @@ fn gateway_api_routes_through_the_gateway_and_the_sidecars() {
     });
     assert_eq!(echo["version"], "v2");
 
-    // 5. Mesh routing: a sidecar calling the Service echo gets the HTTPRoute bound to it.
+    // 5. A TCPRoute: the gateway's listener of its own, on its pod's address.
+    let gw = sk.pods("istio-ingressgateway");
+    let ip = gw[0]["ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the gateway's address: {gw:?}"));
+    let a = get_host(&format!("http://{ip}:15080"), "anything", "/tcp", &[]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["version"], "v2");
+    assert_eq!(a.json()["path"], "/tcp");
+
+    // 6. Mesh routing: a sidecar calling the Service echo gets the HTTPRoute bound to it.
     let script = "for i in $(seq 1 200); do curl -s http://echo.echo:8080/; echo; done; \
                   for i in $(seq 1 20); do curl -s -H 'x-canary: true' http://echo.echo:8080/; echo; done";
     let out = sk.run(&["exec", "-n", "echo", "--", "sh", "-c", script]);
