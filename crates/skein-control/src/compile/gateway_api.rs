@@ -5,7 +5,8 @@
 //!   a Gateway bound to an existing gateway deployment: its HTTP and HTTPS listeners by the
 //!   gateway's HTTP and HTTPS ports (whatever port number the listener names; the number
 //!   only picks the listener for a route's `parentRefs[].port`), its TCP listeners (port 1024
-//!   and up) by a listener of its own on the gateway pod's address and that port.
+//!   and up) by a listener of its own on the gateway pod's address and that port, split over
+//!   the TCPRoute's backends by weight per connection.
 //! - An HTTPRoute or GRPCRoute whose `parentRefs` name a Service (GAMMA) routes the sidecars'
 //!   traffic to that Service, in the place of its VirtualService routes.
 //! - Each match of a rule is one route (Istio does the same), so that routes of every
@@ -33,7 +34,7 @@ use skein_snapshot::names::fqdn;
 use skein_snapshot::{
     BLACKHOLE_CLUSTER, HeaderMatch, HeaderMutation, HeaderOps, Listener, ListenerKind, Mirror,
     QueryParamMatch, Redirect, RegexRewrite, Rewrite, Route, RouteAction, RouteMatch, StringMatch,
-    WeightedCluster, outbound_cluster_name,
+    TcpDestination, WeightedCluster, outbound_cluster_name,
 };
 
 use super::Compiler;
@@ -396,7 +397,7 @@ impl Compiler<'_> {
 
     /// The gateway's TCP listeners: one per TCP listener (port 1024 and up) of a served
     /// Gateway that a TCPRoute attaches to, on the gateway pod's address, to the route's
-    /// backend (of the largest weight: a TCP listener has one cluster).
+    /// backends split by weight per connection.
     pub(super) fn gateway_tcp_listeners(&self, p: &Pod) -> Vec<Listener> {
         let Some(ip) = p.ip() else {
             return Vec::new();
@@ -406,17 +407,26 @@ impl Compiler<'_> {
             let ns = r.metadata.namespace_or_default();
             let labels = self.namespace_labels(ns);
             let owner = owner("TCPRoute", r);
-            let Some(cluster) = r
+            // Invalid backends get no connection (a TCP listener cannot answer 500).
+            let dests: Vec<TcpDestination> = r
                 .spec
                 .rules
                 .iter()
                 .flat_map(|rule| &rule.backend_refs)
                 .filter(|b| b.weight() > 0)
-                .filter_map(|b| self.backend_cluster(&owner, b).map(|c| (b.weight(), c)))
-                .max_by_key(|(w, _)| *w)
-                .map(|(_, c)| c)
-            else {
-                continue;
+                .filter_map(|b| {
+                    Some(TcpDestination {
+                        cluster: self.backend_cluster(&owner, b)?,
+                        weight: u32::try_from(b.weight().min(1_000_000)).ok()?,
+                    })
+                })
+                .collect();
+            let kind = match dests.as_slice() {
+                [] => continue,
+                [one] => ListenerKind::Tcp {
+                    cluster: one.cluster.clone(),
+                },
+                _ => ListenerKind::TcpWeighted { clusters: dests },
             };
             for parent in r.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
                 let pns = parent.namespace.as_deref().unwrap_or(ns);
@@ -444,9 +454,7 @@ impl Compiler<'_> {
                     out.push(Listener {
                         name: format!("{pns}/{}/{}", g.metadata.name, l.name),
                         address,
-                        kind: ListenerKind::Tcp {
-                            cluster: cluster.clone(),
-                        },
+                        kind: kind.clone(),
                     });
                 }
             }
@@ -1062,6 +1070,21 @@ metadata: {name: db, namespace: other}
 spec:
   parentRefs: [{name: gw, namespace: istio-system, sectionName: db}]
   rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp, namespace: echo}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: split, port: 16000, protocol: TCP}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: split, namespace: echo}
+spec:
+  parentRefs: [{name: tcp}]
+  rules:
+  - backendRefs: [{name: echo-v1, port: 8080, weight: 3}, {name: echo-v2, port: 8080, weight: 1}, {name: nowhere, port: 1}]
 "#,
         );
         let h = vhost(&gw, GATEWAY_ROUTE, "grpc.example.com");
@@ -1073,8 +1096,24 @@ spec:
             h.routes[1].matches[0].path,
             Some(StringMatch::Prefix("/pkg.Echo/".into()))
         );
-        assert_eq!(gw.listeners.len(), 1);
+        assert_eq!(gw.listeners.len(), 2);
         assert_eq!(gw.listeners[0].address.port(), 15432);
+        assert_eq!(gw.listeners[1].address.port(), 16000);
+        assert_eq!(
+            gw.listeners[1].kind,
+            ListenerKind::TcpWeighted {
+                clusters: vec![
+                    TcpDestination {
+                        cluster: V1.into(),
+                        weight: 3
+                    },
+                    TcpDestination {
+                        cluster: V2.into(),
+                        weight: 1
+                    },
+                ]
+            }
+        );
         assert_eq!(
             gw.listeners[0].kind,
             ListenerKind::Tcp {
