@@ -8,7 +8,8 @@
 //!   and up) by a listener of its own on the gateway pod's address and that port, split over
 //!   the TCPRoute's backends by weight per connection.
 //! - An HTTPRoute or GRPCRoute whose `parentRefs` name a Service (GAMMA) routes the sidecars'
-//!   traffic to that Service, in the place of its VirtualService routes.
+//!   traffic to that Service, in the place of its VirtualService routes; a TCPRoute bound to
+//!   a Service's TCP port sends the sidecars' connections to its backends.
 //! - Each match of a rule is one route (Istio does the same), so that routes of every
 //!   HTTPRoute of a host are ordered by the spec's precedence: Exact path, then the longest
 //!   prefix (regexes between the two, as Istio orders them), then a method match, then the
@@ -395,6 +396,59 @@ impl Compiler<'_> {
             })
     }
 
+    /// The backends of a TCPRoute's rules, valid ones only (invalid ones get no connection:
+    /// a TCP listener cannot answer 500), as a listener's kind; None when none is valid.
+    fn tcp_route_kind(&self, r: &gw::TcpRoute, visible: Option<&[bool]>) -> Option<ListenerKind> {
+        let owner = owner("TCPRoute", r);
+        let dests: Vec<TcpDestination> = r
+            .spec
+            .rules
+            .iter()
+            .flat_map(|rule| &rule.backend_refs)
+            .filter(|b| b.weight() > 0)
+            // A sidecar has clusters only for the Services its Sidecar resource lets it see.
+            .filter(|b| {
+                let ns = b.namespace.as_deref().unwrap_or(owner.namespace);
+                self.sees(visible, &fqdn(&b.name, ns))
+            })
+            .filter_map(|b| {
+                Some(TcpDestination {
+                    cluster: self.backend_cluster(&owner, b)?,
+                    weight: u32::try_from(b.weight().min(1_000_000)).ok()?,
+                })
+            })
+            .collect();
+        match dests.as_slice() {
+            [] => None,
+            [one] => Some(ListenerKind::Tcp {
+                cluster: one.cluster.clone(),
+            }),
+            _ => Some(ListenerKind::TcpWeighted { clusters: dests }),
+        }
+    }
+
+    /// What a sidecar's TCP listener for port `port` of `svc` does when a TCPRoute names the
+    /// Service as its parent (mesh routing): the route's backends, split by weight. The
+    /// first such route wins. `visible`: the sidecar's scope.
+    pub(super) fn mesh_tcp_route(
+        &self,
+        svc: &Service,
+        port: u16,
+        visible: Option<&[bool]>,
+    ) -> Option<ListenerKind> {
+        self.manifests
+            .tcp_routes()
+            .filter(|r| {
+                let ns = r.metadata.namespace_or_default();
+                r.spec.parent_refs.iter().any(|p| {
+                    p.is_service()
+                        && fqdn(&p.name, p.namespace.as_deref().unwrap_or(ns)) == svc.fqdn
+                        && p.port.is_none_or(|x| x == u32::from(port))
+                })
+            })
+            .find_map(|r| self.tcp_route_kind(r, visible))
+    }
+
     /// The gateway's TCP listeners: one per TCP listener (port 1024 and up) of a served
     /// Gateway that a TCPRoute attaches to, on the gateway pod's address, to the route's
     /// backends split by weight per connection.
@@ -406,27 +460,8 @@ impl Compiler<'_> {
         for r in self.manifests.tcp_routes() {
             let ns = r.metadata.namespace_or_default();
             let labels = self.namespace_labels(ns);
-            let owner = owner("TCPRoute", r);
-            // Invalid backends get no connection (a TCP listener cannot answer 500).
-            let dests: Vec<TcpDestination> = r
-                .spec
-                .rules
-                .iter()
-                .flat_map(|rule| &rule.backend_refs)
-                .filter(|b| b.weight() > 0)
-                .filter_map(|b| {
-                    Some(TcpDestination {
-                        cluster: self.backend_cluster(&owner, b)?,
-                        weight: u32::try_from(b.weight().min(1_000_000)).ok()?,
-                    })
-                })
-                .collect();
-            let kind = match dests.as_slice() {
-                [] => continue,
-                [one] => ListenerKind::Tcp {
-                    cluster: one.cluster.clone(),
-                },
-                _ => ListenerKind::TcpWeighted { clusters: dests },
+            let Some(kind) = self.tcp_route_kind(r, None) else {
+                continue;
             };
             for parent in r.spec.parent_refs.iter().filter(|p| p.is_gateway()) {
                 let pns = parent.namespace.as_deref().unwrap_or(ns);
@@ -1046,6 +1081,58 @@ spec:
             "echo-v2.echo.svc.cluster.local:8080",
         );
         assert_eq!(v2.routes[0].name, "default");
+    }
+
+    #[test]
+    fn a_tcp_route_bound_to_a_service_splits_the_sidecars_connections() {
+        let (_, side) = compile(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db-canary, namespace: other}
+spec: {selector: {app: db, version: canary}, ports: [{name: tcp-db, port: 5432}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: other}
+spec:
+  parentRefs: [{group: "", kind: Service, name: db, port: 5432}]
+  rules:
+  - backendRefs: [{name: db, port: 5432, weight: 90}, {name: db-canary, port: 5432, weight: 10}]
+"#,
+        );
+        let l = side
+            .listeners
+            .iter()
+            .find(|l| l.name == "outbound|5432||db.other.svc.cluster.local")
+            .expect("the db listener");
+        assert_eq!(
+            l.kind,
+            ListenerKind::TcpWeighted {
+                clusters: vec![
+                    TcpDestination {
+                        cluster: "outbound|5432||db.other.svc.cluster.local".into(),
+                        weight: 90
+                    },
+                    TcpDestination {
+                        cluster: "outbound|5432||db-canary.other.svc.cluster.local".into(),
+                        weight: 10
+                    },
+                ]
+            }
+        );
+        // The canary's own listener is left alone.
+        let c = side
+            .listeners
+            .iter()
+            .find(|l| l.name == "outbound|5432||db-canary.other.svc.cluster.local")
+            .expect("the canary's listener");
+        assert_eq!(
+            c.kind,
+            ListenerKind::Tcp {
+                cluster: "outbound|5432||db-canary.other.svc.cluster.local".into()
+            }
+        );
     }
 
     #[test]

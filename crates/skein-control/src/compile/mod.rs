@@ -328,10 +328,16 @@ impl<'a> Compiler<'a> {
             }
             for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
+                // A TCPRoute bound to the Service sends its connections elsewhere.
+                let kind =
+                    self.mesh_tcp_route(svc, port.port, visible)
+                        .unwrap_or(ListenerKind::Tcp {
+                            cluster: cluster.clone(),
+                        });
                 listeners.push(Listener {
-                    name: cluster.clone(),
+                    name: cluster,
                     address: SocketAddr::new(ip, port.port),
-                    kind: ListenerKind::Tcp { cluster },
+                    kind,
                 });
             }
         }
