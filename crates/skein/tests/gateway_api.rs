@@ -125,6 +125,29 @@ fn gateway_api_routes_through_the_gateway_and_the_sidecars() {
         "HTTPRoute {route} % vs VirtualService {vs} %"
     );
 
+    // The same route on the gateway's HTTPS port (TLS with the ingress certificate).
+    let https = sk.https_base();
+    let addr = https.trim_start_matches("https://").trim_end_matches('/');
+    let port = addr.rsplit_once(':').map(|(_, p)| p).expect("a port");
+    let ca = sk.state.path().join("certs/ingress.crt");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .args(["--connect-to", &format!("localhost:{port}:{addr}")])
+        .args(["-H", "Host: gwapi.example.com", "-H", "x-canary: true"])
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("curl (scripts/test installs it)");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(echo["version"], "v2", "{echo}");
+
     // 2. A redirect: 302, the matched prefix replaced, to the filter's host name.
     let a = get_host(&base, "filters.example.com", "/old/page?x=1", &[]);
     assert_eq!(a.status, 302, "{}", a.head);
