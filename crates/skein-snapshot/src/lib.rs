@@ -500,6 +500,10 @@ pub struct Redirect {
     /// unset. Needs a prefix or exact path match on the route.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
+    /// Without `port`, leave the request's port out of the Location, so that the new
+    /// scheme's well-known port applies (Gateway API's rule when `scheme` is set).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scheme_port: bool,
     /// `redirect.authority`.
     pub authority: Option<String>,
     /// `redirect.scheme`.

@@ -157,6 +157,15 @@ fn gateway_api_routes_through_the_gateway_and_the_sidecars() {
         "{}",
         a.head
     );
+    // To https: the scheme's own port, not the one the request came to.
+    let a = get_host(&base, "filters.example.com:8080", "/login", &[]);
+    assert_eq!(a.status, 301, "{}", a.head);
+    assert_eq!(
+        a.header("location").as_deref(),
+        Some("https://filters.example.com/login"),
+        "{}",
+        a.head
+    );
     // PathPrefix is segment-wise: /older is not under /old.
     let a = get_host(&base, "filters.example.com", "/older", &[]);
     assert_eq!(a.status, 404, "{}", a.head);

@@ -740,12 +740,24 @@ fn redirect_action(rd: &gw::RequestRedirect, v: &PathVariant) -> Redirect {
         },
         None => (None, None),
     };
+    // A port that is the scheme's own is left out of the Location, as the spec says; so is
+    // the request's port when only the scheme changes.
+    let well_known = match rd.scheme.as_deref() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let port = rd
+        .port
+        .filter(|p| Some(*p) != well_known)
+        .and_then(|p| u16::try_from(p).ok());
     Redirect {
         uri,
         prefix_rewrite: prefix,
         authority: rd.hostname.clone(),
         scheme: rd.scheme.clone(),
-        port: rd.port.and_then(|p| u16::try_from(p).ok()),
+        scheme_port: port.is_none() && rd.scheme.is_some(),
+        port,
         code: Some(
             rd.status_code
                 .and_then(|c| u16::try_from(c).ok())

@@ -211,6 +211,7 @@ impl Compiler<'_> {
                 port: rd.port.and_then(|p| u16::try_from(p).ok()),
                 code: rd.redirect_code.and_then(|c| u16::try_from(c).ok()),
                 prefix_rewrite: None,
+                scheme_port: false,
             })
         } else {
             let single = r.route.len() == 1;

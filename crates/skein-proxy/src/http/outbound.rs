@@ -113,6 +113,7 @@ pub(crate) fn act<'s>(
             let host_full = rd.authority.as_deref().unwrap_or(auth);
             let host = match rd.port {
                 Some(port) => format!("{}:{port}", strip_port(host_full)),
+                None if rd.scheme_port => strip_port(host_full).to_string(),
                 None => host_full.to_string(),
             };
             let (path, query) = path_and_query(p.req.uri().path_and_query());

@@ -493,7 +493,21 @@ async fn direct_response_and_redirect() {
                 scheme: Some("https".into()),
                 port: None,
                 code: Some(302),
-                prefix_rewrite: None,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // Gateway API's scheme redirect: the new scheme's own port, not the request's.
+        Route {
+            name: "secure".into(),
+            matches: vec![RouteMatch {
+                path: Some(StringMatch::Prefix("/login".into())),
+                ..Default::default()
+            }],
+            action: RouteAction::Redirect(Redirect {
+                scheme: Some("https".into()),
+                scheme_port: true,
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -522,6 +536,14 @@ async fn direct_response_and_redirect() {
         header(&r.headers, "location").as_deref(),
         Some("https://example.com/new")
     );
+    let r = c.get(&format!("{URL}/login")).await;
+    let location = header(&r.headers, "location").unwrap_or_default();
+    let host = URL
+        .trim_start_matches("http://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    assert_eq!(location, format!("https://{host}/login"));
     let r = c.get(&format!("{URL}/docs/a/b?q=1")).await;
     assert_eq!(r.status, 301);
     let location = header(&r.headers, "location").unwrap_or_default();
