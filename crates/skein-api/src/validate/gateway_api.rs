@@ -17,6 +17,17 @@ use crate::{Document, Manifests, Resource};
 
 const MAX_WEIGHT: i64 = 1_000_000;
 
+/// The CRDs' `maxItems`: besides the API server's refusal, they bound what one route can
+/// make the control plane compile (hosts x rules x matches).
+fn max_items(cx: &mut Cx<'_>, path: &str, len: usize, max: usize) {
+    if len > max {
+        cx.error(
+            path,
+            format!("Too many: {len}: must have at most {max} items"),
+        );
+    }
+}
+
 pub(super) fn validate_gateway_class(cx: &mut Cx<'_>, c: &gw::GatewayClass) {
     if c.spec.controller_name.is_empty() {
         cx.error("spec.controllerName", "Required value");
@@ -27,6 +38,8 @@ pub(super) fn validate_gateway(cx: &mut Cx<'_>, g: &gw::Gateway) {
     if g.spec.gateway_class_name.is_empty() {
         cx.error("spec.gatewayClassName", "Required value");
     }
+    max_items(cx, "spec.listeners", g.spec.listeners.len(), 64);
+    max_items(cx, "spec.addresses", g.spec.addresses.len(), 16);
     if g.spec.listeners.is_empty() {
         cx.error(
             "spec.listeners",
@@ -98,11 +111,14 @@ pub(super) fn validate_gateway(cx: &mut Cx<'_>, g: &gw::Gateway) {
 
 pub(super) fn validate_http_route(cx: &mut Cx<'_>, r: &gw::HttpRoute) {
     parent_refs(cx, &r.spec.parent_refs);
+    max_items(cx, "spec.hostnames", r.spec.hostnames.len(), 16);
+    max_items(cx, "spec.rules", r.spec.rules.len(), 16);
     for (i, h) in r.spec.hostnames.iter().enumerate() {
         hostname(cx, &format!("spec.hostnames[{i}]"), h);
     }
     for (i, rule) in r.spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
+        max_items(cx, &format!("{at}.matches"), rule.matches.len(), 64);
         for (j, m) in rule.matches.iter().enumerate() {
             http_match(cx, &format!("{at}.matches[{j}]"), m);
         }
@@ -150,11 +166,14 @@ pub(super) fn validate_http_route(cx: &mut Cx<'_>, r: &gw::HttpRoute) {
 
 pub(super) fn validate_grpc_route(cx: &mut Cx<'_>, r: &gw::GrpcRoute) {
     parent_refs(cx, &r.spec.parent_refs);
+    max_items(cx, "spec.hostnames", r.spec.hostnames.len(), 16);
+    max_items(cx, "spec.rules", r.spec.rules.len(), 16);
     for (i, h) in r.spec.hostnames.iter().enumerate() {
         hostname(cx, &format!("spec.hostnames[{i}]"), h);
     }
     for (i, rule) in r.spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
+        max_items(cx, &format!("{at}.matches"), rule.matches.len(), 64);
         for (j, m) in rule.matches.iter().enumerate() {
             let mat = format!("{at}.matches[{j}]");
             if let Some(method) = &m.method {
@@ -207,6 +226,7 @@ pub(super) fn validate_tcp_route(cx: &mut Cx<'_>, r: &gw::TcpRoute) {
     if r.spec.rules.is_empty() {
         cx.error("spec.rules", "Required value: a TCPRoute needs one rule");
     }
+    max_items(cx, "spec.rules", r.spec.rules.len(), 16);
     for (i, rule) in r.spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}].backendRefs");
         if rule.backend_refs.is_empty() {
@@ -217,6 +237,8 @@ pub(super) fn validate_tcp_route(cx: &mut Cx<'_>, r: &gw::TcpRoute) {
 }
 
 pub(super) fn validate_reference_grant(cx: &mut Cx<'_>, g: &ReferenceGrant) {
+    max_items(cx, "spec.from", g.spec.from.len(), 16);
+    max_items(cx, "spec.to", g.spec.to.len(), 16);
     if g.spec.from.is_empty() {
         cx.error("spec.from", "Required value");
     }
@@ -239,6 +261,7 @@ pub(super) fn validate_reference_grant(cx: &mut Cx<'_>, g: &ReferenceGrant) {
 }
 
 fn parent_refs(cx: &mut Cx<'_>, refs: &[ParentReference]) {
+    max_items(cx, "spec.parentRefs", refs.len(), 32);
     for (i, p) in refs.iter().enumerate() {
         if p.name.is_empty() {
             cx.error(&format!("spec.parentRefs[{i}].name"), "Required value");
@@ -330,6 +353,7 @@ fn http_match(cx: &mut Cx<'_>, at: &str, m: &HttpRouteMatch) {
 }
 
 fn value_matches(cx: &mut Cx<'_>, at: &str, ms: &[gw::ValueMatch]) {
+    max_items(cx, at, ms.len(), 16);
     let mut seen = HashSet::new();
     for (i, m) in ms.iter().enumerate() {
         let t = m.type_.as_deref().unwrap_or("Exact");
@@ -368,6 +392,7 @@ fn regex(cx: &mut Cx<'_>, at: &str, re: &str) {
 }
 
 fn filters(cx: &mut Cx<'_>, at: &str, fs: &[HttpRouteFilter]) {
+    max_items(cx, at, fs.len(), 16);
     let count = |t: &str| fs.iter().filter(|f| f.type_ == t).count();
     if count("RequestRedirect") > 0 && count("URLRewrite") > 0 {
         cx.error(
@@ -509,6 +534,7 @@ fn path_modifier(cx: &mut Cx<'_>, at: &str, p: &gw::PathModifier) {
 }
 
 fn backend_refs(cx: &mut Cx<'_>, at: &str, refs: &[BackendRef]) {
+    max_items(cx, at, refs.len(), 16);
     for (i, b) in refs.iter().enumerate() {
         if b.name.is_empty() {
             cx.error(&format!("{at}[{i}].name"), "Required value");

@@ -101,3 +101,18 @@ spec:
         "{err}"
     );
 }
+
+#[test]
+fn the_crds_item_limits_bound_what_one_route_compiles_to() {
+    let hosts: Vec<String> = (0..17).map(|i| format!("h{i}.example.com")).collect();
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\nspec:\n  hostnames: [{}]\n",
+        hosts.join(", ")
+    );
+    assert_eq!(
+        diags(&text),
+        [
+            "v.yaml:5: error: HTTPRoute ns/r: spec.hostnames: Too many: 17: must have at most 16 items"
+        ]
+    );
+}
