@@ -2,7 +2,7 @@
 //! real processes. An HTTPRoute with weights and a header match routes like the equivalent
 //! VirtualService; its filters redirect, rewrite and modify headers; a cross-namespace
 //! backend is refused until a ReferenceGrant allows it; a route bound to a Service routes a
-//! sidecar's calls; a TCPRoute gets a listener on the gateway.
+//! sidecar's calls; a GRPCRoute routes by method; a TCPRoute gets a listener on the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
@@ -186,6 +186,19 @@ fn gateway_api_routes_through_the_gateway_and_the_sidecars() {
     assert_eq!(a.header("x-served-by").as_deref(), Some("gateway-api"));
     let a = get_host(&base, "filters.example.com", "/api", &[]);
     assert_eq!(a.json()["path"], "/v2");
+
+    // A GRPCRoute: the exact method wins over the service's prefix written before it.
+    for (path, status, version) in [
+        ("/pkg.Echo/Say", 200, "v2"),
+        ("/pkg.Echo/Other", 200, "v1"),
+        ("/other.Svc/Say", 404, ""),
+    ] {
+        let a = get_host(&base, "grpc.example.com", path, &[]);
+        assert_eq!(a.status, status, "{path}: {}", a.head);
+        if status == 200 {
+            assert_eq!(a.json()["version"], version, "{path}");
+        }
+    }
 
     // 4. A backend in another namespace: refused (500) without a ReferenceGrant.
     let a = get_host(&base, "cross.example.com", "/", &[]);
