@@ -152,6 +152,8 @@ codes! {
         "A route that carries non-idempotent methods retries on errors after the request was sent.";
     Skn0009 = "SKN0009", "RolloutManagedWeights", Warning,
         "The manifests set canary weights on a VirtualService an Argo Rollout manages.";
+    Skn0030 = "SKN0030", "GatewayApiRefNotResolved", Warning,
+        "A Gateway API route's parent or backend does not resolve (its status reason says why).";
 }
 
 impl Code {

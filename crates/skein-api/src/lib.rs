@@ -21,6 +21,7 @@
 
 pub mod codes;
 pub mod gitops;
+pub mod gateway_api;
 pub mod k8s;
 mod lines;
 mod load;

@@ -63,15 +63,23 @@ pub enum LoadError {
 }
 
 fn known_kinds() -> String {
-    KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+    let mut kinds: Vec<&str> = Vec::new();
+    for (k, _) in KINDS {
+        // Two groups have a Gateway: name it once.
+        if !kinds.contains(k) {
+            kinds.push(k);
+        }
+    }
+    kinds.join(", ")
 }
 
 fn supported_versions(kind: &str) -> String {
     KINDS
         .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, v)| v.join(" or "))
-        .unwrap_or_default()
+        .filter(|(k, _)| *k == kind)
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 impl LoadError {
@@ -343,22 +351,28 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
     };
     let name = meta_str("name");
     let namespace = meta_str("namespace");
-    let namespace = (kind != "Namespace").then_some(if namespace.is_empty() {
-        "default"
-    } else {
-        namespace.as_str()
-    });
+    let namespace = (!matches!(kind.as_str(), "Namespace" | "GatewayClass")).then_some(
+        if namespace.is_empty() {
+            "default"
+        } else {
+            namespace.as_str()
+        },
+    );
     let object = object_label(&kind, namespace, &name);
 
     // 2. Kind and apiVersion.
-    let Some((_, apis)) = KINDS.iter().find(|(k, _)| *k == kind) else {
+    if !KINDS.iter().any(|(k, _)| *k == kind) {
         return Err(LoadError::UnknownKind {
             at: at(lines.line_of("kind")),
             kind,
             api_version,
         });
-    };
-    if !apis.contains(&api_version.as_str()) {
+    }
+    // A kind may be in several groups (Istio's and the Gateway API's Gateway).
+    if !KINDS
+        .iter()
+        .any(|(k, apis)| *k == kind && apis.contains(&api_version.as_str()))
+    {
         return Err(LoadError::UnsupportedApiVersion {
             at: at(lines.line_of("apiVersion")),
             object,
@@ -369,7 +383,7 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
 
     // 3. The typed object, with the path of any error.
     let de = serde_norway::Deserializer::from_str(&raw.text);
-    match deserialize_kind(&kind, de) {
+    match deserialize_kind(&kind, &api_version, de) {
         Some(Ok(resource)) => Ok(Some(Document {
             source: at(doc_line),
             resource,

@@ -4,6 +4,7 @@
 use serde::Deserializer;
 
 use crate::gitops::{AppProject, Application};
+use crate::gateway_api as gwapi;
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
@@ -23,6 +24,19 @@ const ISTIO_NETWORKING: &[&str] = &[
 ];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 const ISTIO_TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
+const GATEWAY_API: &[&str] = &[
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+];
+const GRPC_ROUTE: &[&str] = &[
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1alpha2",
+];
+const TCP_ROUTE: &[&str] = &["gateway.networking.k8s.io/v1alpha2"];
+const REFERENCE_GRANT: &[&str] = &[
+    "gateway.networking.k8s.io/v1beta1",
+    "gateway.networking.k8s.io/v1alpha2",
+];
 
 /// A Rust type that is one kind of [`Resource`].
 pub trait ResourceKind: Sized + 'static {
@@ -32,8 +46,19 @@ pub trait ResourceKind: Sized + 'static {
     fn metadata(&self) -> &ObjectMeta;
 }
 
+/// The `kind:` string of a `resources!` entry: its own (`Gateway(..) as "Gateway"`), else the
+/// variant's name.
+macro_rules! kind_str {
+    ($variant:ident) => {
+        stringify!($variant)
+    };
+    ($variant:ident, $kind:literal) => {
+        $kind
+    };
+}
+
 macro_rules! resources {
-    ($( $(#[$doc:meta])* $variant:ident($ty:ty), $apis:expr, $method:ident; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty) $(as $kind:literal)?, $apis:expr, $method:ident; )*) => {
         /// One object of a kind skein reads. Each variant holds the typed object with its
         /// `api_version`, `kind`, `metadata` and (for most kinds) `spec`.
         #[derive(Debug, Clone, PartialEq)]
@@ -42,12 +67,12 @@ macro_rules! resources {
         }
 
         /// Every kind skein reads, with the apiVersions accepted for it.
-        pub const KINDS: &[(&str, &[&str])] = &[ $( (stringify!($variant), $apis), )* ];
+        pub const KINDS: &[(&str, &[&str])] = &[ $( (kind_str!($variant $(, $kind)?), $apis), )* ];
 
         impl Resource {
             /// The kind, e.g. `VirtualService`.
             pub fn kind(&self) -> &'static str {
-                match self { $( Resource::$variant(_) => stringify!($variant), )* }
+                match self { $( Resource::$variant(_) => kind_str!($variant $(, $kind)?), )* }
             }
 
             /// The apiVersion as written (e.g. `networking.istio.io/v1beta1`).
@@ -67,21 +92,24 @@ macro_rules! resources {
             }
         }
 
-        /// Deserializes the typed object for `kind`, tracking the field path for errors.
-        /// `None` if the kind is not one of [`KINDS`].
+        /// Deserializes the typed object for `kind` of `api_version`, tracking the field path
+        /// for errors. `None` if the pair is not one of [`KINDS`].
         pub(crate) fn deserialize_kind<'de, D: Deserializer<'de>>(
             kind: &str,
+            api_version: &str,
             de: D,
         ) -> Option<Result<Resource, serde_path_to_error::Error<D::Error>>> {
-            match kind {
-                $( stringify!($variant) => Some(serde_path_to_error::deserialize(de).map(Resource::$variant)), )*
-                _ => None,
-            }
+            $(
+                if kind == kind_str!($variant $(, $kind)?) && ($apis).contains(&api_version) {
+                    return Some(serde_path_to_error::deserialize(de).map(Resource::$variant));
+                }
+            )*
+            None
         }
 
         $(
             impl ResourceKind for $ty {
-                const KIND: &'static str = stringify!($variant);
+                const KIND: &'static str = kind_str!($variant $(, $kind)?);
                 fn from_resource(resource: &Resource) -> Option<&Self> {
                     match resource { Resource::$variant(x) => Some(x), _ => None }
                 }
@@ -121,6 +149,14 @@ resources! {
     Application(Application), &["argoproj.io/v1alpha1"], applications;
     /// An Argo CD AppProject: loaded and kept, not enforced.
     AppProject(AppProject), &["argoproj.io/v1alpha1"], app_projects;
+    /// A Gateway API GatewayClass (cluster-scoped).
+    GatewayClass(gwapi::GatewayClass), GATEWAY_API, gateway_classes;
+    /// A Gateway API Gateway (`gateway.networking.k8s.io`), not Istio's.
+    KubeGateway(gwapi::Gateway) as "Gateway", GATEWAY_API, kube_gateways;
+    HttpRoute(gwapi::HttpRoute) as "HTTPRoute", GATEWAY_API, http_routes;
+    GrpcRoute(gwapi::GrpcRoute) as "GRPCRoute", GRPC_ROUTE, grpc_routes;
+    TcpRoute(gwapi::TcpRoute) as "TCPRoute", TCP_ROUTE, tcp_routes;
+    ReferenceGrant(gwapi::ReferenceGrant), REFERENCE_GRANT, reference_grants;
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {
@@ -163,7 +199,7 @@ impl Resource {
 
     /// False for cluster-scoped kinds.
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Resource::Namespace(_))
+        !matches!(self, Resource::Namespace(_) | Resource::GatewayClass(_))
     }
 
     /// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as used in messages.
@@ -173,6 +209,12 @@ impl Resource {
             self.is_namespaced().then(|| self.namespace()),
             self.name(),
         )
+    }
+
+    /// The API group (`networking.istio.io`; empty for the core group): with the kind, what
+    /// tells Istio's Gateway from the Gateway API's.
+    pub fn group(&self) -> &str {
+        self.api_version().split_once('/').map_or("", |(g, _)| g)
     }
 
     /// Whether this is an Istio kind (networking/security/telemetry.istio.io).
@@ -258,7 +300,9 @@ impl Manifests {
     pub fn get<T: ResourceKind>(&self, namespace: &str, name: &str) -> Option<&T> {
         self.of::<T>().find(|o| {
             let m = o.metadata();
-            m.name == name && (T::KIND == "Namespace" || m.namespace_or_default() == namespace)
+            m.name == name
+                && (matches!(T::KIND, "Namespace" | "GatewayClass")
+                    || m.namespace_or_default() == namespace)
         })
     }
 }

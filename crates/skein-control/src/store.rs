@@ -156,17 +156,18 @@ impl Store {
     }
 }
 
-/// Keeps the last document of each kind/namespace/name, in the position of the first.
+/// Keeps the last document of each kind/group/namespace/name, in the position of the first.
 fn dedupe(m: Manifests) -> Manifests {
     let key = |d: &Document| {
         let meta = d.resource.metadata();
         (
             d.resource.kind(),
+            d.resource.group().to_string(),
             meta.namespace_or_default().to_string(),
             meta.name.clone(),
         )
     };
-    let mut last: HashMap<(&'static str, String, String), usize> = HashMap::new();
+    let mut last: HashMap<(&'static str, String, String, String), usize> = HashMap::new();
     for (i, d) in m.documents.iter().enumerate() {
         if !d.resource.metadata().name.is_empty() {
             last.insert(key(d), i);
@@ -199,6 +200,17 @@ mod tests {
     use super::*;
 
     const VS: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  ports: [{port: 80}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: ns\nspec:\n  hosts: [a]\n  http:\n  - name: WHICH\n    route:\n    - destination:\n        host: a\n";
+
+    #[test]
+    fn istios_gateway_and_the_gateway_apis_of_one_name_are_both_kept() {
+        let m = skein_api::load_str(
+            "g.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec: {selector: {istio: ingressgateway}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}\n",
+        )
+        .unwrap();
+        let m = dedupe(m);
+        assert_eq!((m.gateways().count(), m.kube_gateways().count()), (1, 1));
+    }
 
     #[test]
     fn load_all_keeps_what_loads_and_names_what_does_not() {

@@ -310,6 +310,42 @@ pub enum ListenerKind {
         /// Route config name.
         route_config: String,
     },
+    /// Opaque TCP split over clusters by weight, one pick per connection (Gateway API
+    /// TCPRoute `backendRefs` weights).
+    TcpWeighted {
+        /// The destinations; a weight of 0 gets no connection.
+        clusters: Vec<TcpDestination>,
+    },
+}
+
+/// One weighted destination of a [`ListenerKind::TcpWeighted`] listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpDestination {
+    /// Cluster name.
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+impl TcpDestination {
+    /// Picks the cluster of one connection by weight (`draw` in `0..total`); None when
+    /// every weight is 0.
+    pub fn pick(clusters: &[TcpDestination], draw: impl FnOnce(u32) -> u32) -> Option<&str> {
+        let total = clusters
+            .iter()
+            .fold(0u32, |t, d| t.saturating_add(d.weight));
+        if total == 0 {
+            return None;
+        }
+        let mut r = draw(total);
+        for d in clusters {
+            if r < d.weight {
+                return Some(&d.cluster);
+            }
+            r -= d.weight;
+        }
+        None
+    }
 }
 
 /// A named HTTP route table (Envoy RouteConfiguration).
@@ -460,6 +496,14 @@ pub struct WeightedCluster {
 pub struct Redirect {
     /// `redirect.uri`: replaces the whole path.
     pub uri: Option<String>,
+    /// Replaces the matched path prefix (Gateway API `ReplacePrefixMatch`); with `uri`
+    /// unset. Needs a prefix or exact path match on the route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// Without `port`, leave the request's port out of the Location, so that the new
+    /// scheme's well-known port applies (Gateway API's rule when `scheme` is set).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scheme_port: bool,
     /// `redirect.authority`.
     pub authority: Option<String>,
     /// `redirect.scheme`.
@@ -989,9 +1033,14 @@ impl Snapshot {
             }
         }
         for l in &self.listeners {
-            if let ListenerKind::Tcp { cluster } = &l.kind
-                && !known(cluster)
-            {
+            let clusters: Vec<&String> = match &l.kind {
+                ListenerKind::Tcp { cluster } => vec![cluster],
+                ListenerKind::TcpWeighted { clusters } => {
+                    clusters.iter().map(|d| &d.cluster).collect()
+                }
+                ListenerKind::Http { .. } => Vec::new(),
+            };
+            for cluster in clusters.into_iter().filter(|c| !known(c)) {
                 out.push(SnapshotError::UnknownListenerCluster {
                     listener: l.name.clone(),
                     cluster: cluster.clone(),
@@ -1014,6 +1063,20 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_weighted_tcp_listener_picks_by_weight() {
+        let d = |c: &str, w| TcpDestination {
+            cluster: c.into(),
+            weight: w,
+        };
+        let split = [d("a", 80), d("zero", 0), d("b", 20)];
+        assert_eq!(TcpDestination::pick(&split, |_| 0), Some("a"));
+        assert_eq!(TcpDestination::pick(&split, |_| 79), Some("a"));
+        assert_eq!(TcpDestination::pick(&split, |_| 80), Some("b"));
+        assert_eq!(TcpDestination::pick(&split, |t| t - 1), Some("b"));
+        assert_eq!(TcpDestination::pick(&[d("zero", 0)], |_| 0), None);
+    }
+
     use super::*;
 
     #[test]

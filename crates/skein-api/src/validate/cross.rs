@@ -36,15 +36,17 @@ pub(super) fn selector_matches_workloads(
 }
 
 pub(super) fn duplicates(m: &Manifests, out: &mut Vec<Diagnostic>) {
-    let mut first: HashMap<(&str, &str, &str), &Document> = HashMap::new();
+    let mut first: HashMap<(&str, &str, &str, &str), &Document> = HashMap::new();
     for d in &m.documents {
         let r = &d.resource;
         if r.name().is_empty() {
             continue;
         }
-        match first.get(&(r.kind(), r.namespace(), r.name())) {
+        // The group too: Istio's and the Gateway API's Gateway are different kinds.
+        let key = (r.group(), r.kind(), r.namespace(), r.name());
+        match first.get(&key) {
             None => {
-                first.insert((r.kind(), r.namespace(), r.name()), d);
+                first.insert(key, d);
             }
             Some(f) => {
                 out.push(Diagnostic {

@@ -20,6 +20,7 @@ use crate::types::{Duration, Labels, Percent, WorkloadSelector};
 use crate::{Document, Manifests, Resource, Source};
 
 mod cross;
+mod gateway_api;
 mod istio;
 mod k8s;
 mod networking;
@@ -141,6 +142,12 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             }
             Resource::Telemetry(t) => telemetry::validate_telemetry(&mut cx, t),
             Resource::ConfigMap(c) => telemetry::validate_mesh_config(&mut cx, c),
+            Resource::GatewayClass(c) => gateway_api::validate_gateway_class(&mut cx, c),
+            Resource::KubeGateway(g) => gateway_api::validate_gateway(&mut cx, g),
+            Resource::HttpRoute(r) => gateway_api::validate_http_route(&mut cx, r),
+            Resource::GrpcRoute(r) => gateway_api::validate_grpc_route(&mut cx, r),
+            Resource::TcpRoute(r) => gateway_api::validate_tcp_route(&mut cx, r),
+            Resource::ReferenceGrant(g) => gateway_api::validate_reference_grant(&mut cx, g),
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)
@@ -153,6 +160,7 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
     cross::duplicates(manifests, &mut out);
     istio::run(manifests, &world, &mut out);
     pitfalls::run(manifests, &world, &mut out);
+    gateway_api::references(manifests, &world, &mut out);
     out.sort_by(|a, b| a.source.cmp(&b.source));
     out
 }

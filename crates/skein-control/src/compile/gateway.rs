@@ -21,10 +21,13 @@ type IngressOrder = Reverse<(usize, bool, bool)>;
 
 impl Compiler<'_> {
     /// The `gateway` route config of the gateway pod `p`: one virtual host per host name,
-    /// Gateway-bound VirtualService routes first, then Ingress paths; `*` last, so that named
+    /// Gateway-bound VirtualService routes first, then Gateway API routes, then Ingress paths; `*` last, so that named
     /// hosts win.
     pub(super) fn gateway_routes(&self, p: &Pod) -> RouteConfig {
         let mut by_host = self.bound_virtual_service_routes(p);
+        for (host, routes) in self.gateway_api_routes() {
+            by_host.entry(host).or_default().extend(routes);
+        }
         for (host, routes) in self.ingress_routes_by_host(p) {
             by_host.entry(host).or_default().extend(routes);
         }

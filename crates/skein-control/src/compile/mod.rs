@@ -23,6 +23,7 @@ mod clusters;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod gateway;
+mod gateway_api;
 mod hosts;
 mod inbound;
 mod routes;
@@ -327,10 +328,16 @@ impl<'a> Compiler<'a> {
             }
             for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                 let cluster = outbound_cluster_name(port.port, None, &svc.fqdn);
+                // A TCPRoute bound to the Service sends its connections elsewhere.
+                let kind =
+                    self.mesh_tcp_route(svc, port.port, visible)
+                        .unwrap_or(ListenerKind::Tcp {
+                            cluster: cluster.clone(),
+                        });
                 listeners.push(Listener {
-                    name: cluster.clone(),
+                    name: cluster,
                     address: SocketAddr::new(ip, port.port),
-                    kind: ListenerKind::Tcp { cluster },
+                    kind,
                 });
             }
         }
@@ -451,6 +458,7 @@ impl<'a> Compiler<'a> {
         Ok(Snapshot {
             version: version.to_string(),
             node: node(p),
+            listeners: self.gateway_tcp_listeners(p),
             route_configs: vec![self.gateway_routes(p)],
             clusters: self.clusters(&p.namespace),
             inbound: skein_snapshot::InboundPolicy {

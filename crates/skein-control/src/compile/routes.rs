@@ -210,6 +210,8 @@ impl Compiler<'_> {
                 scheme: rd.scheme.clone(),
                 port: rd.port.and_then(|p| u16::try_from(p).ok()),
                 code: rd.redirect_code.and_then(|c| u16::try_from(c).ok()),
+                prefix_rewrite: None,
+                scheme_port: false,
             })
         } else {
             let single = r.route.len() == 1;
@@ -267,14 +269,19 @@ impl Compiler<'_> {
             .filter(|v| v.spec.gateways.is_empty() || v.spec.gateways.iter().any(|g| g == "mesh"))
     }
 
-    /// The mesh routes of one Service port for `client`: its VirtualServices' `http` routes,
-    /// or a default route to the whole service when no VirtualService names it.
+    /// The mesh routes of one Service port for `client`: the HTTPRoutes whose parent is the
+    /// Service, else its VirtualServices' `http` routes, or a default route to the whole
+    /// service when none names it.
     pub(super) fn service_routes(
         &self,
         svc: &Service,
         port: u16,
         client: Client<'_>,
     ) -> Vec<Route> {
+        // HTTPRoutes and GRPCRoutes bound to the Service (GAMMA) take its traffic.
+        if let Some(routes) = self.mesh_gateway_api_routes(svc, port) {
+            return routes;
+        }
         let mut routes = Vec::new();
         let mut covered = false;
         for vs in self.mesh_virtual_services() {

@@ -113,10 +113,31 @@ pub(crate) fn act<'s>(
             let host_full = rd.authority.as_deref().unwrap_or(auth);
             let host = match rd.port {
                 Some(port) => format!("{}:{port}", strip_port(host_full)),
+                None if rd.scheme_port => strip_port(host_full).to_string(),
                 None => host_full.to_string(),
             };
-            let (path, _) = path_and_query(p.req.uri().path_and_query());
-            let uri = rd.uri.as_deref().unwrap_or(path);
+            let (path, query) = path_and_query(p.req.uri().path_and_query());
+            let replaced;
+            let uri = match (&rd.uri, &rd.prefix_rewrite) {
+                (Some(uri), _) => uri.as_str(),
+                (None, Some(prefix)) => {
+                    let n = route
+                        .matches
+                        .get(block)
+                        .and_then(|m| m.matched_prefix_len());
+                    let rest = match n {
+                        Some(n) if path.len() >= n && path.is_char_boundary(n) => &path[n..],
+                        _ => "",
+                    };
+                    // The query is kept, as Envoy keeps it with a prefix rewrite.
+                    replaced = match query {
+                        Some(q) => format!("{prefix}{rest}?{q}"),
+                        None => format!("{prefix}{rest}"),
+                    };
+                    replaced.as_str()
+                }
+                (None, None) => path,
+            };
             let location = HeaderValue::from_str(&format!("{scheme}://{host}{uri}")).ok();
             Err(LocalReply::Redirect {
                 status: rd.code.unwrap_or(301),

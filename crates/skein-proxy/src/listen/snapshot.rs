@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use skein_snapshot::{Listener, ListenerKind};
+use skein_snapshot::{Listener, ListenerKind, TcpDestination};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -142,6 +142,22 @@ async fn serve_listener(
                 ListenerKind::Tcp { cluster } => {
                     let state = snap.clusters.get(cluster).cloned();
                     let cluster = cluster.clone();
+                    let shared = Arc::clone(&shared);
+                    slot.state().pin_busy();
+                    tokio::spawn(async move {
+                        let info = ConnInfo::plain(local, remote);
+                        crate::tcp::forward(shared, stream, &info, state, &cluster).await;
+                        drop((token, slot));
+                    });
+                }
+                ListenerKind::TcpWeighted { clusters } => {
+                    let Some(cluster) =
+                        TcpDestination::pick(clusters, |total| fastrand::u32(..total))
+                    else {
+                        return;
+                    };
+                    let state = snap.clusters.get(cluster).cloned();
+                    let cluster = cluster.to_string();
                     let shared = Arc::clone(&shared);
                     slot.state().pin_busy();
                     tokio::spawn(async move {

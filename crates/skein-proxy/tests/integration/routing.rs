@@ -493,6 +493,34 @@ async fn direct_response_and_redirect() {
                 scheme: Some("https".into()),
                 port: None,
                 code: Some(302),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // Gateway API's scheme redirect: the new scheme's own port, not the request's.
+        Route {
+            name: "secure".into(),
+            matches: vec![RouteMatch {
+                path: Some(StringMatch::Prefix("/login".into())),
+                ..Default::default()
+            }],
+            action: RouteAction::Redirect(Redirect {
+                scheme: Some("https".into()),
+                scheme_port: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // Gateway API's ReplacePrefixMatch: the matched prefix replaced, the rest kept.
+        Route {
+            name: "renamed".into(),
+            matches: vec![RouteMatch {
+                path: Some(StringMatch::Prefix("/docs/".into())),
+                ..Default::default()
+            }],
+            action: RouteAction::Redirect(Redirect {
+                prefix_rewrite: Some("/manual/".into()),
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -508,6 +536,18 @@ async fn direct_response_and_redirect() {
         header(&r.headers, "location").as_deref(),
         Some("https://example.com/new")
     );
+    let r = c.get(&format!("{URL}/login")).await;
+    let location = header(&r.headers, "location").unwrap_or_default();
+    let host = URL
+        .trim_start_matches("http://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    assert_eq!(location, format!("https://{host}/login"));
+    let r = c.get(&format!("{URL}/docs/a/b?q=1")).await;
+    assert_eq!(r.status, 301);
+    let location = header(&r.headers, "location").unwrap_or_default();
+    assert!(location.ends_with("/manual/a/b?q=1"), "{location}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -175,7 +175,10 @@ fn verdict(live: &skein_api::Manifests, r: &skein_api::Resource) -> &'static str
     let (kind, ns, name) = (r.kind(), meta.namespace_or_default(), &meta.name);
     let same_object = |d: &&skein_api::Document| {
         let m = d.resource.metadata();
-        d.resource.kind() == kind && m.namespace_or_default() == ns && &m.name == name
+        d.resource.kind() == kind
+            && d.resource.group() == r.group()
+            && m.namespace_or_default() == ns
+            && &m.name == name
     };
     // The last copy wins, as the control plane merges them.
     match live.documents.iter().rev().find(same_object) {

@@ -126,6 +126,14 @@ fn listeners_table(dump: &ConfigDump, proxy: &ProxyStatus) -> String {
         let dest = match &l.kind {
             ListenerKind::Tcp { cluster } => format!("Cluster: {cluster}"),
             ListenerKind::Http { route_config } => format!("Route: {route_config}"),
+            ListenerKind::TcpWeighted { clusters } => format!(
+                "Clusters: {}",
+                clusters
+                    .iter()
+                    .map(|d| format!("{} ({})", d.cluster, d.weight))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
         rows.push(vec![l.address.to_string(), "ALL".into(), dest]);
     }

@@ -183,6 +183,57 @@ pub static KINDS: &[KindInfo] = &[
         ["telemetry"],
         true
     ),
+    // The Gateway API: after Istio's kinds, so that `gateway` and `gw` stay Istio's
+    // Gateway, as kubectl resolves them with both installed (`gtw` or
+    // `gateways.gateway.networking.k8s.io` name this one).
+    kind!(
+        "GatewayClass",
+        "gateway.networking.k8s.io",
+        "gatewayclasses",
+        "gatewayclass",
+        ["gc"],
+        false
+    ),
+    kind!(
+        "Gateway",
+        "gateway.networking.k8s.io",
+        "gateways",
+        "gateway",
+        ["gtw"],
+        true
+    ),
+    kind!(
+        "GRPCRoute",
+        "gateway.networking.k8s.io",
+        "grpcroutes",
+        "grpcroute",
+        [],
+        true
+    ),
+    kind!(
+        "HTTPRoute",
+        "gateway.networking.k8s.io",
+        "httproutes",
+        "httproute",
+        [],
+        true
+    ),
+    kind!(
+        "ReferenceGrant",
+        "gateway.networking.k8s.io",
+        "referencegrants",
+        "referencegrant",
+        ["refgrant"],
+        true
+    ),
+    kind!(
+        "TCPRoute",
+        "gateway.networking.k8s.io",
+        "tcproutes",
+        "tcproute",
+        [],
+        true
+    ),
 ];
 
 /// What kubectl's `all` category covers of the types skein has.
@@ -196,6 +247,16 @@ pub struct UnknownType(pub String);
 /// The type for a kind string (`VirtualService`).
 pub fn by_kind(kind: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// The type of an object of `kind` and `api_version` (`gateway.networking.k8s.io/v1`): the
+/// group tells Istio's Gateway from the Gateway API's.
+pub fn by_api(kind: &str, api_version: &str) -> Option<&'static KindInfo> {
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    KINDS
+        .iter()
+        .find(|k| k.kind == kind && k.group == group)
+        .or_else(|| by_kind(kind))
 }
 
 /// Resolves one name as kubectl does: plural, singular, short name or kind (any case),
@@ -253,6 +314,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_gateway_apis_gateway_is_named_by_its_group() {
+        for name in ["gateway", "gw", "gateways.networking.istio.io"] {
+            assert_eq!(
+                resolve_one(name).unwrap().group,
+                "networking.istio.io",
+                "{name}"
+            );
+        }
+        for name in [
+            "gtw",
+            "gateways.gateway.networking.k8s.io",
+            "gateway.v1.gateway.networking.k8s.io",
+        ] {
+            assert_eq!(
+                resolve_one(name).unwrap().group,
+                "gateway.networking.k8s.io",
+                "{name}"
+            );
+        }
+        assert_eq!(
+            by_api("Gateway", "gateway.networking.k8s.io/v1beta1")
+                .unwrap()
+                .group,
+            "gateway.networking.k8s.io"
+        );
+        assert_eq!(
+            by_api("Gateway", "networking.istio.io/v1").unwrap().group,
+            "networking.istio.io"
+        );
+    }
+
+    #[test]
     fn kubectl_names_resolve() {
         for (name, kind) in [
             ("vs", "VirtualService"),
@@ -265,6 +358,12 @@ mod tests {
             ),
             ("dr", "DestinationRule"),
             ("gw", "Gateway"),
+            ("httproutes", "HTTPRoute"),
+            ("httproute.gateway.networking.k8s.io", "HTTPRoute"),
+            ("grpcroutes", "GRPCRoute"),
+            ("tcproutes", "TCPRoute"),
+            ("refgrant", "ReferenceGrant"),
+            ("gc", "GatewayClass"),
             ("se", "ServiceEntry"),
             ("ap", "AuthorizationPolicy"),
             ("pa", "PeerAuthentication"),

@@ -123,7 +123,7 @@ fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Ve
     m.documents
         .iter()
         .filter_map(|d| {
-            let kind = kinds::by_kind(d.resource.kind())?;
+            let kind = kinds::by_api(d.resource.kind(), d.resource.api_version())?;
             let value = raw
                 .document(&d.source)
                 .filter(|v| v.get("kind").and_then(Value::as_str) == Some(kind.kind))
@@ -188,10 +188,14 @@ fn unloaded(
             let Some(value) = value.clone() else { continue };
             let end = docs.get(i + 1).map_or(usize::MAX, |(s, _)| *s);
             let line = *start;
+            let api_version = value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let Some(kind) = value
                 .get("kind")
                 .and_then(Value::as_str)
-                .and_then(kinds::by_kind)
+                .and_then(|k| kinds::by_api(k, api_version))
             else {
                 continue;
             };

@@ -142,6 +142,9 @@ fn selector_text(v: Option<&Value>) -> String {
 }
 
 /// The headers of `kind`'s table (without NAMESPACE).
+/// The Gateway API's group (its Gateway has columns of its own).
+const GATEWAY_API: &str = "gateway.networking.k8s.io";
+
 pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
     let mut h: Vec<&'static str> = match kind.kind {
         "Pod" => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -175,6 +178,9 @@ pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
         "PeerAuthentication" => vec!["NAME", "MODE", "AGE"],
         // Argo CD's CRD printer columns (REVISION and PROJECT are priority 1: -o wide).
         "Application" => vec!["NAME", "SYNC STATUS", "HEALTH STATUS"],
+        "HTTPRoute" | "GRPCRoute" => vec!["NAME", "HOSTNAMES", "AGE"],
+        "GatewayClass" => vec!["NAME", "CONTROLLER", "AGE"],
+        "Gateway" if kind.group == GATEWAY_API => vec!["NAME", "CLASS", "AGE"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -404,6 +410,11 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
                     or_none(out.join(",")),
                 ]);
             }
+        }
+        "HTTPRoute" | "GRPCRoute" => r.extend([cell(v, "/spec/hostnames"), age]),
+        "GatewayClass" => r.extend([cell(v, "/spec/controllerName"), age]),
+        "Gateway" if o.kind.group == GATEWAY_API => {
+            r.extend([cell(v, "/spec/gatewayClassName"), age])
         }
         _ => r.push(age),
     }

@@ -3,6 +3,7 @@
 use super::validate;
 
 mod cross;
+mod gateway_api;
 mod k8s;
 mod networking;
 mod security;
