@@ -20,6 +20,10 @@ pub struct Store {
     /// The runtime's own objects (the addons' Services), read before `dir`: an object of
     /// the user's with the same kind/namespace/name replaces them.
     pub addons: Option<PathBuf>,
+    /// Objects a controller of the runtime manages (the VirtualServices and
+    /// DestinationRules an Argo Rollout moves), read last: an object here replaces the same
+    /// kind/namespace/name from `dir` and `applied`. Never the user's files.
+    pub managed: Option<PathBuf>,
 }
 
 /// A refused change: every error, one per line, each starting with `file:line`.
@@ -64,6 +68,9 @@ impl Store {
         walk(&self.dir, &mut out);
         if let Some(a) = &self.applied {
             walk(a, &mut out);
+        }
+        if let Some(m) = &self.managed {
+            walk(m, &mut out);
         }
         out
     }
@@ -115,6 +122,13 @@ impl Store {
                 dirs.push(a);
             }
         }
+        let mut managed_files = Vec::new();
+        if let Some(m) = &self.managed {
+            walk(m, &mut managed_files);
+            if !managed_files.is_empty() {
+                dirs.push(m);
+            }
+        }
         for dir in dirs {
             let (m, e) = skein_api::load_path_partial(dir);
             merged.extend(m);
@@ -139,6 +153,16 @@ impl Store {
         }
         if let Some(a) = self.applied.as_ref().filter(|_| !applied_files.is_empty()) {
             match skein_api::load_path(a) {
+                Ok(m) => merged.extend(m),
+                Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
+            }
+        }
+        let mut managed_files = Vec::new();
+        if let Some(m) = &self.managed {
+            walk(m, &mut managed_files);
+        }
+        if let Some(m) = self.managed.as_ref().filter(|_| !managed_files.is_empty()) {
+            match skein_api::load_path(m) {
                 Ok(m) => merged.extend(m),
                 Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
             }
@@ -207,6 +231,7 @@ mod tests {
         )
         .unwrap();
         let store = Store {
+            managed: None,
             addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
@@ -234,6 +259,7 @@ mod tests {
         let applied = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
         let store = Store {
+            managed: None,
             addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
@@ -283,6 +309,7 @@ mod tests {
         std::fs::write(applied.path().join("a.yaml"), vs_only("first")).unwrap();
         std::fs::write(applied.path().join("b.yaml"), vs_only("second")).unwrap();
         let store = Store {
+            managed: None,
             addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
@@ -312,6 +339,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("own.yaml"), svc("tracing", 8080)).unwrap();
         let store = Store {
+            managed: None,
             dir: dir.path().to_path_buf(),
             applied: None,
             addons: Some(addons.path().to_path_buf()),

@@ -33,24 +33,30 @@
 //! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
 //! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
 //! - `prom`: the Prometheus HTTP API client of the CLI and the dashboard (on `client`).
+//! - `rollout/`: the Argo Rollouts controller: one task per Rollout, adding and removing
+//!   its revisions' pods through `run::supervisor` and writing the VirtualServices and
+//!   DestinationRule it manages into the control plane's `managed` overlay.
+//! - `clock`: the wall clock as RFC 3339.
 //! - `tls`: the ingress's self-signed certificate.
 //! - `naming`: pods' Kubernetes-style names, the hash behind them, and the check a name
 //!   passes before it becomes a path.
 //! - `fs`: owner-only files and directories, and the executable check.
 //!
-//! Dependencies point one way: `up` → `kube` → `run::supervisor` → `plan` → `run::state`;
+//! Dependencies point one way: `up` → `rollout` → `kube` → `run::supervisor` → `plan` → `run::state`;
 //! nothing imports `up`, and inside `plan` it is `build` → `pod` → `env` → `database` →
 //! `manifests` (`scripts/module-cycles` checks there is no cycle).
 
 #![forbid(unsafe_code)]
 
 mod client;
+mod clock;
 mod fs;
 mod kube;
 pub mod mysql;
 mod naming;
 mod plan;
 pub mod prom;
+pub mod rollout;
 mod run;
 mod tls;
 mod up;
