@@ -82,6 +82,8 @@ pub struct RevisionStatus {
     pub role: String,
     pub images: Vec<String>,
     pub pods: Vec<RolloutPod>,
+    /// The revision's `spec.template` (what `undo` goes back to).
+    pub template: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -90,6 +92,9 @@ pub struct RolloutPod {
     pub name: String,
     pub ready: bool,
     pub state: String,
+    pub containers: usize,
+    pub restarts: u32,
+    pub ip: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -266,9 +271,11 @@ pub fn spawn(ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> tokio::task::Joi
     })
 }
 
-/// The live pods of a Rollout, by template hash: (name, ready, state).
-fn pods_by_hash(ctx: &Ctx, ns: &str, name: &str) -> BTreeMap<String, Vec<(String, bool, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, bool, String)>> = BTreeMap::new();
+type PodsByHash = BTreeMap<String, Vec<RolloutPod>>;
+
+/// The live pods of a Rollout, by template hash.
+fn pods_by_hash(ctx: &Ctx, ns: &str, name: &str) -> PodsByHash {
+    let mut out: PodsByHash = BTreeMap::new();
     for s in ctx.pods.pod_statuses() {
         if s.namespace != ns || s.workload != name || s.state == "Terminating" {
             continue;
@@ -278,9 +285,14 @@ fn pods_by_hash(ctx: &Ctx, ns: &str, name: &str) -> BTreeMap<String, Vec<(String
             .get(ROLLOUT_HASH_LABEL)
             .cloned()
             .unwrap_or_default();
-        out.entry(hash)
-            .or_default()
-            .push((s.name, s.ready, s.state));
+        out.entry(hash).or_default().push(RolloutPod {
+            name: s.name,
+            ready: s.ready,
+            state: s.state,
+            containers: s.containers.len(),
+            restarts: s.restarts,
+            ip: s.ip,
+        });
     }
     out
 }
@@ -321,7 +333,10 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
                 paused: ro.spec.paused.unwrap_or(false),
             };
             let pods = pods_by_hash(&ctx, &ns, &name);
-            let ready = |h: &str| pods.get(h).map_or(0, |p| p.iter().filter(|p| p.1).count());
+            let ready = |h: &str| {
+                pods.get(h)
+                    .map_or(0, |p| p.iter().filter(|p| p.ready).count())
+            };
             let now = Instant::now();
             runner.manifests = Some(config.clone());
             machine.tick(now, &view, &ready, &mut runner);
@@ -441,14 +456,14 @@ fn reconcile_pods(
     machine: &Machine,
     now: Instant,
     view: &View<'_>,
-    pods: &BTreeMap<String, Vec<(String, bool, String)>>,
+    pods: &PodsByHash,
 ) {
     let desired = machine.desired(now, view);
     let mut changed = false;
     for (rev, count) in &desired {
         let have: Vec<&String> = pods
             .get(&rev.hash)
-            .map(|p| p.iter().map(|p| &p.0).collect())
+            .map(|p| p.iter().map(|p| &p.name).collect())
             .unwrap_or_default();
         if *count == usize::MAX {
             continue;
@@ -474,8 +489,8 @@ fn reconcile_pods(
         if desired.iter().any(|(r, _)| &r.hash == hash) {
             continue;
         }
-        for (p, ..) in list {
-            if ctx.pods.remove(p).is_ok() {
+        for p in list {
+            if ctx.pods.remove(&p.name).is_ok() {
                 changed = true;
             }
         }
@@ -614,11 +629,14 @@ fn status(
     name: &str,
     m: &Machine,
     v: &View<'_>,
-    pods: &BTreeMap<String, Vec<(String, bool, String)>>,
+    pods: &PodsByHash,
     runner: &runner::Runs,
     error: Option<String>,
 ) -> RolloutStatus {
-    let ready = |h: &str| pods.get(h).map_or(0, |p| p.iter().filter(|p| p.1).count());
+    let ready = |h: &str| {
+        pods.get(h)
+            .map_or(0, |p| p.iter().filter(|p| p.ready).count())
+    };
     let (phase, mut message) = m.phase(&ready, v);
     let mut phase = phase.to_string();
     if let Some(e) = &error {
@@ -634,18 +652,8 @@ fn status(
             hash: r.hash.clone(),
             role: role.to_string(),
             images: r.images.clone(),
-            pods: pods
-                .get(&r.hash)
-                .map(|p| {
-                    p.iter()
-                        .map(|(n, ready, state)| RolloutPod {
-                            name: n.clone(),
-                            ready: *ready,
-                            state: state.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            pods: pods.get(&r.hash).cloned().unwrap_or_default(),
+            template: serde_json::to_value(&r.template).unwrap_or_default(),
         });
     };
     if let Some(c) = &m.canary {
@@ -657,7 +665,7 @@ fn status(
     }
     revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
     let all: usize = pods.values().map(Vec::len).sum();
-    let ready_all: usize = pods.values().flatten().filter(|p| p.1).count();
+    let ready_all: usize = pods.values().flatten().filter(|p| p.ready).count();
     let updated = pods.get(&current.hash).map_or(0, Vec::len);
     let steps: Vec<String> = v.canary.steps.iter().map(|s| s.describe()).collect();
     let paused = phase == "Paused";
