@@ -507,6 +507,12 @@ pub fn check_metric(m: &Metric) -> Vec<Problem> {
                 "prometheus timeout should not be negative".into(),
             ));
         }
+        if !p.headers.is_empty() {
+            out.push((
+                ".provider.prometheus.headers".into(),
+                "headers are not supported by skein's Prometheus client".into(),
+            ));
+        }
         if p.range_query.is_some() {
             out.push((
                 ".provider.prometheus.rangeQuery".into(),
@@ -519,7 +525,7 @@ pub fn check_metric(m: &Metric) -> Vec<Problem> {
         {
             out.push((
                 ".provider.prometheus.authentication".into(),
-                "authentication (sigv4, oauth2, basicAuth) is not supported by skein: send credentials with headers".into(),
+                "authentication (sigv4, oauth2, basicAuth) is not supported by skein".into(),
             ));
         }
     }
