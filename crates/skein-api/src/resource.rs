@@ -3,6 +3,7 @@
 
 use serde::Deserializer;
 
+use crate::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
@@ -22,6 +23,7 @@ const ISTIO_NETWORKING: &[&str] = &[
 ];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 const ISTIO_TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
+const ARGO: &[&str] = &["argoproj.io/v1alpha1"];
 
 /// A Rust type that is one kind of [`Resource`].
 pub trait ResourceKind: Sized + 'static {
@@ -116,6 +118,12 @@ resources! {
     AuthorizationPolicy(AuthorizationPolicy), ISTIO_SECURITY, authorization_policies;
     PeerAuthentication(PeerAuthentication), ISTIO_SECURITY, peer_authentications;
     Telemetry(Telemetry), ISTIO_TELEMETRY, telemetries;
+    /// Argo Rollouts' analysis: metrics, their provider and the conditions they pass.
+    AnalysisTemplate(AnalysisTemplate), ARGO, analysis_templates;
+    /// An AnalysisTemplate any namespace can use (cluster-scoped).
+    ClusterAnalysisTemplate(ClusterAnalysisTemplate), ARGO, cluster_analysis_templates;
+    /// One analysis, running: a Rollout starts them, and a user may write one.
+    AnalysisRun(AnalysisRun), ARGO, analysis_runs;
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {
@@ -144,7 +152,7 @@ impl Resource {
     }
 
     /// The namespace the object lives in: `metadata.namespace`, or `default` when unset;
-    /// empty for cluster-scoped kinds (Namespace). The raw value is
+    /// empty for cluster-scoped kinds (Namespace, ClusterAnalysisTemplate). The raw value is
     /// `self.metadata().namespace`.
     pub fn namespace(&self) -> &str {
         if !self.is_namespaced() {
@@ -158,7 +166,10 @@ impl Resource {
 
     /// False for cluster-scoped kinds.
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Resource::Namespace(_))
+        !matches!(
+            self,
+            Resource::Namespace(_) | Resource::ClusterAnalysisTemplate(_)
+        )
     }
 
     /// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as used in messages.
@@ -253,7 +264,8 @@ impl Manifests {
     pub fn get<T: ResourceKind>(&self, namespace: &str, name: &str) -> Option<&T> {
         self.of::<T>().find(|o| {
             let m = o.metadata();
-            m.name == name && (T::KIND == "Namespace" || m.namespace_or_default() == namespace)
+            let cluster_scoped = matches!(T::KIND, "Namespace" | "ClusterAnalysisTemplate");
+            m.name == name && (cluster_scoped || m.namespace_or_default() == namespace)
         })
     }
 }

@@ -30,6 +30,9 @@
 //!   - `services`: kube-proxy: a listener per Service port, round robin to ready endpoints.
 //!   - `ingress`: ingress-nginx: the Ingress over HTTP and HTTPS when the mesh is off.
 //!   - `dns`: cluster DNS: the hosts files.
+//! - `analysis/`: Argo Rollouts' analysis engine: AnalysisRuns measured against Prometheus
+//!   (the Rollout controller's `prepare`/`start`, and the AnalysisRun objects of the
+//!   manifests).
 //! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
 //! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
 //! - `prom`: the Prometheus HTTP API client of the CLI and the dashboard (on `client`).
@@ -48,6 +51,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 mod client;
 mod clock;
 mod fs;

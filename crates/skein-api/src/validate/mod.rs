@@ -141,6 +141,21 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             }
             Resource::Telemetry(t) => telemetry::validate_telemetry(&mut cx, t),
             Resource::ConfigMap(c) => telemetry::validate_mesh_config(&mut cx, c),
+            Resource::AnalysisTemplate(t) => {
+                for (path, message) in crate::analysis::check_template(&t.spec) {
+                    cx.error(&path, message);
+                }
+            }
+            Resource::ClusterAnalysisTemplate(t) => {
+                for (path, message) in crate::analysis::check_template(&t.spec) {
+                    cx.error(&path, message);
+                }
+            }
+            Resource::AnalysisRun(r) => {
+                for (path, message) in crate::analysis::check_run(&r.spec) {
+                    cx.error(&path, message);
+                }
+            }
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)
