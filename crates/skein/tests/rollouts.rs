@@ -3,7 +3,9 @@
 //! mirror on a canary pod, then 10 % -> 50 % -> 100 % (analysis passing, indefinite pauses
 //! promoted with `skein rollouts promote`), without one failed request and with the canary's
 //! share near its weight at each step. Then a bad version is aborted (`abort`: Degraded,
-//! traffic back on stable, canary scaled down) and `retry` starts it again.
+//! traffic back on stable, canary scaled down) and `retry` starts it again. And a canary
+//! that fails half its requests is aborted by its background analysis (the canary's success
+//! rate from the mesh's Prometheus) within two intervals.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
@@ -16,6 +18,11 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const FIXTURE: &str = "crates/skein/tests/fixtures/rollout-echo";
+const ANALYSIS_FIXTURE: &str = "crates/skein/tests/fixtures/rollout-echo-analysis";
+
+/// The tests run one at a time: two clusters under load on a 2-core machine would measure
+/// the machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// One request's outcome: the window it was sent in, its status (0: no answer) and the
 /// version that answered.
@@ -149,10 +156,11 @@ fn share(samples: &[Sample], window: u32, version: &str) -> (f64, usize) {
 
 #[test]
 fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_takes_it_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let manifests = manifests_copy(FIXTURE);
     let dir = manifests.path().to_str().unwrap().to_string();
     let skein = Skein::new();
-    skein.up(&dir, &[]);
+    skein.up(&dir, &["--scrape-interval", "1"]);
     let out = skein.run(&[
         "rollouts",
         "status",
@@ -384,4 +392,117 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
     );
     let r = wait_step(&skein, 1, "Paused");
     assert_eq!(canary_pods(&r).len(), 1, "retry starts the steps again");
+}
+
+#[test]
+fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let manifests = manifests_copy(ANALYSIS_FIXTURE);
+    let dir = manifests.path().to_str().unwrap().to_string();
+    let skein = Skein::new();
+    skein.up(&dir, &["--scrape-interval", "1"]);
+    let out = skein.run(&[
+        "rollouts",
+        "status",
+        "echo",
+        "-n",
+        "echo",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let url = format!("{}/rollout", skein.http_base());
+    let load = Load::start(url, 3, Duration::from_millis(15));
+    load.measure(BETWEEN + 1, 50);
+
+    // Revision 2 answers 500 to half its requests.
+    edit(
+        manifests.path(),
+        "value: v1",
+        "value: v2\n        - name: FAIL_STATUS\n          value: \"500\"\n        - name: FAIL_PCT\n          value: \"50\"",
+    );
+    let r = wait_step(&skein, 1, "Paused");
+    assert_eq!(r["actualWeight"], 20);
+    let at_weight = Instant::now();
+    // What clients see while the canary has its 20 %: until the abort.
+    load.window.store(20, Ordering::Release);
+    let r = eventually(
+        Duration::from_secs(40),
+        "the analysis aborting the update",
+        || {
+            let r = rollout(&skein);
+            (r["phase"] == "Degraded").then_some(r)
+        },
+    );
+    load.window.store(BETWEEN, Ordering::Release);
+    let took = at_weight.elapsed();
+    // initialDelay 3 s, then a measurement every 2 s: failureLimit 1 fails at the second.
+    assert!(
+        took <= Duration::from_secs(3 + 2 * 2 + 4),
+        "aborted {took:?} after the canary got its weight"
+    );
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("RolloutAborted: Rollout aborted update to revision 2: ")
+            && message.contains("success-rate")
+            && message.contains("0."),
+        "the metric and its value in the message: {message}"
+    );
+    assert_eq!(r["actualWeight"], 0);
+    let run = &r["analysisRuns"][0];
+    assert_eq!(run["phase"], "Failed", "{r}");
+    let tree = String::from_utf8_lossy(
+        &skein
+            .run(&["rollouts", "get", "rollout", "echo", "-n", "echo"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        tree.contains("✖ Degraded") && tree.contains("✖ Failed"),
+        "{tree}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1500));
+    load.measure(0, 200);
+    let samples = load.finish();
+    let window: Vec<&Sample> = samples.iter().filter(|s| s.0 == 20).collect();
+    let failed = window.iter().filter(|s| s.1 != 200).count();
+    let share = 100.0 * failed as f64 / window.len().max(1) as f64;
+    eprintln!(
+        "while the canary had 20 %: {failed} of {} requests failed ({share:.1} %), aborted after {took:?}",
+        window.len()
+    );
+    // 20 % of the requests to a version failing half of them: about 10 %.
+    assert!(failed > 0, "the bad canary got its share");
+    assert!(
+        share <= 20.0,
+        "failures only in proportion to the weight: {share:.1} %"
+    );
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.0 == 0).collect();
+    assert!(
+        after.iter().all(|s| s.1 == 200 && s.2 == "v1"),
+        "after the abort stable serves everything: {:?}",
+        after
+            .iter()
+            .filter(|s| s.1 != 200)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+
+    let out = skein.run(&["rollouts", "retry", "rollout", "echo", "-n", "echo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = eventually(Duration::from_secs(30), "the update started again", || {
+        let r = rollout(&skein);
+        (r["phase"] != "Degraded" && r["currentStepIndex"] == 1 && !canary_pods(&r).is_empty())
+            .then_some(r)
+    });
+    assert_eq!(r["actualWeight"], 20);
 }

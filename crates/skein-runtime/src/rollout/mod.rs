@@ -4,15 +4,12 @@
 //! - `spec`: Argo's strategy fields, read from the Rollout's `strategy`.
 //! - `machine`: the state machine (steps, pauses, promote/abort/retry, canary scale).
 //! - `traffic`: the managed copies of the VirtualServices and the DestinationRule.
-//! - `runner`: analysis runs (through the analysis engine's API).
+//! - `runner`: the Rollout's analysis runs, on the analysis engine (`crate::analysis`).
 //! - this file: the task: it reads the config (the manifests and `skein apply`'s objects),
 //!   adds and removes the revisions' pods through the supervisor, writes the managed objects
 //!   into the control plane's `managed` overlay, serves the requests of `skein rollouts`
 //!   (files in the state directory) and writes each Rollout's status beside them.
 
-// The analysis engine's API, until the engine is part of this crate (every run succeeds).
-#[allow(dead_code)]
-mod analysis_shim;
 mod machine;
 mod runner;
 pub mod spec;

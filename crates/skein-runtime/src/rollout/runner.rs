@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::analysis_shim as analysis;
 use super::machine::{Runner, Verdict};
 use super::spec::AnalysisArg;
 use super::{AnalysisRunStatus, Ctx};
+use crate::analysis;
 
 /// Runs kept in the status once finished.
 const KEEP: usize = 10;
