@@ -358,4 +358,41 @@ mod tests {
         );
         assert_eq!(store.fingerprint().len(), 2, "both directories are watched");
     }
+
+    /// The managed overlay (a Rollout's copies) replaces the manifests' and the applied
+    /// objects, and is watched.
+    #[test]
+    fn the_managed_overlay_is_read_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = tempfile::tempdir().unwrap();
+        let managed = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
+        let store = Store {
+            addons: None,
+            dir: dir.path().to_path_buf(),
+            applied: Some(applied.path().to_path_buf()),
+            managed: Some(managed.path().to_path_buf()),
+        };
+        let name = |m: &Manifests| {
+            m.virtual_services().next().unwrap().spec.http[0]
+                .name
+                .clone()
+        };
+        assert_eq!(name(&store.load().unwrap()).as_deref(), Some("original"));
+        let vs_only = |which: &str| {
+            VS.replace("WHICH", which)
+                .split("---\n")
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        std::fs::write(applied.path().join("a.yaml"), vs_only("applied")).unwrap();
+        let before = store.fingerprint();
+        std::fs::write(managed.path().join("m.yaml"), vs_only("managed")).unwrap();
+        assert_ne!(store.fingerprint(), before);
+        let m = store.load().unwrap();
+        assert_eq!(m.virtual_services().count(), 1);
+        assert_eq!(name(&m).as_deref(), Some("managed"));
+        assert_eq!(name(&store.load_all().0).as_deref(), Some("managed"));
+    }
 }

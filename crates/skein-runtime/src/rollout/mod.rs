@@ -346,6 +346,7 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
             }
             machine.tick(now, &view, &ready, &mut runner);
             reconcile_pods(&ctx, &config, &ns, &name, &machine, now, &view, &pods);
+            release_addresses(&ctx);
             let error = match write_overlay(&config, (&ns, &name), &canary, &machine, &overlay) {
                 Ok(text) => {
                     if text != last_overlay {
@@ -510,24 +511,43 @@ fn add_pod(
         .metadata
         .labels
         .insert(ROLLOUT_HASH_LABEL.to_string(), rev.hash.clone());
-    let plan = {
-        let mut network = ctx.network.lock().map_err(|_| "network lock".to_string())?;
-        let p = plan::extra_pod(
-            config,
-            &ctx.state,
-            &mut network,
-            &ctx.opts,
-            (ns, name),
-            &template,
-            pod,
-        )
-        .map_err(|e| e.to_string())?;
-        network.save(&ctx.state).map_err(|e| e.to_string())?;
-        p
-    };
+    // The address is taken and the pod added under one lock, so that no other Rollout's
+    // release of unused addresses (below) sees the address without its pod.
+    let mut network = ctx.network.lock().map_err(|_| "network lock".to_string())?;
+    let plan = plan::extra_pod(
+        config,
+        &ctx.state,
+        &mut network,
+        &ctx.opts,
+        (ns, name),
+        &template,
+        pod,
+    )
+    .map_err(|e| e.to_string())?;
+    network.save(&ctx.state).map_err(|e| e.to_string())?;
     crate::kube::dns::write_pod_hosts(&ctx.state, &ctx.pods.plan, &plan)
         .map_err(|e| e.to_string())?;
     ctx.pods.add(plan).map_err(|e| e.to_string())
+}
+
+/// Frees the addresses of pods that are gone (removed and stopped), so that revision after
+/// revision does not use up the state directory's loopback subnet.
+fn release_addresses(ctx: &Ctx) {
+    let Ok(mut network) = ctx.network.lock() else {
+        return;
+    };
+    let live: Vec<String> = ctx
+        .pods
+        .entries()
+        .iter()
+        .map(|e| e.plan.name.clone())
+        .collect();
+    if network.pods.keys().any(|k| !live.contains(k)) {
+        network.retain_pods(&live);
+        if let Err(e) = network.save(&ctx.state) {
+            tracing::warn!("cannot save the pods' addresses: {e}");
+        }
+    }
 }
 
 /// Prometheus scrapes the pods of its config: rewritten with the live pods, then reloaded

@@ -703,3 +703,98 @@ pub async fn run_check(ip: std::net::IpAddr, check: &Check, timeout: Duration) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{DatabaseMode, DatabasePlan, NamedPort, PrometheusState};
+
+    fn pod(name: &str, dir: &std::path::Path) -> PodPlan {
+        PodPlan {
+            name: name.into(),
+            namespace: "ns".into(),
+            workload: "w".into(),
+            labels: [("app".to_string(), "w".to_string())].into(),
+            service_account: "default".into(),
+            ip: std::net::Ipv4Addr::LOCALHOST,
+            probe_ip: std::net::Ipv4Addr::LOCALHOST,
+            ports: vec![NamedPort {
+                name: Some("http".into()),
+                port: 9,
+            }],
+            containers: vec![ContainerPlan {
+                name: "c".into(),
+                run: Run::Program {
+                    program: "/bin/sleep".into(),
+                    args: vec!["30".into()],
+                },
+                env: Vec::new(),
+                log: dir.join(format!("{name}.log")),
+            }],
+            readiness: None,
+            grace: Duration::from_secs(1),
+            proxy: None,
+            bootstrap_token_sha256: None,
+            scrape: None,
+            app_metrics: None,
+        }
+    }
+
+    fn empty_plan() -> Plan {
+        Plan {
+            pods: Vec::new(),
+            services: Vec::new(),
+            ingress: Vec::new(),
+            database: DatabasePlan {
+                mode: DatabaseMode::Sqlite,
+                location: String::new(),
+            },
+            hosts: Vec::new(),
+            prometheus: PrometheusState::Off,
+            tracing: None,
+            dashboard: None,
+        }
+    }
+
+    /// A pod added while the run lasts starts; removed, it is Terminating, then stopped and
+    /// gone; a name in use and a removal after shutdown are refused.
+    #[tokio::test]
+    async fn pods_come_and_go_while_the_run_lasts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = Pods::new(empty_plan(), LogRotation::default());
+        let (tx, rx) = watch::channel(false);
+        let tasks = pods.start(rx);
+        assert!(tasks.is_empty());
+        pods.add(pod("w-abc-1", dir.path())).unwrap();
+        assert!(matches!(
+            pods.add(pod("w-abc-1", dir.path())),
+            Err(PodsError::Exists(_))
+        ));
+        let pid = loop {
+            let s = pods.pod_statuses();
+            if s[0].pid != 0 {
+                break s[0].pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(process::is_alive(pid));
+        pods.remove("w-abc-1").unwrap();
+        assert_eq!(pods.pod_statuses()[0].state, "Terminating");
+        assert!(matches!(
+            pods.remove("w-abc-1"),
+            Err(PodsError::NoSuchPod(_))
+        ));
+        let deadline = Instant::now() + REMOVAL_DRAIN + Duration::from_secs(5);
+        while !pods.entries().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(pods.entries().is_empty(), "the removed pod is gone");
+        assert!(!process::is_alive(pid), "its process was stopped");
+        tx.send(true).unwrap();
+        pods.join_late().await;
+        assert!(matches!(
+            pods.add(pod("w-abc-2", dir.path())),
+            Err(PodsError::ShuttingDown)
+        ));
+    }
+}
