@@ -314,13 +314,31 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
                 .cloned()
         });
         if let (Some(config), Some(ro)) = (config, rollout) {
-            let strategy: spec::Strategy = ro
-                .spec
-                .strategy
-                .clone()
-                .and_then(|s| serde_json::from_value(s).ok())
-                .unwrap_or_default();
-            let canary = strategy.canary.unwrap_or_default();
+            let canary = match spec::strategy(ro.spec.strategy.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing changes until the spec is fixed (Argo's InvalidSpec).
+                    let st = RolloutStatus {
+                        name: name.clone(),
+                        namespace: ns.clone(),
+                        phase: "Degraded".into(),
+                        message: format!("InvalidSpec: {e}"),
+                        strategy: "Canary".into(),
+                        error: Some(e),
+                        updated_at: crate::clock::now_rfc3339(),
+                        ..last_status.clone()
+                    };
+                    if status_changed(&last_status, &st) {
+                        write_status(&ctx.state, &st);
+                        last_status = st;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(TICK) => {}
+                        _ = crate::run::supervisor::stopped(&mut shutdown) => return,
+                    }
+                    continue;
+                }
+            };
             let hash = rollout_template_hash(&ro.spec.template);
             let view = View {
                 replicas: ro.spec.replicas.unwrap_or(1).max(0) as usize,
@@ -360,12 +378,7 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
             let pods = pods_by_hash(&ctx, &ns, &name);
             let status = status(&ns, &name, &machine, &view, &pods, &runner, error);
             if status_changed(&last_status, &status) {
-                let path = status_file(&ctx.state, &ns, &name);
-                let text = serde_json::to_vec_pretty(&status).unwrap_or_default();
-                let tmp = path.with_extension("json.tmp");
-                if std::fs::write(&tmp, text).is_ok() {
-                    let _ = std::fs::rename(&tmp, &path);
-                }
+                write_status(&ctx.state, &status);
                 last_status = status;
             }
         }
@@ -373,6 +386,15 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
             _ = tokio::time::sleep(TICK) => {}
             _ = crate::run::supervisor::stopped(&mut shutdown) => return,
         }
+    }
+}
+
+fn write_status(state: &StateDir, status: &RolloutStatus) {
+    let path = status_file(state, &status.namespace, &status.name);
+    let text = serde_json::to_vec_pretty(status).unwrap_or_default();
+    let tmp = path.with_extension("json.tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
     }
 }
 

@@ -79,9 +79,10 @@ pub struct DestinationRuleRef {
     pub stable_subset_name: String,
 }
 
-/// One canary step: exactly one field is set.
+/// One canary step: exactly one field is set. An unknown field is refused (Argo's CRD
+/// schema refuses it too), so a misspelt step is said rather than skipped.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Step {
     pub set_weight: Option<i32>,
     pub pause: Option<Pause>,
@@ -90,6 +91,59 @@ pub struct Step {
     pub set_header_route: Option<SetHeaderRoute>,
     pub analysis: Option<AnalysisSpec>,
     pub experiment: Option<serde_json::Value>,
+    pub plugin: Option<serde_json::Value>,
+}
+
+impl Step {
+    /// How many of the step's kinds are set (a valid step has exactly one).
+    pub fn kinds(&self) -> usize {
+        [
+            self.set_weight.is_some(),
+            self.pause.is_some(),
+            self.set_canary_scale.is_some(),
+            self.set_mirror_route.is_some(),
+            self.set_header_route.is_some(),
+            self.analysis.is_some(),
+            self.experiment.is_some(),
+            self.plugin.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
+    }
+}
+
+/// `spec.strategy` read from the Rollout, or why it cannot run (Argo's `InvalidSpec`).
+pub fn strategy(v: Option<&serde_json::Value>) -> Result<Canary, String> {
+    let s: Strategy = match v {
+        None => return Err("spec.strategy: a Rollout needs strategy.canary here".into()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("spec.strategy: {e}"))?,
+    };
+    if s.blue_green.is_some() {
+        return Err("spec.strategy.blueGreen is not supported yet; use strategy.canary".into());
+    }
+    let c = s
+        .canary
+        .ok_or_else(|| "spec.strategy: a Rollout needs strategy.canary here".to_string())?;
+    for (i, step) in c.steps.iter().enumerate() {
+        if step.kinds() != 1 {
+            return Err(format!(
+                "spec.strategy.canary.steps[{i}]: a step sets exactly one of setWeight, pause, setCanaryScale, setMirrorRoute, setHeaderRoute, analysis, experiment"
+            ));
+        }
+        if let Some(w) = step.set_weight
+            && !(0..=100).contains(&w)
+        {
+            return Err(format!(
+                "spec.strategy.canary.steps[{i}].setWeight: {w} is not between 0 and 100"
+            ));
+        }
+        if let Some(p) = &step.pause {
+            p.duration()
+                .map_err(|e| format!("spec.strategy.canary.steps[{i}].pause: {e}"))?;
+        }
+    }
+    Ok(c)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -301,6 +355,34 @@ mod tests {
         );
         assert_eq!(c.steps[3].pause.as_ref().unwrap().duration(), Ok(None));
         assert_eq!(c.steps[2].describe(), "setWeight: 10");
+        assert!(
+            strategy(Some(
+                &serde_json::json!({"canary": {"steps": [{"setWieght": 10}]}})
+            ))
+            .unwrap_err()
+            .contains("setWieght")
+        );
+        assert!(
+            strategy(Some(&serde_json::json!({"canary": {"steps": [{}]}})))
+                .unwrap_err()
+                .contains("steps[0]")
+        );
+        assert!(
+            strategy(Some(
+                &serde_json::json!({"canary": {"steps": [{"setWeight": 150}]}})
+            ))
+            .unwrap_err()
+            .contains("150")
+        );
+        assert!(
+            strategy(Some(
+                &serde_json::json!({"canary": {"steps": [{"pause": {"duration": "soon"}}]}})
+            ))
+            .unwrap_err()
+            .contains("soon")
+        );
+        assert!(strategy(Some(&serde_json::json!({"blueGreen": {}}))).is_err());
+        assert!(strategy(None).is_err());
         let istio = c.traffic_routing.unwrap().istio.unwrap();
         assert_eq!(istio.virtual_services()[0].routes, ["primary"]);
     }
