@@ -392,6 +392,92 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
     );
     let r = wait_step(&skein, 1, "Paused");
     assert_eq!(canary_pods(&r).len(), 1, "retry starts the steps again");
+
+    // undo: back to the previous revision's template, handed over as `skein apply` does;
+    // the stable template again, so the canary goes without steps.
+    let out = skein.run(&["rollouts", "undo", "echo", "-n", "echo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skein.run(&[
+        "rollouts",
+        "status",
+        "echo",
+        "-n",
+        "echo",
+        "--timeout",
+        "30s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the undone canary's pods gone",
+        || {
+            let r = rollout(&skein);
+            (canary_pods(&r).is_empty() && r["currentPodHash"] == new_hash.as_str()).then_some(())
+        },
+    );
+    // set image: a new revision; pause holds it, promote --full finishes it.
+    let out = skein.run(&[
+        "rollouts",
+        "set",
+        "image",
+        "echo",
+        "echo=skein-echo:0.2.0",
+        "-n",
+        "echo",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = wait_step(&skein, 1, "Paused");
+    assert_eq!(r["revisions"][0]["revision"], 4);
+    assert_eq!(r["revisions"][0]["images"][0], "skein-echo:0.2.0");
+    let out = skein.run(&["rollouts", "pause", "echo", "-n", "echo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(10), "manually paused", || {
+        (rollout(&skein)["message"] == "manually paused").then_some(())
+    });
+    let out = skein.run(&["rollouts", "promote", "echo", "-n", "echo", "--full"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skein.run(&[
+        "rollouts",
+        "status",
+        "echo",
+        "-n",
+        "echo",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = rollout(&skein);
+    assert_eq!(r["revisions"][0]["revision"], 4);
+    assert_eq!(r["revisions"][0]["role"], "stable");
+    let summary = String::from_utf8_lossy(&skein.run(&["status"]).stdout).into_owned();
+    assert!(
+        summary.contains("rollout echo/echo: ✔ Healthy"),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -617,7 +617,7 @@ fn write_overlay(
         .map(|d| {
             (
                 d.resource.metadata().name.clone(),
-                with_ns(d.resource.to_json(), ns),
+                with_ns(as_json(&d.resource), ns),
             )
         })
         .collect();
@@ -630,7 +630,7 @@ fn write_overlay(
                 d.resource.metadata().namespace_or_default() == ns
                     && d.resource.metadata().name == r.name
             })
-            .map(|d| with_ns(d.resource.to_json(), ns))
+            .map(|d| with_ns(as_json(&d.resource), ns))
     });
     let t = traffic::Traffic {
         stable_hash: &stable.hash,
@@ -654,6 +654,17 @@ fn write_overlay(
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(text)
+}
+
+/// The object as JSON without pruning empty objects (`Resource::to_json` prunes them, and
+/// an empty `{}` can mean something, as `corsPolicy: {}` or a match on everything does).
+fn as_json(r: &Resource) -> serde_json::Value {
+    match r {
+        Resource::VirtualService(v) => serde_json::to_value(v),
+        Resource::DestinationRule(v) => serde_json::to_value(v),
+        _ => Ok(r.to_json()),
+    }
+    .unwrap_or_default()
 }
 
 fn with_ns(mut v: serde_json::Value, ns: &str) -> serde_json::Value {

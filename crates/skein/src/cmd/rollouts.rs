@@ -475,10 +475,26 @@ fn live_rollout(state: &StateDir, ns: &str, name: &str) -> anyhow::Result<serde_
     let (m, _) = store.load_all();
     m.rollouts()
         .find(|r| r.metadata.name == name && r.metadata.namespace_or_default() == ns)
-        .map(|r| skein_api::Resource::Rollout(r.clone()).to_json())
+        // Not `Resource::to_json`: it prunes empty objects, and `pause: {}` is a step.
+        .map(|r| without_nulls(serde_json::to_value(r).unwrap_or_default()))
         .ok_or_else(|| {
             anyhow::anyhow!("rollouts.argoproj.io \"{name}\" not found in namespace {ns}")
         })
+}
+
+fn without_nulls(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
 }
 
 /// Hands a changed Rollout to the control plane and the controller as `skein apply` does.
