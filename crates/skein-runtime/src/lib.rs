@@ -69,6 +69,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use client::{HttpGetError, http_get, http_get_bounded};
+pub use naming::rollout_template_hash;
 pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
 pub use plan::prometheus::DEFAULT_SCRAPE_INTERVAL;

@@ -275,6 +275,20 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
     ] {
         assert!(tree.contains(want), "{want} in\n{tree}");
     }
+    // kubectl's columns for the Argo CRD: 2 desired, 3 pods, 1 of the new template.
+    let table = String::from_utf8_lossy(&skein.run(&["get", "ro", "echo", "-n", "echo"]).stdout)
+        .into_owned();
+    let cells: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        cells.get(..5),
+        Some(&["echo", "2", "3", "1", "3"][..]),
+        "{table}"
+    );
     let out = skein.run(&["rollouts", "promote", "echo", "-n", "echo"]);
     assert!(
         out.status.success(),
