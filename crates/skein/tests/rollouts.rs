@@ -605,4 +605,30 @@ fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
             .then_some(r)
     });
     assert_eq!(r["actualWeight"], 20);
+
+    // Deleting the Rollout from the manifests takes its pods and managed objects away.
+    let file = manifests.path().join("echo.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let kept: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|d| !d.contains("kind: Rollout\n"))
+        .collect();
+    std::fs::write(&file, kept.join("\n---\n")).unwrap();
+    eventually(Duration::from_secs(30), "the Rollout's pods gone", || {
+        skein.pods("echo").is_empty().then_some(())
+    });
+    assert!(
+        !skein
+            .state
+            .path()
+            .join("managed/rollout.echo.echo.yaml")
+            .exists()
+    );
+    let out = skein.run(&["rollouts", "get", "rollout", "echo", "-n", "echo"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rollouts.argoproj.io \"echo\" not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -30,7 +30,7 @@ use crate::run::state::{Network, StateDir};
 use crate::run::supervisor::Pods;
 
 pub use machine::Command;
-use machine::{Machine, View};
+use machine::{Machine, Runner, View};
 
 /// How often each Rollout is looked at.
 const TICK: Duration = Duration::from_millis(250);
@@ -240,6 +240,8 @@ pub fn spawn(ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> tokio::task::Joi
             }
         }
         loop {
+            // A Rollout deleted (its task ended) and added again gets a new task.
+            running.retain(|_, t| !t.is_finished());
             if let Some(m) = load_config(&ctx.manifests, &ctx.state.applied_dir()) {
                 for r in m.rollouts() {
                     let key = (
@@ -313,6 +315,18 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
                 .find(|r| r.metadata.name == name && r.metadata.namespace_or_default() == ns)
                 .cloned()
         });
+        if config.is_some() && rollout.is_none() {
+            // Deleted: its pods, managed objects and status go, as Argo's ReplicaSets do.
+            tracing::info!(rollout = %name, "the Rollout was deleted; removing its pods");
+            runner.terminate_all();
+            for p in pods_by_hash(&ctx, &ns, &name).into_values().flatten() {
+                let _ = ctx.pods.remove(&p.name);
+            }
+            let _ = std::fs::remove_file(&overlay);
+            let _ = std::fs::remove_file(status_file(&ctx.state, &ns, &name));
+            reload_prometheus(&ctx);
+            return;
+        }
         if let (Some(config), Some(ro)) = (config, rollout) {
             let canary = match spec::strategy(ro.spec.strategy.as_ref()) {
                 Ok(c) => c,
