@@ -34,6 +34,8 @@ use machine::{Machine, Runner, View};
 
 /// How often each Rollout is looked at.
 const TICK: Duration = Duration::from_millis(250);
+/// How long a Rollout must be missing from a config that loads before it counts as deleted.
+const DELETE_AFTER: Duration = Duration::from_secs(2);
 
 /// One Rollout's status, as `skein rollouts get` and `skein status` read it
 /// (`STATE/rollouts/NS.NAME.json`), with the fields of Argo's `status`.
@@ -301,6 +303,7 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
     let mut runner = runner::Runs::new(ctx.clone(), ns.clone(), name.clone());
     let mut last_overlay = String::new();
     let mut last_status = RolloutStatus::default();
+    let mut missing_since: Option<Instant> = None;
     let overlay = ctx
         .state
         .managed_dir()
@@ -315,7 +318,14 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
                 .find(|r| r.metadata.name == name && r.metadata.namespace_or_default() == ns)
                 .cloned()
         });
+        // A file being rewritten can load without the Rollout for a moment: it counts as
+        // deleted once it has been missing for a while.
         if config.is_some() && rollout.is_none() {
+            missing_since.get_or_insert_with(Instant::now);
+        } else {
+            missing_since = None;
+        }
+        if missing_since.is_some_and(|t| t.elapsed() >= DELETE_AFTER) {
             // Deleted: its pods, managed objects and status go, as Argo's ReplicaSets do.
             tracing::info!(rollout = %name, "the Rollout was deleted; removing its pods");
             runner.terminate_all();
