@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod codes;
 pub mod gitops;
 pub mod gateway_api;

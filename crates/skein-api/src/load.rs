@@ -351,7 +351,7 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
     };
     let name = meta_str("name");
     let namespace = meta_str("namespace");
-    let namespace = (!matches!(kind.as_str(), "Namespace" | "GatewayClass")).then_some(
+    let namespace = (!crate::resource::cluster_scoped(&kind)).then_some(
         if namespace.is_empty() {
             "default"
         } else {

@@ -5,6 +5,7 @@ use serde::Deserializer;
 
 use crate::gitops::{AppProject, Application};
 use crate::gateway_api as gwapi;
+use crate::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
@@ -37,6 +38,7 @@ const REFERENCE_GRANT: &[&str] = &[
     "gateway.networking.k8s.io/v1beta1",
     "gateway.networking.k8s.io/v1alpha2",
 ];
+const ARGO: &[&str] = &["argoproj.io/v1alpha1"];
 
 /// A Rust type that is one kind of [`Resource`].
 pub trait ResourceKind: Sized + 'static {
@@ -157,6 +159,18 @@ resources! {
     GrpcRoute(gwapi::GrpcRoute) as "GRPCRoute", GRPC_ROUTE, grpc_routes;
     TcpRoute(gwapi::TcpRoute) as "TCPRoute", TCP_ROUTE, tcp_routes;
     ReferenceGrant(gwapi::ReferenceGrant), REFERENCE_GRANT, reference_grants;
+    /// Argo Rollouts' analysis: metrics, their provider and the conditions they pass.
+    AnalysisTemplate(AnalysisTemplate), ARGO, analysis_templates;
+    /// An AnalysisTemplate any namespace can use (cluster-scoped).
+    ClusterAnalysisTemplate(ClusterAnalysisTemplate), ARGO, cluster_analysis_templates;
+    /// One analysis, running: a Rollout starts them, and a user may write one.
+    AnalysisRun(AnalysisRun), ARGO, analysis_runs;
+}
+
+/// The kinds without a namespace. (Gateway API's GatewayClass; Istio's Gateway and the Gateway
+/// API's share the `Gateway` kind string, and both are namespaced.)
+pub(crate) fn cluster_scoped(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "GatewayClass" | "ClusterAnalysisTemplate")
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {
@@ -185,7 +199,7 @@ impl Resource {
     }
 
     /// The namespace the object lives in: `metadata.namespace`, or `default` when unset;
-    /// empty for cluster-scoped kinds (Namespace). The raw value is
+    /// empty for cluster-scoped kinds (Namespace, ClusterAnalysisTemplate). The raw value is
     /// `self.metadata().namespace`.
     pub fn namespace(&self) -> &str {
         if !self.is_namespaced() {
@@ -199,7 +213,7 @@ impl Resource {
 
     /// False for cluster-scoped kinds.
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Resource::Namespace(_) | Resource::GatewayClass(_))
+        !cluster_scoped(self.kind())
     }
 
     /// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as used in messages.
@@ -300,9 +314,7 @@ impl Manifests {
     pub fn get<T: ResourceKind>(&self, namespace: &str, name: &str) -> Option<&T> {
         self.of::<T>().find(|o| {
             let m = o.metadata();
-            m.name == name
-                && (matches!(T::KIND, "Namespace" | "GatewayClass")
-                    || m.namespace_or_default() == namespace)
+            m.name == name && (cluster_scoped(T::KIND) || m.namespace_or_default() == namespace)
         })
     }
 }

@@ -1715,6 +1715,7 @@ mod tests {
                 let status_file = dir.path().join("control.json");
                 let opts = ControlOptions {
                     store: Store {
+                        managed: None,
                         addons: None,
                         dir: manifests,
                         applied: None,

@@ -20,6 +20,10 @@ pub struct Store {
     /// The runtime's own objects (the addons' Services), read before `dir`: an object of
     /// the user's with the same kind/namespace/name replaces them.
     pub addons: Option<PathBuf>,
+    /// Objects a controller of the runtime manages (the VirtualServices and
+    /// DestinationRules an Argo Rollout moves), read last: an object here replaces the same
+    /// kind/namespace/name from `dir` and `applied`. Never the user's files.
+    pub managed: Option<PathBuf>,
 }
 
 /// A refused change: every error, one per line, each starting with `file:line`.
@@ -69,6 +73,9 @@ impl Store {
         }
         if let Some(a) = &self.applied {
             walk(a, &mut out);
+        }
+        if let Some(m) = &self.managed {
+            walk(m, &mut out);
         }
         out
     }
@@ -120,6 +127,13 @@ impl Store {
                 dirs.push(a);
             }
         }
+        let mut managed_files = Vec::new();
+        if let Some(m) = &self.managed {
+            walk(m, &mut managed_files);
+            if !managed_files.is_empty() {
+                dirs.push(m);
+            }
+        }
         for dir in dirs {
             let (m, e) = skein_api::load_path_partial(dir);
             merged.extend(m);
@@ -144,6 +158,16 @@ impl Store {
         }
         if let Some(a) = self.applied.as_ref().filter(|_| !applied_files.is_empty()) {
             match skein_api::load_path(a) {
+                Ok(m) => merged.extend(m),
+                Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
+            }
+        }
+        let mut managed_files = Vec::new();
+        if let Some(m) = &self.managed {
+            walk(m, &mut managed_files);
+        }
+        if let Some(m) = self.managed.as_ref().filter(|_| !managed_files.is_empty()) {
+            match skein_api::load_path(m) {
                 Ok(m) => merged.extend(m),
                 Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
             }
@@ -224,6 +248,7 @@ mod tests {
         )
         .unwrap();
         let store = Store {
+            managed: None,
             addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
@@ -251,6 +276,7 @@ mod tests {
         let applied = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
         let store = Store {
+            managed: None,
             addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
@@ -300,6 +326,7 @@ mod tests {
         std::fs::write(applied.path().join("a.yaml"), vs_only("first")).unwrap();
         std::fs::write(applied.path().join("b.yaml"), vs_only("second")).unwrap();
         let store = Store {
+            managed: None,
             addons: None,
             dir: dir.path().to_path_buf(),
             applied: Some(applied.path().to_path_buf()),
@@ -329,6 +356,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("own.yaml"), svc("tracing", 8080)).unwrap();
         let store = Store {
+            managed: None,
             dir: dir.path().to_path_buf(),
             applied: None,
             addons: Some(addons.path().to_path_buf()),
@@ -346,5 +374,42 @@ mod tests {
             ]
         );
         assert_eq!(store.fingerprint().len(), 2, "both directories are watched");
+    }
+
+    /// The managed overlay (a Rollout's copies) replaces the manifests' and the applied
+    /// objects, and is watched.
+    #[test]
+    fn the_managed_overlay_is_read_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = tempfile::tempdir().unwrap();
+        let managed = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("WHICH", "original")).unwrap();
+        let store = Store {
+            addons: None,
+            dir: dir.path().to_path_buf(),
+            applied: Some(applied.path().to_path_buf()),
+            managed: Some(managed.path().to_path_buf()),
+        };
+        let name = |m: &Manifests| {
+            m.virtual_services().next().unwrap().spec.http[0]
+                .name
+                .clone()
+        };
+        assert_eq!(name(&store.load().unwrap()).as_deref(), Some("original"));
+        let vs_only = |which: &str| {
+            VS.replace("WHICH", which)
+                .split("---\n")
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        std::fs::write(applied.path().join("a.yaml"), vs_only("applied")).unwrap();
+        let before = store.fingerprint();
+        std::fs::write(managed.path().join("m.yaml"), vs_only("managed")).unwrap();
+        assert_ne!(store.fingerprint(), before);
+        let m = store.load().unwrap();
+        assert_eq!(m.virtual_services().count(), 1);
+        assert_eq!(name(&m).as_deref(), Some("managed"));
+        assert_eq!(name(&store.load_all().0).as_deref(), Some("managed"));
     }
 }

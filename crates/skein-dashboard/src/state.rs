@@ -51,6 +51,7 @@ impl Snapshot {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let store = skein_control::Store {
+            managed: Some(state.managed_dir()),
             addons: Some(state.addons_dir()),
             dir: PathBuf::from(&status.manifests),
             applied: Some(state.applied_dir()),

@@ -30,27 +30,37 @@
 //!   - `services`: kube-proxy: a listener per Service port, round robin to ready endpoints.
 //!   - `ingress`: ingress-nginx: the Ingress over HTTP and HTTPS when the mesh is off.
 //!   - `dns`: cluster DNS: the hosts files.
+//! - `analysis/`: Argo Rollouts' analysis engine: AnalysisRuns measured against Prometheus
+//!   (the Rollout controller's `prepare`/`start`, and the AnalysisRun objects of the
+//!   manifests).
 //! - `mysql`: a local MariaDB for `mysql:*` images, and `TestServer` for tests.
 //! - `client`: `http_get`, the one HTTP GET of the runtime and the CLI.
 //! - `prom`: the Prometheus HTTP API client of the CLI and the dashboard (on `client`).
+//! - `rollout/`: the Argo Rollouts controller: one task per Rollout, adding and removing
+//!   its revisions' pods through `run::supervisor` and writing the VirtualServices and
+//!   DestinationRule it manages into the control plane's `managed` overlay.
+//! - `clock`: the wall clock as RFC 3339.
 //! - `tls`: the ingress's self-signed certificate.
 //! - `naming`: pods' Kubernetes-style names, the hash behind them, and the check a name
 //!   passes before it becomes a path.
 //! - `fs`: owner-only files and directories, and the executable check.
 //!
-//! Dependencies point one way: `up` → `kube` → `run::supervisor` → `plan` → `run::state`;
+//! Dependencies point one way: `up` → `rollout` → `kube` → `run::supervisor` → `plan` → `run::state`;
 //! nothing imports `up`, and inside `plan` it is `build` → `pod` → `env` → `database` →
 //! `manifests` (`scripts/module-cycles` checks there is no cycle).
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 mod client;
+mod clock;
 mod fs;
 mod kube;
 pub mod mysql;
 mod naming;
 mod plan;
 pub mod prom;
+pub mod rollout;
 mod run;
 mod tls;
 mod up;
@@ -59,6 +69,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use client::{HttpGetError, http_get, http_get_bounded};
+pub use naming::rollout_template_hash;
 pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
 pub use plan::prometheus::DEFAULT_SCRAPE_INTERVAL;

@@ -27,7 +27,22 @@ fn encode(mut h: u64, len: usize) -> String {
 /// `template` is a canonical serialisation of the pod template: when it changes, the pods get
 /// new names, as a Deployment rollout would give them.
 pub fn pod_name(workload: &str, template: &[u8], ordinal: usize) -> String {
-    let hash = encode(fnv1a(template), 9);
+    pod_name_with_hash(workload, &template_hash(template), ordinal)
+}
+
+/// The hash of a pod template (canonical JSON), as pod names and Argo's
+/// `rollouts-pod-template-hash` label carry it.
+pub fn template_hash(template: &[u8]) -> String {
+    encode(fnv1a(template), 9)
+}
+
+/// A Rollout's template hash: of its `spec.template` as JSON.
+pub fn rollout_template_hash(template: &skein_api::k8s::PodTemplateSpec) -> String {
+    template_hash(&serde_json::to_vec(template).unwrap_or_default())
+}
+
+/// `<workload>-<hash>-<suffix>`, the suffix 5 characters of the ordinal's hash.
+pub fn pod_name_with_hash(workload: &str, hash: &str, ordinal: usize) -> String {
     let suffix = encode(fnv1a(format!("{workload}/{hash}/{ordinal}").as_bytes()), 5);
     format!("{workload}-{hash}-{suffix}")
 }

@@ -48,7 +48,17 @@ pub enum PromError {
 pub struct PromClient {
     addr: SocketAddr,
     url: String,
+    /// A path prefix (`/prometheus`) before `/api/v1/...`; empty for most servers.
+    prefix: String,
     timeout: Duration,
+}
+
+/// An instant query's answer, of whichever type the query gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+    Matrix(Vec<RangeSeries>),
 }
 
 impl PromClient {
@@ -62,8 +72,35 @@ impl PromClient {
         Ok(PromClient {
             addr,
             url: url.to_string(),
+            prefix: String::new(),
             timeout,
         })
+    }
+
+    /// A client of the server at `addr` under the path `prefix` (empty, or `/prefix`), for a
+    /// URL that named it some other way (`url`, shown in errors).
+    pub fn at(addr: SocketAddr, prefix: &str, url: &str, timeout: Duration) -> PromClient {
+        PromClient {
+            addr,
+            url: url.to_string(),
+            prefix: prefix.trim_end_matches('/').to_string(),
+            timeout,
+        }
+    }
+
+    /// An instant query at `time` (unix seconds), answered as a scalar, a vector or a matrix
+    /// (Argo's Prometheus provider takes all three).
+    pub async fn query_value(&self, promql: &str, time: f64) -> Result<QueryValue, PromError> {
+        let path = format!("/api/v1/query?query={}&time={time:.3}", encode(promql));
+        let data = self.get(promql, &path).await?;
+        let parsed = match data["resultType"].as_str() {
+            Some("scalar") => number(&data["result"][1])
+                .map(QueryValue::Scalar)
+                .ok_or_else(|| format!("a scalar without a number: {}", data["result"])),
+            Some("matrix") => parse_matrix(&data).map(QueryValue::Matrix),
+            _ => parse_vector(&data).map(QueryValue::Vector),
+        };
+        parsed.map_err(|reason| self.fail(promql, reason))
     }
 
     pub fn url(&self) -> &str {
@@ -102,7 +139,8 @@ impl PromClient {
     }
 
     async fn get(&self, promql: &str, path: &str) -> Result<serde_json::Value, PromError> {
-        let (status, body) = http_get(self.addr, path, self.timeout)
+        let path = format!("{}{path}", self.prefix);
+        let (status, body) = http_get(self.addr, &path, self.timeout)
             .await
             .map_err(|e| self.fail(promql, e.to_string()))?;
         let mut v: serde_json::Value = serde_json::from_slice(&body)

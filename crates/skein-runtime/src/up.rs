@@ -85,16 +85,12 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         gitops: opts.gitops.clone(),
     });
     let mut network = Network::load_or_new(&state)?;
-    let plan = plan::build(
-        &manifests,
-        &state,
-        &mut network,
-        &PlanOptions {
-            database: opts.database,
-            program_dirs: opts.program_dirs.clone(),
-            mesh: mesh.clone(),
-        },
-    )?;
+    let plan_opts = PlanOptions {
+        database: opts.database,
+        program_dirs: opts.program_dirs.clone(),
+        mesh: mesh.clone(),
+    };
+    let plan = plan::build(&manifests, &state, &mut network, &plan_opts)?;
     network.save(&state)?;
     check_pod_ports(&plan)?;
     match &plan.prometheus {
@@ -126,6 +122,16 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         drop((http, https, tls));
     } else {
         tasks.extend(ingress::serve(pods.clone(), http, https, tls, rx.clone()));
+    }
+    if manifests.rollouts().next().is_some() {
+        let ctx = crate::rollout::Ctx {
+            pods: pods.clone(),
+            state: state.clone(),
+            manifests: opts.manifests.clone(),
+            opts: plan_opts,
+            network: std::sync::Mutex::new(network),
+        };
+        tasks.push(crate::rollout::spawn(Arc::new(ctx), rx.clone()));
     }
     let writer = tokio::spawn(write_status(pods.clone(), state.clone(), base.clone(), rx));
     Ok(Running {
@@ -253,6 +259,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.pods.join_late().await;
         let _ = self.writer.await;
         let mut last = snapshot(&self.pods, &self.base);
         last.mark_stopped(Some(now_rfc3339()));
@@ -420,26 +427,4 @@ pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
         })
 }
 
-/// UTC now as RFC 3339, without pulling in a date crate.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
+pub use crate::clock::now_rfc3339;

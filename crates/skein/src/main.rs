@@ -67,6 +67,9 @@ enum Command {
     Traces(cmd::traces::ListArgs),
     /// Show one trace as a waterfall: spans by parent, bars on the root's time span.
     Trace(cmd::traces::ShowArgs),
+    /// Argo Rollouts' commands (like `kubectl argo rollouts`): get rollout, promote, abort,
+    /// retry rollout, pause, undo, set image, status.
+    Rollouts(cmd::rollouts::Args),
     /// Print the dashboard's URL (Kiali's graph, workloads, Istio config, traces, logs) and
     /// open it in a browser when one is available.
     Dashboard(cmd::dashboard::Args),
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Traces(a) => cmd::traces::list(a, cli.state_dir),
         Command::Trace(a) => cmd::traces::show(a, cli.state_dir),
         Command::TraceStore(a) => cmd::trace_store::run(a),
+        Command::Rollouts(a) => cmd::rollouts::run(a, cli.state_dir),
         Command::Dashboard(a) => cmd::dashboard::run(a, cli.state_dir),
         Command::DashboardServer(a) => cmd::dashboard::serve(a),
         Command::Proxy(a) => cmd::proxy::run(*a),

@@ -148,6 +148,21 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             Resource::GrpcRoute(r) => gateway_api::validate_grpc_route(&mut cx, r),
             Resource::TcpRoute(r) => gateway_api::validate_tcp_route(&mut cx, r),
             Resource::ReferenceGrant(g) => gateway_api::validate_reference_grant(&mut cx, g),
+            Resource::AnalysisTemplate(t) => {
+                for (path, message) in crate::analysis::check_template(&t.spec) {
+                    cx.error(&path, message);
+                }
+            }
+            Resource::ClusterAnalysisTemplate(t) => {
+                for (path, message) in crate::analysis::check_template(&t.spec) {
+                    cx.error(&path, message);
+                }
+            }
+            Resource::AnalysisRun(r) => {
+                for (path, message) in crate::analysis::check_run(&r.spec) {
+                    cx.error(&path, message);
+                }
+            }
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)

@@ -3,7 +3,7 @@
 //! points opaque-TCP Services at the sidecar's listeners.
 
 use crate::RuntimeError;
-use crate::plan::{Plan, ServicePlan, dns_names};
+use crate::plan::{Plan, PodPlan, ServicePlan, dns_names};
 use crate::run::state::StateDir;
 
 /// The cluster DNS stand-in: every Service's names, in /etc/hosts format.
@@ -16,15 +16,23 @@ pub fn write_hosts(state: &StateDir, plan: &Plan) -> Result<(), RuntimeError> {
     let path = state.hosts_file();
     std::fs::write(&path, &text).map_err(|e| RuntimeError::io(&path, e))?;
 
-    // A pod with a sidecar reaches opaque-TCP Services through its sidecar's listeners.
+    for pod in &plan.pods {
+        write_pod_hosts(state, plan, pod)?;
+    }
+    Ok(())
+}
+
+/// The hosts file of a pod with a sidecar: it reaches opaque-TCP Services through its
+/// sidecar's listeners. Nothing for a pod without one.
+pub fn write_pod_hosts(state: &StateDir, plan: &Plan, pod: &PodPlan) -> Result<(), RuntimeError> {
     let opaque: Vec<&ServicePlan> = plan
         .services
         .iter()
         .filter(|s| s.ports.iter().any(|p| p.opaque))
         .collect();
-    for pod in &plan.pods {
+    {
         let Some(out) = pod.proxy.as_ref().and_then(|p| p.outbound_ip) else {
-            continue;
+            return Ok(());
         };
         let mut text = format!(
             "# Written by skein up for pod {}: opaque-TCP Services -> its sidecar, the rest -> cluster IPs.\n",

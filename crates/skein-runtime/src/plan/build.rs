@@ -9,12 +9,12 @@ use std::path::Path;
 use skein_api::Manifests;
 
 use super::ingress::ingress_routes;
-use super::manifests::{ConfigData, ServiceDef, ServicePortDef, Workload, services, workloads};
+use super::manifests::{ConfigData, ServiceDef, Workload, services, workload_of, workloads};
 use super::pod::plan_pod;
 use super::{
     DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan,
-    PrometheusState, ServicePlan, ServicePortPlan, ServicePortRef, dashboard, database, dns_names,
-    mesh, prometheus, tracing,
+    PrometheusState, ServicePlan, ServicePortPlan, dashboard, database, dns_names, mesh,
+    prometheus, tracing,
 };
 use crate::RuntimeError;
 use crate::naming::pod_name;
@@ -80,7 +80,7 @@ pub fn build(
     let services: Vec<ServicePlan> = services
         .iter()
         .zip(service_ips)
-        .map(|(s, ip)| service_plan(s, ip, &pods))
+        .map(|(s, ip)| service_plan(s, ip))
         .collect();
     let ingress = ingress_routes(manifests, &services, &mut errors);
 
@@ -98,6 +98,57 @@ pub fn build(
         tracing,
         dashboard,
     })
+}
+
+/// One pod of `template` planned while the run lasts (a Rollout's new revision), named
+/// `name`, with a sidecar when its namespace is injected, as at start. Its address is
+/// assigned in `network` (saved by the caller).
+pub fn extra_pod(
+    manifests: &Manifests,
+    state: &StateDir,
+    network: &mut Network,
+    opts: &PlanOptions,
+    (namespace, workload): (&str, &str),
+    template: &skein_api::k8s::PodTemplateSpec,
+    name: String,
+) -> Result<PodPlan, RuntimeError> {
+    let configs = ConfigData::collect(manifests);
+    let workloads = workloads(manifests);
+    let db_workloads: Vec<&Workload<'_>> = workloads.iter().filter(|w| w.is_database()).collect();
+    let mode = database::mode(opts.database, &db_workloads);
+    let services = services(manifests);
+    let db_services = database::services(&services, &db_workloads);
+    let cx = Inputs {
+        state,
+        opts,
+        configs: &configs,
+        mode,
+        db_services: &db_services,
+    };
+    let source = workloads
+        .iter()
+        .find(|w| w.name == workload && w.namespace == namespace)
+        .map(|w| w.source.clone())
+        .unwrap_or_else(|| skein_api::Source {
+            file: state.root().to_path_buf(),
+            line: 0,
+        });
+    let w = workload_of(workload, namespace, template, source);
+    let ns_labels = manifests
+        .namespaces()
+        .find(|n| n.metadata.name == namespace)
+        .map(|n| n.metadata.labels.clone());
+    let meshed = opts.mesh.is_some()
+        && mesh::injected(ns_labels.as_ref(), &w.pod_labels, &w.pod_annotations);
+    let ip = network.pod_ip(&name)?;
+    let mut pod = plan_pod(&w, name, ip, meshed, &cx).map_err(|e| RuntimeError::Plan(vec![e]))?;
+    if let (true, Some(m)) = (meshed, &opts.mesh) {
+        let istiod = network.pod_ip(&pod_name("istiod", b"istiod", 0))?;
+        let control = SocketAddr::from((istiod, mesh::CONTROL_PORT));
+        let root = state.mesh_root_file(m.plugin_ca.as_deref());
+        mesh::add_sidecar(&mut pod, state, control, &root, &m.skein)?;
+    }
+    Ok(pod)
 }
 
 /// The mesh's own pods, planned before the workloads' (every sidecar is told the control
@@ -245,7 +296,7 @@ type PlannedPods = (
     Option<dashboard::DashboardPlan>,
 );
 
-fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {
+fn service_plan(s: &ServiceDef, ip: Ipv4Addr) -> ServicePlan {
     let ports = s
         .ports
         .iter()
@@ -253,7 +304,7 @@ fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {
             name: sp.name.clone(),
             port: sp.port,
             opaque: sp.name.as_deref().is_some_and(is_opaque),
-            endpoints: endpoints(s, sp, pods),
+            target: sp.target.clone(),
         })
         .collect();
     ServicePlan {
@@ -261,6 +312,7 @@ fn service_plan(s: &ServiceDef, ip: Ipv4Addr, pods: &[PodPlan]) -> ServicePlan {
         namespace: s.namespace.clone(),
         cluster_ip: ip,
         ports,
+        selector: s.selector.clone(),
     }
 }
 
@@ -270,24 +322,4 @@ fn is_opaque(port_name: &str) -> bool {
         port_name.split('-').next().unwrap_or(port_name),
         "tcp" | "tls" | "https" | "mysql" | "mongo" | "redis"
     )
-}
-
-/// The pods a Service port selects (by index into `pods`) and the address each is reached at.
-fn endpoints(s: &ServiceDef, sp: &ServicePortDef, pods: &[PodPlan]) -> Vec<(usize, SocketAddr)> {
-    pods.iter()
-        .enumerate()
-        .filter(|(_, p)| p.namespace == s.namespace && s.selects(&p.labels))
-        .filter_map(|(i, p)| {
-            let target = match &sp.target {
-                None => Some(sp.port),
-                Some(ServicePortRef::Number(n)) => Some(*n),
-                Some(ServicePortRef::Name(n)) => p
-                    .ports
-                    .iter()
-                    .find(|cp| cp.name.as_deref() == Some(n.as_str()))
-                    .map(|cp| cp.port),
-            }?;
-            Some((i, SocketAddr::from((p.ip, target))))
-        })
-        .collect()
 }

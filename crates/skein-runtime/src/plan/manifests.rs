@@ -9,6 +9,9 @@ use skein_snapshot::names;
 use super::ServicePortRef;
 use crate::mysql::is_mysql_image;
 
+/// The label Argo Rollouts puts on each pod: its ReplicaSet's template hash.
+pub const ROLLOUT_HASH_LABEL: &str = "rollouts-pod-template-hash";
+
 /// A Deployment or Rollout, reduced to what running it needs.
 pub(super) struct Workload<'a> {
     pub(super) name: String,
@@ -46,8 +49,16 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
             Resource::Rollout(x) => (&x.metadata, x.spec.as_workload()),
             _ => continue,
         };
-        let template_meta = spec.template.metadata.clone();
+        let mut template_meta = spec.template.metadata.clone();
         let template_key = serde_json::to_vec(&spec.template).unwrap_or_default();
+        if matches!(d.resource, Resource::Rollout(_)) {
+            // Argo labels a Rollout's pods with their template's hash; the DestinationRule
+            // subsets it manages select on it.
+            template_meta.labels.insert(
+                ROLLOUT_HASH_LABEL.to_string(),
+                crate::naming::template_hash(&template_key),
+            );
+        }
         out.push(Workload {
             name: meta.name.clone(),
             namespace: meta
@@ -64,6 +75,26 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
         });
     }
     out
+}
+
+/// A workload made of one template, for a pod planned while the run lasts.
+pub(super) fn workload_of<'a>(
+    name: &str,
+    namespace: &str,
+    template: &'a skein_api::k8s::PodTemplateSpec,
+    source: Source,
+) -> Workload<'a> {
+    Workload {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        replicas: 1,
+        annotations: BTreeMap::new(),
+        pod_labels: template.metadata.labels.clone(),
+        pod_annotations: template.metadata.annotations.clone(),
+        spec: &template.spec,
+        template_key: serde_json::to_vec(template).unwrap_or_default(),
+        source,
+    }
 }
 
 pub(super) struct ServiceDef {

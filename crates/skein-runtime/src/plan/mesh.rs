@@ -234,6 +234,8 @@ pub fn control_pod(
         state.applied_dir().display().to_string(),
         "--addons".into(),
         state.addons_dir().display().to_string(),
+        "--managed".into(),
+        state.managed_dir().display().to_string(),
         "--registry".into(),
         state.status_file().display().to_string(),
         "--listen".into(),

@@ -27,8 +27,9 @@ mod pod;
 pub(crate) mod prometheus;
 pub(crate) mod tracing;
 
-pub use build::build;
+pub use build::{build, extra_pod};
 pub use ingress::IngressRoute;
+pub use manifests::ROLLOUT_HASH_LABEL;
 
 /// How the manifests' database runs locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +169,8 @@ pub struct ServicePlan {
     pub namespace: String,
     pub cluster_ip: Ipv4Addr,
     pub ports: Vec<ServicePortPlan>,
+    /// `spec.selector` (empty: selects nothing).
+    pub selector: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,8 +180,8 @@ pub struct ServicePortPlan {
     /// Opaque TCP by Istio's port naming (`tcp-*`, `mysql`, ...): reached through a sidecar's
     /// per-port listener rather than its HTTP proxy.
     pub opaque: bool,
-    /// Per pod index (into `Plan::pods`): the address this port forwards to.
-    pub endpoints: Vec<(usize, SocketAddr)>,
+    /// `targetPort` (None: the port itself).
+    pub target: Option<ServicePortRef>,
 }
 
 impl ServicePlan {
@@ -187,6 +190,35 @@ impl ServicePlan {
             ServicePortRef::Number(n) => p.port == *n,
             ServicePortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
         })
+    }
+
+    /// Whether the Service selects `pod`, as Kubernetes' endpoints controller decides.
+    pub fn selects(&self, pod: &PodPlan) -> bool {
+        pod.namespace == self.namespace
+            && !self.selector.is_empty()
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| pod.labels.get(k) == Some(v))
+    }
+
+    /// Where port `sp` of this Service reaches `pod`, if it selects the pod and the pod has
+    /// the target port.
+    pub fn endpoint(&self, sp: &ServicePortPlan, pod: &PodPlan) -> Option<SocketAddr> {
+        if !self.selects(pod) {
+            return None;
+        }
+        let target = match &sp.target {
+            None => sp.port,
+            Some(ServicePortRef::Number(n)) => *n,
+            Some(ServicePortRef::Name(n)) => {
+                pod.ports
+                    .iter()
+                    .find(|cp| cp.name.as_deref() == Some(n.as_str()))?
+                    .port
+            }
+        };
+        Some(SocketAddr::from((pod.ip, target)))
     }
 }
 

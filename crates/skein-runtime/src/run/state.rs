@@ -89,6 +89,18 @@ impl StateDir {
     pub fn addons_dir(&self) -> PathBuf {
         self.root.join("addons")
     }
+    /// The objects the runtime's controllers manage (a Rollout's VirtualServices and
+    /// DestinationRules), which the control plane reads after the manifests and
+    /// `skein apply`'s objects.
+    pub fn managed_dir(&self) -> PathBuf {
+        self.root.join("managed")
+    }
+
+    /// The Rollouts controller's files: its status and the requests of `skein rollouts`.
+    pub fn rollouts_dir(&self) -> PathBuf {
+        self.root.join("rollouts")
+    }
+
     /// The control plane's status (config version, rejections, proxies' acks).
     pub fn control_status_file(&self) -> PathBuf {
         self.root.join("control.json")

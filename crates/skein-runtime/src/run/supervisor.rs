@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
@@ -24,18 +24,37 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// Until a pod is first ready it is probed often, so `skein up` returns quickly.
 const STARTUP_PROBE_PERIOD: Duration = Duration::from_millis(250);
 
-/// The planned pods and, for each, whether it is ready and how its containers are doing.
+/// How long a pod taken away at run time stays out of its Services' endpoints, still
+/// running, before it is stopped: the time the control plane needs to push the change, as
+/// Kubernetes gives endpoint controllers before a terminating pod's SIGTERM lands.
+pub const REMOVAL_DRAIN: Duration = Duration::from_secs(3);
+
+/// The pods (those planned at start and those added since) and, for each, whether it is
+/// ready and how its containers are doing.
 pub struct Pods {
+    /// The plan `skein up` started with. Its `pods` are the pods of the start; the live set
+    /// is [`Pods::entries`].
     pub plan: Plan,
-    states: Vec<PodState>,
+    entries: RwLock<Vec<Arc<PodEntry>>>,
     /// Wakes the status writer.
     pub changed: Notify,
     /// Round-robin cursor per service, shared by the ingress and the service forwarders.
     cursors: Vec<AtomicU32>,
+    logs: LogRotation,
+    /// The run's shutdown, once started.
+    shutdown: Mutex<Option<watch::Receiver<bool>>>,
+    /// Tasks of pods added at run time (and of removals), awaited at shutdown.
+    late_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-struct PodState {
+/// One live pod.
+pub struct PodEntry {
+    pub plan: PodPlan,
     ready: AtomicBool,
+    /// Taken away: out of the endpoints, never ready again.
+    terminating: AtomicBool,
+    /// Stops this pod alone.
+    stop: watch::Sender<bool>,
     containers: Vec<ContainerState>,
 }
 
@@ -49,33 +68,71 @@ struct ContainerState {
     detail: Mutex<(String, Option<String>)>,
 }
 
+/// Why a pod could not be added or removed at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum PodsError {
+    #[error("pod {0} exists already")]
+    Exists(String),
+    #[error("no pod {0}")]
+    NoSuchPod(String),
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+}
+
+impl PodEntry {
+    fn new(plan: PodPlan, logs: LogRotation) -> PodEntry {
+        let containers = plan
+            .containers
+            .iter()
+            .map(|c| ContainerState {
+                pid: AtomicU32::new(0),
+                proc_start: AtomicU64::new(0),
+                restarts: AtomicU32::new(0),
+                log: Arc::new(LogFile::new(c.log.clone(), logs)),
+                detail: Mutex::new(("Pending".into(), None)),
+            })
+            .collect();
+        PodEntry {
+            plan,
+            ready: AtomicBool::new(false),
+            terminating: AtomicBool::new(false),
+            stop: watch::channel(false).0,
+            containers,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.terminating.load(Ordering::Acquire)
+    }
+}
+
 impl Pods {
     pub fn new(plan: Plan, logs: LogRotation) -> Arc<Pods> {
-        let states = plan
+        let entries = plan
             .pods
             .iter()
-            .map(|p| PodState {
-                ready: AtomicBool::new(false),
-                containers: p
-                    .containers
-                    .iter()
-                    .map(|c| ContainerState {
-                        pid: AtomicU32::new(0),
-                        proc_start: AtomicU64::new(0),
-                        restarts: AtomicU32::new(0),
-                        log: Arc::new(LogFile::new(c.log.clone(), logs)),
-                        detail: Mutex::new(("Pending".into(), None)),
-                    })
-                    .collect(),
-            })
+            .map(|p| Arc::new(PodEntry::new(p.clone(), logs)))
             .collect();
         let cursors = plan.services.iter().map(|_| AtomicU32::new(0)).collect();
         Arc::new(Pods {
             plan,
-            states,
+            entries: RwLock::new(entries),
             changed: Notify::new(),
             cursors,
+            logs,
+            shutdown: Mutex::new(None),
+            late_tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The live pods, in the order they were added.
+    pub fn entries(&self) -> Vec<Arc<PodEntry>> {
+        self.entries.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// The live pods' plans.
+    pub fn pod_plans(&self) -> Vec<PodPlan> {
+        self.entries().iter().map(|e| e.plan.clone()).collect()
     }
 
     /// The ready endpoints of a service port, rotated so callers can try them in order.
@@ -86,11 +143,11 @@ impl Pods {
         let Some(sp) = s.ports.iter().find(|p| p.port == port) else {
             return Vec::new();
         };
-        let mut ready: Vec<SocketAddr> = sp
-            .endpoints
+        let mut ready: Vec<SocketAddr> = self
+            .entries()
             .iter()
-            .filter(|(pod, _)| self.states[*pod].ready.load(Ordering::Acquire))
-            .map(|(_, addr)| *addr)
+            .filter(|e| e.is_ready())
+            .filter_map(|e| s.endpoint(sp, &e.plan))
             .collect();
         if !ready.is_empty() {
             let n = self.cursors[service].fetch_add(1, Ordering::Relaxed) as usize;
@@ -101,15 +158,11 @@ impl Pods {
     }
 
     pub fn pod_statuses(&self) -> Vec<PodStatus> {
-        self.plan
-            .pods
-            .iter()
-            .zip(&self.states)
-            .map(|(plan, st)| pod_status(plan, st))
-            .collect()
+        self.entries().iter().map(|e| pod_status(e)).collect()
     }
 
     pub fn service_statuses(&self) -> Vec<ServiceStatus> {
+        let entries = self.entries();
         self.plan
             .services
             .iter()
@@ -121,16 +174,20 @@ impl Pods {
                 endpoints: s
                     .ports
                     .iter()
-                    .flat_map(|p| p.endpoints.iter())
-                    .filter(|(pod, _)| self.states[*pod].ready.load(Ordering::Acquire))
-                    .map(|(_, a)| a.to_string())
+                    .flat_map(|sp| {
+                        entries
+                            .iter()
+                            .filter(|e| e.is_ready())
+                            .filter_map(move |e| s.endpoint(sp, &e.plan))
+                    })
+                    .map(|a| a.to_string())
                     .collect(),
             })
             .collect()
     }
 
-    fn set_detail(&self, pod: usize, c: usize, state: &str, last_exit: Option<String>) {
-        if let Ok(mut d) = self.states[pod].containers[c].detail.lock() {
+    fn set_detail(&self, pod: &PodEntry, c: usize, state: &str, last_exit: Option<String>) {
+        if let Ok(mut d) = pod.containers[c].detail.lock() {
             d.0 = state.to_string();
             if last_exit.is_some() {
                 d.1 = last_exit;
@@ -139,18 +196,12 @@ impl Pods {
         self.changed.notify_one();
     }
 
-    fn set_ready(&self, pod: usize, ready: bool) {
-        if self.states[pod].ready.swap(ready, Ordering::AcqRel) != ready {
-            tracing::info!(pod = %self.plan.pods[pod].name, ready, "readiness changed");
+    fn set_ready(&self, pod: &PodEntry, ready: bool) {
+        let ready = ready && !pod.terminating.load(Ordering::Acquire);
+        if pod.ready.swap(ready, Ordering::AcqRel) != ready {
+            tracing::info!(pod = %pod.plan.name, ready, "readiness changed");
             self.changed.notify_one();
         }
-    }
-
-    fn all_running(&self, pod: usize) -> bool {
-        self.states[pod]
-            .containers
-            .iter()
-            .all(|c| c.pid.load(Ordering::Acquire) != 0)
     }
 
     /// Starts every pod's containers and readiness probe. The tasks end once `shutdown`
@@ -159,24 +210,134 @@ impl Pods {
         self: &Arc<Self>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
+        if let Ok(mut s) = self.shutdown.lock() {
+            *s = Some(shutdown.clone());
+        }
         let mut tasks = Vec::new();
-        for (p, pod) in self.plan.pods.iter().enumerate() {
-            for c in 0..pod.containers.len() {
-                tasks.push(tokio::spawn(run_container(
-                    self.clone(),
-                    p,
-                    c,
-                    shutdown.clone(),
-                )));
-            }
-            tasks.push(tokio::spawn(probe_pod(self.clone(), p, shutdown.clone())));
+        for entry in self.entries() {
+            tasks.extend(self.spawn_pod(entry, shutdown.clone()));
         }
         tasks
     }
+
+    fn spawn_pod(
+        self: &Arc<Self>,
+        entry: Arc<PodEntry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let stop = pod_stop(entry.stop.subscribe(), shutdown);
+        let mut tasks = Vec::new();
+        for c in 0..entry.containers.len() {
+            tasks.push(tokio::spawn(run_container(
+                self.clone(),
+                entry.clone(),
+                c,
+                stop.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(probe_pod(self.clone(), entry, stop)));
+        tasks
+    }
+
+    /// Adds a pod while the run lasts and starts it. Its name must be new.
+    pub fn add(self: &Arc<Self>, plan: PodPlan) -> Result<(), PodsError> {
+        let shutdown = self
+            .shutdown
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .filter(|s| !*s.borrow())
+            .ok_or(PodsError::ShuttingDown)?;
+        let entry = Arc::new(PodEntry::new(plan, self.logs));
+        {
+            let mut entries = self.entries.write().map_err(|_| PodsError::ShuttingDown)?;
+            if entries.iter().any(|e| e.plan.name == entry.plan.name) {
+                return Err(PodsError::Exists(entry.plan.name.clone()));
+            }
+            entries.push(entry.clone());
+        }
+        tracing::info!(pod = %entry.plan.name, "pod added");
+        let tasks = self.spawn_pod(entry, shutdown);
+        if let Ok(mut late) = self.late_tasks.lock() {
+            late.retain(|t| !t.is_finished());
+            late.extend(tasks);
+        }
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Takes a pod away: out of its Services' endpoints at once, stopped after
+    /// [`REMOVAL_DRAIN`] (SIGTERM, then SIGKILL after its grace period), then gone from the
+    /// status.
+    pub fn remove(self: &Arc<Self>, name: &str) -> Result<(), PodsError> {
+        let entry = self
+            .entries()
+            .into_iter()
+            .find(|e| e.plan.name == name && !e.terminating.load(Ordering::Acquire))
+            .ok_or_else(|| PodsError::NoSuchPod(name.to_string()))?;
+        entry.terminating.store(true, Ordering::Release);
+        entry.ready.store(false, Ordering::Release);
+        self.changed.notify_one();
+        tracing::info!(pod = %name, "pod removed; stopping it after the drain");
+        let pods = self.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(REMOVAL_DRAIN).await;
+            let _ = entry.stop.send(true);
+            // The containers' tasks see the stop, terminate and report Terminated.
+            let deadline = Instant::now() + entry.plan.grace + Duration::from_secs(2);
+            while entry
+                .containers
+                .iter()
+                .any(|c| c.pid.load(Ordering::Acquire) != 0)
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Ok(mut entries) = pods.entries.write() {
+                entries.retain(|e| !Arc::ptr_eq(e, &entry));
+            }
+            pods.changed.notify_one();
+        });
+        if let Ok(mut late) = self.late_tasks.lock() {
+            late.retain(|t| !t.is_finished());
+            late.push(task);
+        }
+        Ok(())
+    }
+
+    /// Waits for the tasks of pods added or removed at run time (after shutdown).
+    pub async fn join_late(&self) {
+        let tasks = self
+            .late_tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A pod's stop signal: its own, or the run's shutdown, whichever comes first.
+fn pod_stop(
+    mut own: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*own.borrow() || *shutdown.borrow());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stopped(&mut own) => {}
+            _ = stopped(&mut shutdown) => {}
+            _ = tx.closed() => return,
+        }
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// What `skein status` shows of one pod.
-fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
+fn pod_status(entry: &PodEntry) -> PodStatus {
+    let (plan, st) = (&entry.plan, entry);
     let containers: Vec<ContainerStatus> = plan
         .containers
         .iter()
@@ -195,8 +356,10 @@ fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
             }
         })
         .collect();
-    let ready = st.ready.load(Ordering::Acquire);
-    let state = if ready {
+    let ready = st.is_ready();
+    let state = if st.terminating.load(Ordering::Acquire) {
+        "Terminating".to_string()
+    } else if ready {
         "Ready".to_string()
     } else if containers
         .iter()
@@ -295,10 +458,16 @@ fn command_for(c: &ContainerPlan) -> Result<tokio::process::Command, String> {
     Ok(cmd)
 }
 
-async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch::Receiver<bool>) {
-    let pod = &pods.plan.pods[p];
+async fn run_container(
+    pods: Arc<Pods>,
+    entry: Arc<PodEntry>,
+    c: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let pod = &entry.plan;
     let container = &pod.containers[c];
-    let state = &pods.states[p].containers[c];
+    let state = &entry.containers[c];
+    let p = &*entry;
     let mut backoff = BACKOFF_START;
     loop {
         if *shutdown.borrow() {
@@ -431,6 +600,12 @@ async fn drain(pumps: [Option<tokio::task::JoinHandle<()>>; 2]) {
     }
 }
 
+fn all_running(pod: &PodEntry) -> bool {
+    pod.containers
+        .iter()
+        .all(|c| c.pid.load(Ordering::Acquire) != 0)
+}
+
 /// Sleeps, unless shutdown comes first; returns whether it did.
 async fn wait_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -445,8 +620,9 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-async fn probe_pod(pods: Arc<Pods>, p: usize, mut shutdown: watch::Receiver<bool>) {
-    let pod = &pods.plan.pods[p];
+async fn probe_pod(pods: Arc<Pods>, entry: Arc<PodEntry>, mut shutdown: watch::Receiver<bool>) {
+    let pod = &entry.plan;
+    let p = &*entry;
     let mut checks: Vec<(std::net::IpAddr, Check)> = match &pod.readiness {
         Some(r) => vec![(pod.probe_ip.into(), r.check.clone())],
         None => pod
@@ -482,12 +658,12 @@ async fn probe_pod(pods: Arc<Pods>, p: usize, mut shutdown: watch::Receiver<bool
     let mut failures = 0u32;
     let mut running_since: Option<Instant> = None;
     loop {
-        let ready = pods.states[p].ready.load(Ordering::Acquire);
+        let ready = entry.ready.load(Ordering::Acquire);
         let wait = if ready { period } else { STARTUP_PROBE_PERIOD };
         if wait_or_shutdown(wait, &mut shutdown).await {
             return;
         }
-        if !pods.all_running(p) {
+        if !all_running(&entry) {
             running_since = None;
             continue;
         }
@@ -525,5 +701,100 @@ pub async fn run_check(ip: std::net::IpAddr, check: &Check, timeout: Duration) -
                 .await
                 .is_ok_and(|status| (200..400).contains(&status.as_u16()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{DatabaseMode, DatabasePlan, NamedPort, PrometheusState};
+
+    fn pod(name: &str, dir: &std::path::Path) -> PodPlan {
+        PodPlan {
+            name: name.into(),
+            namespace: "ns".into(),
+            workload: "w".into(),
+            labels: [("app".to_string(), "w".to_string())].into(),
+            service_account: "default".into(),
+            ip: std::net::Ipv4Addr::LOCALHOST,
+            probe_ip: std::net::Ipv4Addr::LOCALHOST,
+            ports: vec![NamedPort {
+                name: Some("http".into()),
+                port: 9,
+            }],
+            containers: vec![ContainerPlan {
+                name: "c".into(),
+                run: Run::Program {
+                    program: "/bin/sleep".into(),
+                    args: vec!["30".into()],
+                },
+                env: Vec::new(),
+                log: dir.join(format!("{name}.log")),
+            }],
+            readiness: None,
+            grace: Duration::from_secs(1),
+            proxy: None,
+            bootstrap_token_sha256: None,
+            scrape: None,
+            app_metrics: None,
+        }
+    }
+
+    fn empty_plan() -> Plan {
+        Plan {
+            pods: Vec::new(),
+            services: Vec::new(),
+            ingress: Vec::new(),
+            database: DatabasePlan {
+                mode: DatabaseMode::Sqlite,
+                location: String::new(),
+            },
+            hosts: Vec::new(),
+            prometheus: PrometheusState::Off,
+            tracing: None,
+            dashboard: None,
+        }
+    }
+
+    /// A pod added while the run lasts starts; removed, it is Terminating, then stopped and
+    /// gone; a name in use and a removal after shutdown are refused.
+    #[tokio::test]
+    async fn pods_come_and_go_while_the_run_lasts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = Pods::new(empty_plan(), LogRotation::default());
+        let (tx, rx) = watch::channel(false);
+        let tasks = pods.start(rx);
+        assert!(tasks.is_empty());
+        pods.add(pod("w-abc-1", dir.path())).unwrap();
+        assert!(matches!(
+            pods.add(pod("w-abc-1", dir.path())),
+            Err(PodsError::Exists(_))
+        ));
+        let pid = loop {
+            let s = pods.pod_statuses();
+            if s[0].pid != 0 {
+                break s[0].pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(process::is_alive(pid));
+        pods.remove("w-abc-1").unwrap();
+        assert_eq!(pods.pod_statuses()[0].state, "Terminating");
+        assert!(matches!(
+            pods.remove("w-abc-1"),
+            Err(PodsError::NoSuchPod(_))
+        ));
+        let deadline = Instant::now() + REMOVAL_DRAIN + Duration::from_secs(5);
+        while !pods.entries().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(pods.entries().is_empty(), "the removed pod is gone");
+        assert!(!process::is_alive(pid), "its process was stopped");
+        tx.send(true).unwrap();
+        pods.join_late().await;
+        assert!(matches!(
+            pods.add(pod("w-abc-2", dir.path())),
+            Err(PodsError::ShuttingDown)
+        ));
     }
 }

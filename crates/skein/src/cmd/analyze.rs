@@ -155,6 +155,7 @@ fn running(state_dir: Option<&Path>) -> anyhow::Result<Input> {
         );
     };
     let store = skein_control::Store {
+        managed: None,
         addons: None,
         dir: PathBuf::from(&status.manifests),
         applied: Some(state.applied_dir()),

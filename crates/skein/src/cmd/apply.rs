@@ -46,6 +46,7 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut verdicts = vec!["configured"; manifests.documents.len()];
     if let Ok(status) = skein_runtime::Status::read(&state.status_file()) {
         let store = skein_control::Store {
+            managed: None,
             addons: Some(state.addons_dir()),
             dir: PathBuf::from(&status.manifests),
             applied: Some(state.applied_dir()),

@@ -18,6 +18,10 @@ pub struct Args {
     /// The runtime's own objects (the addons' Services), overridden by the manifests'.
     #[arg(long)]
     addons: Option<PathBuf>,
+    /// Objects the runtime's controllers manage (a Rollout's VirtualServices and
+    /// DestinationRules), read last.
+    #[arg(long)]
+    managed: Option<PathBuf>,
     /// The registry: the runtime's status file.
     #[arg(long)]
     registry: PathBuf,
@@ -54,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             dir: args.dir,
             applied: args.applied,
             addons: args.addons,
+            managed: args.managed,
         },
         registry: args.registry,
         listen: args.listen,

@@ -51,6 +51,10 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             if let (Some(obj), Some(a)) = (v.as_object_mut(), &application) {
                 obj.insert("application".into(), serde_json::to_value(a)?);
             }
+            let rollouts = skein_runtime::rollout::read_statuses(&state);
+            if let (Some(obj), true) = (v.as_object_mut(), !rollouts.is_empty()) {
+                obj.insert("rollouts".into(), serde_json::to_value(&rollouts)?);
+            }
             println!("{}", serde_json::to_string_pretty(&v)?)
         }
         Format::Table => {
@@ -106,10 +110,46 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 print!("{}", application_lines(a));
                 println!();
             }
+            let rollouts = skein_runtime::rollout::read_statuses(&state);
+            if running && !rollouts.is_empty() {
+                for line in rollout_lines(&rollouts) {
+                    println!("{line}");
+                }
+                println!();
+            }
             print!("{}", table(&status));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per Rollout: its phase (with Argo's icon), step, weight and message.
+pub fn rollout_lines(rollouts: &[skein_runtime::rollout::RolloutStatus]) -> Vec<String> {
+    rollouts
+        .iter()
+        .map(|r| {
+            let step = r
+                .current_step_index
+                .map_or(String::new(), |i| format!(", step {i}/{}", r.steps.len()));
+            let msg = if r.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.message)
+            };
+            format!(
+                "rollout {}/{}: {} {}{step}, canary weight {}{msg}",
+                r.namespace,
+                r.name,
+                super::rollouts::icon(&r.phase),
+                r.phase,
+                if r.stable_rs == r.current_pod_hash {
+                    0
+                } else {
+                    r.actual_weight
+                },
+            )
+        })
+        .collect()
 }
 
 /// What the control plane reports: its own state, and each proxy's acknowledged version

@@ -96,6 +96,30 @@ pub static KINDS: &[KindInfo] = &[
         true
     ),
     kind!(
+        "AnalysisTemplate",
+        "argoproj.io",
+        "analysistemplates",
+        "analysistemplate",
+        ["at"],
+        true
+    ),
+    kind!(
+        "ClusterAnalysisTemplate",
+        "argoproj.io",
+        "clusteranalysistemplates",
+        "clusteranalysistemplate",
+        ["cat"],
+        false
+    ),
+    kind!(
+        "AnalysisRun",
+        "argoproj.io",
+        "analysisruns",
+        "analysisrun",
+        ["ar"],
+        true
+    ),
+    kind!(
         "Ingress",
         "networking.k8s.io",
         "ingresses",
@@ -373,6 +397,10 @@ mod tests {
             ("deploy", "Deployment"),
             ("deployments.apps", "Deployment"),
             ("ro", "Rollout"),
+            ("at", "AnalysisTemplate"),
+            ("cat", "ClusterAnalysisTemplate"),
+            ("ar", "AnalysisRun"),
+            ("analysisruns.argoproj.io", "AnalysisRun"),
             ("cm", "ConfigMap"),
             ("ns", "Namespace"),
             ("sa", "ServiceAccount"),

@@ -221,6 +221,28 @@ fn ready_pods(o: &Object, ctx: &Context<'_>) -> usize {
     })
 }
 
+/// A Rollout's pods (not those terminating), and those of its current template (the
+/// `rollouts-pod-template-hash` of `spec.template`): CURRENT and UP-TO-DATE.
+fn rollout_pods(o: &Object, ctx: &Context<'_>) -> (usize, usize) {
+    let hash = path(&o.value, "/spec/template")
+        .and_then(|t| serde_json::from_value::<skein_api::k8s::PodTemplateSpec>(t.clone()).ok())
+        .map(|t| skein_runtime::rollout_template_hash(&t));
+    ctx.status.map_or((0, 0), |s| {
+        let pods: Vec<_> = s
+            .pods
+            .iter()
+            .filter(|p| {
+                p.namespace == o.namespace() && p.workload == o.name() && p.state != "Terminating"
+            })
+            .collect();
+        let updated = pods
+            .iter()
+            .filter(|p| p.labels.get("rollouts-pod-template-hash") == hash.as_ref())
+            .count();
+        (pods.len(), updated)
+    })
+}
+
 fn replicas(o: &Object) -> u64 {
     path(&o.value, "/spec/replicas")
         .and_then(Value::as_u64)
@@ -307,10 +329,11 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
                     age,
                 ]);
             } else {
+                let (current, updated) = rollout_pods(o, ctx);
                 r.extend([
                     want.to_string(),
-                    ready.to_string(),
-                    ready.to_string(),
+                    current.to_string(),
+                    updated.to_string(),
                     ready.to_string(),
                     age,
                 ]);
