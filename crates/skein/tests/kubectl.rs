@@ -202,6 +202,23 @@ fn get_prints_each_output_form_as_kubectl() {
 }
 
 #[test]
+fn a_reader_that_closes_the_pipe_early_ends_skein_quietly() {
+    // As `skein get ... | head -1`: the reader is gone before skein writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skein"))
+        .args(["get", "all", "-o", "yaml", "-f", EXAMPLE])
+        .current_dir(support::repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run skein");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for skein");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+#[test]
 fn describe_prints_as_kubectl() {
     golden(
         "describe-vs-web.txt",
