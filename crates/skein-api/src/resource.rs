@@ -10,7 +10,7 @@ use crate::lines::LineIndex;
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
-use crate::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::telemetry::Telemetry;
 use crate::types::ObjectMeta;
 use crate::{DEFAULT_NAMESPACE, Source};
@@ -115,6 +115,7 @@ resources! {
     WorkloadEntry(WorkloadEntry), ISTIO_NETWORKING, workload_entries;
     AuthorizationPolicy(AuthorizationPolicy), ISTIO_SECURITY, authorization_policies;
     PeerAuthentication(PeerAuthentication), ISTIO_SECURITY, peer_authentications;
+    RequestAuthentication(RequestAuthentication), ISTIO_SECURITY, request_authentications;
     Telemetry(Telemetry), ISTIO_TELEMETRY, telemetries;
 }
 
