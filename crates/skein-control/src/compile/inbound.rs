@@ -1,4 +1,5 @@
-//! What a sidecar lets in: PeerAuthentication (mTLS mode) and AuthorizationPolicy.
+//! What a sidecar lets in: PeerAuthentication (mTLS mode), RequestAuthentication (JWT) and
+//! AuthorizationPolicy.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,68 @@ impl Compiler<'_> {
             mtls,
             port_mtls,
             authz: self.authorization_policies(p),
+            jwt: self.request_authentications(p),
         }
+    }
+
+    /// The `jwtRules` of the RequestAuthentications that apply to pod `p` (a sidecar's or a
+    /// gateway's), picked as AuthorizationPolicies are: the root namespace's and the pod's
+    /// namespace's whose selector picks the pod. Those with a `targetRef` are for Kubernetes
+    /// Gateways and waypoints, which skein does not run.
+    pub(super) fn request_authentications(&self, p: &Pod) -> Vec<skein_snapshot::JwtRule> {
+        self.manifests
+            .request_authentications()
+            .filter(|ra| {
+                let ns = ra.metadata.namespace_or_default();
+                (ns == ROOT_NAMESPACE || ns == p.namespace)
+                    && ap_selects(&ra.spec.selector, p)
+                    && ra.spec.target_ref.is_none()
+                    && ra.spec.target_refs.is_empty()
+            })
+            .flat_map(|ra| {
+                let policy = format!(
+                    "{}/{}",
+                    ra.metadata.namespace_or_default(),
+                    ra.metadata.name
+                );
+                ra.spec
+                    .jwt_rules
+                    .iter()
+                    .map(move |r| skein_snapshot::JwtRule {
+                        policy: policy.clone(),
+                        issuer: r.issuer.clone(),
+                        audiences: r.audiences.clone(),
+                        jwks: r.jwks.clone(),
+                        jwks_uri: r.jwks_uri().map(str::to_string),
+                        jwks_timeout_ms: r.timeout.as_ref().map_or(0, |t| {
+                            u64::try_from(t.get().as_millis()).unwrap_or(u64::MAX)
+                        }),
+                        from_headers: r
+                            .from_headers
+                            .iter()
+                            .map(|h| skein_snapshot::JwtHeader {
+                                name: h.name.clone(),
+                                prefix: h.prefix.clone(),
+                            })
+                            .collect(),
+                        from_params: r.from_params.clone(),
+                        from_cookies: r.from_cookies.clone(),
+                        output_payload_to_header: r
+                            .output_payload_to_header
+                            .clone()
+                            .filter(|h| !h.is_empty()),
+                        forward_original_token: r.forward_original_token,
+                        output_claim_to_headers: r
+                            .output_claim_to_headers
+                            .iter()
+                            .map(|c| (c.header.clone(), c.claim.clone()))
+                            .collect(),
+                        space_delimited_claims: r.space_delimited_claims.clone(),
+                        presence_required: r.presence
+                            == Some(skein_api::security::JwtPresence::Required),
+                    })
+            })
+            .collect()
     }
 
     /// The mTLS mode of pod `p` and its per-port exceptions: the workload's

@@ -244,6 +244,7 @@ pub fn authorize(
         path: req.uri().path(),
         headers: req.headers(),
         remote: trusted_client_ip(req.headers().get(&X_FORWARDED_FOR), conn.source, from_right),
+        auth: None,
     });
     engine.evaluate(&Attrs {
         source: conn.source,

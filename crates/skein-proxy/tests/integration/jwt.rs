@@ -1,0 +1,150 @@
+//! RequestAuthentication at a sidecar's inbound: a real proxy in front of a real upstream,
+//! tokens signed in the test with the test RSA key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+use skein_proxy::test_util::pki::NS;
+use skein_proxy::test_util::*;
+use skein_proxy::{AccessLogSink, ProxyConfig, ProxyHandle};
+use skein_snapshot::build::SnapshotBuilder;
+use skein_snapshot::*;
+
+const KEY: &[u8] = include_bytes!("../../src/policy/jwt/testdata/rsa-test-key.pem");
+const JWKS: &str = include_str!("../../src/policy/jwt/testdata/rsa-test-jwks.json");
+const ISS: &str = "https://issuer.example";
+const STEP: Duration = Duration::from_secs(5);
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, f).await.expect("in time")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn token(claims: serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("test-rsa".into());
+    encode(&h, &claims, &EncodingKey::from_rsa_pem(KEY).expect("key")).expect("signs")
+}
+
+fn claims(groups: &[&str]) -> serde_json::Value {
+    json!({"iss": ISS, "sub": "alice", "aud": "blog", "exp": now() + 600, "groups": groups})
+}
+
+/// The inbound policy: a RequestAuthentication for ISS and an ALLOW policy that wants a
+/// request principal in group `admin`.
+fn policy() -> InboundPolicy {
+    InboundPolicy {
+        jwt: vec![JwtRule {
+            policy: format!("{NS}/jwt"),
+            issuer: ISS.into(),
+            audiences: vec!["blog".into()],
+            jwks: Some(JWKS.into()),
+            output_payload_to_header: Some("x-jwt-payload".into()),
+            ..Default::default()
+        }],
+        authz: vec![AuthzPolicy {
+            name: "admins".into(),
+            namespace: NS.into(),
+            action: AuthzAction::Allow,
+            rules: vec![AuthzRule {
+                from: vec![AuthzSource {
+                    request_principals: vec!["*".into()],
+                    ..Default::default()
+                }],
+                when: vec![AuthzCondition {
+                    key: "request.auth.claims[groups]".into(),
+                    values: vec!["admin".into()],
+                    not_values: vec![],
+                }],
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    }
+}
+
+async fn server(app: SocketAddr) -> (ProxyHandle, PathBuf) {
+    let log = temp_path("jwt");
+    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_access_log(AccessLogSink::File(log.clone()))
+        .with_inbound("127.0.0.1:0".parse().expect("addr"), app);
+    let h = within(skein_proxy::start(cfg)).await.expect("start");
+    let mut snap = SnapshotBuilder::new("v1", NS, "was").build();
+    snap.inbound = policy();
+    h.apply(snap).expect("snapshot");
+    (h, log)
+}
+
+#[tokio::test]
+async fn jwt_is_verified_before_authorization_and_bad_tokens_get_401() {
+    let app = Upstream::start("app").await;
+    let (h, log) = server(app.addr).await;
+    let inbound = h.addrs.inbound.expect("inbound");
+    let url = "http://was-service:8080/api/posts?page=1";
+    let send = |auth: Option<String>| async move {
+        let v = auth.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = v
+            .as_deref()
+            .map(|v| vec![("authorization", v)])
+            .unwrap_or_default();
+        within(H1Client::connect(inbound).await.send("GET", url, &headers)).await
+    };
+
+    let admin = token(claims(&["admin"]));
+    let ok = send(Some(admin.clone())).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.seen_header("authorization").is_empty(), "{}", ok.body);
+    assert_eq!(
+        ok.seen_header("x-jwt-payload"),
+        [admin.split('.').nth(1).unwrap().to_string()]
+    );
+
+    let user = send(Some(token(claims(&["dev"])))).await;
+    assert_eq!(
+        (user.status, user.body.as_str()),
+        (403, "RBAC: access denied")
+    );
+    let none = send(None).await;
+    assert_eq!(
+        (none.status, none.body.as_str()),
+        (403, "RBAC: access denied")
+    );
+
+    let mut expired = claims(&["admin"]);
+    expired["exp"] = json!(now() - 120);
+    let bad = send(Some(token(expired))).await;
+    assert_eq!((bad.status, bad.body.as_str()), (401, "Jwt is expired"));
+    assert_eq!(
+        header(&bad.headers, "www-authenticate").as_deref(),
+        Some("Bearer realm=\"http://was-service:8080/api/posts\", error=\"invalid_token\"")
+    );
+    let mut other = claims(&["admin"]);
+    other["iss"] = json!("https://other.example");
+    let bad = send(Some(token(other))).await;
+    assert_eq!(
+        (bad.status, bad.body.as_str()),
+        (401, "Jwt issuer is not configured")
+    );
+    // Neither refused request reached the app.
+    assert_eq!(app.accepts(), 1);
+
+    let lines = log_lines(&log, 5).await;
+    let expired_line = lines
+        .iter()
+        .find(|l| l.contains(" 401 "))
+        .expect("401 line");
+    assert!(
+        expired_line.contains("jwt_authn_access_denied{Jwt_is_expired}"),
+        "{expired_line}"
+    );
+    assert!(expired_line.contains(" inbound|"), "{expired_line}");
+}
