@@ -1,10 +1,11 @@
 //! RequestAuthentication end to end: `skein up` on an echo pod whose sidecar checks JWTs
 //! (inline JWKS) and an AuthorizationPolicy on the token's `groups` claim; tokens are signed
 //! here with the fixture's test key and sent through the ingress.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
@@ -69,9 +70,15 @@ fn jwt_tokens_are_verified_by_the_sidecar_and_claims_drive_authorization() {
 
     // A good token without the group, and no token at all: AuthorizationPolicy's 403.
     let dev = send(Some(&sign(&claims(&["dev"]), &key)));
-    assert_eq!((dev.status, dev.body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(
+        (dev.status, dev.body.as_str()),
+        (403, "RBAC: access denied")
+    );
     let none = send(None);
-    assert_eq!((none.status, none.body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(
+        (none.status, none.body.as_str()),
+        (403, "RBAC: access denied")
+    );
 
     // Bad tokens: Envoy's 401s.
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
@@ -103,14 +110,24 @@ fn jwt_tokens_are_verified_by_the_sidecar_and_claims_drive_authorization() {
         );
     }
 
-    // The sidecar's access log names the reason.
+    // The sidecar's access log names the reason (lines are written in batches).
     let pod = skein.pods("echo")[0]["name"]
         .as_str()
         .expect("pod name")
         .to_string();
-    let log = skein.proxy_log(&pod);
+    let found = (0..50).any(|_| {
+        let hit = skein
+            .proxy_log(&pod)
+            .lines()
+            .any(|l| l.contains(" 401 - jwt_authn_access_denied{Jwt_is_expired} "));
+        if !hit {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hit
+    });
     assert!(
-        log.contains(" 401 - jwt_authn_access_denied{Jwt_is_expired} "),
-        "{log}"
+        found,
+        "no 401 line in the proxy's log:\n{}",
+        skein.proxy_log(&pod)
     );
 }

@@ -1,5 +1,6 @@
 //! RequestAuthentication at a sidecar's inbound: a real proxy in front of a real upstream,
-//! tokens signed in the test with the test RSA key.
+//! tokens signed in the test with the test RSA key. Time is paused as elsewhere; a token's
+//! `exp` is checked against the wall clock, which pausing does not stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,7 +85,7 @@ async fn server(app: SocketAddr) -> (ProxyHandle, PathBuf) {
     (h, log)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn jwt_is_verified_before_authorization_and_bad_tokens_get_401() {
     let app = Upstream::start("app").await;
     let (h, log) = server(app.addr).await;
