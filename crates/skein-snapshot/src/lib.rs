@@ -135,7 +135,9 @@ pub struct InboundPolicy {
     /// order decides (CUSTOM is reported unsupported and skipped by the control plane).
     pub authz: Vec<AuthzPolicy>,
     /// The `jwtRules` of the RequestAuthentications that apply to this workload (same
-    /// selection as AuthorizationPolicy), in policy order.
+    /// selection as AuthorizationPolicy), in policy order. Left out of the JSON when empty,
+    /// so a snapshot without any is what it was before the field existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jwt: Vec<JwtRule>,
 }
 

@@ -704,3 +704,93 @@ spec:
         assert_eq!(r2.when[1].not_values, ["evil/*"]);
     }
 }
+
+#[cfg(test)]
+mod request_authentication_tests {
+    use super::*;
+    use crate::compile::fixtures::*;
+
+    const RAS: &str = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  jwtRules:
+  - issuer: https://mesh.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: was-jwt, namespace: blog-system}
+spec:
+  selector: {matchLabels: {app: was}}
+  jwtRules:
+  - issuer: https://was.example
+    audiences: [was]
+    jwksUri: http://keys.blog-system.svc.cluster.local/jwks.json
+    timeout: 2s
+    fromHeaders: [{name: x-jwt, prefix: "Token "}]
+    fromParams: [jwt]
+    outputPayloadToHeader: x-jwt-payload
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+    forwardOriginalToken: true
+    presence: REQUIRED
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: waypoint, namespace: blog-system}
+spec:
+  targetRef: {kind: Service, name: was-service}
+  jwtRules:
+  - issuer: https://waypoint.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: elsewhere, namespace: other}
+spec:
+  jwtRules:
+  - issuer: https://other.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+"#;
+
+    #[test]
+    fn rules_are_picked_as_authorization_policies_are() {
+        let m = skein_api::load_str("ra.yaml", RAS).unwrap();
+        let r = registry();
+        let c = Compiler::new(&m, &r);
+        let issuers = |pod: &str| -> Vec<String> {
+            c.snapshot(pod, "1")
+                .unwrap()
+                .inbound
+                .jwt
+                .iter()
+                .map(|j| j.issuer.clone())
+                .collect()
+        };
+        assert_eq!(issuers("web-stable-1"), ["https://mesh.example"]);
+        assert_eq!(
+            issuers("was-1"),
+            ["https://mesh.example", "https://was.example"]
+        );
+        let was = c.snapshot("was-1", "1").unwrap().inbound.jwt;
+        let j = &was[1];
+        assert_eq!(j.policy, "blog-system/was-jwt");
+        assert_eq!(j.audiences, ["was"]);
+        assert_eq!(
+            j.jwks_uri.as_deref(),
+            Some("http://keys.blog-system.svc.cluster.local/jwks.json")
+        );
+        assert_eq!(j.jwks_timeout_ms, 2000);
+        assert_eq!(
+            j.from_headers,
+            [skein_snapshot::JwtHeader {
+                name: "x-jwt".into(),
+                prefix: "Token ".into()
+            }]
+        );
+        assert_eq!(j.from_params, ["jwt"]);
+        assert_eq!(j.output_payload_to_header.as_deref(), Some("x-jwt-payload"));
+        assert_eq!(j.output_claim_to_headers, [("x-sub".into(), "sub".into())]);
+        assert!(j.forward_original_token && j.presence_required);
+    }
+}

@@ -149,3 +149,61 @@ async fn jwt_is_verified_before_authorization_and_bad_tokens_get_401() {
     );
     assert!(expired_line.contains(" inbound|"), "{expired_line}");
 }
+
+/// A key server on loopback: every request gets the test JWKS; the Host headers it saw.
+async fn key_server() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let hosts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&hosts);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Some(h) = head.lines().find_map(|l| {
+                l.strip_prefix("host: ")
+                    .or_else(|| l.strip_prefix("Host: "))
+            }) {
+                seen.lock().expect("lock").push(h.to_string());
+            }
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{JWKS}",
+                JWKS.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    (addr, hosts)
+}
+
+#[tokio::test(start_paused = true)]
+async fn jwks_uri_is_fetched_through_the_sidecars_own_outbound_route() {
+    let app = Upstream::start("app").await;
+    let (keys, hosts) = key_server().await;
+    let cfg = ProxyConfig::sidecar("127.0.0.1:0".parse().expect("addr"))
+        .with_inbound("127.0.0.1:0".parse().expect("addr"), app.addr);
+    let h = within(skein_proxy::start(cfg)).await.expect("start");
+    // The key server is a mesh Service to this sidecar: reached by name, through its routes.
+    let mut snap = SnapshotBuilder::new("v1", NS, "was")
+        .http_service("keys", 8080, &[&keys.to_string()])
+        .build();
+    let mut inbound = policy();
+    inbound.jwt[0].jwks = None;
+    inbound.jwt[0].jwks_uri = Some("http://keys:8080/jwks.json".into());
+    snap.inbound = inbound;
+    h.apply(snap).expect("snapshot");
+    let inbound = h.addrs.inbound.expect("inbound");
+    let auth = format!("Bearer {}", token(claims(&["admin"])));
+    let r = within(H1Client::connect(inbound).await.send(
+        "GET",
+        "http://was-service:8080/api/posts",
+        &[("authorization", &auth)],
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(*hosts.lock().expect("lock"), ["keys:8080"]);
+}
