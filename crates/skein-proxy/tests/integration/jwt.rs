@@ -207,3 +207,54 @@ async fn jwks_uri_is_fetched_through_the_sidecars_own_outbound_route() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(*hosts.lock().expect("lock"), ["keys:8080"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_checks_tokens_before_its_authorization_policies() {
+    use skein_snapshot::build::{cluster, fqdn, route_to};
+    let web = Upstream::start("web").await;
+    let c = cluster(&fqdn("web-service", NS), 80, None, &[&web.addr_str()]);
+    let mut snap = SnapshotBuilder::new("g1", "istio-system", "ingress")
+        .vhost(
+            GATEWAY_ROUTE,
+            VirtualHost {
+                name: "blog".into(),
+                domains: vec!["blog.example.com".into()],
+                routes: vec![route_to(&c.name)],
+            },
+        )
+        .cluster(c)
+        .build();
+    snap.inbound = policy();
+    let h = within(skein_proxy::start(ProxyConfig::gateway(
+        "127.0.0.1:0".parse().expect("addr"),
+    )))
+    .await
+    .expect("start");
+    h.apply(snap).expect("apply");
+    let gw = h.addrs.gateway_http.expect("gateway http");
+    let send = |t: String| async move {
+        let auth = format!("Bearer {t}");
+        within(H1Client::connect(gw).await.send(
+            "GET",
+            "http://blog.example.com/api/posts",
+            &[("authorization", &auth)],
+        ))
+        .await
+    };
+    let ok = send(token(claims(&["admin"]))).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.seen_header("authorization").is_empty(), "{}", ok.body);
+    let mut c = claims(&["admin"]);
+    c["aud"] = json!("billing");
+    let bad = send(token(c)).await;
+    assert_eq!(
+        (bad.status, bad.body.as_str()),
+        (401, "Audiences in Jwt are not allowed")
+    );
+    assert_eq!(
+        header(&bad.headers, "www-authenticate").as_deref(),
+        Some("Bearer realm=\"http://blog.example.com/api/posts\", error=\"invalid_token\"")
+    );
+    let dev = send(token(claims(&["dev"]))).await;
+    assert_eq!(dev.status, 403);
+}

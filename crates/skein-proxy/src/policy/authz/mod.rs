@@ -33,7 +33,7 @@ pub enum AuthzError {
     /// A `when` key the engine cannot evaluate: refused rather than never matching (which
     /// would make a DENY deny nothing).
     #[error(
-        "AuthorizationPolicy {namespace}/{name}: condition key {key:?} is not supported (supported: request.headers[NAME], source.ip, source.namespace, source.principal, remote.ip, destination.ip, destination.port, connection.sni, request.auth.*)"
+        "AuthorizationPolicy {namespace}/{name}: condition key {key:?} is not supported (supported: request.headers[NAME], source.ip, source.namespace, source.principal, remote.ip, destination.ip, destination.port, connection.sni, request.auth.principal, request.auth.audiences, request.auth.presenter, request.auth.claims[NAME])"
     )]
     UnsupportedKey {
         namespace: String,
