@@ -474,6 +474,14 @@ fn validate_jwt_rule(cx: &mut Cx<'_>, path: &str, rule: &JwtRule) {
         };
         if let Some(problem) = jwks_uri_problem(uri) {
             cx.error(&format!("{path}.{field}"), problem);
+        } else if uri
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            cx.warn(
+                &format!("{path}.{field}"),
+                "skein's proxies fetch jwksUri over plain http only: this rule's tokens fail with \"Jwks remote fetch is failed\"; serve the keys from a Service in the mesh over http (the sidecar's mTLS protects the hop) or put them inline in jwks",
+            );
         }
     }
     if let Some(jwks) = &rule.jwks

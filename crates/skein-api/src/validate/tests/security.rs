@@ -274,7 +274,7 @@ spec:
     outputClaimToHeaders: [{header: "x y", claim: sub}]
   - issuer: https://both.example
     jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
-    jwksUri: https://keys.example/jwks.json
+    jwksUri: http://keys.example/jwks.json
   - issuer: https://none.example
 "#;
     let d = diags(text);
@@ -316,4 +316,23 @@ spec:
     outputClaimToHeaders: [{header: x-sub, claim: sub}]
 "#;
     assert_eq!(diags(text), Vec::<String>::new());
+}
+
+#[test]
+fn an_https_jwks_uri_is_a_warning_skein_cannot_fetch_it() {
+    let text = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: ns}
+spec:
+  jwtRules:
+  - issuer: https://issuer.example
+    jwksUri: https://keys.example/jwks.json
+"#;
+    let d = diags(text);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("v.yaml:7: warning: RequestAuthentication ns/jwt: spec.jwtRules[0].jwksUri: skein's proxies fetch jwksUri over plain http only"),
+        "{}",
+        d[0]
+    );
 }
