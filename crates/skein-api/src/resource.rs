@@ -13,7 +13,7 @@ use crate::lines::LineIndex;
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
-use crate::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::telemetry::Telemetry;
 use crate::types::ObjectMeta;
 use crate::{DEFAULT_NAMESPACE, Source};
@@ -146,6 +146,7 @@ resources! {
     WorkloadEntry(WorkloadEntry), ISTIO_NETWORKING, workload_entries;
     AuthorizationPolicy(AuthorizationPolicy), ISTIO_SECURITY, authorization_policies;
     PeerAuthentication(PeerAuthentication), ISTIO_SECURITY, peer_authentications;
+    RequestAuthentication(RequestAuthentication), ISTIO_SECURITY, request_authentications;
     Telemetry(Telemetry), ISTIO_TELEMETRY, telemetries;
     /// An Argo CD Application: the config in force is a commit of its repository.
     Application(Application), &["argoproj.io/v1alpha1"], applications;

@@ -1,14 +1,15 @@
-//! Istio `security.istio.io` (v1, v1beta1): AuthorizationPolicy and PeerAuthentication, as
-//! in istio/api `security/v1beta1/*.proto`.
+//! Istio `security.istio.io` (v1, v1beta1): AuthorizationPolicy, PeerAuthentication and
+//! RequestAuthentication, as in istio/api `security/v1beta1/*.proto`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Object, PolicyTargetReference, WorkloadSelector};
+use crate::types::{Duration, Object, PolicyTargetReference, WorkloadSelector};
 
 pub type AuthorizationPolicy = Object<AuthorizationPolicySpec>;
 pub type PeerAuthentication = Object<PeerAuthenticationSpec>;
+pub type RequestAuthentication = Object<RequestAuthenticationSpec>;
 
 // === AuthorizationPolicy ===
 
@@ -162,4 +163,72 @@ pub enum MtlsMode {
     Disable,
     Permissive,
     Strict,
+}
+
+// === RequestAuthentication ===
+
+/// `RequestAuthentication`: which JWTs the selected workloads accept (istio/api
+/// `security/v1beta1/request_authentication.proto`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RequestAuthenticationSpec {
+    pub selector: Option<WorkloadSelector>,
+    pub target_ref: Option<PolicyTargetReference>,
+    pub target_refs: Vec<PolicyTargetReference>,
+    pub jwt_rules: Vec<JwtRule>,
+}
+
+/// One `jwtRules` entry: an issuer, its keys, where its tokens are and what the proxy hands
+/// the app once one is verified.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct JwtRule {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_uri: Option<String>,
+    /// The proto's own field name, which the CRD also accepts.
+    #[serde(rename = "jwks_uri")]
+    pub jwks_uri_snake: Option<String>,
+    pub jwks: Option<String>,
+    pub from_headers: Vec<JwtHeader>,
+    pub from_params: Vec<String>,
+    pub from_cookies: Vec<String>,
+    pub output_payload_to_header: Option<String>,
+    pub forward_original_token: bool,
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    pub space_delimited_claims: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub presence: Option<JwtPresence>,
+}
+
+impl JwtRule {
+    /// `jwksUri`, or the proto's `jwks_uri` spelling.
+    pub fn jwks_uri(&self) -> Option<&str> {
+        self.jwks_uri.as_deref().or(self.jwks_uri_snake.as_deref())
+    }
+}
+
+/// A header a token may be in, and the prefix before the token (`Bearer `).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct JwtHeader {
+    pub name: String,
+    pub prefix: String,
+}
+
+/// `outputClaimToHeaders`: a claim copied into a request header.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
+}
+
+/// `presence`: whether a token must be there (REQUIRED) or may be missing (OPTIONAL, the
+/// default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JwtPresence {
+    Optional,
+    Required,
 }

@@ -231,9 +231,9 @@ fn dr_covers(dr: &DestinationRule, fqdn: &str) -> bool {
 }
 
 /// The objects that apply to a workload (`labels` in `ns`) through its pods or its
-/// Services: AuthorizationPolicies, PeerAuthentications, Sidecars and Telemetries that select
-/// it (or its whole namespace, or the mesh), and the VirtualServices and DestinationRules of
-/// its Services.
+/// Services: AuthorizationPolicies, PeerAuthentications, RequestAuthentications, Sidecars and
+/// Telemetries that select it (or its whole namespace, or the mesh), and the VirtualServices
+/// and DestinationRules of its Services.
 pub fn workload_refs(snap: &Snapshot, ns: &str, labels: &Labels) -> Vec<Json> {
     let fqdns: Vec<String> = services_selecting(snap, ns, labels)
         .iter()
@@ -250,6 +250,9 @@ pub fn workload_refs(snap: &Snapshot, ns: &str, labels: &Labels) -> Vec<Json> {
             }
             Resource::PeerAuthentication(pa) => {
                 in_scope && pa.spec.selector.as_ref().is_none_or(|s| s.matches(labels))
+            }
+            Resource::RequestAuthentication(ra) => {
+                in_scope && ra.spec.selector.as_ref().is_none_or(|s| s.matches(labels))
             }
             Resource::VirtualService(vs) => fqdns.iter().any(|f| vs_covers(vs, f)),
             Resource::DestinationRule(dr) => fqdns.iter().any(|f| dr_covers(dr, f)),

@@ -449,6 +449,16 @@ async fn start_inner(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     }
     let access_log = AccessLog::start(config.access_log.as_ref()).await?;
     let listeners = bind_static(&config)?;
+    // The outbound listener as bound (a configured port 0 is now a real one): the proxy's
+    // own requests (a RequestAuthentication's jwksUri) go through it.
+    let mut config = config;
+    if let Some(a) = listeners
+        .outbound
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+    {
+        config.outbound_http = Some(a);
+    }
     let empty = Compiled::empty(&config);
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(empty),

@@ -134,6 +134,55 @@ pub struct InboundPolicy {
     /// selector-less ones, and the root namespace's), in no particular order: the action
     /// order decides (CUSTOM is reported unsupported and skipped by the control plane).
     pub authz: Vec<AuthzPolicy>,
+    /// The `jwtRules` of the RequestAuthentications that apply to this workload (same
+    /// selection as AuthorizationPolicy), in policy order. Left out of the JSON when empty,
+    /// so a snapshot without any is what it was before the field existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jwt: Vec<JwtRule>,
+}
+
+/// One RequestAuthentication `jwtRules` entry, as the proxy enforces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct JwtRule {
+    /// `namespace/name` of the RequestAuthentication (for logs and errors).
+    pub policy: String,
+    /// `issuer`: a token is checked against the rule with its `iss`.
+    pub issuer: String,
+    /// `audiences`: when set, the token's `aud` must name one.
+    pub audiences: Vec<String>,
+    /// `jwks`: the key set inline (JSON).
+    pub jwks: Option<String>,
+    /// `jwksUri`: where the proxy fetches the key set.
+    pub jwks_uri: Option<String>,
+    /// `timeout` of the key set fetch, in milliseconds (0: the default, 5 s).
+    pub jwks_timeout_ms: u64,
+    /// `fromHeaders`; with no location at all, `Authorization: Bearer` and `access_token`.
+    pub from_headers: Vec<JwtHeader>,
+    /// `fromParams`.
+    pub from_params: Vec<String>,
+    /// `fromCookies`.
+    pub from_cookies: Vec<String>,
+    /// `outputPayloadToHeader`.
+    pub output_payload_to_header: Option<String>,
+    /// `forwardOriginalToken`.
+    pub forward_original_token: bool,
+    /// `outputClaimToHeaders`: (header, claim).
+    pub output_claim_to_headers: Vec<(String, String)>,
+    /// `spaceDelimitedClaims` (besides `scope` and `permission`, which always are).
+    pub space_delimited_claims: Vec<String>,
+    /// `presence: REQUIRED`: a request without a token gets 401 "Jwt is missing".
+    pub presence_required: bool,
+}
+
+/// A header a token may be in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct JwtHeader {
+    /// Header name.
+    pub name: String,
+    /// What comes before the token (`Bearer `).
+    pub prefix: String,
 }
 
 impl InboundPolicy {

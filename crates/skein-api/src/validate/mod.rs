@@ -140,6 +140,9 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             Resource::PeerAuthentication(pa) => {
                 security::validate_peer_authentication(&mut cx, pa, &world)
             }
+            Resource::RequestAuthentication(ra) => {
+                security::validate_request_authentication(&mut cx, ra, &world)
+            }
             Resource::Telemetry(t) => telemetry::validate_telemetry(&mut cx, t),
             Resource::ConfigMap(c) => telemetry::validate_mesh_config(&mut cx, c),
             Resource::GatewayClass(c) => gateway_api::validate_gateway_class(&mut cx, c),

@@ -1,7 +1,10 @@
-//! Istio security: AuthorizationPolicy and PeerAuthentication, with istiod's messages.
+//! Istio security: AuthorizationPolicy, PeerAuthentication and RequestAuthentication, with
+//! istiod's messages.
 
 use super::{Cx, World, cross, selector_labels};
-use crate::security::{Action, AuthorizationPolicy, PeerAuthentication, Rule};
+use crate::security::{
+    Action, AuthorizationPolicy, JwtRule, PeerAuthentication, RequestAuthentication, Rule,
+};
 
 /// istiod's `ValidateAuthorizationPolicy`.
 pub(super) fn validate_authorization_policy(
@@ -427,4 +430,193 @@ pub(super) fn validate_peer_authentication(
             );
         }
     }
+}
+
+/// istiod's `ValidateRequestAuthentication` and the CRD's rules, plus what the proxy needs
+/// to enforce the policy (an inline `jwks` it can read).
+pub(super) fn validate_request_authentication(
+    cx: &mut Cx<'_>,
+    ra: &RequestAuthentication,
+    world: &World<'_>,
+) {
+    let spec = &ra.spec;
+    if spec.selector.is_some() && (spec.target_ref.is_some() || !spec.target_refs.is_empty()) {
+        cx.error("spec", "only one of targetRefs or selector can be set");
+    }
+    selector_labels(cx, "spec.selector", &spec.selector);
+    cross::selector_matches_workloads(cx, "spec.selector", &spec.selector, world);
+    for (i, rule) in spec.jwt_rules.iter().enumerate() {
+        validate_jwt_rule(cx, &format!("spec.jwtRules[{i}]"), rule);
+    }
+}
+
+fn validate_jwt_rule(cx: &mut Cx<'_>, path: &str, rule: &JwtRule) {
+    if rule.issuer.is_empty() {
+        cx.error(&format!("{path}.issuer"), "issuer must be set");
+    }
+    if rule.audiences.iter().any(String::is_empty) {
+        cx.error(
+            &format!("{path}.audiences"),
+            "audience must be non-empty string",
+        );
+    }
+    let sources = usize::from(rule.jwks_uri.is_some())
+        + usize::from(rule.jwks_uri_snake.is_some())
+        + usize::from(rule.jwks.is_some());
+    if sources > 1 {
+        cx.error(path, "only one of jwks or jwksUri can be set");
+    }
+    if let Some(uri) = rule.jwks_uri() {
+        let field = if rule.jwks_uri.is_some() {
+            "jwksUri"
+        } else {
+            "jwks_uri"
+        };
+        if let Some(problem) = jwks_uri_problem(uri) {
+            cx.error(&format!("{path}.{field}"), problem);
+        } else if uri
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            cx.warn(
+                &format!("{path}.{field}"),
+                "skein's proxies fetch jwksUri over plain http only: this rule's tokens fail with \"Jwks remote fetch is failed\"; serve the keys from a Service in the mesh over http (the sidecar's mTLS protects the hop) or put them inline in jwks",
+            );
+        }
+    }
+    if let Some(jwks) = &rule.jwks
+        && let Err(problem) = jwks_problem(jwks)
+    {
+        cx.error(
+            &format!("{path}.jwks"),
+            format!("jwks is not a JSON Web Key Set the proxy can use: {problem}"),
+        );
+    }
+    if rule.jwks.is_none() && rule.jwks_uri().is_none() {
+        // istiod resolves the issuer's OpenID discovery document; skein fetches nothing
+        // from outside the mesh's config.
+        cx.error(
+            path,
+            "set jwks (the keys inline) or jwksUri: skein does not look keys up by the issuer's OpenID discovery document",
+        );
+    }
+    for (j, h) in rule.from_headers.iter().enumerate() {
+        if h.name.is_empty() {
+            cx.error(
+                &format!("{path}.fromHeaders[{j}].name"),
+                "location header name must be non-empty string",
+            );
+        } else if http_name_problem(&h.name) {
+            cx.error(
+                &format!("{path}.fromHeaders[{j}].name"),
+                format!("{:?} is not a valid HTTP header name", h.name),
+            );
+        }
+    }
+    for (j, q) in rule.from_params.iter().enumerate() {
+        if q.is_empty() {
+            cx.error(
+                &format!("{path}.fromParams[{j}]"),
+                "location query must be non-empty string",
+            );
+        }
+    }
+    for (j, c) in rule.from_cookies.iter().enumerate() {
+        if c.is_empty() {
+            cx.error(
+                &format!("{path}.fromCookies[{j}]"),
+                "cookie name must be non-empty string",
+            );
+        }
+    }
+    if let Some(h) = &rule.output_payload_to_header
+        && !h.is_empty()
+        && http_name_problem(h)
+    {
+        cx.error(
+            &format!("{path}.outputPayloadToHeader"),
+            format!("{h:?} is not a valid HTTP header name"),
+        );
+    }
+    for (j, c) in rule.output_claim_to_headers.iter().enumerate() {
+        let at = format!("{path}.outputClaimToHeaders[{j}]");
+        if c.header.is_empty() || c.claim.is_empty() {
+            cx.error(
+                &at,
+                "outputClaimToHeaders header and claim value must be non-empty string",
+            );
+        } else if !c
+            .header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            cx.error(
+                &format!("{at}.header"),
+                format!("header {:?} must match ^[-_A-Za-z0-9]+$", c.header),
+            );
+        }
+    }
+    if rule.space_delimited_claims.len() > 64 {
+        cx.error(
+            &format!("{path}.spaceDelimitedClaims"),
+            "at most 64 space-delimited claims",
+        );
+    }
+}
+
+/// Not a token of RFC 9110 (what a header name may be).
+fn http_name_problem(name: &str) -> bool {
+    !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The CRD's rule on `jwksUri`: an http or https URL with a host.
+fn jwks_uri_problem(uri: &str) -> Option<String> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Some("url must have scheme http:// or https://".to_string());
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Some("url must have scheme http:// or https://".to_string());
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() {
+        return Some(format!("invalid jwksUri {uri:?}: no host"));
+    }
+    None
+}
+
+/// Whether an inline JWKS has the shape the proxy reads: a JSON object with a `keys` list
+/// of JWKs, each with a `kty` the proxy knows and that kind's public fields.
+fn jwks_problem(jwks: &str) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(jwks).map_err(|e| format!("not JSON ({e})"))?;
+    let keys = v
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("no \"keys\" list")?;
+    if keys.is_empty() {
+        return Err("\"keys\" is empty".to_string());
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let kty = k.get("kty").and_then(|t| t.as_str()).unwrap_or("");
+        let need: &[&str] = match kty {
+            "RSA" => &["n", "e"],
+            "EC" => &["crv", "x", "y"],
+            "oct" => &["k"],
+            "OKP" => &["crv", "x"],
+            "" => return Err(format!("keys[{i}] has no \"kty\"")),
+            other => {
+                return Err(format!(
+                    "keys[{i}]: key type {other:?} is not supported (RSA, EC, oct, OKP)"
+                ));
+            }
+        };
+        if let Some(f) = need
+            .iter()
+            .find(|f| k.get(**f).and_then(|x| x.as_str()).is_none())
+        {
+            return Err(format!("keys[{i}] ({kty}) has no {f:?}"));
+        }
+    }
+    Ok(())
 }

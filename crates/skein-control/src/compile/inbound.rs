@@ -1,4 +1,5 @@
-//! What a sidecar lets in: PeerAuthentication (mTLS mode) and AuthorizationPolicy.
+//! What a sidecar lets in: PeerAuthentication (mTLS mode), RequestAuthentication (JWT) and
+//! AuthorizationPolicy.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,68 @@ impl Compiler<'_> {
             mtls,
             port_mtls,
             authz: self.authorization_policies(p),
+            jwt: self.request_authentications(p),
         }
+    }
+
+    /// The `jwtRules` of the RequestAuthentications that apply to pod `p` (a sidecar's or a
+    /// gateway's), picked as AuthorizationPolicies are: the root namespace's and the pod's
+    /// namespace's whose selector picks the pod. Those with a `targetRef` are for Kubernetes
+    /// Gateways and waypoints, which skein does not run.
+    pub(super) fn request_authentications(&self, p: &Pod) -> Vec<skein_snapshot::JwtRule> {
+        self.manifests
+            .request_authentications()
+            .filter(|ra| {
+                let ns = ra.metadata.namespace_or_default();
+                (ns == ROOT_NAMESPACE || ns == p.namespace)
+                    && ap_selects(&ra.spec.selector, p)
+                    && ra.spec.target_ref.is_none()
+                    && ra.spec.target_refs.is_empty()
+            })
+            .flat_map(|ra| {
+                let policy = format!(
+                    "{}/{}",
+                    ra.metadata.namespace_or_default(),
+                    ra.metadata.name
+                );
+                ra.spec
+                    .jwt_rules
+                    .iter()
+                    .map(move |r| skein_snapshot::JwtRule {
+                        policy: policy.clone(),
+                        issuer: r.issuer.clone(),
+                        audiences: r.audiences.clone(),
+                        jwks: r.jwks.clone(),
+                        jwks_uri: r.jwks_uri().map(str::to_string),
+                        jwks_timeout_ms: r.timeout.as_ref().map_or(0, |t| {
+                            u64::try_from(t.get().as_millis()).unwrap_or(u64::MAX)
+                        }),
+                        from_headers: r
+                            .from_headers
+                            .iter()
+                            .map(|h| skein_snapshot::JwtHeader {
+                                name: h.name.clone(),
+                                prefix: h.prefix.clone(),
+                            })
+                            .collect(),
+                        from_params: r.from_params.clone(),
+                        from_cookies: r.from_cookies.clone(),
+                        output_payload_to_header: r
+                            .output_payload_to_header
+                            .clone()
+                            .filter(|h| !h.is_empty()),
+                        forward_original_token: r.forward_original_token,
+                        output_claim_to_headers: r
+                            .output_claim_to_headers
+                            .iter()
+                            .map(|c| (c.header.clone(), c.claim.clone()))
+                            .collect(),
+                        space_delimited_claims: r.space_delimited_claims.clone(),
+                        presence_required: r.presence
+                            == Some(skein_api::security::JwtPresence::Required),
+                    })
+            })
+            .collect()
     }
 
     /// The mTLS mode of pod `p` and its per-port exceptions: the workload's
@@ -640,5 +702,95 @@ spec:
         assert_eq!(r2.when[0].values, ["cluster.local/ns/blog-system/sa/web"]);
         assert_eq!(r2.when[1].key, "source.principal");
         assert_eq!(r2.when[1].not_values, ["evil/*"]);
+    }
+}
+
+#[cfg(test)]
+mod request_authentication_tests {
+    use super::*;
+    use crate::compile::fixtures::*;
+
+    const RAS: &str = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  jwtRules:
+  - issuer: https://mesh.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: was-jwt, namespace: blog-system}
+spec:
+  selector: {matchLabels: {app: was}}
+  jwtRules:
+  - issuer: https://was.example
+    audiences: [was]
+    jwksUri: http://keys.blog-system.svc.cluster.local/jwks.json
+    timeout: 2s
+    fromHeaders: [{name: x-jwt, prefix: "Token "}]
+    fromParams: [jwt]
+    outputPayloadToHeader: x-jwt-payload
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+    forwardOriginalToken: true
+    presence: REQUIRED
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: waypoint, namespace: blog-system}
+spec:
+  targetRef: {kind: Service, name: was-service}
+  jwtRules:
+  - issuer: https://waypoint.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: elsewhere, namespace: other}
+spec:
+  jwtRules:
+  - issuer: https://other.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+"#;
+
+    #[test]
+    fn rules_are_picked_as_authorization_policies_are() {
+        let m = skein_api::load_str("ra.yaml", RAS).unwrap();
+        let r = registry();
+        let c = Compiler::new(&m, &r);
+        let issuers = |pod: &str| -> Vec<String> {
+            c.snapshot(pod, "1")
+                .unwrap()
+                .inbound
+                .jwt
+                .iter()
+                .map(|j| j.issuer.clone())
+                .collect()
+        };
+        assert_eq!(issuers("web-stable-1"), ["https://mesh.example"]);
+        assert_eq!(
+            issuers("was-1"),
+            ["https://mesh.example", "https://was.example"]
+        );
+        let was = c.snapshot("was-1", "1").unwrap().inbound.jwt;
+        let j = &was[1];
+        assert_eq!(j.policy, "blog-system/was-jwt");
+        assert_eq!(j.audiences, ["was"]);
+        assert_eq!(
+            j.jwks_uri.as_deref(),
+            Some("http://keys.blog-system.svc.cluster.local/jwks.json")
+        );
+        assert_eq!(j.jwks_timeout_ms, 2000);
+        assert_eq!(
+            j.from_headers,
+            [skein_snapshot::JwtHeader {
+                name: "x-jwt".into(),
+                prefix: "Token ".into()
+            }]
+        );
+        assert_eq!(j.from_params, ["jwt"]);
+        assert_eq!(j.output_payload_to_header.as_deref(), Some("x-jwt-payload"));
+        assert_eq!(j.output_claim_to_headers, [("x-sub".into(), "sub".into())]);
+        assert!(j.forward_original_token && j.presence_required);
     }
 }

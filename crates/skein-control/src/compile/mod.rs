@@ -463,6 +463,7 @@ impl<'a> Compiler<'a> {
             clusters: self.clusters(&p.namespace),
             inbound: skein_snapshot::InboundPolicy {
                 authz: self.authorization_policies(p),
+                jwt: self.request_authentications(p),
                 ..Default::default()
             },
             telemetry: self.telemetry(p),

@@ -12,6 +12,9 @@ use skein_snapshot::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, Snapshot};
 
 pub use crate::identity::PeerIdentity;
 pub use crate::policy::authz::{Attrs, AuthzError, DENIED_NO_MATCH, Decision, Engine, HttpAttrs};
+pub use crate::policy::jwt::JwtError;
+pub use crate::policy::jwt::keys::KeySet;
+pub use crate::policy::jwt::token::{MAX_TOKEN_BYTES, Token, parse as parse_jwt};
 pub use crate::snapshot::{CompileError, Compiled};
 pub use crate::telemetry::exchange::{
     EXCHANGE_MAGIC, FrameError, MAX_FRAME_BYTES, exchange_frame, frame_len, parse_frame_body,
@@ -244,6 +247,7 @@ pub fn authorize(
         path: req.uri().path(),
         headers: req.headers(),
         remote: trusted_client_ip(req.headers().get(&X_FORWARDED_FOR), conn.source, from_right),
+        auth: None,
     });
     engine.evaluate(&Attrs {
         source: conn.source,

@@ -1,6 +1,6 @@
-//! Phase 2: AuthorizationPolicy. On an inbound listener: the listener's cluster, XFCC, then
-//! the policies; on a gateway: the policies that select the gateway, before the virtual host
-//! is looked up.
+//! Phase 2: RequestAuthentication, then AuthorizationPolicy. On an inbound listener: the
+//! listener's cluster, XFCC, then the policies; on a gateway: the policies that select the
+//! gateway, before the virtual host is looked up.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::reply::LocalReply;
 use super::request::Prepared;
 use crate::conn::ConnInfo;
 use crate::policy::authz::{Attrs, Decision, HttpAttrs};
+use crate::policy::jwt::{Authn, Outcome, Principal};
 use crate::snapshot::Compiled;
 use crate::telemetry::peer::take_headers;
 use crate::upstream::cluster::ClusterState;
@@ -23,6 +24,57 @@ use crate::upstream::cluster::ClusterState;
 /// X-Forwarded-For address (what the gateway in front appended).
 const NUM_TRUSTED_PROXIES: u32 = 0;
 
+/// The request's JWT, checked against the workload's RequestAuthentication rules (only
+/// called when some apply): its principal when it has a good one, none without a token, a
+/// 401 for a bad one.
+pub(crate) async fn authenticate(
+    authn: &Authn,
+    p: &mut Prepared,
+    inflight: &mut InFlight,
+    snap_metrics: Option<&Arc<crate::telemetry::metrics::RequestMetrics>>,
+) -> Result<Option<Box<Principal>>, LocalReply> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let query = p.req.uri().query().map(str::to_owned);
+    match authn
+        .authenticate(p.req.headers_mut(), query.as_deref(), now)
+        .await
+    {
+        Outcome::NoToken => Ok(None),
+        Outcome::Verified(principal) => Ok(Some(principal)),
+        Outcome::Denied(error) => {
+            tracing::debug!(%error, "request refused by RequestAuthentication");
+            if let Some(m) = &snap_metrics {
+                inflight.fin().metrics = Some(Arc::clone(m));
+            }
+            Err(LocalReply::JwtDenied {
+                error,
+                www_authenticate: www_authenticate(p),
+            })
+        }
+    }
+}
+
+/// Envoy's challenge: `Bearer realm="SCHEME://HOST/PATH", error="invalid_token"` (the path
+/// without its query).
+fn www_authenticate(p: &Prepared) -> HeaderValue {
+    let scheme = p
+        .req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| *s == "https")
+        .unwrap_or("http");
+    let realm = format!(
+        "Bearer realm=\"{scheme}://{}{}\", error=\"invalid_token\"",
+        p.authority_str(),
+        p.req.uri().path()
+    );
+    HeaderValue::from_str(&realm)
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
+}
+
 /// The cluster of the app behind this inbound listener, once the request is authorized, and
 /// the caller's peer metadata (`x-envoy-peer-metadata`, taken off the request: the app never
 /// sees the exchange headers).
@@ -31,6 +83,7 @@ pub(crate) fn authorize(
     snap: &Compiled,
     conn: &ConnInfo,
     p: &mut Prepared,
+    auth: Result<Option<Box<Principal>>, LocalReply>,
     inflight: &mut InFlight,
 ) -> Result<(Arc<ClusterState>, Option<HeaderValue>), LocalReply> {
     let cluster = ctx.inbound.and_then(|i| snap.inbound.get(i)).cloned();
@@ -44,6 +97,13 @@ pub(crate) fn authorize(
         inflight.fin().echo = snap.own_peer.clone();
     }
     set_xfcc(p.req.headers_mut(), conn);
+    let auth = match auth {
+        Ok(a) => a,
+        Err(reply) => {
+            deny_record(inflight, conn, &cluster, &peer);
+            return Err(reply);
+        }
+    };
     if snap.authz.is_empty() {
         return Ok((cluster, peer));
     }
@@ -53,17 +113,29 @@ pub(crate) fn authorize(
         .map_or(0, |ib| ib.app.port());
     // Sidecars: Envoy's `use_remote_address: false`.
     let from_right = xff_from_right(false, NUM_TRUSTED_PROXIES);
-    if let Decision::Deny { details, audit } = evaluate(snap, conn, p, workload_port, from_right) {
+    if let Decision::Deny { details, audit } =
+        evaluate(snap, conn, p, auth.as_deref(), workload_port, from_right)
+    {
         tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy");
-        let f = inflight.fin();
-        f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
-        f.metrics = Some(match &peer {
-            Some(v) => conn.metrics_with_peer(&cluster, v),
-            None => conn.metrics_for(&cluster),
-        });
+        deny_record(inflight, conn, &cluster, &peer);
         return Err(LocalReply::Denied { details });
     }
     Ok((cluster, peer))
+}
+
+/// A refused inbound request is logged and counted against the app's cluster.
+fn deny_record(
+    inflight: &mut InFlight,
+    conn: &ConnInfo,
+    cluster: &Arc<ClusterState>,
+    peer: &Option<HeaderValue>,
+) {
+    let f = inflight.fin();
+    f.rec.upstream_cluster = Some(Arc::clone(&cluster.name));
+    f.metrics = Some(match peer {
+        Some(v) => conn.metrics_with_peer(cluster, v),
+        None => conn.metrics_for(cluster),
+    });
 }
 
 /// A gateway's AuthorizationPolicies (those selecting the gateway workload), evaluated after
@@ -72,6 +144,7 @@ pub(crate) fn authorize_gateway(
     snap: &Compiled,
     conn: &ConnInfo,
     p: &Prepared,
+    auth: Option<&Principal>,
     inflight: &mut InFlight,
 ) -> Result<(), LocalReply> {
     if snap.authz.is_empty() {
@@ -80,7 +153,7 @@ pub(crate) fn authorize_gateway(
     // Gateways: Envoy's `use_remote_address: true`.
     let from_right = xff_from_right(true, NUM_TRUSTED_PROXIES);
     if let Decision::Deny { details, audit } =
-        evaluate(snap, conn, p, conn.local.port(), from_right)
+        evaluate(snap, conn, p, auth, conn.local.port(), from_right)
     {
         tracing::debug!(%details, audit, remote = %conn.remote, "request denied by AuthorizationPolicy at the gateway");
         inflight.fin().metrics = Some(Arc::clone(&snap.no_route_metrics));
@@ -93,6 +166,7 @@ fn evaluate(
     snap: &Compiled,
     conn: &ConnInfo,
     p: &Prepared,
+    auth: Option<&Principal>,
     workload_port: u16,
     xff_from_right: u32,
 ) -> Decision {
@@ -114,6 +188,7 @@ fn evaluate(
             path: p.req.uri().path(),
             headers,
             remote,
+            auth,
         }),
     })
 }

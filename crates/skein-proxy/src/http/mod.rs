@@ -90,16 +90,30 @@ async fn handle(
     trace_begin(&ctx, &snap, &mut p, &mut inflight);
     let version = p.version;
     let inflight = &mut inflight;
-    let admitted = match request::admit(&mut p, inflight) {
-        Ok(()) if ctx.role == Role::Gateway => {
-            inbound::authorize_gateway(&snap, &conn, &p, inflight)
+    let admitted = request::admit(&mut p, inflight);
+    // RequestAuthentication (boxed: most workloads have none, and their requests keep a
+    // small future and take no allocation).
+    let auth = match (&admitted, &snap.jwt) {
+        (Ok(()), Some(authn)) if ctx.role != Role::Outbound => {
+            // A gateway counts a refused request as one without a route, as a denial.
+            let metrics = (ctx.role == Role::Gateway).then_some(&snap.no_route_metrics);
+            Box::pin(inbound::authenticate(authn, &mut p, inflight, metrics)).await
         }
-        other => other,
+        _ => Ok(None),
+    };
+    let (admitted, auth) = match ctx.role {
+        Role::Gateway => {
+            let checked = admitted
+                .and(auth)
+                .and_then(|a| inbound::authorize_gateway(&snap, &conn, &p, a.as_deref(), inflight));
+            (checked, Ok(None))
+        }
+        _ => (admitted, auth),
     };
     let result = match admitted {
         Err(reply) => Err(reply),
         Ok(()) if ctx.role == Role::Inbound => {
-            match inbound::authorize(&ctx, &snap, &conn, &mut p, inflight) {
+            match inbound::authorize(&ctx, &snap, &conn, &mut p, auth, inflight) {
                 Ok((cluster, peer)) => {
                     let own = snap.own_peer.as_ref();
                     let target = forward::Target::inbound(cluster, p.authority.clone(), peer, own);

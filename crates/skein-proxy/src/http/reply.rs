@@ -60,6 +60,12 @@ pub(crate) enum LocalReply {
     ClusterNotFound,
     /// 403: AuthorizationPolicy denied the request; `details` names the policy.
     Denied { details: Arc<str> },
+    /// 401: RequestAuthentication refused the request's token; `www_authenticate` is
+    /// Envoy's `Bearer realm="http://HOST/PATH", error="invalid_token"`.
+    JwtDenied {
+        error: crate::policy::jwt::JwtError,
+        www_authenticate: HeaderValue,
+    },
     /// 404 NR: no virtual host or route matched.
     RouteNotFound,
     /// A route's `directResponse`.
@@ -118,6 +124,16 @@ impl LocalReply {
             R::Denied { details } => Parts {
                 details: Cow::Owned(details.to_string()),
                 ..row(403, F::NONE, "", DENIED_BODY)
+            },
+            R::JwtDenied {
+                error,
+                www_authenticate,
+            } => Parts {
+                status: 401,
+                flags: F::NONE,
+                details: Cow::Owned(error.details()),
+                body: Bytes::from(error.to_string()),
+                header: Some((&http::header::WWW_AUTHENTICATE, www_authenticate.clone())),
             },
             R::RouteNotFound => row(404, F::NR, "route_not_found", ""),
             R::Direct { status, body } => Parts {

@@ -1,5 +1,7 @@
-//! Is this allowed? AuthorizationPolicy and PeerAuthentication, compiled and evaluated
-//! (pure, no I/O).
+//! Is this allowed? AuthorizationPolicy, RequestAuthentication (JWT) and
+//! PeerAuthentication, compiled and evaluated (pure, no I/O, except the fetch of a
+//! `jwksUri`).
 
 pub(crate) mod authz;
+pub(crate) mod jwt;
 pub(crate) mod peer_authn;

@@ -21,6 +21,7 @@ use skein_snapshot::{
 use crate::config::{InboundConfig, Mode, ProxyConfig};
 use crate::identity::IdentityStore;
 use crate::policy::authz::{AuthzError, Engine};
+use crate::policy::jwt::Authn;
 use crate::route::{CompiledRouteConfig, RouteError};
 use crate::telemetry::exchange::OwnPeer;
 use crate::telemetry::metrics::{Reporter, RequestMetrics, ServiceLabel, base_labels};
@@ -84,6 +85,8 @@ pub struct Compiled {
     pub own_peer: Option<Arc<OwnPeer>>,
     /// The inbound AuthorizationPolicies, compiled.
     pub authz: Engine,
+    /// The RequestAuthentication rules, compiled (None: no rule applies).
+    pub jwt: Option<Arc<Authn>>,
     /// AuthorizationPolicies that did not compile, each replaced by a DENY-all stand-in of
     /// the same name (for /config_dump and `skein_config_policy_errors_total`).
     pub policy_errors: Vec<String>,
@@ -199,7 +202,16 @@ impl Compiled {
             version: version.clone(),
             error: source,
         })?;
-        let (authz, policy_errors) = compile_authz(&snap.inbound.authz);
+        let (authz, mut policy_errors) = compile_authz(&snap.inbound.authz);
+        let fetcher = crate::policy::jwt::remote::Fetcher {
+            via: proxy.outbound_http,
+        };
+        let (jwt, jwt_errors) = Authn::compile(&snap.inbound.jwt, &fetcher);
+        for e in jwt_errors {
+            tracing::warn!(error = %e, "RequestAuthentication rule cannot be enforced; the tokens it checks fail");
+            policy_errors.push(format!("{e}; the tokens of this issuer fail verification"));
+        }
+        let jwt = jwt.map(Arc::new);
         let authz = authz.map_err(|source| CompileError::Authz {
             version: version.clone(),
             error: source,
@@ -269,6 +281,7 @@ impl Compiled {
             inbound,
             own_peer,
             authz,
+            jwt,
             policy_errors,
             access_log: Arc::new(access_log),
             metric_overrides,

@@ -11,6 +11,7 @@ mod config_errors;
 mod control;
 mod control_tls;
 mod edge;
+mod jwt;
 mod limits;
 mod mtls;
 mod ops;

@@ -603,6 +603,7 @@ async fn authorization_policy_denies_with_rbac_403_and_logs_the_policy() {
     let inbound = InboundPolicy {
         mtls: MtlsMode::Permissive,
         port_mtls: Default::default(),
+        jwt: vec![],
         authz: vec![
             policy(
                 "allow-web",
@@ -715,6 +716,7 @@ async fn authorization_policy_closes_denied_tcp_connections() {
     let inbound = InboundPolicy {
         mtls: MtlsMode::Permissive,
         port_mtls: Default::default(),
+        jwt: vec![],
         // Deny callers without a mesh identity; a DENY with an HTTP-only field applies to TCP
         // too (Istio drops the field), so it also shuts out `web`.
         authz: vec![

@@ -254,3 +254,85 @@ spec:
         )]
     );
 }
+
+#[test]
+fn request_authentication_rules_are_checked_with_their_lines() {
+    let text = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: ns}
+spec:
+  jwtRules:
+  - issuer: ""
+    jwks: '{"keys": [{"kty": "RSA", "n": "abc"}]}'
+  - issuer: https://issuer.example
+    jwksUri: ftp://keys.example/jwks.json
+    audiences: [""]
+    fromHeaders: [{name: ""}]
+    fromParams: [""]
+  - issuer: https://other.example
+    jwks: 'not json'
+    outputClaimToHeaders: [{header: "x y", claim: sub}]
+  - issuer: https://both.example
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+    jwksUri: http://keys.example/jwks.json
+  - issuer: https://none.example
+"#;
+    let d = diags(text);
+    let want = [
+        "v.yaml:6: error: RequestAuthentication ns/jwt: spec.jwtRules[0].issuer: issuer must be set",
+        "v.yaml:7: error: RequestAuthentication ns/jwt: spec.jwtRules[0].jwks: jwks is not a JSON Web Key Set the proxy can use: keys[0] (RSA) has no \"e\"",
+        "v.yaml:9: error: RequestAuthentication ns/jwt: spec.jwtRules[1].jwksUri: url must have scheme http:// or https://",
+        "v.yaml:10: error: RequestAuthentication ns/jwt: spec.jwtRules[1].audiences: audience must be non-empty string",
+        "v.yaml:11: error: RequestAuthentication ns/jwt: spec.jwtRules[1].fromHeaders[0].name: location header name must be non-empty string",
+        "v.yaml:12: error: RequestAuthentication ns/jwt: spec.jwtRules[1].fromParams[0]: location query must be non-empty string",
+        "v.yaml:15: error: RequestAuthentication ns/jwt: spec.jwtRules[2].outputClaimToHeaders[0].header: header \"x y\" must match ^[-_A-Za-z0-9]+$",
+        "v.yaml:16: error: RequestAuthentication ns/jwt: spec.jwtRules[3]: only one of jwks or jwksUri can be set",
+        "v.yaml:19: error: RequestAuthentication ns/jwt: spec.jwtRules[4]: set jwks (the keys inline) or jwksUri: skein does not look keys up by the issuer's OpenID discovery document",
+    ];
+    for w in want {
+        assert!(d.iter().any(|x| x == w), "missing {w}\nin {d:#?}");
+    }
+    assert!(
+        d.iter().any(|x| x.starts_with("v.yaml:14: error: RequestAuthentication ns/jwt: spec.jwtRules[2].jwks: jwks is not a JSON Web Key Set the proxy can use: not JSON")),
+        "{d:#?}"
+    );
+    assert_eq!(d.len(), want.len() + 1, "{d:#?}");
+}
+
+#[test]
+fn a_good_request_authentication_has_no_findings() {
+    let text = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: ns}
+spec:
+  jwtRules:
+  - issuer: https://issuer.example
+    audiences: [blog]
+    jwks: '{"keys": [{"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ", "kid": "k1"}]}'
+    fromHeaders: [{name: x-jwt, prefix: "Token "}]
+    fromParams: [token]
+    outputPayloadToHeader: x-jwt-payload
+    forwardOriginalToken: true
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+"#;
+    assert_eq!(diags(text), Vec::<String>::new());
+}
+
+#[test]
+fn an_https_jwks_uri_is_a_warning_skein_cannot_fetch_it() {
+    let text = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: ns}
+spec:
+  jwtRules:
+  - issuer: https://issuer.example
+    jwksUri: https://keys.example/jwks.json
+"#;
+    let d = diags(text);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("v.yaml:7: warning: RequestAuthentication ns/jwt: spec.jwtRules[0].jwksUri: skein's proxies fetch jwksUri over plain http only"),
+        "{}",
+        d[0]
+    );
+}

@@ -22,6 +22,7 @@ use skein_snapshot::{
 };
 
 use crate::identity::PeerIdentity;
+use crate::policy::jwt::Principal;
 
 /// Details of a denial when no ALLOW policy matched.
 pub const DENIED_NO_MATCH: &str = "rbac_access_denied_matched_policy[none]";
@@ -32,7 +33,7 @@ pub enum AuthzError {
     /// A `when` key the engine cannot evaluate: refused rather than never matching (which
     /// would make a DENY deny nothing).
     #[error(
-        "AuthorizationPolicy {namespace}/{name}: condition key {key:?} is not supported (supported: request.headers[NAME], source.ip, source.namespace, source.principal, remote.ip, destination.ip, destination.port, connection.sni, request.auth.*)"
+        "AuthorizationPolicy {namespace}/{name}: condition key {key:?} is not supported (supported: request.headers[NAME], source.ip, source.namespace, source.principal, remote.ip, destination.ip, destination.port, connection.sni, request.auth.principal, request.auth.audiences, request.auth.presenter, request.auth.claims[NAME])"
     )]
     UnsupportedKey {
         namespace: String,
@@ -170,6 +171,8 @@ pub struct HttpAttrs<'a> {
     /// X-Forwarded-For handling with Istio's `numTrustedProxies`; the proxy works it out,
     /// never from the leftmost XFF entry a client chose).
     pub remote: IpAddr,
+    /// The request's verified JWT (RequestAuthentication), if any.
+    pub auth: Option<&'a Principal>,
 }
 
 impl Attrs<'_> {
@@ -216,9 +219,14 @@ enum Key {
     DestinationPort,
     DestinationIp,
     ConnectionSni,
-    /// `request.auth.*`: only set by RequestAuthentication (JWT), which skein does not do:
-    /// always absent, so `values` never match and `notValues` always do.
-    RequestAuth,
+    /// `request.auth.principal`: the JWT's `iss/sub`.
+    AuthPrincipal,
+    /// `request.auth.audiences`: its `aud`.
+    AuthAudiences,
+    /// `request.auth.presenter`: its `azp`.
+    AuthPresenter,
+    /// `request.auth.claims[a][b]...`: a claim, nested.
+    AuthClaims(Vec<String>),
 }
 
 impl Key {
@@ -238,18 +246,45 @@ impl Key {
             "destination.port" => Key::DestinationPort,
             "destination.ip" => Key::DestinationIp,
             "connection.sni" => Key::ConnectionSni,
-            k if k.starts_with("request.auth.") => Key::RequestAuth,
+            "request.auth.principal" => Key::AuthPrincipal,
+            "request.auth.audiences" => Key::AuthAudiences,
+            "request.auth.presenter" => Key::AuthPresenter,
+            k if k.starts_with("request.auth.claims[") => {
+                Key::AuthClaims(claim_path(k.strip_prefix("request.auth.claims")?)?)
+            }
             _ => return None,
         })
     }
 
     fn http_only(&self) -> bool {
-        matches!(self, Key::Header(_) | Key::RequestAuth)
+        matches!(
+            self,
+            Key::Header(_)
+                | Key::AuthPrincipal
+                | Key::AuthAudiences
+                | Key::AuthPresenter
+                | Key::AuthClaims(_)
+        )
     }
 
     fn is_ip(&self) -> bool {
         matches!(self, Key::SourceIp | Key::RemoteIp | Key::DestinationIp)
     }
+}
+
+/// `[a][b]` -> `["a", "b"]` (None when not that form, or a name is empty).
+fn claim_path(mut rest: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let end = inner.find(']')?;
+        if end == 0 {
+            return None;
+        }
+        out.push(inner[..end].to_string());
+        rest = &inner[end + 1..];
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Values of a list field: strings or IP blocks.
@@ -271,6 +306,8 @@ impl Values {
 /// An attribute's value for one request.
 enum Value<'a> {
     Str(Cow<'a, str>),
+    /// Several strings (a list claim): matches when one does.
+    Many(Vec<Cow<'a, str>>),
     /// Host: lowercase, and the same without its port; a pattern may match either.
     Host(String),
     Ip(IpAddr),
@@ -287,6 +324,9 @@ impl Value<'_> {
             (Value::NotApplicable, _) => return None,
             (Value::Absent, _) => false,
             (Value::Str(s), Values::Str(p)) => p.iter().any(|p| p.matches(s)),
+            (Value::Many(list), Values::Str(p)) => {
+                list.iter().any(|s| p.iter().any(|p| p.matches(s)))
+            }
             (Value::Host(h), Values::Str(p)) => {
                 let bare = crate::authority::strip_port(h);
                 p.iter().any(|p| p.matches(h) || p.matches(bare))
@@ -342,11 +382,7 @@ impl Attr {
         match self {
             Attr::Principal => peer(|p| p.principal.as_str()),
             Attr::Namespace => peer(|p| p.namespace.as_str()),
-            // No RequestAuthentication in skein: a request never has a request principal.
-            Attr::RequestPrincipal => match a.http {
-                Some(_) => Value::Absent,
-                None => Value::NotApplicable,
-            },
+            Attr::RequestPrincipal => auth(a, |p| Value::Str(Cow::Borrowed(p.principal.as_str()))),
             Attr::SourceIp => Value::Ip(a.source),
             Attr::RemoteIp => Value::Ip(a.remote_ip()),
             Attr::Host => match &a.http {
@@ -386,12 +422,33 @@ impl Attr {
                     Some(s) => Value::Str(Cow::Borrowed(s)),
                     None => Value::Absent,
                 },
-                Key::RequestAuth => match a.http {
-                    Some(_) => Value::Absent,
-                    None => Value::NotApplicable,
-                },
+                Key::AuthPrincipal => auth(a, |p| Value::Str(Cow::Borrowed(p.principal.as_str()))),
+                Key::AuthPresenter => auth(a, |p| match p.presenter.as_str() {
+                    "" => Value::Absent,
+                    s => Value::Str(Cow::Borrowed(s)),
+                }),
+                Key::AuthAudiences => auth(a, |p| {
+                    Value::Many(
+                        p.audiences
+                            .iter()
+                            .map(|s| Cow::Borrowed(s.as_str()))
+                            .collect(),
+                    )
+                }),
+                Key::AuthClaims(path) => auth(a, |p| match p.claim(path) {
+                    v if v.is_empty() => Value::Absent,
+                    v => Value::Many(v),
+                }),
             },
         }
+    }
+}
+
+/// A `request.auth.*` value: absent without a verified token, not applicable on TCP.
+fn auth<'a>(a: &Attrs<'a>, f: impl FnOnce(&'a Principal) -> Value<'a>) -> Value<'a> {
+    match &a.http {
+        None => Value::NotApplicable,
+        Some(h) => h.auth.map_or(Value::Absent, f),
     }
 }
 

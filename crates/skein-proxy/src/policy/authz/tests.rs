@@ -3,6 +3,8 @@
 use super::*;
 use http::HeaderValue;
 
+use crate::policy::jwt::Principal;
+
 fn peer(ns: &str, sa: &str) -> PeerIdentity {
     PeerIdentity::from_spiffe(
         &format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"),
@@ -20,6 +22,7 @@ struct Req {
     peer: Option<PeerIdentity>,
     sni: Option<&'static str>,
     http: Option<(&'static str, &'static str, &'static str, HeaderMap)>,
+    auth: Option<Principal>,
 }
 
 fn http(method: &'static str, host: &'static str, path: &'static str) -> Req {
@@ -30,6 +33,7 @@ fn http(method: &'static str, host: &'static str, path: &'static str) -> Req {
         peer: Some(peer("blog", "web")),
         sni: Some("outbound_.8080_._.was.blog.svc.cluster.local"),
         http: Some((method, host, path, HeaderMap::new())),
+        auth: None,
     }
 }
 
@@ -73,6 +77,7 @@ impl Req {
                 path: p,
                 headers: hm,
                 remote: self.remote.unwrap_or(self.source),
+                auth: self.auth.as_ref(),
             }),
         };
         e.evaluate(&a)
@@ -274,7 +279,7 @@ fn source_fields_and_their_negations() {
             &r,
             false,
         ),
-        // No JWT in skein: request principals never match, their negation always does.
+        // No token: request principals never match, their negation always does.
         (
             "request principal",
             src(|s| s.request_principals = v(&["*"])),
@@ -708,4 +713,141 @@ fn bad_ip_blocks_are_refused() {
         vec![when("source.ip", &["nope"], &[])],
     );
     assert!(Engine::compile(&[c]).is_err());
+}
+
+fn with_token(claims: serde_json::Value) -> Req {
+    let serde_json::Value::Object(map) = claims else {
+        panic!("claims are an object")
+    };
+    Req {
+        auth: Some(Principal::from_claims(
+            map,
+            crate::policy::jwt::space_delimited(&["roles".to_string()]),
+        )),
+        ..http("GET", "was", "/")
+    }
+}
+
+#[test]
+fn request_auth_attributes_read_the_verified_token() {
+    let r = with_token(serde_json::json!({
+        "iss": "https://issuer.example",
+        "sub": "alice",
+        "aud": ["blog", "admin-ui"],
+        "azp": "web-client",
+        "groups": ["admin", "dev"],
+        "team": {"name": "core"},
+        "scope": "read write",
+        "roles": "a b",
+        "level": 3,
+        "verified": true,
+    }));
+    let cases: Vec<(&str, AuthzRule, bool)> = vec![
+        (
+            "principal",
+            src(|s| s.request_principals = v(&["https://issuer.example/alice"])),
+            true,
+        ),
+        (
+            "principal any",
+            src(|s| s.request_principals = v(&["*"])),
+            true,
+        ),
+        (
+            "principal prefix",
+            src(|s| s.request_principals = v(&["https://issuer.example/*"])),
+            true,
+        ),
+        (
+            "principal other",
+            src(|s| s.request_principals = v(&["https://issuer.example/bob"])),
+            false,
+        ),
+        (
+            "not principal",
+            src(|s| s.not_request_principals = v(&["*/alice"])),
+            false,
+        ),
+        (
+            "claims list contains",
+            when("request.auth.claims[groups]", &["admin"], &[]),
+            true,
+        ),
+        (
+            "claims list lacks",
+            when("request.auth.claims[groups]", &["ops"], &[]),
+            false,
+        ),
+        (
+            "claims not in list",
+            when("request.auth.claims[groups]", &[], &["dev"]),
+            false,
+        ),
+        (
+            "claims nested",
+            when("request.auth.claims[team][name]", &["core"], &[]),
+            true,
+        ),
+        (
+            "claims missing",
+            when("request.auth.claims[nope]", &["*"], &[]),
+            false,
+        ),
+        (
+            "scope space delimited",
+            when("request.auth.claims[scope]", &["write"], &[]),
+            true,
+        ),
+        (
+            "extra space delimited",
+            when("request.auth.claims[roles]", &["b"], &[]),
+            true,
+        ),
+        (
+            "number claim",
+            when("request.auth.claims[level]", &["3"], &[]),
+            true,
+        ),
+        (
+            "bool claim",
+            when("request.auth.claims[verified]", &["true"], &[]),
+            true,
+        ),
+        (
+            "principal key",
+            when(
+                "request.auth.principal",
+                &["https://issuer.example/alice"],
+                &[],
+            ),
+            true,
+        ),
+        (
+            "audiences",
+            when("request.auth.audiences", &["admin-ui"], &[]),
+            true,
+        ),
+        (
+            "audiences no",
+            when("request.auth.audiences", &["other"], &[]),
+            false,
+        ),
+        (
+            "presenter",
+            when("request.auth.presenter", &["web-*"], &[]),
+            true,
+        ),
+    ];
+    for (name, rule, want) in cases {
+        assert_eq!(allows(rule, &r), want, "{name}");
+    }
+    // A bad claims key is refused, not silently never matching.
+    let bad = engine_err(when("request.auth.claims[]", &["x"], &[]));
+    assert!(bad.contains("request.auth.claims[]"), "{bad}");
+}
+
+fn engine_err(rule: AuthzRule) -> String {
+    Engine::compile(&[policy("p", AuthzAction::Deny, vec![rule])])
+        .expect_err("refused")
+        .to_string()
 }
