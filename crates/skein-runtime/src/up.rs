@@ -110,6 +110,16 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     let tls = tls::ingress_server_config(&state.certs())?;
     let base = base_status(&opts, &state, &plan, http_addr, https_addr);
 
+    let names = crate::analysis::ServiceNames::new(
+        plan.services
+            .iter()
+            .map(|s| {
+                let names = plan::dns_names(&s.name, &s.namespace);
+                let ports = s.ports.iter().map(|p| p.port).collect();
+                (names, std::net::IpAddr::V4(s.cluster_ip), ports)
+            })
+            .collect(),
+    );
     let pods = Pods::new(plan, opts.log_rotation);
     let service_listeners = services::bind(&pods).await?;
     state.record_supervisor()?;
@@ -123,6 +133,9 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     } else {
         tasks.extend(ingress::serve(pods.clone(), http, https, tls, rx.clone()));
     }
+    // Every AnalysisRun of the manifests runs, its status in the state directory.
+    let _analysis_runs =
+        crate::analysis::start_manifest_runs(&manifests, state.root(), Arc::new(names));
     let writer = tokio::spawn(write_status(pods.clone(), state.clone(), base.clone(), rx));
     Ok(Running {
         pods,

@@ -212,6 +212,32 @@ impl Resolve for NoNames {
     }
 }
 
+/// The runtime's Services by their cluster names (`NAME`, `NAME.NS`, `NAME.NS.svc`,
+/// `NAME.NS.svc.cluster.local`), each with its cluster IP and ports.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceNames {
+    services: Vec<(Vec<String>, IpAddr, Vec<u16>)>,
+}
+
+impl ServiceNames {
+    /// `(names, cluster IP, ports)` per Service.
+    pub fn new(services: Vec<(Vec<String>, IpAddr, Vec<u16>)>) -> ServiceNames {
+        ServiceNames { services }
+    }
+}
+
+impl Resolve for ServiceNames {
+    fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let host = host.trim_end_matches('.');
+        self.services
+            .iter()
+            .find(|(names, _, ports)| {
+                ports.contains(&port) && names.iter().any(|n| n.eq_ignore_ascii_case(host))
+            })
+            .map(|(_, ip, _)| SocketAddr::new(*ip, port))
+    }
+}
+
 struct Shared {
     name: String,
     snapshot: Mutex<Snapshot>,

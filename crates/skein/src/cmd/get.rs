@@ -63,12 +63,13 @@ pub fn load_system(state_dir: Option<PathBuf>) -> anyhow::Result<(StateDir, Load
             state.root().display()
         ),
     };
-    let objects = objects::from_system(
+    let mut objects = objects::from_system(
         &state.addons_dir(),
         &PathBuf::from(&status.manifests),
         &state.applied_dir(),
         Some(&status),
     );
+    objects::add_analysis_status(&mut objects, state.root());
     Ok((
         state,
         Loaded {

@@ -118,6 +118,27 @@ pub fn from_system(
     out
 }
 
+/// An AnalysisRun's `status`, from the file the runtime's analysis engine keeps for it.
+pub fn add_analysis_status(objects: &mut [Object], state_root: &Path) {
+    for o in objects.iter_mut().filter(|o| o.kind.kind == "AnalysisRun") {
+        let file = skein_runtime::analysis::status_file(state_root, o.namespace(), o.name());
+        // The engine keeps at most a thousand measurements per metric; a larger file is not its.
+        let small = std::fs::metadata(&file).is_ok_and(|m| m.len() < 16 << 20);
+        let Some(status) = small
+            .then(|| std::fs::read(&file).ok())
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        for v in [&mut o.value, &mut o.typed] {
+            if let Some(m) = v.as_object_mut() {
+                m.insert("status".into(), status.clone());
+            }
+        }
+    }
+}
+
 fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Vec<Object> {
     let mut raw = RawFiles::default();
     m.documents

@@ -173,6 +173,7 @@ pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
         "WorkloadEntry" => vec!["NAME", "AGE", "ADDRESS"],
         "AuthorizationPolicy" => vec!["NAME", "ACTION", "AGE"],
         "PeerAuthentication" => vec!["NAME", "MODE", "AGE"],
+        "AnalysisRun" => vec!["NAME", "STATUS", "AGE"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -287,6 +288,7 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
                 r.push(selector_text(path(v, "/spec/selector")));
             }
         }
+        "AnalysisRun" => r.extend([cell(v, "/status/phase"), age]),
         "Deployment" | "Rollout" => {
             let want = replicas(o);
             let ready = ready_pods(o, ctx);
