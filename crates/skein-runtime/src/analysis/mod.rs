@@ -203,6 +203,16 @@ pub trait Resolve: Send + Sync {
     fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr>;
 }
 
+/// A function is a resolver: `Arc::new(|host: &str, port: u16| ...)`.
+impl<F> Resolve for F
+where
+    F: Fn(&str, u16) -> Option<SocketAddr> + Send + Sync,
+{
+    fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        self(host, port)
+    }
+}
+
 /// Resolves nothing but IP addresses (which need no resolver).
 pub struct NoNames;
 

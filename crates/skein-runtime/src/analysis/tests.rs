@@ -452,3 +452,37 @@ spec:
         "prometheus address \"http://prometheus.nowhere.svc:9090\": no Service prometheus.nowhere.svc:9090 in this runtime"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_is_floored_at_a_second() {
+    let (h, script) = run(
+        "interval: 0s\ncount: 3\nsuccessCondition: result[0] >= 0.95",
+        vec![v(&[1.0])],
+    );
+    assert_eq!(h.finished().await, AnalysisPhase::Successful);
+    assert_eq!(script.times("success-rate"), [0, 1, 2]);
+}
+
+#[test]
+fn service_names_and_functions_resolve() {
+    let names = ServiceNames::new(vec![(
+        vec![
+            "prometheus".into(),
+            "prometheus.istio-system".into(),
+            "prometheus.istio-system.svc".into(),
+        ],
+        IpAddr::from([127, 0, 10, 3]),
+        vec![9090],
+    )]);
+    assert_eq!(
+        names.resolve("Prometheus.istio-system.svc.", 9090),
+        Some(SocketAddr::from(([127, 0, 10, 3], 9090)))
+    );
+    assert_eq!(names.resolve("prometheus.istio-system", 80), None);
+    let f = |h: &str, p: u16| (h == "x").then(|| SocketAddr::from(([127, 0, 0, 1], p)));
+    let r: Arc<dyn Resolve> = Arc::new(f);
+    assert_eq!(
+        r.resolve("x", 1),
+        Some(SocketAddr::from(([127, 0, 0, 1], 1)))
+    );
+}
