@@ -223,15 +223,18 @@ impl Resolve for NoNames {
 }
 
 /// The runtime's Services by their cluster names (`NAME`, `NAME.NS`, `NAME.NS.svc`,
-/// `NAME.NS.svc.cluster.local`), each with its cluster IP and ports.
+/// `NAME.NS.svc.cluster.local`), each port with the address that serves it.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceNames {
-    services: Vec<(Vec<String>, IpAddr, Vec<u16>)>,
+    services: Vec<NamedService>,
 }
 
+/// A Service's names, and each of its ports with the address that serves it.
+pub type NamedService = (Vec<String>, Vec<(u16, SocketAddr)>);
+
 impl ServiceNames {
-    /// `(names, cluster IP, ports)` per Service.
-    pub fn new(services: Vec<(Vec<String>, IpAddr, Vec<u16>)>) -> ServiceNames {
+    /// `(names, [(service port, address)])` per Service.
+    pub fn new(services: Vec<NamedService>) -> ServiceNames {
         ServiceNames { services }
     }
 }
@@ -241,10 +244,8 @@ impl Resolve for ServiceNames {
         let host = host.trim_end_matches('.');
         self.services
             .iter()
-            .find(|(names, _, ports)| {
-                ports.contains(&port) && names.iter().any(|n| n.eq_ignore_ascii_case(host))
-            })
-            .map(|(_, ip, _)| SocketAddr::new(*ip, port))
+            .filter(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(host)))
+            .find_map(|(_, ports)| ports.iter().find(|(p, _)| *p == port).map(|(_, a)| *a))
     }
 }
 

@@ -471,8 +471,7 @@ fn service_names_and_functions_resolve() {
             "prometheus.istio-system".into(),
             "prometheus.istio-system.svc".into(),
         ],
-        IpAddr::from([127, 0, 10, 3]),
-        vec![9090],
+        vec![(9090, SocketAddr::from(([127, 0, 10, 3], 9090)))],
     )]);
     assert_eq!(
         names.resolve("Prometheus.istio-system.svc.", 9090),
