@@ -130,3 +130,69 @@ spec:
         "{stderr}"
     );
 }
+
+const MESH_RUN: &str = "apiVersion: argoproj.io/v1alpha1
+kind: AnalysisRun
+metadata: {name: scraped, namespace: blog-system}
+spec:
+  metrics:
+  # Istio's addon address, as a cluster's template writes it.
+  - name: targets-up
+    interval: 2s
+    count: 2
+    consecutiveErrorLimit: 60
+    # Before the first scrape the vector is empty: result[0] is an Error, tolerated here.
+    successCondition: result[0] >= 1
+    provider:
+      prometheus:
+        address: http://prometheus.istio-system.svc.cluster.local:9090
+        query: count(up == 1)
+  # No address: the mesh's Prometheus.
+  - name: nothing-failing
+    interval: 2s
+    count: 2
+    consecutiveErrorLimit: 60
+    successCondition: len(result) == 0
+    provider: {prometheus: {query: 'up{job=\"no-such-job\"} == 0'}}
+";
+
+#[test]
+fn an_analysis_run_queries_the_meshs_prometheus_by_its_addon_name() {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "no `prometheus` on PATH: install it (`sudo apt-get install prometheus`; scripts/test does)"
+    );
+    let dir = manifests_copy("examples/blog-system");
+    std::fs::write(dir.path().join("90-analysis.yaml"), MESH_RUN).unwrap();
+    let skein = Skein::new();
+    skein.up(dir.path().to_str().unwrap(), &["--scrape-interval", "1"]);
+    let status = eventually(Duration::from_secs(120), "the run ends", || {
+        let out = skein.run(&["get", "ar", "scraped", "-n", "blog-system", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let phase = v["status"]["phase"].as_str()?;
+        (phase != "Running" && phase != "Pending").then(|| v["status"].clone())
+    });
+    assert_eq!(status["phase"], "Successful", "{status:#}");
+    for r in status["metricResults"].as_array().unwrap() {
+        assert_eq!(r["phase"], "Successful", "{status:#}");
+        assert_eq!(r["successful"], 2, "{status:#}");
+    }
+    // Errors before the first scrape are measurements too; the last one is the second success.
+    let measurements = status["metricResults"][0]["measurements"]
+        .as_array()
+        .unwrap();
+    let last = measurements.last().unwrap();
+    assert_eq!(last["phase"], "Successful", "{status:#}");
+    let up = &last["value"];
+    let n: f64 = up
+        .as_str()
+        .unwrap()
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse()
+        .unwrap();
+    assert!(n >= 1.0, "targets up: {up}");
+    skein.down();
+}
