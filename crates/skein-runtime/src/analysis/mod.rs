@@ -324,6 +324,27 @@ pub fn start(prepared: PreparedAnalysis, resolver: Arc<dyn Resolve>) -> Analysis
     start_with(prepared, Arc::new(Prometheus { resolver }), None)
 }
 
+/// Like [`start`], keeping the run's status in `STATE/analysisruns/NS.NAME.json` (where
+/// `skein get analysisrun` reads it) as it changes.
+pub fn start_in(
+    prepared: PreparedAnalysis,
+    resolver: Arc<dyn Resolve>,
+    state_root: &Path,
+) -> Result<AnalysisHandle, AnalysisError> {
+    for (what, name) in [
+        ("namespace", &prepared.namespace),
+        ("AnalysisRun", &prepared.name),
+    ] {
+        crate::naming::path_component(what, name).map_err(AnalysisError::Template)?;
+    }
+    let file = status_file(state_root, &prepared.namespace, &prepared.name);
+    Ok(start_with(
+        prepared,
+        Arc::new(Prometheus { resolver }),
+        Some(file),
+    ))
+}
+
 /// Starts every AnalysisRun of `manifests`, each writing its status to
 /// `STATE/analysisruns/NS.NAME.json` as it changes. A run that cannot start gets a status
 /// file with phase Error and the reason, as Argo records `analysis spec invalid`.

@@ -485,3 +485,17 @@ fn service_names_and_functions_resolve() {
         Some(SocketAddr::from(([127, 0, 0, 1], 1)))
     );
 }
+
+#[tokio::test]
+async fn a_template_run_started_in_a_state_directory_keeps_its_status_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = prepared("consecutiveErrorLimit: 0\nsuccessCondition: result[0] >= 0.95");
+    let h = start_in(p, Arc::new(NoNames), dir.path()).unwrap();
+    assert_eq!(h.finished().await, AnalysisPhase::Error);
+    let file = status_file(dir.path(), "blog-system", "web-6d4f9c-2-1");
+    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(status, h.status());
+    let mut bad = prepared("count: 1");
+    bad.name = "../x".into();
+    assert!(start_in(bad, Arc::new(NoNames), dir.path()).is_err());
+}
