@@ -346,7 +346,8 @@ pub fn start_in(
 }
 
 /// Starts every AnalysisRun of `manifests`, each writing its status to
-/// `STATE/analysisruns/NS.NAME.json` as it changes. A run that cannot start gets a status
+/// `STATE/analysisruns/NS.NAME.json` as it changes (the statuses of an earlier start are
+/// removed first). A run that cannot start gets a status
 /// file with phase Error and the reason, as Argo records `analysis spec invalid`.
 pub fn start_manifest_runs(
     manifests: &skein_api::Manifests,
@@ -354,6 +355,12 @@ pub fn start_manifest_runs(
     resolver: Arc<dyn Resolve>,
 ) -> Vec<AnalysisHandle> {
     let dir = state_root.join("analysisruns");
+    // The runs of an earlier `skein up` are over: their statuses go with it.
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let mut out = Vec::new();
     for run in manifests.analysis_runs() {
         let ns = run.metadata.namespace_or_default();

@@ -441,7 +441,11 @@ spec:
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let stale = status_file(dir.path(), "blog-system", "from-before");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, "{}").unwrap();
     let runs = start_manifest_runs(&m, dir.path(), Arc::new(NoNames));
+    assert!(!stale.exists());
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].finished().await, AnalysisPhase::Error);
     let file = status_file(dir.path(), "blog-system", "check");
