@@ -188,6 +188,12 @@ async fn neither_condition_true_is_inconclusive() {
         h.message(),
         "Metric \"success-rate\" assessed Inconclusive due to inconclusive (1) > inconclusiveLimit (0); last measured value [0.7]"
     );
+    // Both true: the failure wins, as in Argo.
+    let (h, _) = run(
+        "successCondition: result[0] >= 0.5\nfailureCondition: result[0] < 0.9",
+        vec![v(&[0.7])],
+    );
+    assert_eq!(h.finished().await, AnalysisPhase::Failed);
     // Only a failure condition: anything it does not catch succeeds.
     let (h, _) = run("failureCondition: result[0] < 0.5", vec![v(&[0.7])]);
     assert_eq!(h.finished().await, AnalysisPhase::Successful);
