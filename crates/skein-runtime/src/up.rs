@@ -110,6 +110,29 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     let tls = tls::ingress_server_config(&state.certs())?;
     let base = base_status(&opts, &state, &plan, http_addr, https_addr);
 
+    let mut names: Vec<_> = plan
+        .services
+        .iter()
+        .map(|s| {
+            let ip = std::net::IpAddr::V4(s.cluster_ip);
+            let ports = s
+                .ports
+                .iter()
+                .map(|p| (p.port, SocketAddr::new(ip, p.port)))
+                .collect();
+            (plan::dns_names(&s.name, &s.namespace), ports)
+        })
+        .collect();
+    if let PrometheusState::Planned(p) = &plan.prometheus
+        && let Ok(addr) = p.url.trim_start_matches("http://").parse::<SocketAddr>()
+    {
+        // Istio's addon Service `istio-system/prometheus:9090`, served by the pod itself.
+        names.push((
+            plan::dns_names("prometheus", "istio-system"),
+            vec![(9090, addr)],
+        ));
+    }
+    let names = crate::analysis::ServiceNames::new(names);
     let pods = Pods::new(plan, opts.log_rotation);
     let service_listeners = services::bind(&pods).await?;
     state.record_supervisor()?;
@@ -133,6 +156,9 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         };
         tasks.push(crate::rollout::spawn(Arc::new(ctx), rx.clone()));
     }
+    // Every AnalysisRun of the manifests runs, its status in the state directory.
+    let _analysis_runs =
+        crate::analysis::start_manifest_runs(&manifests, state.root(), Arc::new(names));
     let writer = tokio::spawn(write_status(pods.clone(), state.clone(), base.clone(), rx));
     Ok(Running {
         pods,

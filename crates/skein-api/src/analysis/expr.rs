@@ -619,7 +619,6 @@ impl Parser {
                     "true" => return Ok(Node::Lit(Value::Bool(true))),
                     "false" => return Ok(Node::Lit(Value::Bool(false))),
                     "nil" => return Ok(Node::Lit(Value::Nil)),
-                    "NaN" => return Ok(Node::Lit(Value::Num(f64::NAN))),
                     _ => {}
                 }
                 if self.peek_op("(") {
@@ -1210,6 +1209,7 @@ mod tests {
         for (src, want) in [
             ("result[0] >=", "unexpected end of expression (1:13)"),
             ("foo > 1", "unknown name foo (1:1)"),
+            ("NaN == result", "unknown name NaN (1:1)"),
             ("bar(result)", "unknown func bar (1:1)"),
             (
                 "result.x > 1",

@@ -101,13 +101,9 @@ pub(crate) struct Engine {
 /// true, Inconclusive.
 pub(crate) fn evaluate(m: &ResolvedMetric, outcome: &Outcome) -> (AnalysisPhase, String, String) {
     let (result, value) = match outcome {
-        Outcome::Error(e) => return (AnalysisPhase::Error, e.clone(), String::new()),
+        Outcome::Error(e) => return (AnalysisPhase::Error, bounded(e), String::new()),
         Outcome::Scalar(x) => (Value::Num(*x), format_number(*x)),
-        Outcome::Values(v) => {
-            let list = Value::numbers(v);
-            let shown = list.to_string();
-            (list, shown)
-        }
+        Outcome::Values(v) => (Value::numbers(v), show_values(v)),
     };
     let empty = matches!(&result, Value::List(l) if l.is_empty());
     let check = |which: &str, cond: &Option<(String, Program)>| -> Result<Option<bool>, String> {
@@ -120,7 +116,7 @@ pub(crate) fn evaluate(m: &ResolvedMetric, outcome: &Outcome) -> (AnalysisPhase,
                     "could not evaluate {which} \"{text}\": metric result is nil or empty: no data returned from the metric provider"
                 )
             } else {
-                format!("could not evaluate {which} \"{text}\": {e}")
+                bounded(&format!("could not evaluate {which} \"{text}\": {e}"))
             }
         })
     };
@@ -146,6 +142,38 @@ pub(crate) fn evaluate(m: &ResolvedMetric, outcome: &Outcome) -> (AnalysisPhase,
         AnalysisPhase::Successful
     };
     (phase, String::new(), value)
+}
+
+/// The most characters of a measurement's value or message kept: a vector of a million rows
+/// is measured, not stored ten times over.
+const MAX_SHOWN: usize = 4096;
+
+/// A vector's values as Argo prints them (`[0.61,1]`), cut after [`MAX_SHOWN`] characters.
+fn show_values(v: &[f64]) -> String {
+    let mut out = String::from("[");
+    for (i, x) in v.iter().enumerate() {
+        if out.len() > MAX_SHOWN {
+            out.push_str(&format!("... {} more", v.len() - i));
+            break;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format_number(*x));
+    }
+    out.push(']');
+    out
+}
+
+fn bounded(s: &str) -> String {
+    if s.len() <= MAX_SHOWN {
+        return s.to_string();
+    }
+    let mut end = MAX_SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 impl Engine {
@@ -511,4 +539,18 @@ fn failure_inconclusive_or_error(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_and_messages_are_cut() {
+        assert_eq!(show_values(&[0.61, 1.0, f64::NAN]), "[0.61,1,NaN]");
+        let long = show_values(&vec![0.5; 100_000]);
+        assert!(long.len() < MAX_SHOWN + 64, "{}", long.len());
+        assert!(long.ends_with(" more]"), "{}", &long[long.len() - 30..]);
+        assert_eq!(bounded(&"é".repeat(5000)).len(), MAX_SHOWN + 3);
+    }
 }

@@ -203,12 +203,49 @@ pub trait Resolve: Send + Sync {
     fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr>;
 }
 
+/// A function is a resolver: `Arc::new(|host: &str, port: u16| ...)`.
+impl<F> Resolve for F
+where
+    F: Fn(&str, u16) -> Option<SocketAddr> + Send + Sync,
+{
+    fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        self(host, port)
+    }
+}
+
 /// Resolves nothing but IP addresses (which need no resolver).
 pub struct NoNames;
 
 impl Resolve for NoNames {
     fn resolve(&self, _host: &str, _port: u16) -> Option<SocketAddr> {
         None
+    }
+}
+
+/// The runtime's Services by their cluster names (`NAME`, `NAME.NS`, `NAME.NS.svc`,
+/// `NAME.NS.svc.cluster.local`), each port with the address that serves it.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceNames {
+    services: Vec<NamedService>,
+}
+
+/// A Service's names, and each of its ports with the address that serves it.
+pub type NamedService = (Vec<String>, Vec<(u16, SocketAddr)>);
+
+impl ServiceNames {
+    /// `(names, [(service port, address)])` per Service.
+    pub fn new(services: Vec<NamedService>) -> ServiceNames {
+        ServiceNames { services }
+    }
+}
+
+impl Resolve for ServiceNames {
+    fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let host = host.trim_end_matches('.');
+        self.services
+            .iter()
+            .filter(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(host)))
+            .find_map(|(_, ports)| ports.iter().find(|(p, _)| *p == port).map(|(_, a)| *a))
     }
 }
 
@@ -287,8 +324,30 @@ pub fn start(prepared: PreparedAnalysis, resolver: Arc<dyn Resolve>) -> Analysis
     start_with(prepared, Arc::new(Prometheus { resolver }), None)
 }
 
+/// Like [`start`], keeping the run's status in `STATE/analysisruns/NS.NAME.json` (where
+/// `skein get analysisrun` reads it) as it changes.
+pub fn start_in(
+    prepared: PreparedAnalysis,
+    resolver: Arc<dyn Resolve>,
+    state_root: &Path,
+) -> Result<AnalysisHandle, AnalysisError> {
+    for (what, name) in [
+        ("namespace", &prepared.namespace),
+        ("AnalysisRun", &prepared.name),
+    ] {
+        crate::naming::path_component(what, name).map_err(AnalysisError::Template)?;
+    }
+    let file = status_file(state_root, &prepared.namespace, &prepared.name);
+    Ok(start_with(
+        prepared,
+        Arc::new(Prometheus { resolver }),
+        Some(file),
+    ))
+}
+
 /// Starts every AnalysisRun of `manifests`, each writing its status to
-/// `STATE/analysisruns/NS.NAME.json` as it changes. A run that cannot start gets a status
+/// `STATE/analysisruns/NS.NAME.json` as it changes (the statuses of an earlier start are
+/// removed first). A run that cannot start gets a status
 /// file with phase Error and the reason, as Argo records `analysis spec invalid`.
 pub fn start_manifest_runs(
     manifests: &skein_api::Manifests,
@@ -296,6 +355,12 @@ pub fn start_manifest_runs(
     resolver: Arc<dyn Resolve>,
 ) -> Vec<AnalysisHandle> {
     let dir = state_root.join("analysisruns");
+    // The runs of an earlier `skein up` are over: their statuses go with it.
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let mut out = Vec::new();
     for run in manifests.analysis_runs() {
         let ns = run.metadata.namespace_or_default();

@@ -17,6 +17,8 @@ use super::engine::{PrometheusQuery, ResolvedMetric};
 
 /// How deep `templates:` may include other templates.
 const MAX_TEMPLATE_DEPTH: usize = 8;
+/// The shortest interval between two measurements of a metric.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The most metrics one run measures.
 const MAX_METRICS: usize = 64;
 
@@ -332,7 +334,10 @@ pub(crate) fn resolve_metric(
                 .ok_or_else(|| bad(format!("{v} is not resolved"))),
         }
     };
-    let interval = analysis::duration_value(m.interval.as_deref()).map_err(bad)?;
+    // An interval under a second would query Prometheus in a tight loop; a second is the floor.
+    let interval = analysis::duration_value(m.interval.as_deref())
+        .map_err(bad)?
+        .map(|i| i.max(MIN_INTERVAL));
     let initial_delay = analysis::duration_value(m.initial_delay.as_deref())
         .map_err(bad)?
         .unwrap_or_default();

@@ -188,6 +188,12 @@ async fn neither_condition_true_is_inconclusive() {
         h.message(),
         "Metric \"success-rate\" assessed Inconclusive due to inconclusive (1) > inconclusiveLimit (0); last measured value [0.7]"
     );
+    // Both true: the failure wins, as in Argo.
+    let (h, _) = run(
+        "successCondition: result[0] >= 0.5\nfailureCondition: result[0] < 0.9",
+        vec![v(&[0.7])],
+    );
+    assert_eq!(h.finished().await, AnalysisPhase::Failed);
     // Only a failure condition: anything it does not catch succeeds.
     let (h, _) = run("failureCondition: result[0] < 0.5", vec![v(&[0.7])]);
     assert_eq!(h.finished().await, AnalysisPhase::Successful);
@@ -441,7 +447,11 @@ spec:
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let stale = status_file(dir.path(), "blog-system", "from-before");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, "{}").unwrap();
     let runs = start_manifest_runs(&m, dir.path(), Arc::new(NoNames));
+    assert!(!stale.exists());
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].finished().await, AnalysisPhase::Error);
     let file = status_file(dir.path(), "blog-system", "check");
@@ -451,4 +461,51 @@ spec:
         status["metricResults"][0]["measurements"][0]["message"],
         "prometheus address \"http://prometheus.nowhere.svc:9090\": no Service prometheus.nowhere.svc:9090 in this runtime"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_is_floored_at_a_second() {
+    let (h, script) = run(
+        "interval: 0s\ncount: 3\nsuccessCondition: result[0] >= 0.95",
+        vec![v(&[1.0])],
+    );
+    assert_eq!(h.finished().await, AnalysisPhase::Successful);
+    assert_eq!(script.times("success-rate"), [0, 1, 2]);
+}
+
+#[test]
+fn service_names_and_functions_resolve() {
+    let names = ServiceNames::new(vec![(
+        vec![
+            "prometheus".into(),
+            "prometheus.istio-system".into(),
+            "prometheus.istio-system.svc".into(),
+        ],
+        vec![(9090, SocketAddr::from(([127, 0, 10, 3], 9090)))],
+    )]);
+    assert_eq!(
+        names.resolve("Prometheus.istio-system.svc.", 9090),
+        Some(SocketAddr::from(([127, 0, 10, 3], 9090)))
+    );
+    assert_eq!(names.resolve("prometheus.istio-system", 80), None);
+    let f = |h: &str, p: u16| (h == "x").then(|| SocketAddr::from(([127, 0, 0, 1], p)));
+    let r: Arc<dyn Resolve> = Arc::new(f);
+    assert_eq!(
+        r.resolve("x", 1),
+        Some(SocketAddr::from(([127, 0, 0, 1], 1)))
+    );
+}
+
+#[tokio::test]
+async fn a_template_run_started_in_a_state_directory_keeps_its_status_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = prepared("consecutiveErrorLimit: 0\nsuccessCondition: result[0] >= 0.95");
+    let h = start_in(p, Arc::new(NoNames), dir.path()).unwrap();
+    assert_eq!(h.finished().await, AnalysisPhase::Error);
+    let file = status_file(dir.path(), "blog-system", "web-6d4f9c-2-1");
+    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(status, h.status());
+    let mut bad = prepared("count: 1");
+    bad.name = "../x".into();
+    assert!(start_in(bad, Arc::new(NoNames), dir.path()).is_err());
 }

@@ -71,6 +71,7 @@ pub fn load_system(state_dir: Option<PathBuf>) -> anyhow::Result<(StateDir, Load
     );
     // GitOps: the Application the run syncs, with Argo CD's status.
     objects.extend(crate::kube::application::objects(&state.gitops_dir()));
+    objects::add_analysis_status(&mut objects, state.root());
     Ok((
         state,
         Loaded {

@@ -118,6 +118,73 @@ pub fn from_system(
     out
 }
 
+/// AnalysisRuns' `status`, from the files the runtime's analysis engine keeps
+/// (`analysisruns/NS.NAME.json`): merged into the AnalysisRuns of the manifests, and the runs
+/// a Rollout started (which no file declares) added as objects of their own.
+pub fn add_analysis_status(objects: &mut Vec<Object>, state_root: &Path) {
+    let Ok(dir) = std::fs::read_dir(state_root.join("analysisruns")) else {
+        return;
+    };
+    let Some(kind) = kinds::by_kind("AnalysisRun") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        // A namespace has no dot, so the first one ends it.
+        let Some((ns, name)) = stem.split_once('.') else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        // The engine keeps at most a thousand short measurements per metric; a larger file
+        // is not its.
+        if meta.len() > 16 << 20 {
+            continue;
+        }
+        let Some(status) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        match objects
+            .iter_mut()
+            .find(|o| o.kind.kind == "AnalysisRun" && o.namespace() == ns && o.name() == name)
+        {
+            Some(o) => {
+                for v in [&mut o.value, &mut o.typed] {
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("status".into(), status.clone());
+                    }
+                }
+            }
+            None => {
+                let value = json!({
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "AnalysisRun",
+                    "metadata": {"name": name, "namespace": ns},
+                    "status": status,
+                });
+                objects.push(Object {
+                    kind,
+                    typed: value.clone(),
+                    value,
+                    source: None,
+                    defined_at: None,
+                    created: meta.created().or_else(|_| meta.modified()).ok(),
+                    applied: false,
+                });
+            }
+        }
+    }
+}
+
 fn objects(m: &skein_api::Manifests, with_time: Option<()>, applied: bool) -> Vec<Object> {
     let mut raw = RawFiles::default();
     m.documents
@@ -341,6 +408,51 @@ fn pods(status: &skein_runtime::Status) -> Vec<Object> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn analysis_run_status_files_become_status_or_objects() {
+        let state = tempfile::tempdir().unwrap();
+        let runs = state.path().join("analysisruns");
+        std::fs::create_dir(&runs).unwrap();
+        std::fs::write(runs.join("ns.written.json"), r#"{"phase":"Failed"}"#).unwrap();
+        std::fs::write(
+            runs.join("ns.web-6d4f9c-2.1.json"),
+            r#"{"phase":"Running"}"#,
+        )
+        .unwrap();
+        std::fs::write(runs.join("junk.json"), "not json").unwrap();
+        let manifests = tempfile::tempdir().unwrap();
+        std::fs::write(
+            manifests.path().join("ar.yaml"),
+            "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisRun\nmetadata: {name: written, namespace: ns}\nspec:\n  metrics: [{name: m, provider: {prometheus: {query: up}}}]\n",
+        )
+        .unwrap();
+        let mut objs = from_path(manifests.path()).unwrap();
+        add_analysis_status(&mut objs, state.path());
+        let mut got: Vec<(String, String, Value)> = objs
+            .iter()
+            .map(|o| {
+                (
+                    o.namespace().to_string(),
+                    o.name().to_string(),
+                    o.value["status"]["phase"].clone(),
+                )
+            })
+            .collect();
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                (
+                    "ns".to_string(),
+                    "web-6d4f9c-2.1".to_string(),
+                    json!("Running")
+                ),
+                ("ns".to_string(), "written".to_string(), json!("Failed")),
+            ]
+        );
+        assert!(objs[0].value["spec"]["metrics"].is_array());
+    }
 
     /// `-o yaml` shows what the file says (`50`), not skein's typed reading of it (`50.0`),
     /// for documents after a `---` and comment lines too.

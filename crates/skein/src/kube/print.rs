@@ -181,6 +181,7 @@ pub fn headers(kind: &KindInfo, wide: bool) -> Vec<&'static str> {
         "HTTPRoute" | "GRPCRoute" => vec!["NAME", "HOSTNAMES", "AGE"],
         "GatewayClass" => vec!["NAME", "CONTROLLER", "AGE"],
         "Gateway" if kind.group == GATEWAY_API => vec!["NAME", "CLASS", "AGE"],
+        "AnalysisRun" => vec!["NAME", "STATUS", "AGE"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -318,6 +319,7 @@ pub fn row(o: &Object, wide: bool, ctx: &Context<'_>) -> Vec<String> {
                 r.push(selector_text(path(v, "/spec/selector")));
             }
         }
+        "AnalysisRun" => r.extend([cell(v, "/status/phase"), age]),
         "Deployment" | "Rollout" => {
             let want = replicas(o);
             let ready = ready_pods(o, ctx);
