@@ -21,8 +21,8 @@
 
 pub mod analysis;
 pub mod codes;
-pub mod gitops;
 pub mod gateway_api;
+pub mod gitops;
 pub mod k8s;
 mod lines;
 mod load;

@@ -351,13 +351,11 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
     };
     let name = meta_str("name");
     let namespace = meta_str("namespace");
-    let namespace = (!crate::resource::cluster_scoped(&kind)).then_some(
-        if namespace.is_empty() {
-            "default"
-        } else {
-            namespace.as_str()
-        },
-    );
+    let namespace = (!crate::resource::cluster_scoped(&kind)).then_some(if namespace.is_empty() {
+        "default"
+    } else {
+        namespace.as_str()
+    });
     let object = object_label(&kind, namespace, &name);
 
     // 2. Kind and apiVersion.

@@ -3,9 +3,9 @@
 
 use serde::Deserializer;
 
-use crate::gitops::{AppProject, Application};
-use crate::gateway_api as gwapi;
 use crate::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::gateway_api as gwapi;
+use crate::gitops::{AppProject, Application};
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
@@ -170,7 +170,10 @@ resources! {
 /// The kinds without a namespace. (Gateway API's GatewayClass; Istio's Gateway and the Gateway
 /// API's share the `Gateway` kind string, and both are namespaced.)
 pub(crate) fn cluster_scoped(kind: &str) -> bool {
-    matches!(kind, "Namespace" | "GatewayClass" | "ClusterAnalysisTemplate")
+    matches!(
+        kind,
+        "Namespace" | "GatewayClass" | "ClusterAnalysisTemplate"
+    )
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {

@@ -103,7 +103,7 @@ fn the_dashboard_api_on_the_blog() {
         format!("{base}/api/namespaces/graph?namespaces={NS}&graphType=versionedApp&duration=60s");
     let graph = eventually(
         Duration::from_secs(45),
-        "the gateway, web stable and canary, and the web -> was edge in the graph",
+        "the gateway, web, and the web -> was edge in the graph",
         || {
             let g = get(&graph_url);
             if g.status != 200 {
@@ -112,8 +112,9 @@ fn the_dashboard_api_on_the_blog() {
             let g = g.json();
             // Each hop shows once Prometheus has two scrapes of its counters, not all at once.
             let gw = node(&g, |d| d["workload"] == "istio-ingressgateway")?["id"].clone();
-            node(&g, |d| d["app"] == "web" && d["version"] == "canary")?;
-            let web = node(&g, |d| d["app"] == "web" && d["version"] == "stable")?["id"].clone();
+            // web's Rollout pods carry no `version` label: Istio's canonical revision is
+            // `latest`, and with no update running there is one revision.
+            let web = node(&g, |d| d["app"] == "web" && d["version"] == "latest")?["id"].clone();
             let was = node(&g, |d| d["app"] == "was" && d["nodeType"] == "app")?["id"].clone();
             let edges = g["elements"]["edges"].as_array()?;
             let has = |from: &serde_json::Value, to: &serde_json::Value| {
@@ -132,11 +133,21 @@ fn the_dashboard_api_on_the_blog() {
     assert!(gw["isGateway"].is_object(), "{gw}");
     assert_eq!(gw["isOutside"], true, "{gw}");
     assert_eq!(gw["isRoot"], true, "{gw}");
-    node(&graph, |d| d["app"] == "web" && d["version"] == "canary")
-        .expect("web's canary (mirrored traffic)");
+    let web_versions: Vec<&serde_json::Value> = graph["elements"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| &n["data"])
+        .filter(|d| d["app"] == "web" && d["nodeType"] == "app" && d["version"].is_string())
+        .collect();
+    assert_eq!(
+        web_versions.len(),
+        1,
+        "one revision of web: {web_versions:?}"
+    );
     let web_box =
         node(&graph, |d| d["isBox"] == "app" && d["app"] == "web").expect("web's app box");
-    let stable = node(&graph, |d| d["app"] == "web" && d["version"] == "stable").unwrap();
+    let stable = node(&graph, |d| d["app"] == "web" && d["version"] == "latest").unwrap();
     assert_eq!(stable["parent"], web_box["id"]);
     assert!(
         stable["hasVS"]["hostnames"]
@@ -266,10 +277,7 @@ fn the_dashboard_api_on_the_blog() {
     );
 
     // The access log of a web pod's sidecar.
-    let web_pod = skein.pods("web-stable")[0]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web_pod = skein.pods("web")[0]["name"].as_str().unwrap().to_string();
     let logs = get(&format!(
         "{base}/api/namespaces/{NS}/pods/{web_pod}/logs?container=istio-proxy&tailLines=50"
     ))

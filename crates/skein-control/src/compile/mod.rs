@@ -733,8 +733,7 @@ mod tests {
         m.extend(skein_api::load_str("extra.yaml", yaml).unwrap());
         let r = registry();
         let compiler = Compiler::new(&m, &r);
-        ["was-1", "web-1"]
-            .map(|pod| compiler.snapshot(pod, "1").unwrap().outbound_traffic_policy)
+        ["was-1", "web-1"].map(|pod| compiler.snapshot(pod, "1").unwrap().outbound_traffic_policy)
     }
 
     #[test]
