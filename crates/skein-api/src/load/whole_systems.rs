@@ -299,15 +299,8 @@ fn blog_system_example_loads_without_errors_or_warnings_but_its_two_pitfalls() {
         .get::<crate::analysis::AnalysisTemplate>("blog-system", "web-success-rate-p99")
         .unwrap();
     assert_eq!(analysis.spec.metrics.len(), 2);
-    assert!(
-        web_rollout
-            .spec
-            .template
-            .metadata
-            .labels
-            .get("version")
-            .is_none()
-    );
+    let labels = &web_rollout.spec.template.metadata.labels;
+    assert!(!labels.contains_key("version"), "{labels:?}");
     // web runs as `default`, the identity was-authz allows.
     assert_eq!(web_rollout.spec.template.spec.service_account(), "default");
     assert_eq!(dep("was").spec.template.spec.service_account(), "was");
