@@ -125,6 +125,38 @@ fn the_example_analyzes_clean_apart_from_its_pitfalls_golden_log_and_json() {
     assert_eq!(out.status.code(), Some(79));
 }
 
+/// web-vsvc's `primary` route belongs to web's Rollout: a canary weight written into the
+/// example by hand is the seed's GitOps fight, SKN0009.
+#[test]
+fn a_hand_edited_weight_on_the_examples_rollout_managed_route_is_skn0009() {
+    let sk = Skein::new();
+    let dir = manifests_copy("examples/blog-system");
+    let file = dir.path().join("50-istio-traffic.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let at = "        subset: stable\n      weight: 100\n    - destination:\n        host: web-service\n        subset: canary\n      weight: 0\n";
+    assert!(text.contains(at), "the primary route's weights");
+    std::fs::write(
+        &file,
+        text.replace(
+            at,
+            &at.replace("weight: 100", "weight: 90")
+                .replace("weight: 0", "weight: 10"),
+        ),
+    )
+    .unwrap();
+    let out = analyze(&sk, dir.path(), &["."]);
+    let log = stdout(&out);
+    assert!(
+        log.lines().any(|l| l.starts_with(
+            "Warning [SKN0009] (VirtualService web-vsvc.blog-system 50-istio-traffic.yaml:"
+        )),
+        "{log}"
+    );
+    // Without the edit, the example has no SKN0009.
+    let clean = stdout(&analyze(&sk, &repo_root(), &["examples/blog-system"]));
+    assert!(!clean.contains("SKN0009"), "{clean}");
+}
+
 #[test]
 fn thresholds_suppressions_and_unreadable_input() {
     let sk = Skein::new();

@@ -174,15 +174,19 @@ fn blog_system_runs_locally_with_one_command() {
         );
     }
     assert_eq!(skein.pods("was").len(), 2, "was has two replicas");
-    let versions: Vec<&str> = pods
+    // web is a Rollout: with no update running its two pods are the stable revision,
+    // labelled with its template hash.
+    let hashes: Vec<&str> = pods
         .iter()
         .filter(|p| p["labels"]["app"] == "web")
-        .filter_map(|p| p["labels"]["version"].as_str())
+        .filter_map(|p| p["labels"]["rollouts-pod-template-hash"].as_str())
         .collect();
+    assert_eq!(hashes.len(), 2, "{status}");
     assert!(
-        versions.contains(&"stable") && versions.contains(&"canary"),
-        "{versions:?}"
+        !hashes[0].is_empty() && hashes.iter().all(|h| *h == hashes[0]),
+        "{hashes:?}"
     );
+    assert_eq!(skein.pods("web").len(), 2, "web has two replicas");
     assert!(
         pods.iter()
             .all(|p| p["ip"].as_str().is_some_and(|ip| ip.starts_with("127.")))

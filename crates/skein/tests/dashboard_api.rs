@@ -103,7 +103,7 @@ fn the_dashboard_api_on_the_blog() {
         format!("{base}/api/namespaces/graph?namespaces={NS}&graphType=versionedApp&duration=60s");
     let graph = eventually(
         Duration::from_secs(45),
-        "the gateway, web stable and canary, and the web -> was edge in the graph",
+        "the gateway, web, and the web -> was edge in the graph",
         || {
             let g = get(&graph_url);
             if g.status != 200 {
@@ -112,8 +112,9 @@ fn the_dashboard_api_on_the_blog() {
             let g = g.json();
             // Each hop shows once Prometheus has two scrapes of its counters, not all at once.
             let gw = node(&g, |d| d["workload"] == "istio-ingressgateway")?["id"].clone();
-            node(&g, |d| d["app"] == "web" && d["version"] == "canary")?;
-            let web = node(&g, |d| d["app"] == "web" && d["version"] == "stable")?["id"].clone();
+            // web's Rollout pods carry no `version` label: Istio's canonical revision is
+            // `latest`, and with no update running there is one revision.
+            let web = node(&g, |d| d["app"] == "web" && d["version"] == "latest")?["id"].clone();
             let was = node(&g, |d| d["app"] == "was" && d["nodeType"] == "app")?["id"].clone();
             let edges = g["elements"]["edges"].as_array()?;
             let has = |from: &serde_json::Value, to: &serde_json::Value| {
@@ -132,12 +133,25 @@ fn the_dashboard_api_on_the_blog() {
     assert!(gw["isGateway"].is_object(), "{gw}");
     assert_eq!(gw["isOutside"], true, "{gw}");
     assert_eq!(gw["isRoot"], true, "{gw}");
-    node(&graph, |d| d["app"] == "web" && d["version"] == "canary")
-        .expect("web's canary (mirrored traffic)");
-    let web_box =
-        node(&graph, |d| d["isBox"] == "app" && d["app"] == "web").expect("web's app box");
-    let stable = node(&graph, |d| d["app"] == "web" && d["version"] == "stable").unwrap();
-    assert_eq!(stable["parent"], web_box["id"]);
+    let web_versions: Vec<&serde_json::Value> = graph["elements"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| &n["data"])
+        .filter(|d| d["app"] == "web" && d["nodeType"] == "app" && d["version"].is_string())
+        .collect();
+    assert_eq!(
+        web_versions.len(),
+        1,
+        "one revision of web: {web_versions:?}"
+    );
+    // Kiali boxes an app only when it has more than one node: one revision, no box.
+    assert!(
+        node(&graph, |d| d["isBox"] == "app" && d["app"] == "web").is_none(),
+        "{graph}"
+    );
+    let stable = node(&graph, |d| d["app"] == "web" && d["version"] == "latest").unwrap();
+    assert!(stable["parent"].is_null(), "{stable}");
     assert!(
         stable["hasVS"]["hostnames"]
             .as_array()
@@ -223,18 +237,19 @@ fn the_dashboard_api_on_the_blog() {
         .collect();
     assert!(config.contains(&"was-authz"), "{config:?}");
 
-    // Every object with its file:line.
+    // Every object with its file:line (was-vsvc: web-vsvc is shown as web's Rollout manages
+    // it, from the controller's managed copy).
     let cfg = get(&format!("{base}/api/istio/config")).json();
     assert_eq!(cfg["control"]["valid"], true, "{}", cfg["control"]);
     let vs = cfg["objects"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|o| o["kind"] == "VirtualService" && o["name"] == "web-vsvc")
-        .expect("web-vsvc");
+        .find(|o| o["kind"] == "VirtualService" && o["name"] == "was-vsvc")
+        .expect("was-vsvc");
     assert_eq!(vs["source"]["file"], "50-istio-traffic.yaml");
     assert!(vs["source"]["line"].as_u64().unwrap() > 1);
-    assert!(vs["yaml"].as_str().unwrap().contains("name: web-vsvc"));
+    assert!(vs["yaml"].as_str().unwrap().contains("name: was-vsvc"));
 
     // A broken AuthorizationPolicy is refused and shows with its error.
     let dir = tempfile::tempdir().unwrap();
@@ -266,10 +281,7 @@ fn the_dashboard_api_on_the_blog() {
     );
 
     // The access log of a web pod's sidecar.
-    let web_pod = skein.pods("web-stable")[0]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web_pod = skein.pods("web")[0]["name"].as_str().unwrap().to_string();
     let logs = get(&format!(
         "{base}/api/namespaces/{NS}/pods/{web_pod}/logs?container=istio-proxy&tailLines=50"
     ))

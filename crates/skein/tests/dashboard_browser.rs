@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: `skein up examples/blog-system` with traffic through the
 //! ingress, then `ui/tests/browser.mjs` drives Debian's headless Chromium with playwright-core
-//! over the page `skein status` points at. It picks blog-system, finds the gateway, web's stable
-//! and canary versions and was in the graph, the web -> was edge with a padlock and a rate that
-//! grows after more traffic, was's pods and was-authz, a trace's waterfall with every hop, and
+//! over the page `skein status` points at. It picks blog-system, finds the gateway, web's one
+//! revision (a Rollout with no update running) and was in the graph, the web -> was edge with
+//! a padlock and a rate that grows after more traffic, was's pods and was-authz, a trace's
+//! waterfall with every hop, and
 //! a policy `skein apply` refused on the Istio config page. Every check is on the DOM; any
 //! console error fails it. Screenshots go to target/dashboard-screenshots/.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here

@@ -193,9 +193,9 @@ fn get_prints_each_output_form_as_kubectl() {
             "-n",
             "blog-system",
             "-l",
-            "app in (web,was)",
+            "app in (mysql,was,web)",
             "--sort-by",
-            ".spec.replicas",
+            ".spec.template.spec.containers[0].image",
             "--no-headers",
         ],
     );
@@ -481,7 +481,7 @@ fn get_apply_diff_delete_and_describe_on_the_running_system() {
     let (code, _, err) = run(&["delete", "vs", "web-vsvc", "-n", "blog-system"]);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains("50-istio-traffic.yaml:82") && err.contains("edit or remove it there"),
+        err.contains("50-istio-traffic.yaml:80") && err.contains("edit or remove it there"),
         "{err}"
     );
     let (code, out, err) = run(&["delete", "-f", f]);

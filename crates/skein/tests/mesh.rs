@@ -1,12 +1,11 @@
 //! End to end through the mesh: `skein up` on a copy of the example, then what an Istio user
-//! does with it: header-based canary routing, a weight change in the directory under load, an
-//! invalid edit, a dead control plane, `proxy-config`, the access log, and MySQL behind a
-//! sidecar.
+//! does with it: an update of web's Rollout under load (header-based canary routing, the
+//! steps' weights), an invalid edit, a dead control plane, `proxy-config`, the access log,
+//! and MySQL behind a sidecar.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,26 +24,28 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: String) -> Load {
+    /// `stable`: the stable revision's `x-web-version`; any other answer counts as canary.
+    fn start(url: String, stable: String) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let canary = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let threads = (0..2)
             .map(|_| {
-                let (stop, ok, canary, failed, url) = (
+                let (stop, ok, canary, failed, url, stable) = (
                     stop.clone(),
                     ok.clone(),
                     canary.clone(),
                     failed.clone(),
                     url.clone(),
+                    stable.clone(),
                 );
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let r = get(&url);
                         if r.status == 200 {
                             ok.fetch_add(1, Ordering::Relaxed);
-                            if r.header("x-web-version") == Some("canary") {
+                            if r.header("x-web-version") != Some(stable.as_str()) {
                                 canary.fetch_add(1, Ordering::Relaxed);
                             }
                         } else {
@@ -104,23 +105,55 @@ fn web_version(base: &str, canary_header: bool) -> String {
     r.header("x-web-version").unwrap_or("").to_string()
 }
 
-fn set_primary_weights(dir: &Path, stable: u32, canary: u32) {
-    let path = dir.join("50-istio-traffic.yaml");
-    let text = std::fs::read_to_string(&path).expect("read traffic");
-    let marker = "        subset: stable\n      weight: ";
-    let start = text
-        .find(marker)
-        .expect("the primary route's stable weight")
-        + marker.len();
-    let end = start + text[start..].find('\n').expect("line end");
-    let mut edited = format!("{}{stable}{}", &text[..start], &text[end..]);
-    let marker = "        subset: canary\n      weight: ";
-    // The second canary destination is the primary route's (the first is canary-testing's).
-    let first = edited.find(marker).expect("canary weight") + marker.len();
-    let start = first + edited[first..].find(marker).expect("primary canary weight") + marker.len();
-    let end = start + edited[start..].find('\n').expect("line end");
-    edited = format!("{}{canary}{}", &edited[..start], &edited[end..]);
-    std::fs::write(&path, edited).expect("write traffic");
+fn rollout(skein: &Skein) -> serde_json::Value {
+    let out = skein.run(&[
+        "rollouts",
+        "get",
+        "rollout",
+        "web",
+        "-n",
+        "blog-system",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "rollouts get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rollout status is JSON")
+}
+
+/// Waits for web's Rollout to sit at `step` in `phase`.
+fn wait_step(skein: &Skein, step: u64, phase: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(90),
+        &format!("web's rollout at step {step}, {phase}"),
+        || {
+            let r = rollout(skein);
+            (r["currentStepIndex"] == step && r["phase"] == phase).then_some(r)
+        },
+    )
+}
+
+fn rollouts(skein: &Skein, args: &[&str]) {
+    let mut all = vec!["rollouts"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["web", "-n", "blog-system"]);
+    let out = skein.run(&all);
+    assert!(
+        out.status.success(),
+        "rollouts {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The share of canary answers of the load over `secs` seconds.
+fn canary_share(load: &Load, secs: u64) -> (f64, u64) {
+    let (ok0, c0) = load.counts();
+    std::thread::sleep(Duration::from_secs(secs));
+    let (ok1, c1) = load.counts();
+    ((c1 - c0) as f64 / (ok1 - ok0).max(1) as f64, ok1 - ok0)
 }
 
 #[test]
@@ -148,14 +181,21 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
         }
     }
 
-    // The seed's header rule: testers reach the canary every time, everyone else stable.
+    // web is a Rollout with no update running: both subsets are its stable revision, so
+    // the seed's header rule and everyone else reach the same pods (x-web-version is the
+    // revision's template hash).
+    let stable = rollout(&skein)["stableRS"]
+        .as_str()
+        .expect("stableRS")
+        .to_string();
+    assert!(!stable.is_empty());
     for _ in 0..10 {
-        assert_eq!(web_version(&base, true), "canary");
-        assert_eq!(web_version(&base, false), "stable");
+        assert_eq!(web_version(&base, true), stable);
+        assert_eq!(web_version(&base, false), stable);
     }
 
     // proxy-config on a web pod shows the was cluster with was-dest-rule's values.
-    let out = skein.run(&["proxy-config", "web-stable", "clusters"]);
+    let out = skein.run(&["proxy-config", "web", "clusters"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -169,7 +209,7 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
     for want in ["8080", "ROUND_ROBIN", "ISTIO_MUTUAL", "-/100/100/10"] {
         assert!(was_line.contains(want), "{want} missing in {was_line}");
     }
-    let out = skein.run(&["proxy-config", "web-stable", "routes", "-o", "json"]);
+    let out = skein.run(&["proxy-config", "web", "routes", "-o", "json"]);
     let routes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("routes JSON");
     assert!(routes.to_string().contains("canary-testing"));
 
@@ -179,35 +219,73 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
         Duration::from_secs(5),
         "the was cluster in web's proxy log",
         || {
-            let out = skein.run(&["logs", "web-stable", "-c", "proxy"]);
+            let out = skein.run(&["logs", "web", "-c", "proxy"]);
             String::from_utf8_lossy(&out.stdout)
                 .contains(" outbound|8080||was-service.blog-system.svc.cluster.local ")
                 .then_some(())
         },
     );
 
-    // 50/50 in the directory: traffic shifts within a second, with no failed request.
-    let load = Load::start(format!("{base}/api/posts"));
+    // An update of web under load: a template edit in the directory starts a canary
+    // revision, at weight 0 with one pod (the seed's first step), paused.
+    let load = Load::start(format!("{base}/api/posts"), stable.clone());
+    let web_file = dir.path().join("30-web.yaml");
+    let text = std::fs::read_to_string(&web_file).expect("read web");
+    let at = "        - name: LISTEN_ADDR\n";
+    assert!(text.contains(at));
+    std::fs::write(
+        &web_file,
+        text.replacen(
+            at,
+            &format!("        - name: RELEASE\n          value: \"2\"\n{at}"),
+            1,
+        ),
+    )
+    .expect("write web");
+    let r = wait_step(&skein, 1, "Paused");
+    let canary = r["currentPodHash"]
+        .as_str()
+        .expect("currentPodHash")
+        .to_string();
+    assert_ne!(canary, stable, "{r}");
+    // The seed's header rule: testers reach the canary every time, everyone else stable.
+    for _ in 0..10 {
+        assert_eq!(web_version(&base, true), canary);
+        assert_eq!(web_version(&base, false), stable);
+    }
+    let (share, n) = canary_share(&load, 1);
+    assert_eq!(
+        share, 0.0,
+        "weight 0 sends nothing to the canary ({n} requests)"
+    );
+
+    // Promoted: 10 %, then 50 %; traffic shifts within a second and a half of the step,
+    // with no failed request.
+    rollouts(&skein, &["promote"]);
+    wait_step(&skein, 4, "Paused");
     std::thread::sleep(Duration::from_millis(500));
-    let (_, canary_before) = load.counts();
-    assert_eq!(canary_before, 0, "weight 0 sends nothing to the canary");
-    let edited = Instant::now();
-    set_primary_weights(dir.path(), 50, 50);
+    let (share, n) = canary_share(&load, 3);
+    assert!(
+        (0.02..=0.25).contains(&share),
+        "10 %: canary share {share} over {n} requests"
+    );
+    rollouts(&skein, &["promote"]);
+    let promoted = Instant::now();
+    wait_step(&skein, 6, "Paused");
     let shifted = eventually(Duration::from_secs(5), "canary traffic after 50/50", || {
-        (web_version(&base, false) == "canary").then(Instant::now)
+        (0..4)
+            .any(|_| web_version(&base, false) == canary)
+            .then(Instant::now)
     });
-    let took = shifted.duration_since(edited);
-    eprintln!("weights took effect after {took:?}");
-    assert!(took < Duration::from_millis(1500), "took {took:?}");
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok0, c0) = load.counts();
-    std::thread::sleep(Duration::from_secs(2));
-    let (ok1, c1) = load.counts();
-    let share = (c1 - c0) as f64 / (ok1 - ok0).max(1) as f64;
+    eprintln!(
+        "50 % took effect after {:?}",
+        shifted.duration_since(promoted)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (share, n) = canary_share(&load, 2);
     assert!(
         (0.3..=0.7).contains(&share),
-        "canary share {share} over {} requests",
-        ok1 - ok0
+        "canary share {share} over {n} requests"
     );
     load.assert_no_failures("while the weights changed");
 
@@ -229,10 +307,7 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
         String::from_utf8_lossy(&out.stdout).contains("99-bad.yaml:12"),
         "the table shows the rejection"
     );
-    let (ok0, c0) = load.counts();
-    std::thread::sleep(Duration::from_secs(1));
-    let (ok1, c1) = load.counts();
-    let share = (c1 - c0) as f64 / (ok1 - ok0).max(1) as f64;
+    let (share, _) = canary_share(&load, 1);
     assert!((0.2..=0.8).contains(&share), "still split: {share}");
     std::fs::remove_file(dir.path().join("99-bad.yaml")).expect("remove bad");
     eventually(Duration::from_secs(5), "the config valid again", || {
@@ -269,21 +344,15 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
             (restarted && connected).then_some(())
         },
     );
-    // A change after the restart still reaches the proxies.
-    set_primary_weights(dir.path(), 100, 0);
-    eventually(Duration::from_secs(5), "back to stable only", || {
-        (0..10)
-            .all(|_| web_version(&base, false) == "stable")
-            .then_some(())
-    });
     load.assert_no_failures("across the bad edit and the control plane's death");
 
-    // `skein apply -f`: an applied VirtualService replaces the directory's web-vsvc.
+    // `skein apply -f`: an applied VirtualService replaces the directory's web-vsvc (the
+    // Rollout still manages its `primary` route): testers now reach stable.
     let files = tempfile::tempdir().expect("tempdir");
     let vs = files.path().join("web-vsvc.yaml");
     std::fs::write(
         &vs,
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web-vsvc\n  namespace: blog-system\nspec:\n  hosts: [web-service]\n  http:\n  - name: all-canary\n    route:\n    - destination:\n        host: web-service\n        subset: canary\n",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web-vsvc\n  namespace: blog-system\nspec:\n  hosts: [web-service]\n  http:\n  - name: canary-testing\n    match:\n    - headers:\n        x-canary-test: {exact: \"true\"}\n    route:\n    - destination: {host: web-service, subset: stable}\n  - name: primary\n    route:\n    - destination: {host: web-service, subset: stable}\n      weight: 100\n    - destination: {host: web-service, subset: canary}\n      weight: 0\n",
     )
     .expect("write vs");
     let out = skein.run(&["apply", "-f", vs.to_str().expect("path")]);
@@ -293,11 +362,20 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("virtualservice/web-vsvc configured"));
-    eventually(Duration::from_secs(5), "all canary after apply", || {
-        (0..10)
-            .all(|_| web_version(&base, false) == "canary")
-            .then_some(())
-    });
+    eventually(
+        Duration::from_secs(5),
+        "testers at stable after apply",
+        || {
+            (0..10)
+                .all(|_| web_version(&base, true) == stable)
+                .then_some(())
+        },
+    );
+    let (share, _) = canary_share(&load, 1);
+    assert!(
+        (0.2..=0.8).contains(&share),
+        "the Rollout's 50 % stays: {share}"
+    );
     // An invalid file is refused with file:line, and nothing changes.
     let bad = files.path().join("bad.yaml");
     std::fs::write(
@@ -312,7 +390,16 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
         err.contains("bad.yaml:12") && err.contains("wieght"),
         "{err}"
     );
-    assert_eq!(web_version(&base, false), "canary");
+    assert_eq!(web_version(&base, true), stable);
+
+    // An abort takes the canary's weight back to 0: stable only.
+    rollouts(&skein, &["abort"]);
+    eventually(Duration::from_secs(10), "back to stable only", || {
+        (0..10)
+            .all(|_| web_version(&base, false) == stable)
+            .then_some(())
+    });
+    load.assert_no_failures("across the apply and the abort");
     let total = load.stop();
     eprintln!("{total} requests, none failed");
     assert!(total > 200, "the load ran: {total}");

@@ -165,8 +165,8 @@ fn prometheus_scrapes_the_meshs_metrics_after_traffic_through_the_ingress() {
         );
         (pods.len() == 2 && requests.first().map(value).unwrap_or(0.0) >= 20.0).then_some(())
     });
-    // And the web's, from its own metrics port, merged the same way (web-stable and
-    // web-canary between them served the 20 index pages).
+    // And the web's, from its own metrics port, merged the same way (web's two pods
+    // between them served the 20 index pages, and their mirrored copies).
     eventually(Duration::from_secs(30), "the web's own metrics", || {
         let r = query(
             &url,

@@ -185,34 +185,44 @@ fn the_canary_sees_mirrored_traffic_and_a_was_fault_reaches_the_user() {
     skein.up("examples/blog-system", &[]);
     let base = skein.http_base();
 
-    // web-vsvc mirrors 100% of the primary route to the canary: the user only ever sees
-    // stable, while the canary serves a copy of every request.
-    let canary = skein.pods("web-canary")[0].clone();
-    let canary_log = || {
-        String::from_utf8_lossy(
-            &skein
-                .run(&[
-                    "logs",
-                    canary["name"].as_str().expect("name"),
-                    "-c",
-                    "proxy",
-                ])
-                .stdout,
-        )
-        .lines()
-        .filter(|l| l.contains("\"GET /api/posts?mirror-check") && l.contains("inbound|80||"))
-        .count()
+    // web-vsvc mirrors 100% of the primary route to the canary subset. With no update of
+    // web's Rollout running, the canary subset is the stable revision (as in Argo): the
+    // user sees the stable revision, and its pods serve each request twice, the request
+    // and its copy.
+    let web = skein.pods("web");
+    assert_eq!(web.len(), 2, "{web:?}");
+    let stable = web[0]["labels"]["rollouts-pod-template-hash"]
+        .as_str()
+        .expect("the revision's hash")
+        .to_string();
+    let web_logs = || {
+        web.iter()
+            .map(|p| {
+                String::from_utf8_lossy(
+                    &skein
+                        .run(&["logs", p["name"].as_str().expect("name"), "-c", "proxy"])
+                        .stdout,
+                )
+                .lines()
+                .filter(|l| {
+                    l.contains("\"GET /api/posts?mirror-check") && l.contains("inbound|80||")
+                })
+                .count()
+            })
+            .sum::<usize>()
     };
     for i in 0..50 {
         let r = get(&format!("{base}/api/posts?mirror-check={i}"));
         assert_eq!(r.status, 200, "{r:?}");
-        assert_eq!(r.header("x-web-version"), Some("stable"));
+        assert_eq!(r.header("x-web-version"), Some(stable.as_str()));
     }
     eventually(
         Duration::from_secs(5),
-        "50 mirrored copies at the canary",
-        || (canary_log() >= 50).then_some(()),
+        "50 requests and their 50 mirrored copies at web",
+        || (web_logs() >= 100).then_some(()),
     );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(web_logs(), 100, "each request once and its copy once");
 
     // The seed's pitfall 7: a fault on web's hop was invisible. On was's entry point it reaches
     // the user through web.
@@ -231,7 +241,6 @@ fn the_canary_sees_mirrored_traffic_and_a_was_fault_reaches_the_user() {
         t.elapsed() < Duration::from_millis(500),
         "web's own pages are not delayed"
     );
-    let web = skein.pods("web-stable");
     // Access-log lines are written in batches (within 100 ms): wait for the line.
     eventually(
         Duration::from_secs(5),

@@ -81,7 +81,7 @@ fn telemetry_filters_the_access_log_writes_json_and_overrides_a_metric_tag() {
     skein.up(EXAMPLE, &[]);
     let base = skein.http_base();
     let was = names(&skein, "was");
-    let web = names(&skein, "web-stable");
+    let web = names(&skein, "web");
     assert_eq!(get(&format!("{base}/api/posts")).status, 200);
 
     // The example's mesh config: Istio's TEXT lines on the proxies' output.
@@ -138,8 +138,8 @@ fn telemetry_filters_the_access_log_writes_json_and_overrides_a_metric_tag() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let lines = json_lines(&skein, &was);
-    // Each request reaches was once from web-stable and once from web-canary (web-vsvc
-    // mirrors 100 %): 3 to 6 lines for the three 404s, none for the ten 200s (10 to 20).
+    // Each request reaches was from web twice: once as itself and once as the copy web-vsvc
+    // mirrors (100 %) to the canary subset, web's stable pods while no update runs: 3 to 6 lines for the three 404s, none for the ten 200s (10 to 20).
     let new = lines.len() - before;
     assert!(
         (3..=6).contains(&new),

@@ -187,8 +187,10 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
             .cloned()
             .unwrap_or_else(|| panic!("no {src} -> {dst} in {series:#?}"))
     };
-    let gw_web = edge(&incoming, "istio-ingressgateway", "web-stable");
-    let web_was = edge(&incoming, "web-stable", "was");
+    // web is one Rollout: its pods report workload `web`, and, with no `version` label,
+    // Istio's canonical revision `latest`.
+    let gw_web = edge(&incoming, "istio-ingressgateway", "web");
+    let web_was = edge(&incoming, "web", "was");
     let want = |s: &serde_json::Value, pairs: &[(&str, &str)]| {
         for (k, v) in pairs {
             assert_eq!(label(s, k), *v, "{k} of {s}");
@@ -209,7 +211,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
         ),
         ("destination_service_name", "web-service"),
         ("destination_canonical_service", "web"),
-        ("destination_canonical_revision", "stable"),
+        ("destination_canonical_revision", "latest"),
         ("destination_cluster", "Kubernetes"),
         ("request_protocol", "http"),
         ("response_code", "200"),
@@ -218,7 +220,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
     let web_src = [
         ("source_workload_namespace", NS),
         ("source_canonical_service", "web"),
-        ("source_canonical_revision", "stable"),
+        ("source_canonical_revision", "latest"),
         ("source_cluster", "Kubernetes"),
     ];
     let was_dst = [
@@ -240,19 +242,32 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
     want(&gw_web, &web_dst);
     want(&web_was, &web_src);
     want(&web_was, &was_dst);
-    // The mirrored copies the gateway sends to the canary name their sender too: no edge
-    // from `unknown` in the namespace's graph.
-    let mirrored = edge(&incoming, "istio-ingressgateway", "web-canary");
-    want(&mirrored, &gw_src);
+    // The mirrored copies the gateway sends to the canary subset (web's stable pods while
+    // no update runs) name their sender too: no edge from `unknown` in the namespace's graph.
     assert!(
         incoming
             .iter()
             .all(|s| label(s, "source_workload") != "unknown"),
         "{incoming:#?}"
     );
-    // The canary's calls to was, with its own revision.
-    let canary_was = edge(&incoming, "web-canary", "was");
-    assert_eq!(label(&canary_was, "source_canonical_revision"), "canary");
+    // No update runs, so no canary revision: every series of web is workload `web`, one
+    // revision, both for what reaches web and what web sends.
+    let web_series: Vec<&serde_json::Value> = incoming
+        .iter()
+        .filter(|s| {
+            label(s, "source_canonical_service") == "web"
+                || label(s, "destination_canonical_service") == "web"
+        })
+        .collect();
+    assert!(web_series.len() >= 2, "{incoming:#?}");
+    for s in &web_series {
+        let (wl, rev) = if label(s, "source_canonical_service") == "web" {
+            ("source_workload", "source_canonical_revision")
+        } else {
+            ("destination_workload", "destination_canonical_revision")
+        };
+        assert_eq!((label(s, wl), label(s, rev)), ("web", "latest"), "{s}");
+    }
 
     // Kiali's graph, outgoing (source-reported) for the namespace, and the gateway's own.
     let outgoing = |ns: &str| {
@@ -263,14 +278,10 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
             ),
         )
     };
-    let out_web_was = edge(&outgoing(NS), "web-stable", "was");
+    let out_web_was = edge(&outgoing(NS), "web", "was");
     want(&out_web_was, &web_src);
     want(&out_web_was, &was_dst);
-    let out_gw_web = edge(
-        &outgoing("istio-system"),
-        "istio-ingressgateway",
-        "web-stable",
-    );
+    let out_gw_web = edge(&outgoing("istio-system"), "istio-ingressgateway", "web");
     want(&out_gw_web, &gw_src);
     want(&out_gw_web, &web_dst);
 
@@ -284,7 +295,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
     let web_was_mtls: Vec<&serde_json::Value> = mtls
         .iter()
         .filter(|s| {
-            label(s, "source_workload") == "web-stable" && label(s, "destination_workload") == "was"
+            label(s, "source_workload") == "web" && label(s, "destination_workload") == "was"
         })
         .collect();
     assert!(!web_was_mtls.is_empty(), "{mtls:#?}");
@@ -315,7 +326,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
     let p95 = query(
         &url,
         &format!(
-            r#"histogram_quantile(0.95, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="destination",destination_workload_namespace="{NS}",source_workload="web-stable",destination_workload="was"}}[1m])) by (le))"#
+            r#"histogram_quantile(0.95, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="destination",destination_workload_namespace="{NS}",source_workload="web",destination_workload="was"}}[1m])) by (le))"#
         ),
     );
     assert_eq!(p95.len(), 1, "{p95:?}");
@@ -336,7 +347,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
         value(&argo[0]) >= 0.95,
         "successCondition result[0] >= 0.95: {argo:?}"
     );
-    // Flagger's request-success-rate and request-duration for target web-stable.
+    // Flagger's request-success-rate and request-duration for target web (the Rollout).
     let flagger_rate = |target: &str, window: &str, time: Option<f64>| {
         query_at(
             &url,
@@ -346,7 +357,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
             time,
         )
     };
-    let flagger = flagger_rate("web-stable", "1m", None);
+    let flagger = flagger_rate("web", "1m", None);
     assert_eq!(flagger.len(), 1, "{flagger:?}");
     assert!(close(value(&flagger[0]), 100.0), "{flagger:?}");
 
@@ -399,13 +410,13 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
             .find(|r| r["src"] == src && r["dst"] == dst)
             .unwrap_or_else(|| panic!("no edge {src} -> {dst}: {edges:#}"))
     };
-    let e = find("web-stable", "was");
+    let e = find("web", "was");
     assert_eq!(e["secured"], true, "{e}");
     assert_eq!(
         e["client_id"],
         "spiffe://cluster.local/ns/blog-system/sa/default"
     );
-    assert_eq!(find("istio-ingressgateway", "web-stable")["secured"], true);
+    assert_eq!(find("istio-ingressgateway", "web")["secured"], true);
     let e = find("was", "mysql");
     assert!(e["secured"].is_null() && e["reporter"] == "source", "{e}");
     assert_eq!(e["dst_namespace"], NS, "{e}");
@@ -426,7 +437,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
         .as_array()
         .expect("rows")
         .iter()
-        .find(|r| r["src"] == "web-stable" && r["dst"] == "was")
+        .find(|r| r["src"] == "web" && r["dst"] == "was")
         .cloned()
         .unwrap_or_else(|| panic!("{top:#}"));
     assert!(r["rps"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
@@ -465,7 +476,8 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
         assert_eq!(stat["source"], "prometheus");
         assert_eq!(stat["window_seconds"], 60.0);
         let time = stat["time"].as_f64().expect("time");
-        for wl in ["was", "web-stable", "web-canary"] {
+        // web is one Rollout of two pods (no update runs, so no canary pod).
+        for wl in ["was", "web"] {
             let r = stat["rows"]
                 .as_array()
                 .expect("rows")
@@ -473,8 +485,7 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
                 .find(|r| r["name"] == wl)
                 .cloned()
                 .unwrap_or_else(|| panic!("no {wl}: {stat:#}"));
-            let pods = if wl == "web-canary" { "1/1" } else { "2/2" };
-            assert_eq!(r["meshed"], pods, "{r}");
+            assert_eq!(r["meshed"], "2/2", "{r}");
             let sel = format!(
                 r#"reporter="destination",destination_workload_namespace="{NS}",destination_workload=~"{wl}""#
             );
@@ -512,11 +523,10 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
             .as_array()
             .expect("rows")
             .iter()
-            .find(|r| r["src"] == "web-stable" && r["dst"] == "was")
+            .find(|r| r["src"] == "web" && r["dst"] == "was")
             .cloned()
             .unwrap_or_else(|| panic!("{top:#}"));
-        let sel =
-            r#"reporter="destination",source_workload="web-stable",destination_workload="was""#;
+        let sel = r#"reporter="destination",source_workload="web",destination_workload="was""#;
         let rps = at(
             &format!("sum(rate(istio_requests_total{{{sel}}}[60s]))"),
             time,
@@ -577,7 +587,9 @@ fn kiali_argo_and_flagger_queries_and_skein_stat_agree_on_the_blog() {
     let table = String::from_utf8_lossy(&skein.run(&["top", "-n", NS]).stdout).into_owned();
     assert!(table.starts_with("SRC"), "{table}");
     assert!(
-        table.contains("web-stable") && table.contains("was"),
+        table
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["web", "was"])),
         "{table}"
     );
 

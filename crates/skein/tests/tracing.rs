@@ -365,7 +365,7 @@ fn skein_up_runs_the_store_behind_the_addons_services() {
     assert!(pod["proxy"].is_null(), "no sidecar, as the addon: {pod}");
 
     // The addon's Services are registered: proxies get clusters for them.
-    let out = skein.run(&["proxy-config", "web-stable", "clusters"]);
+    let out = skein.run(&["proxy-config", "web", "clusters"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for svc in [
         "jaeger-collector.istio-system",

@@ -124,7 +124,8 @@ fn is_hop(trace: &Value, span: &Value, hop: &Hop) -> bool {
         && is_proxy(span) == hop.proxy
 }
 
-/// The gateway's span of the copy web-vsvc mirrors to web-canary.
+/// The gateway's span of the copy web-vsvc mirrors to the canary subset (web's stable pods
+/// while no update of its Rollout runs).
 fn is_mirror(span: &Value) -> bool {
     tag(span, "upstream_cluster")
         .and_then(Value::as_str)
@@ -146,7 +147,7 @@ fn path(trace: &Value) -> Option<Vec<Value>> {
                 Some(p) => parent(s) == p["spanID"].as_str(),
             })
             .collect();
-        // The primary before a mirrored copy (web-vsvc mirrors to web-canary).
+        // The primary before a mirrored copy (web-vsvc mirrors to the canary subset).
         candidates.sort_by_key(|s| is_mirror(s));
         candidates.into_iter().find_map(|s| {
             let mut rest = walk(trace, spans, Some(s), i + 1)?;
@@ -407,8 +408,8 @@ fn one_request_is_one_trace_through_every_hop() {
         listing(&trace)
     );
     // The mirrored copy's span at the gateway starts before, and lasts about as long as,
-    // web-canary's span of the copy.
-    // The copy's spans come in web-canary's own batches, maybe after the primary's: wait.
+    // web's span of the copy (a pod of the canary subset).
+    // The copy's spans come in that pod's own batches, maybe after the primary's: wait.
     let deadline = Instant::now() + Duration::from_secs(15);
     let (trace, mirror, copy) = loop {
         let t = store.trace(&id).unwrap_or_else(|| trace.clone());
@@ -559,8 +560,8 @@ fn one_request_is_one_trace_through_every_hop() {
         let r = get(&format!("{posts}?unsampled={i}"));
         assert_eq!(r.status, 200, "{r:?}");
     }
-    // Each request reaches was (one of its pods) from web-stable, and its copy from
-    // web-canary: every line of them says "not sampled", with a trace id.
+    // Each request reaches was (one of its pods) from web, and so does its mirrored copy:
+    // every line of them says "not sampled", with a trace id.
     let lines = eventually(Duration::from_secs(10), "was's access log lines", || {
         let lines: Vec<String> = was_pods
             .iter()

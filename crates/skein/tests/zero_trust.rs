@@ -196,7 +196,7 @@ fn the_seed_zero_trust_setup_holds() {
         let r = get(&format!("{base}/api/posts"));
         assert_eq!(r.status, 200, "{r:?}");
     }
-    let web = skein.pods("web-stable")[0].clone();
+    let web = skein.pods("web")[0].clone();
     let web_addr = format!("{}:80", web["ip"].as_str().expect("ip"));
     assert!(
         plain_get(&web_addr, "/health").is_none(),

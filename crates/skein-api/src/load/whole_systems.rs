@@ -124,6 +124,8 @@ fn blog_system_example_loads_without_errors_or_warnings_but_its_two_pitfalls() {
             .collect::<Vec<_>>(),
         ["stable", "canary"]
     );
+    // No labels: web's Rollout adds rollouts-pod-template-hash to each subset.
+    assert!(web_dr.spec.subsets.iter().all(|s| s.labels.is_empty()));
     let was_dr = m
         .get::<DestinationRule>("blog-system", "was-dest-rule")
         .unwrap();
@@ -256,19 +258,51 @@ fn blog_system_example_loads_without_errors_or_warnings_but_its_two_pitfalls() {
 
     // Workloads: replicas, labels, identities, env, probes, resources.
     let dep = |name| m.get::<Deployment>("blog-system", name).unwrap();
-    assert_eq!(dep("web-stable").spec.replicas, Some(2));
-    assert_eq!(dep("web-canary").spec.replicas, Some(1));
+    // web is the seed's Argo Rollout: its stable and canary are revisions of one template,
+    // and its strategy manages web-vsvc's `primary` route and web-dest-rule's subsets.
+    let web_rollout = m.get::<Rollout>("blog-system", "web").unwrap();
+    assert!(m.get::<Deployment>("blog-system", "web-stable").is_none());
+    assert_eq!(web_rollout.spec.replicas, Some(2));
     assert_eq!(dep("was").spec.replicas, Some(2));
     assert_eq!(dep("mysql").spec.replicas, Some(1));
+    let canary = &web_rollout.spec.strategy.as_ref().unwrap()["canary"];
+    let istio = &canary["trafficRouting"]["istio"];
+    assert_eq!(istio["virtualService"]["name"], "web-vsvc");
+    assert_eq!(istio["virtualService"]["routes"][0], "primary");
+    assert_eq!(istio["destinationRule"]["name"], "web-dest-rule");
+    assert_eq!(istio["destinationRule"]["canarySubsetName"], "canary");
+    assert_eq!(istio["destinationRule"]["stableSubsetName"], "stable");
+    let steps: Vec<String> = canary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(
-        dep("web-canary").spec.template.metadata.labels["version"],
-        "canary"
+        steps,
+        [
+            r#"{"setCanaryScale":{"replicas":1}}"#,
+            r#"{"pause":{}}"#,
+            r#"{"setCanaryScale":{"matchTrafficWeight":true}}"#,
+            r#"{"setWeight":10}"#,
+            r#"{"pause":{}}"#,
+            r#"{"setWeight":50}"#,
+            r#"{"pause":{}}"#,
+            r#"{"setWeight":100}"#,
+        ]
     );
+    assert_eq!(
+        canary["analysis"]["templates"][0]["templateName"],
+        "web-success-rate-p99"
+    );
+    let analysis = m
+        .get::<crate::analysis::AnalysisTemplate>("blog-system", "web-success-rate-p99")
+        .unwrap();
+    assert_eq!(analysis.spec.metrics.len(), 2);
+    let labels = &web_rollout.spec.template.metadata.labels;
+    assert!(!labels.contains_key("version"), "{labels:?}");
     // web runs as `default`, the identity was-authz allows.
-    assert_eq!(
-        dep("web-stable").spec.template.spec.service_account(),
-        "default"
-    );
+    assert_eq!(web_rollout.spec.template.spec.service_account(), "default");
     assert_eq!(dep("was").spec.template.spec.service_account(), "was");
     let was = &dep("was").spec.template.spec.containers[0];
     assert_eq!(was.command, ["blog-was"]);
@@ -320,7 +354,7 @@ fn blog_system_example_loads_without_errors_or_warnings_but_its_two_pitfalls() {
         (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
         ("150m", "400Mi")
     );
-    let web = &dep("web-canary").spec.template.spec.containers[0];
+    let web = &web_rollout.spec.template.spec.containers[0];
     assert_eq!(
         env(web, "LISTEN_ADDR").value.as_deref(),
         Some("$(POD_IP):80")

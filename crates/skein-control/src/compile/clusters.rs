@@ -497,7 +497,7 @@ stringData:
         let mut m = example();
         m.extend(skein_api::load_str("payments.yaml", PAYMENTS).unwrap());
         let r = registry();
-        let snap = Compiler::new(&m, &r).snapshot("web-stable-1", "1").unwrap();
+        let snap = Compiler::new(&m, &r).snapshot("web-1", "1").unwrap();
         let fqdn = "payments.blog-system.svc.cluster.local";
         snap.cluster(&skein_snapshot::outbound_cluster_name(
             443,
@@ -556,7 +556,7 @@ stringData:
         let mut r = registry();
         r.pods[2].ready = false;
         let compiler = Compiler::new(&m, &r);
-        let snap = compiler.snapshot("web-stable-1", "1").unwrap();
+        let snap = compiler.snapshot("web-1", "1").unwrap();
         let was = snap
             .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
             .unwrap();
@@ -577,7 +577,7 @@ stringData:
             .insert("service.istio.io/canonical-name".into(), "was-api".into());
         was.labels.remove("version");
         let compiler = Compiler::new(&m, &r);
-        let snap = compiler.snapshot("web-stable-1", "1").unwrap();
+        let snap = compiler.snapshot("web-1", "1").unwrap();
         let was = snap
             .cluster("outbound|8080||was-service.blog-system.svc.cluster.local")
             .unwrap();

@@ -40,15 +40,15 @@ pub(crate) fn registry() -> Registry {
     Registry {
         pods: vec![
             pod(
-                "web-stable-1",
-                &[("app", "web"), ("version", "stable")],
+                "web-1",
+                &[("app", "web"), ("rollouts-pod-template-hash", "5d8f7c9b4")],
                 "127.9.1.1",
                 ("http", 80),
                 "sidecar",
             ),
             pod(
-                "web-canary-1",
-                &[("app", "web"), ("version", "canary")],
+                "web-2",
+                &[("app", "web"), ("rollouts-pod-template-hash", "5d8f7c9b4")],
                 "127.9.1.2",
                 ("http", 80),
                 "sidecar",

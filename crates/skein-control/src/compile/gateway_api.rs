@@ -819,7 +819,7 @@ spec:
         let c = Compiler::new(&m, &r);
         let gw = c.snapshot("istio-ingressgateway-1", "1").unwrap();
         gw.validate().unwrap();
-        let side = c.snapshot("web-stable-1", "1").unwrap();
+        let side = c.snapshot("web-1", "1").unwrap();
         (gw, side)
     }
 

@@ -453,10 +453,10 @@ mod tests {
         );
         assert_eq!(p.rules[0].from[0].namespaces, ["blog-system"]);
         assert_eq!(p.rules[0].to[0].paths, ["/api/*", "/actuator/*"]);
-        let web = compiler.snapshot("web-stable-1", "1").unwrap().inbound;
+        let web = compiler.snapshot("web-1", "1").unwrap().inbound;
         assert_eq!(web.authz[0].name, "web-authz");
         // web's pods have sidecars: endpoints carry Istio's tlsMode label; identities are known.
-        let snap = compiler.snapshot("web-stable-1", "1").unwrap();
+        let snap = compiler.snapshot("web-1", "1").unwrap();
         let inbound = snap.cluster("inbound|80||").expect("web's inbound cluster");
         assert_eq!(inbound.service, "web-service.blog-system.svc.cluster.local");
         let was_c = snap
@@ -545,7 +545,7 @@ spec:
             was.authz[1].rules[0].from[0].not_namespaces,
             ["blog-system"]
         );
-        let web = compiler.snapshot("web-stable-1", "1").unwrap().inbound;
+        let web = compiler.snapshot("web-1", "1").unwrap().inbound;
         assert_eq!(web.mtls, skein_snapshot::MtlsMode::Strict);
         assert!(web.port_mtls.is_empty());
     }
@@ -622,7 +622,7 @@ spec:
             ["all-empty", "all-empty-labels", "root-was", "was-authz"],
             "a root-namespace selector reaches blog-system; `selector: {{}}` selects all"
         );
-        let web = c.snapshot("web-stable-1", "1").unwrap().inbound;
+        let web = c.snapshot("web-1", "1").unwrap().inbound;
         let ext = web.authz.iter().find(|p| p.name == "ext").expect("CUSTOM");
         assert_eq!(ext.action, skein_snapshot::AuthzAction::Deny);
         assert_eq!(ext.rules[0].to[0].paths, ["/private"]);

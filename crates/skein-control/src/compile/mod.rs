@@ -539,8 +539,8 @@ mod tests {
         let mut p = r
             .pods
             .iter()
-            .find(|p| !p.workload.is_empty())
-            .expect("a pod with a workload")
+            .find(|p| !p.workload.is_empty() && !p.labels.contains_key(ROLLOUT_HASH_LABEL))
+            .expect("a Deployment's pod")
             .clone();
         assert!(owner(&p).starts_with("kubernetes://apis/apps/v1/namespaces/"));
         p.labels
@@ -558,17 +558,20 @@ mod tests {
     fn web_sidecar_gets_the_seed_policies_routes_and_endpoints() {
         let (m, r) = (example(), registry());
         let compiler = Compiler::new(&m, &r);
-        let snap = compiler.snapshot("web-stable-1", "3").unwrap();
+        let snap = compiler.snapshot("web-1", "3").unwrap();
         assert_eq!(snap.version, "3");
-        assert_eq!(snap.node.workload, "web-stable");
+        assert_eq!(snap.node.workload, "web");
         assert_eq!(
             snap.node.owner,
-            "kubernetes://apis/apps/v1/namespaces/blog-system/deployments/web-stable"
+            "kubernetes://apis/argoproj.io/v1alpha1/namespaces/blog-system/rollouts/web"
         );
         assert_eq!(snap.node.cluster_id, "Kubernetes");
         assert_eq!(
-            snap.node.labels.get("version").map(String::as_str),
-            Some("stable")
+            snap.node
+                .labels
+                .get("rollouts-pod-template-hash")
+                .map(String::as_str),
+            Some("5d8f7c9b4")
         );
         snap.validate().unwrap();
         assert!(
@@ -596,8 +599,15 @@ mod tests {
         let canary = snap
             .cluster("outbound|80|canary|web-service.blog-system.svc.cluster.local")
             .unwrap();
-        assert_eq!(canary.endpoints.len(), 1);
-        assert_eq!(canary.endpoints[0].address.to_string(), "127.9.1.2:80");
+        // The example's subsets have no labels (the Rollout's managed copy adds the
+        // revision's hash): without it the canary subset is every web pod.
+        let mut canary_addrs: Vec<String> = canary
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        canary_addrs.sort();
+        assert_eq!(canary_addrs, ["127.9.1.1:80", "127.9.1.2:80"]);
         assert_eq!(canary.connection_pool.max_connections, 100);
         let od = canary.outlier_detection.as_ref().unwrap();
         assert_eq!(
@@ -684,7 +694,7 @@ mod tests {
         );
         let r = registry();
         let compiler = Compiler::new(&m, &r);
-        let web = compiler.snapshot("web-stable-1", "1").unwrap();
+        let web = compiler.snapshot("web-1", "1").unwrap();
         web.validate().unwrap();
         assert!(
             web.dangling_references().is_empty(),
@@ -724,8 +734,7 @@ mod tests {
         m.extend(skein_api::load_str("extra.yaml", yaml).unwrap());
         let r = registry();
         let compiler = Compiler::new(&m, &r);
-        ["was-1", "web-stable-1"]
-            .map(|pod| compiler.snapshot(pod, "1").unwrap().outbound_traffic_policy)
+        ["was-1", "web-1"].map(|pod| compiler.snapshot(pod, "1").unwrap().outbound_traffic_policy)
     }
 
     #[test]

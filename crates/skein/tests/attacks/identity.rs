@@ -89,7 +89,7 @@ fn a_local_process_naming_the_web_pod_gets_no_certificate() {
     let pods = status["pods"].as_array().unwrap();
     let istiod = pods.iter().find(|p| p["workload"] == "istiod").unwrap();
     let control = format!("{}:15010", istiod["ip"].as_str().unwrap());
-    let web = &k.pods("web-stable")[0];
+    let web = &k.pods("web")[0];
     let (web_pod, ns) = (
         web["name"].as_str().unwrap(),
         web["namespace"].as_str().unwrap(),
