@@ -263,7 +263,8 @@ fn split_documents(text: &str) -> Vec<RawDocument> {
 }
 
 fn load_text(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut Vec<LoadError>) {
-    for raw in split_documents(text) {
+    for mut raw in split_documents(text) {
+        quote_flow_colons(&mut raw.text);
         match load_document(file, &raw) {
             Ok(Some(doc)) => manifests.documents.push(doc),
             Ok(None) => {}
@@ -408,6 +409,78 @@ fn unreachable_kind(
     })
 }
 
+/// At most this many plain scalars of one document are quoted by [`quote_flow_colons`].
+const MAX_FLOW_COLON_FIXES: usize = 256;
+
+/// Kubernetes' YAML parser reads a plain scalar in a flow collection whose `:` is followed by
+/// a flow indicator (`addresses: [1.2.3.4, 2001:db8::]`) as one string, as YAML 1.2 allows;
+/// libyaml, which the YAML crate ports, refuses it ("found unexpected ':'"). For each such
+/// refusal this quotes that scalar in place (`'2001:db8::'`), which keeps every line where it
+/// is, and parses again. Anything else is left to the loader's own error.
+fn quote_flow_colons(text: &mut String) {
+    for _ in 0..MAX_FLOW_COLON_FIXES {
+        let Err(e) = serde_norway::from_str::<serde::de::IgnoredAny>(text) else {
+            return;
+        };
+        let msg = e.to_string();
+        let Some((line, column)) = plain_scalar_start(&msg) else {
+            return;
+        };
+        if !msg.starts_with("found unexpected ':'") || !quote_plain_scalar_at(text, line, column) {
+            return;
+        }
+    }
+}
+
+/// `(line, column)` (1-based) of "while scanning a plain scalar at line L column C".
+fn plain_scalar_start(msg: &str) -> Option<(usize, usize)> {
+    let rest = msg.split("while scanning a plain scalar at line ").nth(1)?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.parse().ok()?, column.parse().ok()?))
+}
+
+/// Wraps the plain scalar that starts at `line`:`column` (characters, 1-based) in single
+/// quotes: up to the end of the line, a `,`, `[`, `]`, `{`, `}`, or a `:` or ` #` followed
+/// by a blank. False if there is no such scalar there.
+fn quote_plain_scalar_at(text: &mut String, line: usize, column: usize) -> bool {
+    let Some(line_start) = (if line <= 1 {
+        Some(0)
+    } else {
+        text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)
+    }) else {
+        return false;
+    };
+    let line_text = &text[line_start..];
+    let line_text = &line_text[..line_text.find('\n').unwrap_or(line_text.len())];
+    let Some((start, _)) = line_text.char_indices().nth(column.saturating_sub(1)) else {
+        return false;
+    };
+    let bytes = line_text.as_bytes();
+    let mut end = start;
+    while end < bytes.len() {
+        let b = bytes[end];
+        let next_blank = bytes
+            .get(end + 1)
+            .is_none_or(|n| matches!(n, b' ' | b'\t' | b'\r'));
+        if matches!(b, b',' | b'[' | b']' | b'{' | b'}' | b'\r')
+            || (b == b':' && next_blank)
+            || (b == b'#' && end > start && matches!(bytes[end - 1], b' ' | b'\t'))
+        {
+            break;
+        }
+        end += 1;
+    }
+    let scalar = line_text[start..end].trim_end_matches([' ', '\t']);
+    if scalar.is_empty() || scalar.starts_with(['\'', '"']) {
+        return false;
+    }
+    let quoted = format!("'{}'", scalar.replace('\'', "''"));
+    let at = line_start + start;
+    text.replace_range(at..at + scalar.len(), &quoted);
+    true
+}
+
 /// Line breaks as YAML counts them: CR LF, or CR, LF, NEL, LS or PS alone.
 fn yaml_line_breaks(text: &str) -> usize {
     let crlf = text.matches("\r\n").count();
@@ -528,6 +601,31 @@ mod tests {
             Ok(m) => panic!("expected errors, loaded {} documents", m.len()),
             Err(e) => e.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_in_a_flow_sequence_load_as_kubernetes_reads_them() {
+        // Istio's ServiceEntry test data writes `addresses: [1.2.3.4, 001:db8::]`.
+        let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [a.example.com]\n  addresses: [1.2.3.4, 001:db8::, \"::1\", 2001:db8::/32]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 2001:db8::1}, {address: 'fe80::1', labels: {a: b}}]\n  exportTo: [.]\n";
+        let m = load_str("t.yaml", text).unwrap();
+        let se = m.service_entries().next().unwrap();
+        assert_eq!(
+            se.spec.addresses,
+            vec!["1.2.3.4", "001:db8::", "::1", "2001:db8::/32"]
+        );
+        let eps: Vec<&str> = se
+            .spec
+            .endpoints
+            .iter()
+            .map(|e| e.address.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(eps, vec!["2001:db8::1", "fe80::1"]);
+        // Lines are unchanged.
+        assert_eq!(m.documents[0].line_of("spec.addresses[1]"), 6);
+        assert_eq!(m.documents[0].line_of("spec.exportTo"), 9);
+        // A colon-ended key in a flow mapping that is really wrong still fails, on its line.
+        let errs = errors("apiVersion: v1\nkind: Namespace\nmetadata: {name: [a:]]}\n");
+        assert!(errs[0].starts_with("t.yaml:3: "), "{errs:?}");
     }
 
     #[test]

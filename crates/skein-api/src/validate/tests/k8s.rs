@@ -73,3 +73,30 @@ spec:
         ]
     );
 }
+
+#[test]
+fn service_port_names_are_dns_labels_of_up_to_63_characters() {
+    // Istio's samples name Service ports like `http-envoy-prom` and longer: Kubernetes
+    // checks a Service port name as a DNS-1123 label, not as a 15-character IANA name.
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ns}
+spec:
+  ports:
+  - {name: tcp-istiod-webhook-and-xds, port: 15012}
+  - {name: Http, port: 80}
+  - {name: a234567890123456789012345678901234567890123456789012345678901234, port: 81}
+";
+    let d = diags(text);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert!(
+        d[0].starts_with("v.yaml:7: error: Service ns/s: spec.ports[1].name: Invalid value: \"Http\": a lowercase RFC 1123 label must consist of"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(
+        d[1],
+        "v.yaml:8: error: Service ns/s: spec.ports[2].name: must be no more than 63 characters"
+    );
+}
