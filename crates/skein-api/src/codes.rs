@@ -152,6 +152,8 @@ codes! {
         "A route that carries non-idempotent methods retries on errors after the request was sent.";
     Skn0009 = "SKN0009", "RolloutManagedWeights", Warning,
         "The manifests set canary weights on a VirtualService an Argo Rollout manages.";
+    Skn0301 = "SKN0301", "NotApplied", Warning,
+        "An object skein loads and keeps but does not apply.";
 }
 
 impl Code {

@@ -29,6 +29,7 @@ mod resource;
 pub mod security;
 pub mod telemetry;
 mod types;
+pub mod unapplied;
 mod validate;
 
 pub use codes::{Code, Severity};

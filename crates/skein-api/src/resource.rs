@@ -13,6 +13,7 @@ use crate::networking::{
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
 use crate::telemetry::Telemetry;
 use crate::types::ObjectMeta;
+use crate::unapplied::{EnvoyFilter, ProxyConfig, TrafficExtension, WasmPlugin, WorkloadGroup};
 use crate::{DEFAULT_NAMESPACE, Source};
 
 const ISTIO_NETWORKING: &[&str] = &[
@@ -21,6 +22,7 @@ const ISTIO_NETWORKING: &[&str] = &[
     "networking.istio.io/v1alpha3",
 ];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+const ISTIO_EXTENSIONS: &[&str] = &["extensions.istio.io/v1alpha1"];
 const ISTIO_TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
 
 /// A Rust type that is one kind of [`Resource`].
@@ -116,6 +118,16 @@ resources! {
     AuthorizationPolicy(AuthorizationPolicy), ISTIO_SECURITY, authorization_policies;
     PeerAuthentication(PeerAuthentication), ISTIO_SECURITY, peer_authentications;
     Telemetry(Telemetry), ISTIO_TELEMETRY, telemetries;
+    /// Kept, not applied (see [`crate::unapplied`]).
+    EnvoyFilter(EnvoyFilter), &["networking.istio.io/v1alpha3"], envoy_filters;
+    /// Kept, not applied.
+    ProxyConfig(ProxyConfig), &["networking.istio.io/v1beta1"], proxy_configs;
+    /// Kept and validated, not applied.
+    WorkloadGroup(WorkloadGroup), ISTIO_NETWORKING, workload_groups;
+    /// Kept, not applied.
+    WasmPlugin(WasmPlugin), ISTIO_EXTENSIONS, wasm_plugins;
+    /// Kept, not applied.
+    TrafficExtension(TrafficExtension), ISTIO_EXTENSIONS, traffic_extensions;
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {

@@ -26,6 +26,7 @@ mod networking;
 mod pitfalls;
 mod security;
 mod telemetry;
+mod unapplied;
 
 /// One finding: `file:line: error: VirtualService blog-system/web-vsvc: spec.http[0]: total
 /// destination weight = 0`.
@@ -141,6 +142,14 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             }
             Resource::Telemetry(t) => telemetry::validate_telemetry(&mut cx, t),
             Resource::ConfigMap(c) => telemetry::validate_mesh_config(&mut cx, c),
+            Resource::WorkloadGroup(wg) => {
+                unapplied::validate_workload_group(&mut cx, wg);
+                unapplied::warn_not_applied(&mut cx);
+            }
+            Resource::EnvoyFilter(_)
+            | Resource::ProxyConfig(_)
+            | Resource::WasmPlugin(_)
+            | Resource::TrafficExtension(_) => unapplied::warn_not_applied(&mut cx),
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)

@@ -136,6 +136,46 @@ pub static KINDS: &[KindInfo] = &[
         true
     ),
     kind!(
+        "WorkloadGroup",
+        "networking.istio.io",
+        "workloadgroups",
+        "workloadgroup",
+        ["wg"],
+        true
+    ),
+    kind!(
+        "EnvoyFilter",
+        "networking.istio.io",
+        "envoyfilters",
+        "envoyfilter",
+        [],
+        true
+    ),
+    kind!(
+        "ProxyConfig",
+        "networking.istio.io",
+        "proxyconfigs",
+        "proxyconfig",
+        [],
+        true
+    ),
+    kind!(
+        "WasmPlugin",
+        "extensions.istio.io",
+        "wasmplugins",
+        "wasmplugin",
+        [],
+        true
+    ),
+    kind!(
+        "TrafficExtension",
+        "extensions.istio.io",
+        "trafficextensions",
+        "trafficextension",
+        [],
+        true
+    ),
+    kind!(
         "AuthorizationPolicy",
         "security.istio.io",
         "authorizationpolicies",
@@ -263,6 +303,11 @@ mod tests {
             ("sa", "ServiceAccount"),
             ("telemetry", "Telemetry"),
             ("ing", "Ingress"),
+            ("wg", "WorkloadGroup"),
+            ("envoyfilter", "EnvoyFilter"),
+            ("wasmplugins.extensions.istio.io", "WasmPlugin"),
+            ("proxyconfigs", "ProxyConfig"),
+            ("trafficextension", "TrafficExtension"),
         ] {
             assert_eq!(resolve_one(name).map(|k| k.kind), Ok(kind), "{name}");
         }
