@@ -20,6 +20,7 @@ use crate::run::status::{
     TracingStatus,
 };
 use crate::run::supervisor::Pods;
+pub use crate::clock::now_rfc3339;
 use crate::{DatabaseMode, RuntimeError, tls};
 
 #[derive(Debug, Clone)]
@@ -123,6 +124,18 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     } else {
         tasks.extend(ingress::serve(pods.clone(), http, https, tls, rx.clone()));
     }
+    let synced: crate::run::restart::Synced = if mesh.is_some() {
+        let (pods, state, base) = (pods.clone(), state.clone(), base.clone());
+        std::sync::Arc::new(move |ready| control_caught_up(&state, &snapshot(&pods, &base), ready))
+    } else {
+        std::sync::Arc::new(|_| true)
+    };
+    tasks.push(tokio::spawn(crate::run::requests::serve(
+        pods.clone(),
+        state.clone(),
+        synced,
+        rx.clone(),
+    )));
     let writer = tokio::spawn(write_status(pods.clone(), state.clone(), base.clone(), rx));
     Ok(Running {
         pods,
@@ -220,6 +233,7 @@ fn base_status(
         dashboard: plan.dashboard.as_ref().map(|d| DashboardStatus {
             url: Some(d.url.clone()),
         }),
+        restarts: Vec::new(),
     }
 }
 
@@ -349,6 +363,7 @@ fn snapshot(pods: &Pods, base: &Status) -> Status {
     Status {
         pods: pods.pod_statuses(),
         services: pods.service_statuses(),
+        restarts: pods.restart_statuses(),
         ..base.clone()
     }
 }
@@ -416,26 +431,24 @@ pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
         })
 }
 
-/// UTC now as RFC 3339, without pulling in a date crate.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+/// With the mesh: the control plane has seen `ready` pods ready, and the proxy of every
+/// ready pod is connected and has acknowledged the last snapshot sent to it. A rolling
+/// restart waits for it before it takes the next pod down.
+fn control_caught_up(state: &StateDir, status: &Status, ready: usize) -> bool {
+    let Ok(text) = std::fs::read(state.control_status_file()) else {
+        return false;
+    };
+    let Ok(c) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    c["pods_ready"].as_u64() == Some(ready as u64)
+        && status
+            .pods
+            .iter()
+            .filter(|p| p.ready && p.proxy.is_some())
+            .all(|p| {
+                let p = &c["proxies"][p.name.as_str()];
+                p["connected"] == true && !p["sent"].is_null() && p["acked"] == p["sent"]
+            })
 }
+

@@ -11,6 +11,8 @@ use crate::mysql::is_mysql_image;
 
 /// A Deployment or Rollout, reduced to what running it needs.
 pub(super) struct Workload<'a> {
+    /// `Deployment` or `Rollout`.
+    pub(super) kind: &'static str,
     pub(super) name: String,
     pub(super) namespace: String,
     pub(super) replicas: usize,
@@ -41,14 +43,15 @@ impl Workload<'_> {
 pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
     let mut out = Vec::new();
     for d in &manifests.documents {
-        let (meta, spec) = match &d.resource {
-            Resource::Deployment(x) => (&x.metadata, x.spec.as_workload()),
-            Resource::Rollout(x) => (&x.metadata, x.spec.as_workload()),
+        let (kind, meta, spec) = match &d.resource {
+            Resource::Deployment(x) => ("Deployment", &x.metadata, x.spec.as_workload()),
+            Resource::Rollout(x) => ("Rollout", &x.metadata, x.spec.as_workload()),
             _ => continue,
         };
         let template_meta = spec.template.metadata.clone();
         let template_key = serde_json::to_vec(&spec.template).unwrap_or_default();
         out.push(Workload {
+            kind,
             name: meta.name.clone(),
             namespace: meta
                 .namespace

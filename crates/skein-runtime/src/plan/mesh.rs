@@ -189,6 +189,7 @@ pub(super) fn mesh_pod(
         name,
         namespace: MESH_NAMESPACE.into(),
         workload: workload.into(),
+        workload_kind: "Deployment",
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

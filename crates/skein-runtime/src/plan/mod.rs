@@ -84,6 +84,8 @@ pub struct PodPlan {
     pub name: String,
     pub namespace: String,
     pub workload: String,
+    /// The workload's kind: `Deployment` or `Rollout` (the mesh's own pods are Deployments).
+    pub workload_kind: &'static str,
     pub labels: BTreeMap<String, String>,
     /// `spec.serviceAccountName` (`default` when unset).
     pub service_account: String,

@@ -59,6 +59,7 @@ pub(super) fn plan_pod(
         name,
         namespace: w.namespace.clone(),
         workload: w.name.clone(),
+        workload_kind: w.kind,
         labels: w.pod_labels.clone(),
         service_account: facts.service_account.clone(),
         ip,

@@ -33,6 +33,30 @@ pub struct Status {
     /// The dashboard (absent without the mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<DashboardStatus>,
+    /// Restarts asked for by `skein rollout restart`, the latest per workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartStatus>,
+}
+
+/// One `skein rollout restart` of a workload: kubectl's `restartedAt` annotation and the
+/// rollout it starts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RestartStatus {
+    /// `Deployment` or `Rollout`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The request that asked for it.
+    pub request: String,
+    /// RFC 3339, as kubectl's `kubectl.kubernetes.io/restartedAt`.
+    pub restarted_at: String,
+    /// The pod generation this restart brings every pod of the workload to.
+    pub generation: u64,
+    /// `Progressing`, `Complete` or `Failed`.
+    pub state: String,
+    /// What happened, pod by pod (`replaced web-abc (pid 10 -> 42)`).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// The dashboard, Kiali's stand-in (Service `kiali` in istio-system, port 20001).
@@ -109,6 +133,12 @@ pub struct PodStatus {
     pub name: String,
     pub namespace: String,
     pub workload: String,
+    /// `Deployment` or `Rollout`.
+    #[serde(default)]
+    pub workload_kind: String,
+    /// How many times `skein rollout restart` replaced this pod's processes.
+    #[serde(default)]
+    pub generation: u64,
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub service_account: String,

@@ -27,20 +27,35 @@ const STARTUP_PROBE_PERIOD: Duration = Duration::from_millis(250);
 /// The planned pods and, for each, whether it is ready and how its containers are doing.
 pub struct Pods {
     pub plan: Plan,
-    states: Vec<PodState>,
+    pub(super) states: Vec<PodState>,
     /// Wakes the status writer.
     pub changed: Notify,
     /// Round-robin cursor per service, shared by the ingress and the service forwarders.
     cursors: Vec<AtomicU32>,
+    /// The latest restart of each workload (`skein rollout restart`).
+    pub(super) restarts: Mutex<Vec<crate::run::status::RestartStatus>>,
+    /// One restart of a workload at a time.
+    pub(super) restart_lock: tokio::sync::Mutex<()>,
 }
 
-struct PodState {
-    ready: AtomicBool,
-    containers: Vec<ContainerState>,
+pub(super) struct PodState {
+    pub(super) ready: AtomicBool,
+    pub(super) containers: Vec<ContainerState>,
+    /// How many times the pod's processes were replaced (`skein rollout restart`); a change
+    /// makes every container stop and start again.
+    pub(super) generation: watch::Sender<u64>,
+    /// While true (a restart is taking the pod down), the readiness probe does not mark the
+    /// pod ready.
+    pub(super) restarting: AtomicBool,
+    /// Held while readiness is set against `restarting`, so that a probe that started before a
+    /// restart cannot mark the pod ready after the restart took it out.
+    pub(super) gate: Mutex<()>,
 }
 
-struct ContainerState {
-    pid: AtomicU32,
+pub(super) struct ContainerState {
+    pub(super) pid: AtomicU32,
+    /// The pod generation the running process was started for.
+    pub(super) started_generation: AtomicU64,
     /// The running process's start time (`/proc/PID/stat`), 0 when unknown.
     proc_start: AtomicU64,
     restarts: AtomicU32,
@@ -56,11 +71,15 @@ impl Pods {
             .iter()
             .map(|p| PodState {
                 ready: AtomicBool::new(false),
+                generation: watch::Sender::new(0),
+                restarting: AtomicBool::new(false),
+                gate: Mutex::new(()),
                 containers: p
                     .containers
                     .iter()
                     .map(|c| ContainerState {
                         pid: AtomicU32::new(0),
+                        started_generation: AtomicU64::new(0),
                         proc_start: AtomicU64::new(0),
                         restarts: AtomicU32::new(0),
                         log: Arc::new(LogFile::new(c.log.clone(), logs)),
@@ -75,6 +94,8 @@ impl Pods {
             states,
             changed: Notify::new(),
             cursors,
+            restarts: Mutex::new(Vec::new()),
+            restart_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -139,14 +160,14 @@ impl Pods {
         self.changed.notify_one();
     }
 
-    fn set_ready(&self, pod: usize, ready: bool) {
+    pub(super) fn set_ready(&self, pod: usize, ready: bool) {
         if self.states[pod].ready.swap(ready, Ordering::AcqRel) != ready {
             tracing::info!(pod = %self.plan.pods[pod].name, ready, "readiness changed");
             self.changed.notify_one();
         }
     }
 
-    fn all_running(&self, pod: usize) -> bool {
+    pub(super) fn all_running(&self, pod: usize) -> bool {
         self.states[pod]
             .containers
             .iter()
@@ -228,6 +249,8 @@ fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
         name: plan.name.clone(),
         namespace: plan.namespace.clone(),
         workload: plan.workload.clone(),
+        workload_kind: plan.workload_kind.to_string(),
+        generation: *st.generation.borrow(),
         labels: plan.labels.clone(),
         service_account: plan.service_account.clone(),
         ip: plan.ip.to_string(),
@@ -299,11 +322,13 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
     let pod = &pods.plan.pods[p];
     let container = &pod.containers[c];
     let state = &pods.states[p].containers[c];
+    let mut generation = pods.states[p].generation.subscribe();
     let mut backoff = BACKOFF_START;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let started_generation = *generation.borrow_and_update();
         let mut child = match spawn(container).await {
             Ok(child) => child,
             Err(e) => {
@@ -326,16 +351,35 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
         state
             .proc_start
             .store(process::start_time(pid).unwrap_or(0), Ordering::Release);
+        state
+            .started_generation
+            .store(started_generation, Ordering::Release);
         state.pid.store(pid, Ordering::Release);
         pods.set_detail(p, c, "Running", None);
         tracing::info!(pod = %pod.name, container = %container.name, pid, "started");
         let started = Instant::now();
         let exited = tokio::select! {
-            status = child.wait() => Some(status),
-            _ = stopped(&mut shutdown) => None,
+            status = child.wait() => Exit::Exited(status),
+            _ = stopped(&mut shutdown) => Exit::Shutdown,
+            _ = generation.changed() => Exit::Replace,
         };
         match exited {
-            Some(status) => {
+            Exit::Replace => {
+                // `skein rollout restart`: a new process, as a new pod would have, without
+                // backoff and with its restart count starting over.
+                pods.set_detail(p, c, "Terminating", None);
+                stop_child(&mut child, pid, pod.grace).await;
+                state.pid.store(0, Ordering::Release);
+                state.proc_start.store(0, Ordering::Release);
+                drain(pumps).await;
+                state.restarts.store(0, Ordering::Release);
+                backoff = BACKOFF_START;
+                tracing::info!(pod = %pod.name, container = %container.name, pid, "replaced by rollout restart");
+                state
+                    .log
+                    .line("skein: rollout restart: starting a new process");
+            }
+            Exit::Exited(status) => {
                 state.pid.store(0, Ordering::Release);
                 state.proc_start.store(0, Ordering::Release);
                 drain(pumps).await;
@@ -359,7 +403,7 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            None => {
+            Exit::Shutdown => {
                 pods.set_detail(p, c, "Terminating", None);
                 stop_child(&mut child, pid, pod.grace).await;
                 state.pid.store(0, Ordering::Release);
@@ -370,6 +414,13 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
             }
         }
     }
+}
+
+/// Why a container's process is no longer waited for.
+enum Exit {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Shutdown,
+    Replace,
 }
 
 /// SIGTERM to the container's process group, SIGKILL after the grace period.
@@ -487,7 +538,7 @@ async fn probe_pod(pods: Arc<Pods>, p: usize, mut shutdown: watch::Receiver<bool
         if wait_or_shutdown(wait, &mut shutdown).await {
             return;
         }
-        if !pods.all_running(p) {
+        if !pods.all_running(p) || pods.states[p].restarting.load(Ordering::Acquire) {
             running_since = None;
             continue;
         }
@@ -504,7 +555,10 @@ async fn probe_pod(pods: Arc<Pods>, p: usize, mut shutdown: watch::Receiver<bool
         }
         if ok {
             failures = 0;
-            pods.set_ready(p, true);
+            let _gate = pods.states[p].gate.lock();
+            if !pods.states[p].restarting.load(Ordering::Acquire) {
+                pods.set_ready(p, true);
+            }
         } else {
             failures += 1;
             if !ready || failures >= threshold {
