@@ -21,6 +21,8 @@
 
 pub mod codes;
 pub mod k8s;
+pub mod k8s_workloads;
+pub mod kept;
 mod lines;
 mod load;
 pub mod mesh;

@@ -121,6 +121,29 @@ impl LineIndex {
         self.blocks.get(path).copied()
     }
 
+    /// The index of the node at `prefix` (`items[2]`), with paths relative to it: what a
+    /// `kind: List` item's document would have had.
+    pub fn sub(&self, prefix: &str) -> LineIndex {
+        let strip = |map: &HashMap<String, usize>| -> HashMap<String, usize> {
+            map.iter()
+                .filter_map(|(k, v)| {
+                    if k == prefix {
+                        Some((String::new(), *v))
+                    } else {
+                        k.strip_prefix(prefix)
+                            .and_then(|r| r.strip_prefix('.'))
+                            .map(|r| (r.to_string(), *v))
+                    }
+                })
+                .collect()
+        };
+        LineIndex {
+            lines: strip(&self.lines),
+            first_line: self.line_of(prefix),
+            blocks: strip(&self.blocks),
+        }
+    }
+
     /// The line of exactly `path`, if it is in the document.
     pub fn get(&self, path: &str) -> Option<usize> {
         self.lines.get(path).copied()

@@ -6,6 +6,13 @@ use serde::Deserializer;
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
+use crate::k8s_workloads::{CronJob, DaemonSet, Job, Pod, StatefulSet};
+use crate::kept::{
+    ClusterRole, ClusterRoleBinding, CustomObject, CustomResourceDefinition, EndpointSlice,
+    Endpoints, HorizontalPodAutoscaler, IngressClass, LimitRange, MutatingWebhookConfiguration,
+    NetworkPolicy, PersistentVolumeClaim, PodDisruptionBudget, ResourceQuota, Role, RoleBinding,
+    ValidatingWebhookConfiguration,
+};
 use crate::lines::LineIndex;
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
@@ -22,6 +29,8 @@ const ISTIO_NETWORKING: &[&str] = &[
     "networking.istio.io/v1alpha3",
 ];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+const RBAC: &[&str] = &["rbac.authorization.k8s.io/v1"];
+const ADMISSION: &[&str] = &["admissionregistration.k8s.io/v1"];
 const ISTIO_EXTENSIONS: &[&str] = &["extensions.istio.io/v1alpha1"];
 const ISTIO_TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
 
@@ -128,6 +137,31 @@ resources! {
     WasmPlugin(WasmPlugin), ISTIO_EXTENSIONS, wasm_plugins;
     /// Kept, not applied.
     TrafficExtension(TrafficExtension), ISTIO_EXTENSIONS, traffic_extensions;
+    Pod(Pod), &["v1"], pods;
+    StatefulSet(StatefulSet), &["apps/v1"], stateful_sets;
+    DaemonSet(DaemonSet), &["apps/v1"], daemon_sets;
+    Job(Job), &["batch/v1"], jobs;
+    CronJob(CronJob), &["batch/v1"], cron_jobs;
+    /// Kept as written (see [`crate::kept`]), like the kinds after it.
+    Role(Role), RBAC, roles;
+    ClusterRole(ClusterRole), RBAC, cluster_roles;
+    RoleBinding(RoleBinding), RBAC, role_bindings;
+    ClusterRoleBinding(ClusterRoleBinding), RBAC, cluster_role_bindings;
+    CustomResourceDefinition(CustomResourceDefinition), &["apiextensions.k8s.io/v1", "apiextensions.k8s.io/v1beta1"], custom_resource_definitions;
+    MutatingWebhookConfiguration(MutatingWebhookConfiguration), ADMISSION, mutating_webhook_configurations;
+    ValidatingWebhookConfiguration(ValidatingWebhookConfiguration), ADMISSION, validating_webhook_configurations;
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler), &["autoscaling/v2", "autoscaling/v1", "autoscaling/v2beta2"], horizontal_pod_autoscalers;
+    PodDisruptionBudget(PodDisruptionBudget), &["policy/v1", "policy/v1beta1"], pod_disruption_budgets;
+    NetworkPolicy(NetworkPolicy), &["networking.k8s.io/v1"], network_policies;
+    Endpoints(Endpoints), &["v1"], endpoints;
+    EndpointSlice(EndpointSlice), &["discovery.k8s.io/v1"], endpoint_slices;
+    LimitRange(LimitRange), &["v1"], limit_ranges;
+    ResourceQuota(ResourceQuota), &["v1"], resource_quotas;
+    PersistentVolumeClaim(PersistentVolumeClaim), &["v1"], persistent_volume_claims;
+    IngressClass(IngressClass), &["networking.k8s.io/v1"], ingress_classes;
+    /// An object of a kind a CustomResourceDefinition in the same manifests defines (any
+    /// apiVersion that CRD serves); the loader makes these, never a `kind: CustomObject`.
+    CustomObject(CustomObject), &[], custom_objects;
 }
 
 fn prune(v: serde_json::Value) -> serde_json::Value {
@@ -170,7 +204,16 @@ impl Resource {
 
     /// False for cluster-scoped kinds.
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Resource::Namespace(_))
+        !matches!(
+            self,
+            Resource::Namespace(_)
+                | Resource::ClusterRole(_)
+                | Resource::ClusterRoleBinding(_)
+                | Resource::CustomResourceDefinition(_)
+                | Resource::MutatingWebhookConfiguration(_)
+                | Resource::ValidatingWebhookConfiguration(_)
+                | Resource::IngressClass(_)
+        )
     }
 
     /// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as used in messages.

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crate::clock::now_rfc3339;
 use crate::kube::{ingress, services};
 use crate::plan::{self, MeshPlanOptions, Plan, PlanOptions, PrometheusState};
 use crate::run::logs::LogRotation;
@@ -20,7 +21,6 @@ use crate::run::status::{
     TracingStatus,
 };
 use crate::run::supervisor::Pods;
-pub use crate::clock::now_rfc3339;
 use crate::{DatabaseMode, RuntimeError, tls};
 
 #[derive(Debug, Clone)]
@@ -451,4 +451,3 @@ fn control_caught_up(state: &StateDir, status: &Status, ready: usize) -> bool {
                 p["connected"] == true && !p["sent"].is_null() && p["acked"] == p["sent"]
             })
 }
-

@@ -146,10 +146,36 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
                 unapplied::validate_workload_group(&mut cx, wg);
                 unapplied::warn_not_applied(&mut cx);
             }
+            Resource::StatefulSet(s) => {
+                k8s::validate_workload(&mut cx, s.spec.as_workload(), "statefulset")
+            }
+            Resource::DaemonSet(d) => {
+                k8s::validate_workload(&mut cx, d.spec.as_workload(), "daemonset")
+            }
             Resource::EnvoyFilter(_)
             | Resource::ProxyConfig(_)
             | Resource::WasmPlugin(_)
-            | Resource::TrafficExtension(_) => unapplied::warn_not_applied(&mut cx),
+            | Resource::TrafficExtension(_)
+            | Resource::CustomObject(_)
+            | Resource::CronJob(_)
+            | Resource::Job(_)
+            | Resource::NetworkPolicy(_)
+            | Resource::HorizontalPodAutoscaler(_) => unapplied::warn_not_applied(&mut cx),
+            Resource::Pod(_)
+            | Resource::Role(_)
+            | Resource::ClusterRole(_)
+            | Resource::RoleBinding(_)
+            | Resource::ClusterRoleBinding(_)
+            | Resource::CustomResourceDefinition(_)
+            | Resource::MutatingWebhookConfiguration(_)
+            | Resource::ValidatingWebhookConfiguration(_)
+            | Resource::PodDisruptionBudget(_)
+            | Resource::Endpoints(_)
+            | Resource::EndpointSlice(_)
+            | Resource::LimitRange(_)
+            | Resource::ResourceQuota(_)
+            | Resource::PersistentVolumeClaim(_)
+            | Resource::IngressClass(_) => {}
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)

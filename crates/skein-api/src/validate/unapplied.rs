@@ -7,8 +7,26 @@ use crate::codes::{Code, Severity};
 use crate::unapplied::WorkloadGroup;
 
 /// Why `resource` has no effect in skein, or `None` for a kind skein applies.
-pub(super) fn not_applied_reason(resource: &Resource) -> Option<&'static str> {
+pub(super) fn not_applied_reason(resource: &Resource) -> Option<String> {
     Some(match resource {
+        Resource::CustomObject(o) => {
+            return Some(format!(
+                "skein keeps {} objects (a CustomResourceDefinition in the manifests defines the kind) but does not act on them: no controller for them runs",
+                o.kind
+            ));
+        }
+        Resource::CronJob(_) => {
+            "skein does not schedule CronJobs: the local runtime runs no jobs on a schedule. Run the job's command once as a pod of the mesh with `skein exec`"
+        }
+        Resource::Job(_) => {
+            "skein does not run Jobs yet: run the job's command once as a pod of the mesh with `skein exec`"
+        }
+        Resource::NetworkPolicy(_) => {
+            "skein does not enforce NetworkPolicy: in process mode every pod can reach every other. Use an AuthorizationPolicy, which the mesh enforces for the pods it injects"
+        }
+        Resource::HorizontalPodAutoscaler(_) => {
+            "skein does not autoscale: the workload runs the replicas its spec says"
+        }
         Resource::EnvoyFilter(_) => {
             "skein does not apply EnvoyFilter: its patches change Envoy's own configuration, and skein's proxy is not Envoy. Use the Istio API for what it covers: a VirtualService for headers, retries, timeouts, faults and mirroring; a DestinationRule for connection pools, outlier detection and load balancing; Telemetry for access logs, metrics and tracing"
         }
@@ -25,7 +43,7 @@ pub(super) fn not_applied_reason(resource: &Resource) -> Option<&'static str> {
             "skein does not apply WorkloadGroup: VM workloads join the mesh through istio-agent, which skein does not run. Reach a VM by a ServiceEntry with its address in `endpoints`"
         }
         _ => return None,
-    })
+    }.to_string())
 }
 
 pub(super) fn warn_not_applied(cx: &mut Cx<'_>) {

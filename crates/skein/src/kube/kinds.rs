@@ -80,6 +80,138 @@ pub static KINDS: &[KindInfo] = &[
         true
     ),
     kind!(
+        "StatefulSet",
+        "apps",
+        "statefulsets",
+        "statefulset",
+        ["sts"],
+        true
+    ),
+    kind!("DaemonSet", "apps", "daemonsets", "daemonset", ["ds"], true),
+    kind!("Job", "batch", "jobs", "job", [], true),
+    kind!("CronJob", "batch", "cronjobs", "cronjob", ["cj"], true),
+    kind!("Endpoints", "", "endpoints", "endpoints", ["ep"], true),
+    kind!(
+        "LimitRange",
+        "",
+        "limitranges",
+        "limitrange",
+        ["limits"],
+        true
+    ),
+    kind!(
+        "PersistentVolumeClaim",
+        "",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        ["pvc"],
+        true
+    ),
+    kind!(
+        "ResourceQuota",
+        "",
+        "resourcequotas",
+        "resourcequota",
+        ["quota"],
+        true
+    ),
+    kind!(
+        "CustomResourceDefinition",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        ["crd", "crds"],
+        false
+    ),
+    kind!(
+        "MutatingWebhookConfiguration",
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        [],
+        false
+    ),
+    kind!(
+        "ValidatingWebhookConfiguration",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        [],
+        false
+    ),
+    kind!(
+        "HorizontalPodAutoscaler",
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        ["hpa"],
+        true
+    ),
+    kind!(
+        "EndpointSlice",
+        "discovery.k8s.io",
+        "endpointslices",
+        "endpointslice",
+        [],
+        true
+    ),
+    kind!(
+        "IngressClass",
+        "networking.k8s.io",
+        "ingressclasses",
+        "ingressclass",
+        [],
+        false
+    ),
+    kind!(
+        "NetworkPolicy",
+        "networking.k8s.io",
+        "networkpolicies",
+        "networkpolicy",
+        ["netpol"],
+        true
+    ),
+    kind!(
+        "PodDisruptionBudget",
+        "policy",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        ["pdb"],
+        true
+    ),
+    kind!(
+        "ClusterRoleBinding",
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        [],
+        false
+    ),
+    kind!(
+        "ClusterRole",
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        [],
+        false
+    ),
+    kind!(
+        "RoleBinding",
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        [],
+        true
+    ),
+    kind!(
+        "Role",
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        [],
+        true
+    ),
+    kind!(
         "Ingress",
         "networking.k8s.io",
         "ingresses",
@@ -304,6 +436,11 @@ mod tests {
             ("telemetry", "Telemetry"),
             ("ing", "Ingress"),
             ("wg", "WorkloadGroup"),
+            ("sts", "StatefulSet"),
+            ("cj", "CronJob"),
+            ("crd", "CustomResourceDefinition"),
+            ("clusterroles.rbac.authorization.k8s.io", "ClusterRole"),
+            ("netpol", "NetworkPolicy"),
             ("envoyfilter", "EnvoyFilter"),
             ("wasmplugins.extensions.istio.io", "WasmPlugin"),
             ("proxyconfigs", "ProxyConfig"),
