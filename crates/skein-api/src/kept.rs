@@ -78,6 +78,10 @@ kept_kinds! {
     PersistentVolumeClaim;
     /// `networking.k8s.io/v1` IngressClass.
     IngressClass;
+    /// `storage.k8s.io/v1` CSIDriver.
+    CSIDriver;
+    /// `install.istio.io/v1alpha1` IstioOperator: how istioctl installs Istio.
+    IstioOperator;
     /// An object of a kind a CustomResourceDefinition in the same manifests defines; its
     /// own kind is in `kind`.
     CustomObject;

@@ -8,10 +8,10 @@ use crate::k8s::{
 };
 use crate::k8s_workloads::{CronJob, DaemonSet, Job, Pod, StatefulSet};
 use crate::kept::{
-    ClusterRole, ClusterRoleBinding, CustomObject, CustomResourceDefinition, EndpointSlice,
-    Endpoints, HorizontalPodAutoscaler, IngressClass, LimitRange, MutatingWebhookConfiguration,
-    NetworkPolicy, PersistentVolumeClaim, PodDisruptionBudget, ResourceQuota, Role, RoleBinding,
-    ValidatingWebhookConfiguration,
+    CSIDriver, ClusterRole, ClusterRoleBinding, CustomObject, CustomResourceDefinition,
+    EndpointSlice, Endpoints, HorizontalPodAutoscaler, IngressClass, IstioOperator, LimitRange,
+    MutatingWebhookConfiguration, NetworkPolicy, PersistentVolumeClaim, PodDisruptionBudget,
+    ResourceQuota, Role, RoleBinding, ValidatingWebhookConfiguration,
 };
 use crate::lines::LineIndex;
 use crate::networking::{
@@ -159,6 +159,8 @@ resources! {
     ResourceQuota(ResourceQuota), &["v1"], resource_quotas;
     PersistentVolumeClaim(PersistentVolumeClaim), &["v1"], persistent_volume_claims;
     IngressClass(IngressClass), &["networking.k8s.io/v1"], ingress_classes;
+    CSIDriver(CSIDriver), &["storage.k8s.io/v1"], csi_drivers;
+    IstioOperator(IstioOperator), &["install.istio.io/v1alpha1"], istio_operators;
     /// An object of a kind a CustomResourceDefinition in the same manifests defines (any
     /// apiVersion that CRD serves); the loader makes these, never a `kind: CustomObject`.
     CustomObject(CustomObject), &[], custom_objects;
@@ -213,6 +215,7 @@ impl Resource {
                 | Resource::MutatingWebhookConfiguration(_)
                 | Resource::ValidatingWebhookConfiguration(_)
                 | Resource::IngressClass(_)
+                | Resource::CSIDriver(_)
         )
     }
 

@@ -160,7 +160,8 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             | Resource::CronJob(_)
             | Resource::Job(_)
             | Resource::NetworkPolicy(_)
-            | Resource::HorizontalPodAutoscaler(_) => unapplied::warn_not_applied(&mut cx),
+            | Resource::HorizontalPodAutoscaler(_)
+            | Resource::IstioOperator(_) => unapplied::warn_not_applied(&mut cx),
             Resource::Pod(_)
             | Resource::Role(_)
             | Resource::ClusterRole(_)
@@ -175,7 +176,8 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             | Resource::LimitRange(_)
             | Resource::ResourceQuota(_)
             | Resource::PersistentVolumeClaim(_)
-            | Resource::IngressClass(_) => {}
+            | Resource::IngressClass(_)
+            | Resource::CSIDriver(_) => {}
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)

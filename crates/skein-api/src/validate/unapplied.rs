@@ -24,6 +24,9 @@ pub(super) fn not_applied_reason(resource: &Resource) -> Option<String> {
         Resource::NetworkPolicy(_) => {
             "skein does not enforce NetworkPolicy: in process mode every pod can reach every other. Use an AuthorizationPolicy, which the mesh enforces for the pods it injects"
         }
+        Resource::IstioOperator(_) => {
+            "skein does not install Istio from an IstioOperator: `skein up` runs its own control plane and gateway. Put mesh settings (meshConfig) in the `istio` ConfigMap of istio-system, which skein reads"
+        }
         Resource::HorizontalPodAutoscaler(_) => {
             "skein does not autoscale: the workload runs the replicas its spec says"
         }

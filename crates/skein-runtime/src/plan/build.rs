@@ -9,7 +9,9 @@ use std::path::Path;
 use skein_api::Manifests;
 
 use super::ingress::ingress_routes;
-use super::manifests::{ConfigData, ServiceDef, ServicePortDef, Workload, services, workloads};
+use super::manifests::{
+    ConfigData, Naming, ServiceDef, ServicePortDef, Workload, services, workloads,
+};
 use super::pod::plan_pod;
 use super::{
     DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan,
@@ -199,7 +201,11 @@ fn plan_pods(
             continue;
         }
         for ordinal in 0..w.replicas {
-            let name = pod_name(&w.name, &w.template_key, ordinal);
+            let name = match w.naming {
+                Naming::Generated => pod_name(&w.name, &w.template_key, ordinal),
+                Naming::Ordinal => format!("{}-{ordinal}", w.name),
+                Naming::Own => w.name.clone(),
+            };
             live_names.push(name.clone());
             let ip = network.pod_ip(&name)?;
             let meshed = mesh_pods.is_some()

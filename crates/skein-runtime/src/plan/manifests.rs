@@ -9,10 +9,23 @@ use skein_snapshot::names;
 use super::ServicePortRef;
 use crate::mysql::is_mysql_image;
 
-/// A Deployment or Rollout, reduced to what running it needs.
+/// How a workload's pods are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Naming {
+    /// `<workload>-<template-hash>-<suffix>` (Deployment, Rollout, DaemonSet).
+    Generated,
+    /// `<workload>-0`, `<workload>-1`, ... (StatefulSet).
+    Ordinal,
+    /// The object's own name (a bare Pod).
+    Own,
+}
+
+/// A Deployment, Rollout, StatefulSet, DaemonSet or bare Pod, reduced to what running it
+/// needs.
 pub(super) struct Workload<'a> {
-    /// `Deployment` or `Rollout`.
+    /// `Deployment`, `Rollout`, `StatefulSet`, `DaemonSet` or `Pod`.
     pub(super) kind: &'static str,
+    pub(super) naming: Naming,
     pub(super) name: String,
     pub(super) namespace: String,
     pub(super) replicas: usize,
@@ -43,15 +56,55 @@ impl Workload<'_> {
 pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
     let mut out = Vec::new();
     for d in &manifests.documents {
-        let (kind, meta, spec) = match &d.resource {
-            Resource::Deployment(x) => ("Deployment", &x.metadata, x.spec.as_workload()),
-            Resource::Rollout(x) => ("Rollout", &x.metadata, x.spec.as_workload()),
+        let (kind, naming, meta, spec) = match &d.resource {
+            Resource::Deployment(x) => (
+                "Deployment",
+                Naming::Generated,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            Resource::Rollout(x) => (
+                "Rollout",
+                Naming::Generated,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            Resource::StatefulSet(x) => (
+                "StatefulSet",
+                Naming::Ordinal,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            // One node: one pod.
+            Resource::DaemonSet(x) => (
+                "DaemonSet",
+                Naming::Generated,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            Resource::Pod(x) => {
+                out.push(Workload {
+                    kind: "Pod",
+                    naming: Naming::Own,
+                    name: x.metadata.name.clone(),
+                    namespace: x.metadata.namespace_or_default().to_string(),
+                    replicas: 1,
+                    annotations: x.metadata.annotations.clone(),
+                    pod_labels: x.metadata.labels.clone(),
+                    pod_annotations: x.metadata.annotations.clone(),
+                    spec: &x.spec,
+                    template_key: serde_json::to_vec(&x.spec).unwrap_or_default(),
+                    source: d.source.clone(),
+                });
+                continue;
+            }
             _ => continue,
         };
         let template_meta = spec.template.metadata.clone();
         let template_key = serde_json::to_vec(&spec.template).unwrap_or_default();
         out.push(Workload {
             kind,
+            naming,
             name: meta.name.clone(),
             namespace: meta
                 .namespace

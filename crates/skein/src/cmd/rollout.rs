@@ -77,9 +77,12 @@ fn resolve(t: &Target) -> anyhow::Result<(&'static KindInfo, String)> {
         _ => bail!("expected TYPE/NAME"),
     };
     let info = kinds::resolve_one(&kind)?;
-    if !matches!(info.kind, "Deployment" | "Rollout") {
+    if !matches!(
+        info.kind,
+        "Deployment" | "Rollout" | "StatefulSet" | "DaemonSet"
+    ) {
         bail!(
-            "{} \"{name}\" cannot be restarted: skein rolls out Deployments and Rollouts",
+            "{} \"{name}\" cannot be restarted: skein rolls out Deployments, Rollouts, StatefulSets and DaemonSets",
             info.resource()
         );
     }
@@ -319,6 +322,7 @@ mod tests {
         assert_eq!(ok(&["deploy", "web"]), Some(("Deployment", "web".into())));
         assert_eq!(ok(&["rollout/web"]), Some(("Rollout", "web".into())));
         assert_eq!(ok(&["ro/web"]), Some(("Rollout", "web".into())));
+        assert_eq!(ok(&["sts/db"]), Some(("StatefulSet", "db".into())));
         assert!(resolve(&t(&["svc/web"])).is_err());
         assert!(resolve(&t(&["web"])).is_err());
     }

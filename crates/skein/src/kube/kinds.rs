@@ -212,6 +212,22 @@ pub static KINDS: &[KindInfo] = &[
         true
     ),
     kind!(
+        "CSIDriver",
+        "storage.k8s.io",
+        "csidrivers",
+        "csidriver",
+        [],
+        false
+    ),
+    kind!(
+        "IstioOperator",
+        "install.istio.io",
+        "istiooperators",
+        "istiooperator",
+        ["iop", "io"],
+        true
+    ),
+    kind!(
         "Ingress",
         "networking.k8s.io",
         "ingresses",

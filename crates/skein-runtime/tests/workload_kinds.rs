@@ -1,0 +1,101 @@
+//! Workload kinds besides Deployments run as Kubernetes names them: a bare Pod is one pod of
+//! its own name, a StatefulSet's pods are NAME-0..N-1, a DaemonSet runs one pod (one node).
+//! Runs the real supervisor on small manifests (`sh` and `sleep` from `PATH`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use skein_runtime::{LogRotation, StateDir, UpOptions};
+
+const MANIFESTS: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: debug, labels: {app: debug}}
+spec:
+  containers:
+  - {name: sh, image: busybox, command: ["sh", "-c", "exec sleep 60"]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - {name: db, image: busybox, command: ["sh", "-c", "exec sleep 60"]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers:
+      - {name: agent, image: busybox, command: ["sh", "-c", "exec sleep 60"]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get, list]}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_statefulsets_and_daemonsets_run_with_kubernetes_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("kinds.yaml"), MANIFESTS).unwrap();
+    let running = skein_runtime::up(UpOptions {
+        manifests: m.clone(),
+        state: StateDir::resolve(Some(&tmp.path().join("state"))).unwrap(),
+        http: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        https: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        database: None,
+        program_dirs: Vec::new(),
+        skein: None,
+        cert_ttl: None,
+        plugin_ca: None,
+        log_rotation: LogRotation::default(),
+        scrape_interval: skein_runtime::DEFAULT_SCRAPE_INTERVAL,
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s = running.status();
+        if s.pods.iter().all(|p| p.pid != 0) || tokio::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut pods: Vec<(String, String, String)> = status
+        .pods
+        .iter()
+        .map(|p| (p.workload_kind.clone(), p.name.clone(), p.namespace.clone()))
+        .collect();
+    pods.sort();
+    assert_eq!(pods.len(), 4, "{pods:?}");
+    assert_eq!(pods[0].0, "DaemonSet");
+    assert!(pods[0].1.starts_with("agent-"), "{pods:?}");
+    assert_eq!(
+        pods[1..],
+        [
+            ("Pod".into(), "debug".into(), "default".into()),
+            ("StatefulSet".into(), "db-0".into(), "default".into()),
+            ("StatefulSet".into(), "db-1".into(), "default".into()),
+        ]
+    );
+    for p in &status.pods {
+        assert_ne!(p.pid, 0, "{} runs", p.name);
+    }
+    running.shutdown().await;
+}
