@@ -42,6 +42,36 @@ spec:
       containers:
       - {name: agent, image: busybox, command: ["sh", "-c", "exec sleep 60"]}
 ---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data:
+  app.conf: "greeting = hello\n"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-tls}
+stringData: {key.pem: "not really a key"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: configured}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "grep -q hello /etc/app/app.conf && test -f /etc/tls/tls.key && exec sleep 60"]
+    volumeMounts:
+    - {name: config, mountPath: /etc/app}
+    - {name: tls, mountPath: /etc/tls, readOnly: true}
+  volumes:
+  - name: config
+    configMap: {name: app-config}
+  - name: tls
+    secret:
+      secretName: app-tls
+      items: [{key: key.pem, path: tls.key}]
+---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: reader}
@@ -83,12 +113,13 @@ async fn pods_statefulsets_and_daemonsets_run_with_kubernetes_names() {
         .map(|p| (p.workload_kind.clone(), p.name.clone(), p.namespace.clone()))
         .collect();
     pods.sort();
-    assert_eq!(pods.len(), 4, "{pods:?}");
+    assert_eq!(pods.len(), 5, "{pods:?}");
     assert_eq!(pods[0].0, "DaemonSet");
     assert!(pods[0].1.starts_with("agent-"), "{pods:?}");
     assert_eq!(
         pods[1..],
         [
+            ("Pod".into(), "configured".into(), "default".into()),
             ("Pod".into(), "debug".into(), "default".into()),
             ("StatefulSet".into(), "db-0".into(), "default".into()),
             ("StatefulSet".into(), "db-1".into(), "default".into()),
@@ -97,5 +128,25 @@ async fn pods_statefulsets_and_daemonsets_run_with_kubernetes_names() {
     for p in &status.pods {
         assert_ne!(p.pid, 0, "{} runs", p.name);
     }
+    // The ConfigMap and Secret volumes are files in the pod's directory, and the paths the
+    // container names point at them: its script found them and keeps running.
+    let configured = status.pods.iter().find(|p| p.name == "configured").unwrap();
+    let mounts = &configured.containers[0].mounts;
+    let config = std::path::Path::new(&mounts["/etc/app"]);
+    assert!(config.starts_with(tmp.path().join("state")), "{mounts:?}");
+    assert_eq!(
+        std::fs::read_to_string(config.join("app.conf")).unwrap(),
+        "greeting = hello\n"
+    );
+    let tls = std::path::Path::new(&mounts["/etc/tls"]);
+    assert_eq!(
+        std::fs::read_to_string(tls.join("tls.key")).unwrap(),
+        "not really a key"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = running.status();
+    let c = &again.pods.iter().find(|p| p.name == "configured").unwrap().containers[0];
+    assert_eq!((c.state.as_str(), c.restarts), ("Running", 0), "{c:?}");
+    assert!(c.command.join(" ").contains(&mounts["/etc/app"]), "{:?}", c.command);
     running.shutdown().await;
 }

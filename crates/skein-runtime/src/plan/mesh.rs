@@ -148,6 +148,7 @@ pub fn add_sidecar(
         },
         env,
         log: state.container_log(&pod.name, "istio-proxy"),
+        mounts: Vec::new(),
     });
     pod.probe_ip = app;
     pod.proxy = Some(ProxyPlan {
@@ -261,6 +262,7 @@ pub fn control_pod(
         },
         env: vec![proxy_log_level()],
         log: state.container_log(&pod.name, "discovery"),
+        mounts: Vec::new(),
     });
     pod.ports.push(NamedPort {
         name: Some("grpc-xds".into()),
@@ -325,6 +327,7 @@ pub fn gateway_pod(
         },
         env: vec![proxy_log_level()],
         log: state.container_log(&pod.name, "istio-proxy"),
+        mounts: Vec::new(),
     });
     pod.readiness = quick(Check::Http {
         port: ADMIN_PORT,
@@ -396,6 +399,7 @@ pub fn prometheus_pod(
             std::env::var("PATH").unwrap_or_default(),
         )],
         log: state.container_log(&pod.name, "prometheus-server"),
+        mounts: Vec::new(),
     });
     pod.readiness = Some(Readiness {
         check: Check::Http {

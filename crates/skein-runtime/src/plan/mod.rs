@@ -26,6 +26,7 @@ pub(crate) mod mesh;
 mod pod;
 pub(crate) mod prometheus;
 pub(crate) mod tracing;
+mod volumes;
 
 pub use build::build;
 pub use ingress::IngressRoute;
@@ -121,6 +122,9 @@ pub struct ContainerPlan {
     pub run: Run,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// ConfigMap and Secret volume mounts: the `mountPath` the manifests give, and the file
+    /// or directory in the pod's state directory that holds it (see `volumes`).
+    pub mounts: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]

@@ -120,6 +120,11 @@ fn container(
             set(&mut env, k, v);
         }
     }
+    let mounts = super::volumes::materialise(w, c, &facts.name, cx)
+        .map_err(|e| format!("container {}: {e}", c.name))?;
+    for (_, v) in env.iter_mut() {
+        *v = super::volumes::rewrite(v, &mounts);
+    }
     let run = if is_mysql_image(c.image.as_deref().unwrap_or("")) {
         let port = c
             .ports
@@ -133,13 +138,23 @@ fn container(
             &env,
         ))
     } else {
-        program(w, c, &env, &cx.opts.program_dirs)?
+        match program(w, c, &env, &cx.opts.program_dirs)? {
+            Run::Program { program, args } => Run::Program {
+                program,
+                args: args
+                    .iter()
+                    .map(|a| super::volumes::rewrite(a, &mounts))
+                    .collect(),
+            },
+            other => other,
+        }
     };
     Ok(ContainerPlan {
         name: c.name.clone(),
         run,
         env,
         log: cx.state.container_log(&facts.name, &c.name),
+        mounts,
     })
 }
 

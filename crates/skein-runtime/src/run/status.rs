@@ -197,6 +197,10 @@ pub struct ContainerStatus {
     pub last_exit: Option<String>,
     pub logs: String,
     pub command: Vec<String>,
+    /// ConfigMap and Secret volumes: `mountPath` -> where its files are (in the pod's state
+    /// directory); `command`, `args` and `env` are rewritten to these paths.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, String>,
     /// The process's start time in clock ticks after boot, recorded at spawn: `skein down`
     /// signals `pid` only while it is still this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -213,6 +213,11 @@ fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
                 last_exit,
                 logs: cp.log.display().to_string(),
                 command: cp.run.describe(),
+                mounts: cp
+                    .mounts
+                    .iter()
+                    .map(|(m, l)| (m.clone(), l.display().to_string()))
+                    .collect(),
             }
         })
         .collect();
