@@ -412,9 +412,10 @@ pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
     let proxies: Vec<&str> = status
         .pods
         .iter()
-        .filter(|p| p.proxy.is_some())
+        .filter(|p| p.proxy.is_some() && !p.finished())
         .map(|p| p.name.as_str())
         .collect();
+    let running = status.pods.iter().filter(|p| !p.finished()).count();
     if proxies.is_empty() {
         return true;
     }
@@ -424,7 +425,7 @@ pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
     let Ok(c) = serde_json::from_slice::<serde_json::Value>(&text) else {
         return false;
     };
-    c["pods_ready"].as_u64() == Some(status.pods.len() as u64)
+    c["pods_ready"].as_u64() == Some(running as u64)
         && proxies.iter().all(|name| {
             let p = &c["proxies"][*name];
             p["connected"] == true && !p["sent"].is_null() && p["acked"] == p["sent"]

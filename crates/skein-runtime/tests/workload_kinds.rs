@@ -72,6 +72,27 @@ spec:
       secretName: app-tls
       items: [{key: key.pem, path: tls.key}]
 ---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: migrate, image: busybox, command: ["sh", "-c", "echo migrated"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: broken}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: OnFailure
+      containers:
+      - {name: broken, image: busybox, command: ["sh", "-c", "echo failing; exit 3"]}
+---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: reader}
@@ -99,13 +120,47 @@ async fn pods_statefulsets_and_daemonsets_run_with_kubernetes_names() {
     })
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let s = running.status();
-        if s.pods.iter().all(|p| p.pid != 0) || tokio::time::Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Ready, with the Jobs' pods finished: up --detach does not wait for them to be ready.
+    assert!(
+        running.wait_ready(Duration::from_secs(30)).await,
+        "{:#?}",
+        running.status().pods
+    );
+    let status = running.status();
+    let job = |name: &str| {
+        status
+            .pods
+            .iter()
+            .find(|p| p.workload == name)
+            .cloned()
+            .unwrap()
+    };
+    let migrate = job("migrate");
+    assert_eq!(migrate.workload_kind, "Job");
+    assert_eq!(migrate.state, "Succeeded", "{migrate:#?}");
+    assert_eq!(migrate.containers[0].state, "Completed");
+    assert_eq!(
+        migrate.restarts, 0,
+        "a Job's pod that succeeded is not restarted"
+    );
+    let broken = job("broken");
+    assert_eq!(broken.state, "Failed", "{broken:#?}");
+    assert_eq!(
+        broken.restarts, 1,
+        "restarted backoffLimit times, then Failed"
+    );
+    assert_eq!(
+        broken.containers[0].last_exit.as_deref(),
+        Some("exit code 3")
+    );
+    let status = running.status();
+    let status = skein_runtime::Status {
+        pods: status
+            .pods
+            .into_iter()
+            .filter(|p| p.workload_kind != "Job")
+            .collect(),
+        ..status
     };
     let mut pods: Vec<(String, String, String)> = status
         .pods
@@ -145,8 +200,17 @@ async fn pods_statefulsets_and_daemonsets_run_with_kubernetes_names() {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let again = running.status();
-    let c = &again.pods.iter().find(|p| p.name == "configured").unwrap().containers[0];
+    let c = &again
+        .pods
+        .iter()
+        .find(|p| p.name == "configured")
+        .unwrap()
+        .containers[0];
     assert_eq!((c.state.as_str(), c.restarts), ("Running", 0), "{c:?}");
-    assert!(c.command.join(" ").contains(&mounts["/etc/app"]), "{:?}", c.command);
+    assert!(
+        c.command.join(" ").contains(&mounts["/etc/app"]),
+        "{:?}",
+        c.command
+    );
     running.shutdown().await;
 }

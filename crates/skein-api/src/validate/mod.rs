@@ -158,11 +158,11 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
             | Resource::TrafficExtension(_)
             | Resource::CustomObject(_)
             | Resource::CronJob(_)
-            | Resource::Job(_)
             | Resource::NetworkPolicy(_)
             | Resource::HorizontalPodAutoscaler(_)
             | Resource::IstioOperator(_) => unapplied::warn_not_applied(&mut cx),
             Resource::Pod(_)
+            | Resource::Job(_)
             | Resource::Role(_)
             | Resource::ClusterRole(_)
             | Resource::RoleBinding(_)

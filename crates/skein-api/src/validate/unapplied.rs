@@ -18,9 +18,6 @@ pub(super) fn not_applied_reason(resource: &Resource) -> Option<String> {
         Resource::CronJob(_) => {
             "skein does not schedule CronJobs: the local runtime runs no jobs on a schedule. Run the job's command once as a pod of the mesh with `skein exec`"
         }
-        Resource::Job(_) => {
-            "skein does not run Jobs yet: run the job's command once as a pod of the mesh with `skein exec`"
-        }
         Resource::NetworkPolicy(_) => {
             "skein does not enforce NetworkPolicy: in process mode every pod can reach every other. Use an AuthorizationPolicy, which the mesh enforces for the pods it injects"
         }

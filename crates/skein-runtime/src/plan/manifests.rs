@@ -26,6 +26,8 @@ pub(super) struct Workload<'a> {
     /// `Deployment`, `Rollout`, `StatefulSet`, `DaemonSet` or `Pod`.
     pub(super) kind: &'static str,
     pub(super) naming: Naming,
+    /// A Job's backoff limit: its pods run to completion.
+    pub(super) run_to_completion: Option<u32>,
     pub(super) name: String,
     pub(super) namespace: String,
     pub(super) replicas: usize,
@@ -82,10 +84,42 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
                 &x.metadata,
                 x.spec.as_workload(),
             ),
+            Resource::Job(x) => {
+                let s = &x.spec;
+                out.push(Workload {
+                    kind: "Job",
+                    naming: Naming::Generated,
+                    run_to_completion: Some(s.backoff_limit.unwrap_or(6).max(0) as u32),
+                    name: x.metadata.name.clone(),
+                    namespace: x.metadata.namespace_or_default().to_string(),
+                    replicas: s.parallelism.unwrap_or(1).max(0) as usize,
+                    annotations: x.metadata.annotations.clone(),
+                    pod_labels: s.template.metadata.labels.clone(),
+                    pod_annotations: s.template.metadata.annotations.clone(),
+                    spec: &s.template.spec,
+                    template_key: serde_json::to_vec(&s.template).unwrap_or_default(),
+                    source: d.source.clone(),
+                });
+                continue;
+            }
             Resource::Pod(x) => {
+                let once = matches!(
+                    x.spec.restart_policy,
+                    Some(
+                        skein_api::k8s::RestartPolicy::Never
+                            | skein_api::k8s::RestartPolicy::OnFailure
+                    )
+                );
                 out.push(Workload {
                     kind: "Pod",
                     naming: Naming::Own,
+                    run_to_completion: once.then_some(
+                        if x.spec.restart_policy == Some(skein_api::k8s::RestartPolicy::Never) {
+                            0
+                        } else {
+                            u32::MAX
+                        },
+                    ),
                     name: x.metadata.name.clone(),
                     namespace: x.metadata.namespace_or_default().to_string(),
                     replicas: 1,
@@ -105,6 +139,7 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
         out.push(Workload {
             kind,
             naming,
+            run_to_completion: None,
             name: meta.name.clone(),
             namespace: meta
                 .namespace

@@ -202,6 +202,7 @@ pub(super) fn mesh_pod(
         containers: Vec::new(),
         readiness: None,
         grace: std::time::Duration::from_secs(10),
+        run_to_completion: None,
         proxy: None,
         bootstrap_token_sha256: None,
         scrape: None,

@@ -98,6 +98,10 @@ pub struct PodPlan {
     pub readiness: Option<Readiness>,
     /// How long the pod gets between SIGTERM and SIGKILL.
     pub grace: std::time::Duration,
+    /// A Job's pod runs to completion: its app containers are not started again once they
+    /// exit 0, and a failing one is restarted at most this many times (`backoffLimit`). Its
+    /// sidecar stops when the app containers are done. `None`: restarted always.
+    pub run_to_completion: Option<u32>,
     /// The pod's proxy (a sidecar, or the gateway's own).
     pub proxy: Option<ProxyPlan>,
     /// SHA-256 (hex) of the bootstrap token written for the pod's proxy, listed in the

@@ -73,6 +73,7 @@ pub(super) fn plan_pod(
                 .unwrap_or(30)
                 .clamp(1, 30) as u64,
         ),
+        run_to_completion: w.run_to_completion,
         proxy: None,
         bootstrap_token_sha256: None,
         scrape: scrape.pod,

@@ -216,6 +216,13 @@ pub struct ServiceStatus {
     pub endpoints: Vec<String>,
 }
 
+impl PodStatus {
+    /// A pod that ran to completion (a Job's): it is not expected to be ready.
+    pub fn finished(&self) -> bool {
+        matches!(self.state.as_str(), "Succeeded" | "Failed")
+    }
+}
+
 impl Status {
     pub fn read(path: &Path) -> Result<Status, RuntimeError> {
         let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
@@ -237,7 +244,7 @@ impl Status {
     }
 
     pub fn all_ready(&self) -> bool {
-        !self.pods.is_empty() && self.pods.iter().all(|p| p.ready)
+        !self.pods.is_empty() && self.pods.iter().all(|p| p.ready || p.finished())
     }
 
     /// The status of a system that is not running: nothing ready, no pids, no endpoints.

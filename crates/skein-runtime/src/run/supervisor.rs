@@ -50,12 +50,16 @@ pub(super) struct PodState {
     /// Held while readiness is set against `restarting`, so that a probe that started before a
     /// restart cannot mark the pod ready after the restart took it out.
     pub(super) gate: Mutex<()>,
+    /// A pod that runs to completion (a Job's): true once its app containers are done.
+    pub(super) finished: watch::Sender<bool>,
 }
 
 pub(super) struct ContainerState {
     pub(super) pid: AtomicU32,
     /// The pod generation the running process was started for.
     pub(super) started_generation: AtomicU64,
+    /// A container of a pod that runs to completion: it exited for good.
+    pub(super) done: AtomicBool,
     /// The running process's start time (`/proc/PID/stat`), 0 when unknown.
     proc_start: AtomicU64,
     restarts: AtomicU32,
@@ -74,12 +78,14 @@ impl Pods {
                 generation: watch::Sender::new(0),
                 restarting: AtomicBool::new(false),
                 gate: Mutex::new(()),
+                finished: watch::Sender::new(false),
                 containers: p
                     .containers
                     .iter()
                     .map(|c| ContainerState {
                         pid: AtomicU32::new(0),
                         started_generation: AtomicU64::new(0),
+                        done: AtomicBool::new(false),
                         proc_start: AtomicU64::new(0),
                         restarts: AtomicU32::new(0),
                         log: Arc::new(LogFile::new(c.log.clone(), logs)),
@@ -167,6 +173,24 @@ impl Pods {
         }
     }
 
+    /// A container of a pod that runs to completion exited for good: once every app
+    /// container has, the pod is finished (and its sidecar stops).
+    fn container_done(&self, pod: usize, c: usize) {
+        let st = &self.states[pod];
+        st.containers[c].done.store(true, Ordering::Release);
+        let proxy = self.plan.pods[pod].proxy.as_ref().map(|p| p.container);
+        let all = st
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != proxy)
+            .all(|(_, c)| c.done.load(Ordering::Acquire));
+        if all {
+            st.finished.send_replace(true);
+        }
+        self.changed.notify_one();
+    }
+
     pub(super) fn all_running(&self, pod: usize) -> bool {
         self.states[pod]
             .containers
@@ -236,6 +260,15 @@ fn pod_status(plan: &PodPlan, st: &PodState) -> PodStatus {
             .first()
             .map(|c| c.state.clone())
             .unwrap_or_default()
+    };
+    let state = if plan.run_to_completion.is_some() && *st.finished.borrow() {
+        if containers.iter().any(|c| c.state == "Failed") {
+            "Failed".to_string()
+        } else {
+            "Succeeded".to_string()
+        }
+    } else {
+        state
     };
     let proxy = plan
         .proxy
@@ -328,6 +361,10 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
     let container = &pod.containers[c];
     let state = &pods.states[p].containers[c];
     let mut generation = pods.states[p].generation.subscribe();
+    let mut finished = pods.states[p].finished.subscribe();
+    let is_proxy = pod.proxy.as_ref().is_some_and(|px| px.container == c);
+    let stops_with_pod = is_proxy && pod.run_to_completion.is_some();
+    let mut failures = 0u32;
     let mut backoff = BACKOFF_START;
     loop {
         if *shutdown.borrow() {
@@ -367,6 +404,7 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
             status = child.wait() => Exit::Exited(status),
             _ = stopped(&mut shutdown) => Exit::Shutdown,
             _ = generation.changed() => Exit::Replace,
+            _ = finished.wait_for(|f| *f), if stops_with_pod => Exit::Shutdown,
         };
         match exited {
             Exit::Replace => {
@@ -389,10 +427,26 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
                 state.proc_start.store(0, Ordering::Release);
                 drain(pumps).await;
                 pods.set_ready(p, false);
+                let success = matches!(&status, Ok(s) if s.success());
                 let exit = match status {
                     Ok(s) => describe_exit(s),
                     Err(e) => format!("wait failed: {e}"),
                 };
+                if let Some(limit) = pod.run_to_completion
+                    && !is_proxy
+                {
+                    if success || failures >= limit {
+                        let word = if success { "Completed" } else { "Failed" };
+                        tracing::info!(pod = %pod.name, container = %container.name, %exit, "container {word}; not restarted");
+                        state.log.line(&format!(
+                            "skein: container exited ({exit}); {word}, not restarted"
+                        ));
+                        pods.set_detail(p, c, word, Some(exit));
+                        pods.container_done(p, c);
+                        break;
+                    }
+                    failures += 1;
+                }
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_START;
                 }
