@@ -183,6 +183,18 @@ async fn pods_statefulsets_and_daemonsets_run_with_kubernetes_names() {
     for p in &status.pods {
         assert_ne!(p.pid, 0, "{} runs", p.name);
     }
+    // OrderedReady: db-1 started only once db-0 was ready (probed every 250 ms until then);
+    // start times are in clock ticks (10 ms).
+    let started = |name: &str| {
+        let p = status.pods.iter().find(|p| p.name == name).unwrap();
+        p.containers[0].proc_start.unwrap()
+    };
+    assert!(
+        started("db-1") >= started("db-0") + 10,
+        "db-0 at {}, db-1 at {}",
+        started("db-0"),
+        started("db-1")
+    );
     // The ConfigMap and Secret volumes are files in the pod's directory, and the paths the
     // container names point at them: its script found them and keeps running.
     let configured = status.pods.iter().find(|p| p.name == "configured").unwrap();

@@ -203,7 +203,7 @@ fn plan_pods(
         for ordinal in 0..w.replicas {
             let name = match w.naming {
                 Naming::Generated => pod_name(&w.name, &w.template_key, ordinal),
-                Naming::Ordinal => format!("{}-{ordinal}", w.name),
+                Naming::Ordinal | Naming::OrdinalParallel => format!("{}-{ordinal}", w.name),
                 Naming::Own => w.name.clone(),
             };
             live_names.push(name.clone());
@@ -214,7 +214,21 @@ fn plan_pods(
                     &w.pod_labels,
                     &w.pod_annotations,
                 );
-            match (plan_pod(w, name, ip, meshed, cx), &mesh_pods) {
+            // OrderedReady: after the previous ordinal, when it was planned just before.
+            let start_after = (w.naming == Naming::Ordinal && ordinal > 0)
+                .then(|| pods.len().checked_sub(1))
+                .flatten()
+                .filter(|prev: &usize| {
+                    pods.get(*prev).is_some_and(|p: &super::PodPlan| {
+                        p.name == format!("{}-{}", w.name, ordinal - 1)
+                            && p.namespace == w.namespace
+                    })
+                });
+            let planned = plan_pod(w, name, ip, meshed, cx).map(|mut p| {
+                p.start_after = start_after;
+                p
+            });
+            match (planned, &mesh_pods) {
                 (Ok(mut p), Some(m)) if meshed => {
                     mesh::add_sidecar(&mut p, cx.state, m.control, &m.root, m.skein)?;
                     pods.push(p);

@@ -14,8 +14,11 @@ use crate::mysql::is_mysql_image;
 pub(super) enum Naming {
     /// `<workload>-<template-hash>-<suffix>` (Deployment, Rollout, DaemonSet).
     Generated,
-    /// `<workload>-0`, `<workload>-1`, ... (StatefulSet).
+    /// `<workload>-0`, `<workload>-1`, ..., each started once the one before is ready
+    /// (StatefulSet, `OrderedReady`).
     Ordinal,
+    /// The same names, started together (`podManagementPolicy: Parallel`).
+    OrdinalParallel,
     /// The object's own name (a bare Pod).
     Own,
 }
@@ -73,7 +76,11 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
             ),
             Resource::StatefulSet(x) => (
                 "StatefulSet",
-                Naming::Ordinal,
+                if x.spec.pod_management_policy.as_deref() == Some("Parallel") {
+                    Naming::OrdinalParallel
+                } else {
+                    Naming::Ordinal
+                },
                 &x.metadata,
                 x.spec.as_workload(),
             ),

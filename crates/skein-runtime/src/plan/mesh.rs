@@ -203,6 +203,7 @@ pub(super) fn mesh_pod(
         readiness: None,
         grace: std::time::Duration::from_secs(10),
         run_to_completion: None,
+        start_after: None,
         proxy: None,
         bootstrap_token_sha256: None,
         scrape: None,

@@ -102,6 +102,9 @@ pub struct PodPlan {
     /// exit 0, and a failing one is restarted at most this many times (`backoffLimit`). Its
     /// sidecar stops when the app containers are done. `None`: restarted always.
     pub run_to_completion: Option<u32>,
+    /// A StatefulSet's pod N (`OrderedReady`) starts once pod N-1 (this index into
+    /// `Plan::pods`) is ready.
+    pub start_after: Option<usize>,
     /// The pod's proxy (a sidecar, or the gateway's own).
     pub proxy: Option<ProxyPlan>,
     /// SHA-256 (hex) of the bootstrap token written for the pod's proxy, listed in the

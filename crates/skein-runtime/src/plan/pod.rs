@@ -74,6 +74,7 @@ pub(super) fn plan_pod(
                 .clamp(1, 30) as u64,
         ),
         run_to_completion: w.run_to_completion,
+        start_after: None,
         proxy: None,
         bootstrap_token_sha256: None,
         scrape: scrape.pod,

@@ -366,6 +366,20 @@ async fn run_container(pods: Arc<Pods>, p: usize, c: usize, mut shutdown: watch:
     let stops_with_pod = is_proxy && pod.run_to_completion.is_some();
     let mut failures = 0u32;
     let mut backoff = BACKOFF_START;
+    // A StatefulSet's pods start in order: this one once the one before is ready.
+    if let Some(prev) = pod.start_after
+        && prev < pods.states.len()
+    {
+        pods.set_detail(p, c, "Waiting", None);
+        loop {
+            if pods.states[prev].ready.load(Ordering::Acquire) {
+                break;
+            }
+            if wait_or_shutdown(Duration::from_millis(100), &mut shutdown).await {
+                return;
+            }
+        }
+    }
     loop {
         if *shutdown.borrow() {
             break;
