@@ -98,6 +98,10 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
                 // Kubernetes' ValidateNamespaceName and ValidateServiceName.
                 Resource::Namespace(_) => NameRule::Dns1123Label,
                 Resource::Service(_) => NameRule::Dns1035Label,
+                Resource::Role(_)
+                | Resource::ClusterRole(_)
+                | Resource::RoleBinding(_)
+                | Resource::ClusterRoleBinding(_) => NameRule::PathSegment,
                 _ => NameRule::Dns1123Subdomain,
             };
             if let Some(msg) = rule.problem(&meta.name) {
@@ -330,6 +334,8 @@ impl<'a> World<'a> {
 /// the local runtime, in file paths, so `../x` must not pass.
 #[derive(Debug, Clone, Copy)]
 enum NameRule {
+    /// Kubernetes' `ValidatePathSegmentName` (RBAC objects: `system:controller:x` is fine).
+    PathSegment,
     Dns1123Subdomain,
     Dns1123Label,
     Dns1035Label,
@@ -354,6 +360,15 @@ impl NameRule {
             }
         };
         let (max, ok, msg) = match self {
+            NameRule::PathSegment => {
+                return if s == "." || s == ".." {
+                    Some(format!("may not be '{s}'"))
+                } else if let Some(c) = s.chars().find(|c| matches!(c, '/' | '%')) {
+                    Some(format!("may not contain '{c}'"))
+                } else {
+                    None
+                };
+            }
             NameRule::Dns1123Subdomain => (
                 253,
                 s.split('.').all(|l| label(l, false)),

@@ -100,3 +100,24 @@ spec:
         "v.yaml:8: error: Service ns/s: spec.ports[2].name: must be no more than 63 characters"
     );
 }
+
+#[test]
+fn rbac_names_are_path_segments_as_kubernetes_checks_them() {
+    let text = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: \"system:controller:istio-reader\"}
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: a/b, namespace: ns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "v.yaml:8: error: RoleBinding ns/a/b: metadata.name: Invalid value: \"a/b\": may not contain '/'"
+        ]
+    );
+}
