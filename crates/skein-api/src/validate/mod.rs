@@ -361,13 +361,13 @@ impl NameRule {
         };
         let (max, ok, msg) = match self {
             NameRule::PathSegment => {
-                return if s == "." || s == ".." {
-                    Some(format!("may not be '{s}'"))
-                } else if let Some(c) = s.chars().find(|c| matches!(c, '/' | '%')) {
-                    Some(format!("may not contain '{c}'"))
-                } else {
-                    None
-                };
+                if s == "." || s == ".." {
+                    return Some(format!("may not be '{s}'"));
+                }
+                return s
+                    .chars()
+                    .find(|c| matches!(c, '/' | '%'))
+                    .map(|c| format!("may not contain '{c}'"));
             }
             NameRule::Dns1123Subdomain => (
                 253,
