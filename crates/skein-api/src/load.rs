@@ -586,8 +586,8 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Loaded, Unknown> {
         };
         let loaded = items
             .iter()
-            .enumerate()
-            .map(|(i, item)| load_list_item(file, item, lines.sub(&format!("items[{i}]"))))
+            .zip(lines.items("items", items.len()))
+            .map(|(item, item_lines)| load_list_item(file, item, item_lines))
             .collect();
         return Ok(Loaded::List(loaded));
     }
