@@ -221,8 +221,13 @@ impl Resource {
 
     /// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as used in messages.
     pub fn display_name(&self) -> String {
+        // A custom object is named by its own kind (`Widget ns/w`).
+        let kind = match self {
+            Resource::CustomObject(o) => o.kind.as_str(),
+            _ => self.kind(),
+        };
         object_label(
-            self.kind(),
+            kind,
             self.is_namespaced().then(|| self.namespace()),
             self.name(),
         )
