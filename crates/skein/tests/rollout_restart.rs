@@ -166,5 +166,12 @@ fn restart_replaces_pods_one_at_a_time_without_failed_requests() {
         String::from_utf8_lossy(&out.stderr),
         "error: Error from server (NotFound): deployments.apps \"nope\" not found\n"
     );
+    // `skein rollouts restart` (Argo's) makes the same request, for a Rollout.
+    let out = sk.run(&["rollouts", "restart", "nope", "-n", "blog-system"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: Error from server (NotFound): rollouts.argoproj.io \"nope\" not found\n"
+    );
     sk.down();
 }
