@@ -927,4 +927,59 @@ mod tests {
             Err(PodsError::ShuttingDown)
         ));
     }
+
+    /// A pod added while the run lasts (a Rollout's) is restarted like a planned one: new
+    /// processes of the next generation, ready again, and the restart Complete.
+    #[tokio::test]
+    async fn a_pod_added_at_run_time_is_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = Pods::new(empty_plan(), LogRotation::default());
+        let (tx, rx) = watch::channel(false);
+        let _tasks = pods.start(rx);
+        let mut plan = pod("w-abc-1", dir.path());
+        plan.ports.clear();
+        pods.add(plan).unwrap();
+        let ready_pid = |pods: &Pods| {
+            let s = pods.pod_statuses();
+            (s[0].ready && s[0].pid != 0).then_some((s[0].pid, s[0].generation))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = loop {
+            if let Some(p) = ready_pid(&pods) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "{:?}", pods.pod_statuses());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(before.1, 0);
+        assert!(
+            pods.restart_workload("Deployment", "ns", "w", "r0", Arc::new(|_| true))
+                .is_err(),
+            "another kind's workload of that name has no pods"
+        );
+        pods.restart_workload("Rollout", "ns", "w", "r1", Arc::new(|_| true))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let done = pods
+                .restart_statuses()
+                .iter()
+                .any(|r| r.request == "r1" && r.state == "Complete");
+            if done && let Some(after) = ready_pid(&pods) {
+                assert_ne!(after.0, before.0, "a new process");
+                assert_eq!(after.1, 1, "the next generation");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} {:?}",
+                pods.restart_statuses(),
+                pods.pod_statuses()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!process::is_alive(before.0), "the old process was stopped");
+        tx.send(true).unwrap();
+        pods.join_late().await;
+    }
 }
