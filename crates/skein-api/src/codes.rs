@@ -154,6 +154,8 @@ codes! {
         "The manifests set canary weights on a VirtualService an Argo Rollout manages.";
     Skn0030 = "SKN0030", "GatewayApiRefNotResolved", Warning,
         "A Gateway API route's parent or backend does not resolve (its status reason says why).";
+    Skn0301 = "SKN0301", "NotApplied", Warning,
+        "An object skein loads and keeps but does not apply.";
 }
 
 impl Code {

@@ -24,6 +24,8 @@ pub mod codes;
 pub mod gateway_api;
 pub mod gitops;
 pub mod k8s;
+pub mod k8s_workloads;
+pub mod kept;
 mod lines;
 mod load;
 pub mod mesh;
@@ -32,6 +34,7 @@ mod resource;
 pub mod security;
 pub mod telemetry;
 mod types;
+pub mod unapplied;
 mod validate;
 
 pub use codes::{Code, Severity};

@@ -121,6 +121,45 @@ impl LineIndex {
         self.blocks.get(path).copied()
     }
 
+    /// The indexes of the `n` items of the sequence at `list` (`items`), each with paths
+    /// relative to its item: what a `kind: List` item's document would have had. One pass
+    /// over the index, however many items.
+    pub fn items(&self, list: &str, n: usize) -> Vec<LineIndex> {
+        let mut out: Vec<LineIndex> = (0..n)
+            .map(|i| LineIndex {
+                lines: HashMap::new(),
+                first_line: self.line_of(&format!("{list}[{i}]")),
+                blocks: HashMap::new(),
+            })
+            .collect();
+        let split = |key: &str| -> Option<(usize, String)> {
+            let rest = key.strip_prefix(list)?.strip_prefix('[')?;
+            let (i, rest) = rest.split_once(']')?;
+            let i: usize = i.parse().ok()?;
+            let rest = match rest.strip_prefix('.') {
+                Some(r) => r.to_string(),
+                None if rest.is_empty() => String::new(),
+                None => return None,
+            };
+            Some((i, rest))
+        };
+        for (key, line) in &self.lines {
+            if let Some((i, rest)) = split(key)
+                && let Some(item) = out.get_mut(i)
+            {
+                item.lines.insert(rest, *line);
+            }
+        }
+        for (key, line) in &self.blocks {
+            if let Some((i, rest)) = split(key)
+                && let Some(item) = out.get_mut(i)
+            {
+                item.blocks.insert(rest, *line);
+            }
+        }
+        out
+    }
+
     /// The line of exactly `path`, if it is in the document.
     pub fn get(&self, path: &str) -> Option<usize> {
         self.lines.get(path).copied()

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::lines::LineIndex;
-use crate::resource::{Document, KINDS, Manifests, deserialize_kind, object_label};
+use crate::resource::{Document, KINDS, Manifests, Resource, deserialize_kind, object_label};
 
 /// A place in the manifests: a file and a 1-based line in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,7 +34,7 @@ pub enum LoadError {
     #[error("{at}: {message}")]
     NotAnObject { at: Source, message: String },
     #[error(
-        "{at}: unknown kind \"{kind}\" (apiVersion {api_version}); skein reads {}",
+        "{at}: unknown kind \"{kind}\" (apiVersion {api_version}): skein does not know this kind and no CustomResourceDefinition in the manifests defines it; skein reads {}",
         known_kinds()
     )]
     UnknownKind {
@@ -64,12 +64,13 @@ pub enum LoadError {
 
 fn known_kinds() -> String {
     let mut kinds: Vec<&str> = Vec::new();
+    // Two groups have a Gateway: name it once. A custom object is never written as such.
     for (k, _) in KINDS {
-        // Two groups have a Gateway: name it once.
-        if !kinds.contains(k) {
+        if *k != "CustomObject" && !kinds.contains(k) {
             kinds.push(k);
         }
     }
+    kinds.push("List");
     kinds.join(", ")
 }
 
@@ -173,10 +174,11 @@ pub fn load_path_partial(path: &Path) -> (Manifests, Vec<LoadError>) {
     } else {
         vec![path.to_path_buf()]
     };
+    let mut pending = Vec::new();
     for file in files {
         match std::fs::read(&file) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => load_text(&file, &text, &mut manifests, &mut errors),
+                Ok(text) => load_text(&file, &text, &mut manifests, &mut errors, &mut pending),
                 Err(_) => errors.push(LoadError::Io {
                     path: file,
                     message: "not UTF-8 text".into(),
@@ -188,6 +190,7 @@ pub fn load_path_partial(path: &Path) -> (Manifests, Vec<LoadError>) {
             }),
         }
     }
+    resolve_custom_kinds(&mut manifests, &mut errors, pending);
     (manifests, errors)
 }
 
@@ -195,8 +198,86 @@ pub fn load_path_partial(path: &Path) -> (Manifests, Vec<LoadError>) {
 pub fn load_str_partial(name: &str, text: &str) -> (Manifests, Vec<LoadError>) {
     let mut manifests = Manifests::default();
     let mut errors = Vec::new();
-    load_text(Path::new(name), text, &mut manifests, &mut errors);
+    let mut pending = Vec::new();
+    load_text(
+        Path::new(name),
+        text,
+        &mut manifests,
+        &mut errors,
+        &mut pending,
+    );
+    resolve_custom_kinds(&mut manifests, &mut errors, pending);
     (manifests, errors)
+}
+
+/// An object of a kind skein does not know, kept until every file is loaded: a
+/// CustomResourceDefinition among them may define it.
+struct Pending {
+    value: serde_norway::Value,
+    lines: LineIndex,
+    source: Source,
+    error: LoadError,
+}
+
+/// Loads the pending objects whose kind a CustomResourceDefinition of the manifests defines
+/// (group and a version it lists) as [`Resource::CustomObject`]; the others stay errors. The
+/// errors are then put in file and line order.
+fn resolve_custom_kinds(
+    manifests: &mut Manifests,
+    errors: &mut Vec<LoadError>,
+    pending: Vec<Pending>,
+) {
+    if !pending.is_empty() {
+        let defined: Vec<(String, String, Vec<String>)> = manifests
+            .custom_resource_definitions()
+            .filter_map(|c| c.defines())
+            .collect();
+        for p in pending {
+            let LoadError::UnknownKind {
+                kind, api_version, ..
+            } = &p.error
+            else {
+                errors.push(p.error);
+                continue;
+            };
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let known = defined
+                .iter()
+                .any(|(g, k, vs)| g == group && k == kind && vs.iter().any(|v| v == version));
+            if !known {
+                errors.push(p.error);
+                continue;
+            }
+            match serde_path_to_error::deserialize::<_, crate::kept::CustomObject>(p.value) {
+                Ok(o) => manifests.documents.push(Document {
+                    source: p.source,
+                    resource: Resource::CustomObject(o),
+                    lines: p.lines,
+                }),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    errors.push(LoadError::Field {
+                        at: Source {
+                            file: p.source.file.clone(),
+                            line: p.lines.line_of(&path),
+                        },
+                        object: object_label(kind, None, ""),
+                        path,
+                        message: e.into_inner().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    errors.sort_by(|a, b| {
+        let key = |e: &LoadError| match e {
+            LoadError::Io { path, .. } | LoadError::NoManifests { path } => (path.clone(), 0),
+            other => other
+                .at()
+                .map_or((PathBuf::new(), 0), |s| (s.file.clone(), s.line)),
+        };
+        key(a).cmp(&key(b))
+    });
 }
 
 fn into_result((manifests, errors): (Manifests, Vec<LoadError>)) -> Result<Manifests, LoadErrors> {
@@ -270,62 +351,104 @@ fn split_documents(text: &str) -> Vec<RawDocument> {
     docs
 }
 
-fn load_text(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut Vec<LoadError>) {
-    for raw in split_documents(text) {
+fn load_text(
+    file: &Path,
+    text: &str,
+    manifests: &mut Manifests,
+    errors: &mut Vec<LoadError>,
+    pending: &mut Vec<Pending>,
+) {
+    for mut raw in split_documents(text) {
+        quote_flow_colons(&mut raw.text);
         match load_document(file, &raw) {
-            Ok(Some(doc)) => manifests.documents.push(doc),
-            Ok(None) => {}
-            Err(e) => errors.push(e),
+            Ok(Loaded::One(doc)) => manifests.documents.push(*doc),
+            Ok(Loaded::List(items)) => {
+                for item in items {
+                    match item {
+                        Ok(doc) => manifests.documents.push(doc),
+                        Err(Unknown::Pending(p)) => pending.push(*p),
+                        Err(Unknown::Error(e)) => errors.push(e),
+                    }
+                }
+            }
+            Ok(Loaded::Empty) => {}
+            Err(Unknown::Pending(p)) => pending.push(*p),
+            Err(Unknown::Error(e)) => errors.push(e),
         }
     }
 }
 
-fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, LoadError> {
-    let offset = raw.first_line - 1;
+/// What one YAML document held.
+enum Loaded {
+    Empty,
+    One(Box<Document>),
+    /// A `kind: List`: each item as if it were its own document.
+    List(Vec<Result<Document, Unknown>>),
+}
+
+/// A document that did not load: an error, or a kind to look for among the CRDs.
+enum Unknown {
+    Error(LoadError),
+    Pending(Box<Pending>),
+}
+
+impl From<LoadError> for Unknown {
+    fn from(e: LoadError) -> Unknown {
+        Unknown::Error(e)
+    }
+}
+
+/// An item of a `kind: List`, loaded as if it were its own document: its `file:line` is the
+/// item's, its field paths start at the item.
+fn load_list_item(
+    file: &Path,
+    value: &serde_norway::Value,
+    lines: LineIndex,
+) -> Result<Document, Unknown> {
     let at = |line: usize| Source {
         file: file.to_path_buf(),
         line,
     };
-
-    // 1. Generic parse: syntax errors, duplicate keys, empty documents.
-    let generic: Result<serde_norway::Value, _> =
-        serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&raw.text));
-    let value = match generic {
-        Ok(v) => v,
-        Err(e) => {
+    let doc_line = lines.line_of("");
+    let Some(map) = value.as_mapping() else {
+        return Err(LoadError::NotAnObject {
+            at: at(doc_line),
+            message: "expected a Kubernetes object (a mapping with apiVersion and kind) in `items`"
+                .into(),
+        }
+        .into());
+    };
+    let (kind, api_version, object) = identify(map, &lines, &at)?;
+    check_kind(&kind, &api_version, &object, &lines, &at, value)?;
+    match deserialize_kind(&kind, &api_version, value.clone()) {
+        Some(Ok(resource)) => Ok(Document {
+            source: at(doc_line),
+            resource,
+            lines,
+        }),
+        Some(Err(e)) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            // The parser puts the end of a text without a final line break on the line after
-            // it: point at the document's last line instead.
-            let last_line = raw.first_line + yaml_line_breaks(&raw.text);
-            let line = inner
-                .location()
-                .map_or(raw.first_line, |l| (l.line() + offset).min(last_line));
-            let message = clean_message(&inner, &path, offset);
-            return Err(LoadError::Syntax {
-                at: at(line),
+            let message = clean_message(&inner, &path, 0);
+            let path = if path == "." { String::new() } else { path };
+            Err(LoadError::Field {
+                at: at(lines.line_of(&path)),
+                object,
+                path,
                 message,
-            });
+            }
+            .into())
         }
-    };
-    let map = match &value {
-        serde_norway::Value::Null => return Ok(None),
-        serde_norway::Value::Mapping(m) => m,
-        other => {
-            let found = match other {
-                serde_norway::Value::Sequence(_) => "a list",
-                _ => "a scalar",
-            };
-            let lines = LineIndex::build(&raw.text, raw.first_line);
-            return Err(LoadError::NotAnObject {
-                at: at(lines.line_of("")),
-                message: format!(
-                    "expected a Kubernetes object (a mapping with apiVersion and kind), found {found}"
-                ),
-            });
-        }
-    };
-    let lines = LineIndex::build(&raw.text, raw.first_line);
+        None => Err(unreachable_kind(at(doc_line), kind, api_version).into()),
+    }
+}
+
+/// `kind`, `apiVersion` and the object's label (`Kind ns/name`) of a document's mapping.
+fn identify(
+    map: &serde_norway::Mapping,
+    lines: &LineIndex,
+    at: &dyn Fn(usize) -> Source,
+) -> Result<(String, String, String), LoadError> {
     let doc_line = lines.line_of("");
     let field = |key: &str| -> Result<String, LoadError> {
         match map.get(key) {
@@ -357,36 +480,136 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
         namespace.as_str()
     });
     let object = object_label(&kind, namespace, &name);
+    Ok((kind, api_version, object))
+}
 
-    // 2. Kind and apiVersion.
-    if !KINDS.iter().any(|(k, _)| *k == kind) {
-        return Err(LoadError::UnknownKind {
+/// The kind is one skein reads, with an apiVersion it accepts; an unknown kind is kept
+/// pending (a CRD of the manifests may define it).
+fn check_kind(
+    kind: &str,
+    api_version: &str,
+    object: &str,
+    lines: &LineIndex,
+    at: &dyn Fn(usize) -> Source,
+    value: &serde_norway::Value,
+) -> Result<(), Unknown> {
+    if !KINDS
+        .iter()
+        .any(|(k, _)| *k == kind && *k != "CustomObject")
+    {
+        let error = LoadError::UnknownKind {
             at: at(lines.line_of("kind")),
-            kind,
-            api_version,
-        });
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+        };
+        return Err(Unknown::Pending(Box::new(Pending {
+            value: value.clone(),
+            lines: lines.clone(),
+            source: at(lines.line_of("")),
+            error,
+        })));
     }
     // A kind may be in several groups (Istio's and the Gateway API's Gateway).
     if !KINDS
         .iter()
-        .any(|(k, apis)| *k == kind && apis.contains(&api_version.as_str()))
+        .any(|(k, apis)| *k == kind && apis.contains(&api_version))
     {
         return Err(LoadError::UnsupportedApiVersion {
             at: at(lines.line_of("apiVersion")),
-            object,
-            kind,
-            api_version,
-        });
+            object: object.to_string(),
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn load_document(file: &Path, raw: &RawDocument) -> Result<Loaded, Unknown> {
+    let offset = raw.first_line - 1;
+    let at = |line: usize| Source {
+        file: file.to_path_buf(),
+        line,
+    };
+
+    // 1. Generic parse: syntax errors, duplicate keys, empty documents.
+    let generic: Result<serde_norway::Value, _> =
+        serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&raw.text));
+    let value = match generic {
+        Ok(v) => v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // The parser puts the end of a text without a final line break on the line after
+            // it: point at the document's last line instead.
+            let last_line = raw.first_line + yaml_line_breaks(&raw.text);
+            let line = inner
+                .location()
+                .map_or(raw.first_line, |l| (l.line() + offset).min(last_line));
+            let message = clean_message(&inner, &path, offset);
+            return Err(LoadError::Syntax {
+                at: at(line),
+                message,
+            }
+            .into());
+        }
+    };
+    let map = match &value {
+        serde_norway::Value::Null => return Ok(Loaded::Empty),
+        serde_norway::Value::Mapping(m) => m,
+        other => {
+            let found = match other {
+                serde_norway::Value::Sequence(_) => "a list",
+                _ => "a scalar",
+            };
+            let lines = LineIndex::build(&raw.text, raw.first_line);
+            return Err(LoadError::NotAnObject {
+                at: at(lines.line_of("")),
+                message: format!(
+                    "expected a Kubernetes object (a mapping with apiVersion and kind), found {found}"
+                ),
+            }
+            .into());
+        }
+    };
+    let lines = LineIndex::build(&raw.text, raw.first_line);
+    let doc_line = lines.line_of("");
+    let (kind, api_version, object) = identify(map, &lines, &at)?;
+
+    // 2. A List: each item as its own document.
+    if kind == "List" && api_version == "v1" {
+        let items = match map.get("items") {
+            None | Some(serde_norway::Value::Null) => Vec::new(),
+            Some(serde_norway::Value::Sequence(items)) => items.clone(),
+            Some(_) => {
+                return Err(LoadError::Field {
+                    at: at(lines.line_of("items")),
+                    object,
+                    path: "items".into(),
+                    message: "expected a list of objects".into(),
+                }
+                .into());
+            }
+        };
+        let loaded = items
+            .iter()
+            .zip(lines.items("items", items.len()))
+            .map(|(item, item_lines)| load_list_item(file, item, item_lines))
+            .collect();
+        return Ok(Loaded::List(loaded));
     }
 
-    // 3. The typed object, with the path of any error.
+    // 3. Kind and apiVersion.
+    check_kind(&kind, &api_version, &object, &lines, &at, &value)?;
+
+    // 4. The typed object, with the path of any error.
     let de = serde_norway::Deserializer::from_str(&raw.text);
     match deserialize_kind(&kind, &api_version, de) {
-        Some(Ok(resource)) => Ok(Some(Document {
+        Some(Ok(resource)) => Ok(Loaded::One(Box::new(Document {
             source: at(doc_line),
             resource,
             lines,
-        })),
+        }))),
         Some(Err(e)) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -400,24 +623,93 @@ fn load_document(file: &Path, raw: &RawDocument) -> Result<Option<Document>, Loa
                 object,
                 path,
                 message,
-            })
+            }
+            .into())
         }
-        None => unreachable_kind(at(doc_line), kind, api_version),
+        None => Err(unreachable_kind(at(doc_line), kind, api_version).into()),
     }
 }
 
 // KINDS and deserialize_kind are generated from the same list, so this does not happen;
 // report it as an unknown kind rather than panic.
-fn unreachable_kind(
-    at: Source,
-    kind: String,
-    api_version: String,
-) -> Result<Option<Document>, LoadError> {
-    Err(LoadError::UnknownKind {
+fn unreachable_kind(at: Source, kind: String, api_version: String) -> LoadError {
+    LoadError::UnknownKind {
         at,
         kind,
         api_version,
-    })
+    }
+}
+
+/// At most this many plain scalars of one document are quoted by [`quote_flow_colons`].
+const MAX_FLOW_COLON_FIXES: usize = 256;
+
+/// Kubernetes' YAML parser reads a plain scalar in a flow collection whose `:` is followed by
+/// a flow indicator (`addresses: [1.2.3.4, 2001:db8::]`) as one string, as YAML 1.2 allows;
+/// libyaml, which the YAML crate ports, refuses it ("found unexpected ':'"). For each such
+/// refusal this quotes that scalar in place (`'2001:db8::'`), which keeps every line where it
+/// is, and parses again. Anything else is left to the loader's own error.
+fn quote_flow_colons(text: &mut String) {
+    for _ in 0..MAX_FLOW_COLON_FIXES {
+        let Err(e) = serde_norway::from_str::<serde::de::IgnoredAny>(text) else {
+            return;
+        };
+        let msg = e.to_string();
+        let Some((line, column)) = plain_scalar_start(&msg) else {
+            return;
+        };
+        if !msg.starts_with("found unexpected ':'") || !quote_plain_scalar_at(text, line, column) {
+            return;
+        }
+    }
+}
+
+/// `(line, column)` (1-based) of "while scanning a plain scalar at line L column C".
+fn plain_scalar_start(msg: &str) -> Option<(usize, usize)> {
+    let rest = msg.split("while scanning a plain scalar at line ").nth(1)?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.parse().ok()?, column.parse().ok()?))
+}
+
+/// Wraps the plain scalar that starts at `line`:`column` (characters, 1-based) in single
+/// quotes: up to the end of the line, a `,`, `[`, `]`, `{`, `}`, or a `:` or ` #` followed
+/// by a blank. False if there is no such scalar there.
+fn quote_plain_scalar_at(text: &mut String, line: usize, column: usize) -> bool {
+    let Some(line_start) = (if line <= 1 {
+        Some(0)
+    } else {
+        text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)
+    }) else {
+        return false;
+    };
+    let line_text = &text[line_start..];
+    let line_text = &line_text[..line_text.find('\n').unwrap_or(line_text.len())];
+    let Some((start, _)) = line_text.char_indices().nth(column.saturating_sub(1)) else {
+        return false;
+    };
+    let bytes = line_text.as_bytes();
+    let mut end = start;
+    while end < bytes.len() {
+        let b = bytes[end];
+        let next_blank = bytes
+            .get(end + 1)
+            .is_none_or(|n| matches!(n, b' ' | b'\t' | b'\r'));
+        if matches!(b, b',' | b'[' | b']' | b'{' | b'}' | b'\r')
+            || (b == b':' && next_blank)
+            || (b == b'#' && end > start && matches!(bytes[end - 1], b' ' | b'\t'))
+        {
+            break;
+        }
+        end += 1;
+    }
+    let scalar = line_text[start..end].trim_end_matches([' ', '\t']);
+    if scalar.is_empty() || scalar.starts_with(['\'', '"']) {
+        return false;
+    }
+    let quoted = format!("'{}'", scalar.replace('\'', "''"));
+    let at = line_start + start;
+    text.replace_range(at..at + scalar.len(), &quoted);
+    true
 }
 
 /// Line breaks as YAML counts them: CR LF, or CR, LF, NEL, LS or PS alone.
@@ -543,6 +835,31 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_in_a_flow_sequence_load_as_kubernetes_reads_them() {
+        // Istio's ServiceEntry test data writes `addresses: [1.2.3.4, 001:db8::]`.
+        let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [a.example.com]\n  addresses: [1.2.3.4, 001:db8::, \"::1\", 2001:db8::/32]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 2001:db8::1}, {address: 'fe80::1', labels: {a: b}}]\n  exportTo: [.]\n";
+        let m = load_str("t.yaml", text).unwrap();
+        let se = m.service_entries().next().unwrap();
+        assert_eq!(
+            se.spec.addresses,
+            vec!["1.2.3.4", "001:db8::", "::1", "2001:db8::/32"]
+        );
+        let eps: Vec<&str> = se
+            .spec
+            .endpoints
+            .iter()
+            .map(|e| e.address.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(eps, vec!["2001:db8::1", "fe80::1"]);
+        // Lines are unchanged.
+        assert_eq!(m.documents[0].line_of("spec.addresses[1]"), 6);
+        assert_eq!(m.documents[0].line_of("spec.exportTo"), 9);
+        // A colon-ended key in a flow mapping that is really wrong still fails, on its line.
+        let errs = errors("apiVersion: v1\nkind: Namespace\nmetadata: {name: [a:]]}\n");
+        assert!(errs[0].starts_with("t.yaml:3: "), "{errs:?}");
+    }
+
+    #[test]
     fn splits_documents_and_keeps_file_lines() {
         let text = "# leading comment\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\n# only a comment\n--- \napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web, namespace: a}\n...\n";
         let m = load_str("t.yaml", text).unwrap();
@@ -568,10 +885,75 @@ mod tests {
 
     #[test]
     fn unknown_kind_names_the_kind_line() {
-        let text = "---\napiVersion: v1\nmetadata: {name: x}\nkind: Pod\n";
+        let text = "---\napiVersion: v1\nmetadata: {name: x}\nkind: Pdo\n";
         let errs = errors(text);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("t.yaml:4: unknown kind \"Pod\" (apiVersion v1); skein reads Namespace, ServiceAccount, Service,"), "{}", errs[0]);
+        assert!(errs[0].starts_with("t.yaml:4: unknown kind \"Pdo\" (apiVersion v1): skein does not know this kind and no CustomResourceDefinition in the manifests defines it; skein reads Namespace, ServiceAccount, Service,"), "{}", errs[0]);
+        assert!(errs[0].ends_with(", List"), "{}", errs[0]);
+        assert!(!errs[0].contains("CustomObject"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_list_loads_each_item_with_its_own_line() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: a, namespace: n}\n- apiVersion: v1\n  kind: Service\n  metadata:\n    name: b\n  spec:\n    ports: [{port: 80}]\n- apiVersion: v1\n  kind: Service\n  metadata: {name: c}\n  spec:\n    ports: [{port: http}]\n- apiVersion: v1\n  kind: Nope\n";
+        let (m, errs) = load_str_partial("t.yaml", text);
+        let names: Vec<&str> = m.iter().map(|d| d.resource.name()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(m.documents[0].source.line, 4);
+        assert_eq!(m.documents[1].source.line, 7);
+        assert_eq!(m.documents[1].line_of("spec.ports[0].port"), 12);
+        let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(
+            errs[0],
+            "t.yaml:17: Service default/c: spec.ports[0].port: invalid type: string \"http\", expected an integer"
+        );
+        assert!(
+            errs[1].starts_with("t.yaml:19: unknown kind \"Nope\""),
+            "{}",
+            errs[1]
+        );
+    }
+
+    #[test]
+    fn a_kind_a_crd_of_the_bundle_defines_loads_in_any_order() {
+        let cr = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: n}\nspec: {size: 3}\n";
+        let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  names: {kind: Widget, plural: widgets}\n  scope: Namespaced\n  versions:\n  - {name: v1, served: true, storage: true}\n";
+        let m = load_str("t.yaml", &format!("{cr}---\n{crd}")).unwrap();
+        assert_eq!(m.len(), 2);
+        let w = m.custom_objects().next().unwrap();
+        assert_eq!(w.kind, "Widget");
+        assert_eq!(w.fields["spec"]["size"], 3);
+        // Another version than the CRD serves is still unknown.
+        let errs = errors(&format!("{crd}---\n{}", cr.replace("/v1", "/v2")));
+        assert!(
+            errs[0].starts_with("t.yaml:12: unknown kind \"Widget\" (apiVersion example.com/v2)"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_kinds_a_bundle_carries_load() {
+        let text = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules: [{apiGroups: [''], resources: [pods], verbs: [get]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: b, namespace: n}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\nsubjects: [{kind: ServiceAccount, name: s}]\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: p}\nspec: {minAvailable: 1, selector: {matchLabels: {app: a}}}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: db}]}\n  volumeClaimTemplates: [{metadata: {name: data}}]\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec:\n  schedule: '*/5 * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec: {restartPolicy: OnFailure, containers: [{name: c, image: c}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: p, image: p}]}\n";
+        let m = load_str("t.yaml", text).unwrap();
+        let kinds: Vec<&str> = m.iter().map(|d| d.resource.kind()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "ClusterRole",
+                "RoleBinding",
+                "PodDisruptionBudget",
+                "StatefulSet",
+                "CronJob",
+                "Pod"
+            ]
+        );
+        assert_eq!(m.documents[0].resource.namespace(), "");
+        // A typed kind still refuses a typo.
+        let errs = errors(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  servceName: db\n",
+        );
+        assert!(errs[0].contains("unknown field \"servceName\""), "{errs:?}");
     }
 
     #[test]

@@ -47,9 +47,20 @@ pub struct HttpRoute {
     pub mirrors: Vec<HttpMirrorPolicy>,
     /// Deprecated: use `mirrorPercentage`.
     pub mirror_percent: Option<u32>,
+    /// The same deprecated field in its proto spelling, which Istio's CRD also accepts; read
+    /// both through [`HttpRoute::deprecated_mirror_percent`].
+    #[serde(rename = "mirror_percent")]
+    pub mirror_percent_proto: Option<u32>,
     pub mirror_percentage: Option<Percent>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
+}
+
+impl HttpRoute {
+    /// The deprecated `mirrorPercent`, written either way (`mirror_percent` too).
+    pub fn deprecated_mirror_percent(&self) -> Option<u32> {
+        self.mirror_percent.or(self.mirror_percent_proto)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -416,10 +427,22 @@ pub struct LoadBalancerSettings {
     /// `None` (or `UNSPECIFIED`) means LEAST_REQUEST in Istio.
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHashLb>,
+    /// ORCA utilization-weighted balancing; skein's proxy balances as with LEAST_REQUEST.
+    pub backend_utilization: Option<Box<BackendUtilizationLb>>,
     pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
     pub zone_aware_lb_setting: Option<ZoneAwareLoadBalancerSetting>,
     pub warmup_duration_secs: Option<Duration>,
     pub warmup: Option<WarmupConfiguration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BackendUtilizationLb {
+    pub weight_update_period: Option<Duration>,
+    pub weight_expiration_period: Option<Duration>,
+    pub weight_stabilization_period: Option<Duration>,
+    pub error_utilization_penalty_percent: Option<u32>,
+    pub metric_names_for_computing_utilization: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -671,6 +694,7 @@ pub struct ServerTlsSettings {
     pub min_protocol_version: Option<TlsProtocol>,
     pub max_protocol_version: Option<TlsProtocol>,
     pub cipher_suites: Vec<String>,
+    pub ecdh_curves: Vec<String>,
     pub insecure_skip_verify: Option<bool>,
 }
 

@@ -9,6 +9,13 @@ use crate::gitops::{AppProject, Application};
 use crate::k8s::{
     ConfigMap, Deployment, Ingress, Namespace, Rollout, Secret, Service, ServiceAccount,
 };
+use crate::k8s_workloads::{CronJob, DaemonSet, Job, Pod, StatefulSet};
+use crate::kept::{
+    CSIDriver, ClusterRole, ClusterRoleBinding, CustomObject, CustomResourceDefinition,
+    EndpointSlice, Endpoints, HorizontalPodAutoscaler, IngressClass, IstioOperator, LimitRange,
+    MutatingWebhookConfiguration, NetworkPolicy, PersistentVolumeClaim, PodDisruptionBudget,
+    ResourceQuota, Role, RoleBinding, ValidatingWebhookConfiguration,
+};
 use crate::lines::LineIndex;
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
@@ -16,6 +23,7 @@ use crate::networking::{
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::telemetry::Telemetry;
 use crate::types::ObjectMeta;
+use crate::unapplied::{EnvoyFilter, ProxyConfig, TrafficExtension, WasmPlugin, WorkloadGroup};
 use crate::{DEFAULT_NAMESPACE, Source};
 
 const ISTIO_NETWORKING: &[&str] = &[
@@ -24,6 +32,9 @@ const ISTIO_NETWORKING: &[&str] = &[
     "networking.istio.io/v1alpha3",
 ];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+const RBAC: &[&str] = &["rbac.authorization.k8s.io/v1"];
+const ADMISSION: &[&str] = &["admissionregistration.k8s.io/v1"];
+const ISTIO_EXTENSIONS: &[&str] = &["extensions.istio.io/v1alpha1"];
 const ISTIO_TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
 const GATEWAY_API: &[&str] = &[
     "gateway.networking.k8s.io/v1",
@@ -166,14 +177,61 @@ resources! {
     ClusterAnalysisTemplate(ClusterAnalysisTemplate), ARGO, cluster_analysis_templates;
     /// One analysis, running: a Rollout starts them, and a user may write one.
     AnalysisRun(AnalysisRun), ARGO, analysis_runs;
+    /// Kept, not applied (see [`crate::unapplied`]).
+    EnvoyFilter(EnvoyFilter), &["networking.istio.io/v1alpha3"], envoy_filters;
+    /// Kept, not applied.
+    ProxyConfig(ProxyConfig), &["networking.istio.io/v1beta1"], proxy_configs;
+    /// Kept and validated, not applied.
+    WorkloadGroup(WorkloadGroup), ISTIO_NETWORKING, workload_groups;
+    /// Kept, not applied.
+    WasmPlugin(WasmPlugin), ISTIO_EXTENSIONS, wasm_plugins;
+    /// Kept, not applied.
+    TrafficExtension(TrafficExtension), ISTIO_EXTENSIONS, traffic_extensions;
+    Pod(Pod), &["v1"], pods;
+    StatefulSet(StatefulSet), &["apps/v1"], stateful_sets;
+    DaemonSet(DaemonSet), &["apps/v1"], daemon_sets;
+    Job(Job), &["batch/v1"], jobs;
+    CronJob(CronJob), &["batch/v1"], cron_jobs;
+    /// Kept as written (see [`crate::kept`]), like the kinds after it.
+    Role(Role), RBAC, roles;
+    ClusterRole(ClusterRole), RBAC, cluster_roles;
+    RoleBinding(RoleBinding), RBAC, role_bindings;
+    ClusterRoleBinding(ClusterRoleBinding), RBAC, cluster_role_bindings;
+    CustomResourceDefinition(CustomResourceDefinition), &["apiextensions.k8s.io/v1", "apiextensions.k8s.io/v1beta1"], custom_resource_definitions;
+    MutatingWebhookConfiguration(MutatingWebhookConfiguration), ADMISSION, mutating_webhook_configurations;
+    ValidatingWebhookConfiguration(ValidatingWebhookConfiguration), ADMISSION, validating_webhook_configurations;
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler), &["autoscaling/v2", "autoscaling/v1", "autoscaling/v2beta2"], horizontal_pod_autoscalers;
+    PodDisruptionBudget(PodDisruptionBudget), &["policy/v1", "policy/v1beta1"], pod_disruption_budgets;
+    NetworkPolicy(NetworkPolicy), &["networking.k8s.io/v1"], network_policies;
+    Endpoints(Endpoints), &["v1"], endpoints;
+    EndpointSlice(EndpointSlice), &["discovery.k8s.io/v1"], endpoint_slices;
+    LimitRange(LimitRange), &["v1"], limit_ranges;
+    ResourceQuota(ResourceQuota), &["v1"], resource_quotas;
+    PersistentVolumeClaim(PersistentVolumeClaim), &["v1"], persistent_volume_claims;
+    IngressClass(IngressClass), &["networking.k8s.io/v1"], ingress_classes;
+    CSIDriver(CSIDriver), &["storage.k8s.io/v1"], csi_drivers;
+    IstioOperator(IstioOperator), &["install.istio.io/v1alpha1"], istio_operators;
+    /// An object of a kind a CustomResourceDefinition in the same manifests defines (any
+    /// apiVersion that CRD serves); the loader makes these, never a `kind: CustomObject`.
+    CustomObject(CustomObject), &[], custom_objects;
 }
 
-/// The kinds without a namespace. (Gateway API's GatewayClass; Istio's Gateway and the Gateway
-/// API's share the `Gateway` kind string, and both are namespaced.)
+/// The kinds without a namespace: the one place that says so (the loader and
+/// [`Resource::is_namespaced`] ask it). Istio's Gateway and the Gateway API's share the
+/// `Gateway` kind string, and both are namespaced.
 pub(crate) fn cluster_scoped(kind: &str) -> bool {
     matches!(
         kind,
-        "Namespace" | "GatewayClass" | "ClusterAnalysisTemplate"
+        "Namespace"
+            | "GatewayClass"
+            | "ClusterAnalysisTemplate"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CustomResourceDefinition"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingWebhookConfiguration"
+            | "IngressClass"
+            | "CSIDriver"
     )
 }
 
@@ -222,8 +280,13 @@ impl Resource {
 
     /// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as used in messages.
     pub fn display_name(&self) -> String {
+        // A custom object is named by its own kind (`Widget ns/w`).
+        let kind = match self {
+            Resource::CustomObject(o) => o.kind.as_str(),
+            _ => self.kind(),
+        };
         object_label(
-            self.kind(),
+            kind,
             self.is_namespaced().then(|| self.namespace()),
             self.name(),
         )

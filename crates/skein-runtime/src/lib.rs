@@ -74,10 +74,12 @@ pub use plan::DatabaseMode;
 pub use plan::mesh::{ADMIN_PORT, CONTROL_PORT, OUTBOUND_HTTP_PORT};
 pub use plan::prometheus::DEFAULT_SCRAPE_INTERVAL;
 pub use run::logs::{LOG_FILES_ENV, LOG_MAX_SIZE_ENV, LogRotation, LogRotationError};
+pub use run::requests::{Request, refusal as request_refusal, submit as submit_request};
+pub use run::restart::RestartError;
 pub use run::state::StateDir;
 pub use run::status::{
     ContainerStatus, DashboardStatus, DatabaseStatus, IngressStatus, PodStatus, PrometheusStatus,
-    ProxyStatus, ServiceStatus, Status, SupervisorStatus, TracingStatus,
+    ProxyStatus, RestartStatus, ServiceStatus, Status, SupervisorStatus, TracingStatus,
 };
 pub use up::{NotOurs, Running, Stopped, UpOptions, mesh_synced, stop, up};
 

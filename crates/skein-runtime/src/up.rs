@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crate::clock::now_rfc3339;
 use crate::kube::{ingress, services};
 use crate::plan::{self, MeshPlanOptions, Plan, PlanOptions, PrometheusState};
 use crate::run::logs::LogRotation;
@@ -159,6 +160,18 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
     // Every AnalysisRun of the manifests runs, its status in the state directory.
     let _analysis_runs =
         crate::analysis::start_manifest_runs(&manifests, state.root(), Arc::new(names));
+    let synced: crate::run::restart::Synced = if mesh.is_some() {
+        let (pods, state, base) = (pods.clone(), state.clone(), base.clone());
+        std::sync::Arc::new(move |ready| control_caught_up(&state, &snapshot(&pods, &base), ready))
+    } else {
+        std::sync::Arc::new(|_| true)
+    };
+    tasks.push(tokio::spawn(crate::run::requests::serve(
+        pods.clone(),
+        state.clone(),
+        synced,
+        rx.clone(),
+    )));
     let writer = tokio::spawn(write_status(pods.clone(), state.clone(), base.clone(), rx));
     Ok(Running {
         pods,
@@ -256,6 +269,7 @@ fn base_status(
         dashboard: plan.dashboard.as_ref().map(|d| DashboardStatus {
             url: Some(d.url.clone()),
         }),
+        restarts: Vec::new(),
     }
 }
 
@@ -386,6 +400,7 @@ fn snapshot(pods: &Pods, base: &Status) -> Status {
     Status {
         pods: pods.pod_statuses(),
         services: pods.service_statuses(),
+        restarts: pods.restart_statuses(),
         ..base.clone()
     }
 }
@@ -434,9 +449,10 @@ pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
     let proxies: Vec<&str> = status
         .pods
         .iter()
-        .filter(|p| p.proxy.is_some())
+        .filter(|p| p.proxy.is_some() && !p.finished())
         .map(|p| p.name.as_str())
         .collect();
+    let running = status.pods.iter().filter(|p| !p.finished()).count();
     if proxies.is_empty() {
         return true;
     }
@@ -446,11 +462,30 @@ pub fn mesh_synced(state: &StateDir, status: &Status) -> bool {
     let Ok(c) = serde_json::from_slice::<serde_json::Value>(&text) else {
         return false;
     };
-    c["pods_ready"].as_u64() == Some(status.pods.len() as u64)
+    c["pods_ready"].as_u64() == Some(running as u64)
         && proxies.iter().all(|name| {
             let p = &c["proxies"][*name];
             p["connected"] == true && !p["sent"].is_null() && p["acked"] == p["sent"]
         })
 }
 
-pub use crate::clock::now_rfc3339;
+/// With the mesh: the control plane has seen `ready` pods ready, and the proxy of every
+/// ready pod is connected and has acknowledged the last snapshot sent to it. A rolling
+/// restart waits for it before it takes the next pod down.
+fn control_caught_up(state: &StateDir, status: &Status, ready: usize) -> bool {
+    let Ok(text) = std::fs::read(state.control_status_file()) else {
+        return false;
+    };
+    let Ok(c) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    c["pods_ready"].as_u64() == Some(ready as u64)
+        && status
+            .pods
+            .iter()
+            .filter(|p| p.ready && p.proxy.is_some())
+            .all(|p| {
+                let p = &c["proxies"][p.name.as_str()];
+                p["connected"] == true && !p["sent"].is_null() && p["acked"] == p["sent"]
+            })
+}

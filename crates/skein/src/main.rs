@@ -52,6 +52,9 @@ enum Command {
     Delete(cmd::delete::Args),
     /// What `skein apply -f` would change, as a unified diff (exit 0 none, 1 some, 2 error).
     Diff(cmd::diff::Args),
+    /// Restart a Deployment or Rollout pod by pod, or wait for its rollout (like `kubectl
+    /// rollout restart|status`).
+    Rollout(cmd::rollout::Args),
     /// Traffic per deploy, pod, service, namespace or rollout: success, RPS, latency
     /// percentiles, TCP connections (like `linkerd viz stat`), from the mesh's Prometheus.
     Stat(cmd::stat::Args),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Describe(a) => cmd::describe::run(a, cli.state_dir),
         Command::Delete(a) => cmd::delete::run(a, cli.state_dir),
         Command::Diff(a) => cmd::diff::run(a, cli.state_dir),
+        Command::Rollout(a) => cmd::rollout::run(a, cli.state_dir),
         Command::Stat(a) => cmd::stat::run(a, cli.state_dir),
         Command::Edges(a) => cmd::edges::run(a, cli.state_dir),
         Command::Top(a) => cmd::top::run(a, cli.state_dir),

@@ -206,6 +206,24 @@ fn port_name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Kubernetes' `ValidateDNS1123Label`, with its messages.
+pub(super) fn dns1123_label_problem(name: &str) -> Option<String> {
+    if name.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = name.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.iter().all(|&b| ok_char(b) || b == b'-')
+        && ok_char(bytes[0])
+        && ok_char(bytes[bytes.len() - 1]);
+    (!valid).then(|| {
+        format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        )
+    })
+}
+
 /// Kubernetes' `ValidateService`.
 pub(super) fn validate_service(cx: &mut Cx<'_>, s: &Service, world: &World<'_>) {
     let spec = &s.spec;
@@ -242,7 +260,9 @@ fn validate_service_port<'s>(
     match &p.name {
         None if spec.ports.len() > 1 => cx.error(&format!("{pp}.name"), "Required value"),
         Some(name) => {
-            if let Some(msg) = port_name_problem(name) {
+            // A Service port name is a DNS-1123 label (63 characters); only container port
+            // names and a named targetPort are IANA service names (15).
+            if let Some(msg) = dns1123_label_problem(name) {
                 cx.error(&format!("{pp}.name"), msg);
             }
             if !names.insert(name.as_str()) {

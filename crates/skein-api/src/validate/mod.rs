@@ -27,6 +27,7 @@ mod networking;
 mod pitfalls;
 mod security;
 mod telemetry;
+mod unapplied;
 
 /// One finding: `file:line: error: VirtualService blog-system/web-vsvc: spec.http[0]: total
 /// destination weight = 0`.
@@ -98,6 +99,10 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
                 // Kubernetes' ValidateNamespaceName and ValidateServiceName.
                 Resource::Namespace(_) => NameRule::Dns1123Label,
                 Resource::Service(_) => NameRule::Dns1035Label,
+                Resource::Role(_)
+                | Resource::ClusterRole(_)
+                | Resource::RoleBinding(_)
+                | Resource::ClusterRoleBinding(_) => NameRule::PathSegment,
                 _ => NameRule::Dns1123Subdomain,
             };
             if let Some(msg) = rule.problem(&meta.name) {
@@ -166,6 +171,42 @@ pub fn validate(manifests: &Manifests) -> Vec<Diagnostic> {
                     cx.error(&path, message);
                 }
             }
+            Resource::WorkloadGroup(wg) => {
+                unapplied::validate_workload_group(&mut cx, wg);
+                unapplied::warn_not_applied(&mut cx);
+            }
+            Resource::StatefulSet(s) => {
+                k8s::validate_workload(&mut cx, s.spec.as_workload(), "statefulset")
+            }
+            Resource::DaemonSet(d) => {
+                k8s::validate_workload(&mut cx, d.spec.as_workload(), "daemonset")
+            }
+            Resource::EnvoyFilter(_)
+            | Resource::ProxyConfig(_)
+            | Resource::WasmPlugin(_)
+            | Resource::TrafficExtension(_)
+            | Resource::CustomObject(_)
+            | Resource::CronJob(_)
+            | Resource::NetworkPolicy(_)
+            | Resource::HorizontalPodAutoscaler(_)
+            | Resource::IstioOperator(_) => unapplied::warn_not_applied(&mut cx),
+            Resource::Pod(_)
+            | Resource::Job(_)
+            | Resource::Role(_)
+            | Resource::ClusterRole(_)
+            | Resource::RoleBinding(_)
+            | Resource::ClusterRoleBinding(_)
+            | Resource::CustomResourceDefinition(_)
+            | Resource::MutatingWebhookConfiguration(_)
+            | Resource::ValidatingWebhookConfiguration(_)
+            | Resource::PodDisruptionBudget(_)
+            | Resource::Endpoints(_)
+            | Resource::EndpointSlice(_)
+            | Resource::LimitRange(_)
+            | Resource::ResourceQuota(_)
+            | Resource::PersistentVolumeClaim(_)
+            | Resource::IngressClass(_)
+            | Resource::CSIDriver(_) => {}
             Resource::Namespace(_)
             | Resource::ServiceAccount(_)
             | Resource::Secret(_)
@@ -321,6 +362,8 @@ impl<'a> World<'a> {
 /// the local runtime, in file paths, so `../x` must not pass.
 #[derive(Debug, Clone, Copy)]
 enum NameRule {
+    /// Kubernetes' `ValidatePathSegmentName` (RBAC objects: `system:controller:x` is fine).
+    PathSegment,
     Dns1123Subdomain,
     Dns1123Label,
     Dns1035Label,
@@ -345,6 +388,15 @@ impl NameRule {
             }
         };
         let (max, ok, msg) = match self {
+            NameRule::PathSegment => {
+                if s == "." || s == ".." {
+                    return Some(format!("may not be '{s}'"));
+                }
+                return s
+                    .chars()
+                    .find(|c| matches!(c, '/' | '%'))
+                    .map(|c| format!("may not contain '{c}'"));
+            }
             NameRule::Dns1123Subdomain => (
                 253,
                 s.split('.').all(|l| label(l, false)),

@@ -614,7 +614,7 @@ fn validate_http_fault_injection_delay(cx: &mut Cx<'_>, dp: &str, d: &FaultDelay
 /// `mirrorPercent` and `mirrorPercentage`, as istiod's `validateHTTPRoute` checks them.
 fn validate_mirror_percentage(cx: &mut Cx<'_>, path: &str, r: &HttpRoute) {
     let p = |f: &str| format!("{path}.{f}");
-    if let Some(v) = r.mirror_percent {
+    if let Some(v) = r.deprecated_mirror_percent() {
         if v > 100 {
             cx.error(
                 &p("mirrorPercent"),

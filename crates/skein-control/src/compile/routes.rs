@@ -258,7 +258,7 @@ impl Compiler<'_> {
                             .first()
                             .and_then(|m| m.percentage.as_ref().map(|p| p.value))
                     })
-                    .or(r.mirror_percent.map(f64::from)),
+                    .or(r.deprecated_mirror_percent().map(f64::from)),
             })
     }
 

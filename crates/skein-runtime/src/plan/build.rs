@@ -9,7 +9,9 @@ use std::path::Path;
 use skein_api::Manifests;
 
 use super::ingress::ingress_routes;
-use super::manifests::{ConfigData, ServiceDef, Workload, services, workload_of, workloads};
+use super::manifests::{
+    ConfigData, Naming, ServiceDef, Workload, services, workload_of, workloads,
+};
 use super::pod::plan_pod;
 use super::{
     DatabaseMode, DatabasePlan, Inputs, MeshPlanOptions, Plan, PlanOptions, PodPlan,
@@ -250,7 +252,11 @@ fn plan_pods(
             continue;
         }
         for ordinal in 0..w.replicas {
-            let name = pod_name(&w.name, &w.template_key, ordinal);
+            let name = match w.naming {
+                Naming::Generated => pod_name(&w.name, &w.template_key, ordinal),
+                Naming::Ordinal | Naming::OrdinalParallel => format!("{}-{ordinal}", w.name),
+                Naming::Own => w.name.clone(),
+            };
             live_names.push(name.clone());
             let ip = network.pod_ip(&name)?;
             let meshed = mesh_pods.is_some()
@@ -259,7 +265,14 @@ fn plan_pods(
                     &w.pod_labels,
                     &w.pod_annotations,
                 );
-            match (plan_pod(w, name, ip, meshed, cx), &mesh_pods) {
+            // OrderedReady: after the previous ordinal.
+            let start_after = (w.naming == Naming::Ordinal && ordinal > 0)
+                .then(|| format!("{}-{}", w.name, ordinal - 1));
+            let planned = plan_pod(w, name, ip, meshed, cx).map(|mut p| {
+                p.start_after = start_after;
+                p
+            });
+            match (planned, &mesh_pods) {
                 (Ok(mut p), Some(m)) if meshed => {
                     mesh::add_sidecar(&mut p, cx.state, m.control, &m.root, m.skein)?;
                     pods.push(p);

@@ -89,6 +89,7 @@ pub fn dashboard_pod(
             std::env::var("SKEIN_PROXY_LOG").unwrap_or_else(|_| "info".to_string()),
         )],
         log: state.container_log(&pod.name, "kiali"),
+        mounts: Vec::new(),
     });
     pod.readiness = Some(Readiness {
         check: Check::Http {

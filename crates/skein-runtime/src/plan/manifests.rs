@@ -1,4 +1,5 @@
-//! What planning reads from the manifests: workloads (Deployments and Rollouts), Services,
+//! What planning reads from the manifests: workloads (Deployments, Rollouts, StatefulSets,
+//! DaemonSets, Jobs and bare Pods), Services,
 //! and ConfigMap and Secret data, each reduced to what running it locally needs.
 
 use std::collections::BTreeMap;
@@ -12,8 +13,28 @@ use crate::mysql::is_mysql_image;
 /// The label Argo Rollouts puts on each pod: its ReplicaSet's template hash.
 pub const ROLLOUT_HASH_LABEL: &str = "rollouts-pod-template-hash";
 
-/// A Deployment or Rollout, reduced to what running it needs.
+/// How a workload's pods are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Naming {
+    /// `<workload>-<template-hash>-<suffix>` (Deployment, Rollout, DaemonSet).
+    Generated,
+    /// `<workload>-0`, `<workload>-1`, ..., each started once the one before is ready
+    /// (StatefulSet, `OrderedReady`).
+    Ordinal,
+    /// The same names, started together (`podManagementPolicy: Parallel`).
+    OrdinalParallel,
+    /// The object's own name (a bare Pod).
+    Own,
+}
+
+/// A Deployment, Rollout, StatefulSet, DaemonSet or bare Pod, reduced to what running it
+/// needs.
 pub(super) struct Workload<'a> {
+    /// `Deployment`, `Rollout`, `StatefulSet`, `DaemonSet` or `Pod`.
+    pub(super) kind: &'static str,
+    pub(super) naming: Naming,
+    /// A Job's backoff limit: its pods run to completion.
+    pub(super) run_to_completion: Option<u32>,
     pub(super) name: String,
     pub(super) namespace: String,
     pub(super) replicas: usize,
@@ -44,9 +65,84 @@ impl Workload<'_> {
 pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
     let mut out = Vec::new();
     for d in &manifests.documents {
-        let (meta, spec) = match &d.resource {
-            Resource::Deployment(x) => (&x.metadata, x.spec.as_workload()),
-            Resource::Rollout(x) => (&x.metadata, x.spec.as_workload()),
+        let (kind, naming, meta, spec) = match &d.resource {
+            Resource::Deployment(x) => (
+                "Deployment",
+                Naming::Generated,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            Resource::Rollout(x) => (
+                "Rollout",
+                Naming::Generated,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            Resource::StatefulSet(x) => (
+                "StatefulSet",
+                if x.spec.pod_management_policy.as_deref() == Some("Parallel") {
+                    Naming::OrdinalParallel
+                } else {
+                    Naming::Ordinal
+                },
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            // One node: one pod.
+            Resource::DaemonSet(x) => (
+                "DaemonSet",
+                Naming::Generated,
+                &x.metadata,
+                x.spec.as_workload(),
+            ),
+            Resource::Job(x) => {
+                let s = &x.spec;
+                out.push(Workload {
+                    kind: "Job",
+                    naming: Naming::Generated,
+                    run_to_completion: Some(s.backoff_limit.unwrap_or(6).max(0) as u32),
+                    name: x.metadata.name.clone(),
+                    namespace: x.metadata.namespace_or_default().to_string(),
+                    replicas: s.parallelism.unwrap_or(1).max(0) as usize,
+                    annotations: x.metadata.annotations.clone(),
+                    pod_labels: s.template.metadata.labels.clone(),
+                    pod_annotations: s.template.metadata.annotations.clone(),
+                    spec: &s.template.spec,
+                    template_key: serde_json::to_vec(&s.template).unwrap_or_default(),
+                    source: d.source.clone(),
+                });
+                continue;
+            }
+            Resource::Pod(x) => {
+                let once = matches!(
+                    x.spec.restart_policy,
+                    Some(
+                        skein_api::k8s::RestartPolicy::Never
+                            | skein_api::k8s::RestartPolicy::OnFailure
+                    )
+                );
+                out.push(Workload {
+                    kind: "Pod",
+                    naming: Naming::Own,
+                    run_to_completion: once.then_some(
+                        if x.spec.restart_policy == Some(skein_api::k8s::RestartPolicy::Never) {
+                            0
+                        } else {
+                            u32::MAX
+                        },
+                    ),
+                    name: x.metadata.name.clone(),
+                    namespace: x.metadata.namespace_or_default().to_string(),
+                    replicas: 1,
+                    annotations: x.metadata.annotations.clone(),
+                    pod_labels: x.metadata.labels.clone(),
+                    pod_annotations: x.metadata.annotations.clone(),
+                    spec: &x.spec,
+                    template_key: serde_json::to_vec(&x.spec).unwrap_or_default(),
+                    source: d.source.clone(),
+                });
+                continue;
+            }
             _ => continue,
         };
         let mut template_meta = spec.template.metadata.clone();
@@ -60,6 +156,9 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
             );
         }
         out.push(Workload {
+            kind,
+            naming,
+            run_to_completion: None,
             name: meta.name.clone(),
             namespace: meta
                 .namespace
@@ -77,7 +176,7 @@ pub(super) fn workloads(manifests: &Manifests) -> Vec<Workload<'_>> {
     out
 }
 
-/// A workload made of one template, for a pod planned while the run lasts.
+/// A workload made of one template, for a pod planned while the run lasts (a Rollout's).
 pub(super) fn workload_of<'a>(
     name: &str,
     namespace: &str,
@@ -85,6 +184,9 @@ pub(super) fn workload_of<'a>(
     source: Source,
 ) -> Workload<'a> {
     Workload {
+        kind: "Rollout",
+        naming: Naming::Generated,
+        run_to_completion: None,
         name: name.to_string(),
         namespace: namespace.to_string(),
         replicas: 1,

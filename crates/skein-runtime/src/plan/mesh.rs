@@ -148,6 +148,7 @@ pub fn add_sidecar(
         },
         env,
         log: state.container_log(&pod.name, "istio-proxy"),
+        mounts: Vec::new(),
     });
     pod.probe_ip = app;
     pod.proxy = Some(ProxyPlan {
@@ -189,6 +190,7 @@ pub(super) fn mesh_pod(
         name,
         namespace: MESH_NAMESPACE.into(),
         workload: workload.into(),
+        workload_kind: "Deployment",
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -200,6 +202,8 @@ pub(super) fn mesh_pod(
         containers: Vec::new(),
         readiness: None,
         grace: std::time::Duration::from_secs(10),
+        run_to_completion: None,
+        start_after: None,
         proxy: None,
         bootstrap_token_sha256: None,
         scrape: None,
@@ -270,6 +274,7 @@ pub fn control_pod(
         },
         env: vec![proxy_log_level()],
         log: state.container_log(&pod.name, "discovery"),
+        mounts: Vec::new(),
     });
     pod.ports.push(NamedPort {
         name: Some("grpc-xds".into()),
@@ -334,6 +339,7 @@ pub fn gateway_pod(
         },
         env: vec![proxy_log_level()],
         log: state.container_log(&pod.name, "istio-proxy"),
+        mounts: Vec::new(),
     });
     pod.readiness = quick(Check::Http {
         port: ADMIN_PORT,
@@ -405,6 +411,7 @@ pub fn prometheus_pod(
             std::env::var("PATH").unwrap_or_default(),
         )],
         log: state.container_log(&pod.name, "prometheus-server"),
+        mounts: Vec::new(),
     });
     pod.readiness = Some(Readiness {
         check: Check::Http {

@@ -26,6 +26,7 @@ pub(crate) mod mesh;
 mod pod;
 pub(crate) mod prometheus;
 pub(crate) mod tracing;
+mod volumes;
 
 pub use build::{build, extra_pod};
 pub use ingress::IngressRoute;
@@ -85,6 +86,9 @@ pub struct PodPlan {
     pub name: String,
     pub namespace: String,
     pub workload: String,
+    /// The workload's kind: `Deployment`, `Rollout`, `StatefulSet`, `DaemonSet`, `Job` or
+    /// `Pod` (the mesh's own pods are Deployments).
+    pub workload_kind: &'static str,
     pub labels: BTreeMap<String, String>,
     /// `spec.serviceAccountName` (`default` when unset).
     pub service_account: String,
@@ -96,6 +100,13 @@ pub struct PodPlan {
     pub readiness: Option<Readiness>,
     /// How long the pod gets between SIGTERM and SIGKILL.
     pub grace: std::time::Duration,
+    /// A Job's pod runs to completion: its app containers are not started again once they
+    /// exit 0, and a failing one is restarted at most this many times (`backoffLimit`). Its
+    /// sidecar stops when the app containers are done. `None`: restarted always.
+    pub run_to_completion: Option<u32>,
+    /// A StatefulSet's pod N (`OrderedReady`) starts once pod N-1 (this name, a live pod
+    /// of the run) is ready.
+    pub start_after: Option<String>,
     /// The pod's proxy (a sidecar, or the gateway's own).
     pub proxy: Option<ProxyPlan>,
     /// SHA-256 (hex) of the bootstrap token written for the pod's proxy, listed in the
@@ -120,6 +131,9 @@ pub struct ContainerPlan {
     pub run: Run,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// ConfigMap and Secret volume mounts: the `mountPath` the manifests give, and the file
+    /// or directory in the pod's state directory that holds it (see `volumes`).
+    pub mounts: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]

@@ -59,6 +59,7 @@ pub(super) fn plan_pod(
         name,
         namespace: w.namespace.clone(),
         workload: w.name.clone(),
+        workload_kind: w.kind,
         labels: w.pod_labels.clone(),
         service_account: facts.service_account.clone(),
         ip,
@@ -72,6 +73,8 @@ pub(super) fn plan_pod(
                 .unwrap_or(30)
                 .clamp(1, 30) as u64,
         ),
+        run_to_completion: w.run_to_completion,
+        start_after: None,
         proxy: None,
         bootstrap_token_sha256: None,
         scrape: scrape.pod,
@@ -119,6 +122,11 @@ fn container(
             set(&mut env, k, v);
         }
     }
+    let mounts = super::volumes::materialise(w, c, &facts.name, cx)
+        .map_err(|e| format!("container {}: {e}", c.name))?;
+    for (_, v) in env.iter_mut() {
+        *v = super::volumes::rewrite(v, &mounts);
+    }
     let run = if is_mysql_image(c.image.as_deref().unwrap_or("")) {
         let port = c
             .ports
@@ -132,13 +140,23 @@ fn container(
             &env,
         ))
     } else {
-        program(w, c, &env, &cx.opts.program_dirs)?
+        match program(w, c, &env, &cx.opts.program_dirs)? {
+            Run::Program { program, args } => Run::Program {
+                program,
+                args: args
+                    .iter()
+                    .map(|a| super::volumes::rewrite(a, &mounts))
+                    .collect(),
+            },
+            other => other,
+        }
     };
     Ok(ContainerPlan {
         name: c.name.clone(),
         run,
         env,
         log: cx.state.container_log(&facts.name, &c.name),
+        mounts,
     })
 }
 

@@ -120,6 +120,7 @@ pub fn tracing_pod(
             std::env::var("SKEIN_PROXY_LOG").unwrap_or_else(|_| "info".to_string()),
         )],
         log: state.container_log(&pod.name, "jaeger"),
+        mounts: Vec::new(),
     });
     pod.readiness = Some(Readiness {
         check: Check::Http {

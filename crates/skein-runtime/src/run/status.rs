@@ -33,6 +33,30 @@ pub struct Status {
     /// The dashboard (absent without the mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<DashboardStatus>,
+    /// Restarts asked for by `skein rollout restart`, the latest per workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartStatus>,
+}
+
+/// One `skein rollout restart` of a workload: kubectl's `restartedAt` annotation and the
+/// rollout it starts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RestartStatus {
+    /// `Deployment` or `Rollout`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The request that asked for it.
+    pub request: String,
+    /// RFC 3339, as kubectl's `kubectl.kubernetes.io/restartedAt`.
+    pub restarted_at: String,
+    /// The pod generation this restart brings every pod of the workload to.
+    pub generation: u64,
+    /// `Progressing`, `Complete` or `Failed`.
+    pub state: String,
+    /// What happened, pod by pod (`replaced web-abc (pid 10 -> 42)`).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// The dashboard, Kiali's stand-in (Service `kiali` in istio-system, port 20001).
@@ -109,6 +133,12 @@ pub struct PodStatus {
     pub name: String,
     pub namespace: String,
     pub workload: String,
+    /// `Deployment` or `Rollout`.
+    #[serde(default)]
+    pub workload_kind: String,
+    /// How many times `skein rollout restart` replaced this pod's processes.
+    #[serde(default)]
+    pub generation: u64,
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub service_account: String,
@@ -167,6 +197,10 @@ pub struct ContainerStatus {
     pub last_exit: Option<String>,
     pub logs: String,
     pub command: Vec<String>,
+    /// ConfigMap and Secret volumes: `mountPath` -> where its files are (in the pod's state
+    /// directory); `command`, `args` and `env` are rewritten to these paths.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, String>,
     /// The process's start time in clock ticks after boot, recorded at spawn: `skein down`
     /// signals `pid` only while it is still this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +214,13 @@ pub struct ServiceStatus {
     pub cluster_ip: String,
     pub ports: Vec<u16>,
     pub endpoints: Vec<String>,
+}
+
+impl PodStatus {
+    /// A pod that ran to completion (a Job's): it is not expected to be ready.
+    pub fn finished(&self) -> bool {
+        matches!(self.state.as_str(), "Succeeded" | "Failed")
+    }
 }
 
 impl Status {
@@ -203,7 +244,7 @@ impl Status {
     }
 
     pub fn all_ready(&self) -> bool {
-        !self.pods.is_empty() && self.pods.iter().all(|p| p.ready)
+        !self.pods.is_empty() && self.pods.iter().all(|p| p.ready || p.finished())
     }
 
     /// The status of a system that is not running: nothing ready, no pids, no endpoints.

@@ -45,21 +45,40 @@ pub struct Pods {
     shutdown: Mutex<Option<watch::Receiver<bool>>>,
     /// Tasks of pods added at run time (and of removals), awaited at shutdown.
     late_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The latest restart of each workload (`skein rollout restart`).
+    pub(super) restarts: Mutex<Vec<crate::run::status::RestartStatus>>,
+    /// One restart of a workload at a time.
+    pub(super) restart_lock: tokio::sync::Mutex<()>,
 }
 
 /// One live pod.
 pub struct PodEntry {
     pub plan: PodPlan,
-    ready: AtomicBool,
+    pub(super) ready: AtomicBool,
     /// Taken away: out of the endpoints, never ready again.
-    terminating: AtomicBool,
+    pub(super) terminating: AtomicBool,
     /// Stops this pod alone.
     stop: watch::Sender<bool>,
-    containers: Vec<ContainerState>,
+    pub(super) containers: Vec<ContainerState>,
+    /// How many times the pod's processes were replaced (`skein rollout restart`); a change
+    /// makes every container stop and start again.
+    pub(super) generation: watch::Sender<u64>,
+    /// While true (a restart is taking the pod down), the readiness probe does not mark the
+    /// pod ready.
+    pub(super) restarting: AtomicBool,
+    /// Held while readiness is set against `restarting`, so that a probe that started before a
+    /// restart cannot mark the pod ready after the restart took it out.
+    pub(super) gate: Mutex<()>,
+    /// A pod that runs to completion (a Job's): true once its app containers are done.
+    pub(super) finished: watch::Sender<bool>,
 }
 
-struct ContainerState {
-    pid: AtomicU32,
+pub(super) struct ContainerState {
+    pub(super) pid: AtomicU32,
+    /// The pod generation the running process was started for.
+    pub(super) started_generation: AtomicU64,
+    /// A container of a pod that runs to completion: it exited for good.
+    pub(super) done: AtomicBool,
     /// The running process's start time (`/proc/PID/stat`), 0 when unknown.
     proc_start: AtomicU64,
     restarts: AtomicU32,
@@ -86,6 +105,8 @@ impl PodEntry {
             .iter()
             .map(|c| ContainerState {
                 pid: AtomicU32::new(0),
+                started_generation: AtomicU64::new(0),
+                done: AtomicBool::new(false),
                 proc_start: AtomicU64::new(0),
                 restarts: AtomicU32::new(0),
                 log: Arc::new(LogFile::new(c.log.clone(), logs)),
@@ -98,6 +119,10 @@ impl PodEntry {
             terminating: AtomicBool::new(false),
             stop: watch::channel(false).0,
             containers,
+            generation: watch::Sender::new(0),
+            restarting: AtomicBool::new(false),
+            gate: Mutex::new(()),
+            finished: watch::Sender::new(false),
         }
     }
 
@@ -122,6 +147,8 @@ impl Pods {
             logs,
             shutdown: Mutex::new(None),
             late_tasks: Mutex::new(Vec::new()),
+            restarts: Mutex::new(Vec::new()),
+            restart_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -196,12 +223,29 @@ impl Pods {
         self.changed.notify_one();
     }
 
-    fn set_ready(&self, pod: &PodEntry, ready: bool) {
+    pub(super) fn set_ready(&self, pod: &PodEntry, ready: bool) {
         let ready = ready && !pod.terminating.load(Ordering::Acquire);
         if pod.ready.swap(ready, Ordering::AcqRel) != ready {
             tracing::info!(pod = %pod.plan.name, ready, "readiness changed");
             self.changed.notify_one();
         }
+    }
+
+    /// A container of a pod that runs to completion exited for good: once every app
+    /// container has, the pod is finished (and its sidecar stops).
+    fn container_done(&self, pod: &PodEntry, c: usize) {
+        pod.containers[c].done.store(true, Ordering::Release);
+        let proxy = pod.plan.proxy.as_ref().map(|p| p.container);
+        let all = pod
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != proxy)
+            .all(|(_, c)| c.done.load(Ordering::Acquire));
+        if all {
+            pod.finished.send_replace(true);
+        }
+        self.changed.notify_one();
     }
 
     /// Starts every pod's containers and readiness probe. The tasks end once `shutdown`
@@ -353,6 +397,11 @@ fn pod_status(entry: &PodEntry) -> PodStatus {
                 last_exit,
                 logs: cp.log.display().to_string(),
                 command: cp.run.describe(),
+                mounts: cp
+                    .mounts
+                    .iter()
+                    .map(|(m, l)| (m.clone(), l.display().to_string()))
+                    .collect(),
             }
         })
         .collect();
@@ -374,6 +423,15 @@ fn pod_status(entry: &PodEntry) -> PodStatus {
             .map(|c| c.state.clone())
             .unwrap_or_default()
     };
+    let state = if plan.run_to_completion.is_some() && *st.finished.borrow() {
+        if containers.iter().any(|c| c.state == "Failed") {
+            "Failed".to_string()
+        } else {
+            "Succeeded".to_string()
+        }
+    } else {
+        state
+    };
     let proxy = plan
         .proxy
         .as_ref()
@@ -391,6 +449,8 @@ fn pod_status(entry: &PodEntry) -> PodStatus {
         name: plan.name.clone(),
         namespace: plan.namespace.clone(),
         workload: plan.workload.clone(),
+        workload_kind: plan.workload_kind.to_string(),
+        generation: *st.generation.borrow(),
         labels: plan.labels.clone(),
         service_account: plan.service_account.clone(),
         ip: plan.ip.to_string(),
@@ -468,11 +528,31 @@ async fn run_container(
     let container = &pod.containers[c];
     let state = &entry.containers[c];
     let p = &*entry;
+    let mut generation = entry.generation.subscribe();
+    let mut finished = entry.finished.subscribe();
+    let is_proxy = pod.proxy.as_ref().is_some_and(|px| px.container == c);
+    let stops_with_pod = is_proxy && pod.run_to_completion.is_some();
+    let mut failures = 0u32;
     let mut backoff = BACKOFF_START;
+    // A StatefulSet's pods start in order: this one once the one before is ready (while
+    // that pod is part of the run).
+    if let Some(prev) = &pod.start_after {
+        pods.set_detail(p, c, "Waiting", None);
+        loop {
+            let before = pods.entries().into_iter().find(|e| &e.plan.name == prev);
+            if before.is_none_or(|e| e.is_ready()) {
+                break;
+            }
+            if wait_or_shutdown(Duration::from_millis(100), &mut shutdown).await {
+                return;
+            }
+        }
+    }
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let started_generation = *generation.borrow_and_update();
         let mut child = match spawn(container).await {
             Ok(child) => child,
             Err(e) => {
@@ -495,24 +575,60 @@ async fn run_container(
         state
             .proc_start
             .store(process::start_time(pid).unwrap_or(0), Ordering::Release);
+        state
+            .started_generation
+            .store(started_generation, Ordering::Release);
         state.pid.store(pid, Ordering::Release);
         pods.set_detail(p, c, "Running", None);
         tracing::info!(pod = %pod.name, container = %container.name, pid, "started");
         let started = Instant::now();
         let exited = tokio::select! {
-            status = child.wait() => Some(status),
-            _ = stopped(&mut shutdown) => None,
+            status = child.wait() => Exit::Exited(status),
+            _ = stopped(&mut shutdown) => Exit::Shutdown,
+            _ = generation.changed() => Exit::Replace,
+            _ = finished.wait_for(|f| *f), if stops_with_pod => Exit::Shutdown,
         };
         match exited {
-            Some(status) => {
+            Exit::Replace => {
+                // `skein rollout restart`: a new process, as a new pod would have, without
+                // backoff and with its restart count starting over.
+                pods.set_detail(p, c, "Terminating", None);
+                stop_child(&mut child, pid, pod.grace).await;
+                state.pid.store(0, Ordering::Release);
+                state.proc_start.store(0, Ordering::Release);
+                drain(pumps).await;
+                state.restarts.store(0, Ordering::Release);
+                backoff = BACKOFF_START;
+                tracing::info!(pod = %pod.name, container = %container.name, pid, "replaced by rollout restart");
+                state
+                    .log
+                    .line("skein: rollout restart: starting a new process");
+            }
+            Exit::Exited(status) => {
                 state.pid.store(0, Ordering::Release);
                 state.proc_start.store(0, Ordering::Release);
                 drain(pumps).await;
                 pods.set_ready(p, false);
+                let success = matches!(&status, Ok(s) if s.success());
                 let exit = match status {
                     Ok(s) => describe_exit(s),
                     Err(e) => format!("wait failed: {e}"),
                 };
+                if let Some(limit) = pod.run_to_completion
+                    && !is_proxy
+                {
+                    if success || failures >= limit {
+                        let word = if success { "Completed" } else { "Failed" };
+                        tracing::info!(pod = %pod.name, container = %container.name, %exit, "container {word}; not restarted");
+                        state.log.line(&format!(
+                            "skein: container exited ({exit}); {word}, not restarted"
+                        ));
+                        pods.set_detail(p, c, word, Some(exit));
+                        pods.container_done(p, c);
+                        break;
+                    }
+                    failures += 1;
+                }
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_START;
                 }
@@ -528,7 +644,7 @@ async fn run_container(
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            None => {
+            Exit::Shutdown => {
                 pods.set_detail(p, c, "Terminating", None);
                 stop_child(&mut child, pid, pod.grace).await;
                 state.pid.store(0, Ordering::Release);
@@ -539,6 +655,13 @@ async fn run_container(
             }
         }
     }
+}
+
+/// Why a container's process is no longer waited for.
+enum Exit {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Shutdown,
+    Replace,
 }
 
 /// SIGTERM to the container's process group, SIGKILL after the grace period.
@@ -600,7 +723,7 @@ async fn drain(pumps: [Option<tokio::task::JoinHandle<()>>; 2]) {
     }
 }
 
-fn all_running(pod: &PodEntry) -> bool {
+pub(super) fn all_running(pod: &PodEntry) -> bool {
     pod.containers
         .iter()
         .all(|c| c.pid.load(Ordering::Acquire) != 0)
@@ -663,7 +786,7 @@ async fn probe_pod(pods: Arc<Pods>, entry: Arc<PodEntry>, mut shutdown: watch::R
         if wait_or_shutdown(wait, &mut shutdown).await {
             return;
         }
-        if !all_running(&entry) {
+        if !all_running(&entry) || entry.restarting.load(Ordering::Acquire) {
             running_since = None;
             continue;
         }
@@ -680,7 +803,10 @@ async fn probe_pod(pods: Arc<Pods>, entry: Arc<PodEntry>, mut shutdown: watch::R
         }
         if ok {
             failures = 0;
-            pods.set_ready(p, true);
+            let _gate = entry.gate.lock();
+            if !entry.restarting.load(Ordering::Acquire) {
+                pods.set_ready(p, true);
+            }
         } else {
             failures += 1;
             if !ready || failures >= threshold {
@@ -714,6 +840,7 @@ mod tests {
             name: name.into(),
             namespace: "ns".into(),
             workload: "w".into(),
+            workload_kind: "Rollout",
             labels: [("app".to_string(), "w".to_string())].into(),
             service_account: "default".into(),
             ip: std::net::Ipv4Addr::LOCALHOST,
@@ -730,8 +857,11 @@ mod tests {
                 },
                 env: Vec::new(),
                 log: dir.join(format!("{name}.log")),
+                mounts: Vec::new(),
             }],
             readiness: None,
+            run_to_completion: None,
+            start_after: None,
             grace: Duration::from_secs(1),
             proxy: None,
             bootstrap_token_sha256: None,
@@ -796,5 +926,60 @@ mod tests {
             pods.add(pod("w-abc-2", dir.path())),
             Err(PodsError::ShuttingDown)
         ));
+    }
+
+    /// A pod added while the run lasts (a Rollout's) is restarted like a planned one: new
+    /// processes of the next generation, ready again, and the restart Complete.
+    #[tokio::test]
+    async fn a_pod_added_at_run_time_is_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = Pods::new(empty_plan(), LogRotation::default());
+        let (tx, rx) = watch::channel(false);
+        let _tasks = pods.start(rx);
+        let mut plan = pod("w-abc-1", dir.path());
+        plan.ports.clear();
+        pods.add(plan).unwrap();
+        let ready_pid = |pods: &Pods| {
+            let s = pods.pod_statuses();
+            (s[0].ready && s[0].pid != 0).then_some((s[0].pid, s[0].generation))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = loop {
+            if let Some(p) = ready_pid(&pods) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "{:?}", pods.pod_statuses());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(before.1, 0);
+        assert!(
+            pods.restart_workload("Deployment", "ns", "w", "r0", Arc::new(|_| true))
+                .is_err(),
+            "another kind's workload of that name has no pods"
+        );
+        pods.restart_workload("Rollout", "ns", "w", "r1", Arc::new(|_| true))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let done = pods
+                .restart_statuses()
+                .iter()
+                .any(|r| r.request == "r1" && r.state == "Complete");
+            if done && let Some(after) = ready_pid(&pods) {
+                assert_ne!(after.0, before.0, "a new process");
+                assert_eq!(after.1, 1, "the next generation");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} {:?}",
+                pods.restart_statuses(),
+                pods.pod_statuses()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!process::is_alive(before.0), "the old process was stopped");
+        tx.send(true).unwrap();
+        pods.join_late().await;
     }
 }

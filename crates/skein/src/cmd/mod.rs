@@ -12,6 +12,7 @@ pub mod get;
 pub mod logs;
 pub mod proxy;
 pub mod proxy_config;
+pub mod rollout;
 pub mod rollouts;
 pub mod stat;
 pub mod status;

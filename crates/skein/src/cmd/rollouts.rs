@@ -87,6 +87,13 @@ enum Cmd {
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
+    /// Replace the Rollout's pods one at a time, each once the one before is ready (as
+    /// `skein rollout restart rollout/NAME`).
+    Restart {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
     /// Wait until the Rollout is Healthy (exit 0) or Degraded (exit 1), printing its status
     /// as it changes.
     Status {
@@ -152,6 +159,12 @@ pub fn run(args: Args, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             namespace,
             timeout,
         } => status(&state, &namespace, &name, &timeout),
+        Cmd::Restart { name, namespace } => {
+            let info = crate::kube::kinds::resolve_one("rollout")?;
+            crate::cmd::rollout::restart_workload(&state, info, &namespace, &name)?;
+            println!("rollout '{name}' restarts in 0s");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -120,6 +120,154 @@ pub static KINDS: &[KindInfo] = &[
         true
     ),
     kind!(
+        "StatefulSet",
+        "apps",
+        "statefulsets",
+        "statefulset",
+        ["sts"],
+        true
+    ),
+    kind!("DaemonSet", "apps", "daemonsets", "daemonset", ["ds"], true),
+    kind!("Job", "batch", "jobs", "job", [], true),
+    kind!("CronJob", "batch", "cronjobs", "cronjob", ["cj"], true),
+    kind!("Endpoints", "", "endpoints", "endpoints", ["ep"], true),
+    kind!(
+        "LimitRange",
+        "",
+        "limitranges",
+        "limitrange",
+        ["limits"],
+        true
+    ),
+    kind!(
+        "PersistentVolumeClaim",
+        "",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        ["pvc"],
+        true
+    ),
+    kind!(
+        "ResourceQuota",
+        "",
+        "resourcequotas",
+        "resourcequota",
+        ["quota"],
+        true
+    ),
+    kind!(
+        "CustomResourceDefinition",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        ["crd", "crds"],
+        false
+    ),
+    kind!(
+        "MutatingWebhookConfiguration",
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        [],
+        false
+    ),
+    kind!(
+        "ValidatingWebhookConfiguration",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        [],
+        false
+    ),
+    kind!(
+        "HorizontalPodAutoscaler",
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        ["hpa"],
+        true
+    ),
+    kind!(
+        "EndpointSlice",
+        "discovery.k8s.io",
+        "endpointslices",
+        "endpointslice",
+        [],
+        true
+    ),
+    kind!(
+        "IngressClass",
+        "networking.k8s.io",
+        "ingressclasses",
+        "ingressclass",
+        [],
+        false
+    ),
+    kind!(
+        "NetworkPolicy",
+        "networking.k8s.io",
+        "networkpolicies",
+        "networkpolicy",
+        ["netpol"],
+        true
+    ),
+    kind!(
+        "PodDisruptionBudget",
+        "policy",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        ["pdb"],
+        true
+    ),
+    kind!(
+        "ClusterRoleBinding",
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        [],
+        false
+    ),
+    kind!(
+        "ClusterRole",
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        [],
+        false
+    ),
+    kind!(
+        "RoleBinding",
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        [],
+        true
+    ),
+    kind!(
+        "Role",
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        [],
+        true
+    ),
+    kind!(
+        "CSIDriver",
+        "storage.k8s.io",
+        "csidrivers",
+        "csidriver",
+        [],
+        false
+    ),
+    kind!(
+        "IstioOperator",
+        "install.istio.io",
+        "istiooperators",
+        "istiooperator",
+        ["iop", "io"],
+        true
+    ),
+    kind!(
         "Ingress",
         "networking.k8s.io",
         "ingresses",
@@ -173,6 +321,46 @@ pub static KINDS: &[KindInfo] = &[
         "workloadentries",
         "workloadentry",
         ["we"],
+        true
+    ),
+    kind!(
+        "WorkloadGroup",
+        "networking.istio.io",
+        "workloadgroups",
+        "workloadgroup",
+        ["wg"],
+        true
+    ),
+    kind!(
+        "EnvoyFilter",
+        "networking.istio.io",
+        "envoyfilters",
+        "envoyfilter",
+        [],
+        true
+    ),
+    kind!(
+        "ProxyConfig",
+        "networking.istio.io",
+        "proxyconfigs",
+        "proxyconfig",
+        [],
+        true
+    ),
+    kind!(
+        "WasmPlugin",
+        "extensions.istio.io",
+        "wasmplugins",
+        "wasmplugin",
+        [],
+        true
+    ),
+    kind!(
+        "TrafficExtension",
+        "extensions.istio.io",
+        "trafficextensions",
+        "trafficextension",
+        [],
         true
     ),
     kind!(
@@ -410,6 +598,16 @@ mod tests {
             ("apps", "Application"),
             ("applications.argoproj.io", "Application"),
             ("appproj", "AppProject"),
+            ("wg", "WorkloadGroup"),
+            ("sts", "StatefulSet"),
+            ("cj", "CronJob"),
+            ("crd", "CustomResourceDefinition"),
+            ("clusterroles.rbac.authorization.k8s.io", "ClusterRole"),
+            ("netpol", "NetworkPolicy"),
+            ("envoyfilter", "EnvoyFilter"),
+            ("wasmplugins.extensions.istio.io", "WasmPlugin"),
+            ("proxyconfigs", "ProxyConfig"),
+            ("trafficextension", "TrafficExtension"),
         ] {
             assert_eq!(resolve_one(name).map(|k| k.kind), Ok(kind), "{name}");
         }

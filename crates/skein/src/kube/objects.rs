@@ -113,7 +113,15 @@ pub fn from_system(
         }
     }
     if let Some(s) = status {
-        out.extend(pods(s));
+        // A bare Pod of the manifests is the runtime's pod of the same name: show that one.
+        let running = pods(s);
+        out.retain(|o| {
+            o.kind.kind != "Pod"
+                || !running
+                    .iter()
+                    .any(|r| r.namespace() == o.namespace() && r.name() == o.name())
+        });
+        out.extend(running);
     }
     out
 }

@@ -73,3 +73,51 @@ spec:
         ]
     );
 }
+
+#[test]
+fn service_port_names_are_dns_labels_of_up_to_63_characters() {
+    // Istio's samples name Service ports like `http-envoy-prom` and longer: Kubernetes
+    // checks a Service port name as a DNS-1123 label, not as a 15-character IANA name.
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ns}
+spec:
+  ports:
+  - {name: tcp-istiod-webhook-and-xds, port: 15012}
+  - {name: Http, port: 80}
+  - {name: a234567890123456789012345678901234567890123456789012345678901234, port: 81}
+";
+    let d = diags(text);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert!(
+        d[0].starts_with("v.yaml:7: error: Service ns/s: spec.ports[1].name: Invalid value: \"Http\": a lowercase RFC 1123 label must consist of"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(
+        d[1],
+        "v.yaml:8: error: Service ns/s: spec.ports[2].name: must be no more than 63 characters"
+    );
+}
+
+#[test]
+fn rbac_names_are_path_segments_as_kubernetes_checks_them() {
+    let text = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: \"system:controller:istio-reader\"}
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: a/b, namespace: ns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "v.yaml:8: error: RoleBinding ns/a/b: metadata.name: Invalid value: \"a/b\": may not contain '/'"
+        ]
+    );
+}
