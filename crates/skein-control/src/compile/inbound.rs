@@ -767,7 +767,7 @@ spec:
                 .map(|j| j.issuer.clone())
                 .collect()
         };
-        assert_eq!(issuers("web-stable-1"), ["https://mesh.example"]);
+        assert_eq!(issuers("web-1"), ["https://mesh.example"]);
         assert_eq!(
             issuers("was-1"),
             ["https://mesh.example", "https://was.example"]
