@@ -248,6 +248,17 @@ fn the_mesh_routes_by_header_and_weight_and_survives_bad_edits_and_a_dead_contro
         .expect("currentPodHash")
         .to_string();
     assert_ne!(canary, stable, "{r}");
+    // The step is reached once the canary pod is ready; its subset label reaches the
+    // gateway with the next push, so wait for the first tester request to land there.
+    eventually(
+        Duration::from_secs(5),
+        "the canary subset at the gateway",
+        || {
+            let headers = [("x-canary-test", "true")];
+            let r = request("GET", &format!("{base}/api/posts"), &headers, b"", None);
+            (r.status == 200 && r.header("x-web-version") == Some(canary.as_str())).then_some(())
+        },
+    );
     // The seed's header rule: testers reach the canary every time, everyone else stable.
     for _ in 0..10 {
         assert_eq!(web_version(&base, true), canary);
