@@ -687,6 +687,7 @@ fn display_path(cfg: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gitops::git::tests::git;
 
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  ports: [{port: 80}]\n";
 
@@ -694,19 +695,6 @@ mod tests {
         format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {{host: a}}\n      weight: {weight}\n"
         )
-    }
-
-    fn git(repo: &Path, args: &[&str]) {
-        let ok = std::process::Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .output()
-            .expect("git is installed")
-            .status
-            .success();
-        assert!(ok, "git {args:?}");
     }
 
     /// Without automated sync, a new commit is not put in force: OutOfSync, with the reason.

@@ -390,10 +390,11 @@ pub enum RepoUrlError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn git(repo: &Path, args: &[&str]) {
+    /// Runs git in `repo` as a test's committer; fails the test when git does.
+    pub(in crate::gitops) fn git(repo: &Path, args: &[&str]) {
         let ok = Command::new("git")
             .arg("-C")
             .arg(repo)
