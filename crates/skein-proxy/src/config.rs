@@ -206,10 +206,11 @@ pub struct Limits {
     /// Most headers in an HTTP/1 request (`431` beyond). Envoy's `max_headers_count`,
     /// default 100.
     pub max_request_headers: usize,
-    /// How long an HTTP/1 connection may take to send a complete request head, counted from
-    /// when the proxy starts waiting for one (the connection opened, or the previous response
-    /// was sent: an idle keep-alive connection is closed after it too). Envoy's
-    /// `request_headers_timeout`, unset in Envoy and Istio; 10 s here.
+    /// How long an HTTP/1 connection may take to send a complete request head: its first
+    /// one counted from when it opened, a later one from its first byte (a keep-alive
+    /// connection waiting for its next request is closed by `idle_timeout`, not by this:
+    /// closing it early would race the client reusing it). Closed between 1 and 1.5 times
+    /// this after. Envoy's `request_headers_timeout`, unset in Envoy and Istio; 10 s here.
     pub request_headers_timeout: Duration,
     /// Most downstream connections one listener holds at once. At the cap a new connection
     /// sheds the oldest idle one (no request in flight: a keep-alive connection, or one still

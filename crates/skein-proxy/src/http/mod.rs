@@ -249,7 +249,7 @@ fn headers_too_large() -> Response<ProxyBody> {
 
 /// The server side of a downstream connection, with the proxy's [`Limits`]: HTTP/1 heads
 /// at most `max_request_headers_bytes` and `max_request_headers` (hyper answers `431` and
-/// closes), read within `request_headers_timeout`; HTTP/2 with its header list size, stream
+/// closes); HTTP/2 with its header list size, stream
 /// count, windows and keep-alive pings.
 fn server_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -260,7 +260,10 @@ fn server_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<To
         // hyper's floor is 8 KiB.
         .max_buf_size(limits.max_request_headers_bytes.max(8192))
         .max_headers(limits.max_request_headers)
-        .header_read_timeout(limits.request_headers_timeout);
+        // Timed by `ConnState::head_stalled` instead: hyper's timer also runs while a
+        // keep-alive connection waits for its next request, and closing an idle connection
+        // races the client reusing it (a request lost, a POST failed).
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -289,6 +292,7 @@ pub(crate) async fn serve_connection<I>(
     let limits = &ctx.shared.config.limits;
     let builder = server_builder(limits);
     let idle_timeout = limits.idle_timeout;
+    let head_timeout = limits.request_headers_timeout;
     let state = Arc::clone(slot.state());
     let svc = hyper::service::service_fn(move |req| {
         let busy = state.begin();
@@ -308,12 +312,17 @@ pub(crate) async fn serve_connection<I>(
         _ = drain.signaled() => Some("drain"),
         _ = state.shed() => Some("shed"),
         _ = state.idle_for(idle_timeout) => Some("idle timeout"),
+        _ = state.head_stalled(head_timeout) => Some("request head timeout"),
     };
     match why {
         // Shed with no request in flight: closed at once. hyper's graceful shutdown would
         // wait for a request head still coming in, which is what a slow client never finishes.
         Some("shed") if state.is_idle() => {
             tracing::trace!("downstream connection shed to make room for a new one");
+        }
+        // A head never finished: nothing to finish gracefully (hyper would wait for it).
+        Some("request head timeout") => {
+            tracing::debug!("downstream request head not finished in time; connection closed");
         }
         Some(why) => {
             tracing::trace!(why, "closing downstream connection");

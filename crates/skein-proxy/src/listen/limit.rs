@@ -30,10 +30,13 @@ pub(crate) struct ConnState {
     /// Requests in flight (low 32 bits) and requests started or ended (high 32 bits,
     /// wrapping).
     requests: AtomicU64,
-    /// Bytes read from the client since its last request began (an incomplete head's so far).
+    /// Bytes read from the client since its last request began or ended (an incomplete
+    /// head's so far, when no request is in flight).
     pending: AtomicU64,
     /// Set once the connection was chosen to make room; it then closes gracefully.
     shed: AtomicBool,
+    /// Set once the client sent HTTP/2's connection preface: no request heads to time.
+    h2: AtomicBool,
     /// Wakes the connection when it is shed.
     wake: Notify,
 }
@@ -52,6 +55,7 @@ impl ConnState {
         CountedIo {
             io,
             state: Arc::clone(self),
+            sniffed: 0,
         }
     }
 
@@ -85,6 +89,40 @@ impl ConnState {
         }
     }
 
+    /// Resolves once an HTTP/1 request head has been coming in for `timeout` without being
+    /// finished: the connection's first one counted from when it opened, a later one from
+    /// its first byte (checked every half of it: between 1 and 1.5 times `timeout` after
+    /// that byte). A keep-alive connection waiting for its next request is not timed here:
+    /// closing it would race the client's reuse of it (`idle_for` closes it). Never
+    /// resolves on HTTP/2.
+    pub(crate) async fn head_stalled(&self, timeout: Duration) {
+        let tick = timeout / 2;
+        // The events count of the head coming in, and at how many ticks it was seen.
+        let mut coming: Option<(u32, u32)> = None;
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.h2.load(Ordering::Relaxed) {
+                return std::future::pending().await;
+            }
+            let events = self.events();
+            let in_head =
+                self.is_idle() && (events == 0 || self.pending.load(Ordering::Relaxed) > 0);
+            coming = match coming {
+                _ if !in_head => None,
+                // The same head (no request began since), still not finished.
+                Some((e, seen)) if e == events => Some((e, seen + 1)),
+                _ => Some((events, 1)),
+            };
+            // The first head began when the watch did (the connection opened): two ticks
+            // are the timeout. A later one began somewhere in the tick before it was first
+            // seen: three ticks are 1 to 1.5 times the timeout.
+            let needed = if events == 0 { 2 } else { 3 };
+            if coming.is_some_and(|(_, seen)| seen >= needed) {
+                return;
+            }
+        }
+    }
+
     /// Resolves once no request has been in flight, started or ended for `timeout`
     /// (checked every quarter of it: between 1 and 1.25 times `timeout` after the last
     /// request ended).
@@ -114,19 +152,47 @@ impl ConnState {
 pub(crate) struct CountedIo<I> {
     io: I,
     state: Arc<ConnState>,
+    /// How many of the first bytes read matched HTTP/2's preface; `u8::MAX` once decided.
+    sniffed: u8,
+}
+
+/// What an HTTP/2 client sends first (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl<I> CountedIo<I> {
+    /// Follows the first bytes until they are, or cannot be, HTTP/2's preface.
+    fn sniff(&mut self, read: &[u8]) {
+        let at = usize::from(self.sniffed);
+        let want = &H2_PREFACE[at..];
+        let n = want.len().min(read.len());
+        if read[..n] != want[..n] {
+            self.sniffed = u8::MAX;
+        } else if at + n == H2_PREFACE.len() {
+            self.sniffed = u8::MAX;
+            self.state.h2.store(true, Ordering::Relaxed);
+        } else {
+            self.sniffed = (at + n) as u8;
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for CountedIo<I> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before) as u64;
-        if n > 0 {
-            self.state.pending.fetch_add(n, Ordering::Relaxed);
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let read = buf.filled().get(before..).unwrap_or_default();
+        if !read.is_empty() {
+            if this.sniffed != u8::MAX {
+                this.sniff(read);
+            }
+            this.state
+                .pending
+                .fetch_add(read.len() as u64, Ordering::Relaxed);
         }
         r
     }
@@ -168,6 +234,9 @@ pub(crate) struct Busy(Arc<ConnState>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        // What the request's body brought is not a next head (the shedding order and the
+        // head timeout count those bytes).
+        self.0.pending.store(0, Ordering::Relaxed);
         // One event more, one request fewer in flight (never below zero: this one counted).
         self.0
             .requests
@@ -417,6 +486,54 @@ mod tests {
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_secs(400) && waited <= Duration::from_secs(425),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_recognised_across_reads_and_h1_is_not_taken_for_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (chunks, h2) in [
+            (vec![&H2_PREFACE[..]], true),
+            (
+                vec![&H2_PREFACE[..3], &H2_PREFACE[3..10], &H2_PREFACE[10..]],
+                true,
+            ),
+            (vec![&b"PRI * HTTP/1.1\r\n"[..]], false),
+            (vec![&b"P"[..], &b"OST / HTTP/1.1\r\n"[..]], false),
+        ] {
+            let state = Arc::new(ConnState::default());
+            let (mut client, server) = tokio::io::duplex(1024);
+            let mut io = state.count_reads(server);
+            let mut buf = [0u8; 64];
+            let mut total = 0;
+            for c in &chunks {
+                client.write_all(c).await.expect("write");
+                total += io.read(&mut buf).await.expect("read");
+            }
+            assert_eq!(state.h2.load(Ordering::Relaxed), h2, "{chunks:?}");
+            assert_eq!(state.pending.load(Ordering::Relaxed), total as u64);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_is_timed_from_its_first_byte_after_an_idle_wait() {
+        let state = Arc::new(ConnState::default());
+        let t = Duration::from_secs(10);
+        // A request, then 60 s of keep-alive: not a head coming in.
+        drop(state.begin());
+        let s2 = Arc::clone(&state);
+        let h = tokio::spawn(async move { s2.head_stalled(t).await });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!h.is_finished(), "an idle keep-alive connection");
+        // The first bytes of a head.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        state.pending.store(10, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        h.await.expect("stalled");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited <= Duration::from_secs(15),
             "{waited:?}"
         );
     }

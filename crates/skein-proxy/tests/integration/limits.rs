@@ -168,6 +168,81 @@ async fn a_request_head_not_finished_within_the_timeout_is_closed() {
     assert!(closed.is_some(), "closed by the 10 s header timeout");
 }
 
+/// A keep-alive connection waiting for its next request is left open (closing it at the head
+/// timeout races a client reusing its pooled connection: the request it just sent is lost);
+/// the next head is timed from its first byte.
+#[tokio::test(start_paused = true)]
+async fn a_keep_alive_connection_outlives_the_head_timeout_and_its_next_head_is_timed() {
+    let h = proxy(Limits::default(), app().await).await;
+    let mut s = connect(h.addrs.inbound.expect("inbound")).await;
+    let req = b"POST / HTTP/1.1\r\nHost: was-service:8080\r\ncontent-length: 5\r\n\r\nhello";
+    s.write_all(req).await.expect("write");
+    assert_eq!(status_of(&mut s).await, 200);
+    let mut body = [0u8; 2];
+    s.read_exact(&mut body).await.expect("body");
+    // 40 s idle: four head timeouts.
+    let mut b = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(40), s.read(&mut b))
+            .await
+            .is_err(),
+        "an idle keep-alive connection is not closed"
+    );
+    s.write_all(req).await.expect("write");
+    assert_eq!(
+        status_of(&mut s).await,
+        200,
+        "served on the same connection"
+    );
+    s.read_exact(&mut body).await.expect("body");
+    // 30 s idle, then half a head: closed 10 to 15 s after its first byte.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: was-ser")
+        .await
+        .expect("write");
+    let started = tokio::time::Instant::now();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(9), s.read(&mut b))
+            .await
+            .is_err(),
+        "still open 9 s after the head began"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(7), s.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the head timeout: {closed:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited <= Duration::from_secs(15),
+        "{waited:?}"
+    );
+}
+
+/// An HTTP/2 connection with no stream open is idle, not a head coming in.
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_without_streams_is_not_timed_as_a_head() {
+    let h = proxy(Limits::default(), app().await).await;
+    let s = connect(h.addrs.inbound.expect("inbound")).await;
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake::<_, Full<Bytes>>(TokioIo::new(s))
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(
+        !conn.is_finished(),
+        "still open after 40 s without a stream"
+    );
+    let req = http::Request::builder()
+        .uri("http://was-service:8080/")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("served");
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test(start_paused = true)]
 async fn at_the_listener_cap_idle_connections_are_shed_then_new_ones_refused() {
     let limits = Limits {
