@@ -774,8 +774,33 @@ pub struct ConnectionPool {
     pub max_requests_per_connection: u32,
     /// `http.idleTimeout` (or `tcp.idleTimeout`) in milliseconds (default 1 h).
     pub idle_timeout_ms: u64,
-    /// `http.maxRetries` (default 2^32-1).
+    /// `http.maxRetries` (default 2^32-1): retries in flight to the cluster at once.
     pub max_retries: u32,
+    /// DestinationRule `trafficPolicy.retryBudget` (None: no budget, Istio's default). Set,
+    /// it replaces `max_retries`, as Envoy's `retry_budget` replaces the retry circuit
+    /// breaker. Left out of the wire form when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Retries in flight may be at most `percent_milli` thousandths of a percent of the
+/// cluster's active requests, and at least `min_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBudget {
+    /// `percent` in thousandths (default 20 %: 20000).
+    pub percent_milli: u32,
+    /// `minRetryConcurrency` (default 3).
+    pub min_concurrency: u32,
+}
+
+impl RetryBudget {
+    /// How many retries may be in flight to a cluster with `active` requests.
+    pub fn limit(&self, active: u32) -> u32 {
+        let share = u64::from(active) * u64::from(self.percent_milli) / 100_000;
+        u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .max(self.min_concurrency)
+    }
 }
 
 impl Default for ConnectionPool {
@@ -788,6 +813,7 @@ impl Default for ConnectionPool {
             max_requests_per_connection: 0,
             idle_timeout_ms: 3_600_000,
             max_retries: u32::MAX,
+            retry_budget: None,
         }
     }
 }

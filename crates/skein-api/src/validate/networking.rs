@@ -760,6 +760,15 @@ fn validate_traffic_policy(cx: &mut Cx<'_>, path: &str, tp: &TrafficPolicy) {
     if let Some(t) = &tp.tunnel {
         validate_tunnel_settings(cx, &format!("{path}.tunnel"), t);
     }
+    if let Some(p) = tp.retry_budget.as_ref().and_then(|b| b.percent)
+        && !(0.0..=100.0).contains(&p)
+    {
+        // The CRD's own bounds (minimum 0, maximum 100).
+        cx.error(
+            &format!("{path}.retryBudget.percent"),
+            format!("retry budget percent must be between 0 and 100, not {p}"),
+        );
+    }
     validate_port_traffic_policies(cx, path, &tp.port_level_settings);
 }
 

@@ -8,7 +8,7 @@ use skein_api::networking::{self as net, DestinationRule, TrafficPolicy};
 use skein_snapshot::names::TLS_MODE_LABEL;
 use skein_snapshot::{
     Cluster, ConnectionPool, ConsistentHash, Endpoint, EndpointWorkload, HashKey, LbPolicy,
-    OriginTls, OutlierDetection, Protocol, UpstreamTls, outbound_cluster_name,
+    OriginTls, OutlierDetection, Protocol, RetryBudget, UpstreamTls, outbound_cluster_name,
 };
 
 use super::services::{Service, ServicePort};
@@ -22,6 +22,9 @@ struct Policy {
     pool: Option<net::ConnectionPoolSettings>,
     outlier: Option<net::OutlierDetection>,
     tls: Option<net::ClientTlsSettings>,
+    /// `trafficPolicy.retryBudget`: a rule's or a subset's, never a port's (Istio has none
+    /// per port, and a port-level setting keeps the rule's).
+    retry_budget: Option<net::RetryBudget>,
 }
 
 impl Policy {
@@ -40,6 +43,7 @@ impl Policy {
                 pool: pl.connection_pool.clone(),
                 outlier: pl.outlier_detection.clone(),
                 tls: pl.tls.clone(),
+                retry_budget: tp.retry_budget.clone(),
             };
         }
         Policy {
@@ -47,6 +51,7 @@ impl Policy {
             pool: tp.connection_pool.clone(),
             outlier: tp.outlier_detection.clone(),
             tls: tp.tls.clone(),
+            retry_budget: tp.retry_budget.clone(),
         }
     }
 
@@ -57,6 +62,7 @@ impl Policy {
             pool: over.pool.or(self.pool),
             outlier: over.outlier.or(self.outlier),
             tls: over.tls.or(self.tls),
+            retry_budget: over.retry_budget.or(self.retry_budget),
         }
     }
 
@@ -65,6 +71,7 @@ impl Policy {
         c.auto_mtls = self.tls.as_ref().and_then(|t| t.mode).is_none();
         c.lb_policy = lb_policy(self.lb.as_ref());
         c.connection_pool = connection_pool(self.pool.as_ref());
+        c.connection_pool.retry_budget = self.retry_budget.as_ref().map(retry_budget);
         c.outlier_detection = self.outlier.as_ref().map(outlier_detection);
         c.tls = upstream_tls(self.tls.as_ref(), secrets);
         if let Some(p) = self.pool.as_ref().and_then(|p| p.http.as_ref())
@@ -154,6 +161,16 @@ fn connection_pool(p: Option<&net::ConnectionPoolSettings>) -> ConnectionPool {
         }
     }
     out
+}
+
+/// Envoy's defaults for what the rule leaves out: 20 %, at least 3. (`budgetInterval` has no
+/// counterpart in a concurrency budget; it is read and not used.)
+fn retry_budget(b: &net::RetryBudget) -> RetryBudget {
+    let percent = b.percent.filter(|p| p.is_finite()).unwrap_or(20.0);
+    RetryBudget {
+        percent_milli: (percent.clamp(0.0, 100.0) * 1000.0).round() as u32,
+        min_concurrency: b.min_retry_concurrency.unwrap_or(3),
+    }
 }
 
 fn outlier_detection(o: &net::OutlierDetection) -> OutlierDetection {
@@ -448,9 +465,11 @@ impl Compiler<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Policy, net, retry_budget};
     use crate::compile::fixtures::*;
     use crate::compile::{CompileError, Compiler};
-    use skein_snapshot::{OriginTls, UpstreamTls};
+    use skein_api::networking::TrafficPolicy;
+    use skein_snapshot::{OriginTls, RetryBudget, UpstreamTls};
 
     const PAYMENTS: &str = r#"
 apiVersion: v1
@@ -606,5 +625,47 @@ stringData:
             .find(|w| w.canonical_service == "was")
             .unwrap();
         assert_eq!(w2.canonical_revision, "v1");
+    }
+
+    #[test]
+    fn a_retry_budget_takes_envoys_defaults_and_a_port_keeps_the_rules() {
+        let tp = TrafficPolicy {
+            retry_budget: Some(net::RetryBudget {
+                min_retry_concurrency: Some(5),
+                ..Default::default()
+            }),
+            port_level_settings: vec![net::PortTrafficPolicy {
+                port: Some(net::PortSelector { number: Some(8080) }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rule = Policy::from_traffic_policy(Some(&tp), 80);
+        let b = rule.retry_budget.as_ref().map(retry_budget);
+        assert_eq!(
+            b,
+            Some(RetryBudget {
+                percent_milli: 20_000,
+                min_concurrency: 5
+            })
+        );
+        let port = Policy::from_traffic_policy(Some(&tp), 8080);
+        assert_eq!(port.retry_budget.as_ref().map(retry_budget), b);
+        let subset = TrafficPolicy {
+            retry_budget: Some(net::RetryBudget {
+                percent: Some(12.5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let merged = rule.overridden_by(Policy::from_traffic_policy(Some(&subset), 80));
+        assert_eq!(
+            merged.retry_budget.as_ref().map(retry_budget),
+            Some(RetryBudget {
+                percent_milli: 12_500,
+                min_concurrency: 3
+            })
+        );
+        assert!(Policy::from_traffic_policy(None, 80).retry_budget.is_none());
     }
 }

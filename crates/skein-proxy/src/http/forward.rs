@@ -415,11 +415,10 @@ impl<'a> Tries<'a> {
             return None;
         }
         let next = self.next_request(outcome)?;
-        let budget = self.cluster.config.connection_pool.max_retries;
         match self
             .cluster
             .resilience
-            .try_retry(self.cluster.active(), budget)
+            .try_retry(self.cluster.active(), &self.cluster.config.connection_pool)
         {
             Some(slot) => self.retry_slot = Some(slot),
             None => {

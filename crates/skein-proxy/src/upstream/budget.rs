@@ -3,11 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Retry budget: retries in flight per cluster may be at most this percentage of the
-/// cluster's active requests...
-pub const BUDGET_PERCENT: u32 = 20;
-/// ... or this many, whichever is larger (Envoy's `retry_budget` defaults).
-pub const BUDGET_MIN_CONCURRENCY: u32 = 3;
+use skein_snapshot::ConnectionPool;
 
 /// Per-cluster resilience state: the retry budget and mirror admission. Shared by every
 /// route that sends to the cluster; it lives as long as the cluster's run-time state.
@@ -25,23 +21,22 @@ pub struct ClusterResilience {
     pub mirrors_sent: AtomicU64,
 }
 
-/// The retry budget. Envoy's `retry_budget` (what Istio's DestinationRule `retryBudget`
-/// configures): retries in flight to a cluster may be at most 20% of its active requests,
-/// but at least 3 are always allowed. Chosen over a token bucket because it scales with load
-/// without tuning and needs no clock: when an upstream fails every request, the extra load
-/// retries add is bounded to 20%, so retries cannot multiply an outage; at low traffic the
-/// floor of 3 still lets sporadic failures be retried. `max_retries` (DestinationRule
-/// `http.maxRetries`, Envoy's retry circuit breaker) caps it further.
-pub fn budget(active: u32, max_retries: u32) -> u32 {
-    (active.saturating_mul(BUDGET_PERCENT) / 100)
-        .max(BUDGET_MIN_CONCURRENCY)
-        .min(max_retries)
+/// How many retries may be in flight to a cluster with `active` requests. With no
+/// `retryBudget`, Istio's default, `http.maxRetries` (2^32-1 unless set): during a burst of
+/// failures (a pod killed) every retriable request is retried, as in Istio. A budget (Envoy's
+/// `retry_budget`, in place of the retry circuit breaker) scales with load and bounds the
+/// extra load retries add to an upstream that fails every request.
+pub fn budget(active: u32, pool: &ConnectionPool) -> u32 {
+    match &pool.retry_budget {
+        Some(b) => b.limit(active),
+        None => pool.max_retries,
+    }
 }
 
 impl ClusterResilience {
     /// Takes a retry slot if the budget allows it (`active`: the cluster's active requests).
-    pub fn try_retry(self: &Arc<Self>, active: u32, max_retries: u32) -> Option<RetryGuard> {
-        let limit = budget(active, max_retries);
+    pub fn try_retry(self: &Arc<Self>, active: u32, pool: &ConnectionPool) -> Option<RetryGuard> {
+        let limit = budget(active, pool);
         let ok = self
             .retries_in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -106,17 +101,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budget_is_20_percent_with_a_floor_of_3() {
-        assert_eq!(budget(0, u32::MAX), 3);
-        assert_eq!(budget(10, u32::MAX), 3);
-        assert_eq!(budget(100, u32::MAX), 20);
-        assert_eq!(budget(100, 5), 5);
+    fn no_budget_is_max_retries_and_a_budget_replaces_it() {
+        use skein_snapshot::RetryBudget;
+        let mut pool = ConnectionPool::default();
+        assert_eq!(budget(0, &pool), u32::MAX, "Istio's default: no budget");
+        pool.max_retries = 5;
+        assert_eq!(budget(100, &pool), 5);
+        pool.retry_budget = Some(RetryBudget {
+            percent_milli: 20_000,
+            min_concurrency: 3,
+        });
+        assert_eq!(budget(0, &pool), 3);
+        assert_eq!(budget(10, &pool), 3);
+        assert_eq!(budget(100, &pool), 20, "the budget replaces maxRetries");
+        assert_eq!(budget(u32::MAX, &pool), u32::MAX / 5);
         let r = Arc::new(ClusterResilience::default());
-        let held: Vec<_> = (0..3).filter_map(|_| r.try_retry(1, u32::MAX)).collect();
+        let held: Vec<_> = (0..3).filter_map(|_| r.try_retry(1, &pool)).collect();
         assert_eq!(held.len(), 3);
-        assert!(r.try_retry(1, u32::MAX).is_none());
+        assert!(r.try_retry(1, &pool).is_none());
         drop(held);
         assert_eq!(r.retries_in_flight(), 0);
-        assert!(r.try_retry(1, u32::MAX).is_some());
+        assert!(r.try_retry(1, &pool).is_some());
     }
 }

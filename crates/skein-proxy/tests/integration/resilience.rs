@@ -266,38 +266,84 @@ async fn a_body_over_the_replay_bound_is_not_retried() {
     .await
 }
 
+/// 20 concurrent requests to an upstream that fails every one, each allowed 10 retries,
+/// through a cluster with `pool`. Returns the most retries in flight at once, the requests
+/// the upstream got and the access log.
+async fn retry_storm(pool: ConnectionPool) -> (usize, usize, Vec<String>) {
+    let up = Upstream::start("down").await;
+    up.fail_every.store(1, Ordering::SeqCst);
+    up.delay_ms.store(100, Ordering::SeqCst);
+    let route = Route {
+        retries: retries(10, &["5xx"]),
+        ..Default::default()
+    };
+    let mut snap = snapshot(&[&up.addr_str()], &[], route);
+    for c in &mut snap.clusters {
+        c.connection_pool = pool.clone();
+    }
+    let (h, log) = sidecar(snap).await;
+    let proxy = outbound(&h);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(proxy, URL, &[]).await.status }))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 503);
+    }
+    let lines = log_lines(&log, 20).await;
+    (
+        up.max_retries_in_flight.load(Ordering::SeqCst),
+        up.requests.load(Ordering::SeqCst),
+        lines,
+    )
+}
+
 #[tokio::test(start_paused = true)]
-async fn the_retry_budget_bounds_retries_in_flight() {
+async fn a_retry_budget_bounds_retries_in_flight() {
     bounded(async {
-        let up = Upstream::start("down").await;
-        up.fail_every.store(1, Ordering::SeqCst);
-        up.delay_ms.store(100, Ordering::SeqCst);
-        let route = Route {
-            retries: retries(10, &["5xx"]),
-            ..Default::default()
+        let pool = ConnectionPool {
+            retry_budget: Some(RetryBudget {
+                percent_milli: 20_000,
+                min_concurrency: 3,
+            }),
+            ..ConnectionPool::default()
         };
-        let (h, log) = sidecar(snapshot(&[&up.addr_str()], &[], route)).await;
-        let proxy = outbound(&h);
-        // 20 concurrent requests: the budget is max(20% of 20, 3) = 4 retries in flight.
-        let tasks: Vec<_> = (0..20)
-            .map(|_| tokio::spawn(async move { get(proxy, URL, &[]).await.status }))
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.expect("task"), 503);
-        }
-        let max = up.max_retries_in_flight.load(Ordering::SeqCst);
+        // The budget is max(20% of 20, 3) = 4 retries in flight.
+        let (max, total, lines) = retry_storm(pool).await;
         assert!(max >= 1, "some retries ran");
         assert!(max <= 4, "at most 4 retries in flight, saw {max}");
-        let total = up.requests.load(Ordering::SeqCst);
         assert!(
             total < 20 * 11,
             "retries did not multiply the load: {total}"
         );
-        let lines = log_lines(&log, 20).await;
         assert!(
             lines.iter().any(|l| l.contains(" UO ")),
             "budget refusals are UO"
         );
+    })
+    .await
+}
+
+/// Istio sets no retry budget and `maxRetries` 2^32-1: every retriable failure is retried as
+/// often as the route allows (what keeps requests whole while a pod is killed under load);
+/// `http.maxRetries` caps the retries in flight.
+#[tokio::test(start_paused = true)]
+async fn without_a_budget_every_retry_runs_and_max_retries_caps_them() {
+    bounded(async {
+        let (max, total, lines) = retry_storm(ConnectionPool::default()).await;
+        assert_eq!(total, 20 * 11, "every request tried 11 times");
+        assert!(
+            max > 4,
+            "more retries in flight than a budget allows: {max}"
+        );
+        assert!(lines.iter().all(|l| !l.contains(" UO ")), "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains(" URX ")), "{lines:?}");
+        let pool = ConnectionPool {
+            max_retries: 2,
+            ..ConnectionPool::default()
+        };
+        let (max, _, lines) = retry_storm(pool).await;
+        assert!(max <= 2, "maxRetries 2: {max} in flight");
+        assert!(lines.iter().any(|l| l.contains(" UO ")), "{lines:?}");
     })
     .await
 }
