@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use support::argo;
 use support::*;
 
 const EXAMPLE: &str = "examples/blog-system";
@@ -106,46 +107,15 @@ fn web_version(base: &str, canary_header: bool) -> String {
 }
 
 fn rollout(skein: &Skein) -> serde_json::Value {
-    let out = skein.run(&[
-        "rollouts",
-        "get",
-        "rollout",
-        "web",
-        "-n",
-        "blog-system",
-        "-o",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "rollouts get: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rollout status is JSON")
+    argo::rollout(skein, "blog-system", "web")
 }
 
-/// Waits for web's Rollout to sit at `step` in `phase`.
 fn wait_step(skein: &Skein, step: u64, phase: &str) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(90),
-        &format!("web's rollout at step {step}, {phase}"),
-        || {
-            let r = rollout(skein);
-            (r["currentStepIndex"] == step && r["phase"] == phase).then_some(r)
-        },
-    )
+    argo::wait_step(skein, "blog-system", "web", step, phase)
 }
 
 fn rollouts(skein: &Skein, args: &[&str]) {
-    let mut all = vec!["rollouts"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["web", "-n", "blog-system"]);
-    let out = skein.run(&all);
-    assert!(
-        out.status.success(),
-        "rollouts {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    argo::rollouts(skein, "blog-system", "web", args)
 }
 
 /// The share of canary answers of the load over `secs` seconds.

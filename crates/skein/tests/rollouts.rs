@@ -11,10 +11,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::argo::{self, canary_pods};
+use support::load::{BETWEEN, Load, Sample, share};
 use support::*;
 
 const FIXTURE: &str = "crates/skein/tests/fixtures/rollout-echo";
@@ -24,121 +25,20 @@ const ANALYSIS_FIXTURE: &str = "crates/skein/tests/fixtures/rollout-echo-analysi
 /// the machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// One request's outcome: the window it was sent in, its status (0: no answer) and the
-/// version that answered.
-type Sample = (u32, u16, String);
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    window: Arc<AtomicU32>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// Windows the samples are tagged with: no measurement, or a weight being measured.
-const BETWEEN: u32 = 1000;
-
-impl Load {
-    /// `threads` clients, each sending a GET every `every`.
-    fn start(url: String, threads: usize, every: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let window = Arc::new(AtomicU32::new(BETWEEN));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (url, stop, window, samples) =
-                    (url.clone(), stop.clone(), window.clone(), samples.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let w = window.load(Ordering::Acquire);
-                        let r = std::panic::catch_unwind(|| get(&url));
-                        let sample = match r {
-                            Ok(r) => {
-                                let v = serde_json::from_str::<serde_json::Value>(&r.body)
-                                    .ok()
-                                    .and_then(|j| j["version"].as_str().map(str::to_string))
-                                    .unwrap_or_default();
-                                (w, r.status, v)
-                            }
-                            Err(_) => (w, 0, String::new()),
-                        };
-                        samples.lock().unwrap().push(sample);
-                        std::thread::sleep(every);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            window,
-            samples,
-            threads,
-        }
-    }
-
-    /// Tags what is sent from now on with `weight` until `n` answers are in (or 30 s).
-    fn measure(&self, weight: u32, n: usize) {
-        self.window.store(weight, Ordering::Release);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.count(weight) < n && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.window.store(BETWEEN, Ordering::Release);
-    }
-
-    fn count(&self, window: u32) -> usize {
-        self.samples
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.0 == window)
-            .count()
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        Arc::try_unwrap(self.samples)
-            .map(|m| m.into_inner().unwrap())
-            .unwrap_or_default()
-    }
-}
-
 fn rollout(skein: &Skein) -> serde_json::Value {
-    let out = skein.run(&[
-        "rollouts", "get", "rollout", "echo", "-n", "echo", "-o", "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "rollouts get: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rollout status is JSON")
+    argo::rollout(skein, "echo", "echo")
 }
 
-/// Waits for the Rollout to sit at `step` in `phase`.
 fn wait_step(skein: &Skein, step: u64, phase: &str) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(90),
-        &format!("the rollout at step {step}, {phase}"),
-        || {
-            let r = rollout(skein);
-            (r["currentStepIndex"] == step && r["phase"] == phase).then_some(r)
-        },
-    )
+    argo::wait_step(skein, "echo", "echo", step, phase)
 }
 
-fn canary_pods(r: &serde_json::Value) -> Vec<String> {
-    r["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|rev| rev["role"] == "canary")
-        .flat_map(|rev| rev["pods"].as_array().unwrap().clone())
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect()
+/// The version echo answered with (its JSON body's `version`).
+fn version(r: &Reply) -> String {
+    serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|j| j["version"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn edit(dir: &std::path::Path, from: &str, to: &str) {
@@ -146,12 +46,6 @@ fn edit(dir: &std::path::Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains(from), "the fixture has {from}");
     std::fs::write(&file, text.replacen(from, to, 1)).unwrap();
-}
-
-fn share(samples: &[Sample], window: u32, version: &str) -> (f64, usize) {
-    let w: Vec<&Sample> = samples.iter().filter(|s| s.0 == window).collect();
-    let n = w.iter().filter(|s| s.2 == version).count();
-    (100.0 * n as f64 / w.len().max(1) as f64, w.len())
 }
 
 #[test]
@@ -204,7 +98,7 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
     );
 
     let url = format!("{}/rollout", skein.http_base());
-    let load = Load::start(url, 3, Duration::from_millis(15));
+    let load = Load::start(url, 3, Duration::from_millis(15), version);
     load.measure(BETWEEN + 1, 50);
 
     // A new version: the VERSION env var changes the template.
@@ -516,7 +410,7 @@ fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
         String::from_utf8_lossy(&out.stdout)
     );
     let url = format!("{}/rollout", skein.http_base());
-    let load = Load::start(url, 3, Duration::from_millis(15));
+    let load = Load::start(url, 3, Duration::from_millis(15), version);
     load.measure(BETWEEN + 1, 50);
 
     // Revision 2 answers 500 to half its requests.
@@ -529,7 +423,7 @@ fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
     assert_eq!(r["actualWeight"], 20);
     let at_weight = Instant::now();
     // What clients see while the canary has its 20 %: until the abort.
-    load.window.store(20, Ordering::Release);
+    load.tag(20);
     let r = eventually(
         Duration::from_secs(40),
         "the analysis aborting the update",
@@ -538,7 +432,7 @@ fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
             (r["phase"] == "Degraded").then_some(r)
         },
     );
-    load.window.store(BETWEEN, Ordering::Release);
+    load.tag(BETWEEN);
     let took = at_weight.elapsed();
     // initialDelay 3 s, then a measurement every 2 s: failureLimit 1 fails at the second.
     assert!(

@@ -21,6 +21,9 @@ pub struct Runs {
     /// The config the runs are prepared against (set each tick).
     pub manifests: Option<skein_api::Manifests>,
     live: Vec<Live>,
+    /// Runs told to terminate, shown live until the engine has ended them (termination is
+    /// seen by the run's own task, a moment later), newest first.
+    ending: Vec<Live>,
     done: Vec<AnalysisRunStatus>,
 }
 
@@ -39,6 +42,7 @@ impl Runs {
             name,
             manifests: None,
             live: Vec::new(),
+            ending: Vec::new(),
             done: Vec::new(),
         }
     }
@@ -46,21 +50,46 @@ impl Runs {
     pub fn statuses(&self) -> Vec<AnalysisRunStatus> {
         self.live
             .iter()
-            .map(|l| {
-                let (phase, message, status) = match &l.handle {
-                    Ok(h) => (format!("{:?}", h.phase()), h.message(), h.status()),
-                    Err(e) => ("Error".into(), e.clone(), serde_json::Value::Null),
-                };
-                AnalysisRunStatus {
-                    name: l.name.clone(),
-                    phase,
-                    message,
-                    revision: l.revision,
-                    status,
-                }
-            })
+            .chain(&self.ending)
+            .map(Live::status)
             .chain(self.done.iter().cloned())
             .collect()
+    }
+
+    /// Moves the terminated runs that have ended to the finished ones.
+    fn reap(&mut self) {
+        let (ended, ending): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.ending)
+            .into_iter()
+            .partition(Live::ended);
+        self.ending = ending;
+        for l in ended.iter().rev() {
+            self.done.insert(0, l.status());
+        }
+        self.done.truncate(KEEP);
+        // A run that never ends (a provider hung past its own timeouts) is not kept forever.
+        for l in self.ending.drain(KEEP.min(self.ending.len())..) {
+            self.done.insert(0, l.status());
+        }
+    }
+}
+
+impl Live {
+    fn status(&self) -> AnalysisRunStatus {
+        let (phase, message, status) = match &self.handle {
+            Ok(h) => (format!("{:?}", h.phase()), h.message(), h.status()),
+            Err(e) => ("Error".into(), e.clone(), serde_json::Value::Null),
+        };
+        AnalysisRunStatus {
+            name: self.name.clone(),
+            phase,
+            message,
+            revision: self.revision,
+            status,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.handle.as_ref().map_or(true, |h| h.phase().completed())
     }
 }
 
@@ -101,6 +130,7 @@ impl Runner for Runs {
         (stable, latest): (&str, &str),
         revision: u32,
     ) -> (Verdict, String) {
+        self.reap();
         if !self.live.iter().any(|l| l.key == key) {
             let step = key.strip_prefix("step-");
             let run_name = match step {
@@ -172,17 +202,12 @@ impl Runner for Runs {
     }
 
     fn terminate_all(&mut self) {
-        for l in &self.live {
+        for l in self.live.drain(..).rev() {
             if let Ok(h) = &l.handle {
                 h.terminate();
             }
+            self.ending.insert(0, l);
         }
-        let finished = self.statuses();
-        let n = self.live.len();
-        self.live.clear();
-        for s in finished.into_iter().take(n).rev() {
-            self.done.insert(0, s);
-        }
-        self.done.truncate(KEEP);
+        self.reap();
     }
 }

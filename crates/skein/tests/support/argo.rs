@@ -1,0 +1,54 @@
+//! Argo Rollouts as the end-to-end tests read it: `skein rollouts get -o json` and waits
+//! on its steps.
+
+use std::time::Duration;
+
+use super::{Skein, eventually};
+
+/// The Rollout `ns/name`'s status (Argo's fields).
+pub fn rollout(skein: &Skein, ns: &str, name: &str) -> serde_json::Value {
+    let out = skein.run(&["rollouts", "get", "rollout", name, "-n", ns, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "rollouts get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rollout status is JSON")
+}
+
+/// Waits (90 s at most) for the Rollout to sit at `step` in `phase`.
+pub fn wait_step(skein: &Skein, ns: &str, name: &str, step: u64, phase: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(90),
+        &format!("rollout {ns}/{name} at step {step}, {phase}"),
+        || {
+            let r = rollout(skein, ns, name);
+            (r["currentStepIndex"] == step && r["phase"] == phase).then_some(r)
+        },
+    )
+}
+
+/// `skein rollouts ARGS... NAME -n NS`, which must succeed.
+pub fn rollouts(skein: &Skein, ns: &str, name: &str, args: &[&str]) {
+    let mut all = vec!["rollouts"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[name, "-n", ns]);
+    let out = skein.run(&all);
+    assert!(
+        out.status.success(),
+        "rollouts {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The names of the canary revision's pods.
+pub fn canary_pods(r: &serde_json::Value) -> Vec<String> {
+    r["revisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rev| rev["role"] == "canary")
+        .flat_map(|rev| rev["pods"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect()
+}
