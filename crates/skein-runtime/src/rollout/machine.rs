@@ -81,6 +81,8 @@ pub struct View<'a> {
     pub canary: &'a Canary,
     /// `spec.paused`.
     pub paused: bool,
+    /// `spec.revisionHistoryLimit` (Argo's default 10): scaled-down revisions kept.
+    pub history_limit: usize,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +102,9 @@ pub struct Machine {
     pub headers: Vec<SetHeaderRoute>,
     /// Old revisions whose pods go at the instant given.
     pub retired: Vec<(Revision, Instant)>,
+    /// Scaled-down revisions, newest first, at most `revisionHistoryLimit` (Argo keeps their
+    /// ReplicaSets at 0 replicas: shown as ScaledDown, and `undo` goes back to them).
+    pub history: Vec<Revision>,
     next_revision: u32,
     /// A step that cannot run (an unreadable pause): shown, and the rollout waits.
     pub blocked: Option<String>,
@@ -275,8 +280,16 @@ impl Machine {
         ready: &dyn Fn(&str) -> usize,
         runner: &mut dyn Runner,
     ) {
-        self.retired
-            .retain(|(r, at)| now < *at || ready(&r.hash) > 0 || r.hash.is_empty());
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|(r, at)| now < *at || ready(&r.hash) > 0 || r.hash.is_empty());
+        self.retired = kept;
+        for (r, _) in gone {
+            self.history.retain(|h| h.hash != r.hash);
+            self.history.insert(0, r);
+        }
+        self.history.sort_by_key(|h| std::cmp::Reverse(h.revision));
+        self.history.truncate(v.history_limit);
         let Some(stable) = &self.stable else {
             self.next_revision = 2;
             self.stable = Some(Revision::new(v.hash, 1, v.template));
@@ -292,6 +305,7 @@ impl Machine {
                     self.retired.push((c, now));
                 }
                 self.retired.retain(|(r, _)| r.hash != v.hash);
+                self.history.retain(|r| r.hash != v.hash);
                 self.aborted = None;
                 self.aborted_at = None;
                 self.restart_steps();
@@ -302,6 +316,7 @@ impl Machine {
                 self.retired.push((c, now));
             }
             self.retired.retain(|(r, _)| r.hash != v.hash);
+            self.history.retain(|r| r.hash != v.hash);
             let rev = self.next_revision.max(2);
             self.next_revision = rev + 1;
             self.canary = Some(Revision::new(v.hash, rev, v.template));
@@ -486,6 +501,7 @@ mod tests {
             template: &t1,
             canary: &c,
             paused: false,
+            history_limit: 10,
         };
         let v2 = View {
             hash: "h2",
@@ -541,6 +557,41 @@ mod tests {
         );
         assert_eq!(m.desired(t + Duration::from_secs(31), &v2)[1].1, 0);
         assert_eq!(m.phase(&all2, &v2).0, "Healthy");
+        // Once its pods are gone the old stable is history (Argo's ScaledDown ReplicaSet),
+        // kept up to revisionHistoryLimit.
+        let only_h2 = |h: &str| if h == "h2" { 4 } else { 0 };
+        m.tick(t + Duration::from_secs(31), &v2, &only_h2, &mut r);
+        assert!(m.retired.is_empty());
+        assert_eq!(
+            m.history.iter().map(|h| h.revision).collect::<Vec<_>>(),
+            [1]
+        );
+        let t3 = template("web:3");
+        let v3 = View {
+            hash: "h3",
+            template: &t3,
+            history_limit: 1,
+            ..v2
+        };
+        let t = t + Duration::from_secs(32);
+        m.tick(t, &v3, &only_h2, &mut r);
+        m.apply(&Command::Promote { full: true }, &mut r).unwrap();
+        let only_h3 = |h: &str| if h == "h3" { 4 } else { 0 };
+        m.tick(t, &v3, &only_h3, &mut r);
+        assert_eq!(m.stable.as_ref().unwrap().hash, "h3");
+        m.tick(t + Duration::from_secs(31), &v3, &only_h3, &mut r);
+        assert_eq!(
+            m.history.iter().map(|h| h.revision).collect::<Vec<_>>(),
+            [2],
+            "a limit of 1 keeps the newest"
+        );
+        // Back to an old template: it leaves the history.
+        let v2 = View {
+            history_limit: 1,
+            ..v2
+        };
+        m.tick(t + Duration::from_secs(32), &v2, &only_h3, &mut r);
+        assert!(m.history.is_empty(), "{:?}", m.history);
     }
 
     #[test]
@@ -555,6 +606,7 @@ mod tests {
             template: &t1,
             canary: &c,
             paused: false,
+            history_limit: 10,
         };
         let v2 = View {
             hash: "h2",
@@ -603,6 +655,7 @@ mod tests {
             template: &t1,
             canary: &c,
             paused: false,
+            history_limit: 10,
         };
         let v2 = View {
             hash: "h2",

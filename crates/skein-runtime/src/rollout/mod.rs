@@ -370,6 +370,10 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
                 template: &ro.spec.template,
                 canary: &canary,
                 paused: ro.spec.paused.unwrap_or(false),
+                history_limit: ro
+                    .spec
+                    .revision_history_limit
+                    .map_or(10, |n| usize::try_from(n).unwrap_or(0)),
             };
             let pods = pods_by_hash(&ctx, &ns, &name);
             let ready = |h: &str| {
@@ -734,7 +738,7 @@ fn status(
         push(c, "canary");
     }
     push(&stable, "stable");
-    for (r, _) in &m.retired {
+    for r in m.retired.iter().map(|(r, _)| r).chain(&m.history) {
         push(r, "old");
     }
     revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
