@@ -56,6 +56,7 @@ mod client;
 mod clock;
 mod fs;
 mod kube;
+mod live_config;
 pub mod mysql;
 mod naming;
 mod plan;

@@ -157,9 +157,15 @@ pub async fn up(opts: UpOptions) -> Result<Running, RuntimeError> {
         };
         tasks.push(crate::rollout::spawn(Arc::new(ctx), rx.clone()));
     }
-    // Every AnalysisRun of the manifests runs, its status in the state directory.
-    let _analysis_runs =
-        crate::analysis::start_manifest_runs(&manifests, state.root(), Arc::new(names));
+    // Every AnalysisRun of the config in force runs, its status in the state directory; runs
+    // added, terminated or deleted later (`skein apply`, an edit, a sync) are followed.
+    tasks.push(tokio::spawn(crate::analysis::watch_manifest_runs(
+        opts.manifests.clone(),
+        state.applied_dir(),
+        state.root().to_path_buf(),
+        Arc::new(names),
+        rx.clone(),
+    )));
     let synced: crate::run::restart::Synced = if mesh.is_some() {
         let (pods, state, base) = (pods.clone(), state.clone(), base.clone());
         std::sync::Arc::new(move |ready| control_caught_up(&state, &snapshot(&pods, &base), ready))

@@ -1,7 +1,8 @@
 //! End to end: an AnalysisRun in the manifests runs when `skein up` starts, its status kept in
 //! the state directory and shown by `skein get analysisrun` (Argo's STATUS column, `-o yaml`
-//! with `status.metricResults`); a template whose condition does not parse stops `skein up`
-//! with its `file:line`.
+//! with `status.metricResults`); one added by `skein apply` starts, `terminate: true` ends it
+//! and a delete removes it; a template whose condition does not parse stops `skein up` with
+//! its `file:line`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
 mod support;
@@ -194,5 +195,55 @@ fn an_analysis_run_queries_the_meshs_prometheus_by_its_addon_name() {
         .parse()
         .unwrap();
     assert!(n >= 1.0, "targets up: {up}");
+
+    // A run added with `skein apply` starts; `terminate: true` ends it Successful with what
+    // it measured; deleted, it and its status go.
+    let applied = |terminate: bool| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1
+kind: AnalysisRun
+metadata: {{name: applied, namespace: blog-system}}
+spec:
+  terminate: {terminate}
+  metrics:
+  - name: targets-up
+    interval: 1s
+    consecutiveErrorLimit: 60
+    successCondition: result[0] >= 1
+    provider: {{prometheus: {{query: count(up == 1)}}}}
+"
+        )
+    };
+    skein.apply_yaml("applied-run.yaml", &applied(false));
+    let get_applied = || {
+        let out = skein.run(&["get", "ar", "applied", "-n", "blog-system", "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+    };
+    eventually(Duration::from_secs(20), "the applied run measuring", || {
+        let v = get_applied()?;
+        (v["status"]["phase"] == "Running"
+            && v["status"]["metricResults"][0]["successful"].as_u64() >= Some(2))
+        .then_some(())
+    });
+    skein.apply_yaml("applied-run.yaml", &applied(true));
+    let status = eventually(
+        Duration::from_secs(20),
+        "the applied run terminated",
+        || {
+            let v = get_applied()?;
+            (v["status"]["phase"] != "Running").then(|| v["status"].clone())
+        },
+    );
+    assert_eq!(status["phase"], "Successful", "{status:#}");
+    let out = skein.run(&["delete", "analysisrun", "applied", "-n", "blog-system"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(20), "the deleted run gone", || {
+        let out = skein.run(&["get", "ar", "applied", "-n", "blog-system"]);
+        (!out.status.success()).then_some(())
+    });
     skein.down();
 }

@@ -345,51 +345,173 @@ pub fn start_in(
     ))
 }
 
-/// Starts every AnalysisRun of `manifests`, each writing its status to
-/// `STATE/analysisruns/NS.NAME.json` as it changes (the statuses of an earlier start are
-/// removed first). A run that cannot start gets a status
-/// file with phase Error and the reason, as Argo records `analysis spec invalid`.
-pub fn start_manifest_runs(
+/// Starts one AnalysisRun of the config, its status in `STATE/analysisruns/NS.NAME.json`;
+/// None (an Error status written) when its spec does not resolve.
+fn start_manifest_run(
     manifests: &skein_api::Manifests,
+    run: &skein_api::analysis::AnalysisRun,
     state_root: &Path,
-    resolver: Arc<dyn Resolve>,
-) -> Vec<AnalysisHandle> {
+    resolver: &Arc<dyn Resolve>,
+) -> Option<AnalysisHandle> {
+    let ns = run.metadata.namespace_or_default();
+    if let Err(e) = crate::naming::path_component("namespace", ns)
+        .and_then(|_| crate::naming::path_component("AnalysisRun", &run.metadata.name))
+    {
+        tracing::warn!("analysis: {e}");
+        return None;
+    }
+    let file = status_file(state_root, ns, &run.metadata.name);
+    match prepare_run(manifests, run) {
+        Ok(p) => Some(start_with(
+            p,
+            Arc::new(Prometheus {
+                resolver: resolver.clone(),
+            }),
+            Some(file),
+        )),
+        Err(e) => {
+            let status = serde_json::json!({
+                "phase": "Error",
+                "message": format!("analysis spec invalid: {e}"),
+                "startedAt": now_rfc3339(),
+            });
+            write_status(&file, &status);
+            None
+        }
+    }
+}
+
+/// Removes the statuses of an earlier `skein up`'s runs: they are over.
+fn clear_statuses(state_root: &Path) {
     let dir = state_root.join("analysisruns");
-    // The runs of an earlier `skein up` are over: their statuses go with it.
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         if entry.path().extension().is_some_and(|e| e == "json") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let mut out = Vec::new();
-    for run in manifests.analysis_runs() {
-        let ns = run.metadata.namespace_or_default();
-        let file = dir.join(format!("{ns}.{}.json", run.metadata.name));
-        if let Err(e) = crate::naming::path_component("namespace", ns)
-            .and_then(|_| crate::naming::path_component("AnalysisRun", &run.metadata.name))
-        {
-            tracing::warn!("analysis: {e}");
-            continue;
-        }
-        match prepare_run(manifests, run) {
-            Ok(p) => out.push(start_with(
-                p,
-                Arc::new(Prometheus {
-                    resolver: resolver.clone(),
-                }),
-                Some(file),
-            )),
-            Err(e) => {
-                let status = serde_json::json!({
-                    "phase": "Error",
-                    "message": format!("analysis spec invalid: {e}"),
-                    "startedAt": now_rfc3339(),
-                });
-                write_status(&file, &status);
+}
+
+/// Every AnalysisRun of `manifests`, started now (the runs of an earlier `skein up` are
+/// cleared first).
+pub fn start_manifest_runs(
+    manifests: &skein_api::Manifests,
+    state_root: &Path,
+    resolver: Arc<dyn Resolve>,
+) -> Vec<AnalysisHandle> {
+    clear_statuses(state_root);
+    manifests
+        .analysis_runs()
+        .filter_map(|run| start_manifest_run(manifests, run, state_root, &resolver))
+        .collect()
+}
+
+/// How long an AnalysisRun must be missing from a config that loads before it counts as
+/// deleted (a file being rewritten can load without it for a moment).
+const RUN_DELETE_AFTER: Duration = Duration::from_secs(2);
+
+/// One AnalysisRun of the config in force, as the watcher runs it.
+struct Watched {
+    /// The spec it was started from, without `terminate`.
+    spec: serde_json::Value,
+    handle: Option<AnalysisHandle>,
+    terminated: bool,
+    missing_since: Option<Instant>,
+}
+
+/// Keeps the AnalysisRuns of the config in force running as it changes (the manifests, a
+/// `skein apply`, a GitOps sync), as Argo's controller does: a new run starts, `terminate:
+/// true` ends one with what it has, a changed spec starts it again, a deleted one stops and
+/// its status goes. Looks every second; a config that does not load changes nothing.
+pub(crate) async fn watch_manifest_runs(
+    source: PathBuf,
+    applied: PathBuf,
+    state_root: PathBuf,
+    resolver: Arc<dyn Resolve>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    clear_statuses(&state_root);
+    let mut runs: std::collections::HashMap<(String, String), Watched> = Default::default();
+    let mut gone: Vec<(AnalysisHandle, PathBuf)> = Vec::new();
+    loop {
+        if let Some(config) = crate::live_config::load(&source, &applied) {
+            let mut seen = std::collections::HashSet::new();
+            for run in config.analysis_runs() {
+                let key = (
+                    run.metadata.namespace_or_default().to_string(),
+                    run.metadata.name.clone(),
+                );
+                let mut spec = serde_json::to_value(&run.spec).unwrap_or_default();
+                if let Some(o) = spec.as_object_mut() {
+                    o.remove("terminate");
+                }
+                seen.insert(key.clone());
+                let restart = runs.get(&key).is_none_or(|w| w.spec != spec);
+                if restart {
+                    if let Some(h) = runs.get(&key).and_then(|w| w.handle.as_ref()) {
+                        h.terminate();
+                    }
+                    tracing::info!(namespace = %key.0, run = %key.1, "analysis run started");
+                    let handle = start_manifest_run(&config, run, &state_root, &resolver);
+                    runs.insert(
+                        key.clone(),
+                        Watched {
+                            spec,
+                            handle,
+                            terminated: false,
+                            missing_since: None,
+                        },
+                    );
+                }
+                if let Some(w) = runs.get_mut(&key) {
+                    w.missing_since = None;
+                    if run.spec.terminate && !w.terminated {
+                        w.terminated = true;
+                        if let Some(h) = &w.handle {
+                            h.terminate();
+                        }
+                    }
+                }
             }
+            runs.retain(|(ns, name), w| {
+                if seen.contains(&(ns.clone(), name.clone())) {
+                    return true;
+                }
+                let since = *w.missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < RUN_DELETE_AFTER {
+                    return true;
+                }
+                tracing::info!(namespace = %ns, run = %name, "analysis run deleted");
+                let file = status_file(&state_root, ns, name);
+                match w.handle.take() {
+                    // Its task writes a last status as it ends: the file goes after that.
+                    Some(h) => {
+                        h.terminate();
+                        gone.push((h, file));
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(file);
+                    }
+                }
+                false
+            });
+        }
+        gone.retain(|(h, file)| {
+            if !h.phase().completed() {
+                return true;
+            }
+            let _ = std::fs::remove_file(file);
+            false
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = crate::run::supervisor::stopped(&mut shutdown) => break,
         }
     }
-    out
+    for w in runs.values() {
+        if let Some(h) = &w.handle {
+            h.terminate();
+        }
+    }
 }
 
 /// The status file of an AnalysisRun, as `start_manifest_runs` writes it.

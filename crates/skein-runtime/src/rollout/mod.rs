@@ -15,7 +15,7 @@ mod runner;
 pub mod spec;
 mod traffic;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -172,47 +172,6 @@ pub struct Ctx {
     pub network: Mutex<Network>,
 }
 
-/// The config as the control plane reads it, without the managed overlay: the manifests,
-/// then `skein apply`'s objects replacing same-named ones. None when it does not load (the
-/// control plane keeps its last good config; so does the controller).
-fn load_config(dir: &Path, applied: &Path) -> Option<Manifests> {
-    let mut m = skein_api::load_path(dir).ok()?;
-    let has_applied = std::fs::read_dir(applied)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if has_applied && let Ok(a) = skein_api::load_path(applied) {
-        m.extend(a);
-    }
-    // The last of each kind/namespace/name wins, in the first's place.
-    let key = |d: &skein_api::Document| {
-        let meta = d.resource.metadata();
-        (
-            d.resource.kind(),
-            meta.namespace_or_default().to_string(),
-            meta.name.clone(),
-        )
-    };
-    let mut last: HashMap<_, usize> = HashMap::new();
-    for (i, d) in m.documents.iter().enumerate() {
-        last.insert(key(d), i);
-    }
-    let mut slots: Vec<Option<skein_api::Document>> = m.documents.into_iter().map(Some).collect();
-    let mut out = Manifests::default();
-    let mut seen = HashSet::new();
-    for i in 0..slots.len() {
-        let Some(d) = slots[i].as_ref() else { continue };
-        let k = key(d);
-        if !seen.insert(k.clone()) {
-            continue;
-        }
-        let w = last.get(&k).copied().unwrap_or(i);
-        if let Some(d) = slots[w].take() {
-            out.documents.push(d);
-        }
-    }
-    Some(out)
-}
-
 /// Starts the manager: it spawns a task for each Rollout of the config as it appears.
 pub fn spawn(ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -244,7 +203,7 @@ pub fn spawn(ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> tokio::task::Joi
         loop {
             // A Rollout deleted (its task ended) and added again gets a new task.
             running.retain(|_, t| !t.is_finished());
-            if let Some(m) = load_config(&ctx.manifests, &ctx.state.applied_dir()) {
+            if let Some(m) = crate::live_config::load(&ctx.manifests, &ctx.state.applied_dir()) {
                 for r in m.rollouts() {
                     let key = (
                         r.metadata.namespace_or_default().to_string(),
@@ -312,7 +271,7 @@ async fn run_rollout(ctx: Arc<Ctx>, ns: String, name: String, mut shutdown: watc
         if *shutdown.borrow() {
             return;
         }
-        let config = load_config(&ctx.manifests, &ctx.state.applied_dir());
+        let config = crate::live_config::load(&ctx.manifests, &ctx.state.applied_dir());
         let rollout = config.as_ref().and_then(|m| {
             m.rollouts()
                 .find(|r| r.metadata.name == name && r.metadata.namespace_or_default() == ns)
