@@ -170,6 +170,16 @@ pub fn istio_config(snap: &Snapshot) -> Json {
             "prune": a.prune,
             "revision": a.revision.as_ref().map(|r| json!({"sha": r.sha, "subject": r.subject})),
             "outOfSync": a.drifted().count(),
+            // The drifted objects themselves, so the banner can name them.
+            "drifted": a.drifted().map(|r| json!({
+                "kind": r.kind,
+                "namespace": r.namespace,
+                "name": r.name,
+                "message": r.message,
+                "git": r.git,
+                "requiresPruning": r.requires_pruning,
+                "selfHealAt": r.self_heal_at,
+            })).collect::<Vec<_>>(),
             "conditions": a.conditions.iter().map(|c| json!({"type": c.kind, "message": c.message})).collect::<Vec<_>>(),
         })
     });
