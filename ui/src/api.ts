@@ -72,6 +72,7 @@ export interface OverviewNs {
   requestRate: number | null;
   errorRate: number | null;
   mtls?: string | null;
+  rollouts?: RolloutSummary[];
 }
 
 export interface Check {

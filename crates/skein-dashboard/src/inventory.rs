@@ -271,6 +271,15 @@ fn summary(r: &Json) -> Json {
     })
 }
 
+/// The overview's line per Rollout of `ns`: its phase, step and weight.
+pub fn rollout_summaries(snap: &Snapshot, ns: &str) -> Vec<Json> {
+    snap.rollouts
+        .iter()
+        .filter(|((n, _), _)| n == ns)
+        .map(|(_, v)| summary(v))
+        .collect()
+}
+
 /// `GET /api/namespaces/{ns}/rollouts`: every Rollout of `ns` with its full status.
 pub fn rollouts_json(snap: &Snapshot, ns: &str) -> Json {
     Json::Array(

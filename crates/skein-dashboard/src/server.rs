@@ -480,9 +480,13 @@ async fn overview(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResu
             "requestRate": rate,
             "errorRate": err,
             "mtls": mtls,
+            "rollouts": inventory::rollout_summaries(&snap, &ns),
         }));
     }
-    ok(json!({"namespaces": list}))
+    ok(json!({
+        "namespaces": list,
+        "application": snap.application.as_ref().map(config::application_json),
+    }))
 }
 
 fn round2(v: f64) -> f64 {
