@@ -413,11 +413,16 @@ fn the_dashboard_shows_the_application_sync_state_and_its_drift() {
         .unwrap_or_else(|| panic!("no dashboard in skein status: {status}"))
         .trim_end_matches('/')
         .to_string();
-    let app = eventually(Duration::from_secs(20), "the Application Synced", || {
-        let c = get(&format!("{base}/api/istio/config")).json();
-        (c["application"]["sync"] == "Synced").then(|| c["application"].clone())
-    });
-    assert_eq!(app["health"], "Healthy", "{app}");
+    // Progressing until its pods are ready, as Argo CD's health.
+    let app = eventually(
+        Duration::from_secs(30),
+        "the Application Synced and Healthy",
+        || {
+            let c = get(&format!("{base}/api/istio/config")).json();
+            let a = &c["application"];
+            (a["sync"] == "Synced" && a["health"] == "Healthy").then(|| a.clone())
+        },
+    );
     assert_eq!(app["outOfSync"], 0, "{app}");
     assert_eq!(app["drifted"], serde_json::json!([]), "{app}");
     assert!(app["revision"]["subject"] == "echo: all to v1", "{app}");
