@@ -98,7 +98,7 @@ export function rolloutPhase(r: RolloutSummary): HTMLElement {
   return h(
     "span",
     { class: `rollout-phase rollout-${phase.toLowerCase() || "unknown"}`, "data-testid": "rollout-phase", "data-phase": phase },
-    h("span", { "aria-hidden": "true" }, `${r.icon ?? "•"} `),
+    h("span", { class: `rollout-icon rollout-icon-${phase.toLowerCase() || "unknown"}`, "aria-hidden": "true" }, `${r.icon ?? "•"} `),
     `${phase || "unknown"}${step}${weight}`,
   );
 }
@@ -153,6 +153,7 @@ function rolloutPanel(r: Rollout): HTMLElement {
               "li",
               { class: `step step-${s.state}`, "data-testid": "rollout-step", "data-state": s.state, "data-index": String(s.index), "aria-current": s.state === "current" ? "step" : null },
               h("span", { class: "step-mark", "aria-hidden": "true" }, s.state === "done" ? "✔" : s.state === "current" ? "▶" : "○"),
+              h("span", { class: "step-index", "aria-hidden": "true" }, `${s.index}.`),
               h("code", null, s.text),
               s.state === "done" ? h("span", { class: "sr-only" }, " (done)") : s.state === "current" ? h("span", { class: "sr-only" }, " (current step)") : null,
             ),
