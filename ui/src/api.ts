@@ -72,6 +72,7 @@ export interface OverviewNs {
   requestRate: number | null;
   errorRate: number | null;
   mtls?: string | null;
+  rollouts?: RolloutSummary[];
 }
 
 export interface Check {
@@ -124,6 +125,58 @@ export interface WorkloadSummary {
   kind?: string;
   pods?: Pod[];
   health?: HealthStatus;
+  rollout?: RolloutSummary | null;
+}
+
+/** What the workloads list shows of an Argo Rollout. */
+export interface RolloutSummary {
+  name: string;
+  namespace: string;
+  phase?: string;
+  icon?: string;
+  message?: string;
+  currentStepIndex?: number | null;
+  stepCount?: number;
+  setWeight?: number;
+  actualWeight?: number;
+  error?: string | null;
+}
+
+export interface RolloutMeasurement {
+  phase: string;
+  value?: string | null;
+  startedAt?: string | null;
+  message?: string | null;
+}
+
+export interface RolloutMetric {
+  name: string;
+  phase: string;
+  icon: string;
+  count: number;
+  successful: number;
+  failed: number;
+  inconclusive: number;
+  error: number;
+  message?: string | null;
+  lastValue?: string | null;
+  measurements: RolloutMeasurement[];
+}
+
+/** An Argo Rollout's status, from its controller (`GET /api/namespaces/{ns}/rollouts`). */
+export interface Rollout extends RolloutSummary {
+  strategy?: string;
+  steps?: Array<{ index: number; text: string; state: "done" | "current" | "pending" }>;
+  stableWeight?: number;
+  stableRevision?: number | null;
+  canaryRevision?: number | null;
+  paused?: boolean;
+  aborted?: boolean;
+  replicas?: { desired: number; current: number; updated: number; ready: number; available: number };
+  revisions?: Array<{ revision: number; hash: string; role: string; images: string[]; pods: Array<{ name: string; ready: boolean; state: string; restarts: number; ip: string }> }>;
+  analysisRuns?: Array<{ name: string; phase: string; icon: string; message: string; revision: number; metrics: RolloutMetric[] }>;
+  conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
+  updatedAt?: string;
 }
 
 export interface Canary {
@@ -138,6 +191,7 @@ export interface Workload extends WorkloadSummary {
   istioConfig?: ConfigRef[];
   canary?: Canary[];
   workloadStatus?: { desiredReplicas?: number; currentReplicas?: number; availableReplicas?: number; syncedProxies?: number };
+  rollout?: Rollout | null;
 }
 
 export interface Service {
@@ -176,6 +230,7 @@ export interface ApplicationSync {
   prune: boolean;
   revision?: { sha: string; subject: string } | null;
   outOfSync: number;
+  drifted?: Array<{ kind: string; namespace: string; name: string; message?: string | null; git?: string | null; requiresPruning?: boolean; selfHealAt?: string | null }>;
   conditions: Array<{ type: string; message: string }>;
 }
 

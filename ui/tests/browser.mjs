@@ -326,6 +326,83 @@ try {
     }).map((e) => e.outerHTML.slice(0, 80)),
   );
   check(unlabelled.length === 0, `every control is labelled${unlabelled.length ? `: ${unlabelled.join(", ")}` : ""}`);
+
+  // 9. web's Rollout: Healthy with its 8 steps; `set image` starts an update that pauses at
+  // step 1 (weight 0, a canary revision); promoted, it pauses at step 4 (weight 10) with the
+  // analysis run's two metrics. Last, as it changes web for everything after it.
+  step("rollout web");
+  const rollouts = (...a) => {
+    const out = execFileSync(opts.skein, ["--state-dir", opts.stateDir, "rollouts", ...a, "-n", "blog-system"], { stdio: "pipe" });
+    console.log(`  skein rollouts ${a.join(" ")}: ${String(out).trim().split("\n")[0]}`);
+  };
+  const panel = page.getByTestId("rollout-panel");
+  const panelNow = () =>
+    panel.evaluate((el) => ({
+      phase: el.dataset.phase,
+      step: el.dataset.step,
+      setWeight: el.dataset.setWeight,
+      actualWeight: el.dataset.actualWeight,
+      status: el.querySelector("[data-testid=rollout-status]")?.textContent ?? "",
+      steps: [...el.querySelectorAll("[data-testid=rollout-step]")].map((s) => ({ state: s.dataset.state, current: s.getAttribute("aria-current") })),
+      roles: [...el.querySelectorAll("[data-testid=rollout-revision]")].map((r) => r.dataset.role),
+      metrics: [...el.querySelectorAll("[data-testid=rollout-metric]")].map((m) => m.dataset.metric),
+      weights: el.querySelector("[data-testid=rollout-weights]")?.textContent ?? "",
+    }));
+  /** Reloads web's page until `probe(panel)` holds (the workload page loads once). */
+  const reloadUntil = async (probe, what, timeoutMs = 45_000) => {
+    const deadline = Date.now() + timeoutMs;
+    let last = null;
+    for (;;) {
+      await panel.waitFor();
+      last = await panelNow();
+      if (probe(last)) return last;
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}; the panel: ${JSON.stringify(last)}`);
+      await page.waitForTimeout(1000);
+      await page.reload();
+    }
+  };
+  await visit("/workloads?namespace=blog-system");
+  const webPhase = page.locator("[data-testid=workload-row][data-name=web] [data-testid=rollout-phase]");
+  await webPhase.waitFor();
+  check((await webPhase.getAttribute("data-phase")) === "Healthy" && /✔ Healthy/.test(await webPhase.innerText()), "the workloads list shows web's Rollout ✔ Healthy");
+  await page.locator("[data-testid=workload-row][data-name=web] a").click();
+  const healthy = await reloadUntil((p) => p.phase === "Healthy", "web's Rollout panel Healthy");
+  check(/✔\s*Healthy/.test(healthy.status), `the Rollout panel says ✔ Healthy (${healthy.status})`);
+  check(healthy.steps.length === 8, `the panel lists web's 8 steps (${healthy.steps.length})`);
+  check(healthy.steps.every((s) => s.state === "done") && !healthy.steps.some((s) => s.current), "with no update running every step is done and none is current");
+  check(healthy.roles.includes("stable") && !healthy.roles.includes("canary"), `one stable revision, no canary (${healthy.roles.join(", ")})`);
+  await panel.scrollIntoViewIfNeeded();
+  await shot("rollout-healthy");
+
+  rollouts("set", "image", "web", "web=blog-web:0.2.0");
+  const paused = await reloadUntil(
+    (p) => p.phase === "Paused" && p.step === "1" && p.roles.includes("canary"),
+    "web's Rollout ॥ Paused at step 1 with a canary revision",
+  );
+  check(/॥\s*Paused/.test(paused.status), `the panel says ॥ Paused (${paused.status})`);
+  check(paused.setWeight === "0" && paused.actualWeight === "0", `the update starts at weight 0 (set ${paused.setWeight}, actual ${paused.actualWeight})`);
+  check(paused.steps[1].current === "step" && paused.steps.filter((s) => s.current).length === 1, "step 1 is the current step (aria-current), and only it");
+  check(paused.steps[0].state === "done" && paused.steps.slice(2).every((s) => s.state === "pending"), "step 0 is done, the later ones pending");
+  check(/stable/.test(paused.weights) && /canary/.test(paused.weights), `the weights name stable and canary (${paused.weights})`);
+  check((await page.locator("[data-testid=rollout-step][aria-current=step]").innerText()).includes("pause"), "the current step is the pause");
+  await page.getByTestId("rollout-steps").scrollIntoViewIfNeeded();
+  await shot("rollout-paused-step1");
+
+  rollouts("promote", "web");
+  const ten = await reloadUntil(
+    (p) => p.phase === "Paused" && p.step === "4" && p.metrics.includes("success-rate") && p.metrics.includes("p99-latency"),
+    "web's Rollout ॥ Paused at step 4 with the analysis run's two metrics",
+  );
+  check(ten.setWeight === "10", `promoted, the canary's weight is 10 (${ten.setWeight})`);
+  check(ten.steps.slice(0, 4).every((s) => s.state === "done") && ten.steps[4].current === "step", "steps 0-3 are done, step 4 is current");
+  check(ten.metrics.length >= 2, `the analysis table lists success-rate and p99-latency (${ten.metrics.join(", ")})`);
+  check((await page.locator("[data-testid=rollout-analysis] th").count()) >= 6, "the analysis table has its column headers");
+  await page.getByTestId("rollout-analysis").scrollIntoViewIfNeeded();
+  await shot("rollout-step4-analysis");
+  const unlabelledHere = await page.$$eval("select, input, button", (els) =>
+    els.filter((e) => e.tagName === "BUTTON" ? !(e.textContent ?? "").trim() && !e.getAttribute("aria-label") : !(e.id && document.querySelector(`label[for="${e.id}"]`)) && !e.getAttribute("aria-label") && !e.closest("label")).length,
+  );
+  check(unlabelledHere === 0, "every control on web's page is labelled");
 } catch (e) {
   failure = e;
   try {

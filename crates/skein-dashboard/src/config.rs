@@ -160,18 +160,7 @@ pub fn istio_config(snap: &Snapshot) -> Json {
                 });
             }
         }
-        json!({
-            "name": a.name,
-            "namespace": a.namespace,
-            "repo": a.repo,
-            "sync": a.sync,
-            "health": a.health,
-            "selfHeal": a.self_heal,
-            "prune": a.prune,
-            "revision": a.revision.as_ref().map(|r| json!({"sha": r.sha, "subject": r.subject})),
-            "outOfSync": a.drifted().count(),
-            "conditions": a.conditions.iter().map(|c| json!({"type": c.kind, "message": c.message})).collect::<Vec<_>>(),
-        })
+        application_json(a)
     });
     json!({
         "control": {
@@ -181,6 +170,32 @@ pub fn istio_config(snap: &Snapshot) -> Json {
         },
         "application": application,
         "objects": objects,
+    })
+}
+
+/// GitOps: the Application's sync status and health, its commit and its drifted objects.
+pub fn application_json(a: &skein_control::gitops::AppStatus) -> Json {
+    json!({
+        "name": a.name,
+        "namespace": a.namespace,
+        "repo": a.repo,
+        "sync": a.sync,
+        "health": a.health,
+        "selfHeal": a.self_heal,
+        "prune": a.prune,
+        "revision": a.revision.as_ref().map(|r| json!({"sha": r.sha, "subject": r.subject})),
+        "outOfSync": a.drifted().count(),
+        // The drifted objects themselves, so the banner can name them.
+        "drifted": a.drifted().map(|r| json!({
+            "kind": r.kind,
+            "namespace": r.namespace,
+            "name": r.name,
+            "message": r.message,
+            "git": r.git,
+            "requiresPruning": r.requires_pruning,
+            "selfHealAt": r.self_heal_at,
+        })).collect::<Vec<_>>(),
+        "conditions": a.conditions.iter().map(|c| json!({"type": c.kind, "message": c.message})).collect::<Vec<_>>(),
     })
 }
 

@@ -216,6 +216,7 @@ pub fn workloads_json(snap: &Snapshot, ns: &str) -> Json {
                     "kind": w.kind,
                     "pods": w.pods.iter().map(|p| pod_json(snap, p, None)).collect::<Vec<_>>(),
                     "health": pod_health(w, snap).as_str(),
+                    "rollout": rollout_summary(snap, w),
                 })
             })
             .collect(),
@@ -238,7 +239,56 @@ pub fn workload_json(snap: &Snapshot, w: &Workload<'_>, certs: &BTreeMap<String,
         "canary": config::canary(snap, &w.namespace, &w.labels),
         "health": pod_health(w, snap).as_str(),
         "workloadStatus": workload_status(w, snap),
+        "rollout": rollout_of(snap, w),
     })
+}
+
+/// A Rollout workload's full status (`crate::rollout`), else null.
+fn rollout_of<'s>(snap: &'s Snapshot, w: &Workload<'_>) -> Option<&'s Json> {
+    snap.rollouts.get(&(w.namespace.clone(), w.name.clone()))
+}
+
+/// What the workloads list shows of a Rollout: its phase, step and weight.
+fn rollout_summary(snap: &Snapshot, w: &Workload<'_>) -> Json {
+    match rollout_of(snap, w) {
+        None => Json::Null,
+        Some(r) => summary(r),
+    }
+}
+
+fn summary(r: &Json) -> Json {
+    json!({
+        "name": r["name"],
+        "namespace": r["namespace"],
+        "phase": r["phase"],
+        "icon": r["icon"],
+        "message": r["message"],
+        "currentStepIndex": r["currentStepIndex"],
+        "stepCount": r["stepCount"],
+        "setWeight": r["setWeight"],
+        "actualWeight": r["actualWeight"],
+        "error": r["error"],
+    })
+}
+
+/// The overview's line per Rollout of `ns`: its phase, step and weight.
+pub fn rollout_summaries(snap: &Snapshot, ns: &str) -> Vec<Json> {
+    snap.rollouts
+        .iter()
+        .filter(|((n, _), _)| n == ns)
+        .map(|(_, v)| summary(v))
+        .collect()
+}
+
+/// `GET /api/namespaces/{ns}/rollouts`: every Rollout of `ns` with its full status.
+pub fn rollouts_json(snap: &Snapshot, ns: &str) -> Json {
+    Json::Array(
+        snap.rollouts
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, v)| v.clone())
+            .collect(),
+    )
 }
 
 /// `GET /api/namespaces/{ns}/services` (and one of them).

@@ -11,6 +11,7 @@
 //!   that apply to a workload or Service, the graph's config flags.
 //! - `logs`: container logs, the access log's TEXT and JSON formats, filters.
 //! - `state`: one read of the state directory (status files, manifests, diagnostics).
+//! - `rollout`: a Rollout's status file, bounded, as the Rollout panel's JSON.
 //! - `refused`: a change `skein apply` refused, as the CLI records it.
 //! - `params`: every query parameter, parsed and bounded.
 //! - `assets`: the embedded page.
@@ -27,6 +28,7 @@ pub mod logs;
 pub mod params;
 pub mod refused;
 mod reply;
+pub mod rollout;
 pub mod server;
 pub mod state;
 

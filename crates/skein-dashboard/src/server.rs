@@ -193,6 +193,7 @@ pub fn router(cfg: Config) -> Result<Router, ServerError> {
         .route("/api/namespaces/{ns}/health", get(health_handler))
         .route("/api/namespaces/{ns}/workloads", get(workloads))
         .route("/api/namespaces/{ns}/workloads/{w}", get(workload))
+        .route("/api/namespaces/{ns}/rollouts", get(rollouts))
         .route(
             "/api/namespaces/{ns}/workloads/{w}/metrics",
             get(workload_metrics),
@@ -479,9 +480,13 @@ async fn overview(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> ApiResu
             "requestRate": rate,
             "errorRate": err,
             "mtls": mtls,
+            "rollouts": inventory::rollout_summaries(&snap, &ns),
         }));
     }
-    ok(json!({"namespaces": list}))
+    ok(json!({
+        "namespaces": list,
+        "application": snap.application.as_ref().map(config::application_json),
+    }))
 }
 
 fn round2(v: f64) -> f64 {
@@ -493,6 +498,13 @@ async fn workloads(State(app): State<Arc<App>>, Path(ns): Path<String>) -> ApiRe
     let snap = app.snapshot().await?;
     known_namespace(&snap, &ns)?;
     ok(inventory::workloads_json(&snap, &ns))
+}
+
+async fn rollouts(State(app): State<Arc<App>>, Path(ns): Path<String>) -> ApiResult {
+    let ns = params::namespace("namespace", &ns)?;
+    let snap = app.snapshot().await?;
+    known_namespace(&snap, &ns)?;
+    ok(inventory::rollouts_json(&snap, &ns))
 }
 
 async fn workload(State(app): State<Arc<App>>, Path((ns, w)): Path<(String, String)>) -> ApiResult {

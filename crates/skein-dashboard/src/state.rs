@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub addons_dir: PathBuf,
     /// GitOps: the Application the run syncs (its commit, sync status, drifted objects).
     pub application: Option<skein_control::gitops::AppStatus>,
+    /// Each Rollout of the manifests with its controller's status (`crate::rollout`), by
+    /// namespace and name.
+    pub rollouts: std::collections::BTreeMap<(String, String), serde_json::Value>,
 }
 
 impl Snapshot {
@@ -63,6 +66,15 @@ impl Snapshot {
         };
         let diagnostics = skein_api::validate(&manifests);
         let refused = crate::refused::read(state);
+        let rollouts = manifests
+            .rollouts()
+            .map(|r| {
+                let ns = r.metadata.namespace_or_default().to_string();
+                let name = r.metadata.name.clone();
+                let v = crate::rollout::rollout_json(state, &ns, &name);
+                ((ns, name), v)
+            })
+            .collect();
         Ok(Snapshot {
             status,
             control,
@@ -74,6 +86,7 @@ impl Snapshot {
             applied_dir: state.applied_dir(),
             addons_dir: state.addons_dir(),
             application: skein_control::gitops::Layout::new(state.gitops_dir()).read_status(),
+            rollouts,
         })
     }
 

@@ -320,6 +320,44 @@ fn the_dashboard_api_on_the_blog() {
         },
     );
 
+    // web's Rollout with its controller's status: Healthy, its 8 steps all done, and the
+    // same object in the namespace's Rollout list.
+    let web = eventually(Duration::from_secs(20), "web's Rollout status", || {
+        let w = get(&format!("{base}/api/namespaces/{NS}/workloads/web")).json();
+        (w["rollout"]["phase"] == "Healthy").then_some(w)
+    });
+    assert_eq!(web["kind"], "Rollout");
+    let r = &web["rollout"];
+    assert_eq!(r["icon"], "✔", "{r}");
+    assert_eq!(r["steps"].as_array().map(Vec::len), Some(8), "{r}");
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "done"),
+        "{r}"
+    );
+    assert_eq!(r["stableWeight"], 100, "{r}");
+    let list = get(&format!("{base}/api/namespaces/{NS}/rollouts")).json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["name"], "web");
+    let wl = get(&format!("{base}/api/namespaces/{NS}/workloads")).json();
+    let row = wl
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "web")
+        .unwrap();
+    assert_eq!(row["rollout"]["phase"], "Healthy", "{row}");
+    let was = wl
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "was")
+        .unwrap();
+    assert!(was["rollout"].is_null(), "was is a Deployment: {was}");
+
     // Hostile input: a 400 with a message, nothing else runs.
     let r = get(&format!(
         "{base}/api/namespaces/graph?namespaces=blog-system%22%7D&graphType=app"
@@ -337,4 +375,85 @@ fn the_dashboard_api_on_the_blog() {
 
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
+}
+
+fn git(repo: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("git is installed (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// GitOps on the Istio config page's data: `skein up` on a git working tree (the gitops
+/// fixture) is Synced and Healthy with nothing drifted; a `skein apply` that differs from git
+/// makes the Application OutOfSync with that VirtualService listed as drifted.
+#[test]
+fn the_dashboard_shows_the_application_sync_state_and_its_drift() {
+    let repo = tempfile::tempdir().unwrap();
+    let fixture = repo_root().join("crates/skein/tests/fixtures/gitops");
+    for f in ["echo.yaml", "vs.yaml"] {
+        std::fs::copy(fixture.join(f), repo.path().join(f)).unwrap();
+    }
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-qm", "echo: all to v1"]);
+    let skein = Skein::new();
+    skein.up(repo.path().to_str().unwrap(), &[]);
+    let status = skein.status();
+    let base = status["dashboard"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no dashboard in skein status: {status}"))
+        .trim_end_matches('/')
+        .to_string();
+    // Progressing until its pods are ready, as Argo CD's health.
+    let app = eventually(
+        Duration::from_secs(30),
+        "the Application Synced and Healthy",
+        || {
+            let c = get(&format!("{base}/api/istio/config")).json();
+            let a = &c["application"];
+            (a["sync"] == "Synced" && a["health"] == "Healthy").then(|| a.clone())
+        },
+    );
+    assert_eq!(app["outOfSync"], 0, "{app}");
+    assert_eq!(app["drifted"], serde_json::json!([]), "{app}");
+    assert!(app["revision"]["subject"] == "echo: all to v1", "{app}");
+
+    let vs = std::fs::read_to_string(fixture.join("vs.yaml"))
+        .unwrap()
+        .replace("weight: 100", "weight: X")
+        .replace("weight: 0", "weight: 100")
+        .replace("weight: X", "weight: 0");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vs-manual.yaml");
+    std::fs::write(&file, vs).unwrap();
+    let out = skein.run(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "skein apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = eventually(Duration::from_secs(10), "the Application OutOfSync", || {
+        let c = get(&format!("{base}/api/istio/config")).json();
+        (c["application"]["sync"] == "OutOfSync").then(|| c["application"].clone())
+    });
+    assert_eq!(app["outOfSync"], 1, "{app}");
+    let d = &app["drifted"][0];
+    assert_eq!(
+        (&d["kind"], &d["namespace"], &d["name"]),
+        (&"VirtualService".into(), &"echo".into(), &"echo".into()),
+        "{app}"
+    );
+    assert!(
+        d["git"].as_str().is_some_and(|g| g.starts_with("vs.yaml:")),
+        "the drifted object names git's file: {app}"
+    );
 }

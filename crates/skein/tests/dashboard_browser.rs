@@ -4,7 +4,9 @@
 //! revision (a Rollout with no update running) and was in the graph, the web -> was edge with
 //! a padlock and a rate that grows after more traffic, was's pods and was-authz, a trace's
 //! waterfall with every hop, and
-//! a policy `skein apply` refused on the Istio config page. Every check is on the DOM; any
+//! a policy `skein apply` refused on the Istio config page, then web's Rollout panel through
+//! an update (`skein rollouts set image`, `promote`): Healthy with 8 steps, Paused at step 1
+//! at weight 0, Paused at step 4 at weight 10 with the analysis run's metrics. Every check is on the DOM; any
 //! console error fails it. Screenshots go to target/dashboard-screenshots/.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that cannot go on fails here
 
@@ -128,7 +130,7 @@ fn the_dashboard_shows_the_blog_in_a_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run node ui/tests/browser.mjs");
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().expect("wait for node").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -162,6 +164,9 @@ fn the_dashboard_shows_the_blog_in_a_browser() {
         "trace-waterfall",
         "logs-was",
         "istio-config",
+        "rollout-healthy",
+        "rollout-paused-step1",
+        "rollout-step4-analysis",
     ] {
         let f = shots.join(format!("{name}.png"));
         assert!(

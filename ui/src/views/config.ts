@@ -121,14 +121,30 @@ function objectCard(o: ConfigObject, open: boolean): HTMLElement {
 }
 
 /** GitOps: the Application's sync status and health, and the commit in force. */
-function applicationBanner(a: ApplicationSync): HTMLElement {
+export function applicationBanner(a: ApplicationSync): HTMLElement {
   const rev = a.revision ? `commit ${a.revision.sha.slice(0, 7)} "${a.revision.subject}"` : "no commit synced";
   const drift = a.outOfSync > 0 ? `, ${a.outOfSync} object${a.outOfSync === 1 ? "" : "s"} OutOfSync` : "";
   return h(
     "div",
-    { class: `banner${a.sync === "Synced" ? "" : " banner-error"}`, role: "status", "data-testid": "application-sync" },
+    { class: `banner${a.sync === "Synced" ? "" : " banner-error"}`, role: "status", "data-testid": "application-sync", "data-sync": a.sync, "data-health": a.health },
     h("strong", null, `Application ${a.name}: ${a.sync}, ${a.health}`),
     ` (${rev} of ${a.repo}${drift}; selfHeal ${a.selfHeal ? "on" : "off"}, prune ${a.prune ? "on" : "off"})`,
+    (a.drifted ?? []).length
+      ? h(
+          "ul",
+          { "data-testid": "application-drifted", "aria-label": "Objects OutOfSync with git" },
+          (a.drifted ?? []).map((d) =>
+            h(
+              "li",
+              { "data-testid": "drifted-object", "data-kind": d.kind, "data-name": d.name, "data-namespace": d.namespace },
+              `${d.kind} ${d.namespace ? `${d.namespace}/` : ""}${d.name}: `,
+              d.requiresPruning ? "requires pruning" : d.message ?? "differs from git",
+              d.git ? ` (git: ${d.git})` : "",
+              d.selfHealAt ? `, self-heal ${when(d.selfHealAt)}` : "",
+            ),
+          ),
+        )
+      : null,
     a.conditions.map((c) => h("p", { class: "pre-wrap" }, `${c.type}: ${c.message}`)),
   );
 }

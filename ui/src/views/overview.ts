@@ -1,5 +1,7 @@
 import { h, fill, message } from "../dom";
-import { getJSON, qs, type OverviewNs } from "../api";
+import { getJSON, qs, type ApplicationSync, type OverviewNs } from "../api";
+import { applicationBanner } from "./config";
+import { rolloutPhase } from "./workloads";
 import { healthBadge } from "../health";
 import { pct, rate } from "../format";
 import { href } from "../router";
@@ -13,13 +15,14 @@ export function overview(root: HTMLElement, route: Route): () => void {
   root.append(pageHeader("Overview"), bar, body);
   const load = async () => {
     try {
-      const ov = await getJSON<{ namespaces: OverviewNs[] }>(`/api/overview${qs({ duration })}`);
+      const ov = await getJSON<{ namespaces: OverviewNs[]; application?: ApplicationSync | null }>(`/api/overview${qs({ duration })}`);
       if (ov.namespaces.length === 0) {
         fill(body, message("empty", "No namespaces: nothing runs in the mesh yet (start one with `skein up DIR`).", "empty"));
         return;
       }
       fill(
         body,
+        ov.application ? applicationBanner(ov.application) : null,
         h(
           "div",
           { class: "cards" },
@@ -42,6 +45,16 @@ export function overview(root: HTMLElement, route: Route): () => void {
                 h("dd", { "data-testid": "ns-errors" }, n.errorRate === null || n.errorRate === undefined ? "–" : pct(Math.abs(n.errorRate))),
                 h("dt", null, "mTLS"),
                 h("dd", null, n.mtls ? `${n.mtls}%` : "–"),
+                ...((n.rollouts ?? []).length
+                  ? [
+                      h("dt", null, "Rollouts"),
+                      h(
+                        "dd",
+                        { "data-testid": "ns-rollouts" },
+                        (n.rollouts ?? []).map((r, i) => [i ? ", " : "", h("a", { href: href(`/namespaces/${encodeURIComponent(r.namespace)}/workloads/${encodeURIComponent(r.name)}`) }, r.name), " ", rolloutPhase(r)]),
+                      ),
+                    ]
+                  : []),
               ),
               h(
                 "p",

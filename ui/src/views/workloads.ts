@@ -1,5 +1,5 @@
 import { h, fill, message } from "../dom";
-import { enc, getJSON, qs, type Metrics, type Pod, type Service, type Workload, type WorkloadSummary } from "../api";
+import { enc, getJSON, qs, type Metrics, type Pod, type Rollout, type RolloutSummary, type Service, type Workload, type WorkloadSummary } from "../api";
 import { healthBadge } from "../health";
 import { lineChart, type Line } from "../chart";
 import { DURATIONS, num, relative, when } from "../format";
@@ -41,7 +41,7 @@ export function workloads(root: HTMLElement, route: Route): void {
           : h(
               "table",
               { class: "data", "data-testid": "workloads" },
-              h("thead", null, h("tr", null, ["Name", "Kind", "App", "Version", "Pods", "Health"].map((c) => h("th", { scope: "col" }, c)))),
+              h("thead", null, h("tr", null, ["Name", "Kind", "App", "Version", "Pods", "Health", "Rollout"].map((c) => h("th", { scope: "col" }, c)))),
               h(
                 "tbody",
                 null,
@@ -55,6 +55,7 @@ export function workloads(root: HTMLElement, route: Route): void {
                     h("td", null, w.version ?? w.labels?.version ?? ""),
                     h("td", null, podsSummary(w.pods ?? [])),
                     h("td", null, healthBadge(w.health)),
+                    h("td", { "data-testid": "workload-rollout" }, w.rollout ? rolloutPhase(w.rollout) : ""),
                   ),
                 ),
               ),
@@ -86,6 +87,130 @@ export function workloads(root: HTMLElement, route: Route): void {
       showError(body, "Could not load the workloads", e);
     }
   })();
+}
+
+/** A Rollout's phase as `skein rollouts get` prints it (icon and word), with its step. */
+export function rolloutPhase(r: RolloutSummary): HTMLElement {
+  if (r.error) return h("span", { class: "rollout-phase rollout-unknown", "data-testid": "rollout-phase", "data-phase": "", title: r.error }, "• unknown");
+  const phase = r.phase ?? "";
+  const step = r.currentStepIndex != null && r.stepCount ? `, step ${r.currentStepIndex}/${r.stepCount}` : "";
+  const weight = r.setWeight != null && phase !== "Healthy" ? `, weight ${r.setWeight}` : "";
+  return h(
+    "span",
+    { class: `rollout-phase rollout-${phase.toLowerCase() || "unknown"}`, "data-testid": "rollout-phase", "data-phase": phase },
+    h("span", { class: `rollout-icon rollout-icon-${phase.toLowerCase() || "unknown"}`, "aria-hidden": "true" }, `${r.icon ?? "•"} `),
+    `${phase || "unknown"}${step}${weight}`,
+  );
+}
+
+/** The Rollout panel: phase, message, steps, weights, revisions and analysis. */
+function rolloutPanel(r: Rollout): HTMLElement {
+  const sec = h("section", {
+    class: "card rollout",
+    "aria-labelledby": "rollout-title",
+    "data-testid": "rollout-panel",
+    "data-phase": r.phase ?? "",
+    "data-step": r.currentStepIndex != null ? String(r.currentStepIndex) : "",
+    "data-set-weight": String(r.setWeight ?? ""),
+    "data-actual-weight": String(r.actualWeight ?? ""),
+  });
+  sec.append(h("h2", { id: "rollout-title" }, "Rollout"));
+  if (r.error) {
+    sec.append(message("error", r.error, "rollout-error"));
+    return sec;
+  }
+  const steps = r.steps ?? [];
+  sec.append(
+    h(
+      "p",
+      { class: "rollout-status" },
+      h("strong", { "data-testid": "rollout-status" }, rolloutPhase(r)),
+      r.message ? h("span", { class: "rollout-message", "data-testid": "rollout-message" }, ` — ${r.message}`) : null,
+    ),
+    kv([
+      ["Strategy", r.strategy],
+      ["Step", r.currentStepIndex != null ? `${r.currentStepIndex} of ${steps.length}` : "–"],
+      [
+        "Weights",
+        h(
+          "span",
+          { "data-testid": "rollout-weights" },
+          r.canaryRevision != null
+            ? `canary (revision ${r.canaryRevision}): set ${r.setWeight ?? 0}%, actual ${r.actualWeight ?? 0}%; stable${r.stableRevision != null ? ` (revision ${r.stableRevision})` : ""}: ${r.stableWeight ?? 100}%`
+            : `stable${r.stableRevision != null ? ` (revision ${r.stableRevision})` : ""}: 100%, no update running (no canary)`,
+        ),
+      ],
+      ["Replicas", r.replicas ? `${r.replicas.desired} desired, ${r.replicas.updated} updated, ${r.replicas.ready} ready, ${r.replicas.available} available` : undefined],
+    ]),
+    h("h3", { id: "rollout-steps-title" }, `Steps (${steps.length})`),
+    steps.length === 0
+      ? message("empty", "This Rollout has no steps.", "rollout-steps-empty")
+      : h(
+          "ol",
+          { class: "rollout-steps", start: "0", "aria-labelledby": "rollout-steps-title", "data-testid": "rollout-steps" },
+          steps.map((s) =>
+            h(
+              "li",
+              { class: `step step-${s.state}`, "data-testid": "rollout-step", "data-state": s.state, "data-index": String(s.index), "aria-current": s.state === "current" ? "step" : null },
+              h("span", { class: "step-mark", "aria-hidden": "true" }, s.state === "done" ? "✔" : s.state === "current" ? "▶" : "○"),
+              h("span", { class: "step-index", "aria-hidden": "true" }, `${s.index}.`),
+              h("code", null, s.text),
+              s.state === "done" ? h("span", { class: "sr-only" }, " (done)") : s.state === "current" ? h("span", { class: "sr-only" }, " (current step)") : null,
+            ),
+          ),
+        ),
+    h("h3", null, "Revisions"),
+    h(
+      "table",
+      { class: "data", "data-testid": "rollout-revisions" },
+      h("thead", null, h("tr", null, ["Revision", "Role", "Hash", "Images", "Pods"].map((c) => h("th", { scope: "col" }, c)))),
+      h(
+        "tbody",
+        null,
+        (r.revisions ?? []).map((v) =>
+          h(
+            "tr",
+            { "data-testid": "rollout-revision", "data-role": v.role, "data-revision": String(v.revision) },
+            h("td", null, String(v.revision)),
+            h("td", null, v.role),
+            h("td", null, h("code", null, v.hash)),
+            h("td", null, v.images.join(", ")),
+            h("td", null, v.pods.length ? v.pods.map((p) => `${p.ready ? "✔" : "◌"} ${p.name}`).join(", ") : "scaled down"),
+          ),
+        ),
+      ),
+    ),
+    h("h3", null, "Analysis"),
+    (r.analysisRuns ?? []).length === 0
+      ? message("empty", "No analysis run yet.", "rollout-analysis-empty")
+      : h(
+          "table",
+          { class: "data", "data-testid": "rollout-analysis" },
+          h("caption", { class: "sr-only" }, "Analysis runs and their metrics"),
+          h("thead", null, h("tr", null, ["Run", "Metric", "Phase", "Successful", "Failed", "Last value", "Last measured"].map((c) => h("th", { scope: "col" }, c)))),
+          h(
+            "tbody",
+            null,
+            (r.analysisRuns ?? []).flatMap((a) =>
+              (a.metrics.length ? a.metrics : [null]).map((m) => {
+                const last = m?.measurements[m.measurements.length - 1];
+                return h(
+                  "tr",
+                  { "data-testid": "rollout-metric", "data-run": a.name, "data-metric": m?.name ?? "", "data-phase": m?.phase ?? "" },
+                  h("td", { title: a.message || null }, `${a.icon} ${a.name} (${a.phase}, revision ${a.revision})`),
+                  h("td", null, m?.name ?? "–"),
+                  h("td", null, m ? `${m.icon} ${m.phase}` : ""),
+                  h("td", null, m ? String(m.successful) : ""),
+                  h("td", null, m ? String(m.failed) : ""),
+                  h("td", { title: m?.message ?? null }, m?.lastValue ?? "–"),
+                  h("td", null, last?.startedAt ? h("time", { datetime: last.startedAt, title: when(last.startedAt) }, relative(last.startedAt)) : "–"),
+                );
+              }),
+            ),
+          ),
+        ),
+  );
+  return sec;
 }
 
 function podsSummary(pods: Pod[]): string {
@@ -209,6 +334,7 @@ export function workloadPage(root: HTMLElement, route: Route): void {
           ["Traces", app ? h("a", { href: href("/traces", { service: `${app}.${ns}` }), "data-testid": "link-traces" }, `Traces of ${app}.${ns}`) : "–"],
           ["Graph", h("a", { href: href("/graph", { namespaces: ns }) }, `Graph of ${ns}`)],
         ]),
+        w.rollout ? rolloutPanel(w.rollout) : null,
         h("h2", null, "Pods"),
         podsTable(w.pods ?? []),
         h("h2", null, "Istio config that applies"),
