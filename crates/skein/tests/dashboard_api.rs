@@ -377,21 +377,6 @@ fn the_dashboard_api_on_the_blog() {
     traffic.join().unwrap();
 }
 
-fn git(repo: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .expect("git is installed (scripts/deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// GitOps on the Istio config page's data: `skein up` on a git working tree (the gitops
 /// fixture) is Synced and Healthy with nothing drifted; a `skein apply` that differs from git
 /// makes the Application OutOfSync with that VirtualService listed as drifted.

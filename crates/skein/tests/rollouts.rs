@@ -487,17 +487,7 @@ fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
             .collect::<Vec<_>>()
     );
 
-    let out = skein.run(&["rollouts", "retry", "rollout", "echo", "-n", "echo"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = eventually(Duration::from_secs(30), "the update started again", || {
-        let r = rollout(&skein);
-        (r["phase"] != "Degraded" && r["currentStepIndex"] == 1 && !canary_pods(&r).is_empty())
-            .then_some(r)
-    });
+    let r = argo::retry(&skein, "echo", "echo");
     assert_eq!(r["actualWeight"], 20);
 
     // Deleting the Rollout from the manifests takes its pods and managed objects away.

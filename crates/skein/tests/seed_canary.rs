@@ -365,16 +365,6 @@ fn the_seeds_canary_runs_on_the_example_and_a_bad_version_is_aborted_by_its_anal
     );
 
     // retry: the bad version's steps start again.
-    let out = skein.run(&["rollouts", "retry", "rollout", "web", "-n", "blog-system"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = eventually(Duration::from_secs(30), "the update started again", || {
-        let r = rollout(&skein);
-        (r["phase"] != "Degraded" && r["currentStepIndex"] == 1 && !canary_pods(&r).is_empty())
-            .then_some(r)
-    });
+    let r = argo::retry(&skein, "blog-system", "web");
     assert_eq!(r["actualWeight"], 0);
 }

@@ -52,3 +52,19 @@ pub fn canary_pods(r: &serde_json::Value) -> Vec<String> {
         .filter_map(|p| p["name"].as_str().map(str::to_string))
         .collect()
 }
+
+/// `skein rollouts retry rollout NAME`, then waits (30 s) for the update to run its steps
+/// again: out of Degraded, at step 1 with canary pods.
+pub fn retry(skein: &Skein, ns: &str, name: &str) -> serde_json::Value {
+    let out = skein.run(&["rollouts", "retry", "rollout", name, "-n", ns]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(30), "the update started again", || {
+        let r = rollout(skein, ns, name);
+        (r["phase"] != "Degraded" && r["currentStepIndex"] == 1 && !canary_pods(&r).is_empty())
+            .then_some(r)
+    })
+}

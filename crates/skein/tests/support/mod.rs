@@ -324,3 +324,20 @@ pub fn manifests_copy(dir: &str) -> tempfile::TempDir {
     }
     copy
 }
+
+/// `git -C repo ARGS...` with a committer set, which must succeed; its trimmed stdout.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("git is installed (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
