@@ -55,19 +55,12 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
     let dir = manifests.path().to_str().unwrap().to_string();
     let skein = Skein::new();
     skein.up(&dir, &["--scrape-interval", "1"]);
-    let out = skein.run(&[
-        "rollouts",
-        "status",
+    argo::wait_healthy(
+        &skein,
         "echo",
-        "-n",
         "echo",
-        "--timeout",
         "60s",
-    ]);
-    assert!(
-        out.status.success(),
-        "the first revision becomes Healthy: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "the first revision becomes Healthy",
     );
     let r = rollout(&skein);
     assert_eq!(r["revisions"][0]["pods"].as_array().unwrap().len(), 2);
@@ -190,20 +183,7 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = skein.run(&[
-        "rollouts",
-        "status",
-        "echo",
-        "-n",
-        "echo",
-        "--timeout",
-        "90s",
-    ]);
-    assert!(
-        out.status.success(),
-        "fully promoted: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    argo::wait_healthy(&skein, "echo", "echo", "90s", "fully promoted");
     let r = rollout(&skein);
     let new_hash = r["currentPodHash"].as_str().unwrap().to_string();
     assert_eq!(r["stableRS"], new_hash.as_str());
@@ -309,20 +289,7 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = skein.run(&[
-        "rollouts",
-        "status",
-        "echo",
-        "-n",
-        "echo",
-        "--timeout",
-        "30s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    argo::wait_healthy(&skein, "echo", "echo", "30s", "rollout echo/echo Healthy");
     eventually(
         Duration::from_secs(20),
         "the undone canary's pods gone",
@@ -364,20 +331,7 @@ fn a_canary_goes_through_the_seeds_steps_without_a_failed_request_and_an_abort_t
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = skein.run(&[
-        "rollouts",
-        "status",
-        "echo",
-        "-n",
-        "echo",
-        "--timeout",
-        "60s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    argo::wait_healthy(&skein, "echo", "echo", "60s", "rollout echo/echo Healthy");
     let r = rollout(&skein);
     assert_eq!(r["revisions"][0]["revision"], 4);
     assert_eq!(r["revisions"][0]["role"], "stable");
@@ -395,20 +349,7 @@ fn a_canary_that_fails_is_aborted_by_its_analysis_and_retry_starts_it_again() {
     let dir = manifests.path().to_str().unwrap().to_string();
     let skein = Skein::new();
     skein.up(&dir, &["--scrape-interval", "1"]);
-    let out = skein.run(&[
-        "rollouts",
-        "status",
-        "echo",
-        "-n",
-        "echo",
-        "--timeout",
-        "60s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    argo::wait_healthy(&skein, "echo", "echo", "60s", "rollout echo/echo Healthy");
     let url = format!("{}/rollout", skein.http_base());
     let load = Load::start(url, 3, Duration::from_millis(15), version);
     load.measure(BETWEEN + 1, 50);

@@ -127,19 +127,12 @@ fn the_seeds_canary_runs_on_the_example_and_a_bad_version_is_aborted_by_its_anal
     }
     let skein = Skein::new();
     skein.up(dir.to_str().unwrap(), &["--scrape-interval", "1"]);
-    let out = skein.run(&[
-        "rollouts",
-        "status",
-        "web",
-        "-n",
+    argo::wait_healthy(
+        &skein,
         "blog-system",
-        "--timeout",
+        "web",
         "60s",
-    ]);
-    assert!(
-        out.status.success(),
-        "web's first revision becomes Healthy: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "web's first revision becomes Healthy",
     );
     let stable = rollout(&skein)["stableRS"].as_str().unwrap().to_string();
     let base = skein.http_base();
@@ -207,20 +200,7 @@ fn the_seeds_canary_runs_on_the_example_and_a_bad_version_is_aborted_by_its_anal
     let n = analysis_passes(&skein, n, 1);
     // 100 %, then the canary is the new stable and the analysis ends Successful.
     rollouts(&skein, &["promote"]);
-    let out = skein.run(&[
-        "rollouts",
-        "status",
-        "web",
-        "-n",
-        "blog-system",
-        "--timeout",
-        "90s",
-    ]);
-    assert!(
-        out.status.success(),
-        "fully promoted: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    argo::wait_healthy(&skein, "blog-system", "web", "90s", "fully promoted");
     let r = rollout(&skein);
     assert_eq!(r["stableRS"], canary.as_str(), "{r}");
     // The background analysis is terminated with the update: it ends Successful.

@@ -68,3 +68,14 @@ pub fn retry(skein: &Skein, ns: &str, name: &str) -> serde_json::Value {
             .then_some(r)
     })
 }
+
+/// `skein rollouts status NAME -n NS --timeout TIMEOUT`, which must exit 0 (Healthy); `what`
+/// says what the test waits for.
+pub fn wait_healthy(skein: &Skein, ns: &str, name: &str, timeout: &str, what: &str) {
+    let out = skein.run(&["rollouts", "status", name, "-n", ns, "--timeout", timeout]);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
